@@ -1,0 +1,30 @@
+// The Node ceiling: node:http + one undici Pool, Pool.stream, hop-by-hop stripped, nothing else.
+// Same as ../shared/bench/peers/node-ceiling.js, with the project's own undici.
+import http from "node:http"
+import { Pool } from "undici"
+
+const PORT = Number(process.env.PORT)
+const pool = new Pool(process.env.UPSTREAM_URL, { connections: 128, pipelining: 1, keepAliveTimeout: 60_000 })
+const HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authenticate", "proxy-authorization", "http2-settings"])
+const requestHeaders = (raw) => {
+  const out = []
+  for (let i = 0; i < raw.length; i += 2) if (!HOP.has(raw[i].toLowerCase())) out.push(raw[i], raw[i + 1])
+  return out
+}
+const factory = ({ statusCode, headers, opaque: res }) => {
+  for (const h of HOP) delete headers[h]
+  res.writeHead(statusCode, headers)
+  return res
+}
+http
+  .createServer((req, res) => {
+    const hasBody = req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined
+    pool.stream({ path: req.url, method: req.method, headers: requestHeaders(req.rawHeaders), body: hasBody ? req : null, opaque: res }, factory, (err) => {
+      if (!err) return
+      if (!res.headersSent) {
+        res.writeHead(502)
+        res.end()
+      } else res.destroy(err)
+    })
+  })
+  .listen(PORT, "127.0.0.1")

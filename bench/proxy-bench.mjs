@@ -1,0 +1,205 @@
+#!/usr/bin/env node
+// Sentinel vs the Node ceiling, in one run, on this machine.
+//
+//   npm run build && node bench/proxy-bench.mjs [--rounds 3] [--duration 8] [--conns 50] [--agent]
+//
+// Layout (2 cores): the proxy under test is pinned to CPU 0; wrk and the upstream
+// (nginx, 1 worker, or a Node origin when nginx is missing) share CPU 1. Each round runs
+// every proxy through every scenario, interleaved, so drift hits all alike; medians are
+// reported with ratios to the ceiling measured in the same run.
+// Scenarios: small (GET 20 B), get64k (GET 64 KiB). Sentinel runs the full pipeline:
+// routing, trace id, header policies, access log to a file, metrics.
+// With --agent, a third row runs Sentinel with the `echo` agent on the route.
+import { spawn, spawnSync, execFileSync } from "node:child_process"
+import { chmodSync, mkdtempSync, writeFileSync, mkdirSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join, dirname } from "node:path"
+import { fileURLToPath } from "node:url"
+import http from "node:http"
+import { parseArgs } from "node:util"
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..")
+const { values: opt } = parseArgs({
+  options: {
+    rounds: { type: "string", default: "3" },
+    duration: { type: "string", default: "8" },
+    warmup: { type: "string", default: "2" },
+    conns: { type: "string", default: "50" },
+    agent: { type: "boolean", default: false },
+    scenarios: { type: "string", default: "small,get64k" }
+  }
+})
+const ROUNDS = Number(opt.rounds), DURATION = Number(opt.duration), WARMUP = Number(opt.warmup), CONNS = Number(opt.conns)
+const has = (cmd) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0
+if (!has("wrk")) {
+  console.error("wrk is required: apt-get install -y wrk (nginx too, for the upstream)")
+  process.exit(2)
+}
+const pin = (cpu, argv) => (has("taskset") ? ["taskset", "-c", String(cpu), ...argv] : argv)
+const work = mkdtempSync(join(tmpdir(), "sentinel-bench-"))
+// nginx workers run unprivileged: the tree they serve must be readable.
+chmodSync(work, 0o755)
+const children = []
+const start = (argv, env = {}) => {
+  const child = spawn(argv[0], argv.slice(1), { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "inherit"] })
+  children.push(child)
+  return child
+}
+const stopAll = () => children.forEach((c) => c.exitCode === null && c.kill("SIGKILL"))
+process.on("exit", stopAll)
+process.on("SIGINT", () => process.exit(130))
+
+const waitReady = async (port, path = "/small") => {
+  for (let i = 0; i < 300; i++) {
+    const ok = await new Promise((resolve) => {
+      const req = http.get({ host: "127.0.0.1", port, path, agent: false }, (res) => {
+        res.resume()
+        res.on("end", () => resolve(res.statusCode === 200))
+      })
+      req.on("error", () => resolve(false))
+    })
+    if (ok) return
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error(`port ${port} never became ready`)
+}
+
+// ---- upstream
+const UPSTREAM_PORT = 18380
+mkdirSync(join(work, "www/static"), { recursive: true })
+writeFileSync(join(work, "www/static/64k.bin"), Buffer.alloc(65536, 7))
+let upstreamKind
+if (has("nginx")) {
+  upstreamKind = "nginx (1 worker, CPU 1)"
+  writeFileSync(
+    join(work, "nginx.conf"),
+    `worker_processes 1; daemon off; pid ${work}/nginx.pid; error_log ${work}/nginx.err;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 100000; keepalive_timeout 120s;
+  server { listen 127.0.0.1:${UPSTREAM_PORT}; root ${work}/www;
+    location = /small { return 200 "12345678901234567890"; }
+    location /static/ { } } }`
+  )
+  start(pin(1, ["nginx", "-c", join(work, "nginx.conf"), "-p", work]))
+} else {
+  upstreamKind = "node:http origin (CPU 1)"
+  const big = Buffer.alloc(65536, 7)
+  writeFileSync(
+    join(work, "origin.mjs"),
+    `import http from "node:http"; const big = Buffer.alloc(65536, 7);
+http.createServer((q, s) => { if (q.url === "/small") s.end("12345678901234567890"); else s.end(big) }).listen(${UPSTREAM_PORT}, "127.0.0.1")`
+  )
+  void big
+  start(pin(1, [process.execPath, join(work, "origin.mjs")]))
+}
+await waitReady(UPSTREAM_PORT)
+
+// ---- proxies
+const upstreamUrl = `http://127.0.0.1:${UPSTREAM_PORT}`
+const sentinelConfig = (port, withAgent) => {
+  const path = join(work, `sentinel-${port}.kdl`)
+  writeFileSync(
+    path,
+    `schema-version "1.0"
+system { graceful-shutdown-timeout-secs 1 }
+listeners { listener "bench" { address "127.0.0.1:${port}" } }
+upstreams { upstream "origin" { target "127.0.0.1:${UPSTREAM_PORT}" } }
+${withAgent ? `agents { agent "echo" { unix-socket "${work}/echo.sock"; events "request_headers"; timeout-ms 1000 } }
+filters { filter "echo" { type "agent"; agent "echo" } }` : ""}
+routes {
+  route "health" { priority "high"; matches { path "/_health" }; builtin-handler "health" }
+  route "all" {
+    matches { path-prefix "/" }
+    upstream "origin"
+    ${withAgent ? `filters "echo"` : ""}
+    policies { response-headers { set { "X-Served-By" "sentinel" } } }
+  }
+}
+observability { logging { access-log { enabled #true; file "${work}/access-${port}.log"; format "json" } } }
+`
+  )
+  return path
+}
+const proxies = [
+  {
+    name: "node-ceiling",
+    port: 18381,
+    argv: (p) => pin(0, [process.execPath, "--max-semi-space-size=64", join(root, "bench/ceiling.mjs")]),
+    env: (p) => ({ PORT: String(p), UPSTREAM_URL: upstreamUrl })
+  },
+  {
+    name: "sentinel",
+    port: 18382,
+    argv: (p) => pin(0, [process.execPath, join(root, "dist/main.js"), "run", "-c", sentinelConfig(p, false)]),
+    env: () => ({})
+  }
+]
+if (opt.agent) {
+  const sock = join(work, "echo.sock")
+  start(pin(1, [process.execPath, join(root, "dist/agents-bin/echo/main.js"), "--socket", sock]))
+  proxies.push({
+    name: "sentinel+echo-agent",
+    port: 18383,
+    argv: (p) => pin(0, [process.execPath, join(root, "dist/main.js"), "run", "-c", sentinelConfig(p, true)]),
+    env: () => ({})
+  })
+}
+
+const scenarios = { small: "/small", get64k: "/static/64k.bin" }
+const wrk = (port, path, seconds, conns) => {
+  const out = execFileSync(pin(1, ["wrk"])[0], [...pin(1, ["wrk"]).slice(1), "-t1", `-c${conns}`, `-d${seconds}s`, "--latency", `http://127.0.0.1:${port}${path}`], {
+    encoding: "utf8"
+  })
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0)
+  const unit = (v, u) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[u] ?? 1)
+  const p = (q) => {
+    const m = new RegExp(`\\s${q}%\\s+([\\d.]+)(us|ms|s)`).exec(out)
+    return m ? unit(m[1], m[2]) : NaN
+  }
+  const errors = /Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? "0"
+  return { rps, p50: p(50), p99: p(99), errors: Number(errors) }
+}
+
+const results = {} // name -> scenario -> [runs]
+for (let round = 1; round <= ROUNDS; round++) {
+  for (const proxy of proxies) {
+    const child = start(proxy.argv(proxy.port), proxy.env(proxy.port))
+    await waitReady(proxy.port)
+    for (const [scenario, path] of Object.entries(scenarios)) {
+      if (!opt.scenarios.split(",").includes(scenario)) continue
+      wrk(proxy.port, path, WARMUP, CONNS)
+      const r = wrk(proxy.port, path, DURATION, CONNS)
+      ;((results[proxy.name] ??= {})[scenario] ??= []).push(r)
+      console.error(`round ${round} ${proxy.name.padEnd(20)} ${scenario.padEnd(7)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  non-2xx ${r.errors}`)
+    }
+    child.kill("SIGTERM")
+    await new Promise((r) => child.once("exit", r))
+  }
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+const lines = [
+  `# Sentinel benchmark — ${new Date().toISOString()}`,
+  "",
+  `upstream: ${upstreamKind}; proxies pinned to CPU 0; wrk -t1 -c${CONNS}, ${WARMUP}s warm-up + ${DURATION}s, ${ROUNDS} interleaved rounds; medians.`,
+  "",
+  "| proxy | scenario | req/s | ratio to ceiling | p50 ms | p99 ms | p99 ratio | non-2xx |",
+  "|---|---|---|---|---|---|---|---|"
+]
+for (const scenario of Object.keys(scenarios)) {
+  const base = results["node-ceiling"]?.[scenario]
+  if (!base) continue
+  const baseRps = median(base.map((r) => r.rps)), baseP99 = median(base.map((r) => r.p99))
+  for (const proxy of proxies) {
+    const runs = results[proxy.name][scenario]
+    const rps = median(runs.map((r) => r.rps)), p50 = median(runs.map((r) => r.p50)), p99 = median(runs.map((r) => r.p99))
+    lines.push(`| ${proxy.name} | ${scenario} | ${rps.toFixed(0)} | ${(rps / baseRps).toFixed(2)} | ${p50.toFixed(2)} | ${p99.toFixed(2)} | ${(p99 / baseP99).toFixed(2)} | ${runs.reduce((a, r) => a + r.errors, 0)} |`)
+  }
+}
+const report = lines.join("\n") + "\n"
+mkdirSync(join(root, "bench/results"), { recursive: true })
+writeFileSync(join(root, "bench/results/latest.md"), report)
+console.log(report)
+
+stopAll()
+process.exit(0)

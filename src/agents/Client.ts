@@ -1,0 +1,547 @@
+/**
+ * Connection pool to one agent over a Unix domain socket (protocol v2).
+ *
+ * - `poolSize` connections, each opened with the handshake first; calls are
+ *   multiplexed on them and answers are matched only through
+ *   `audit.custom.correlation_id`.
+ * - A connection that breaks the wire contract (bad frame, bad JSON, unknown
+ *   type, oversize) is dropped; its pending calls fail with that
+ *   `AgentProtocolError`. Closed connections are reopened with exponential
+ *   backoff; while none is ready calls fail fast (`AgentUnavailable`).
+ * - Each call owns its deadline timer (no `Effect.timeout`, DESIGN.md §2);
+ *   on timeout or interruption a Cancel (0x40) goes to the agent.
+ * - Pings check liveness: a connection whose agent has answered pings before
+ *   and then stays silent for a whole ping interval is dropped and reopened.
+ *
+ * The hot path is `start` (plain callbacks); `call` wraps it in one `Effect.async`.
+ */
+import * as net from "node:net"
+import { Data, Effect, Either, type Scope } from "effect"
+import {
+  type AgentCapabilities,
+  AgentProtocolError,
+  type AgentResponse,
+  answerCorrelationId,
+  CancelReason,
+  decodeAgentResponse,
+  decodeHandshakeResponse,
+  encodeFrame,
+  FlowAction,
+  FrameDecoder,
+  HealthState,
+  MAX_FRAME_LENGTH,
+  MessageType,
+  PROTOCOL_VERSION
+} from "./Protocol.js"
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/** The agent did not answer within the call's deadline. */
+export class AgentTimeout extends Data.TaggedError("AgentTimeout")<{
+  readonly agent: string
+  readonly timeoutMs: number
+  readonly correlationId: string
+}> {}
+
+/** No usable connection to the agent (not connected yet, lost, paused, pool closed). */
+export class AgentUnavailable extends Data.TaggedError("AgentUnavailable")<{
+  readonly agent: string
+  readonly reason: "not-connected" | "connection-lost" | "flow-paused" | "closed" | "duplicate-correlation-id"
+  readonly message: string
+}> {}
+
+/** The agent refused the handshake (`success:false` or an unsupported version). */
+export class AgentRejected extends Data.TaggedError("AgentRejected")<{
+  readonly agent: string
+  readonly message: string
+}> {}
+
+export type AgentCallError = AgentTimeout | AgentUnavailable | AgentRejected | AgentProtocolError
+
+// ---------------------------------------------------------------------------
+// Configuration
+
+export interface AgentClientConfig {
+  /** Agent id, used in errors, logs and metrics. */
+  readonly id: string
+  /** `unix-socket "<path>"` of the agent. */
+  readonly socketPath: string
+  /** Connections kept open to the agent. Default 4 (Sentinel's pool size). */
+  readonly poolSize?: number
+  /** Deadline for connect + handshake of one connection, ms. Default 5000. */
+  readonly connectTimeoutMs?: number
+  /** First reconnect delay, ms; doubles after each failed attempt. Default 100. */
+  readonly reconnectBaseMs?: number
+  /** Upper bound of the reconnect delay, ms. Default 5000. */
+  readonly reconnectMaxMs?: number
+  /** Ping period per connection, ms; 0 disables pings. Default 10000. */
+  readonly pingIntervalMs?: number
+  /** `proxy_id` sent in the handshake. Default "sentinel-ts". */
+  readonly proxyId?: string
+  /** `proxy_version` sent in the handshake. Default "0.1.0". */
+  readonly proxyVersion?: string
+  /** `config` sent in the handshake (the agent's `config {}` block as JSON). Default null. */
+  readonly handshakeConfig?: unknown
+  /** Largest frame accepted from the agent (type byte + payload). Default 16 MiB. */
+  readonly maxFrameLength?: number
+  /** Connection lifecycle observer (logs/metrics). Must not throw. */
+  readonly onEvent?: (event: ClientEvent) => void
+}
+
+export type ClientEvent =
+  | { readonly _tag: "Connected"; readonly agent: string; readonly capabilities: AgentCapabilities | null }
+  | { readonly _tag: "Disconnected"; readonly agent: string; readonly reason: string }
+  | { readonly _tag: "ConnectFailed"; readonly agent: string; readonly reason: string; readonly retryInMs: number }
+  | { readonly _tag: "ProtocolError"; readonly agent: string; readonly error: AgentProtocolError }
+  | { readonly _tag: "Unmatched"; readonly agent: string; readonly correlationId: string | undefined }
+
+/** A call in progress; `cancel` sends Cancel (0x40) and drops the call (no `done`). */
+export type CancelCall = (reason?: CancelReason) => void
+
+export interface AgentClientStatus {
+  readonly ready: number
+  readonly connecting: number
+  readonly pending: number
+  /** Open sockets (any state). */
+  readonly sockets: number
+  /** Live timers owned by the client (calls, handshakes, pings, reconnects). */
+  readonly timers: number
+  readonly lastError: string | undefined
+}
+
+export interface AgentClient {
+  readonly id: string
+  /**
+   * Sends one event and waits for its answer (plain callback, hot path).
+   * `done` is called exactly once unless the returned cancel runs first.
+   */
+  readonly start: (
+    type: MessageType,
+    event: { readonly correlation_id: string },
+    timeoutMs: number,
+    done: (result: Either.Either<AgentResponse, AgentCallError>) => void
+  ) => CancelCall
+  /** `start` as one `Effect.async`; interruption sends Cancel (ClientDisconnect). */
+  readonly call: (
+    type: MessageType,
+    event: { readonly correlation_id: string },
+    timeoutMs: number
+  ) => Effect.Effect<AgentResponse, AgentCallError>
+  readonly status: () => AgentClientStatus
+  /** Capabilities declared by the agent at the last successful handshake. */
+  readonly capabilities: () => AgentCapabilities | null
+}
+
+// ---------------------------------------------------------------------------
+// Implementation
+
+type Done = (result: Either.Either<AgentResponse, AgentCallError>) => void
+
+interface PendingCall {
+  readonly correlationId: string
+  readonly conn: Connection
+  timer: ReturnType<typeof setTimeout> | undefined
+  settled: boolean
+  readonly done: Done
+}
+
+interface Slot {
+  conn: Connection | undefined
+  retryTimer: ReturnType<typeof setTimeout> | undefined
+  attempt: number
+}
+
+class Connection {
+  state: "connecting" | "ready" | "closed" = "connecting"
+  readonly pending = new Map<string, PendingCall>()
+  readonly decoder: FrameDecoder
+  paused = false
+  health: number = HealthState.Healthy
+  handshakeTimer: ReturnType<typeof setTimeout> | undefined
+  pingTimer: ReturnType<typeof setInterval> | undefined
+  pingSequence = 0
+  awaitingPong = false
+  answersPings = false
+  inboundSincePing = false
+
+  constructor(
+    readonly socket: net.Socket,
+    maxFrameLength: number
+  ) {
+    this.decoder = new FrameDecoder(maxFrameLength)
+  }
+
+  send(frame: Buffer): void {
+    if (this.state !== "closed" && !this.socket.destroyed) this.socket.write(frame)
+  }
+
+  sendCancel(correlationId: string, reason: CancelReason): void {
+    this.send(encodeFrame(MessageType.Cancel, { correlation_id: correlationId, reason, timestamp_ms: Date.now() }))
+  }
+}
+
+class Pool implements AgentClient {
+  readonly id: string
+  private readonly slots: Array<Slot>
+  private closed = false
+  private rr = 0
+  private lastError: string | undefined
+  private lastRejection: AgentRejected | undefined
+  private caps: AgentCapabilities | null = null
+  private readonly poolSize: number
+  private readonly connectTimeoutMs: number
+  private readonly reconnectBaseMs: number
+  private readonly reconnectMaxMs: number
+  private readonly pingIntervalMs: number
+  private readonly maxFrameLength: number
+  private readonly handshake: Buffer
+
+  constructor(private readonly config: AgentClientConfig) {
+    this.id = config.id
+    this.poolSize = Math.max(1, config.poolSize ?? 4)
+    this.connectTimeoutMs = config.connectTimeoutMs ?? 5000
+    this.reconnectBaseMs = Math.max(1, config.reconnectBaseMs ?? 100)
+    this.reconnectMaxMs = Math.max(this.reconnectBaseMs, config.reconnectMaxMs ?? 5000)
+    this.pingIntervalMs = config.pingIntervalMs ?? 10_000
+    this.maxFrameLength = config.maxFrameLength ?? MAX_FRAME_LENGTH
+    this.handshake = encodeFrame(MessageType.HandshakeRequest, {
+      supported_versions: [PROTOCOL_VERSION],
+      proxy_id: config.proxyId ?? "sentinel-ts",
+      proxy_version: config.proxyVersion ?? "0.1.0",
+      config: config.handshakeConfig ?? null,
+      supported_encodings: ["json"]
+    })
+    this.slots = Array.from({ length: this.poolSize }, () => ({ conn: undefined, retryTimer: undefined, attempt: 0 }))
+  }
+
+  open(): this {
+    for (const slot of this.slots) this.connect(slot)
+    return this
+  }
+
+  private emit(event: ClientEvent): void {
+    try {
+      this.config.onEvent?.(event)
+    } catch {
+      // an observer must not break the pool
+    }
+  }
+
+  // -- connections ----------------------------------------------------------
+
+  private connect(slot: Slot): void {
+    if (this.closed) return
+    slot.retryTimer = undefined
+    const socket = net.createConnection({ path: this.config.socketPath })
+    const conn = new Connection(socket, this.maxFrameLength)
+    slot.conn = conn
+    conn.handshakeTimer = setTimeout(() => {
+      conn.handshakeTimer = undefined
+      this.drop(slot, conn, `connect/handshake timed out after ${this.connectTimeoutMs} ms`, undefined)
+    }, this.connectTimeoutMs)
+    socket.setNoDelay?.(true)
+    socket.on("connect", () => socket.write(this.handshake))
+    socket.on("data", (chunk: Buffer) => this.onData(slot, conn, chunk))
+    socket.on("error", (err) => this.drop(slot, conn, err.message, undefined))
+    socket.on("close", () => this.drop(slot, conn, "connection closed by the agent", undefined))
+  }
+
+  private onData(slot: Slot, conn: Connection, chunk: Buffer): void {
+    if (conn.state === "closed") return
+    conn.inboundSincePing = true
+    for (const item of conn.decoder.push(chunk)) {
+      if (item._tag === "AgentProtocolError") {
+        const error = new AgentProtocolError({ reason: item.reason, message: item.message, agent: this.id })
+        this.emit({ _tag: "ProtocolError", agent: this.id, error })
+        this.drop(slot, conn, error.message, error)
+        return
+      }
+      if (conn.state === "connecting") {
+        if (item.type !== MessageType.HandshakeResponse) {
+          const error = new AgentProtocolError({
+            reason: "unexpected",
+            message: `agent sent message type ${item.type} before the handshake response`,
+            agent: this.id
+          })
+          this.emit({ _tag: "ProtocolError", agent: this.id, error })
+          this.drop(slot, conn, error.message, error)
+          return
+        }
+        this.onHandshake(slot, conn, item.payload)
+        if ((conn.state as Connection["state"]) !== "ready") return
+        continue
+      }
+      switch (item.type) {
+        case MessageType.AgentResponse:
+          this.onAnswer(conn, item.payload)
+          break
+        case MessageType.Ping:
+          conn.send(encodeFrame(MessageType.Pong, item.payload))
+          break
+        case MessageType.Pong:
+          conn.awaitingPong = false
+          conn.answersPings = true
+          break
+        case MessageType.HealthStatus:
+          if (typeof item.payload.state === "number") conn.health = item.payload.state
+          break
+        case MessageType.FlowControl:
+          if (item.payload.action === FlowAction.Pause) conn.paused = true
+          else if (item.payload.action === FlowAction.Resume) conn.paused = false
+          break
+        default:
+          // MetricsReport, ConfigUpdateRequest, or a proxy->agent type: nothing to do here
+          break
+      }
+    }
+  }
+
+  private onHandshake(slot: Slot, conn: Connection, payload: Record<string, unknown>): void {
+    const decoded = decodeHandshakeResponse(payload)
+    if (Either.isLeft(decoded)) {
+      const error = new AgentProtocolError({ reason: "malformed", message: decoded.left.message, agent: this.id })
+      this.emit({ _tag: "ProtocolError", agent: this.id, error })
+      this.drop(slot, conn, error.message, error)
+      return
+    }
+    const hs = decoded.right
+    if (!hs.success || hs.protocol_version !== PROTOCOL_VERSION || hs.encoding !== "json") {
+      const message = !hs.success
+        ? `agent refused the handshake: ${hs.error ?? "no reason given"}`
+        : `agent chose protocol ${hs.protocol_version} / encoding ${hs.encoding}; only 2 / json are offered`
+      this.lastRejection = new AgentRejected({ agent: this.id, message })
+      this.drop(slot, conn, message, undefined)
+      return
+    }
+    if (conn.handshakeTimer) clearTimeout(conn.handshakeTimer)
+    conn.handshakeTimer = undefined
+    conn.state = "ready"
+    slot.attempt = 0
+    this.lastRejection = undefined
+    this.caps = hs.capabilities
+    if (this.pingIntervalMs > 0) conn.pingTimer = setInterval(() => this.ping(slot, conn), this.pingIntervalMs)
+    this.emit({ _tag: "Connected", agent: this.id, capabilities: hs.capabilities })
+  }
+
+  private ping(slot: Slot, conn: Connection): void {
+    if (conn.awaitingPong && conn.answersPings && !conn.inboundSincePing) {
+      this.drop(slot, conn, `no pong within ${this.pingIntervalMs} ms`, undefined)
+      return
+    }
+    conn.awaitingPong = true
+    conn.inboundSincePing = false
+    conn.send(encodeFrame(MessageType.Ping, { sequence: ++conn.pingSequence, timestamp_ms: Date.now() }))
+  }
+
+  private onAnswer(conn: Connection, payload: Record<string, unknown>): void {
+    const correlationId = answerCorrelationId(payload)
+    const call = correlationId === undefined ? undefined : conn.pending.get(correlationId)
+    if (call === undefined) {
+      // late answer of a timed-out/cancelled call, or an answer without id: ignored
+      this.emit({ _tag: "Unmatched", agent: this.id, correlationId })
+      return
+    }
+    this.settle(call)
+    const decoded = decodeAgentResponse(payload)
+    call.done(
+      Either.isRight(decoded)
+        ? decoded
+        : Either.left(new AgentProtocolError({ reason: "malformed", message: decoded.left.message, agent: this.id }))
+    )
+  }
+
+  /** Closes `conn`, fails its pending calls, and schedules the slot's reconnect. */
+  private drop(slot: Slot, conn: Connection, reason: string, protocolError: AgentProtocolError | undefined): void {
+    if (conn.state === "closed") return
+    const wasReady = conn.state === "ready"
+    conn.state = "closed"
+    if (conn.handshakeTimer) clearTimeout(conn.handshakeTimer)
+    if (conn.pingTimer) clearInterval(conn.pingTimer)
+    conn.handshakeTimer = undefined
+    conn.pingTimer = undefined
+    conn.socket.destroy()
+    this.lastError = reason
+    const calls = [...conn.pending.values()]
+    conn.pending.clear()
+    for (const call of calls) {
+      this.settle(call)
+      call.done(
+        Either.left(
+          protocolError ??
+            new AgentUnavailable({
+              agent: this.id,
+              reason: this.closed ? "closed" : "connection-lost",
+              message: reason
+            })
+        )
+      )
+    }
+    if (slot.conn === conn) slot.conn = undefined
+    if (this.closed) return
+    if (wasReady) this.emit({ _tag: "Disconnected", agent: this.id, reason })
+    const delay = Math.min(this.reconnectMaxMs, this.reconnectBaseMs * 2 ** Math.min(slot.attempt, 20))
+    // jitter in [delay/2, delay] so a restarted agent is not hit by every slot at once
+    const retryInMs = Math.max(1, Math.round(delay / 2 + (Math.random() * delay) / 2))
+    slot.attempt++
+    if (!wasReady) this.emit({ _tag: "ConnectFailed", agent: this.id, reason, retryInMs })
+    slot.retryTimer = setTimeout(() => this.connect(slot), retryInMs)
+  }
+
+  // -- calls ----------------------------------------------------------------
+
+  private settle(call: PendingCall): void {
+    call.settled = true
+    if (call.timer) clearTimeout(call.timer)
+    call.timer = undefined
+    if (call.conn.pending.get(call.correlationId) === call) call.conn.pending.delete(call.correlationId)
+  }
+
+  private pick(correlationId: string): Connection | AgentCallError {
+    let best: Connection | undefined
+    let sawReady = false
+    let sawPaused = false
+    let sawDuplicate = false
+    const n = this.slots.length
+    const start = this.rr++ % n
+    for (let i = 0; i < n; i++) {
+      const conn = this.slots[(start + i) % n].conn
+      if (conn === undefined || conn.state !== "ready") continue
+      sawReady = true
+      if (conn.paused) {
+        sawPaused = true
+        continue
+      }
+      if (conn.pending.has(correlationId)) {
+        sawDuplicate = true
+        continue
+      }
+      const healthy = conn.health === HealthState.Healthy || conn.health === HealthState.Degraded
+      const bestHealthy =
+        best !== undefined && (best.health === HealthState.Healthy || best.health === HealthState.Degraded)
+      if (
+        best === undefined ||
+        (healthy && !bestHealthy) ||
+        (healthy === bestHealthy && conn.pending.size < best.pending.size)
+      ) {
+        best = conn
+      }
+    }
+    if (best !== undefined) return best
+    if (this.closed) return new AgentUnavailable({ agent: this.id, reason: "closed", message: "agent pool closed" })
+    if (sawDuplicate) {
+      return new AgentUnavailable({
+        agent: this.id,
+        reason: "duplicate-correlation-id",
+        message: `a call with correlation id ${correlationId} is already pending`
+      })
+    }
+    if (sawPaused) return new AgentUnavailable({ agent: this.id, reason: "flow-paused", message: "agent paused the flow" })
+    if (!sawReady && this.lastRejection) return this.lastRejection
+    return new AgentUnavailable({
+      agent: this.id,
+      reason: "not-connected",
+      message: `no connection to ${this.config.socketPath}${this.lastError ? `: ${this.lastError}` : ""}`
+    })
+  }
+
+  readonly start = (
+    type: MessageType,
+    event: { readonly correlation_id: string },
+    timeoutMs: number,
+    done: Done
+  ): CancelCall => {
+    const correlationId = event.correlation_id
+    const picked = this.pick(correlationId)
+    if (!(picked instanceof Connection)) {
+      done(Either.left(picked))
+      return noop
+    }
+    let frame: Buffer
+    try {
+      frame = encodeFrame(type, event)
+    } catch (e) {
+      done(Either.left(new AgentProtocolError({ reason: "oversize", message: String(e), agent: this.id })))
+      return noop
+    }
+    const conn = picked
+    const call: PendingCall = { correlationId, conn, timer: undefined, settled: false, done }
+    conn.pending.set(correlationId, call)
+    call.timer = setTimeout(() => {
+      call.timer = undefined
+      if (call.settled) return
+      this.settle(call)
+      conn.sendCancel(correlationId, CancelReason.Timeout)
+      done(Either.left(new AgentTimeout({ agent: this.id, timeoutMs, correlationId })))
+    }, timeoutMs)
+    conn.send(frame)
+    return (reason: CancelReason = CancelReason.ClientDisconnect) => {
+      if (call.settled) return
+      this.settle(call)
+      conn.sendCancel(correlationId, reason)
+    }
+  }
+
+  readonly call = (
+    type: MessageType,
+    event: { readonly correlation_id: string },
+    timeoutMs: number
+  ): Effect.Effect<AgentResponse, AgentCallError> =>
+    Effect.async<AgentResponse, AgentCallError>((resume) => {
+      const cancel = this.start(type, event, timeoutMs, (result) =>
+        resume(Either.isRight(result) ? Effect.succeed(result.right) : Effect.fail(result.left))
+      )
+      return Effect.sync(() => cancel(CancelReason.ClientDisconnect))
+    })
+
+  readonly status = (): AgentClientStatus => {
+    let ready = 0
+    let connecting = 0
+    let pending = 0
+    let sockets = 0
+    let timers = 0
+    for (const slot of this.slots) {
+      if (slot.retryTimer) timers++
+      const conn = slot.conn
+      if (conn === undefined) continue
+      if (!conn.socket.destroyed) sockets++
+      if (conn.state === "ready") ready++
+      else if (conn.state === "connecting") connecting++
+      if (conn.handshakeTimer) timers++
+      if (conn.pingTimer) timers++
+      pending += conn.pending.size
+      for (const call of conn.pending.values()) if (call.timer) timers++
+    }
+    return { ready, connecting, pending, sockets, timers, lastError: this.lastError }
+  }
+
+  readonly capabilities = (): AgentCapabilities | null => this.caps
+
+  readonly close = (): void => {
+    if (this.closed) return
+    this.closed = true
+    for (const slot of this.slots) {
+      if (slot.retryTimer) clearTimeout(slot.retryTimer)
+      slot.retryTimer = undefined
+      if (slot.conn) this.drop(slot, slot.conn, "agent pool closed", undefined)
+      slot.conn = undefined
+    }
+  }
+}
+
+const noop: CancelCall = () => {}
+
+/**
+ * Opens the pool (connections are attempted at once; a missing socket is
+ * retried with backoff). Closing the scope closes every socket and timer and
+ * fails pending calls with `AgentUnavailable { reason: "closed" }`.
+ */
+export const make = (config: AgentClientConfig): Effect.Effect<AgentClient, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.sync(() => new Pool(config).open()),
+    (pool) => Effect.sync(() => pool.close())
+  )
+
+/** Unscoped variant for callers that manage the lifetime themselves (`close` must be called). */
+export const unsafeMake = (config: AgentClientConfig): AgentClient & { readonly close: () => void } =>
+  new Pool(config).open()

@@ -1,0 +1,478 @@
+/**
+ * The agents stage: runs a route's agents for each phase and turns their
+ * answers (or failures) into one decision the pipeline acts on.
+ *
+ * - request headers: the route's agents run in parallel; the first non-allow
+ *   outcome in filter order wins (later calls are cancelled as soon as the
+ *   winner is known); header mutations of allowing agents apply in filter order.
+ * - request body, response headers, response body: agents run one after the
+ *   other in filter order, each seeing the body as mutated by the ones before.
+ * - request complete (`log`): sent after the response; answers are ignored.
+ * - a failure (timeout, no connection, garbage, overload, open circuit) is
+ *   resolved by failure mode (filter, else route, else agent): `closed`
+ *   answers 503 (504 on timeout), `open` continues; both are audited and
+ *   counted. A malformed answer is a failure, never an allow.
+ * - decisions: block -> its status/body/headers; redirect -> status +
+ *   Location; challenge -> 403 (configurable) with the challenge in a header.
+ *
+ * Each phase is one `Effect.async` over plain callbacks (DESIGN.md §2).
+ */
+import { Context, Effect, Either, Layer, type Scope } from "effect"
+import type { CircuitState } from "../upstream/Circuit.js"
+import { type AgentConfig, type AgentFilterRef, type FailureMode, resolveFailureMode } from "./AgentConfig.js"
+import {
+  type Acc,
+  type AgentAuditEntry,
+  type AgentContinue,
+  type AgentDecision,
+  type AgentMetric,
+  type AgentPhase,
+  type AgentResult,
+  type ChallengePolicy,
+  CONTINUE,
+  failureRespond,
+  merge,
+  type Outcome,
+  type PhaseContext,
+  resultOfDecision,
+  resultOfFailure,
+  respondFor,
+  toContinue
+} from "./AgentDecision.js"
+import { type AgentFailure, AgentRuntime, type AgentRuntimeStatus } from "./AgentRuntime.js"
+import {
+  type AgentClientStatus,
+  AgentUnavailable,
+  type CancelCall,
+  type ClientEvent,
+  make as makeClient
+} from "./Client.js"
+import {
+  type AgentResponse,
+  CancelReason,
+  MessageType,
+  type RequestCompleteEvent,
+  type RequestHeadersEvent,
+  type ResponseHeadersEvent
+} from "./Protocol.js"
+
+// ---------------------------------------------------------------------------
+// Service
+
+export interface AgentManagerOptions {
+  readonly challenge?: Partial<ChallengePolicy>
+  /** Called for every agent outcome. Must not throw. */
+  readonly onAudit?: (entry: AgentAuditEntry) => void
+  /** Called for every agent call. Must not throw. */
+  readonly onMetric?: (metric: AgentMetric) => void
+  /** Connection lifecycle of every agent's pool. */
+  readonly onClientEvent?: (event: ClientEvent) => void
+  readonly onCircuitTransition?: (agent: string, from: CircuitState, to: CircuitState) => void
+  /** Handshake `proxy_id` / `proxy_version`. */
+  readonly proxyId?: string
+  readonly proxyVersion?: string
+}
+
+export interface AgentStatus {
+  readonly id: string
+  readonly client: AgentClientStatus
+  readonly runtime: AgentRuntimeStatus
+}
+
+export interface AgentManagerService {
+  /** RequestHeaders to the route's agents, in parallel. */
+  readonly runRequestHeaders: (
+    filters: ReadonlyArray<AgentFilterRef>,
+    event: RequestHeadersEvent,
+    ctx: PhaseContext
+  ) => Effect.Effect<AgentDecision>
+  /** The buffered request body, as one RequestBodyChunk, to each subscribed agent in turn. */
+  readonly runRequestBody: (
+    filters: ReadonlyArray<AgentFilterRef>,
+    body: Buffer,
+    ctx: PhaseContext
+  ) => Effect.Effect<AgentDecision>
+  /** ResponseHeaders to each subscribed agent in turn. */
+  readonly runResponseHeaders: (
+    filters: ReadonlyArray<AgentFilterRef>,
+    event: ResponseHeadersEvent,
+    ctx: PhaseContext
+  ) => Effect.Effect<AgentDecision>
+  /** The buffered response body, as one ResponseBodyChunk, to each subscribed agent in turn. */
+  readonly runResponseBody: (
+    filters: ReadonlyArray<AgentFilterRef>,
+    body: Buffer,
+    ctx: PhaseContext
+  ) => Effect.Effect<AgentDecision>
+  /** RequestComplete to subscribed agents, fire and forget (answers only audited). */
+  readonly notifyComplete: (filters: ReadonlyArray<AgentFilterRef>, event: RequestCompleteEvent, ctx: PhaseContext) => void
+  /** Whether any of these agents subscribes to `phase` (lets the pipeline skip buffering). */
+  readonly wants: (filters: ReadonlyArray<AgentFilterRef>, phase: AgentPhase) => boolean
+  readonly status: () => ReadonlyArray<AgentStatus>
+}
+
+export class AgentManager extends Context.Tag("sentinel/agents/Manager")<AgentManager, AgentManagerService>() {}
+
+// ---------------------------------------------------------------------------
+// Implementation
+
+const EMPTY = Buffer.alloc(0)
+
+const typeOf: Record<AgentPhase, MessageType> = {
+  request_headers: MessageType.RequestHeaders,
+  request_body: MessageType.RequestBodyChunk,
+  response_headers: MessageType.ResponseHeaders,
+  response_body: MessageType.ResponseBodyChunk,
+  request_complete: MessageType.RequestComplete
+}
+
+
+
+class Manager implements AgentManagerService {
+  private readonly challenge: ChallengePolicy
+
+  constructor(
+    private readonly runtimes: ReadonlyMap<string, AgentRuntime>,
+    private readonly options: AgentManagerOptions
+  ) {
+    this.challenge = { status: 403, header: "x-sentinel-challenge", ...options.challenge }
+  }
+
+  // -- outcome of one call --------------------------------------------------
+
+  private emit(entry: AgentAuditEntry, failOpen: boolean): void {
+    try {
+      this.options.onMetric?.({
+        agent: entry.agent,
+        phase: entry.phase,
+        result: entry.result,
+        durationMs: entry.durationMs,
+        failOpen
+      })
+      this.options.onAudit?.(entry)
+    } catch {
+      // observers must not break the request
+    }
+  }
+
+  private entry(
+    ref: AgentFilterRef,
+    phase: AgentPhase,
+    ctx: PhaseContext,
+    started: number,
+    result: AgentResult,
+    action: AgentAuditEntry["action"],
+    status: number | undefined,
+    response: AgentResponse | undefined,
+    reason: string | undefined
+  ): AgentAuditEntry {
+    return {
+      traceId: ctx.traceId,
+      routeId: ctx.routeId,
+      agent: ref.agent,
+      filterId: ref.filterId,
+      phase,
+      result,
+      action,
+      status,
+      ruleIds: response?.audit.rule_ids ?? [],
+      tags: response?.audit.tags ?? [],
+      reasonCodes: response?.audit.reason_codes ?? [],
+      confidence: response?.audit.confidence ?? undefined,
+      reason,
+      durationMs: performance.now() - started
+    }
+  }
+
+  private failureMode(ref: AgentFilterRef, ctx: PhaseContext, rt: AgentRuntime | undefined): FailureMode {
+    return resolveFailureMode(ref.failureMode, ctx.routeFailureMode, rt?.config.failureMode ?? "closed")
+  }
+
+  /** A failed call (or a body over the cap) resolved by failure mode. */
+  private failed(
+    ref: AgentFilterRef,
+    phase: AgentPhase,
+    ctx: PhaseContext,
+    rt: AgentRuntime | undefined,
+    started: number,
+    result: AgentResult,
+    error: AgentFailure | undefined,
+    message: string
+  ): Outcome {
+    const mode = this.failureMode(ref, ctx, rt)
+    if (phase === "request_complete") {
+      this.emit(this.entry(ref, phase, ctx, started, result, "ignored", undefined, undefined, message), false)
+      return { response: undefined }
+    }
+    if (mode === "open") {
+      this.emit(this.entry(ref, phase, ctx, started, result, "fail-open", undefined, undefined, message), true)
+      return { response: undefined }
+    }
+    const respond = failureRespond(ref.agent, result, error)
+    this.emit(this.entry(ref, phase, ctx, started, result, "fail-closed", respond.status, undefined, message), false)
+    return { respond }
+  }
+
+  /** An answer turned into an outcome. */
+  private answered(
+    ref: AgentFilterRef,
+    phase: AgentPhase,
+    ctx: PhaseContext,
+    started: number,
+    response: AgentResponse
+  ): Outcome {
+    const decision = response.decision
+    if (phase === "request_complete") {
+      this.emit(this.entry(ref, phase, ctx, started, resultOfDecision(decision), "ignored", undefined, response, undefined), false)
+      return { response: undefined }
+    }
+    if (decision === "allow") {
+      this.emit(this.entry(ref, phase, ctx, started, "allow", "continue", undefined, response, undefined), false)
+      return { response }
+    }
+    const respond = respondFor(decision, ref.agent, this.challenge)
+    const result = resultOfDecision(decision)
+    this.emit(this.entry(ref, phase, ctx, started, result, "respond", respond.status, response, undefined), false)
+    return { respond }
+  }
+
+  /**
+   * Starts one agent call of `phase` and reports its outcome; `undefined`
+   * from `event` means "skip" (outcome already reported by it).
+   */
+  private one(
+    ref: AgentFilterRef,
+    phase: AgentPhase,
+    ctx: PhaseContext,
+    event: object & { readonly correlation_id: string },
+    done: (outcome: Outcome) => void
+  ): CancelCall {
+    const started = performance.now()
+    const rt = this.runtimes.get(ref.agent)
+    if (rt === undefined) {
+      const error = new AgentUnavailable({
+        agent: ref.agent,
+        reason: "not-connected",
+        message: `agent "${ref.agent}" is not configured`
+      })
+      done(this.failed(ref, phase, ctx, rt, started, "unavailable", error, error.message))
+      return noop
+    }
+    return rt.invoke(typeOf[phase], event, (result) =>
+      done(
+        Either.isRight(result)
+          ? this.answered(ref, phase, ctx, started, result.right)
+          : this.failed(ref, phase, ctx, rt, started, resultOfFailure(result.left), result.left, result.left.message)
+      )
+    )
+  }
+
+  private subscribed(ref: AgentFilterRef, phase: AgentPhase): boolean {
+    const rt = this.runtimes.get(ref.agent)
+    // an unknown agent is "subscribed" so that its absence is resolved by failure mode, not ignored
+    return rt === undefined ? phase === "request_headers" : rt.config.events.includes(phase)
+  }
+
+  readonly wants = (filters: ReadonlyArray<AgentFilterRef>, phase: AgentPhase): boolean =>
+    filters.some((f) => this.subscribed(f, phase))
+
+  // -- phases ---------------------------------------------------------------
+
+  readonly runRequestHeaders = (
+    filters: ReadonlyArray<AgentFilterRef>,
+    event: RequestHeadersEvent,
+    ctx: PhaseContext
+  ): Effect.Effect<AgentDecision> =>
+    Effect.async<AgentDecision>((resume) => {
+      const refs = filters.filter((f) => this.subscribed(f, "request_headers"))
+      const n = refs.length
+      const outcomes: Array<Outcome | undefined> = new Array(n)
+      const cancels: Array<CancelCall | undefined> = new Array(n)
+      let finished = false
+      const finish = (decision: AgentDecision, reason: CancelReason) => {
+        finished = true
+        for (let i = 0; i < n; i++) if (outcomes[i] === undefined) cancels[i]?.(reason)
+        resume(Effect.succeed(decision))
+      }
+      const evaluate = () => {
+        const acc: Acc = { requestHeaders: [], responseHeaders: [], routingMetadata: {}, body: undefined }
+        for (let i = 0; i < n; i++) {
+          const o = outcomes[i]
+          if (o === undefined) return // an earlier agent (in filter order) may still decide
+          if (o.respond) return finish(o.respond, CancelReason.BlockedByAgent)
+          merge(acc, o.response, "request_headers")
+        }
+        finish(toContinue(acc), CancelReason.Manual)
+      }
+      if (n === 0) {
+        resume(Effect.succeed(CONTINUE))
+        return
+      }
+      for (let i = 0; i < n && !finished; i++) {
+        cancels[i] = this.one(refs[i], "request_headers", ctx, event, (o) => {
+          if (finished) return
+          outcomes[i] = o
+          evaluate()
+        })
+      }
+      return Effect.sync(() => {
+        if (finished) return
+        finished = true
+        for (let i = 0; i < n; i++) if (outcomes[i] === undefined) cancels[i]?.(CancelReason.ClientDisconnect)
+      })
+    })
+
+  /** Agents of `phase` one after the other, in filter order. */
+  private sequential(
+    filters: ReadonlyArray<AgentFilterRef>,
+    phase: "request_body" | "response_headers" | "response_body",
+    ctx: PhaseContext,
+    headersEvent: ResponseHeadersEvent | undefined,
+    body: Buffer | undefined
+  ): Effect.Effect<AgentDecision> {
+    return Effect.async<AgentDecision>((resume) => {
+      const acc: Acc = { requestHeaders: [], responseHeaders: [], routingMetadata: {}, body: undefined }
+      let i = 0
+      let finished = false
+      let current: CancelCall | undefined
+      const finish = (decision: AgentDecision) => {
+        finished = true
+        resume(Effect.succeed(decision))
+      }
+      const onOutcome = (o: Outcome) => {
+        if (finished) return
+        if (o.respond) return finish(o.respond)
+        merge(acc, o.response, phase)
+        next()
+      }
+      const next = (): void => {
+        while (!finished) {
+          if (i >= filters.length) return finish(toContinue(acc))
+          const ref = filters[i++]
+          if (!this.subscribed(ref, phase)) continue
+          if (phase === "response_headers") {
+            current = this.one(ref, phase, ctx, headersEvent!, onOutcome)
+            return
+          }
+          const rt = this.runtimes.get(ref.agent)!
+          const data = acc.body ?? body ?? EMPTY
+          const cap = phase === "request_body" ? rt.config.maxRequestBodyBytes : rt.config.maxResponseBodyBytes
+          if (data.length > cap) {
+            const o = this.failed(
+              ref,
+              phase,
+              ctx,
+              rt,
+              performance.now(),
+              "body-too-large",
+              undefined,
+              `body of ${data.length} bytes exceeds the agent's limit of ${cap}`
+            )
+            if (o.respond) return finish(o.respond)
+            continue
+          }
+          const encoded = data.toString("base64")
+          const event =
+            phase === "request_body"
+              ? {
+                  correlation_id: ctx.traceId,
+                  data: encoded,
+                  is_last: true,
+                  total_size: data.length,
+                  chunk_index: 0,
+                  bytes_received: data.length
+                }
+              : {
+                  correlation_id: ctx.traceId,
+                  data: encoded,
+                  is_last: true,
+                  total_size: data.length,
+                  chunk_index: 0,
+                  bytes_sent: data.length
+                }
+          current = this.one(ref, phase, ctx, event, onOutcome)
+          return
+        }
+      }
+      next()
+      return Effect.sync(() => {
+        if (finished) return
+        finished = true
+        current?.(CancelReason.ClientDisconnect)
+      })
+    })
+  }
+
+  readonly runRequestBody = (filters: ReadonlyArray<AgentFilterRef>, body: Buffer, ctx: PhaseContext) =>
+    this.sequential(filters, "request_body", ctx, undefined, body)
+
+  readonly runResponseHeaders = (
+    filters: ReadonlyArray<AgentFilterRef>,
+    event: ResponseHeadersEvent,
+    ctx: PhaseContext
+  ) => this.sequential(filters, "response_headers", ctx, event, undefined)
+
+  readonly runResponseBody = (filters: ReadonlyArray<AgentFilterRef>, body: Buffer, ctx: PhaseContext) =>
+    this.sequential(filters, "response_body", ctx, undefined, body)
+
+  readonly notifyComplete = (
+    filters: ReadonlyArray<AgentFilterRef>,
+    event: RequestCompleteEvent,
+    ctx: PhaseContext
+  ): void => {
+    for (const ref of filters) {
+      if (this.runtimes.get(ref.agent)?.config.events.includes("request_complete")) {
+        this.one(ref, "request_complete", ctx, event, () => {})
+      }
+    }
+  }
+
+  readonly status = (): ReadonlyArray<AgentStatus> =>
+    [...this.runtimes.values()].map((rt) => ({ id: rt.config.id, client: rt.client.status(), runtime: rt.status() }))
+}
+
+
+const noop: CancelCall = () => {}
+
+
+/**
+ * Opens one connection pool per agent (connections are attempted at once;
+ * missing sockets are retried in the background). Closing the scope fails
+ * queued calls and closes every socket and timer.
+ */
+export const make = (
+  agents: ReadonlyArray<AgentConfig>,
+  options: AgentManagerOptions = {}
+): Effect.Effect<AgentManagerService, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const runtimes = new Map<string, AgentRuntime>()
+    for (const a of agents) {
+      const client = yield* makeClient({
+        id: a.id,
+        socketPath: a.socketPath,
+        poolSize: a.poolSize,
+        connectTimeoutMs: a.connectTimeoutMs,
+        reconnectBaseMs: a.reconnectBaseMs,
+        reconnectMaxMs: a.reconnectMaxMs,
+        pingIntervalMs: a.pingIntervalMs,
+        handshakeConfig: a.config,
+        ...(options.proxyId ? { proxyId: options.proxyId } : {}),
+        ...(options.proxyVersion ? { proxyVersion: options.proxyVersion } : {}),
+        ...(options.onClientEvent ? { onEvent: options.onClientEvent } : {})
+      })
+      runtimes.set(
+        a.id,
+        new AgentRuntime(a, client, (from, to) => options.onCircuitTransition?.(a.id, from, to))
+      )
+    }
+    // runs before the clients' finalizers (reverse order): queued calls fail, then sockets close
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        for (const rt of runtimes.values()) rt.close()
+      })
+    )
+    return new Manager(runtimes, options)
+  })
+
+export const layer = (agents: ReadonlyArray<AgentConfig>, options: AgentManagerOptions = {}) =>
+  Layer.scoped(AgentManager, make(agents, options))

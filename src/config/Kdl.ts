@@ -1,0 +1,231 @@
+/**
+ * KDL text -> typed `SentinelConfig`, with every problem reported as
+ * `file:line:col: message`. Pure: file reading and includes live in Load.ts.
+ */
+import { type Document, getLocation, InvalidKdlError, type Node, parse } from "@bgotink/kdl"
+import { parse as parseV1 } from "@bgotink/kdl/v1-compat"
+import { Either, ParseResult, Schema } from "effect"
+import { type ConfigIssue, hint, sortIssues } from "./ConfigIssue.js"
+import { type BlockSpec, children, Cx, custom, decodeBlock, many, shape, Sink, str } from "./KdlDecoder.js"
+import { currentSchemaVersion, SentinelConfig } from "./Schema.js"
+import { limitsField } from "./blocks/Limits.js"
+import { listenersField } from "./blocks/Listeners.js"
+import { observabilityField } from "./blocks/Observability.js"
+import { routesField } from "./blocks/Routes.js"
+import { systemField } from "./blocks/System.js"
+import { upstreamsField } from "./blocks/Upstreams.js"
+
+/** A top-level node and the file it came from (includes mix files). */
+export interface SourcedNode {
+  readonly node: Node
+  readonly file: string
+}
+
+export interface DecodeResult {
+  /** Present when there are no errors. */
+  readonly config: SentinelConfig | undefined
+  readonly errors: ReadonlyArray<ConfigIssue>
+  readonly warnings: ReadonlyArray<ConfigIssue>
+}
+
+// ---------------------------------------------------------------------------
+// Syntax
+
+/**
+ * Parses KDL v2; if that fails but the text is valid KDL v1 (Sentinel configs
+ * written before v2), uses that with a warning. Never throws.
+ */
+export const parseKdl = (
+  text: string,
+  file: string
+): { readonly document: Document | undefined; readonly errors: Array<ConfigIssue>; readonly warnings: Array<ConfigIssue> } => {
+  try {
+    return { document: parse(text, { storeLocations: true }), errors: [], warnings: [] }
+  } catch (e) {
+    try {
+      const document = parseV1(text, { storeLocations: true })
+      return {
+        document,
+        errors: [],
+        warnings: [{ file, line: 1, col: 1, message: "parsed as KDL v1; KDL v2 syntax (#true, #false, #null) is preferred" }]
+      }
+    } catch {
+      return { document: undefined, errors: kdlErrors(e, file), warnings: [] }
+    }
+  }
+}
+
+const kdlErrors = (e: unknown, file: string): Array<ConfigIssue> => {
+  if (e instanceof InvalidKdlError) {
+    return [...e.flat()].map((x) => ({
+      file,
+      line: x.start?.line ?? 1,
+      col: x.start?.column ?? 1,
+      // the library appends " at L:C" / " at end of input"; the prefix already says where
+      message: `invalid KDL: ${x.message.replace(/ at (\d+:\d+|end of input)$/, "")}`
+    }))
+  }
+  return [{ file, line: 1, col: 1, message: `invalid KDL: ${e instanceof Error ? e.message : String(e)}` }]
+}
+
+// ---------------------------------------------------------------------------
+// Environment substitution
+
+const reference = /\$\$\{|\$\{([^}]*)\}|\$\{/g
+const variable = /^([A-Za-z_][A-Za-z0-9_]*)(?::-([\s\S]*))?$/
+
+/**
+ * Replaces `${VAR}` and `${VAR:-default}` in every string value (arguments
+ * and properties, at any depth); `$${` stays a literal `${`. An unset
+ * variable without default is an error at the value's location.
+ */
+export const substituteEnv = (
+  nodes: ReadonlyArray<Node>,
+  file: string,
+  env: Readonly<Record<string, string | undefined>>,
+  errors: Array<ConfigIssue>
+): void => {
+  for (const node of nodes) {
+    for (const entry of node.entries) {
+      const v = entry.getValue()
+      if (typeof v !== "string" || !v.includes("${")) continue
+      const at = getLocation(entry)?.start
+      const fail = (message: string) => errors.push({ file, line: at?.line ?? 1, col: at?.column ?? 1, message })
+      const out = v.replace(reference, (m, inner: string | undefined) => {
+        if (m === "$${") return "${"
+        if (inner === undefined) {
+          fail("unterminated `${` in string (write `$${` for a literal)")
+          return m
+        }
+        const parsed = variable.exec(inner)
+        if (parsed === null) {
+          fail(`invalid variable reference \`${m}\` (expected \${NAME} or \${NAME:-default})`)
+          return m
+        }
+        const value = env[parsed[1]]
+        if (value !== undefined && value !== "") return value
+        if (parsed[2] !== undefined) return parsed[2]
+        if (value === undefined) fail(`environment variable ${parsed[1]} is not set (use \${${parsed[1]}:-default} for a default)`)
+        return value ?? ""
+      })
+      if (out !== v) entry.setValue(out)
+    }
+    if (node.children !== null) substituteEnv(node.children.nodes, file, env, errors)
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The top level
+
+const versionField = custom(["schema-version", "version"], (node, cx) => {
+  if (!shape(node, cx, { args: [1, 1] })) return undefined
+  const e = node.getArgumentEntry(0)!
+  const v = str(e.getValue(), e, cx, `\`${node.getName()}\``)
+  if (v === undefined) return undefined
+  const m = /^(\d+)\.(\d+)$/.exec(v)
+  if (m === null) return cx.error(e, `schema version must look like "${currentSchemaVersion}", got ${JSON.stringify(v)}`)
+  const [cur, curMinor] = currentSchemaVersion.split(".").map(Number)
+  const cmp = Number(m[1]) - cur || Number(m[2]) - curMinor
+  if (cmp < 0) return cx.error(e, `schema version ${v} is older than the supported ${currentSchemaVersion}`)
+  if (cmp > 0) cx.warn(e, `schema version ${v} is newer than ${currentSchemaVersion}; newer features may be rejected`)
+  return v
+})
+
+/** Top-level blocks. Collections may repeat (their entries merge); the rest are singletons. */
+export const topSpec: BlockSpec<{
+  schemaVersion: string
+  system: unknown
+  listeners: unknown
+  upstreams: unknown
+  routes: unknown
+  limits: unknown
+  observability: unknown
+}> = {
+  path: "",
+  fields: {
+    schemaVersion: versionField,
+    system: { ...systemField, names: ["system", "server"] },
+    listeners: many(listenersField),
+    upstreams: many(upstreamsField),
+    routes: many(routesField),
+    limits: limitsField,
+    observability: observabilityField
+  }
+}
+
+const collections = new Set(["listeners", "upstreams", "routes"])
+
+/**
+ * Decodes top-level nodes (possibly from several files) into a config.
+ * Singleton blocks repeated in one file are errors; across files the last
+ * wins with a warning (an included file overriding `system`, as in Sentinel).
+ */
+export const decodeNodes = (
+  nodes: ReadonlyArray<SourcedNode>,
+  mainFile: string,
+  sink: Sink = new Sink()
+): DecodeResult => {
+  const out: Record<string, unknown> = {}
+  const firstAt = new Map<string, SourcedNode>()
+  for (const sourced of nodes) {
+    const { node, file } = sourced
+    const cx = new Cx(file, sink)
+    const name = node.getName()
+    if (name === "include") {
+      cx.error(node, "`include` is only allowed at the top level of a file loaded with loadConfig")
+      continue
+    }
+    if (name === "server") cx.warn(node, "`server` is deprecated; use `system`")
+    const { fields } = decodeBlock([node], cx, topSpec)
+    for (const [key, value] of Object.entries(fields)) {
+      if (collections.has(key)) {
+        out[key] = [...((out[key] as Array<unknown>) ?? []), ...(value as Array<Array<unknown>>).flat()]
+        continue
+      }
+      const first = firstAt.get(key)
+      if (first !== undefined) {
+        const p = new Cx(first.file, sink).pos(first.node)
+        if (first.file === file) {
+          cx.error(node, `duplicate \`${name}\` (already set at ${p.line}:${p.col})`)
+          continue
+        }
+        cx.warn(node, `\`${name}\` overrides the one at ${p.file}:${p.line}:${p.col}`)
+      }
+      firstAt.set(key, sourced)
+      out[key] = value
+    }
+  }
+  for (const ref of sink.refs) {
+    const ids = sink.defs.get(ref.kind) ?? new Map()
+    if (!ids.has(ref.id)) {
+      sink.errors.push({ ...ref.at, message: `${ref.what} unknown ${ref.kind} "${ref.id}"${hint(ref.id, ids.keys())}` })
+    }
+  }
+  const listenerWritten = nodes.some((n) => n.node.getName() === "listeners" && children(n.node).some((c) => c.getName() === "listener"))
+  if (!listenerWritten) {
+    sink.errors.push({ file: mainFile, line: 1, col: 1, message: "no listener defined: add `listeners { listener \"main\" { address \"0.0.0.0:8080\" } }`" })
+  }
+  const warnings = sortIssues(sink.warnings)
+  if (sink.errors.length > 0) return { config: undefined, errors: sortIssues(sink.errors), warnings }
+  const decoded = Schema.decodeUnknownEither(SentinelConfig, { errors: "all" })(out)
+  if (Either.isLeft(decoded)) {
+    // the block decoders should catch everything first; this is the safety net
+    const message = ParseResult.TreeFormatter.formatErrorSync(decoded.left)
+    return { config: undefined, errors: [{ file: mainFile, line: 1, col: 1, message }], warnings }
+  }
+  return { config: decoded.right, errors: [], warnings }
+}
+
+/** Parses and decodes one KDL text (no includes). Never throws. */
+export const decodeKdl = (
+  text: string,
+  opts: { readonly file?: string; readonly env?: Readonly<Record<string, string | undefined>> } = {}
+): DecodeResult => {
+  const file = opts.file ?? "<config>"
+  const parsed = parseKdl(text, file)
+  if (parsed.document === undefined) return { config: undefined, errors: parsed.errors, warnings: parsed.warnings }
+  const sink = new Sink()
+  sink.warnings.push(...parsed.warnings)
+  if (opts.env !== undefined) substituteEnv(parsed.document.nodes, file, opts.env, sink.errors)
+  return decodeNodes(parsed.document.nodes.map((node) => ({ node, file })), file, sink)
+}

@@ -1,0 +1,215 @@
+/**
+ * Loading a configuration from disk: files, `include "glob"`, `${VAR}`
+ * substitution, then the KDL decoder. Every problem in every file is
+ * reported at once as `file:line:col: message`.
+ */
+import type { Node } from "@bgotink/kdl"
+import { Duration, Effect } from "effect"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import { type ConfigIssue, ConfigInvalid, formatIssue, sortIssues } from "./ConfigIssue.js"
+import { decodeNodes, parseKdl, type SourcedNode, substituteEnv } from "./Kdl.js"
+import { Cx, shape, Sink, str } from "./KdlDecoder.js"
+import { formatHostPort, type SentinelConfig } from "./Schema.js"
+
+export { ConfigInvalid } from "./ConfigIssue.js"
+
+export interface LoadOptions {
+  /** Variables for `${VAR}` substitution. Default `process.env`. */
+  readonly env?: Readonly<Record<string, string | undefined>>
+}
+
+export interface Loaded {
+  readonly config: SentinelConfig
+  readonly warnings: ReadonlyArray<ConfigIssue>
+  /** Every file read (main file first), e.g. for a reload watcher. */
+  readonly files: ReadonlyArray<string>
+}
+
+/** Bounds so a bad include pattern cannot make loading unbounded. */
+const maxIncludeDepth = 16
+const maxFiles = 512
+
+/**
+ * Loads, decodes and validates a config file and its includes, logging
+ * warnings. Fails with `ConfigInvalid` listing every problem.
+ */
+export const loadConfig = (file: string, opts: LoadOptions = {}): Effect.Effect<SentinelConfig, ConfigInvalid> =>
+  loadConfigDetailed(file, opts).pipe(
+    Effect.tap(({ warnings }) => Effect.forEach(warnings, (w) => Effect.logWarning(formatIssue(w)), { discard: true })),
+    Effect.map(({ config }) => config)
+  )
+
+/** Like `loadConfig`, but returns the warnings and files instead of logging. */
+export const loadConfigDetailed = (file: string, opts: LoadOptions = {}): Effect.Effect<Loaded, ConfigInvalid> =>
+  Effect.promise(() => collect(file, opts.env ?? process.env)).pipe(
+    Effect.flatMap(({ nodes, sink, files }) => {
+      const result = decodeNodes(nodes, file, sink)
+      return result.config === undefined
+        ? Effect.fail(new ConfigInvalid({ issues: result.errors }))
+        : Effect.succeed({ config: result.config, warnings: result.warnings, files })
+    }),
+    Effect.withSpan("Config.load", { attributes: { file } })
+  )
+
+/** Reads the main file and, depth first, everything it includes, in order. */
+const collect = async (mainFile: string, env: Readonly<Record<string, string | undefined>>) => {
+  const sink = new Sink()
+  const nodes: Array<SourcedNode> = []
+  const files: Array<string> = []
+  const loaded = new Set<string>()
+
+  const visit = async (file: string, stack: ReadonlyArray<string>, from: { cx: Cx; node: Node } | undefined) => {
+    let real: string
+    let text: string
+    try {
+      real = await fs.realpath(file)
+      text = await fs.readFile(real, "utf8")
+    } catch (e) {
+      const message = `cannot read config file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`
+      if (from === undefined) sink.errors.push({ file, line: 1, col: 1, message })
+      else from.cx.error(from.node, message)
+      return
+    }
+    if (stack.includes(real)) {
+      const chain = [...stack.slice(stack.indexOf(real)), real].map((f) => path.relative(process.cwd(), f) || f)
+      from?.cx.error(from.node, `include cycle: ${chain.join(" -> ")}`)
+      return
+    }
+    if (loaded.has(real)) {
+      from?.cx.warn(from.node, `${file} is already included; skipped`)
+      return
+    }
+    if (files.length >= maxFiles) {
+      from?.cx.error(from.node, `too many config files (more than ${maxFiles})`)
+      return
+    }
+    loaded.add(real)
+    files.push(file)
+    const parsed = parseKdl(text, file)
+    sink.errors.push(...parsed.errors)
+    sink.warnings.push(...parsed.warnings)
+    if (parsed.document === undefined) return
+    substituteEnv(parsed.document.nodes, file, env, sink.errors)
+    const cx = new Cx(file, sink)
+    for (const node of parsed.document.nodes) {
+      if (node.getName() !== "include") {
+        nodes.push({ node, file })
+        continue
+      }
+      if (!shape(node, cx, { args: [1, 1] })) continue
+      const e = node.getArgumentEntry(0)!
+      const pattern = str(e.getValue(), e, cx, "`include`")
+      if (pattern === undefined) continue
+      if (stack.length + 1 >= maxIncludeDepth) {
+        cx.error(node, `includes nested too deeply (more than ${maxIncludeDepth} levels)`)
+        continue
+      }
+      const matches = await glob(path.resolve(path.dirname(file), pattern))
+      if (matches.length === 0) {
+        if (hasGlob(pattern)) cx.warn(node, `include "${pattern}" matches no file`)
+        else cx.error(node, `included file not found: ${pattern}`)
+        continue
+      }
+      for (const m of matches) await visit(m, [...stack, real], { cx, node })
+    }
+  }
+
+  await visit(mainFile, [], undefined)
+  return { nodes, sink, files }
+}
+
+// ---------------------------------------------------------------------------
+// A small glob: `*`, `?`, `[...]`, `{a,b}` within a segment, `**` across directories.
+
+const hasGlob = (s: string): boolean => /[*?[{]/.test(s)
+
+const segmentRegex = (seg: string): RegExp => {
+  let re = ""
+  for (let i = 0; i < seg.length; i++) {
+    const c = seg[i]
+    if (c === "*") re += "[^/]*"
+    else if (c === "?") re += "[^/]"
+    else if (c === "[") {
+      const end = seg.indexOf("]", i + 1)
+      if (end < 0) re += "\\["
+      else {
+        re += `[${seg.slice(i + 1, end).replace(/^!/, "^").replace(/\\/g, "\\\\")}]`
+        i = end
+      }
+    } else if (c === "{") {
+      const end = seg.indexOf("}", i + 1)
+      if (end < 0) re += "\\{"
+      else {
+        re += `(?:${seg.slice(i + 1, end).split(",").map((a) => a.replace(/[.+^$()|\\]/g, "\\$&").replace(/\*/g, "[^/]*").replace(/\?/g, "[^/]")).join("|")})`
+        i = end
+      }
+    } else re += c.replace(/[.+^$()|\\\]}]/g, "\\$&")
+  }
+  return new RegExp(`^${re}$`)
+}
+
+const listDir = async (dir: string) => {
+  try {
+    return await fs.readdir(dir, { withFileTypes: true })
+  } catch {
+    return []
+  }
+}
+
+/** Files matching an absolute pattern, sorted. Hidden entries match only explicit dots. */
+export const glob = async (pattern: string): Promise<Array<string>> => {
+  const root = path.parse(pattern).root
+  const segments = pattern.slice(root.length).split(/[\\/]+/).filter((s) => s !== "")
+  const out = new Set<string>()
+  const walk = async (dir: string, i: number): Promise<void> => {
+    if (i === segments.length) {
+      const st = await fs.stat(dir).catch(() => undefined)
+      if (st?.isFile()) out.add(dir)
+      return
+    }
+    const seg = segments[i]
+    if (!hasGlob(seg)) return walk(path.join(dir, seg), i + 1)
+    if (seg === "**") {
+      await walk(dir, i + 1)
+      for (const d of await listDir(dir)) {
+        if (d.isDirectory() && !d.name.startsWith(".")) await walk(path.join(dir, d.name), i)
+      }
+      return
+    }
+    const re = segmentRegex(seg)
+    for (const d of await listDir(dir)) {
+      if (d.name.startsWith(".") && !seg.startsWith(".")) continue
+      if (re.test(d.name)) await walk(path.join(dir, d.name), i + 1)
+    }
+  }
+  await walk(root, 0)
+  return [...out].sort()
+}
+
+// ---------------------------------------------------------------------------
+
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`
+
+/** The text `sentinel test` prints for a valid config. */
+export const summarize = (config: SentinelConfig): string => {
+  const lines = [
+    `configuration OK (schema ${config.schemaVersion}): ${plural(config.listeners.length, "listener")}, ` +
+    `${plural(config.routes.length, "route")}, ${plural(config.upstreams.length, "upstream")}`
+  ]
+  for (const l of config.listeners) {
+    lines.push(`  listener ${l.id}: ${l.protocol}://${formatHostPort(l.address.host, l.address.port)}`)
+  }
+  for (const r of [...config.routes].sort((a, b) => b.priority - a.priority)) {
+    const target = r.upstream !== undefined ? `upstream ${r.upstream}` : `builtin ${r.builtinHandler}`
+    lines.push(`  route ${r.id} (priority ${r.priority}): ${r.matches.length === 0 ? "all requests" : plural(r.matches.length, "condition")} -> ${target}`)
+  }
+  for (const u of config.upstreams) {
+    lines.push(`  upstream ${u.id}: ${plural(u.targets.length, "target")}, ${u.loadBalancing}, connect timeout ${Duration.format(u.timeouts.connect)}`)
+  }
+  return lines.join("\n")
+}
+
+/** Formats a failure for the command line. */
+export const formatInvalid = (e: ConfigInvalid): string =>
+  `configuration invalid (${plural(e.issues.length, "problem")}):\n${sortIssues(e.issues).map(formatIssue).join("\n")}`

@@ -1,0 +1,414 @@
+/**
+ * The typed configuration model the dataplane consumes.
+ *
+ * `Schema.Type` of each schema below is exactly the contract in the brief's
+ * `config-model.ts`. The `Encoded` side is the *input* shape: every field
+ * with a default is optional there, so `makeConfig({...partial})` and the
+ * KDL decoder both produce a full model by running the same schema (one
+ * place for defaults). Durations are `Duration.Duration` on both sides;
+ * sizes are plain numbers of bytes.
+ */
+import { Duration, Either, ParseResult, Schema } from "effect"
+
+// ---------------------------------------------------------------------------
+// Primitives
+
+const SafeInt = Schema.Int.pipe(Schema.filter((n) => Number.isSafeInteger(n) || "an integer below 2^53"))
+/** Non-negative safe integer (counts, bytes). */
+export const Count = SafeInt.pipe(Schema.filter((n) => n >= 0 || "a non-negative integer"))
+/** Positive safe integer. */
+export const PositiveCount = SafeInt.pipe(Schema.filter((n) => n >= 1 || "a positive integer"))
+/** TCP port; 0 lets the OS choose (tests). */
+export const Port = SafeInt.pipe(Schema.filter((n) => (n >= 0 && n <= 65535) || "a port between 0 and 65535"))
+/** A non-negative duration. */
+export const NonNegativeDuration = Schema.DurationFromSelf.pipe(
+  Schema.filter((d) => Duration.greaterThanOrEqualTo(d, Duration.zero) || "a non-negative duration")
+)
+
+const defaulted = <S extends Schema.Schema.AnyNoContext>(schema: S, value: () => Schema.Schema.Type<S>) =>
+  Schema.optionalWith(schema, { default: value })
+
+/** Struct whose every field has a default: its own default is the decoding of `{}`. */
+const defaultedStruct = <S extends Schema.Schema.AnyNoContext>(schema: S) =>
+  Schema.optionalWith(schema, { default: () => Schema.decodeUnknownSync(schema)({}) as Schema.Schema.Type<S> })
+
+// ---------------------------------------------------------------------------
+// Addresses
+
+/** Splits `"host:port"` / `"[v6]:port"`; `undefined` when malformed. */
+export const parseHostPort = (text: string): { host: string; port: number } | undefined => {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:[\]/]+)):(\d{1,5})$/.exec(text)
+  if (m === null) return undefined
+  const port = Number(m[3])
+  if (port > 65535) return undefined
+  return { host: m[1] ?? m[2], port }
+}
+
+/** Formats host and port back into `host:port` (brackets for IPv6). */
+export const formatHostPort = (host: string, port: number): string =>
+  host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`
+
+const HostPortStruct = Schema.Struct({ host: Schema.NonEmptyString, port: Port })
+
+/** A socket address; input may also be the string `"0.0.0.0:8080"` / `"[::1]:80"`. */
+export const SocketAddress = Schema.Union(
+  HostPortStruct,
+  Schema.transformOrFail(Schema.String, HostPortStruct, {
+    strict: true,
+    decode: (s, _, ast) => {
+      const hp = parseHostPort(s)
+      return hp === undefined
+        ? ParseResult.fail(new ParseResult.Type(ast, s, `expected "host:port", got ${JSON.stringify(s)}`))
+        : ParseResult.succeed(hp)
+    },
+    encode: (hp) => ParseResult.succeed(formatHostPort(hp.host, hp.port))
+  })
+)
+
+// ---------------------------------------------------------------------------
+// system
+
+export const SystemConfig = Schema.Struct({
+  /** `worker-threads`: worker processes; 1 = single process, 0 = one per core. Default 1. */
+  workerThreads: defaulted(Count, () => 1),
+  /** `max-connections`: total downstream connections. Default 10000. */
+  maxConnections: defaulted(PositiveCount, () => 10000),
+  /** `graceful-shutdown-timeout-secs`: drain deadline on shutdown. Default 30s. */
+  gracefulShutdownTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(30)),
+  /** `trace-id-format`: `"tinyflake"` (default) or `"uuid"`. */
+  traceIdFormat: defaulted(Schema.Literal("tinyflake", "uuid"), () => "tinyflake" as const),
+  /** `auto-reload`: watch the config file and reload on change. Default `#false`. */
+  autoReload: defaulted(Schema.Boolean, () => false),
+  /** `route-cache-size`: entries in the route-match cache. Default 1000. */
+  routeCacheSize: defaulted(Count, () => 1000),
+  /** `pid-file`: path to write the primary's pid to. Default: none. */
+  pidFile: Schema.optional(Schema.String)
+})
+export type SystemConfig = typeof SystemConfig.Type
+
+// ---------------------------------------------------------------------------
+// listeners
+
+export const ListenerProtocol = Schema.Literal("http", "https", "h2")
+
+export const ListenerConfig = Schema.Struct({
+  /** Unique listener id. Required. */
+  id: Schema.NonEmptyString,
+  /** `address "host:port"`. Required. */
+  address: SocketAddress,
+  /** `protocol`: only `"http"` is implemented. Default `"http"`. */
+  protocol: defaulted(ListenerProtocol, () => "http" as const),
+  /** `request-timeout-secs`: time to receive a request's headers. Default 60s. */
+  requestTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(60)),
+  /** `keepalive-timeout-secs`: idle time between requests on a connection. Default 75s. */
+  keepaliveTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(75)),
+  /** `keepalive-max-requests`: requests per connection before closing it. Default: unlimited. */
+  keepaliveMaxRequests: Schema.optional(PositiveCount),
+  /** `default-route`: id of the route used when none matches. Default: none (404). */
+  defaultRoute: Schema.optional(Schema.NonEmptyString)
+})
+export type ListenerConfig = typeof ListenerConfig.Type
+
+// ---------------------------------------------------------------------------
+// upstreams
+
+const TargetStruct = Schema.Struct({
+  address: Schema.String,
+  host: Schema.NonEmptyString,
+  port: Port,
+  weight: PositiveCount
+})
+
+/** A target; input needs only `address` (host/port are derived) and optionally `weight` (default 1). */
+export const TargetConfig = Schema.transformOrFail(
+  Schema.Struct({
+    address: Schema.String,
+    weight: defaulted(PositiveCount, () => 1),
+    host: Schema.optional(Schema.String),
+    port: Schema.optional(Port)
+  }),
+  TargetStruct,
+  {
+    strict: true,
+    decode: (t, _, ast) => {
+      const hp = parseHostPort(t.address)
+      return hp === undefined
+        ? ParseResult.fail(new ParseResult.Type(ast, t, `expected target address "host:port", got ${JSON.stringify(t.address)}`))
+        : ParseResult.succeed({ address: t.address, host: hp.host, port: hp.port, weight: t.weight })
+    },
+    encode: (t) => ParseResult.succeed(t)
+  }
+)
+export type TargetConfig = typeof TargetConfig.Type
+
+/** Load-balancing algorithms Sentinel knows (canonical spellings). */
+export const loadBalancingAlgorithms = [
+  "round_robin",
+  "weighted",
+  "least_connections",
+  "random",
+  "ip_hash",
+  "consistent_hash",
+  "power_of_two_choices",
+  "adaptive",
+  "least_tokens_queued",
+  "maglev",
+  "locality_aware",
+  "peak_ewma",
+  "deterministic_subset",
+  "weighted_least_connections",
+  "sticky"
+] as const
+
+export const UpstreamTimeouts = Schema.Struct({
+  /** `connect` (or `connect-secs`): TCP/TLS connect. Default 10s. */
+  connect: defaulted(NonNegativeDuration, () => Duration.seconds(10)),
+  /** `request` (or `request-secs`): total per attempt. Default 60s. */
+  request: defaulted(NonNegativeDuration, () => Duration.seconds(60)),
+  /** `read` (or `read-secs`): response headers and body idle. Default 30s. */
+  read: defaulted(NonNegativeDuration, () => Duration.seconds(30)),
+  /** `write` (or `write-secs`): sending the request body. Default 30s. */
+  write: defaulted(NonNegativeDuration, () => Duration.seconds(30))
+})
+
+export const ConnectionPoolConfig = Schema.Struct({
+  /** `max-connections`: per target. Default 100. */
+  maxConnections: defaulted(PositiveCount, () => 100),
+  /** `max-idle`: idle keep-alive connections kept per target. Default 20. */
+  maxIdle: defaulted(Count, () => 20),
+  /** `idle-timeout` (or `idle-timeout-secs`): close idle connections after. Default 60s. */
+  idleTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(60)),
+  /** `max-lifetime` (or `max-lifetime-secs`): recycle connections after. Default: none. */
+  maxLifetime: Schema.optional(NonNegativeDuration)
+})
+
+export const UpstreamConfig = Schema.Struct({
+  /** Unique upstream id. Required. */
+  id: Schema.NonEmptyString,
+  /** `target "host:port" weight=N` (repeatable) or `targets { target {address; weight} }`. At least one. */
+  targets: Schema.Array(TargetConfig).pipe(Schema.minItems(1)),
+  /** `load-balancing`: algorithm name. Default `"round_robin"`. */
+  loadBalancing: defaulted(Schema.String, () => "round_robin"),
+  /** `timeouts { connect; request; read; write }` in seconds. */
+  timeouts: defaultedStruct(UpstreamTimeouts),
+  /** `connection-pool { max-connections; max-idle; idle-timeout; max-lifetime }`. */
+  connectionPool: defaultedStruct(ConnectionPoolConfig)
+})
+export type UpstreamConfig = typeof UpstreamConfig.Type
+
+// ---------------------------------------------------------------------------
+// routes
+
+const compiles = (pattern: string): true | string => {
+  try {
+    new RegExp(pattern)
+    return true
+  } catch (e) {
+    return `invalid regular expression: ${(e as Error).message}`
+  }
+}
+
+export const RouteMatch = Schema.Union(
+  /** `path "/exact"` */
+  Schema.TaggedStruct("Path", { path: Schema.String }),
+  /** `path-prefix "/api/"`: segment-boundary prefix; `/` matches all. */
+  Schema.TaggedStruct("PathPrefix", { prefix: Schema.String }),
+  /** `path-regex "^/v[0-9]+/"`: a JavaScript RegExp. */
+  Schema.TaggedStruct("PathRegex", { pattern: Schema.String.pipe(Schema.filter(compiles)) }),
+  /** `host "api.example.com"` (also `*.example.com`). */
+  Schema.TaggedStruct("Host", { host: Schema.NonEmptyString }),
+  /** `header NAME [VALUE]`: present, or equal to VALUE. */
+  Schema.TaggedStruct("Header", { name: Schema.NonEmptyString, value: Schema.optional(Schema.String) }),
+  /** `method GET [POST ...]`: any of (upper-cased). */
+  Schema.TaggedStruct("Method", { methods: Schema.Array(Schema.Uppercase).pipe(Schema.minItems(1)) }),
+  /** `query-param NAME [VALUE]`: present, or equal to VALUE. */
+  Schema.TaggedStruct("QueryParam", { name: Schema.NonEmptyString, value: Schema.optional(Schema.String) })
+)
+export type RouteMatch = typeof RouteMatch.Type
+
+const Pair = Schema.Tuple(Schema.String, Schema.String)
+
+export const HeaderOps = Schema.Struct({
+  /** `rename { "Old" "New" }`: applied first. Default none. */
+  rename: defaulted(Schema.Array(Pair), () => []),
+  /** `set { "Name" "value" }`: replace. Default none. */
+  set: defaulted(Schema.Array(Pair), () => []),
+  /** `add { "Name" "value" }`: append. Default none. */
+  add: defaulted(Schema.Array(Pair), () => []),
+  /** `remove "A" "B"`. Default none. */
+  remove: defaulted(Schema.Array(Schema.String), () => [])
+})
+export type HeaderOps = typeof HeaderOps.Type
+
+export const BuiltinHandler = Schema.Literal("status", "health", "metrics", "not-found", "config", "upstreams")
+export type BuiltinHandler = typeof BuiltinHandler.Type
+
+/** Named priorities (`priority "high"`). */
+export const namedPriorities = { low: 10, normal: 50, high: 100, critical: 1000 } as const
+
+export const RoutePolicies = Schema.Struct({
+  /** `request-headers {…}`: edits to the request sent upstream. */
+  requestHeaders: defaultedStruct(HeaderOps),
+  /** `response-headers {…}`: edits to the response sent to the client. */
+  responseHeaders: defaultedStruct(HeaderOps),
+  /** `timeout-secs`: whole-request deadline for this route. Default: none. */
+  timeout: Schema.optional(NonNegativeDuration)
+})
+
+export const RouteConfig = Schema.Struct({
+  /** Unique route id. Required. */
+  id: Schema.NonEmptyString,
+  /** `priority`: `low` 10, `normal` 50 (default), `high` 100, `critical` 1000, or an integer. */
+  priority: defaulted(SafeInt, () => 50),
+  /** `matches {…}`: all conditions AND (several `host` OR), in document order. Default: match all. */
+  matches: defaulted(Schema.Array(RouteMatch), () => []),
+  /** `upstream "id"`: exactly one of upstream / builtin-handler. */
+  upstream: Schema.optional(Schema.NonEmptyString),
+  /** `builtin-handler "status"|"health"|…`. */
+  builtinHandler: Schema.optional(BuiltinHandler),
+  /** `policies { request-headers; response-headers; timeout-secs }`. */
+  policies: defaultedStruct(RoutePolicies)
+}).pipe(
+  Schema.filter((r) =>
+    (r.upstream === undefined) !== (r.builtinHandler === undefined) ||
+    `route "${r.id}" needs exactly one of upstream or builtinHandler`
+  )
+)
+export type RouteConfig = typeof RouteConfig.Type
+
+// ---------------------------------------------------------------------------
+// limits
+
+export const LimitsConfig = Schema.Struct({
+  /** `max-header-size` (or `max-header-size-bytes`): total request header bytes. Default 8192. */
+  maxHeaderSize: defaulted(PositiveCount, () => 8192),
+  /** `max-header-count`: request headers. Default 100. */
+  maxHeaderCount: defaulted(PositiveCount, () => 100),
+  /** `max-body-size` (or `max-body-size-bytes`): request body bytes. Default 10 MiB. */
+  maxBodySize: defaulted(Count, () => 10 * 1024 * 1024),
+  /** `max-uri-length`: request-target bytes. Default 8192. */
+  maxUriLength: defaulted(PositiveCount, () => 8192),
+  /** `max-connections-per-client`: concurrent connections per client IP. Default 100. */
+  maxConnectionsPerClient: defaulted(PositiveCount, () => 100),
+  /** `max-total-connections`: concurrent downstream connections. Default 10000. */
+  maxTotalConnections: defaulted(PositiveCount, () => 10000),
+  /** `max-in-flight-requests`: requests being processed at once. Default 10000. */
+  maxInFlightRequests: defaulted(PositiveCount, () => 10000)
+})
+export type LimitsConfig = typeof LimitsConfig.Type
+
+// ---------------------------------------------------------------------------
+// observability
+
+export const AccessLogConfig = Schema.Struct({
+  /** `enabled`. Default `#true`. */
+  enabled: defaulted(Schema.Boolean, () => true),
+  /** `file`: path; absent or `"-"` = stdout. */
+  file: Schema.optional(Schema.String),
+  /** `format`: `"json"` (default) or `"combined"`. */
+  format: defaulted(Schema.Literal("json", "combined"), () => "json" as const),
+  /** `buffer-size`: entries buffered before dropping. Default 8192. */
+  bufferSize: defaulted(PositiveCount, () => 8192)
+})
+export type AccessLogConfig = typeof AccessLogConfig.Type
+
+export const LoggingConfig = Schema.Struct({
+  /** `level`: `trace|debug|info|warn|error`. Default `"info"`. */
+  level: defaulted(Schema.Literal("trace", "debug", "info", "warn", "error"), () => "info" as const),
+  /** `format`: `"json"` (default) or `"pretty"`. */
+  format: defaulted(Schema.Literal("json", "pretty"), () => "json" as const),
+  /** `access-log {…}`. */
+  accessLog: defaultedStruct(AccessLogConfig)
+})
+
+export const ObservabilityConfig = Schema.Struct({
+  /** `logging {…}`. */
+  logging: defaultedStruct(LoggingConfig)
+})
+export type ObservabilityConfig = typeof ObservabilityConfig.Type
+
+// ---------------------------------------------------------------------------
+// the whole config
+
+/** The schema version this build implements. */
+export const currentSchemaVersion = "1.0"
+
+const duplicates = (ids: ReadonlyArray<string>): Array<string> => {
+  const seen = new Set<string>()
+  const dup = new Set<string>()
+  for (const id of ids) (seen.has(id) ? dup : seen).add(id)
+  return [...dup]
+}
+
+/** Cross-field checks (ids unique, references resolve); the KDL decoder reports the same with locations. */
+const crossCheck = (c: {
+  readonly listeners: ReadonlyArray<ListenerConfig>
+  readonly upstreams: ReadonlyArray<UpstreamConfig>
+  readonly routes: ReadonlyArray<RouteConfig>
+}): Array<string> => {
+  const problems: Array<string> = []
+  for (const [kind, items] of [["listener", c.listeners], ["upstream", c.upstreams], ["route", c.routes]] as const) {
+    for (const id of duplicates(items.map((i) => i.id))) problems.push(`duplicate ${kind} id "${id}"`)
+  }
+  const upstreamIds = new Set(c.upstreams.map((u) => u.id))
+  const routeIds = new Set(c.routes.map((r) => r.id))
+  for (const r of c.routes) {
+    if (r.upstream !== undefined && !upstreamIds.has(r.upstream)) {
+      problems.push(`route "${r.id}" references unknown upstream "${r.upstream}"`)
+    }
+  }
+  for (const l of c.listeners) {
+    if (l.defaultRoute !== undefined && !routeIds.has(l.defaultRoute)) {
+      problems.push(`listener "${l.id}" default-route references unknown route "${l.defaultRoute}"`)
+    }
+  }
+  return problems
+}
+
+export const SentinelConfig = Schema.Struct({
+  /** `schema-version` (alias `version`). Default "1.0". */
+  schemaVersion: defaulted(Schema.String, () => currentSchemaVersion),
+  /** `system {…}`. */
+  system: defaultedStruct(SystemConfig),
+  /** `listeners { listener "id" {…} }`. At least one. */
+  listeners: Schema.Array(ListenerConfig).pipe(Schema.minItems(1)),
+  /** `upstreams { upstream "id" {…} }`. */
+  upstreams: defaulted(Schema.Array(UpstreamConfig), () => []),
+  /** `routes { route "id" {…} }`. */
+  routes: defaulted(Schema.Array(RouteConfig), () => []),
+  /** `limits {…}`. */
+  limits: defaultedStruct(LimitsConfig),
+  /** `observability {…}`. */
+  observability: defaultedStruct(ObservabilityConfig)
+}).pipe(
+  Schema.filter((c) => {
+    const problems = crossCheck(c)
+    return problems.length === 0 ? true : problems.join("; ")
+  })
+)
+export type SentinelConfig = typeof SentinelConfig.Type
+/** What a program passes in: every defaulted field optional, addresses may be strings. */
+export type SentinelConfigInput = typeof SentinelConfig.Encoded
+
+// ---------------------------------------------------------------------------
+// programmatic entry points
+
+/** Decodes a config value built in code (defaults filled, everything checked). */
+export const decodeConfig = (value: unknown): Either.Either<SentinelConfig, ParseResult.ParseError> =>
+  Schema.decodeUnknownEither(SentinelConfig, { errors: "all", onExcessProperty: "error" })(value)
+
+/**
+ * Builds a full config from a partial one, filling defaults; throws with a
+ * readable message on invalid input. For tests and embedding.
+ */
+export const makeConfig = (input: SentinelConfigInput): SentinelConfig => {
+  const result = decodeConfig(input)
+  if (Either.isLeft(result)) {
+    throw new Error(`invalid Sentinel config:\n${ParseResult.TreeFormatter.formatErrorSync(result.left)}`)
+  }
+  return result.right
+}
+
+/** Encodes a config back to its input shape (durations stay `Duration`). */
+export const encodeConfig = (config: SentinelConfig): SentinelConfigInput =>
+  Schema.encodeSync(SentinelConfig)(config)

@@ -1,0 +1,199 @@
+/** `routes { route "id" { ... } }`: which requests go where. */
+import type { Node } from "@bgotink/kdl"
+import { BuiltinHandler, type HeaderOps, namedPriorities, type RouteConfig, type RouteMatch } from "../Schema.js"
+import { builtinHandlersNotSupportedYet } from "../NotSupportedYet.js"
+import { hint } from "../ConfigIssue.js"
+import {
+  type BlockSpec, type Cx, type Val, block, children, compact, custom, decodeBlock, entity, many, nonEmpty, oneOf,
+  scalar, secs, shape, str
+} from "../KdlDecoder.js"
+
+const token = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+
+const headerName: Val<string> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  return token.test(s) ? s : cx.error(at, `${what} ${JSON.stringify(s)} is not a valid header name`)
+}
+const headerValue: Val<string> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  return /[\r\n\0]/.test(s) ? cx.error(at, `${what} must not contain CR, LF or NUL`) : s
+}
+
+/** A block of `"Name" "value"` lines (`set { ... }`, `rename { "Old" "New" }`). */
+const pairs = (name: string, second: Val<string>) =>
+  custom(name, (node, cx): ReadonlyArray<readonly [string, string]> | undefined => {
+    if (!shape(node, cx, { args: [0, 0], children: true })) return undefined
+    if (node.children === null) return cx.error(node, `\`${name}\` needs a { "Name" "value" } block`)
+    const out: Array<readonly [string, string]> = []
+    for (const child of children(node)) {
+      const n = child.getName()
+      if (!token.test(n)) {
+        cx.error(child, `${JSON.stringify(n)} is not a valid header name`)
+        continue
+      }
+      if (!shape(child, cx, { args: [1, 1] })) continue
+      const e = child.getArgumentEntry(0)!
+      const v = second(e.getValue(), e, cx, `value of \`${n}\``)
+      if (v !== undefined) out.push([n, v] as const)
+    }
+    return out
+  }, { many: true })
+
+const removeField = many(custom("remove", (node, cx) => {
+  if (!shape(node, cx, { args: [1, Infinity] })) return undefined
+  const names = node.getArgumentEntries().map((e) => headerName(e.getValue(), e, cx, "`remove`"))
+  return names.every((n) => n !== undefined) ? (names as Array<string>) : undefined
+}))
+
+const headerOpsSpec = (path: string): BlockSpec<HeaderOps> => ({
+  path,
+  fields: {
+    rename: pairs("rename", headerName),
+    set: pairs("set", headerValue),
+    add: pairs("add", headerValue),
+    remove: removeField
+  }
+})
+
+/** Repeated `set {}` / `remove` lines concatenate. */
+const headerOps = (name: string, path: string) =>
+  block(name, headerOpsSpec(path), (f) =>
+    compact({
+      rename: (f.rename as unknown as ReadonlyArray<ReadonlyArray<readonly [string, string]>> | undefined)?.flat(),
+      set: (f.set as unknown as ReadonlyArray<ReadonlyArray<readonly [string, string]>> | undefined)?.flat(),
+      add: (f.add as unknown as ReadonlyArray<ReadonlyArray<readonly [string, string]>> | undefined)?.flat(),
+      remove: (f.remove as unknown as ReadonlyArray<ReadonlyArray<string>> | undefined)?.flat()
+    })
+  )
+
+const policiesSpec: BlockSpec<RouteConfig["policies"]> = {
+  path: "routes.route.policies",
+  fields: {
+    requestHeaders: headerOps("request-headers", "routes.route.policies.request-headers"),
+    responseHeaders: headerOps("response-headers", "routes.route.policies.response-headers"),
+    timeout: scalar(["timeout-secs", "timeout"], secs)
+  }
+}
+
+// --- matches ---------------------------------------------------------------
+
+const one = (name: string, build: (s: string) => RouteMatch, val: Val<string> = str) =>
+  custom(name, (node, cx) => {
+    if (!shape(node, cx, { args: [1, 1] })) return undefined
+    const e = node.getArgumentEntry(0)!
+    const s = val(e.getValue(), e, cx, `\`${name}\``)
+    return s === undefined ? undefined : build(s)
+  }, { many: true })
+
+const nameValue = (name: string, tag: "Header" | "QueryParam", nameVal: Val<string>) =>
+  custom(name, (node, cx): RouteMatch | undefined => {
+    if (!shape(node, cx, { args: [1, 2] })) return undefined
+    const [n, v] = node.getArgumentEntries()
+    const nm = nameVal(n.getValue(), n, cx, `\`${name}\` name`)
+    const value = v === undefined ? undefined : str(v.getValue(), v, cx, `\`${name}\` value`)
+    if (nm === undefined || (v !== undefined && value === undefined)) return undefined
+    return compact({ _tag: tag, name: nm, value }) as RouteMatch
+  }, { many: true })
+
+const regex: Val<string> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  try {
+    new RegExp(s)
+    return s
+  } catch (e) {
+    return cx.error(at, `${what} is not a valid regular expression: ${(e as Error).message}`)
+  }
+}
+
+const path: Val<string> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  return s.startsWith("/") ? s : cx.error(at, `${what} must start with "/", got ${JSON.stringify(s)}`)
+}
+
+type MatchFields = { readonly [K in "path" | "pathPrefix" | "pathRegex" | "host" | "header" | "method" | "queryParam"]: RouteMatch }
+
+export const matchesSpec: BlockSpec<MatchFields> = {
+  path: "routes.route.matches",
+  fields: {
+    path: one("path", (p) => ({ _tag: "Path", path: p }), path),
+    pathPrefix: one("path-prefix", (p) => ({ _tag: "PathPrefix", prefix: p }), path),
+    pathRegex: one("path-regex", (p) => ({ _tag: "PathRegex", pattern: p }), regex),
+    host: one("host", (h) => ({ _tag: "Host", host: h }), nonEmpty),
+    header: nameValue("header", "Header", headerName),
+    method: custom("method", (node, cx): RouteMatch | undefined => {
+      if (!shape(node, cx, { args: [1, Infinity] })) return undefined
+      const ms = node.getArgumentEntries().map((e) => {
+        const m = str(e.getValue(), e, cx, "`method`")
+        return m === undefined ? undefined : token.test(m) ? m.toUpperCase() : cx.error(e, `${JSON.stringify(m)} is not a valid HTTP method`)
+      })
+      return ms.every((m) => m !== undefined) ? { _tag: "Method", methods: ms as Array<string> } : undefined
+    }, { many: true }),
+    queryParam: nameValue("query-param", "QueryParam", nonEmpty)
+  }
+}
+
+const matchesField = custom("matches", (node: Node, cx: Cx): ReadonlyArray<RouteMatch> | undefined => {
+  if (!shape(node, cx, { args: [0, 0], children: true })) return undefined
+  return decodeBlock(node, cx, matchesSpec).seq.map((s) => s.value as RouteMatch)
+}, { nested: matchesSpec })
+
+// --- route -----------------------------------------------------------------
+
+const priority: Val<number> = (v, at, cx, what) => {
+  if (typeof v === "string") {
+    const p = namedPriorities[v as keyof typeof namedPriorities]
+    if (p !== undefined) return p
+    return cx.error(at, `${what} must be "low", "normal", "high", "critical" or an integer, got ${JSON.stringify(v)}${hint(v, Object.keys(namedPriorities))}`)
+  }
+  if (typeof v !== "number" || !Number.isInteger(v)) return cx.error(at, `${what} must be a name or an integer`)
+  return Number.isSafeInteger(v) ? v : cx.error(at, `${what} is too large (integers must be below 2^53)`)
+}
+
+interface RouteFields {
+  readonly priority: number
+  readonly matches: ReadonlyArray<RouteMatch>
+  readonly upstream: string
+  readonly builtinHandler: BuiltinHandler
+  readonly policies: Partial<RouteConfig["policies"]>
+}
+
+export const routeSpec: BlockSpec<RouteFields> = {
+  path: "routes.route",
+  fields: {
+    priority: scalar("priority", priority),
+    matches: matchesField,
+    upstream: custom("upstream", (node, cx) => {
+      if (!shape(node, cx, { args: [1, 1] })) return undefined
+      const e = node.getArgumentEntry(0)!
+      const id = nonEmpty(e.getValue(), e, cx, "`upstream`")
+      if (id !== undefined) cx.reference("upstream", id, e, "references")
+      return id
+    }),
+    builtinHandler: scalar("builtin-handler", oneOf(BuiltinHandler.literals, { notSupported: builtinHandlersNotSupportedYet })),
+    policies: block("policies", policiesSpec)
+  }
+}
+
+export const routeField = entity("route", routeSpec, (id, f, node, cx) => {
+  const written = (n: string) => node.children?.nodes.some((c) => c.getName() === n) ?? false
+  const hasUpstream = written("upstream")
+  const hasBuiltin = written("builtin-handler")
+  if (hasUpstream && hasBuiltin) {
+    return cx.error(node, `route "${id}" has both \`upstream\` and \`builtin-handler\`; use exactly one`)
+  }
+  if (!hasUpstream && !hasBuiltin) {
+    return cx.error(node, `route "${id}" needs an \`upstream\` or a \`builtin-handler\``)
+  }
+  return compact({ id, ...f })
+})
+
+export const routesSpec: BlockSpec<{ route: ReadonlyArray<unknown> }> = {
+  path: "routes",
+  fields: { route: routeField }
+}
+
+export const routesField = block("routes", routesSpec, (f) => f.route ?? [])

@@ -1,0 +1,57 @@
+/**
+ * Builtin handlers (`builtin-handler "<name>"` on a route): answers the proxy
+ * makes itself, without an upstream.
+ */
+import type { BuiltinHandler } from "../config/Schema.js"
+
+export interface BuiltinAnswer {
+  readonly status: number
+  readonly contentType: string
+  readonly body: string
+}
+
+/** What builtin handlers may read of the running proxy. */
+export interface BuiltinView {
+  readonly version: string
+  readonly startedAt: number
+  readonly routes: ReadonlyArray<{ readonly id: string; readonly priority: number; readonly kind: string }>
+  readonly upstreams: ReadonlyArray<{
+    readonly id: string
+    readonly targets: ReadonlyArray<{ readonly address: string; readonly weight: number; readonly active: number; readonly healthy: boolean }>
+  }>
+  readonly metrics?: () => Promise<{ readonly contentType: string; readonly body: string }>
+  readonly config?: () => unknown
+}
+
+const json = (status: number, value: unknown): BuiltinAnswer => ({
+  status,
+  contentType: "application/json",
+  body: JSON.stringify(value) + "\n"
+})
+
+export const runBuiltin = async (name: BuiltinHandler, view: BuiltinView, traceId: string): Promise<BuiltinAnswer> => {
+  switch (name) {
+    case "health":
+      return json(200, { status: "healthy" })
+    case "status":
+      return json(200, {
+        status: "running",
+        version: view.version,
+        uptime_secs: Math.floor((Date.now() - view.startedAt) / 1000),
+        routes: view.routes,
+        upstreams: view.upstreams.map((u) => ({ id: u.id, targets: u.targets.length }))
+      })
+    case "upstreams":
+      return json(200, { upstreams: view.upstreams })
+    case "not-found":
+      return json(404, { error: "404 Not Found", trace_id: traceId })
+    case "metrics": {
+      if (view.metrics === undefined) return json(404, { error: "metrics are not enabled", trace_id: traceId })
+      const m = await view.metrics()
+      return { status: 200, contentType: m.contentType, body: m.body }
+    }
+    case "config":
+      if (view.config === undefined) return json(404, { error: "config is not available", trace_id: traceId })
+      return json(200, view.config())
+  }
+}

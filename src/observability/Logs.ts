@@ -1,0 +1,552 @@
+/**
+ * Access, audit and error logs: bounded, non-blocking writers plus formatters,
+ * and the JSON application logger plugged into Effect's `Logger`.
+ *
+ * Why a writer of our own: a log sink that stalls (full disk, a paused log
+ * collector on stdout) must never stall the proxy. `write()` is synchronous and
+ * O(1): it appends to a bounded queue and returns. A pump hands batches of
+ * queued lines to the sink (an `fs.WriteStream`, whose writes run on libuv's
+ * thread pool) and stops handing more as soon as the sink reports
+ * back-pressure. When the queue is full, new lines are dropped and counted
+ * (`onDrop`, wired to `sentinel_log_dropped_total{log}`). Memory is bounded by
+ * `bufferSize` lines / `maxBufferBytes` bytes plus one batch inside the sink.
+ */
+import * as fs from "node:fs"
+import type { Writable } from "node:stream"
+import { Cause, Effect, HashMap, Layer, List, Logger, LogLevel } from "effect"
+
+// ---------------------------------------------------------------------------
+// Writer
+// ---------------------------------------------------------------------------
+
+export interface LogWriterOptions {
+  /** Log name, used in error reports and as the `log` label of the drop metric ("access", "audit", "error"). */
+  readonly name: string
+  /** File to append to; `"-"` or absent writes to the standard stream `fd` (default stdout). */
+  readonly file?: string | undefined
+  /** Standard stream used when `file` is absent or `"-"`: 1 stdout (default), 2 stderr. */
+  readonly fd?: 1 | 2 | undefined
+  /** Maximum lines queued while the sink is slow; further lines are dropped. Default 10000. */
+  readonly bufferSize?: number | undefined
+  /** Maximum bytes (UTF-16 length) queued while the sink is slow. Default 16 MiB. */
+  readonly maxBufferBytes?: number | undefined
+  /** Called with the number of lines dropped (queue full, sink failed, or writer closed). */
+  readonly onDrop?: ((lines: number) => void) | undefined
+  /** Called when the sink fails (open or write error); the writer retries it after `retryMs`. */
+  readonly onError?: ((error: Error) => void) | undefined
+  /** Delay before reopening a failed sink. Default 1000 ms. */
+  readonly retryMs?: number | undefined
+  /** Upper bound for `close()` / `reopen()` waiting on a stalled sink. Default 5000 ms. */
+  readonly closeTimeoutMs?: number | undefined
+  /** Sink factory replacing file/stdout (tests, custom transports). Called again on reopen. */
+  readonly sink?: (() => Writable) | undefined
+}
+
+export interface LogWriterStats {
+  /** Lines waiting in the writer's queue. */
+  readonly queued: number
+  /** Lines handed to the sink and confirmed written. */
+  readonly written: number
+  /** Lines dropped since start. */
+  readonly dropped: number
+}
+
+export interface LogWriter {
+  /** Queues one line (without trailing newline). Never blocks, never throws. */
+  readonly write: (line: string) => void
+  /** Resolves once every line queued so far is written (or dropped). Bounded by `closeTimeoutMs`. */
+  readonly flush: () => Promise<void>
+  /** Closes and reopens the same path (logrotate's SIGUSR1). Queued lines go to the new file. */
+  readonly reopen: () => Promise<void>
+  /** Flushes and closes; later writes are dropped. Idempotent. */
+  readonly close: () => Promise<void>
+  readonly stats: () => LogWriterStats
+}
+
+/** Lines per batch handed to the sink: large enough to amortise syscalls, small enough to stay one chunk. */
+const BATCH_BYTES = 64 * 1024
+
+const withTimeout = (p: Promise<void>, ms: number): Promise<void> =>
+  new Promise((resolve) => {
+    const t = setTimeout(resolve, ms)
+    t.unref()
+    p.then(
+      () => {
+        clearTimeout(t)
+        resolve()
+      },
+      () => {
+        clearTimeout(t)
+        resolve()
+      }
+    )
+  })
+
+/** Builds the writer; it owns its sink (see `makeLogWriterScoped` for the scoped form). */
+export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
+  const bufferSize = Math.max(1, options.bufferSize ?? 10_000)
+  const maxBytes = Math.max(1, options.maxBufferBytes ?? 16 * 1024 * 1024)
+  const retryMs = options.retryMs ?? 1000
+  const closeTimeoutMs = options.closeTimeoutMs ?? 5000
+  const onDrop = options.onDrop
+  const isStd = options.file === undefined || options.file === "-"
+
+  const openSink = (): Writable => {
+    if (options.sink) return options.sink()
+    if (isStd) {
+      // A WriteStream on the inherited descriptor: writes run on the thread pool,
+      // unlike process.stdout, which writes synchronously to files and pipes.
+      return fs.createWriteStream("", { fd: options.fd ?? 1, autoClose: false })
+    }
+    return fs.createWriteStream(options.file!, { flags: "a" })
+  }
+
+  // Queue as an array with a moving head: O(1) enqueue/dequeue without shift().
+  let queue: Array<string> = []
+  let head = 0
+  let queuedBytes = 0
+  let written = 0
+  let dropped = 0
+  let inflightWrites = 0
+  let sink: Writable | undefined
+  let blocked = false
+  let scheduled = false
+  let reopening = false
+  let closed = false
+  let failed = false
+  let retryTimer: NodeJS.Timeout | undefined
+  let waiters: Array<() => void> = []
+
+  const drop = (n: number) => {
+    if (n <= 0) return
+    dropped += n
+    onDrop?.(n)
+  }
+
+  const queued = () => queue.length - head
+
+  const settleWaiters = () => {
+    if (waiters.length === 0) return
+    if (queued() === 0 && inflightWrites === 0) {
+      const ws = waiters
+      waiters = []
+      for (const w of ws) w()
+    }
+  }
+
+  const schedule = () => {
+    if (scheduled || blocked || reopening || sink === undefined) return
+    scheduled = true
+    setImmediate(pump)
+  }
+
+  const onDrain = () => {
+    blocked = false
+    pump()
+  }
+
+  const pump = () => {
+    scheduled = false
+    const s = sink
+    while (s !== undefined && !blocked && !reopening && queued() > 0) {
+      let chunk = ""
+      let lines = 0
+      while (head < queue.length && (lines === 0 || chunk.length < BATCH_BYTES)) {
+        const line = queue[head++]
+        chunk += line
+        queuedBytes -= line.length
+        lines++
+      }
+      if (head === queue.length) {
+        queue = []
+        head = 0
+      } else if (head > 4096 && head * 2 > queue.length) {
+        queue = queue.slice(head)
+        head = 0
+      }
+      inflightWrites++
+      const ok = s.write(chunk, (err) => {
+        inflightWrites--
+        if (err) drop(lines)
+        else written += lines
+        settleWaiters()
+      })
+      if (!ok) {
+        blocked = true
+        s.once("drain", onDrain)
+      }
+    }
+    settleWaiters()
+  }
+
+  const attach = () => {
+    const s = openSink()
+    sink = s
+    failed = false
+    blocked = false
+    s.on("error", (err: Error) => {
+      if (sink !== s) return
+      // The failed sink's buffered writes are reported dropped by their callbacks.
+      s.off("drain", onDrain)
+      sink = undefined
+      blocked = false
+      if (!failed) options.onError?.(err)
+      failed = true
+      if (!closed && retryTimer === undefined) {
+        retryTimer = setTimeout(() => {
+          retryTimer = undefined
+          if (!closed && !reopening && sink === undefined) {
+            attach()
+            schedule()
+          }
+        }, retryMs)
+        retryTimer.unref()
+      }
+    })
+  }
+
+  const endSink = (s: Writable): Promise<void> =>
+    withTimeout(
+      new Promise<void>((resolve) => {
+        s.off("drain", onDrain)
+        if (s.destroyed || s.writableFinished) return resolve()
+        s.once("close", () => resolve())
+        s.once("error", () => resolve())
+        s.end(() => {
+          // autoClose:false streams (stdout) never emit "close".
+          if (isStd && !options.sink) resolve()
+        })
+      }),
+      closeTimeoutMs
+    ).then(() => {
+      if (!s.destroyed && !(isStd && !options.sink)) s.destroy()
+    })
+
+  attach()
+
+  const write = (line: string) => {
+    if (closed) return drop(1)
+    const len = line.length + 1
+    if (queued() >= bufferSize || queuedBytes + len > maxBytes) return drop(1)
+    queue.push(line + "\n")
+    queuedBytes += len
+    schedule()
+  }
+
+  const flush = (): Promise<void> => {
+    if (queued() === 0 && inflightWrites === 0) return Promise.resolve()
+    const p = new Promise<void>((resolve) => waiters.push(resolve))
+    schedule()
+    return withTimeout(p, closeTimeoutMs)
+  }
+
+  const reopen = async (): Promise<void> => {
+    if (closed || reopening) return
+    if (isStd && !options.sink) return // nothing to rotate
+    reopening = true
+    const old = sink
+    sink = undefined
+    // Lines already handed to the old stream go to the old (renamed) file.
+    if (old) await endSink(old)
+    if (retryTimer) {
+      clearTimeout(retryTimer)
+      retryTimer = undefined
+    }
+    reopening = false
+    if (closed) return
+    attach()
+    schedule()
+  }
+
+  const close = async (): Promise<void> => {
+    if (closed) return
+    await flush()
+    closed = true
+    if (retryTimer) clearTimeout(retryTimer)
+    const left = queued()
+    queue = []
+    head = 0
+    queuedBytes = 0
+    drop(left)
+    const s = sink
+    sink = undefined
+    if (s) await endSink(s)
+    settleWaiters()
+  }
+
+  return { write, flush, reopen, close, stats: () => ({ queued: queued(), written, dropped }) }
+}
+
+/** The writer as a scoped resource: flushed and closed when the scope closes. */
+export const makeLogWriterScoped = (options: LogWriterOptions) =>
+  Effect.acquireRelease(
+    Effect.sync(() => makeLogWriter(options)),
+    (w) => Effect.promise(() => w.close())
+  )
+
+// ---------------------------------------------------------------------------
+// Access log
+// ---------------------------------------------------------------------------
+
+/** One access log record (Sentinel's field names). */
+export interface AccessLogEntry {
+  /** Epoch milliseconds when the request head was received. */
+  readonly timestamp: number
+  readonly trace_id: string
+  readonly method: string
+  /** Path without the query string. */
+  readonly path: string
+  /** Query string without the leading "?", or undefined. */
+  readonly query?: string | undefined
+  /** "HTTP/1.0", "HTTP/1.1", "HTTP/2". */
+  readonly protocol: string
+  readonly status: number
+  /** Request body bytes received from the client. */
+  readonly body_bytes: number
+  /** Wall time from request head to response end, in milliseconds. */
+  readonly duration_ms: number
+  readonly client_ip: string
+  readonly user_agent?: string | undefined
+  readonly referer?: string | undefined
+  readonly host?: string | undefined
+  readonly route_id?: string | undefined
+  readonly upstream?: string | undefined
+  /** Attempts made upstream (0 when answered by the proxy). */
+  readonly upstream_attempts: number
+  /** Address of the upstream target that answered (last attempt). */
+  readonly upstream_addr?: string | undefined
+  /** Identifies the proxy process (host + worker). */
+  readonly instance_id: string
+  /** Response body bytes sent to the client. */
+  readonly body_bytes_sent: number
+  /** Tag of the typed error that ended the request, if any. */
+  readonly error?: string | undefined
+}
+
+/** Access log formats, as in `access-log { format "json" | "combined" }`. */
+export type AccessLogFormat = "json" | "combined"
+
+/** Milliseconds rounded to microseconds, so float noise never reaches the log. */
+const ms = (n: number): number => Math.round(n * 1000) / 1000
+
+/** One JSON line; absent optional fields are null so every line has the same keys. */
+export const formatAccessJson = (e: AccessLogEntry): string =>
+  JSON.stringify({
+    timestamp: new Date(e.timestamp).toISOString(),
+    trace_id: e.trace_id,
+    method: e.method,
+    path: e.path,
+    query: e.query ?? null,
+    protocol: e.protocol,
+    status: e.status,
+    body_bytes: e.body_bytes,
+    duration_ms: ms(e.duration_ms),
+    client_ip: e.client_ip,
+    user_agent: e.user_agent ?? null,
+    referer: e.referer ?? null,
+    host: e.host ?? null,
+    route_id: e.route_id ?? null,
+    upstream: e.upstream ?? null,
+    upstream_attempts: e.upstream_attempts,
+    upstream_addr: e.upstream_addr ?? null,
+    instance_id: e.instance_id,
+    body_bytes_sent: e.body_bytes_sent,
+    ...(e.error !== undefined ? { error: e.error } : {})
+  })
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+const pad2 = (n: number) => (n < 10 ? "0" + n : String(n))
+
+/** `[10/Oct/2000:13:55:36 +0000]` (always UTC). */
+export const clfDate = (epochMs: number): string => {
+  const d = new Date(epochMs)
+  return (
+    `${pad2(d.getUTCDate())}/${MONTHS[d.getUTCMonth()]}/${d.getUTCFullYear()}:` +
+    `${pad2(d.getUTCHours())}:${pad2(d.getUTCMinutes())}:${pad2(d.getUTCSeconds())} +0000`
+  )
+}
+
+// Everything outside printable ASCII, plus the quote and the backslash: a client
+// must not be able to forge a log line or break the field structure.
+// eslint-disable-next-line no-control-regex
+const UNSAFE = /[\x00-\x1f"\\\x7f-\uffff]/g
+const escapeChar = (c: string): string => {
+  if (c === '"') return '\\"'
+  if (c === "\\") return "\\\\"
+  const code = c.charCodeAt(0)
+  if (code <= 0xff) return "\\x" + code.toString(16).toUpperCase().padStart(2, "0")
+  return Array.from(Buffer.from(c, "utf8"), (b) => "\\x" + b.toString(16).toUpperCase().padStart(2, "0")).join("")
+}
+/** Escapes a value for the combined format (nginx style `\xHH`); empty/absent -> "-". */
+export const clfEscape = (s: string | undefined): string =>
+  s === undefined || s === "" ? "-" : UNSAFE.test(s) ? ((UNSAFE.lastIndex = 0), s.replace(UNSAFE, escapeChar)) : s
+
+/**
+ * Apache combined log format plus Sentinel's suffix:
+ * `%h - - [%t] "%r" %>s %b "%{Referer}i" "%{User-Agent}i" trace_id duration_ms`
+ * (`%b` is "-" for an empty body, as in Apache).
+ */
+export const formatAccessCombined = (e: AccessLogEntry): string => {
+  const target = e.query !== undefined && e.query !== "" ? `${e.path}?${e.query}` : e.path
+  return (
+    `${clfEscape(e.client_ip)} - - [${clfDate(e.timestamp)}] ` +
+    `"${clfEscape(e.method)} ${clfEscape(target)} ${clfEscape(e.protocol)}" ` +
+    `${e.status} ${e.body_bytes_sent > 0 ? e.body_bytes_sent : "-"} ` +
+    `"${clfEscape(e.referer)}" "${clfEscape(e.user_agent)}" ` +
+    `${clfEscape(e.trace_id)} ${Math.round(e.duration_ms)}`
+  )
+}
+
+/** The formatter for a configured format. */
+export const accessFormatter = (format: AccessLogFormat): ((e: AccessLogEntry) => string) =>
+  format === "combined" ? formatAccessCombined : formatAccessJson
+
+// ---------------------------------------------------------------------------
+// Audit log
+// ---------------------------------------------------------------------------
+
+/** One security decision (audit log). Every block/alteration is one entry. */
+export interface AuditEntry {
+  /** Epoch milliseconds of the decision. */
+  readonly timestamp: number
+  readonly trace_id: string
+  /** "request_blocked" | "agent_decision" | "rate_limited" | "waf_event" | ... */
+  readonly event_type: string
+  /** Who decided: `agent:<id>`, `filter:<id>`, `limit:<name>`. */
+  readonly source: string
+  /** "allow" | "block" | "redirect" | "challenge" | "modify" | ... */
+  readonly decision: string
+  /** Status sent to the client, when the decision produced a response. */
+  readonly status?: number | undefined
+  readonly rule_ids?: ReadonlyArray<string> | undefined
+  readonly tags?: ReadonlyArray<string> | undefined
+  readonly reason?: string | undefined
+  readonly client_ip: string
+  readonly route_id?: string | undefined
+  readonly method?: string | undefined
+  readonly path?: string | undefined
+}
+
+export const formatAudit = (e: AuditEntry): string =>
+  JSON.stringify({
+    timestamp: new Date(e.timestamp).toISOString(),
+    trace_id: e.trace_id,
+    event_type: e.event_type,
+    source: e.source,
+    decision: e.decision,
+    status: e.status ?? null,
+    rule_ids: e.rule_ids ?? [],
+    tags: e.tags ?? [],
+    reason: e.reason ?? null,
+    client_ip: e.client_ip,
+    route_id: e.route_id ?? null,
+    method: e.method ?? null,
+    path: e.path ?? null
+  })
+
+// ---------------------------------------------------------------------------
+// Error log / application logger
+// ---------------------------------------------------------------------------
+
+/** Levels as spelled in `logging { level "info" }` / `error-log { level "warn" }`. */
+export type LogLevelName = "trace" | "debug" | "info" | "warn" | "error"
+
+export const toLogLevel = (name: LogLevelName): LogLevel.LogLevel => {
+  switch (name) {
+    case "trace":
+      return LogLevel.Trace
+    case "debug":
+      return LogLevel.Debug
+    case "info":
+      return LogLevel.Info
+    case "warn":
+      return LogLevel.Warning
+    case "error":
+      return LogLevel.Error
+  }
+}
+
+const levelName = (level: LogLevel.LogLevel): string => {
+  switch (level._tag) {
+    case "Warning":
+      return "warn"
+    case "Fatal":
+      return "fatal"
+    default:
+      return level.label.toLowerCase()
+  }
+}
+
+/** One error-log line for a plain (non-Effect) caller. */
+export const formatErrorLine = (
+  level: LogLevelName | "fatal",
+  message: string,
+  fields: Readonly<Record<string, unknown>> = {},
+  now: number = Date.now()
+): string => {
+  try {
+    return JSON.stringify({ timestamp: new Date(now).toISOString(), level, message, ...fields })
+  } catch {
+    return JSON.stringify({ timestamp: new Date(now).toISOString(), level, message })
+  }
+}
+
+const messageText = (message: unknown): string => {
+  const parts = Array.isArray(message) ? message : [message]
+  return parts
+    .map((p) => {
+      if (typeof p === "string") return p
+      if (p instanceof Error) return p.message
+      try {
+        return JSON.stringify(p)
+      } catch {
+        return String(p)
+      }
+    })
+    .join(" ")
+}
+
+/**
+ * Effect logger writing one JSON line per log call:
+ * `{timestamp, level, message, fiber, spans?, cause?, ...annotations}`.
+ */
+export const makeJsonLogger = (write: (line: string) => void): Logger.Logger<unknown, void> =>
+  Logger.make(({ annotations, cause, date, fiberId, logLevel, message, spans }) => {
+    const fields: Record<string, unknown> = {}
+    for (const [k, v] of HashMap.toEntries(annotations)) fields[k] = v
+    if (!List.isNil(spans)) {
+      const now = date.getTime()
+      fields.spans = Object.fromEntries(List.toArray(spans).map((s) => [s.label, now - s.startTime]))
+    }
+    if (!Cause.isEmpty(cause)) fields.cause = Cause.pretty(cause, { renderErrorCause: true })
+    fields.fiber = `#${fiberId._tag === "Runtime" ? fiberId.id : "none"}`
+    write(formatErrorLine(levelName(logLevel) as LogLevelName, messageText(message), fields, date.getTime()))
+  })
+
+export interface AppLoggerOptions {
+  /** Minimum level; lower levels are discarded by Effect before the logger runs. Default "info". */
+  readonly level?: LogLevelName | undefined
+  /** Where lines go (an error-log writer, or stderr when absent). */
+  readonly writer?: LogWriter | undefined
+}
+
+/**
+ * Replaces Effect's default logger with the JSON logger and sets the minimum
+ * level, so `Effect.logDebug` under level "info" costs one level comparison.
+ * Without a writer, lines go to a bounded writer on stderr owned by the layer.
+ */
+export const appLoggerLayer = (options: AppLoggerOptions = {}): Layer.Layer<never> => {
+  const level = toLogLevel(options.level ?? "info")
+  const writerLayer = (writer: LogWriter) =>
+    Layer.merge(
+      Logger.replace(
+        Logger.defaultLogger,
+        makeJsonLogger((line) => writer.write(line))
+      ),
+      Logger.minimumLogLevel(level)
+    )
+  if (options.writer) return writerLayer(options.writer)
+  return Layer.unwrapScoped(
+    Effect.map(makeLogWriterScoped({ name: "error", fd: 2 }), writerLayer)
+  )
+}

@@ -1,0 +1,597 @@
+/**
+ * Every Prometheus metric Sentinel exposes, in one file (STYLE.md: "all metric
+ * definitions in one file").
+ *
+ * - A registry is made by `makeMetrics()`, never the prom-client global one, so
+ *   tests get a fresh registry each and nothing leaks between them.
+ * - The hot path calls plain methods (`metrics.requests.inc(route, method, status)`)
+ *   that look the label set up in a Map of pre-bound prom-client children: one
+ *   string join and one Map lookup per call, no Effect.
+ * - Label cardinality is bounded: each labelled metric keeps at most
+ *   `maxSeriesPerMetric` distinct label sets; further ones are counted under the
+ *   label set where every value is "other" (and the overflow is itself counted in
+ *   `sentinel_metric_series_overflow_total{metric}`). Callers pass route ids and
+ *   upstream ids, never raw paths.
+ * - Cluster: workers answer the primary's IPC request with their registry as JSON
+ *   (`installWorkerMetricsResponder`), the primary merges them with prom-client's
+ *   `AggregatorRegistry.aggregate` (`collectClusterMetrics`). A worker that does
+ *   not answer within the timeout is left out rather than failing the scrape.
+ */
+import type { Worker } from "node:cluster"
+// Subpath imports: the cluster primary loads this file and nothing else of
+// Effect, and the "effect" barrel costs ~0.5 s of CPU at start-up.
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import {
+  AggregatorRegistry,
+  collectDefaultMetrics,
+  Counter,
+  Gauge,
+  Histogram,
+  Registry,
+  type Aggregator,
+  type MetricObjectWithValues,
+  type MetricValue
+} from "prom-client"
+
+/** Label values of a metric, positionally, in the order of its label names. */
+export type LabelValues<L extends ReadonlyArray<string>> = { readonly [K in keyof L]: string | number }
+
+/** The value every label takes once a metric has reached its series cap. */
+export const OVERFLOW_LABEL = "other"
+
+const SEP = "\u0001"
+
+type Overflow = (metric: string) => void
+
+/** Shared bookkeeping: the child cache and the cardinality cap. */
+class BoundedChildren<C> {
+  private readonly children = new Map<string, C>()
+  private overflowChild: C | undefined
+
+  constructor(
+    readonly name: string,
+    private readonly arity: number,
+    private readonly maxSeries: number,
+    private readonly bind: (values: Array<string>) => C,
+    private readonly onOverflow: Overflow
+  ) {}
+
+  get(values: ReadonlyArray<string | number>): C {
+    const key = values.length === 1 ? String(values[0]) : values.join(SEP)
+    const hit = this.children.get(key)
+    if (hit !== undefined) return hit
+    if (this.children.size >= this.maxSeries) {
+      this.onOverflow(this.name)
+      if (this.overflowChild === undefined) {
+        this.overflowChild = this.bind(new Array<string>(this.arity).fill(OVERFLOW_LABEL))
+      }
+      return this.overflowChild
+    }
+    const child = this.bind(values.map(String))
+    this.children.set(key, child)
+    return child
+  }
+
+  /** Forgets one label set (e.g. an upstream removed by a reload). */
+  delete(values: ReadonlyArray<string | number>): boolean {
+    return this.children.delete(values.length === 1 ? String(values[0]) : values.join(SEP))
+  }
+
+  get size(): number {
+    return this.children.size
+  }
+}
+
+/** A counter with positional labels, cached children and a series cap. */
+export class BoundedCounter<L extends ReadonlyArray<string>> {
+  private readonly children: BoundedChildren<Counter.Internal>
+  constructor(readonly metric: Counter<string>, name: string, arity: number, maxSeries: number, onOverflow: Overflow) {
+    this.children = new BoundedChildren(name, arity, maxSeries, (v) => metric.labels(...v), onOverflow)
+  }
+  /** Adds 1 to the series of these label values. */
+  inc(...values: LabelValues<L>): void {
+    this.children.get(values).inc()
+  }
+  /** Adds `n` (>= 0) to the series of these label values. */
+  add(n: number, ...values: LabelValues<L>): void {
+    this.children.get(values).inc(n)
+  }
+  /** The pre-bound child, for a caller that wants to keep it (e.g. per route). */
+  child(...values: LabelValues<L>): Counter.Internal {
+    return this.children.get(values)
+  }
+  get series(): number {
+    return this.children.size
+  }
+}
+
+/** A gauge with positional labels, cached children and a series cap. */
+export class BoundedGauge<L extends ReadonlyArray<string>> {
+  private readonly children: BoundedChildren<Gauge.Internal<string>>
+  constructor(readonly metric: Gauge<string>, name: string, arity: number, maxSeries: number, onOverflow: Overflow) {
+    this.children = new BoundedChildren(name, arity, maxSeries, (v) => metric.labels(...v), onOverflow)
+  }
+  set(value: number, ...values: LabelValues<L>): void {
+    this.children.get(values).set(value)
+  }
+  inc(...values: LabelValues<L>): void {
+    this.children.get(values).inc()
+  }
+  dec(...values: LabelValues<L>): void {
+    this.children.get(values).dec()
+  }
+  /** Removes a series, so a target removed by a reload stops being exported. */
+  remove(...values: LabelValues<L>): void {
+    if (this.children.delete(values)) this.metric.remove(...values.map(String))
+  }
+  child(...values: LabelValues<L>): Gauge.Internal<string> {
+    return this.children.get(values)
+  }
+  get series(): number {
+    return this.children.size
+  }
+}
+
+/** A histogram with positional labels, cached children and a series cap. */
+export class BoundedHistogram<L extends ReadonlyArray<string>> {
+  private readonly children: BoundedChildren<Histogram.Internal<string>>
+  constructor(readonly metric: Histogram<string>, name: string, arity: number, maxSeries: number, onOverflow: Overflow) {
+    this.children = new BoundedChildren(name, arity, maxSeries, (v) => metric.labels(...v), onOverflow)
+  }
+  /** Records one observation (seconds for `_seconds` histograms). */
+  observe(value: number, ...values: LabelValues<L>): void {
+    this.children.get(values).observe(value)
+  }
+  child(...values: LabelValues<L>): Histogram.Internal<string> {
+    return this.children.get(values)
+  }
+  get series(): number {
+    return this.children.size
+  }
+}
+
+/** Circuit breaker state as exported by `sentinel_circuit_breaker_state`. */
+export const CircuitStateValue = { closed: 0, open: 1, "half-open": 2 } as const
+export type CircuitStateName = keyof typeof CircuitStateValue
+
+export interface MetricsOptions {
+  /** Distinct label sets kept per metric before new ones go to "other". Default 2000. */
+  readonly maxSeriesPerMetric?: number
+  /**
+   * Collect prom-client's default process metrics (CPU, memory, event loop lag,
+   * GC, handles). Default true. They install process-wide observers, so make one
+   * registry per process (not one per reload).
+   */
+  readonly defaultMetrics?: boolean
+  /** Version reported by `sentinel_build_info`. Default "0.0.0". */
+  readonly version?: string
+  /** Buckets of `sentinel_request_duration_seconds`. */
+  readonly requestDurationBuckets?: ReadonlyArray<number>
+  /** Buckets of `sentinel_agent_latency_seconds`. */
+  readonly agentLatencyBuckets?: ReadonlyArray<number>
+}
+
+/** Default buckets for request latency: 1 ms .. 60 s. */
+export const REQUEST_DURATION_BUCKETS: ReadonlyArray<number> = [
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
+]
+/** Default buckets for agent calls: 0.5 ms .. 5 s (agent timeouts are ~100 ms). */
+export const AGENT_LATENCY_BUCKETS: ReadonlyArray<number> = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5
+]
+
+/** All of Sentinel's metrics on one registry. Built by `makeMetrics`. */
+export class Metrics {
+  readonly registry: Registry
+  readonly maxSeriesPerMetric: number
+
+  /** sentinel_requests_total{route,method,status} */
+  readonly requests: BoundedCounter<readonly ["route", "method", "status"]>
+  /** sentinel_request_duration_seconds{route,method} */
+  readonly requestDuration: BoundedHistogram<readonly ["route", "method"]>
+  /** sentinel_active_requests (requests admitted and not yet logged) */
+  readonly activeRequests: Gauge<string>
+  /** sentinel_open_connections (downstream connections) */
+  readonly openConnections: Gauge<string>
+  /** sentinel_rejected_requests_total{reason}: every rejection or alteration decision */
+  readonly rejected: BoundedCounter<readonly ["reason"]>
+  /** sentinel_upstream_attempts_total{upstream,route} */
+  readonly upstreamAttempts: BoundedCounter<readonly ["upstream", "route"]>
+  /** sentinel_upstream_failures_total{upstream,route,reason} */
+  readonly upstreamFailures: BoundedCounter<readonly ["upstream", "route", "reason"]>
+  /** sentinel_upstream_health{upstream,target}: 1 healthy, 0 unhealthy */
+  readonly upstreamHealth: BoundedGauge<readonly ["upstream", "target"]>
+  /** sentinel_circuit_breaker_state{component,target}: 0 closed, 1 open, 2 half-open */
+  readonly circuitState: BoundedGauge<readonly ["component", "target"]>
+  /** sentinel_circuit_breaker_transitions_total{component,target,to} */
+  readonly circuitTransitions: BoundedCounter<readonly ["component", "target", "to"]>
+  /** sentinel_upstream_retries_total{upstream,route,reason} */
+  readonly upstreamRetries: BoundedCounter<readonly ["upstream", "route", "reason"]>
+  /** sentinel_connection_pool_size{upstream} */
+  readonly connectionPoolSize: BoundedGauge<readonly ["upstream"]>
+  /** sentinel_agent_calls_total{agent,event,result} */
+  readonly agentCalls: BoundedCounter<readonly ["agent", "event", "result"]>
+  /** sentinel_agent_latency_seconds{agent,event} */
+  readonly agentLatency: BoundedHistogram<readonly ["agent", "event"]>
+  /** sentinel_agent_timeouts_total{agent,event} */
+  readonly agentTimeouts: BoundedCounter<readonly ["agent", "event"]>
+  /** sentinel_agent_failures_total{agent,reason} */
+  readonly agentFailures: BoundedCounter<readonly ["agent", "reason"]>
+  /** sentinel_agent_fail_open_total{agent}: requests let through because an agent failed open */
+  readonly agentFailOpen: BoundedCounter<readonly ["agent"]>
+  /** sentinel_blocked_requests_total{reason} */
+  readonly blocked: BoundedCounter<readonly ["reason"]>
+  /** sentinel_rate_limited_total{route} */
+  readonly rateLimited: BoundedCounter<readonly ["route"]>
+  /** sentinel_config_reload_total{result} ("success" | "failure") */
+  readonly configReloads: BoundedCounter<readonly ["result"]>
+  /** sentinel_log_dropped_total{log} ("access" | "error" | "audit" | ...) */
+  readonly logDropped: BoundedCounter<readonly ["log"]>
+  /** sentinel_build_info{version,node}, always 1 */
+  readonly buildInfo: Gauge<string>
+  /** sentinel_metric_series_overflow_total{metric}: label sets mapped to "other" */
+  readonly seriesOverflow: Counter<string>
+
+  constructor(options: MetricsOptions = {}) {
+    const registry = new Registry()
+    this.registry = registry
+    const max = options.maxSeriesPerMetric ?? 2000
+    this.maxSeriesPerMetric = max
+    const registers = [registry]
+
+    const overflowCounter = new Counter({
+      name: "sentinel_metric_series_overflow_total",
+      help: "Label sets that exceeded the per-metric series cap and were counted as \"other\".",
+      labelNames: ["metric"],
+      registers
+    })
+    this.seriesOverflow = overflowCounter
+    // The metric label is one of our own fixed names, so this cache needs no cap.
+    const overflowChildren = new Map<string, Counter.Internal>()
+    const onOverflow: Overflow = (metric) => {
+      let c = overflowChildren.get(metric)
+      if (c === undefined) {
+        c = overflowCounter.labels(metric)
+        overflowChildren.set(metric, c)
+      }
+      c.inc()
+    }
+
+    const counter = <L extends ReadonlyArray<string>>(name: string, help: string, labels: L) =>
+      new BoundedCounter<L>(
+        new Counter({ name, help, labelNames: labels, registers }),
+        name,
+        labels.length,
+        max,
+        onOverflow
+      )
+    const gauge = <L extends ReadonlyArray<string>>(name: string, help: string, labels: L, aggregator: Aggregator) =>
+      new BoundedGauge<L>(
+        new Gauge({ name, help, labelNames: labels, registers, aggregator }),
+        name,
+        labels.length,
+        max,
+        onOverflow
+      )
+    const histogram = <L extends ReadonlyArray<string>>(
+      name: string,
+      help: string,
+      labels: L,
+      buckets: ReadonlyArray<number>
+    ) =>
+      new BoundedHistogram<L>(
+        new Histogram({ name, help, labelNames: labels, registers, buckets: [...buckets] }),
+        name,
+        labels.length,
+        max,
+        onOverflow
+      )
+
+    this.requests = counter("sentinel_requests_total", "Requests answered, by route, method and status.", [
+      "route",
+      "method",
+      "status"
+    ] as const)
+    this.requestDuration = histogram(
+      "sentinel_request_duration_seconds",
+      "Time from request head received to response finished, by route and method.",
+      ["route", "method"] as const,
+      options.requestDurationBuckets ?? REQUEST_DURATION_BUCKETS
+    )
+    this.activeRequests = new Gauge({
+      name: "sentinel_active_requests",
+      help: "Requests in flight.",
+      registers,
+      aggregator: "sum"
+    })
+    this.openConnections = new Gauge({
+      name: "sentinel_open_connections",
+      help: "Open downstream connections.",
+      registers,
+      aggregator: "sum"
+    })
+    this.rejected = counter(
+      "sentinel_rejected_requests_total",
+      "Requests rejected or altered by a limit, validation, filter or agent decision, by reason.",
+      ["reason"] as const
+    )
+    this.upstreamAttempts = counter(
+      "sentinel_upstream_attempts_total",
+      "Attempts to send a request upstream (first tries and retries).",
+      ["upstream", "route"] as const
+    )
+    this.upstreamFailures = counter(
+      "sentinel_upstream_failures_total",
+      "Failed upstream attempts, by reason (connect, timeout, reset, status ...).",
+      ["upstream", "route", "reason"] as const
+    )
+    // Each worker probes on its own; across workers the pessimistic view wins.
+    this.upstreamHealth = gauge(
+      "sentinel_upstream_health",
+      "Health of an upstream target: 1 healthy, 0 unhealthy.",
+      ["upstream", "target"] as const,
+      "min"
+    )
+    // Each worker has its own breakers; across workers the worst state wins.
+    this.circuitState = gauge(
+      "sentinel_circuit_breaker_state",
+      "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+      ["component", "target"] as const,
+      "max"
+    )
+    this.circuitTransitions = counter(
+      "sentinel_circuit_breaker_transitions_total",
+      "Circuit breaker state changes, by the state entered.",
+      ["component", "target", "to"] as const
+    )
+    this.upstreamRetries = counter(
+      "sentinel_upstream_retries_total",
+      "Retries of upstream requests, by the reason of the failed attempt.",
+      ["upstream", "route", "reason"] as const
+    )
+    this.connectionPoolSize = gauge(
+      "sentinel_connection_pool_size",
+      "Open connections in the upstream pool.",
+      ["upstream"] as const,
+      "sum"
+    )
+    this.agentCalls = counter(
+      "sentinel_agent_calls_total",
+      "Agent calls, by event and result (allow, block, redirect, challenge, error, timeout ...).",
+      ["agent", "event", "result"] as const
+    )
+    this.agentLatency = histogram(
+      "sentinel_agent_latency_seconds",
+      "Agent call latency, by event.",
+      ["agent", "event"] as const,
+      options.agentLatencyBuckets ?? AGENT_LATENCY_BUCKETS
+    )
+    this.agentTimeouts = counter("sentinel_agent_timeouts_total", "Agent calls that timed out.", [
+      "agent",
+      "event"
+    ] as const)
+    this.agentFailures = counter(
+      "sentinel_agent_failures_total",
+      "Agent call failures, by reason (connect, protocol, circuit-open, overloaded ...).",
+      ["agent", "reason"] as const
+    )
+    this.agentFailOpen = counter(
+      "sentinel_agent_fail_open_total",
+      "Requests let through because an agent failed and its policy is fail-open.",
+      ["agent"] as const
+    )
+    this.blocked = counter("sentinel_blocked_requests_total", "Requests blocked, by reason.", ["reason"] as const)
+    this.rateLimited = counter("sentinel_rate_limited_total", "Requests refused by a rate limit, by route.", [
+      "route"
+    ] as const)
+    this.configReloads = counter("sentinel_config_reload_total", "Configuration reloads, by result.", [
+      "result"
+    ] as const)
+    this.logDropped = counter(
+      "sentinel_log_dropped_total",
+      "Log lines dropped because the log sink was too slow or failing.",
+      ["log"] as const
+    )
+    this.buildInfo = new Gauge({
+      name: "sentinel_build_info",
+      help: "Build information; always 1.",
+      labelNames: ["version", "node"],
+      registers,
+      aggregator: "first"
+    })
+    this.buildInfo.labels(options.version ?? "0.0.0", process.version).set(1)
+
+    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry })
+  }
+
+  /** Circuit breaker state change: sets the gauge and counts the transition. */
+  circuitChanged(component: string, target: string, to: CircuitStateName): void {
+    this.circuitState.set(CircuitStateValue[to], component, target)
+    this.circuitTransitions.inc(component, target, to)
+  }
+
+  /** The exposition text of this registry alone. */
+  render(): Promise<string> {
+    return this.registry.metrics()
+  }
+
+  /** Content type to serve `render()` with. */
+  get contentType(): string {
+    return this.registry.contentType
+  }
+}
+
+/** A fresh registry with every Sentinel metric (and the process metrics unless disabled). */
+export const makeMetrics = (options: MetricsOptions = {}): Metrics => new Metrics(options)
+
+/** The metrics of this process, as an Effect service. */
+export class MetricsService extends Context.Tag("sentinel/observability/Metrics")<MetricsService, Metrics>() {
+  static readonly make = (options: MetricsOptions = {}): Effect.Effect<Metrics> =>
+    Effect.sync(() => makeMetrics(options))
+  /** One registry with default process metrics. */
+  static readonly layer: Layer.Layer<MetricsService> = Layer.effect(MetricsService, MetricsService.make())
+  static readonly layerOptions = (options: MetricsOptions): Layer.Layer<MetricsService> =>
+    Layer.effect(MetricsService, MetricsService.make(options))
+  /** A registry without process metrics, for tests. */
+  static readonly layerTest: Layer.Layer<MetricsService> = Layer.effect(
+    MetricsService,
+    MetricsService.make({ defaultMetrics: false })
+  )
+}
+
+/**
+ * The primary's own metrics (it serves no requests): worker supervision. Merged
+ * into the aggregated scrape next to the workers' registries.
+ */
+export class ClusterMetrics {
+  readonly registry: Registry
+  /** sentinel_cluster_workers: worker processes currently running */
+  readonly workers: Gauge<string>
+  /** sentinel_worker_restarts_total{reason} ("crash" | "signal" | "exit") */
+  readonly workerRestarts: BoundedCounter<readonly ["reason"]>
+
+  constructor() {
+    this.registry = new Registry()
+    const registers = [this.registry]
+    // "sum" over a single registry (only the primary has it) keeps the value as is.
+    this.workers = new Gauge({ name: "sentinel_cluster_workers", help: "Worker processes running.", registers })
+    this.workerRestarts = new BoundedCounter(
+      new Counter({
+        name: "sentinel_worker_restarts_total",
+        help: "Worker processes restarted after an unexpected exit, by reason.",
+        labelNames: ["reason"],
+        registers
+      }),
+      "sentinel_worker_restarts_total",
+      1,
+      16,
+      () => {}
+    )
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Cluster aggregation (IPC between node:cluster primary and workers)
+// ---------------------------------------------------------------------------
+
+/** IPC message types; distinct from prom-client's own so both can coexist. */
+export const METRICS_REQUEST = "sentinel:metrics-req"
+export const METRICS_RESPONSE = "sentinel:metrics-res"
+
+interface MetricsRequestMessage {
+  readonly type: typeof METRICS_REQUEST
+  readonly id: number
+}
+interface MetricsResponseMessage {
+  readonly type: typeof METRICS_RESPONSE
+  readonly id: number
+  readonly metrics?: Array<MetricObjectWithValues<MetricValue<string>>>
+  readonly error?: string
+}
+
+const isRequest = (m: unknown): m is MetricsRequestMessage =>
+  typeof m === "object" && m !== null && (m as { type?: unknown }).type === METRICS_REQUEST
+const isResponse = (m: unknown): m is MetricsResponseMessage =>
+  typeof m === "object" && m !== null && (m as { type?: unknown }).type === METRICS_RESPONSE
+
+/**
+ * In a cluster worker: answer the primary's metric requests with `current()`'s
+ * registry (a function, so a new registry after a rebuild is picked up).
+ * Returns a function that removes the listener. No-op outside a cluster worker.
+ */
+export const installWorkerMetricsResponder = (current: () => Registry): (() => void) => {
+  if (typeof process.send !== "function") return () => {}
+  const onMessage = (message: unknown) => {
+    if (!isRequest(message)) return
+    const reply = (body: Omit<MetricsResponseMessage, "type" | "id">) => {
+      // The channel may be closing during shutdown; a lost reply only means a
+      // worker is missing from one scrape.
+      try {
+        process.send?.({ type: METRICS_RESPONSE, id: message.id, ...body })
+      } catch {
+        /* channel closed */
+      }
+    }
+    current()
+      .getMetricsAsJSON()
+      .then(
+        (metrics) => reply({ metrics }),
+        (e: unknown) => reply({ error: String(e) })
+      )
+  }
+  process.on("message", onMessage)
+  return () => {
+    process.off("message", onMessage)
+  }
+}
+
+/** Merges worker registries (as JSON) into one, each metric by its aggregator (default sum). */
+export const aggregateMetrics = (
+  perWorker: ReadonlyArray<ReadonlyArray<MetricObjectWithValues<MetricValue<string>>>>
+): Registry => AggregatorRegistry.aggregate(perWorker as Array<object>) as Registry
+
+let nextRequestId = 1
+
+/**
+ * In the primary: asks every connected worker for its metrics, waits at most
+ * `timeoutMs` (default 2000), and merges the answers that arrived. A worker that
+ * died or hangs is left out of this scrape instead of failing it.
+ * `extra` registries (e.g. the primary's own) are merged in too.
+ */
+export const collectClusterMetrics = (
+  workers: ReadonlyArray<Worker>,
+  options: { readonly timeoutMs?: number; readonly extra?: ReadonlyArray<Registry> } = {}
+): Promise<{ readonly text: string; readonly contentType: string; readonly answered: number; readonly asked: number }> =>
+  new Promise((resolve, reject) => {
+    const id = nextRequestId++
+    const answers: Array<Array<MetricObjectWithValues<MetricValue<string>>>> = []
+    const pending = new Set<Worker>()
+    let settled = false
+    let launched = false
+    const cleanups: Array<() => void> = []
+    const finish = () => {
+      if (settled || !launched) return
+      settled = true
+      clearTimeout(timer)
+      for (const c of cleanups) c()
+      Promise.all((options.extra ?? []).map((r) => r.getMetricsAsJSON()))
+        .then((extra) => {
+          const merged = aggregateMetrics([...answers, ...(extra as Array<Array<MetricObjectWithValues<MetricValue<string>>>>)])
+          return merged.metrics().then((text) => resolve({ text, contentType: merged.contentType, answered: answers.length, asked: cleanups.length }))
+        })
+        .catch(reject)
+    }
+    const timer = setTimeout(() => {
+      launched = true
+      finish()
+    }, options.timeoutMs ?? 2000)
+    for (const worker of workers) {
+      if (!worker.isConnected()) continue
+      const onMessage = (message: unknown) => {
+        if (!isResponse(message) || message.id !== id) return
+        if (message.metrics) answers.push(message.metrics)
+        pending.delete(worker)
+        if (pending.size === 0) finish()
+      }
+      const onExit = () => {
+        pending.delete(worker)
+        if (pending.size === 0) finish()
+      }
+      worker.on("message", onMessage)
+      worker.once("exit", onExit)
+      cleanups.push(() => {
+        worker.off("message", onMessage)
+        worker.off("exit", onExit)
+      })
+      pending.add(worker)
+      try {
+        worker.send({ type: METRICS_REQUEST, id } satisfies MetricsRequestMessage)
+      } catch {
+        pending.delete(worker)
+      }
+    }
+    launched = true
+    if (pending.size === 0) finish()
+  })

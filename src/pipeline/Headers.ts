@@ -1,0 +1,99 @@
+/**
+ * Header handling on the hot path: hop-by-hop stripping (RFC 9110 §7.6.1,
+ * plus whatever `Connection` names), and compiled header policies
+ * (`policies { request-headers {...} response-headers {...} }`).
+ * Headers travel as flat `[name, value, name, value, ...]` arrays: what
+ * node:http gives (`rawHeaders`) and what undici and `writeHead` accept.
+ */
+import type { HeaderOps } from "../config/Schema.js"
+
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "te",
+  "trailer",
+  "upgrade",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "http2-settings"
+])
+
+/** Names listed in `Connection` (lower-case), which are hop-by-hop for this message. */
+export const connectionTokens = (value: string | undefined): ReadonlySet<string> | undefined => {
+  if (value === undefined) return undefined
+  const out = new Set<string>()
+  for (const token of value.split(",")) {
+    const t = token.trim().toLowerCase()
+    if (t !== "" && t !== "close" && t !== "keep-alive") out.add(t)
+  }
+  return out.size === 0 ? undefined : out
+}
+
+/** Flat list without hop-by-hop fields and without the names in `skip` (lower-case). */
+export const stripHopByHop = (
+  raw: ReadonlyArray<string>,
+  skip?: ReadonlySet<string>
+): Array<string> => {
+  let connection: string | undefined
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === 10 && raw[i].toLowerCase() === "connection") {
+      connection = connection === undefined ? raw[i + 1] : `${connection}, ${raw[i + 1]}`
+    }
+  }
+  const named = connectionTokens(connection)
+  const out: Array<string> = []
+  for (let i = 0; i < raw.length; i += 2) {
+    const lower = raw[i].toLowerCase()
+    if (HOP_BY_HOP.has(lower) || named?.has(lower) || skip?.has(lower)) continue
+    out.push(raw[i], raw[i + 1])
+  }
+  return out
+}
+
+/** First value of a header in a flat list (case-insensitive). */
+export const getHeader = (flat: ReadonlyArray<string>, lowerName: string): string | undefined => {
+  for (let i = 0; i < flat.length; i += 2) {
+    if (flat[i].toLowerCase() === lowerName) return flat[i + 1]
+  }
+  return undefined
+}
+
+/** Remove every occurrence of the given lower-case names, in place. */
+export const removeHeaders = (flat: Array<string>, lowerNames: ReadonlySet<string>): void => {
+  let w = 0
+  for (let r = 0; r < flat.length; r += 2) {
+    if (lowerNames.has(flat[r].toLowerCase())) continue
+    flat[w++] = flat[r]
+    flat[w++] = flat[r + 1]
+  }
+  flat.length = w
+}
+
+export const setHeader = (flat: Array<string>, name: string, value: string): void => {
+  removeHeaders(flat, new Set([name.toLowerCase()]))
+  flat.push(name, value)
+}
+
+export type HeaderPolicy = (flat: Array<string>) => void
+
+/** Compile a `HeaderOps` block: rename first (as Sentinel), then set, add, remove. */
+export const compileHeaderOps = (ops: HeaderOps): HeaderPolicy | undefined => {
+  if (ops.rename.length + ops.set.length + ops.add.length + ops.remove.length === 0) return undefined
+  const renames = new Map(ops.rename.map(([from, to]) => [from.toLowerCase(), to] as const))
+  const setNames = new Set(ops.set.map(([name]) => name.toLowerCase()))
+  const removeNames = new Set(ops.remove.map((n) => n.toLowerCase()))
+  return (flat) => {
+    if (renames.size > 0) {
+      for (let i = 0; i < flat.length; i += 2) {
+        const to = renames.get(flat[i].toLowerCase())
+        if (to !== undefined) flat[i] = to
+      }
+    }
+    if (setNames.size > 0) removeHeaders(flat, setNames)
+    for (const [name, value] of ops.set) flat.push(name, value)
+    for (const [name, value] of ops.add) flat.push(name, value)
+    if (removeNames.size > 0) removeHeaders(flat, removeNames)
+  }
+}

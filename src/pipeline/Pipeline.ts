@@ -1,0 +1,398 @@
+/**
+ * The request's way through the proxy (DESIGN.md §3), as one function per
+ * request. The synchronous stages (limits, trace id, route match, builtin
+ * answers) are plain code; only the upstream exchange runs as a fiber, forked
+ * once on the runtime built at start-up. The client's `close` interrupts it,
+ * which aborts the upstream request. Logging always runs, exactly once.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http"
+import { Transform, type TransformCallback } from "node:stream"
+import { performance } from "node:perf_hooks"
+import { Cause, Effect, Exit, Runtime } from "effect"
+import { runBuiltin, type BuiltinView } from "../handlers/Builtin.js"
+import { normalizeHost } from "../routing/Router.js"
+import { forward, type ForwardRequest, type ResponseSink } from "../upstream/Forward.js"
+import type { UpstreamRuntime } from "../upstream/Upstreams.js"
+import type { Dataplane, RoutePlan } from "./Dataplane.js"
+import { errorAnswer, errorBody } from "./ErrorResponse.js"
+import { NoHealthyUpstream, RequestRejected, RequestTimeout, type ProxyError } from "./Errors.js"
+import { connectionTokens, HOP_BY_HOP } from "./Headers.js"
+import { splitTarget, type RequestContext } from "./RequestContext.js"
+import { incomingTraceId } from "./TraceId.js"
+
+/** One access-log record (Sentinel's JSON field names are applied by the log writer). */
+export interface AccessRecord {
+  readonly timestamp: number
+  readonly traceId: string
+  readonly method: string
+  readonly path: string
+  readonly query: string
+  readonly protocol: string
+  readonly status: number
+  readonly bodyBytes: number
+  readonly durationMs: number
+  readonly clientIp: string
+  readonly userAgent: string | undefined
+  readonly referer: string | undefined
+  readonly host: string
+  readonly routeId: string
+  readonly upstream: string
+  readonly upstreamAddr: string
+  readonly upstreamAttempts: number
+  readonly listenerId: string
+  readonly error: string | undefined
+}
+
+/** Hooks the pipeline reports to; metrics and logs plug in here. */
+export interface PipelineHooks {
+  readonly onComplete: (ctx: RequestContext) => void
+  readonly onReject: (ctx: RequestContext, reason: string, status: number) => void
+}
+
+export interface PipelineEnv {
+  readonly listenerId: string
+  readonly scheme: "http" | "https"
+  readonly runtime: Runtime.Runtime<never>
+  readonly dataplane: () => Dataplane
+  readonly builtinView: () => BuiltinView
+  readonly hooks: PipelineHooks
+  /** Set while the listener drains: answers carry `Connection: close`. */
+  readonly draining: () => boolean
+}
+
+// Fields the proxy sets itself; the client's copies are not trusted (issue 5 adds trusted CIDRs).
+const REPLACED = new Set(["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-request-id", "x-correlation-id"])
+
+const headerLookup = (req: IncomingMessage) => (lowerName: string): string | undefined => {
+  const v = req.headers[lowerName]
+  return Array.isArray(v) ? v[0] : v
+}
+
+export const toAccessRecord = (ctx: RequestContext): AccessRecord => ({
+  timestamp: Date.now(),
+  traceId: ctx.traceId,
+  method: ctx.method,
+  path: ctx.path,
+  query: ctx.query,
+  protocol: `HTTP/${ctx.req.httpVersion}`,
+  status: ctx.status,
+  bodyBytes: ctx.bytesSent,
+  durationMs: Math.round((performance.now() - ctx.start) * 1000) / 1000,
+  clientIp: ctx.clientIp,
+  userAgent: ctx.req.headers["user-agent"],
+  referer: ctx.req.headers["referer"],
+  host: ctx.host,
+  routeId: ctx.routeId,
+  upstream: ctx.upstreamId,
+  upstreamAddr: ctx.upstreamAddr,
+  upstreamAttempts: ctx.attempts,
+  listenerId: ctx.listenerId,
+  error: ctx.error
+})
+
+const makeContext = (env: PipelineEnv, dp: Dataplane, req: IncomingMessage, res: ServerResponse): RequestContext => {
+  const header = headerLookup(req)
+  const target = splitTarget(req.url ?? "/")
+  return {
+    req,
+    res,
+    start: performance.now(),
+    traceId: incomingTraceId(header) ?? dp.newTraceId(),
+    clientIp: req.socket.remoteAddress ?? "",
+    method: req.method ?? "GET",
+    host: normalizeHost(target.authority ?? req.headers.host),
+    path: target.path,
+    query: target.query,
+    listenerId: env.listenerId,
+    scheme: env.scheme,
+    routeId: "",
+    upstreamId: "",
+    upstreamAddr: "",
+    attempts: 0,
+    status: 0,
+    bytesSent: 0,
+    error: undefined,
+    bodyTooLarge: false,
+    clientGone: false,
+    header
+  }
+}
+
+/** Limits that can be judged from the request head alone (issue 5 extends this). */
+const checkHead = (ctx: RequestContext, dp: Dataplane): RequestRejected | undefined => {
+  const limits = dp.limits
+  const url = ctx.req.url ?? ""
+  if (url.length > limits.maxUriLength) return new RequestRejected({ status: 414, reason: "uri_too_long" })
+  if (ctx.req.rawHeaders.length / 2 > limits.maxHeaderCount) {
+    return new RequestRejected({ status: 431, reason: "too_many_headers" })
+  }
+  const cl = ctx.req.headers["content-length"]
+  if (cl !== undefined && Number(cl) > limits.maxBodySize) {
+    return new RequestRejected({ status: 413, reason: "body_too_large" })
+  }
+  return undefined
+}
+
+/** Send a proxy-made answer (errors and rejections); never throws. */
+const sendAnswer = (
+  ctx: RequestContext,
+  env: PipelineEnv,
+  status: number,
+  headers: ReadonlyArray<readonly [string, string]>,
+  body: string | Buffer,
+  contentType: string
+): void => {
+  const res = ctx.res
+  ctx.status = status
+  if (res.headersSent || res.destroyed) {
+    res.destroy()
+    return
+  }
+  const flat: Array<string> = ["content-type", contentType, "x-request-id", ctx.traceId, "x-correlation-id", ctx.traceId]
+  for (const [k, v] of headers) flat.push(k, v)
+  if (env.draining()) flat.push("connection", "close")
+  const buf = typeof body === "string" ? Buffer.from(body) : body
+  flat.push("content-length", String(buf.length))
+  try {
+    res.writeHead(status, flat)
+    res.end(ctx.method === "HEAD" ? undefined : buf)
+    ctx.bytesSent += ctx.method === "HEAD" ? 0 : buf.length
+  } catch {
+    res.destroy()
+  }
+}
+
+const sendError = (ctx: RequestContext, env: PipelineEnv, error: ProxyError): void => {
+  const answer = errorAnswer(error)
+  ctx.error ??= answer.reason
+  if (error._tag === "ClientClosed") {
+    ctx.status = 499
+    return
+  }
+  if (answer.body !== undefined) {
+    sendAnswer(ctx, env, answer.status, answer.headers, answer.body, "text/plain; charset=utf-8")
+  } else {
+    sendAnswer(ctx, env, answer.status, answer.headers, errorBody(answer.status, answer.reason, ctx.traceId), "application/json")
+  }
+}
+
+/** Request headers for the upstream: hop-by-hop stripped, forwarding headers set, policy applied. */
+const upstreamHeaders = (ctx: RequestContext, plan: RoutePlan): Array<string> => {
+  const raw = ctx.req.rawHeaders
+  const named = connectionTokens(ctx.req.headers.connection)
+  const out: Array<string> = []
+  let via: string | undefined
+  for (let i = 0; i < raw.length; i += 2) {
+    const lower = raw[i].toLowerCase()
+    if (HOP_BY_HOP.has(lower) || REPLACED.has(lower) || named?.has(lower)) continue
+    if (lower === "via") {
+      via = via === undefined ? raw[i + 1] : `${via}, ${raw[i + 1]}`
+      continue
+    }
+    out.push(raw[i], raw[i + 1])
+  }
+  out.push(
+    "x-forwarded-for", ctx.clientIp,
+    "x-forwarded-proto", ctx.scheme,
+    "x-forwarded-host", ctx.req.headers.host ?? ctx.host,
+    "via", via === undefined ? `${ctx.req.httpVersion} sentinel` : `${via}, ${ctx.req.httpVersion} sentinel`,
+    "x-request-id", ctx.traceId,
+    "x-correlation-id", ctx.traceId
+  )
+  plan.requestPolicy?.(out)
+  return out
+}
+
+/** Counts streamed request bytes and fails the upload once it passes the limit. */
+class BodyLimit extends Transform {
+  private seen = 0
+  constructor(private readonly limit: number, private readonly ctx: RequestContext) {
+    super()
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.seen += chunk.length
+    if (this.seen > this.limit) {
+      this.ctx.bodyTooLarge = true
+      cb(new Error("request body over limit"))
+      return
+    }
+    cb(null, chunk)
+  }
+}
+
+const requestBody = (ctx: RequestContext, dp: Dataplane): ForwardRequest["body"] => {
+  const h = ctx.req.headers
+  if (h["transfer-encoding"] !== undefined) {
+    const limited = new BodyLimit(dp.limits.maxBodySize, ctx)
+    ctx.req.pipe(limited)
+    return limited
+  }
+  if (h["content-length"] === undefined || h["content-length"] === "0") return null
+  return ctx.req
+}
+
+const responseSink = (ctx: RequestContext, env: PipelineEnv, plan: RoutePlan): ResponseSink => {
+  const res = ctx.res
+  return {
+    start(status, raw) {
+      const flat: Array<string> = []
+      let connection: string | undefined
+      for (let i = 0; i < raw.length; i += 2) {
+        if (raw[i].length === 10 && raw[i].toString("latin1").toLowerCase() === "connection") {
+          connection = raw[i + 1].toString("latin1")
+        }
+      }
+      const named = connectionTokens(connection)
+      for (let i = 0; i < raw.length; i += 2) {
+        const name = raw[i].toString("latin1")
+        const lower = name.toLowerCase()
+        if (HOP_BY_HOP.has(lower) || named?.has(lower)) continue
+        flat.push(name, raw[i + 1].toString("latin1"))
+      }
+      flat.push("x-request-id", ctx.traceId, "x-correlation-id", ctx.traceId)
+      plan.responsePolicy?.(flat)
+      if (env.draining()) flat.push("connection", "close")
+      try {
+        res.writeHead(status, flat)
+      } catch {
+        ctx.error = "upstream_invalid_header"
+        return false
+      }
+      ctx.status = status
+      return true
+    },
+    data(chunk) {
+      ctx.bytesSent += chunk.length
+      return res.write(chunk)
+    },
+    onDrain(resume) {
+      res.once("drain", resume)
+    },
+    end() {
+      res.end()
+    }
+  }
+}
+
+/** Forward to the first usable candidate of the route's upstream. */
+const proxyToUpstream = (
+  ctx: RequestContext,
+  env: PipelineEnv,
+  dp: Dataplane,
+  plan: RoutePlan,
+  upstream: UpstreamRuntime
+): Effect.Effect<void, ProxyError> =>
+  Effect.suspend((): Effect.Effect<void, ProxyError> => {
+    const candidates = upstream.candidates(ctx)
+    const target = candidates[0]
+    if (target === undefined) {
+      return Effect.fail(new NoHealthyUpstream({ upstream: upstream.id, retryAfterSecs: 5 }))
+    }
+    ctx.upstreamAddr = target.key
+    ctx.attempts++
+    target.active++
+    const request: ForwardRequest = {
+      method: ctx.method,
+      path: ctx.query === "" ? ctx.path : `${ctx.path}?${ctx.query}`,
+      headers: upstreamHeaders(ctx, plan),
+      body: requestBody(ctx, dp),
+      headersTimeoutMs: upstream.headersTimeoutMs,
+      bodyIdleTimeoutMs: upstream.bodyIdleTimeoutMs
+    }
+    return forward(target.pool, { upstream: upstream.id, target: target.key }, request, responseSink(ctx, env, plan)).pipe(
+      Effect.ensuring(Effect.sync(() => target.active--)),
+      Effect.flatMap((outcome) =>
+        outcome.discarded
+          ? Effect.fail(new RequestRejected({ status: 502, reason: ctx.error ?? "upstream_discarded" }))
+          : Effect.void
+      ),
+      Effect.catchIf(
+        () => ctx.bodyTooLarge,
+        () => Effect.fail(new RequestRejected({ status: 413, reason: "body_too_large" }))
+      )
+    )
+  })
+
+const withDeadline = (effect: Effect.Effect<void, ProxyError>, plan: RoutePlan): Effect.Effect<void, ProxyError> =>
+  plan.timeoutMs > 0
+    ? Effect.timeoutFail(effect, {
+        duration: plan.timeoutMs,
+        onTimeout: (): ProxyError => new RequestTimeout({ phase: "route" })
+      })
+    : effect
+
+/** Build the `request` listener for one listener. */
+export const makeRequestHandler = (env: PipelineEnv) => {
+  const runFork = Runtime.runFork(env.runtime)
+
+  const complete = (ctx: RequestContext) => {
+    env.hooks.onComplete(ctx)
+  }
+
+  const answerBuiltin = (ctx: RequestContext, plan: RoutePlan) => {
+    runBuiltin(plan.builtin!, env.builtinView(), ctx.traceId).then(
+      (answer) => {
+        sendAnswer(ctx, env, answer.status, [["cache-control", "no-store"]], answer.body, answer.contentType)
+        complete(ctx)
+      },
+      () => {
+        sendError(ctx, env, new RequestRejected({ status: 500, reason: "builtin_failed" }))
+        complete(ctx)
+      }
+    )
+  }
+
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    const dp = env.dataplane()
+    const ctx = makeContext(env, dp, req, res)
+
+    const rejected = checkHead(ctx, dp)
+    if (rejected !== undefined) {
+      env.hooks.onReject(ctx, rejected.reason, rejected.status)
+      // The body will not be read: close the connection after answering.
+      res.shouldKeepAlive = false
+      sendError(ctx, env, rejected)
+      return complete(ctx)
+    }
+
+    const route = dp.router.match(ctx)
+    if (route === undefined) {
+      sendError(ctx, env, new RequestRejected({ status: 404, reason: "no_route" }))
+      return complete(ctx)
+    }
+    ctx.routeId = route.id
+    const plan = dp.plans.get(route.id)!
+    if (plan.builtin !== undefined) return answerBuiltin(ctx, plan)
+    const upstream = plan.upstream
+    if (upstream === undefined) {
+      sendError(ctx, env, new RequestRejected({ status: 502, reason: "no_upstream" }))
+      return complete(ctx)
+    }
+    ctx.upstreamId = upstream.id
+
+    const program = withDeadline(proxyToUpstream(ctx, env, dp, plan, upstream), plan).pipe(
+      Effect.catchAll((error) => Effect.sync(() => sendError(ctx, env, error))),
+      Effect.onExit((exit) =>
+        Effect.sync(() => {
+          if (Exit.isFailure(exit)) {
+            if (Cause.isInterruptedOnly(exit.cause) || ctx.clientGone) {
+              ctx.status = 499
+              ctx.error ??= "client_closed"
+            } else {
+              ctx.error ??= "internal"
+              sendError(ctx, env, new RequestRejected({ status: 500, reason: "internal" }))
+            }
+          }
+          complete(ctx)
+        })
+      )
+    )
+    const fiber = runFork(program)
+    res.once("close", () => {
+      if (!res.writableFinished) {
+        ctx.clientGone = true
+        fiber.unsafeInterruptAsFork(fiber.id())
+      }
+    })
+  }
+}

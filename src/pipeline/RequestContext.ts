@@ -1,0 +1,59 @@
+/**
+ * The per-request state every stage reads and writes. Plain mutable data:
+ * one object per request, no Effect machinery, cheap to build.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http"
+
+export interface RequestContext {
+  readonly req: IncomingMessage
+  readonly res: ServerResponse
+  /** `performance.now()` at arrival. */
+  readonly start: number
+  readonly traceId: string
+  readonly clientIp: string
+  readonly method: string
+  /** Lower-case host without port, from absolute-form authority or `Host`. */
+  readonly host: string
+  /** Path without query. */
+  readonly path: string
+  /** Query without `?`. */
+  readonly query: string
+  readonly listenerId: string
+  readonly scheme: "http" | "https"
+  routeId: string
+  upstreamId: string
+  upstreamAddr: string
+  attempts: number
+  status: number
+  bytesSent: number
+  /** Why the proxy answered itself or failed (access log `error`). */
+  error: string | undefined
+  /** Set when the request body went over `limits { max-body-size }` while streaming. */
+  bodyTooLarge: boolean
+  clientGone: boolean
+  header(lowerName: string): string | undefined
+}
+
+/** Split `url` (origin-form or absolute-form) into authority, path and query. */
+export const splitTarget = (url: string): { authority: string | undefined; path: string; query: string } => {
+  let authority: string | undefined
+  let rest = url
+  if (url.charCodeAt(0) !== 47 /* / */) {
+    const scheme = url.indexOf("://")
+    if (scheme !== -1) {
+      const slash = url.indexOf("/", scheme + 3)
+      const end = slash === -1 ? url.length : slash
+      const q = url.indexOf("?", scheme + 3)
+      const stop = q !== -1 && q < end ? q : end
+      authority = url.slice(scheme + 3, stop)
+      const at = authority.lastIndexOf("@")
+      if (at !== -1) authority = authority.slice(at + 1)
+      rest = url.slice(stop) || "/"
+      if (rest.charCodeAt(0) === 63 /* ? */) rest = "/" + rest
+    }
+  }
+  const q = rest.indexOf("?")
+  return q === -1
+    ? { authority, path: rest, query: "" }
+    : { authority, path: rest.slice(0, q), query: rest.slice(q + 1) }
+}

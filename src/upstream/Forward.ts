@@ -1,0 +1,221 @@
+/**
+ * One upstream exchange: a single `Effect.async` around undici's `dispatch`
+ * that owns its deadlines (headers, body idle) and its abort, as DESIGN.md §2
+ * asks for the hot path. The response streams into a `ResponseSink` with
+ * back-pressure both ways; interruption (client gone, outer deadline) aborts
+ * the upstream request and clears every timer.
+ */
+import { Effect } from "effect"
+import type { Dispatcher } from "undici"
+import type { Readable } from "node:stream"
+import {
+  UpstreamConnectFailed,
+  UpstreamProtocolError,
+  UpstreamTimeout
+} from "../pipeline/Errors.js"
+
+export type ForwardError = UpstreamConnectFailed | UpstreamTimeout | UpstreamProtocolError
+
+export interface ForwardRequest {
+  readonly method: string
+  /** Path and query, origin-form. */
+  readonly path: string
+  /** Flat header list `[name, value, ...]`, already filtered. */
+  readonly headers: Array<string>
+  readonly body: Readable | Buffer | null
+  /** Deadline for the response head, from dispatch (covers connect + send + wait). */
+  readonly headersTimeoutMs: number
+  /** Longest silence allowed between response body chunks. */
+  readonly bodyIdleTimeoutMs: number
+}
+
+/** Where the response goes. Implemented by the pipeline over `ServerResponse`. */
+export interface ResponseSink {
+  /** Response head arrived. Return false to discard this response (e.g. to retry). */
+  readonly start: (status: number, rawHeaders: Array<Buffer>) => boolean
+  /** A body chunk; return false when the client is full (the exchange pauses). */
+  readonly data: (chunk: Buffer) => boolean
+  /** Call `resume` once the client can take more. */
+  readonly onDrain: (resume: () => void) => void
+  readonly end: () => void
+}
+
+export interface ForwardOutcome {
+  readonly status: number
+  readonly bytes: number
+  /** The sink refused the response (it was drained and dropped). */
+  readonly discarded: boolean
+}
+
+export interface TargetRef {
+  readonly upstream: string
+  readonly target: string
+}
+
+class AbortedByProxy extends Error {
+  constructor(readonly why: string) {
+    super(why)
+  }
+}
+
+const CONNECT_CODES: Record<string, UpstreamConnectFailed["reason"]> = {
+  ECONNREFUSED: "refused",
+  EHOSTUNREACH: "unreachable",
+  ENETUNREACH: "unreachable",
+  EADDRNOTAVAIL: "unreachable",
+  ENOTFOUND: "dns",
+  EAI_AGAIN: "dns",
+  ERR_TLS_CERT_ALTNAME_INVALID: "tls",
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: "tls",
+  DEPTH_ZERO_SELF_SIGNED_CERT: "tls",
+  SELF_SIGNED_CERT_IN_CHAIN: "tls",
+  CERT_HAS_EXPIRED: "tls"
+}
+
+/** Map an undici/socket error onto the typed upstream failures. */
+export const classifyUpstreamError = (ref: TargetRef, err: unknown, headersSeen: boolean): ForwardError => {
+  const e = err as { code?: string; message?: string; name?: string }
+  const code = e?.code ?? ""
+  const message = e?.message ?? String(err)
+  const connect = CONNECT_CODES[code]
+  if (connect !== undefined && !headersSeen) {
+    return new UpstreamConnectFailed({ ...ref, reason: connect, message })
+  }
+  if (code === "UND_ERR_CONNECT_TIMEOUT") {
+    return new UpstreamTimeout({ ...ref, phase: "connect", requestSent: false })
+  }
+  if (code === "UND_ERR_HEADERS_TIMEOUT") {
+    return new UpstreamTimeout({ ...ref, phase: "headers", requestSent: true })
+  }
+  if (code === "UND_ERR_BODY_TIMEOUT") {
+    return new UpstreamTimeout({ ...ref, phase: "body-idle", requestSent: true })
+  }
+  if (code.startsWith("HPE_") || code === "UND_ERR_INFO" || code === "UND_ERR_RES_CONTENT_LENGTH_MISMATCH") {
+    return new UpstreamProtocolError({ ...ref, reason: "malformed", message, requestSent: true })
+  }
+  if (code === "ECONNRESET" || code === "EPIPE") {
+    return new UpstreamProtocolError({ ...ref, reason: "reset", message, requestSent: true })
+  }
+  if (code === "UND_ERR_SOCKET" || code === "UND_ERR_CLOSED") {
+    return new UpstreamProtocolError({ ...ref, reason: "closed", message, requestSent: true })
+  }
+  return new UpstreamProtocolError({ ...ref, reason: "other", message, requestSent: true })
+}
+
+/**
+ * Send one request through `dispatcher` and stream the answer into `sink`.
+ * Succeeds when the response completed; fails with a typed upstream error.
+ */
+export const forward = (
+  dispatcher: Dispatcher,
+  ref: TargetRef,
+  request: ForwardRequest,
+  sink: ResponseSink
+): Effect.Effect<ForwardOutcome, ForwardError> =>
+  Effect.async<ForwardOutcome, ForwardError>((resume) => {
+    let abort: ((err?: Error) => void) | undefined
+    let done = false
+    let status = 0
+    let bytes = 0
+    let discarded = false
+    let headersSeen = false
+    let paused = false
+    let timer: NodeJS.Timeout | undefined
+
+    const finish = (result: Effect.Effect<ForwardOutcome, ForwardError>) => {
+      if (done) return
+      done = true
+      if (timer !== undefined) clearTimeout(timer)
+      resume(result)
+    }
+
+    const fireTimeout = (phase: "headers" | "body-idle") => {
+      if (done) return
+      // Fail first so the error reports the phase, then tear the exchange down.
+      finish(Effect.fail(new UpstreamTimeout({ ...ref, phase, requestSent: true })))
+      abort?.(new AbortedByProxy(`upstream ${phase} timeout`))
+    }
+
+    if (request.headersTimeoutMs > 0) {
+      timer = setTimeout(fireTimeout, request.headersTimeoutMs, "headers")
+    }
+
+    const handler: Dispatcher.DispatchHandler = {
+      onConnect(abortFn) {
+        abort = abortFn
+        // Interrupted while queued in the pool: never let it reach the upstream.
+        if (done) abortFn(new AbortedByProxy("cancelled before send"))
+      },
+      onHeaders(statusCode, rawHeaders, resumeFn) {
+        if (done) return false
+        if (statusCode < 200) return true // 1xx informational: keep waiting
+        headersSeen = true
+        status = statusCode
+        if (timer !== undefined) clearTimeout(timer)
+        timer = request.bodyIdleTimeoutMs > 0 ? setTimeout(fireTimeout, request.bodyIdleTimeoutMs, "body-idle") : undefined
+        if (!sink.start(statusCode, rawHeaders as Array<Buffer>)) discarded = true
+        void resumeFn
+        return true
+      },
+      onData(chunk) {
+        if (done) return false
+        bytes += chunk.length
+        if (discarded) return true
+        timer?.refresh()
+        if (sink.data(chunk)) return true
+        paused = true
+        // While the client is slow, the idle deadline is the client's problem, not the upstream's.
+        if (timer !== undefined) clearTimeout(timer)
+        sink.onDrain(() => {
+          if (done || !paused) return
+          paused = false
+          if (request.bodyIdleTimeoutMs > 0) timer = setTimeout(fireTimeout, request.bodyIdleTimeoutMs, "body-idle")
+          resumeData()
+        })
+        return false
+      },
+      onComplete() {
+        if (done) return
+        if (!discarded) sink.end()
+        finish(Effect.succeed({ status, bytes, discarded }))
+      },
+      onError(err) {
+        if (done) return
+        finish(Effect.fail(classifyUpstreamError(ref, err, headersSeen)))
+      }
+    }
+
+    // undici's legacy handler resumes through the `resume` passed to onHeaders.
+    let resumeData = () => {}
+    const onHeaders = handler.onHeaders!
+    handler.onHeaders = (statusCode, rawHeaders, resumeFn, statusText) => {
+      resumeData = resumeFn
+      return onHeaders.call(handler, statusCode, rawHeaders, resumeFn, statusText)
+    }
+
+    try {
+      dispatcher.dispatch(
+        {
+          origin: undefined,
+          path: request.path,
+          method: request.method as Dispatcher.HttpMethod,
+          headers: request.headers,
+          body: request.body,
+          headersTimeout: 0,
+          bodyTimeout: 0,
+          // Redirects, retries and caching are decisions of the proxy, not of the client library.
+          idempotent: false
+        } as Dispatcher.DispatchOptions,
+        handler
+      )
+    } catch (err) {
+      finish(Effect.fail(classifyUpstreamError(ref, err, false)))
+    }
+
+    return Effect.sync(() => {
+      if (done) return
+      done = true
+      if (timer !== undefined) clearTimeout(timer)
+      abort?.(new AbortedByProxy("downstream went away"))
+    })
+  })

@@ -1,0 +1,105 @@
+// The typed configuration model the dataplane consumes (Schema.Type of src/config/Schema.ts).
+// The config helper implements it with effect/Schema; field names below are the contract.
+// Durations are effect `Duration.Duration`; sizes are numbers of bytes (branded `Bytes` ok).
+import type { Duration } from "effect"
+
+export interface SentinelConfig {
+  readonly schemaVersion: string                // "1.0"
+  readonly system: SystemConfig
+  readonly listeners: ReadonlyArray<ListenerConfig>   // at least one
+  readonly upstreams: ReadonlyArray<UpstreamConfig>
+  readonly routes: ReadonlyArray<RouteConfig>
+  readonly limits: LimitsConfig
+  readonly observability: ObservabilityConfig
+  // later issues add: filters, agents (issue 4/5) — until then those blocks are "not supported yet"
+}
+export interface SystemConfig {
+  readonly workerThreads: number                 // 1 here means single process; 0 = cores (issue 6)
+  readonly maxConnections: number                // 10000
+  readonly gracefulShutdownTimeout: Duration.Duration   // graceful-shutdown-timeout-secs 30
+  readonly traceIdFormat: "tinyflake" | "uuid"   // tinyflake
+  readonly autoReload: boolean                   // #false
+  readonly routeCacheSize: number                // 1000
+  readonly pidFile?: string
+}
+export interface ListenerConfig {
+  readonly id: string
+  readonly address: { readonly host: string; readonly port: number }   // "0.0.0.0:8080", "[::1]:80"
+  readonly protocol: "http" | "https" | "h2"     // only "http" accepted in issue 2 ("not supported yet" for others)
+  readonly requestTimeout: Duration.Duration     // request-timeout-secs 60
+  readonly keepaliveTimeout: Duration.Duration   // keepalive-timeout-secs 75
+  readonly keepaliveMaxRequests?: number
+  readonly defaultRoute?: string
+}
+export interface TargetConfig {
+  readonly address: string      // "host:port" as written
+  readonly host: string
+  readonly port: number
+  readonly weight: number       // 1
+}
+export interface UpstreamConfig {
+  readonly id: string
+  readonly targets: ReadonlyArray<TargetConfig>       // at least one
+  readonly loadBalancing: string                 // "round_robin" default; issue 3 refines into a union
+  readonly timeouts: {
+    readonly connect: Duration.Duration          // 10s
+    readonly request: Duration.Duration          // 60s (total, per attempt)
+    readonly read: Duration.Duration             // 30s (headers + body idle)
+    readonly write: Duration.Duration            // 30s
+  }
+  readonly connectionPool: {
+    readonly maxConnections: number              // 100 (per target)
+    readonly maxIdle: number                     // 20
+    readonly idleTimeout: Duration.Duration      // 60s
+    readonly maxLifetime?: Duration.Duration
+  }
+}
+export type RouteMatch =
+  | { readonly _tag: "Path"; readonly path: string }
+  | { readonly _tag: "PathPrefix"; readonly prefix: string }
+  | { readonly _tag: "PathRegex"; readonly pattern: string }
+  | { readonly _tag: "Host"; readonly host: string }
+  | { readonly _tag: "Header"; readonly name: string; readonly value?: string }
+  | { readonly _tag: "Method"; readonly methods: ReadonlyArray<string> }   // upper-case
+  | { readonly _tag: "QueryParam"; readonly name: string; readonly value?: string }
+export interface HeaderOps {
+  readonly rename: ReadonlyArray<readonly [from: string, to: string]>
+  readonly set: ReadonlyArray<readonly [name: string, value: string]>
+  readonly add: ReadonlyArray<readonly [name: string, value: string]>
+  readonly remove: ReadonlyArray<string>
+}
+export type BuiltinHandler = "status" | "health" | "metrics" | "not-found" | "config" | "upstreams"
+export interface RouteConfig {
+  readonly id: string
+  readonly priority: number                      // low 10, normal 50 (default), high 100, critical 1000, or integer
+  readonly matches: ReadonlyArray<RouteMatch>    // in document order
+  readonly upstream?: string                     // exactly one of upstream / builtinHandler (/ static-files later)
+  readonly builtinHandler?: BuiltinHandler
+  readonly policies: {
+    readonly requestHeaders: HeaderOps
+    readonly responseHeaders: HeaderOps
+    readonly timeout?: Duration.Duration         // timeout-secs: whole-request deadline for this route
+  }
+}
+export interface LimitsConfig {
+  readonly maxHeaderSize: number                 // 8192 bytes (also accept max-header-size-bytes)
+  readonly maxHeaderCount: number                // 100
+  readonly maxBodySize: number                   // 10 MiB (also accept max-body-size-bytes)
+  readonly maxUriLength: number                  // 8192
+  readonly maxConnectionsPerClient: number       // 100
+  readonly maxTotalConnections: number           // 10000
+  readonly maxInFlightRequests: number           // 10000
+}
+export interface AccessLogConfig {
+  readonly enabled: boolean                      // #true
+  readonly file?: string                         // absent or "-" = stdout
+  readonly format: "json" | "combined"           // json
+  readonly bufferSize: number                    // 8192 lines? (entries buffered before dropping)
+}
+export interface ObservabilityConfig {
+  readonly logging: {
+    readonly level: "trace" | "debug" | "info" | "warn" | "error"   // info
+    readonly format: "json" | "pretty"           // json
+    readonly accessLog: AccessLogConfig
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * Start the proxy in-process for a test: from a config value, on port 0,
+ * inside a scope the test closes. `fetchVia` sends real HTTP through it.
+ */
+import * as http from "node:http"
+import { Effect, Logger, LogLevel, type Scope } from "effect"
+import * as App from "../../src/App.js"
+import { makeConfig, type SentinelConfig, type SentinelConfigInput } from "../../src/config/Schema.js"
+
+export type ProxyHandle = Effect.Effect.Success<ReturnType<typeof App.make>> & { readonly port: number; readonly url: string }
+
+/** A config with one listener on 127.0.0.1:0 and access log off unless asked for. */
+export const testConfig = (input: Partial<SentinelConfigInput>): SentinelConfig =>
+  makeConfig({
+    listeners: [{ id: "main", address: "127.0.0.1:0" }],
+    observability: { logging: { accessLog: { enabled: false } } },
+    ...input
+  } as SentinelConfigInput)
+
+export const startProxy = (config: SentinelConfig): Effect.Effect<ProxyHandle, never, Scope.Scope> =>
+  App.make(config).pipe(
+    Effect.orDie,
+    Effect.map((s) => {
+      const port = [...s.addresses.values()][0].port
+      return Object.assign(s, { port, url: `http://127.0.0.1:${port}` })
+    }),
+    Logger.withMinimumLogLevel(LogLevel.Warning)
+  )
+
+export interface Reply {
+  readonly status: number
+  readonly headers: http.IncomingHttpHeaders
+  readonly rawHeaders: Array<string>
+  readonly body: Buffer
+}
+
+/** One request over a fresh connection (no agent pooling: tests stay independent). */
+export const request = (
+  port: number,
+  options: { method?: string; path?: string; headers?: http.OutgoingHttpHeaders | Array<string>; body?: Buffer | string | AsyncIterable<Buffer> } = {}
+): Promise<Reply> =>
+  new Promise((resolve, reject) => {
+    const req = http.request({
+      host: "127.0.0.1",
+      port,
+      method: options.method ?? "GET",
+      path: options.path ?? "/",
+      headers: options.headers as http.OutgoingHttpHeaders,
+      agent: false
+    })
+    req.on("response", (res) => {
+      const chunks: Array<Buffer> = []
+      res.on("data", (c: Buffer) => chunks.push(c))
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, rawHeaders: res.rawHeaders, body: Buffer.concat(chunks) }))
+      res.on("error", reject)
+    })
+    req.on("error", reject)
+    const body = options.body
+    if (body === undefined) req.end()
+    else if (typeof body === "string" || Buffer.isBuffer(body)) req.end(body)
+    else {
+      ;(async () => {
+        for await (const chunk of body) {
+          if (!req.write(chunk)) await new Promise((r) => req.once("drain", r))
+        }
+        req.end()
+      })().catch(reject)
+    }
+  })
+
+export const get = (port: number, path: string, headers?: http.OutgoingHttpHeaders) =>
+  Effect.promise(() => request(port, { path, headers }))

@@ -10,6 +10,7 @@ import type { BuiltinHandler, LimitsConfig, SentinelConfig } from "../config/Sch
 import { makeRouter, type Router } from "../routing/Router.js"
 import type { UpstreamRuntime } from "../upstream/Upstreams.js"
 import { compileHeaderOps, type HeaderPolicy } from "./Headers.js"
+import type { CompleteStage, LocalHandler, RequestStage, ResponseStage, RouteExtension } from "./Stage.js"
 import { makeTraceIdGenerator } from "./TraceId.js"
 
 export interface RoutePlan {
@@ -20,6 +21,13 @@ export interface RoutePlan {
   readonly responsePolicy: HeaderPolicy | undefined
   /** Whole-request deadline (`policies { timeout-secs }`), 0 = none. */
   readonly timeoutMs: number
+  /** Request-phase stages in order (filters, agents). */
+  readonly request: ReadonlyArray<RequestStage>
+  /** Response-head stages in order. */
+  readonly response: ReadonlyArray<ResponseStage>
+  readonly complete: ReadonlyArray<CompleteStage>
+  /** Set when an extension serves the route itself (static files). */
+  readonly local: LocalHandler | undefined
 }
 
 export interface Dataplane {
@@ -33,11 +41,28 @@ export interface Dataplane {
 
 export const compileDataplane = (
   config: SentinelConfig,
-  upstreams: ReadonlyMap<string, UpstreamRuntime>
+  upstreams: ReadonlyMap<string, UpstreamRuntime>,
+  extensions: ReadonlyArray<RouteExtension> = []
 ): Dataplane => {
   const plans = new Map<string, RoutePlan>()
   for (const route of config.routes) {
+    const request: Array<RequestStage> = []
+    const response: Array<ResponseStage> = []
+    const complete: Array<CompleteStage> = []
+    let local: LocalHandler | undefined
+    for (const extension of extensions) {
+      const c = extension.compile(route, config)
+      if (c === undefined) continue
+      if (c.request) request.push(...c.request)
+      if (c.response) response.push(...c.response)
+      if (c.complete) complete.push(...c.complete)
+      if (c.handler) local = c.handler
+    }
     plans.set(route.id, {
+      request,
+      response,
+      complete,
+      local,
       id: route.id,
       upstream: route.upstream === undefined ? undefined : upstreams.get(route.upstream),
       builtin: route.builtinHandler,

@@ -14,6 +14,7 @@ import { normalizeHost } from "../routing/Router.js"
 import { forward, type ForwardRequest, type ResponseSink } from "../upstream/Forward.js"
 import type { UpstreamRuntime } from "../upstream/Upstreams.js"
 import type { Dataplane, RoutePlan } from "./Dataplane.js"
+import type { Answer, RequestStage, StageStep } from "./Stage.js"
 import { errorAnswer, errorBody } from "./ErrorResponse.js"
 import { NoHealthyUpstream, RequestRejected, RequestTimeout, type ProxyError } from "./Errors.js"
 import { connectionTokens, HOP_BY_HOP } from "./Headers.js"
@@ -114,6 +115,10 @@ const makeContext = (env: PipelineEnv, dp: Dataplane, req: IncomingMessage, res:
     error: undefined,
     bodyTooLarge: false,
     clientGone: false,
+    upstreamHeaders: [],
+    upstreamPath: req.url ?? "/",
+    upstreamBody: undefined,
+    responseHeaders: undefined,
     header
   }
 }
@@ -138,9 +143,10 @@ const sendAnswer = (
   ctx: RequestContext,
   env: PipelineEnv,
   status: number,
-  headers: ReadonlyArray<readonly [string, string]>,
+  headers: ReadonlyArray<string>,
   body: string | Buffer,
-  contentType: string
+  contentType: string,
+  plan?: RoutePlan
 ): void => {
   const res = ctx.res
   ctx.status = status
@@ -149,7 +155,9 @@ const sendAnswer = (
     return
   }
   const flat: Array<string> = ["content-type", contentType, "x-request-id", ctx.traceId, "x-correlation-id", ctx.traceId]
-  for (const [k, v] of headers) flat.push(k, v)
+  for (let i = 0; i < headers.length; i++) flat.push(headers[i])
+  if (ctx.responseHeaders !== undefined) flat.push(...ctx.responseHeaders)
+  if (plan !== undefined) for (const stage of plan.response) stage(ctx, status, flat)
   if (env.draining()) flat.push("connection", "close")
   const buf = typeof body === "string" ? Buffer.from(body) : body
   flat.push("content-length", String(buf.length))
@@ -162,22 +170,30 @@ const sendAnswer = (
   }
 }
 
-const sendError = (ctx: RequestContext, env: PipelineEnv, error: ProxyError): void => {
+const sendError = (ctx: RequestContext, env: PipelineEnv, error: ProxyError, plan?: RoutePlan): void => {
   const answer = errorAnswer(error)
   ctx.error ??= answer.reason
   if (error._tag === "ClientClosed") {
     ctx.status = 499
     return
   }
+  const headers = answer.headers.flat()
   if (answer.body !== undefined) {
-    sendAnswer(ctx, env, answer.status, answer.headers, answer.body, "text/plain; charset=utf-8")
+    sendAnswer(ctx, env, answer.status, headers, answer.body, "text/plain; charset=utf-8", plan)
   } else {
-    sendAnswer(ctx, env, answer.status, answer.headers, errorBody(answer.status, answer.reason, ctx.traceId), "application/json")
+    sendAnswer(ctx, env, answer.status, headers, errorBody(answer.status, answer.reason, ctx.traceId), "application/json", plan)
   }
 }
 
+/** Answer decided by a stage (filters, agents). */
+const sendStageAnswer = (ctx: RequestContext, env: PipelineEnv, answer: Answer, plan: RoutePlan): void => {
+  ctx.error ??= answer.reason
+  env.hooks.onReject(ctx, answer.reason, answer.status)
+  sendAnswer(ctx, env, answer.status, answer.headers, answer.body, answer.contentType ?? "application/json", plan)
+}
+
 /** Request headers for the upstream: hop-by-hop stripped, forwarding headers set, policy applied. */
-const upstreamHeaders = (ctx: RequestContext, plan: RoutePlan): Array<string> => {
+const buildUpstreamHeaders = (ctx: RequestContext, plan: RoutePlan): Array<string> => {
   const raw = ctx.req.rawHeaders
   const named = connectionTokens(ctx.req.headers.connection)
   const out: Array<string> = []
@@ -221,6 +237,7 @@ class BodyLimit extends Transform {
 }
 
 const requestBody = (ctx: RequestContext, dp: Dataplane): ForwardRequest["body"] => {
+  if (ctx.upstreamBody !== undefined) return ctx.upstreamBody
   const h = ctx.req.headers
   if (h["transfer-encoding"] !== undefined) {
     const limited = new BodyLimit(dp.limits.maxBodySize, ctx)
@@ -250,7 +267,9 @@ const responseSink = (ctx: RequestContext, env: PipelineEnv, plan: RoutePlan): R
         flat.push(name, raw[i + 1].toString("latin1"))
       }
       flat.push("x-request-id", ctx.traceId, "x-correlation-id", ctx.traceId)
+      if (ctx.responseHeaders !== undefined) flat.push(...ctx.responseHeaders)
       plan.responsePolicy?.(flat)
+      for (const stage of plan.response) stage(ctx, status, flat)
       if (env.draining()) flat.push("connection", "close")
       try {
         res.writeHead(status, flat)
@@ -293,8 +312,8 @@ const proxyToUpstream = (
     target.active++
     const request: ForwardRequest = {
       method: ctx.method,
-      path: ctx.query === "" ? ctx.path : `${ctx.path}?${ctx.query}`,
-      headers: upstreamHeaders(ctx, plan),
+      path: ctx.upstreamPath,
+      headers: ctx.upstreamHeaders,
       body: requestBody(ctx, dp),
       headersTimeoutMs: upstream.headersTimeoutMs,
       bodyIdleTimeoutMs: upstream.bodyIdleTimeoutMs
@@ -321,25 +340,122 @@ const withDeadline = (effect: Effect.Effect<void, ProxyError>, plan: RoutePlan):
       })
     : effect
 
+const HANDED_OFF = Symbol("HandedOff")
+type HandedOff = typeof HANDED_OFF
+const HANDED = new WeakSet<RequestContext>()
+const handedOff = (ctx: RequestContext): boolean => HANDED.has(ctx)
+
+/** Run request stages from `i`; synchronous until a stage has to wait. */
+const runStages = (
+  ctx: RequestContext,
+  stages: ReadonlyArray<RequestStage>,
+  i: number
+): StageStep | Effect.Effect<StageStep> => {
+  for (; i < stages.length; i++) {
+    const step = stages[i](ctx)
+    if (step === undefined) continue
+    if (Effect.isEffect(step)) {
+      const next = i + 1
+      return Effect.flatMap(step, (s): Effect.Effect<StageStep> => {
+        if (s !== undefined) return Effect.succeed(s)
+        const rest = runStages(ctx, stages, next)
+        return Effect.isEffect(rest) ? rest : Effect.succeed(rest)
+      })
+    }
+    return step
+  }
+  return undefined
+}
+
 /** Build the `request` listener for one listener. */
 export const makeRequestHandler = (env: PipelineEnv) => {
   const runFork = Runtime.runFork(env.runtime)
 
-  const complete = (ctx: RequestContext) => {
+  const complete = (ctx: RequestContext, plan?: RoutePlan) => {
+    if (plan !== undefined) {
+      for (const stage of plan.complete) {
+        try {
+          stage(ctx)
+        } catch {
+          // complete stages are best effort; they must never break logging
+        }
+      }
+    }
     env.hooks.onComplete(ctx)
   }
 
   const answerBuiltin = (ctx: RequestContext, plan: RoutePlan) => {
     runBuiltin(plan.builtin!, env.builtinView(), ctx.traceId).then(
       (answer) => {
-        sendAnswer(ctx, env, answer.status, [["cache-control", "no-store"]], answer.body, answer.contentType)
-        complete(ctx)
+        sendAnswer(ctx, env, answer.status, ["cache-control", "no-store"], answer.body, answer.contentType, plan)
+        complete(ctx, plan)
       },
       () => {
-        sendError(ctx, env, new RequestRejected({ status: 500, reason: "builtin_failed" }))
-        complete(ctx)
+        sendError(ctx, env, new RequestRejected({ status: 500, reason: "builtin_failed" }), plan)
+        complete(ctx, plan)
       }
     )
+  }
+
+  const answerLocal = (ctx: RequestContext, plan: RoutePlan) => {
+    plan.local!(ctx).then(
+      () => complete(ctx, plan),
+      () => {
+        sendError(ctx, env, new RequestRejected({ status: 500, reason: "handler_failed" }), plan)
+        complete(ctx, plan)
+      }
+    )
+  }
+
+  /** After the request stages: the route's handler. */
+  const dispatch = (ctx: RequestContext, dp: Dataplane, plan: RoutePlan): Effect.Effect<void, ProxyError> | undefined => {
+    if (plan.local !== undefined) {
+      answerLocal(ctx, plan)
+      return undefined
+    }
+    if (plan.builtin !== undefined) {
+      answerBuiltin(ctx, plan)
+      return undefined
+    }
+    const upstream = plan.upstream
+    if (upstream === undefined) {
+      sendError(ctx, env, new RequestRejected({ status: 502, reason: "no_upstream" }), plan)
+      complete(ctx, plan)
+      return undefined
+    }
+    ctx.upstreamId = upstream.id
+    return withDeadline(proxyToUpstream(ctx, env, dp, plan, upstream), plan)
+  }
+
+  /** Fork the waiting part of a request; the client's `close` interrupts it. */
+  const fork = (ctx: RequestContext, plan: RoutePlan, effect: Effect.Effect<void, ProxyError | HandedOff>) => {
+    const program = effect.pipe(
+      // A builtin/local handler took the request over and completes it itself.
+      Effect.catchIf((e): e is HandedOff => e === HANDED_OFF, () => Effect.interrupt),
+      Effect.catchAll((error) => Effect.sync(() => sendError(ctx, env, error, plan))),
+      Effect.onExit((exit) =>
+        Effect.sync(() => {
+          if (handedOff(ctx)) return
+          if (Exit.isFailure(exit)) {
+            if (Cause.isInterruptedOnly(exit.cause) || ctx.clientGone) {
+              ctx.status = 499
+              ctx.error ??= "client_closed"
+            } else {
+              ctx.error ??= "internal"
+              sendError(ctx, env, new RequestRejected({ status: 500, reason: "internal" }), plan)
+            }
+          }
+          complete(ctx, plan)
+        })
+      )
+    )
+    const fiber = runFork(program)
+    ctx.res.once("close", () => {
+      if (!ctx.res.writableFinished) {
+        ctx.clientGone = true
+        fiber.unsafeInterruptAsFork(fiber.id())
+      }
+    })
   }
 
   return (req: IncomingMessage, res: ServerResponse): void => {
@@ -362,37 +478,31 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     }
     ctx.routeId = route.id
     const plan = dp.plans.get(route.id)!
-    if (plan.builtin !== undefined) return answerBuiltin(ctx, plan)
-    const upstream = plan.upstream
-    if (upstream === undefined) {
-      sendError(ctx, env, new RequestRejected({ status: 502, reason: "no_upstream" }))
-      return complete(ctx)
-    }
-    ctx.upstreamId = upstream.id
+    if (plan.upstream !== undefined) ctx.upstreamHeaders = buildUpstreamHeaders(ctx, plan)
 
-    const program = withDeadline(proxyToUpstream(ctx, env, dp, plan, upstream), plan).pipe(
-      Effect.catchAll((error) => Effect.sync(() => sendError(ctx, env, error))),
-      Effect.onExit((exit) =>
-        Effect.sync(() => {
-          if (Exit.isFailure(exit)) {
-            if (Cause.isInterruptedOnly(exit.cause) || ctx.clientGone) {
-              ctx.status = 499
-              ctx.error ??= "client_closed"
-            } else {
-              ctx.error ??= "internal"
-              sendError(ctx, env, new RequestRejected({ status: 500, reason: "internal" }))
-            }
-          }
-          complete(ctx)
-        })
-      )
+    const step = runStages(ctx, plan.request, 0)
+    if (step === undefined) {
+      const next = dispatch(ctx, dp, plan)
+      if (next !== undefined) fork(ctx, plan, next)
+      return
+    }
+    if (!Effect.isEffect(step)) {
+      sendStageAnswer(ctx, env, step, plan)
+      return complete(ctx, plan)
+    }
+    fork(
+      ctx,
+      plan,
+      Effect.flatMap(step, (s): Effect.Effect<void, ProxyError | HandedOff> => {
+        if (s !== undefined) {
+          sendStageAnswer(ctx, env, s, plan)
+          return Effect.void
+        }
+        const next = dispatch(ctx, dp, plan)
+        if (next !== undefined) return next
+        HANDED.add(ctx)
+        return Effect.fail(HANDED_OFF)
+      })
     )
-    const fiber = runFork(program)
-    res.once("close", () => {
-      if (!res.writableFinished) {
-        ctx.clientGone = true
-        fiber.unsafeInterruptAsFork(fiber.id())
-      }
-    })
   }
 }

@@ -3,6 +3,7 @@
  * one object per request, no Effect machinery, cheap to build.
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
+import type { Readable } from "node:stream"
 
 export interface RequestContext {
   readonly req: IncomingMessage
@@ -31,6 +32,17 @@ export interface RequestContext {
   /** Set when the request body went over `limits { max-body-size }` while streaming. */
   bodyTooLarge: boolean
   clientGone: boolean
+  /**
+   * Request headers for the upstream (flat list), built before the request
+   * stages run so that they can edit it (header filters, agent mutations).
+   */
+  upstreamHeaders: Array<string>
+  /** Origin-form target sent upstream (url-rewrite may change it). */
+  upstreamPath: string
+  /** Replaces the streamed client body (e.g. a body buffered for inspection). */
+  upstreamBody: Readable | Buffer | null | undefined
+  /** Extra response headers decided during the request phase (rate-limit, CORS), flat list. */
+  responseHeaders: Array<string> | undefined
   header(lowerName: string): string | undefined
 }
 

@@ -1,0 +1,51 @@
+/**
+ * The seams of the request path. A route's plan is a list of request-phase
+ * stages, one handler, and response/complete stages; features (filters,
+ * agents, static files) contribute them through a `RouteExtension` when the
+ * configuration is compiled, so the pipeline itself never grows a hook per
+ * feature (Pingora's lesson: phases named after when they run).
+ *
+ * A request stage returns `undefined` to continue, an `Answer` to respond,
+ * or an Effect of either when it has to wait (agents, delays). Synchronous
+ * stages cost a function call; only waiting stages pay for Effect.
+ */
+import type { Effect } from "effect"
+import type { RouteConfig, SentinelConfig } from "../config/Schema.js"
+import type { RequestContext } from "./RequestContext.js"
+
+/** A proxy-made answer. `headers` is a flat `[name, value, ...]` list. */
+export interface Answer {
+  readonly status: number
+  readonly headers: ReadonlyArray<string>
+  readonly body: string | Buffer
+  /** Content type of `body` (default `application/json`). */
+  readonly contentType?: string
+  /** Why (access log `error`, metrics `reason`, audit). */
+  readonly reason: string
+}
+
+export type StageStep = Answer | undefined
+export type RequestStage = (ctx: RequestContext) => StageStep | Effect.Effect<StageStep>
+
+/** Edits the response head (flat list) before it goes to the client; runs for proxied and proxy-made answers. */
+export type ResponseStage = (ctx: RequestContext, status: number, headers: Array<string>) => void
+
+/** Runs once after the response (logging-like work: agents' `request_complete`). Must not throw. */
+export type CompleteStage = (ctx: RequestContext) => void
+
+/** Serves the request itself (static files); resolves when the response is finished. */
+export type LocalHandler = (ctx: RequestContext) => Promise<void>
+
+export interface RouteContribution {
+  readonly request?: ReadonlyArray<RequestStage>
+  readonly response?: ReadonlyArray<ResponseStage>
+  readonly complete?: ReadonlyArray<CompleteStage>
+  /** Replaces the upstream/builtin handler of the route. */
+  readonly handler?: LocalHandler
+}
+
+/** A feature that adds stages to routes when a configuration is compiled. */
+export interface RouteExtension {
+  readonly name: string
+  readonly compile: (route: RouteConfig, config: SentinelConfig) => RouteContribution | undefined
+}

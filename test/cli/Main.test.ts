@@ -1,0 +1,127 @@
+/**
+ * The `sentinel` command as users run it: the built `dist/main.js` in a child
+ * process (`npm test` builds first).
+ */
+import { describe, expect, it } from "vitest"
+import { spawn, spawnSync } from "node:child_process"
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { request } from "../support/proxy.js"
+import { startEchoOrigin } from "../support/origins.js"
+
+const MAIN = join(__dirname, "../../dist/main.js")
+const run = (args: Array<string>, env: Record<string, string> = {}) =>
+  spawnSync(process.execPath, [MAIN, ...args], { encoding: "utf8", env: { ...process.env, ...env }, timeout: 20_000 })
+
+const tmp = () => mkdtempSync(join(tmpdir(), "sentinel-cli-"))
+
+/** Start `sentinel run` and resolve with the child and the port of its first listener (read from its start-up log line). */
+const startSentinel = (config: string) =>
+  new Promise<{ child: ReturnType<typeof spawn>; port: number; stderr: () => string }>((resolve, reject) => {
+    const child = spawn(process.execPath, [MAIN, "run", "-c", config], { stdio: ["ignore", "pipe", "pipe"] })
+    let err = ""
+    child.stdout!.resume()
+    child.stderr!.on("data", (c: Buffer) => {
+      err += c.toString()
+      const m = /listeners[^\n]*?=127\.0\.0\.1:(\d+)/.exec(err)
+      if (m) resolve({ child, port: Number(m[1]), stderr: () => err })
+    })
+    child.once("exit", (code) => reject(new Error(`sentinel exited ${code}: ${err}`)))
+  })
+
+const exited = (child: ReturnType<typeof spawn>) =>
+  new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })))
+
+describe("sentinel CLI", () => {
+  it("prints its version and help, and rejects unknown flags with exit 2", () => {
+    const version = run(["--version"])
+    expect(version.status).toBe(0)
+    expect(version.stdout).toMatch(/^sentinel \d+\.\d+\.\d+/)
+    expect(run(["--help"]).stdout).toContain("sentinel test -c FILE")
+    const bad = run(["--frobnicate"])
+    expect(bad.status).toBe(2)
+    expect(bad.stderr).toContain("--frobnicate")
+    expect(run(["launch"]).status).toBe(2)
+  })
+
+  it("`test` validates: exit 0 with a summary for the default config, exit 1 with file:line:col for a bad one", () => {
+    const ok = run(["test", "-c", "config/sentinel.kdl"])
+    expect(ok.status).toBe(0)
+    expect(ok.stdout).toContain("configuration ok")
+    const dir = tmp()
+    const file = join(dir, "bad.kdl")
+    writeFileSync(file, 'listeners {\n  listener "a" {\n    adress "127.0.0.1:1"\n  }\n}\n')
+    const bad = run(["test", "-c", file])
+    expect(bad.status).toBe(1)
+    expect(bad.stderr).toContain(`${file}:3:5`)
+    expect(bad.stderr).toMatch(/did you mean .*address/)
+    // SENTINEL_CONFIG is the fallback for -c
+    expect(run(["test"], { SENTINEL_CONFIG: file }).status).toBe(1)
+  })
+
+  it("runs a config, proxies, and exits 0 after draining on SIGTERM", async () => {
+    const origin = await startEchoOrigin()
+    const dir = tmp()
+    const config = join(dir, "s.kdl")
+    writeFileSync(
+      config,
+      `listeners { listener "m" { address "127.0.0.1:0" } }
+upstreams { upstream "o" { target "${origin.address}" } }
+routes { route "all" { matches { path-prefix "/" }; upstream "o" } }
+observability { logging { access-log { file "${join(dir, "access.log")}" } } }
+`
+    )
+    const { child, port } = await startSentinel(config)
+    const reply = await request(port, { path: "/via-cli" })
+    expect(reply.status).toBe(200)
+    const slow = request(port, { path: "/slow?ms=400" })
+    await origin.arrived("/slow?ms=400")
+    const done = exited(child)
+    child.kill("SIGTERM")
+    expect((await slow).body.toString()).toBe("start\nend\n")
+    expect((await done).code).toBe(0)
+    const log = (await import("node:fs")).readFileSync(join(dir, "access.log"), "utf8").trim().split("\n").map((l) => JSON.parse(l))
+    expect(log.map((l: { path: string }) => l.path)).toEqual(["/via-cli", "/slow"])
+    expect(log[0]).toMatchObject({ method: "GET", status: 200, route_id: "all", upstream: "o", client_ip: "127.0.0.1" })
+    expect(log[0].trace_id).toBe(reply.headers["x-request-id"])
+    await origin.close()
+  })
+
+  it("a second signal exits at once, without waiting for the drain", async () => {
+    const origin = await startEchoOrigin()
+    const dir = tmp()
+    const config = join(dir, "s.kdl")
+    writeFileSync(
+      config,
+      `system { graceful-shutdown-timeout-secs 60 }
+listeners { listener "m" { address "127.0.0.1:0" } }
+upstreams { upstream "o" { target "${origin.address}" } }
+routes { route "all" { matches { path-prefix "/" }; upstream "o" } }
+observability { logging { access-log { enabled #false } } }
+`
+    )
+    const { child, port, stderr } = await startSentinel(config)
+    const hanging = request(port, { path: "/hold" }).catch(() => "closed")
+    await origin.arrived("/hold")
+    const done = exited(child)
+    const started = Date.now()
+    child.kill("SIGTERM")
+    // Signals do not queue: send the second once the first was taken (the drain started).
+    await new Promise<void>((resolve) => {
+      const check = () => {
+        if (!stderr().includes("draining")) return
+        child.stderr!.off("data", check)
+        resolve()
+      }
+      child.stderr!.on("data", check)
+      check()
+    })
+    child.kill("SIGTERM")
+    const { code } = await done
+    expect(code).not.toBe(0)
+    expect(Date.now() - started).toBeLessThan(10_000)
+    expect(await hanging).toBe("closed")
+    await origin.close()
+  })
+})

@@ -112,7 +112,10 @@ export class AgentRuntime {
       w.state = "settled"
       this.inflight--
       if (Either.isRight(result)) this.breaker.onSuccess()
-      else this.breaker.onFailure()
+      else if (result.left._tag === "AgentUnavailable" && result.left.reason === "duplicate-correlation-id") {
+        // the caller reused a correlation id: not the agent's fault, must not open its circuit
+        this.breaker.release()
+      } else this.breaker.onFailure()
       this.wake()
       w.done(result)
     })

@@ -85,6 +85,11 @@ export interface AgentClientConfig {
   readonly handshakeConfig?: unknown
   /** Largest frame accepted from the agent (type byte + payload). Default 16 MiB. */
   readonly maxFrameLength?: number
+  /**
+   * Bytes queued for a connection the agent does not read (stopped, stuck) before
+   * that connection is dropped and its calls failed. Default 8 MiB.
+   */
+  readonly maxWriteBufferBytes?: number
   /** Connection lifecycle observer (logs/metrics). Must not throw. */
   readonly onEvent?: (event: ClientEvent) => void
 }
@@ -172,8 +177,11 @@ class Connection {
     this.decoder = new FrameDecoder(maxFrameLength)
   }
 
-  send(frame: Buffer): void {
-    if (this.state !== "closed" && !this.socket.destroyed) this.socket.write(frame)
+  /** Writes a frame; false when the agent left more than `limit` bytes unread. */
+  send(frame: Buffer, limit = Infinity): boolean {
+    if (this.state === "closed" || this.socket.destroyed) return true
+    this.socket.write(frame)
+    return this.socket.writableLength <= limit
   }
 
   sendCancel(correlationId: string, reason: CancelReason): void {
@@ -195,6 +203,7 @@ class Pool implements AgentClient {
   private readonly reconnectMaxMs: number
   private readonly pingIntervalMs: number
   private readonly maxFrameLength: number
+  private readonly maxWriteBufferBytes: number
   private readonly handshake: Buffer
 
   constructor(private readonly config: AgentClientConfig) {
@@ -205,6 +214,7 @@ class Pool implements AgentClient {
     this.reconnectMaxMs = Math.max(this.reconnectBaseMs, config.reconnectMaxMs ?? 5000)
     this.pingIntervalMs = config.pingIntervalMs ?? 10_000
     this.maxFrameLength = config.maxFrameLength ?? MAX_FRAME_LENGTH
+    this.maxWriteBufferBytes = config.maxWriteBufferBytes ?? 8 * 1024 * 1024
     this.handshake = encodeFrame(MessageType.HandshakeRequest, {
       supported_versions: [PROTOCOL_VERSION],
       proxy_id: config.proxyId ?? "sentinel-ts",
@@ -240,7 +250,6 @@ class Pool implements AgentClient {
       conn.handshakeTimer = undefined
       this.drop(slot, conn, `connect/handshake timed out after ${this.connectTimeoutMs} ms`, undefined)
     }, this.connectTimeoutMs)
-    socket.setNoDelay?.(true)
     socket.on("connect", () => socket.write(this.handshake))
     socket.on("data", (chunk: Buffer) => this.onData(slot, conn, chunk))
     socket.on("error", (err) => this.drop(slot, conn, err.message, undefined))
@@ -474,7 +483,11 @@ class Pool implements AgentClient {
       conn.sendCancel(correlationId, CancelReason.Timeout)
       done(Either.left(new AgentTimeout({ agent: this.id, timeoutMs, correlationId })))
     }, timeoutMs)
-    conn.send(frame)
+    if (!conn.send(frame, this.maxWriteBufferBytes)) {
+      const slot = this.slots.find((sl) => sl.conn === conn)
+      // fails this call and every other one on the connection
+      if (slot) this.drop(slot, conn, `agent left more than ${this.maxWriteBufferBytes} bytes unread`, undefined)
+    }
     return (reason: CancelReason = CancelReason.ClientDisconnect) => {
       if (call.settled) return
       this.settle(call)

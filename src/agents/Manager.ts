@@ -23,7 +23,6 @@ import { type AgentConfig, type AgentFilterRef, type FailureMode, resolveFailure
 import {
   type Acc,
   type AgentAuditEntry,
-  type AgentContinue,
   type AgentDecision,
   type AgentMetric,
   type AgentPhase,

@@ -519,7 +519,114 @@ const decoder = <A, I>(schema: Schema.Schema<A, I>, what: string) => {
 
 export const decodeHandshakeRequest = decoder(HandshakeRequest, "HandshakeRequest")
 export const decodeHandshakeResponse = decoder(HandshakeResponse, "HandshakeResponse")
-export const decodeAgentResponse = decoder(AgentResponse, "AgentResponse")
+/** The schema decoder of AgentResponse (the reference for the fast path below). */
+export const decodeAgentResponseSchema = decoder(AgentResponse, "AgentResponse")
+
+const isStringArray = (u: unknown): u is Array<string> => {
+  if (!Array.isArray(u)) return false
+  for (const x of u) if (typeof x !== "string") return false
+  return true
+}
+const isPlainObject = (u: unknown): u is Record<string, unknown> =>
+  typeof u === "object" && u !== null && !Array.isArray(u)
+const isEmpty = (u: unknown): boolean => {
+  for (const _ in u as object) return false
+  return true
+}
+
+/**
+ * The common answer, a plain allow with nothing to mutate, decoded without
+ * the schema (about 1 µs instead of 25 µs). Returns undefined for anything
+ * else, which then goes through the schema; the result is identical to the
+ * schema's (checked by a property test).
+ */
+const fastAllow = (o: Record<string, unknown>): AgentResponse | undefined => {
+  if (o.decision !== "allow" || typeof o.version !== "number" || !Number.isSafeInteger(o.version)) return undefined
+  let audit: AuditMetadata = { tags: [], rule_ids: [], reason_codes: [], custom: {} }
+  let needsMore = false
+  for (const key in o) {
+    const v = o[key]
+    switch (key) {
+      case "version":
+      case "decision":
+        break
+      case "request_headers":
+      case "response_headers":
+        if (v !== null && !(Array.isArray(v) && v.length === 0)) return undefined
+        break
+      case "routing_metadata":
+        if (v !== null && !(isPlainObject(v) && isEmpty(v))) return undefined
+        break
+      case "needs_more":
+        if (v === true) needsMore = true
+        else if (v !== false && v !== null) return undefined
+        break
+      case "request_body_mutation":
+      case "response_body_mutation":
+      case "websocket_decision":
+        if (v !== null) return undefined
+        break
+      case "audit": {
+        if (v === null) break
+        if (!isPlainObject(v)) return undefined
+        const a: { -readonly [K in keyof AuditMetadata]: AuditMetadata[K] } = {
+          tags: [],
+          rule_ids: [],
+          reason_codes: [],
+          custom: {}
+        }
+        for (const k in v) {
+          const x = v[k]
+          switch (k) {
+            case "tags":
+            case "rule_ids":
+            case "reason_codes":
+              if (x === null) break
+              if (!isStringArray(x)) return undefined
+              a[k] = x
+              break
+            case "confidence":
+              if (x !== null && typeof x !== "number") return undefined
+              a.confidence = x
+              break
+            case "custom":
+              if (x === null) break
+              if (!isPlainObject(x)) return undefined
+              a.custom = x
+              break
+            default:
+              break // excess properties are ignored, as by the schema
+          }
+        }
+        audit = a
+        break
+      }
+      default:
+        return undefined
+    }
+  }
+  return {
+    version: o.version,
+    decision: "allow",
+    request_headers: [],
+    response_headers: [],
+    routing_metadata: {},
+    audit,
+    needs_more: needsMore,
+    request_body_mutation: null,
+    response_body_mutation: null,
+    websocket_decision: null
+  }
+}
+
+/** Decodes an AgentResponse payload; a malformed answer is a failure, never an allow. */
+export const decodeAgentResponse = (input: unknown): Either.Either<AgentResponse, AgentProtocolError> => {
+  if (isPlainObject(input)) {
+    const fast = fastAllow(input)
+    if (fast !== undefined) return Either.right(fast)
+  }
+  return decodeAgentResponseSchema(input)
+}
 export const decodeRequestHeaders = decoder(RequestHeadersEvent, "RequestHeaders")
 export const decodeRequestBodyChunk = decoder(RequestBodyChunkEvent, "RequestBodyChunk")
 export const decodeResponseHeaders = decoder(ResponseHeadersEvent, "ResponseHeaders")

@@ -59,8 +59,9 @@ const kdlErrors = (e: unknown, file: string): Array<ConfigIssue> => {
   if (e instanceof InvalidKdlError) {
     return [...e.flat()].map((x) => ({
       file,
-      line: x.start?.line ?? 1,
-      col: x.start?.column ?? 1,
+      // the parser reports column 0 for some errors (e.g. `r#""#`); positions here are 1-based
+      line: Math.max(1, x.start?.line ?? 1),
+      col: Math.max(1, x.start?.column ?? 1),
       // the library appends " at L:C" / " at end of input"; the prefix already says where
       message: `invalid KDL: ${x.message.replace(/ at (\d+:\d+|end of input)$/, "")}`
     }))

@@ -39,7 +39,8 @@ export class Cx {
 
   pos(at: Located | undefined): Pos {
     const loc = at === undefined ? undefined : getLocation(at)
-    return { file: this.file, line: loc?.start.line ?? 1, col: loc?.start.column ?? 1 }
+    // 1-based; the parser reports column 0 on some malformed tokens (e.g. v1-style `r#""#`)
+    return { file: this.file, line: Math.max(1, loc?.start.line ?? 1), col: Math.max(1, loc?.start.column ?? 1) }
   }
   error(at: Located | undefined, message: string): undefined {
     this.sink.errors.push({ ...this.pos(at), message })

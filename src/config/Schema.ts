@@ -10,27 +10,11 @@
  */
 import { Duration, Either, ParseResult, Schema } from "effect"
 
-// ---------------------------------------------------------------------------
-// Primitives
+import {
+  Count, defaulted, defaultedStruct, NonNegativeDuration, Port, PositiveCount, SafeInt
+} from "./SchemaPrimitives.js"
 
-const SafeInt = Schema.Int.pipe(Schema.filter((n) => Number.isSafeInteger(n) || "an integer below 2^53"))
-/** Non-negative safe integer (counts, bytes). */
-export const Count = SafeInt.pipe(Schema.filter((n) => n >= 0 || "a non-negative integer"))
-/** Positive safe integer. */
-export const PositiveCount = SafeInt.pipe(Schema.filter((n) => n >= 1 || "a positive integer"))
-/** TCP port; 0 lets the OS choose (tests). */
-export const Port = SafeInt.pipe(Schema.filter((n) => (n >= 0 && n <= 65535) || "a port between 0 and 65535"))
-/** A non-negative duration. */
-export const NonNegativeDuration = Schema.DurationFromSelf.pipe(
-  Schema.filter((d) => Duration.greaterThanOrEqualTo(d, Duration.zero) || "a non-negative duration")
-)
-
-const defaulted = <S extends Schema.Schema.AnyNoContext>(schema: S, value: () => Schema.Schema.Type<S>) =>
-  Schema.optionalWith(schema, { default: value })
-
-/** Struct whose every field has a default: its own default is the decoding of `{}`. */
-const defaultedStruct = <S extends Schema.Schema.AnyNoContext>(schema: S) =>
-  Schema.optionalWith(schema, { default: () => Schema.decodeUnknownSync(schema)({}) as Schema.Schema.Type<S> })
+export { Count, NonNegativeDuration, Port, PositiveCount } from "./SchemaPrimitives.js"
 
 // ---------------------------------------------------------------------------
 // Addresses

@@ -33,6 +33,8 @@ export const defaultCorsConfig: CorsConfig = {
 }
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+/** A serialized origin (RFC 6454 §6.2): `scheme://host[:port]`; anything else is never echoed. */
+const ORIGIN = /^[a-z][a-z0-9+.-]*:\/\/(?:[a-z0-9._~-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?$/i
 const escapeRegex = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
 
 export interface CompiledCors {
@@ -55,6 +57,7 @@ export const compileCors = (config: CorsConfig): CompiledCors => {
   const originAllowed = (origin: string): boolean => {
     const o = origin.toLowerCase()
     if (exact.has(o)) return true
+    if (!ORIGIN.test(o)) return false
     // "null" (sandboxed iframes, file:) only when listed explicitly
     if (o === "null") return false
     if (any) return true
@@ -86,10 +89,11 @@ export const compileCors = (config: CorsConfig): CompiledCors => {
       if (asked.some((h) => !TOKEN.test(h) || (!anyHeader && !headers.has(h)))) {
         return { _tag: "Respond", status: 403, headers: [...vary, "Content-Length", "0"], body: "", reason: "cors-preflight-denied" }
       }
-      const out = common(origin).filter((_, i, a) => !(i % 2 === 0 && a[i] === "Vary") && !(i % 2 === 1 && a[i - 1] === "Vary"))
+      const out = ["Access-Control-Allow-Origin", allowOriginFor(origin)]
+      if (config.allowCredentials) out.push("Access-Control-Allow-Credentials", "true")
       out.push("Access-Control-Allow-Methods", [...methods].join(", "))
       // with credentials "*" would mean a header literally named "*": echo what was asked instead
-      if (asked.length > 0) out.push("Access-Control-Allow-Headers", anyHeader && config.allowCredentials ? asked.join(", ") : anyHeader ? "*" : asked.join(", "))
+      if (asked.length > 0) out.push("Access-Control-Allow-Headers", anyHeader && !config.allowCredentials ? "*" : asked.join(", "))
       out.push("Access-Control-Max-Age", String(config.maxAgeSecs), ...vary, "Content-Length", "0")
       return { _tag: "Respond", status: 204, headers: out, body: "", reason: "cors-preflight" }
     }

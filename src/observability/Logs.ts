@@ -32,7 +32,10 @@ export interface LogWriterOptions {
   readonly maxBufferBytes?: number | undefined
   /** Called with the number of lines dropped (queue full, sink failed, or writer closed). */
   readonly onDrop?: ((lines: number) => void) | undefined
-  /** Called when the sink fails (open or write error); the writer retries it after `retryMs`. */
+  /**
+   * Called once per outage when the sink fails (open or write error); the writer
+   * retries every `retryMs`. Default: one line on stderr.
+   */
   readonly onError?: ((error: Error) => void) | undefined
   /** Delay before reopening a failed sink. Default 1000 ms. */
   readonly retryMs?: number | undefined
@@ -89,6 +92,19 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
   const retryMs = options.retryMs ?? 1000
   const closeTimeoutMs = options.closeTimeoutMs ?? 5000
   const onDrop = options.onDrop
+  const onError =
+    options.onError ??
+    ((e: Error) => {
+      // Synchronous, once per outage: the operator must learn that lines are being dropped.
+      try {
+        fs.writeSync(
+          2,
+          `sentinel: log "${options.name}" sink failed (${e.message}); retrying every ${retryMs} ms, lines are dropped and counted\n`
+        )
+      } catch {
+        /* stderr gone too */
+      }
+    })
   const isStd = options.file === undefined || options.file === "-"
 
   const openSink = (): Writable => {
@@ -168,7 +184,10 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
       const ok = s.write(chunk, (err) => {
         inflightWrites--
         if (err) drop(lines)
-        else written += lines
+        else {
+          written += lines
+          failed = false // the sink works again: report the next failure
+        }
         settleWaiters()
       })
       if (!ok) {
@@ -182,7 +201,6 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
   const attach = () => {
     const s = openSink()
     sink = s
-    failed = false
     blocked = false
     s.on("error", (err: Error) => {
       if (sink !== s) return
@@ -190,7 +208,8 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
       s.off("drain", onDrain)
       sink = undefined
       blocked = false
-      if (!failed) options.onError?.(err)
+      // One report per outage, not one per retry.
+      if (!failed) onError(err)
       failed = true
       if (!closed && retryTimer === undefined) {
         retryTimer = setTimeout(() => {

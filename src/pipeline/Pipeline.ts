@@ -6,43 +6,18 @@
  * which aborts the upstream request. Logging always runs, exactly once.
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
-import { Transform, type TransformCallback } from "node:stream"
 import { performance } from "node:perf_hooks"
 import { Cause, Effect, Exit, Runtime } from "effect"
 import { runBuiltin, type BuiltinView } from "../handlers/Builtin.js"
 import { normalizeHost } from "../routing/Router.js"
-import { forward, type ForwardRequest, type ResponseSink } from "../upstream/Forward.js"
-import type { UpstreamRuntime } from "../upstream/Upstreams.js"
 import type { Dataplane, RoutePlan } from "./Dataplane.js"
 import type { Answer, RequestStage, StageStep } from "./Stage.js"
+import { proxyToUpstream, withDeadline } from "./Upstream.js"
 import { errorAnswer, errorBody } from "./ErrorResponse.js"
-import { NoHealthyUpstream, RequestRejected, RequestTimeout, type ProxyError } from "./Errors.js"
+import { RequestRejected, type ProxyError } from "./Errors.js"
 import { connectionTokens, HOP_BY_HOP } from "./Headers.js"
 import { splitTarget, type RequestContext } from "./RequestContext.js"
 import { incomingTraceId } from "./TraceId.js"
-
-/** One access-log record (Sentinel's JSON field names are applied by the log writer). */
-export interface AccessRecord {
-  readonly timestamp: number
-  readonly traceId: string
-  readonly method: string
-  readonly path: string
-  readonly query: string
-  readonly protocol: string
-  readonly status: number
-  readonly bodyBytes: number
-  readonly durationMs: number
-  readonly clientIp: string
-  readonly userAgent: string | undefined
-  readonly referer: string | undefined
-  readonly host: string
-  readonly routeId: string
-  readonly upstream: string
-  readonly upstreamAddr: string
-  readonly upstreamAttempts: number
-  readonly listenerId: string
-  readonly error: string | undefined
-}
 
 /** Hooks the pipeline reports to; metrics and logs plug in here. */
 export interface PipelineHooks {
@@ -68,28 +43,6 @@ const headerLookup = (req: IncomingMessage) => (lowerName: string): string | und
   const v = req.headers[lowerName]
   return Array.isArray(v) ? v[0] : v
 }
-
-export const toAccessRecord = (ctx: RequestContext): AccessRecord => ({
-  timestamp: Date.now(),
-  traceId: ctx.traceId,
-  method: ctx.method,
-  path: ctx.path,
-  query: ctx.query,
-  protocol: `HTTP/${ctx.req.httpVersion}`,
-  status: ctx.status,
-  bodyBytes: ctx.bytesSent,
-  durationMs: Math.round((performance.now() - ctx.start) * 1000) / 1000,
-  clientIp: ctx.clientIp,
-  userAgent: ctx.req.headers["user-agent"],
-  referer: ctx.req.headers["referer"],
-  host: ctx.host,
-  routeId: ctx.routeId,
-  upstream: ctx.upstreamId,
-  upstreamAddr: ctx.upstreamAddr,
-  upstreamAttempts: ctx.attempts,
-  listenerId: ctx.listenerId,
-  error: ctx.error
-})
 
 const makeContext = (env: PipelineEnv, dp: Dataplane, req: IncomingMessage, res: ServerResponse): RequestContext => {
   const header = headerLookup(req)
@@ -219,127 +172,6 @@ const buildUpstreamHeaders = (ctx: RequestContext, plan: RoutePlan): Array<strin
   return out
 }
 
-/** Counts streamed request bytes and fails the upload once it passes the limit. */
-class BodyLimit extends Transform {
-  private seen = 0
-  constructor(private readonly limit: number, private readonly ctx: RequestContext) {
-    super()
-  }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.seen += chunk.length
-    if (this.seen > this.limit) {
-      this.ctx.bodyTooLarge = true
-      cb(new Error("request body over limit"))
-      return
-    }
-    cb(null, chunk)
-  }
-}
-
-const requestBody = (ctx: RequestContext, dp: Dataplane): ForwardRequest["body"] => {
-  if (ctx.upstreamBody !== undefined) return ctx.upstreamBody
-  const h = ctx.req.headers
-  if (h["transfer-encoding"] !== undefined) {
-    const limited = new BodyLimit(dp.limits.maxBodySize, ctx)
-    ctx.req.pipe(limited)
-    return limited
-  }
-  if (h["content-length"] === undefined || h["content-length"] === "0") return null
-  return ctx.req
-}
-
-const responseSink = (ctx: RequestContext, env: PipelineEnv, plan: RoutePlan): ResponseSink => {
-  const res = ctx.res
-  return {
-    start(status, raw) {
-      const flat: Array<string> = []
-      let connection: string | undefined
-      for (let i = 0; i < raw.length; i += 2) {
-        if (raw[i].length === 10 && raw[i].toString("latin1").toLowerCase() === "connection") {
-          connection = raw[i + 1].toString("latin1")
-        }
-      }
-      const named = connectionTokens(connection)
-      for (let i = 0; i < raw.length; i += 2) {
-        const name = raw[i].toString("latin1")
-        const lower = name.toLowerCase()
-        if (HOP_BY_HOP.has(lower) || named?.has(lower)) continue
-        flat.push(name, raw[i + 1].toString("latin1"))
-      }
-      flat.push("x-request-id", ctx.traceId, "x-correlation-id", ctx.traceId)
-      if (ctx.responseHeaders !== undefined) flat.push(...ctx.responseHeaders)
-      plan.responsePolicy?.(flat)
-      for (const stage of plan.response) stage(ctx, status, flat)
-      if (env.draining()) flat.push("connection", "close")
-      try {
-        res.writeHead(status, flat)
-      } catch {
-        ctx.error = "upstream_invalid_header"
-        return false
-      }
-      ctx.status = status
-      return true
-    },
-    data(chunk) {
-      ctx.bytesSent += chunk.length
-      return res.write(chunk)
-    },
-    onDrain(resume) {
-      res.once("drain", resume)
-    },
-    end() {
-      res.end()
-    }
-  }
-}
-
-/** Forward to the first usable candidate of the route's upstream. */
-const proxyToUpstream = (
-  ctx: RequestContext,
-  env: PipelineEnv,
-  dp: Dataplane,
-  plan: RoutePlan,
-  upstream: UpstreamRuntime
-): Effect.Effect<void, ProxyError> =>
-  Effect.suspend((): Effect.Effect<void, ProxyError> => {
-    const candidates = upstream.candidates(ctx)
-    const target = candidates[0]
-    if (target === undefined) {
-      return Effect.fail(new NoHealthyUpstream({ upstream: upstream.id, retryAfterSecs: 5 }))
-    }
-    ctx.upstreamAddr = target.key
-    ctx.attempts++
-    target.active++
-    const request: ForwardRequest = {
-      method: ctx.method,
-      path: ctx.upstreamPath,
-      headers: ctx.upstreamHeaders,
-      body: requestBody(ctx, dp),
-      headersTimeoutMs: upstream.headersTimeoutMs,
-      bodyIdleTimeoutMs: upstream.bodyIdleTimeoutMs
-    }
-    return forward(target.pool, { upstream: upstream.id, target: target.key }, request, responseSink(ctx, env, plan)).pipe(
-      Effect.ensuring(Effect.sync(() => target.active--)),
-      Effect.flatMap((outcome) =>
-        outcome.discarded
-          ? Effect.fail(new RequestRejected({ status: 502, reason: ctx.error ?? "upstream_discarded" }))
-          : Effect.void
-      ),
-      Effect.catchIf(
-        () => ctx.bodyTooLarge,
-        () => Effect.fail(new RequestRejected({ status: 413, reason: "body_too_large" }))
-      )
-    )
-  })
-
-const withDeadline = (effect: Effect.Effect<void, ProxyError>, plan: RoutePlan): Effect.Effect<void, ProxyError> =>
-  plan.timeoutMs > 0
-    ? Effect.timeoutFail(effect, {
-        duration: plan.timeoutMs,
-        onTimeout: (): ProxyError => new RequestTimeout({ phase: "route" })
-      })
-    : effect
-
 const HANDED_OFF = Symbol("HandedOff")
 type HandedOff = typeof HANDED_OFF
 const HANDED = new WeakSet<RequestContext>()
@@ -424,7 +256,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
       return undefined
     }
     ctx.upstreamId = upstream.id
-    return withDeadline(proxyToUpstream(ctx, env, dp, plan, upstream), plan)
+    return withDeadline(proxyToUpstream(ctx, env.draining, dp, plan, upstream), plan)
   }
 
   /** Fork the waiting part of a request; the client's `close` interrupts it. */

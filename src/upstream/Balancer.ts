@@ -146,7 +146,7 @@ export interface BalancerConfig {
   readonly hashKey?: HashKey
   /** `virtual-nodes` per unit of weight on the consistent-hash ring; default 160. */
   readonly virtualNodes?: number
-  /** `maglev-table-size` (a prime is chosen at or above it); default 65537. */
+  /** `maglev-table-size` (a prime is chosen at or above it, at most ~2^20); default 65537. */
   readonly maglevTableSize?: number
   /** Sticky-session options (algorithm "sticky"). */
   readonly sticky?: Partial<StickyConfig>
@@ -358,7 +358,7 @@ export const makeBalancer = (config: BalancerConfig, specs: ReadonlyArray<Target
     }
 
     case "maglev": {
-      const table = new MaglevTable(specs, config.maglevTableSize ?? 65537)
+      const table = new MaglevTable(specs, Math.min(config.maglevTableSize ?? 65537, 1 << 20))
       return {
         algorithm,
         select: (ctx, targets, max) => table.lookup(murmur3(hashKeyOf(hashKey, ctx)), max).filter((i) => i < targets.length),
@@ -368,6 +368,8 @@ export const makeBalancer = (config: BalancerConfig, specs: ReadonlyArray<Target
 
     case "sticky": {
       const sticky: StickyConfig = { ...defaultStickyConfig, ...config.sticky }
+      // an untyped caller passing "sticky" as its own fallback must not recurse
+      if ((sticky.fallback as Algorithm) === "sticky") (sticky as { fallback: Algorithm }).fallback = "round_robin"
       const fallback = makeBalancer({ ...config, algorithm: sticky.fallback }, specs)
       const tokens = specs.map((s) => stickyToken(s.id))
       const byToken = new Map<string, number>()
@@ -406,32 +408,4 @@ export const makeBalancer = (config: BalancerConfig, specs: ReadonlyArray<Target
   const resolved = parseAlgorithm(String(algorithm)) // throws BalancerAlgorithmUnknown
   if (resolved === algorithm) throw new Error(`balancer: algorithm ${algorithm} not implemented`)
   return makeBalancer({ ...config, algorithm: resolved }, specs)
-}
-
-/**
- * Peak-EWMA latency (Finagle/linkerd): jumps up to a slower sample at once, decays towards
- * faster ones with time constant `decayMs`. Feed it each response's latency.
- */
-export class PeakEwma {
-  private value = 0
-  private at = 0
-  constructor(
-    private readonly decayMs = 10_000,
-    private readonly now: () => number = () => performance.now()
-  ) {}
-
-  observe(latencyMs: number): void {
-    const t = this.now()
-    if (latencyMs > this.value || this.value === 0) {
-      this.value = latencyMs
-    } else {
-      const w = Math.exp(-Math.max(0, t - this.at) / this.decayMs)
-      this.value = this.value * w + latencyMs * (1 - w)
-    }
-    this.at = t
-  }
-
-  get latencyMs(): number {
-    return this.value
-  }
 }

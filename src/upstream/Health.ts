@@ -220,6 +220,16 @@ export interface ProbeTarget {
   readonly id: string
   readonly host: string
   readonly port: number
+  /** Probe over TLS (the upstream has a `tls` block); default false. */
+  readonly https?: boolean
+}
+
+/** TLS settings of the upstream (its `tls { sni; insecure-skip-verify; ca-cert }`), for https probes. */
+export interface ProbeTls {
+  readonly servername?: string
+  /** false = `insecure-skip-verify #true`; default true. */
+  readonly rejectUnauthorized?: boolean
+  readonly ca?: string | Buffer
 }
 
 /** The health of all targets of one upstream, in target order. */
@@ -268,7 +278,7 @@ const httpProbe = (
   Effect.tryPromise({
     try: async (signal) => {
       const host = type.host ?? `${t.host.includes(":") ? `[${t.host}]` : t.host}:${t.port}`
-      const origin = `http://${t.host.includes(":") ? `[${t.host}]` : t.host}:${t.port}`
+      const origin = `${t.https ? "https" : "http"}://${t.host.includes(":") ? `[${t.host}]` : t.host}:${t.port}`
       const res = await request(origin + type.path, {
         dispatcher,
         method: "GET",
@@ -309,7 +319,8 @@ export const probe = (t: ProbeTarget, config: ActiveHealthConfig, dispatcher: Ag
 export const runActiveHealthChecks = (
   health: UpstreamHealth,
   targets: ReadonlyArray<ProbeTarget>,
-  config: ActiveHealthConfig
+  config: ActiveHealthConfig,
+  tls: ProbeTls = {}
 ): Effect.Effect<void, never, Scope.Scope> =>
   Effect.gen(function* () {
     const dispatcher = yield* Effect.acquireRelease(
@@ -321,7 +332,12 @@ export const runActiveHealthChecks = (
             // backstops only: the Effect deadline above is the real one (undici's fire late)
             headersTimeout: config.timeoutMs * 2,
             bodyTimeout: config.timeoutMs * 2,
-            connect: { timeout: config.timeoutMs }
+            connect: {
+              timeout: config.timeoutMs,
+              ...(tls.servername !== undefined ? { servername: tls.servername } : {}),
+              ...(tls.rejectUnauthorized !== undefined ? { rejectUnauthorized: tls.rejectUnauthorized } : {}),
+              ...(tls.ca !== undefined ? { ca: tls.ca } : {})
+            }
           })
       ),
       (agent) => Effect.promise(() => agent.destroy().catch(() => {}))

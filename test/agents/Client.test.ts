@@ -188,6 +188,19 @@ describe("agent Client against rawAgent.mjs", () => {
     await close()
   })
 
+  it("a connection the agent stops reading is dropped once its write buffer passes the cap", async () => {
+    const { agent, client, close } = await setup(["--mode", "allow"], { poolSize: 1, maxWriteBufferBytes: 64 * 1024 })
+    agent.signal("SIGSTOP")
+    const big = { "x-big": ["x".repeat(200_000)] }
+    const t0 = Date.now()
+    const results = await Promise.all(Array.from({ length: 10 }, () => call(client, big, 10_000)))
+    expect(Date.now() - t0).toBeLessThan(5000)
+    expect(results.every((r) => Either.isLeft(r) && r.left._tag === "AgentUnavailable")).toBe(true)
+    expect(client.status().lastError).toMatch(/unread/)
+    agent.signal("SIGCONT")
+    await close()
+  })
+
   it("a refused handshake surfaces as AgentRejected", async () => {
     const sock = path.join(socketDir(), "rej.sock")
     const agent = await spawnRawAgent(sock, ["--mode", "reject-handshake"])

@@ -6,6 +6,7 @@ import {
   allowResponse,
   answerCorrelationId,
   decodeAgentResponse,
+  decodeAgentResponseSchema,
   decodeEvent,
   decodeHandshakeResponse,
   encodeFrame,
@@ -203,6 +204,46 @@ describe("Protocol schemas", () => {
         expect(Either.getOrThrow(decoded)).toEqual(JSON.parse(JSON.stringify(response)))
       }),
       { numRuns: 200 }
+    )
+  })
+
+  it("the fast path for plain allows decodes exactly as the schema (and never accepts what it rejects)", () => {
+    const maybeNull = <T>(a: fc.Arbitrary<T>) => fc.oneof(a, fc.constant(null))
+    const allowish = fc.record(
+      {
+        version: fc.oneof(fc.constant(2), fc.integer(), fc.double(), fc.constant("2")),
+        decision: fc.oneof(fc.constant("allow"), fc.constant("block"), fc.constant({ block: {} })),
+        request_headers: maybeNull(fc.oneof(fc.constant([]), fc.array(headerOp, { maxLength: 1 }), fc.constant([1]))),
+        response_headers: maybeNull(fc.constant([])),
+        routing_metadata: maybeNull(fc.oneof(fc.constant({}), fc.dictionary(token, fc.string(), { maxKeys: 1 }))),
+        needs_more: maybeNull(fc.oneof(fc.boolean(), fc.constant("no"))),
+        request_body_mutation: maybeNull(fc.constant({ data: null, chunk_index: 0 })),
+        websocket_decision: fc.constant(null),
+        audit: maybeNull(
+          fc.record(
+            {
+              tags: maybeNull(fc.oneof(fc.array(token, { maxLength: 2 }), fc.constant([1]))),
+              rule_ids: maybeNull(fc.array(token, { maxLength: 2 })),
+              reason_codes: maybeNull(fc.array(token, { maxLength: 2 })),
+              confidence: maybeNull(fc.oneof(fc.double({ noNaN: true, noDefaultInfinity: true }), fc.constant("high"))),
+              custom: maybeNull(fc.oneof(fc.record({ correlation_id: fc.string() }), fc.constant([]))),
+              extra: fc.string()
+            },
+            { requiredKeys: [] }
+          )
+        ),
+        other: fc.string()
+      },
+      { requiredKeys: [] }
+    )
+    fc.assert(
+      fc.property(allowish, (input) => {
+        const fast = decodeAgentResponse(input)
+        const schema = decodeAgentResponseSchema(input)
+        expect(Either.isRight(fast)).toBe(Either.isRight(schema))
+        if (Either.isRight(fast) && Either.isRight(schema)) expect(fast.right).toEqual(schema.right)
+      }),
+      { numRuns: 1000 }
     )
   })
 

@@ -121,14 +121,16 @@ describe("echo agent", () => {
 
 describe("denylist agent", () => {
   it("blocks listed IPs (v4, v4-mapped, v6), paths and user agents with 403 and rule ids; allows the rest", async () => {
-    for (const [over, rule] of [
+    const cases: Array<[Parameters<typeof requestHeadersEvent>[0], string]> = [
       [{ clientIp: "10.9.8.7" }, "denylist-ip"],
       [{ clientIp: "::ffff:10.9.8.7" }, "denylist-ip"],
       [{ clientIp: "2001:db8::42" }, "denylist-ip"],
       [{ uri: "/admin/users?x=1" }, "denylist-path"],
       [{ headers: { "user-agent": ["sqlmap/1.7"] } }, "denylist-user-agent"]
-    ] as const) {
-      const ans = await ask(denyWatched, { clientIp: "192.0.2.1", ...over })
+    ]
+    const base = { clientIp: "192.0.2.1" }
+    for (const [over, rule] of cases) {
+      const ans = await ask(denyWatched, { ...base, ...over })
       expect(ans.decision, JSON.stringify(over)).toEqual({ block: { status: 403, body: "Forbidden", headers: null } })
       expect(ans.audit.rule_ids).toEqual([rule])
     }

@@ -162,6 +162,34 @@ describe("AgentServer events", () => {
     expect((await c.answerFor(slow.correlation_id)).decision).toEqual({ block: { status: 403, body: null, headers: null } })
   })
 
+  it("holds at most maxConcurrentPerConnection handlers at once; the rest wait and are all answered", async () => {
+    let running = 0
+    let peak = 0
+    const gate = Effect.runSync(Deferred.make<void>())
+    const { socketPath } = await startAgent({
+      maxConcurrentPerConnection: 2,
+      handlers: {
+        onRequestHeaders: () =>
+          Effect.sync(() => (peak = Math.max(peak, ++running))).pipe(
+            Effect.zipRight(Deferred.await(gate)),
+            Effect.ensuring(Effect.sync(() => running--)),
+            Effect.as(allow())
+          )
+      }
+    })
+    const c = await connect(socketPath)
+    const hs = await c.handshake()
+    expect(hs.capabilities.features.concurrent_requests).toBe(2)
+    const events = Array.from({ length: 6 }, () => requestHeadersEvent())
+    for (const ev of events) c.send(MessageType.RequestHeaders, ev)
+    // The third event must not start while two are held: wait until two run, then give reading a chance.
+    for (let i = 0; i < 200 && running < 2; i++) await new Promise((r) => setTimeout(r, 5))
+    expect(running).toBe(2)
+    Effect.runSync(Deferred.succeed(gate, undefined))
+    for (const ev of events) expect((await c.answerFor(ev.correlation_id)).decision).toBe("allow")
+    expect(peak).toBeLessThanOrEqual(2)
+  })
+
   it("Cancel interrupts the in-flight handler of that correlation id and sends no answer for it", async () => {
     const started = Effect.runSync(Deferred.make<void>())
     const interrupted = Effect.runSync(Deferred.make<void>())

@@ -47,6 +47,12 @@ describe("KDL decoder properties", () => {
     }), { numRuns: 500 })
   })
 
+  it("regression: parser errors reported at column 0 are clamped to 1 (found by the property above)", () => {
+    const r = decodeKdl(`r#""#`, { file: "f.kdl" })
+    expect(r.errors.length).toBeGreaterThan(0)
+    wellFormed(r)
+  })
+
   it("random mutations of valid documents never throw", () => {
     const mutation = fc.record({
       at: fc.nat(),

@@ -1,4 +1,4 @@
-import { getLocation, parse, type Node } from "@bgotink/kdl"
+import { parse, type Node } from "@bgotink/kdl"
 import { Effect, Either } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -163,6 +163,3 @@ describe("loadConfig: files, includes, env", () => {
     expect(await rel("**/*.kdl")).toEqual(["a1.kdl", "a2.kdl", "b.kdl", "d/e/f.kdl"])
   })
 })
-
-// keep the import used for location-related helpers in future tests
-void getLocation

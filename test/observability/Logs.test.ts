@@ -228,6 +228,9 @@ describe("LogWriter", () => {
     w.write("lost?")
     for (let i = 0; i < 200 && errors.length === 0; i++) await new Promise((r) => setTimeout(r, 5))
     expect(errors.length).toBe(1)
+    // several failed retries (every 20 ms) are one outage: still one report
+    await new Promise((r) => setTimeout(r, 120))
+    expect(errors.length).toBe(1)
     fs.mkdirSync(path.join(dir, "missing"))
     w.write("after")
     for (let i = 0; i < 200 && !lines(file).includes("after"); i++) await new Promise((r) => setTimeout(r, 5))

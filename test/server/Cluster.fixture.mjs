@@ -11,6 +11,7 @@ const code = await runCluster({
   workers: Number(env.WORKERS ?? 2),
   gracefulTimeoutMs: Number(env.GRACE ?? 2000),
   shutdownMarginMs: Number(env.MARGIN ?? 500),
+  repeatSignalGapMs: Number(env.REPEAT_GAP ?? 500),
   backoff: { initialMs: 50, maxMs: Number(env.BACKOFF_MAX ?? 400), stableMs: Number(env.STABLE_MS ?? 5000) },
   metrics: env.METRICS ? { host: "127.0.0.1", port: 0 } : undefined,
   onEvent: (e) => out({ role: "primary", ...e }),

@@ -21,10 +21,10 @@ const waitFor = (cond: () => boolean, ms = 5000) =>
     }
   })
 
-const fast = (type: ActiveHealthConfig["type"]): ActiveHealthConfig => ({
+const fast = (type: ActiveHealthConfig["type"], timeoutMs = 150): ActiveHealthConfig => ({
   type,
   intervalMs: 15,
-  timeoutMs: 150,
+  timeoutMs,
   healthyThreshold: 2,
   unhealthyThreshold: 3
 })
@@ -95,7 +95,7 @@ describe("Health", () => {
         active: { healthyThreshold: 2, unhealthyThreshold: 3 },
         onChange: (c) => flips.push({ eligible: c.eligible, sinceSwitch: origin.requests() - switchedAt })
       })
-      yield* runActiveHealthChecks(health, [{ id: "origin", host: "127.0.0.1", port: origin.port }], fast({ kind: "http", path: "/healthz", expectedStatus: [200] }))
+      yield* runActiveHealthChecks(health, [{ id: "origin", host: "127.0.0.1", port: origin.port }], fast({ kind: "http", path: "/healthz", expectedStatus: [200] }, 2000))
       yield* waitFor(() => origin.requests() >= 2)
       assert.isTrue(health.targets[0].eligible())
       assert.strictEqual(origin.paths()[0], "/healthz")

@@ -1,0 +1,215 @@
+/**
+ * Typed model of the upstream resilience settings: balancing options, active
+ * and passive health, circuit breakers, retry policy and budget, DNS, and
+ * (model only for now) upstream TLS and HTTP version.
+ *
+ * Field names and units mirror the feature modules' own config interfaces
+ * (src/upstream/Balancer.ts, Health.ts, Circuit.ts, Retry.ts, Dns.ts), so a
+ * decoded value is passed to them as is: the KDL keys are in seconds where
+ * Sentinel uses seconds, and the decoder converts them to the modules'
+ * milliseconds once (`intervalMs`, `openTimeoutMs`, ...).
+ */
+import { Duration, Schema } from "effect"
+import {
+  Count, defaulted, NonNegativeDuration, NonNegativeNumber, PositiveCount, Ratio, StatusCode
+} from "./SchemaPrimitives.js"
+
+// ---------------------------------------------------------------------------
+// load balancing
+
+/** Algorithms this build implements (`load-balancing "<name>"`), as in src/upstream/Balancer.ts. */
+export const loadBalancingAlgorithms = [
+  "round_robin",
+  "weighted",
+  "least_connections",
+  "weighted_least_connections",
+  "random",
+  "power_of_two_choices",
+  "ip_hash",
+  "consistent_hash",
+  "maglev",
+  "peak_ewma",
+  "sticky"
+] as const
+export const LoadBalancingAlgorithm = Schema.Literal(...loadBalancingAlgorithms)
+export type LoadBalancingAlgorithm = typeof LoadBalancingAlgorithm.Type
+
+/** Sentinel algorithms rejected with "not supported yet". */
+export const loadBalancingNotSupportedYet: ReadonlyArray<string> = [
+  "adaptive", "least_tokens_queued", "locality_aware", "deterministic_subset"
+]
+
+/** Where consistent_hash / maglev take their key from (`hash-key "client-ip"|"path"|"header:<n>"|"cookie:<n>"`). */
+export const HashKey = Schema.Union(
+  Schema.Struct({ source: Schema.Literal("client-ip") }),
+  Schema.Struct({ source: Schema.Literal("path") }),
+  Schema.Struct({ source: Schema.Literal("header"), name: Schema.NonEmptyString }),
+  Schema.Struct({ source: Schema.Literal("cookie"), name: Schema.NonEmptyString })
+)
+export type HashKey = typeof HashKey.Type
+
+/** `load-balancing "sticky" { ... }` (Balancer.ts `StickyConfig`). */
+export const StickyConfig = Schema.Struct({
+  /** `cookie-name`. Default "SERVERID". */
+  cookieName: defaulted(Schema.NonEmptyString, () => "SERVERID"),
+  /** `cookie-ttl`: seconds, or "30m"/"1h"/"1d"; 0 = session cookie. Default 3600. */
+  cookieTtlSecs: defaulted(Count, () => 3600),
+  /** `cookie-path`. Default "/". */
+  cookiePath: defaulted(Schema.String, () => "/"),
+  /** `cookie-secure`. Default #true. */
+  cookieSecure: defaulted(Schema.Boolean, () => true),
+  /** `cookie-same-site`: "strict", "lax" or "none". Default "lax". */
+  cookieSameSite: defaulted(Schema.Literal("strict", "lax", "none"), () => "lax" as const),
+  /** `fallback`: algorithm for requests without a valid cookie (not "sticky"). Default "round_robin". */
+  fallback: defaulted(
+    Schema.Literal(...loadBalancingAlgorithms.filter((a): a is Exclude<LoadBalancingAlgorithm, "sticky"> => a !== "sticky")),
+    () => "round_robin" as const
+  )
+})
+export type StickyConfig = typeof StickyConfig.Type
+
+// ---------------------------------------------------------------------------
+// health
+
+/** `health-check { type "http" { path; expected-status; host } | "tcp" }` (Health.ts `HealthCheckType`). */
+export const HealthCheckType = Schema.Union(
+  Schema.Struct({
+    kind: Schema.Literal("http"),
+    /** `path`. Default "/health". */
+    path: defaulted(Schema.String, () => "/health"),
+    /** `expected-status`: one or more statuses. Default 200. */
+    expectedStatus: defaulted(Schema.Array(StatusCode).pipe(Schema.minItems(1)), () => [200]),
+    /** `host`: Host header sent. Default the target's "host:port". */
+    host: Schema.optional(Schema.NonEmptyString)
+  }),
+  Schema.Struct({ kind: Schema.Literal("tcp") })
+)
+export type HealthCheckType = typeof HealthCheckType.Type
+
+/** `health-check { ... }` (Health.ts `ActiveHealthConfig`). */
+export const HealthCheckConfig = Schema.Struct({
+  /** `type "http" {…}` or `type "tcp"`. Default "tcp" (as Sentinel when `type` is missing). */
+  type: defaulted(HealthCheckType, () => ({ kind: "tcp" as const })),
+  /** `interval-secs` (ms here): between probes, ±10 % jitter. Default 10 s. */
+  intervalMs: defaulted(PositiveCount, () => 10_000),
+  /** `timeout-secs` (ms here): deadline of one probe. Default 5 s. */
+  timeoutMs: defaulted(PositiveCount, () => 5_000),
+  /** `healthy-threshold`: consecutive successes to become healthy. Default 2. */
+  healthyThreshold: defaulted(PositiveCount, () => 2),
+  /** `unhealthy-threshold`: consecutive failures to become unhealthy. Default 3. */
+  unhealthyThreshold: defaulted(PositiveCount, () => 3)
+})
+export type HealthCheckConfig = typeof HealthCheckConfig.Type
+
+/** `passive-health { ... }` (Health.ts `PassiveHealthConfig`; Sentinel hard-codes these). */
+export const PassiveHealthConfig = Schema.Struct({
+  /** `window-size`: outcomes remembered per target. Default 100. */
+  windowSize: defaulted(PositiveCount, () => 100),
+  /** `failure-ratio`: failure share (0..1) above which a target is ejected. Default 0.5. */
+  failureRatio: defaulted(Ratio, () => 0.5),
+  /** `min-requests`: outcomes needed before judging. Default 10. */
+  minRequests: defaulted(PositiveCount, () => 10),
+  /** `cooldown-secs` (ms here): how long an ejected target stays out. Default 10 s. */
+  cooldownMs: defaulted(Count, () => 10_000)
+})
+export type PassiveHealthConfig = typeof PassiveHealthConfig.Type
+
+// ---------------------------------------------------------------------------
+// circuit breaker
+
+/** `circuit-breaker { ... }` on upstreams (per target) and agents (Circuit.ts `CircuitConfig`). */
+export const CircuitBreakerConfig = Schema.Struct({
+  /** `failure-threshold`: consecutive failures that open the circuit. Default 5. */
+  failureThreshold: defaulted(PositiveCount, () => 5),
+  /** `success-threshold`: consecutive half-open successes that close it. Default 2. */
+  successThreshold: defaulted(PositiveCount, () => 2),
+  /** `timeout-seconds` (alias `timeout-secs`; ms here): time open before probing. Default 30 s. */
+  openTimeoutMs: defaulted(PositiveCount, () => 30_000),
+  /** `half-open-max-requests`: probes admitted at once while half-open. Default 1. */
+  halfOpenMaxRequests: defaulted(PositiveCount, () => 1),
+  /** `probe-timeout-secs` (ms here): an unsettled probe slot is reclaimed after. Default: `openTimeoutMs`. */
+  probeTimeoutMs: Schema.optional(PositiveCount)
+})
+export type CircuitBreakerConfig = typeof CircuitBreakerConfig.Type
+
+// ---------------------------------------------------------------------------
+// retries
+
+/** Route `retry-policy { ... }` (Retry.ts `RetryPolicy`). Without the block a route makes one attempt. */
+export const RetryPolicyConfig = Schema.Struct({
+  /** `max-attempts`: total attempts including the first. Default 3. */
+  maxAttempts: defaulted(PositiveCount, () => 3),
+  /** `retryable-status-codes`: upstream statuses that trigger a retry. Default none. */
+  retryableStatusCodes: defaulted(Schema.Array(StatusCode), () => []),
+  /** `backoff` (ms, or "100ms"/"1s"): delay before the 2nd attempt, doubling after. Default 100. */
+  backoffMs: defaulted(Count, () => 100),
+  /** `max-backoff`: cap of the doubling. Default 2000 ms. */
+  maxBackoffMs: defaulted(Count, () => 2000),
+  /** `per-attempt-timeout`: deadline of each attempt. Default: none (the upstream timeouts apply). */
+  perAttemptTimeoutMs: Schema.optional(PositiveCount),
+  /** `retry-non-idempotent`: retry POST/PATCH/... after the request was sent. Default #false. */
+  retryNonIdempotent: defaulted(Schema.Boolean, () => false)
+})
+export type RetryPolicyConfig = typeof RetryPolicyConfig.Type
+
+/** Upstream `retry-budget { ... }` (Retry.ts `RetryBudgetConfig`; not in Sentinel). */
+export const RetryBudgetConfig = Schema.Struct({
+  /** `ratio`: retries allowed as a share of requests. Default 0.2. */
+  ratio: defaulted(NonNegativeNumber, () => 0.2),
+  /** `min-per-second`: retries always allowed per second. Default 10. */
+  minPerSecond: defaulted(NonNegativeNumber, () => 10),
+  /** `max-balance`: tokens the ratio part may bank. Default 100. */
+  maxBalance: defaulted(NonNegativeNumber, () => 100)
+})
+export type RetryBudgetConfig = typeof RetryBudgetConfig.Type
+
+// ---------------------------------------------------------------------------
+// DNS (system level: one cache serves every upstream)
+
+/** `system { dns { ... } }` (Dns.ts `DnsConfig`; not in Sentinel, which resolves on every request). */
+export const DnsConfig = Schema.Struct({
+  /** `refresh-secs` (ms here): re-resolve every host this often, ±10 %. Default 30 s. */
+  refreshMs: defaulted(PositiveCount, () => 30_000),
+  /** `timeout-secs` (ms here): deadline of one lookup. Default 2 s. */
+  timeoutMs: defaulted(PositiveCount, () => 2_000),
+  /** `max-stale-secs` (ms here): last good addresses kept while lookups fail. Default 3600 s. */
+  maxStaleMs: defaulted(Count, () => 3_600_000),
+  /** `max-hosts`: host names cached. Default 10000. */
+  maxHosts: defaulted(PositiveCount, () => 10_000)
+})
+export type DnsConfig = typeof DnsConfig.Type
+
+// ---------------------------------------------------------------------------
+// upstream TLS and HTTP version (model only: not applied yet)
+
+/** Upstream `tls { ... }`: without it connections are plaintext, even to port 443. */
+export const UpstreamTlsConfig = Schema.Struct({
+  /** `sni`: server name sent and verified. Default: the target host. */
+  sni: Schema.optional(Schema.NonEmptyString),
+  /** `ca-cert`: PEM file of CAs to trust. Default: the system store. */
+  caCert: Schema.optional(Schema.NonEmptyString),
+  /** `client-cert`: PEM certificate for mTLS (needs `client-key`). Default none. */
+  clientCert: Schema.optional(Schema.NonEmptyString),
+  /** `client-key`: PEM key for mTLS (needs `client-cert`). Default none. */
+  clientKey: Schema.optional(Schema.NonEmptyString),
+  /** `insecure-skip-verify`: do not verify the certificate (testing only). Default #false. */
+  insecureSkipVerify: defaulted(Schema.Boolean, () => false)
+}).pipe(
+  Schema.filter((t) => (t.clientCert === undefined) === (t.clientKey === undefined) || "client-cert and client-key go together")
+)
+export type UpstreamTlsConfig = typeof UpstreamTlsConfig.Type
+
+const HttpVersion = Schema.Literal(1, 2)
+
+/** Upstream `http-version { ... }`. */
+export const HttpVersionConfig = Schema.Struct({
+  /** `min-version`: 1 or 2. Default 1. */
+  minVersion: defaulted(HttpVersion, () => 1 as const),
+  /** `max-version`: 1 or 2 (2 only over TLS, by ALPN). Default 1: HTTP/2 upstream is opt-in. */
+  maxVersion: defaulted(HttpVersion, () => 1 as const),
+  /** `h2-ping-interval` (seconds): HTTP/2 keep-alive pings; 0 = off. Default 0. */
+  h2PingInterval: defaulted(NonNegativeDuration, () => Duration.zero),
+  /** `max-h2-streams`: concurrent streams per HTTP/2 connection. Default 100. */
+  maxH2Streams: defaulted(PositiveCount, () => 100)
+}).pipe(Schema.filter((v) => v.minVersion <= v.maxVersion || "min-version must not exceed max-version"))
+export type HttpVersionConfig = typeof HttpVersionConfig.Type

@@ -11,7 +11,7 @@
 // routing, trace id, header policies, access log to a file, metrics.
 // With --agent, a third row runs Sentinel with the `echo` agent on the route.
 import { spawn, spawnSync, execFileSync } from "node:child_process"
-import { chmodSync, mkdtempSync, writeFileSync, mkdirSync } from "node:fs"
+import { chmodSync, mkdtempSync, writeFileSync, mkdirSync, readFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -50,7 +50,7 @@ process.on("exit", stopAll)
 process.on("SIGINT", () => process.exit(130))
 
 const waitReady = async (port, path = "/small") => {
-  for (let i = 0; i < 300; i++) {
+  for (let i = 0; i < 1200; i++) {
     const ok = await new Promise((resolve) => {
       const req = http.get({ host: "127.0.0.1", port, path, agent: false }, (res) => {
         res.resume()
@@ -130,8 +130,8 @@ const proxies = [
   {
     name: "sentinel",
     port: 18382,
-    argv: (p) => pin(0, [process.execPath, join(root, "dist/main.js"), "run", "-c", sentinelConfig(p, false)]),
-    env: () => ({})
+    argv: (p) => pin(0, [process.execPath, "--max-semi-space-size=64", join(root, "dist/main.js"), "run", "-c", sentinelConfig(p, false)]),
+    env: () => ({ SENTINEL_NO_RESPAWN: "1" })
   }
 ]
 if (opt.agent) {
@@ -140,8 +140,8 @@ if (opt.agent) {
   proxies.push({
     name: "sentinel+echo-agent",
     port: 18383,
-    argv: (p) => pin(0, [process.execPath, join(root, "dist/main.js"), "run", "-c", sentinelConfig(p, true)]),
-    env: () => ({})
+    argv: (p) => pin(0, [process.execPath, "--max-semi-space-size=64", join(root, "dist/main.js"), "run", "-c", sentinelConfig(p, true)]),
+    env: () => ({ SENTINEL_NO_RESPAWN: "1" })
   })
 }
 
@@ -160,6 +160,13 @@ const wrk = (port, path, seconds, conns) => {
   return { rps, p50: p(50), p99: p(99), errors: Number(errors) }
 }
 
+// CPU time of a process (user + system), in microseconds: the proxy's own cost per request,
+// which a loaded machine disturbs far less than requests/s.
+const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
+const cpuUs = (pid) => {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
+  return (Number(fields[11]) + Number(fields[12])) * TICK_US
+}
 const results = {} // name -> scenario -> [runs]
 for (let round = 1; round <= ROUNDS; round++) {
   for (const proxy of proxies) {
@@ -168,9 +175,11 @@ for (let round = 1; round <= ROUNDS; round++) {
     for (const [scenario, path] of Object.entries(scenarios)) {
       if (!opt.scenarios.split(",").includes(scenario)) continue
       wrk(proxy.port, path, WARMUP, CONNS)
+      const cpu0 = cpuUs(child.pid)
       const r = wrk(proxy.port, path, DURATION, CONNS)
+      r.cpuPerReq = (cpuUs(child.pid) - cpu0) / Math.max(1, r.rps * DURATION)
       ;((results[proxy.name] ??= {})[scenario] ??= []).push(r)
-      console.error(`round ${round} ${proxy.name.padEnd(20)} ${scenario.padEnd(7)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  non-2xx ${r.errors}`)
+      console.error(`round ${round} ${proxy.name.padEnd(20)} ${scenario.padEnd(7)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  cpu ${r.cpuPerReq.toFixed(1)} us/req  non-2xx ${r.errors}`)
     }
     child.kill("SIGTERM")
     await new Promise((r) => child.once("exit", r))
@@ -183,17 +192,17 @@ const lines = [
   "",
   `upstream: ${upstreamKind}; proxies pinned to CPU 0; wrk -t1 -c${CONNS}, ${WARMUP}s warm-up + ${DURATION}s, ${ROUNDS} interleaved rounds; medians.`,
   "",
-  "| proxy | scenario | req/s | ratio to ceiling | p50 ms | p99 ms | p99 ratio | non-2xx |",
-  "|---|---|---|---|---|---|---|---|"
+  "| proxy | scenario | req/s | ratio to ceiling | p50 ms | p99 ms | p99 ratio | CPU µs/req | CPU ratio | non-2xx |",
+  "|---|---|---|---|---|---|---|---|---|---|"
 ]
 for (const scenario of Object.keys(scenarios)) {
   const base = results["node-ceiling"]?.[scenario]
   if (!base) continue
-  const baseRps = median(base.map((r) => r.rps)), baseP99 = median(base.map((r) => r.p99))
+  const baseRps = median(base.map((r) => r.rps)), baseP99 = median(base.map((r) => r.p99)), baseCpu = median(base.map((r) => r.cpuPerReq))
   for (const proxy of proxies) {
     const runs = results[proxy.name][scenario]
-    const rps = median(runs.map((r) => r.rps)), p50 = median(runs.map((r) => r.p50)), p99 = median(runs.map((r) => r.p99))
-    lines.push(`| ${proxy.name} | ${scenario} | ${rps.toFixed(0)} | ${(rps / baseRps).toFixed(2)} | ${p50.toFixed(2)} | ${p99.toFixed(2)} | ${(p99 / baseP99).toFixed(2)} | ${runs.reduce((a, r) => a + r.errors, 0)} |`)
+    const rps = median(runs.map((r) => r.rps)), p50 = median(runs.map((r) => r.p50)), p99 = median(runs.map((r) => r.p99)), cpu = median(runs.map((r) => r.cpuPerReq))
+    lines.push(`| ${proxy.name} | ${scenario} | ${rps.toFixed(0)} | ${(rps / baseRps).toFixed(2)} | ${p50.toFixed(2)} | ${p99.toFixed(2)} | ${(p99 / baseP99).toFixed(2)} | ${cpu.toFixed(1)} | ${(baseCpu / cpu).toFixed(2)} | ${runs.reduce((a, r) => a + r.errors, 0)} |`)
   }
 }
 const report = lines.join("\n") + "\n"

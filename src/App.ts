@@ -1,23 +1,43 @@
 /**
- * The proxy as an Effect service: `Sentinel.layer(config)` starts every
- * listener on a dataplane compiled from `config`; closing the layer's scope
- * drains the listeners (in-flight requests finish, up to
- * `system { graceful-shutdown-timeout-secs }`), then closes the upstream
- * pools and the logs. Nothing is left behind: no socket, timer or fiber.
+ * The proxy as an Effect service: `layer(config)` starts every listener on a
+ * dataplane compiled from `config`; closing the layer's scope drains the
+ * listeners (in-flight requests finish, up to `system {
+ * graceful-shutdown-timeout-secs }`), then closes the upstream pools and the
+ * logs. Nothing is left behind: no socket, timer or fiber.
+ *
+ * `reload(config)` swaps the dataplane atomically: requests in flight finish
+ * on the configuration they started with; upstreams whose definition did not
+ * change keep their pools (and health/circuit state); the others are drained
+ * and closed after the grace period; listeners are added, removed or rebound.
  *
  * Programs embed the proxy by providing this layer, or by calling `make`
  * inside their own scope.
  */
-import { Context, Duration, Effect, Layer, Runtime, type Scope } from "effect"
-import type { SentinelConfig } from "./config/Schema.js"
+import { isIP } from "node:net"
+import { Context, Duration, Effect, Exit, Layer, Runtime, Scope } from "effect"
+import type { LimitsConfig, ListenerConfig, SentinelConfig } from "./config/Schema.js"
 import type { BuiltinView } from "./handlers/Builtin.js"
-import { makeMetrics, type Metrics } from "./observability/Metrics.js"
+import { CircuitStateValue, makeMetrics, type Metrics } from "./observability/Metrics.js"
 import { compileDataplane, type Dataplane } from "./pipeline/Dataplane.js"
 import { makeRequestHandler, type PipelineHooks } from "./pipeline/Pipeline.js"
 import type { RequestContext } from "./pipeline/RequestContext.js"
-import { startListener, type ListenerBindFailed, type ListenerHandle } from "./server/Listener.js"
-import { makeUpstreamRuntime, type UpstreamRuntime } from "./upstream/Upstreams.js"
+import type { RouteExtension } from "./pipeline/Stage.js"
+import { admissionConfigFor, connectionLimitsFor, startListener, type ListenerBindFailed, type ListenerHandle } from "./server/Listener.js"
+import { Admission, ConnectionTracker } from "./server/Admission.js"
+import { makeFilterChain } from "./filters/Chain.js"
+import { makeStaticFilesRoute } from "./handlers/StaticFilesRoute.js"
+import { makeDnsCache } from "./upstream/Dns.js"
+import {
+  describeUpstream,
+  launchUpstream,
+  upstreamConnections,
+  type UpstreamObserver,
+  type UpstreamRuntime
+} from "./upstream/Upstreams.js"
 import { makeAccessLog, type AccessLog } from "./observability/AccessLog.js"
+import { makeAuditLog } from "./observability/AuditLog.js"
+import { makeAgents } from "./agents/AgentsExtension.js"
+import type { AgentStatus } from "./agents/Manager.js"
 import { VERSION } from "./Version.js"
 
 export interface BoundAddress {
@@ -28,39 +48,142 @@ export interface BoundAddress {
 export interface SentinelOptions {
   /** Metrics registry to use (default: a fresh one per proxy). */
   readonly metrics?: Metrics
+  /** Extra route features (stages) besides the built-in ones. */
+  readonly extensions?: ReadonlyArray<RouteExtension>
 }
 
-export class Sentinel extends Context.Tag("sentinel/App/Sentinel")<
-  Sentinel,
-  {
-    /** Where each listener is bound (port 0 in config = chosen by the OS). */
-    readonly addresses: ReadonlyMap<string, BoundAddress>
-    /** The dataplane requests arriving now will use. */
-    readonly dataplane: () => Dataplane
-    readonly metrics: Metrics
-  }
->() {}
+export interface ReloadSummary {
+  readonly upstreamsKept: number
+  readonly upstreamsStarted: number
+  readonly upstreamsRetired: number
+  readonly listenersStarted: number
+  readonly listenersStopped: number
+}
 
-const buildUpstreams = (config: SentinelConfig): Map<string, UpstreamRuntime> =>
-  new Map(config.upstreams.map((u) => [u.id, makeUpstreamRuntime(u)]))
+export interface SentinelService {
+  /** Where each listener is bound (port 0 in config = chosen by the OS). Updated by reloads. */
+  readonly addresses: ReadonlyMap<string, BoundAddress>
+  /** The dataplane requests arriving now will use. */
+  readonly dataplane: () => Dataplane
+  readonly metrics: Metrics
+  /** Swap in a new (already validated) configuration. On failure the running one stays. */
+  readonly reload: (config: SentinelConfig) => Effect.Effect<ReloadSummary, ListenerBindFailed>
+  /** Reopen log files (logrotate's SIGUSR1). */
+  readonly reopenLogs: () => Effect.Effect<void>
+  /** Connection, queue and circuit state of each agent of the current manager. */
+  readonly agentStatus: () => ReadonlyArray<AgentStatus>
+}
+
+export class Sentinel extends Context.Tag("sentinel/App/Sentinel")<Sentinel, SentinelService>() {}
+
+interface ListenerEntry {
+  readonly key: string
+  readonly handle: ListenerHandle
+  readonly scope: Scope.CloseableScope
+}
+
+/** Identity of an upstream definition: same key = reuse pools and state across a reload. */
+const upstreamKey = (u: SentinelConfig["upstreams"][number]): string => JSON.stringify(u)
+/** A listener is rebound when its own settings or the limits its server was built with change. */
+const listenerKey = (l: ListenerConfig, limits: LimitsConfig): string => JSON.stringify([l, limits])
+
+/** Upstream events to metrics and log lines (every health and circuit change is logged). */
+const upstreamObserver = (metrics: Metrics, log: (effect: Effect.Effect<void>) => void): UpstreamObserver => ({
+  healthChanged: (c) => {
+    metrics.upstreamHealth.set(c.eligible ? 1 : 0, c.upstream, c.target)
+    const message = c.eligible ? "upstream target back in rotation" : "upstream target taken out of rotation"
+    log(
+      (c.eligible ? Effect.logInfo(message) : Effect.logWarning(message)).pipe(
+        Effect.annotateLogs({ upstream: c.upstream, target: c.target, source: c.source, reason: c.reason })
+      )
+    )
+  },
+  circuitChanged: (upstream, target, from, to) => {
+    const component = `upstream:${upstream}`
+    metrics.circuitState.set(CircuitStateValue[to], component, target)
+    metrics.circuitTransitions.inc(component, target, to)
+    const message = `circuit breaker ${from} -> ${to}`
+    log((to === "open" ? Effect.logWarning(message) : Effect.logInfo(message)).pipe(Effect.annotateLogs({ upstream, target, from, to })))
+  },
+  attempt: (upstream, route) => metrics.upstreamAttempts.inc(upstream, route),
+  failure: (upstream, route, reason) => metrics.upstreamFailures.inc(upstream, route, reason),
+  retry: (upstream, route, reason) => metrics.upstreamRetries.inc(upstream, route, reason)
+})
 
 export const make = (
-  config: SentinelConfig,
+  initial: SentinelConfig,
   options: SentinelOptions = {}
-): Effect.Effect<Context.Tag.Service<Sentinel>, ListenerBindFailed, Scope.Scope> =>
+): Effect.Effect<SentinelService, ListenerBindFailed, Scope.Scope> =>
   Effect.gen(function* () {
+    const scope = yield* Effect.scope
     const startedAt = Date.now()
     const metrics = options.metrics ?? makeMetrics({ version: VERSION, defaultMetrics: false })
-    const accessLog: AccessLog = yield* makeAccessLog(config.observability.logging.accessLog, metrics)
+    const accessLog: AccessLog = yield* makeAccessLog(initial.observability.logging.accessLog, metrics)
 
-    // Pools close after the listeners drained (finalizers run in reverse order).
-    const upstreams = buildUpstreams(config)
-    const graceMs = Duration.toMillis(config.system.gracefulShutdownTimeout)
+    let config = initial
+    const graceMs = () => Duration.toMillis(config.system.gracefulShutdownTimeout)
+    // Agents (and the audit log) close after the listeners drained: their finalizers come first.
+    const auditLog = yield* makeAuditLog(initial.observability.logging.auditLog, metrics)
+    const agents = yield* makeAgents(initial, { metrics, audit: auditLog, graceMs, proxyVersion: VERSION })
+    // Filters run in each route's `filters` order, agent filters (one stage) at their position.
+    const filterChain = makeFilterChain({
+      agents: agents.extension,
+      onDecision: (ctx, d) => {
+        if (d.reason === "rate-limited") metrics.rateLimited.inc(ctx.routeId)
+        else if (d.status === 403) metrics.blocked.inc(d.reason)
+        // answers are counted as `rejected` by the pipeline; continued-but-altered ones here
+        if (d.status === 0) metrics.rejected.inc(d.reason)
+      }
+    })
+    const staticFiles = makeStaticFilesRoute({ responseStages: (ctx) => current.plans.get(ctx.routeId)?.response ?? [] })
+    const extensions = [filterChain, staticFiles, ...(options.extensions ?? [])]
+    // One in-flight admission and one connection count for all listeners of the process.
+    const admission = new Admission(admissionConfigFor(initial.limits))
+    const connections = new ConnectionTracker(connectionLimitsFor(initial.limits))
+    const runSync = Runtime.runSync(yield* Effect.runtime<never>())
+    const log = (effect: Effect.Effect<void>) => {
+      try {
+        runSync(effect)
+      } catch {
+        // a log line must never break the request path
+      }
+    }
+    // Host names of targets resolve here, off the request path; the cache's fiber keeps them fresh.
+    const hostNames = new Set(initial.upstreams.flatMap((u) => u.targets.map((t) => t.host)).filter((h) => isIP(h) === 0))
+    const dns = yield* makeDnsCache([...hostNames], initial.system.dns)
+    const upstreamDeps = { dns, observer: upstreamObserver(metrics, log) }
+    // Each upstream runs its active health checks in a scope of its own (ended by `close`).
+    const launch = (u: SentinelConfig["upstreams"][number], previous?: UpstreamRuntime) =>
+      launchUpstream(u, upstreamDeps, scope, previous).pipe(
+        Effect.tap((rt) =>
+          Effect.sync(() => {
+            for (const t of rt.targets) {
+              metrics.upstreamHealth.set(t.state.health.eligible() ? 1 : 0, rt.id, t.key)
+              metrics.circuitState.set(CircuitStateValue[t.state.circuit.state], `upstream:${rt.id}`, t.key)
+            }
+          })
+        )
+      )
+    let upstreams = new Map<string, { key: string; runtime: UpstreamRuntime }>()
+    for (const u of initial.upstreams) upstreams.set(u.id, { key: upstreamKey(u), runtime: yield* launch(u) })
+    const retiring = new Set<UpstreamRuntime>()
+    // Pools close after the listeners drained (finalizers run in reverse order of addition).
     yield* Effect.addFinalizer(() =>
-      Effect.promise(() => Promise.all([...upstreams.values()].map((u) => u.close(graceMs)))).pipe(Effect.asVoid)
+      Effect.promise(() =>
+        Promise.all([...[...upstreams.values()].map((u) => u.runtime), ...retiring].map((u) => u.close(graceMs())))
+      ).pipe(Effect.asVoid)
     )
 
-    let current = compileDataplane(config, upstreams)
+    // Pool sizes are read when scraped (every scrape path: builtin, metrics listener, cluster),
+    // through prom-client's `collect` hook of the gauge, instead of a timer.
+    const poolGauge = metrics.connectionPoolSize.metric as { collect?: () => void }
+    poolGauge.collect = () => {
+      for (const u of current.upstreams.values()) metrics.connectionPoolSize.set(upstreamConnections(u), u.id)
+    }
+    yield* Effect.addFinalizer(() => Effect.sync(() => void (poolGauge.collect = undefined)))
+
+    const runtimes = () => new Map([...upstreams].map(([id, u]) => [id, u.runtime]))
+    let current = compileDataplane(initial, runtimes(), extensions)
     const dataplane = () => current
 
     const builtinView = (): BuiltinView => ({
@@ -71,10 +194,7 @@ export const make = (
         priority: r.priority,
         kind: r.builtinHandler !== undefined ? "builtin" : "upstream"
       })),
-      upstreams: [...current.upstreams.values()].map((u) => ({
-        id: u.id,
-        targets: u.targets.map((t) => ({ address: t.key, weight: t.target.weight, active: t.active, healthy: true }))
-      })),
+      upstreams: [...current.upstreams.values()].map(describeUpstream),
       metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() })
     })
 
@@ -89,39 +209,143 @@ export const make = (
       }
     }
 
-    const runtime = yield* Effect.runtime<never>()
+    const runtime = (yield* Effect.runtime<never>()) as Runtime.Runtime<never>
     const addresses = new Map<string, BoundAddress>()
-    const handles: Array<ListenerHandle> = []
-    for (const listener of config.listeners) {
-      const handle = yield* startListener(
-        listener,
-        config.limits,
-        (h) =>
-          makeRequestHandler({
-            listenerId: listener.id,
-            scheme: "http",
-            runtime: runtime as Runtime.Runtime<never>,
-            dataplane,
-            builtinView,
-            hooks,
-            draining: h.draining
-          }),
-        {
-          onClientError: (_listener, _status, reason) => metrics.rejected.inc(reason),
-          onConnection: () => {}
-        }
+    const listeners = new Map<string, ListenerEntry>()
+
+    const openListener = (listener: ListenerConfig, limits: LimitsConfig) =>
+      Effect.gen(function* () {
+        const child = yield* Scope.fork(scope, { _tag: "Sequential" } as never)
+        const handle = yield* startListener(
+          listener,
+          limits,
+          (h) =>
+            makeRequestHandler({
+              listenerId: listener.id,
+              scheme: "http",
+              runtime,
+              dataplane,
+              builtinView,
+              hooks,
+              draining: h.draining
+            }),
+          {
+            onClientError: (_listener, _status, reason) => metrics.rejected.inc(reason),
+            onConnection: () => metrics.openConnections.set(connections.count),
+            admission,
+            connections
+          }
+        ).pipe(
+          Scope.extend(child),
+          Effect.tapError(() => Scope.close(child, Exit.void))
+        )
+        yield* Scope.addFinalizer(child, Effect.promise(() => handle.drain(graceMs())))
+        listeners.set(listener.id, { key: listenerKey(listener, limits), handle, scope: child })
+        addresses.set(listener.id, { host: handle.host, port: handle.port })
+        return handle
+      })
+
+    const closeListener = (id: string) =>
+      Effect.suspend(() => {
+        const entry = listeners.get(id)
+        if (entry === undefined) return Effect.void
+        listeners.delete(id)
+        addresses.delete(id)
+        return Scope.close(entry.scope, Exit.void)
+      })
+
+    for (const listener of initial.listeners) yield* openListener(listener, initial.limits)
+
+    /** Close retired upstream runtimes once their in-flight requests are done (or after the grace period). */
+    const retire = (runtime: UpstreamRuntime) => {
+      retiring.add(runtime)
+      return Effect.forkIn(
+        Effect.promise(() => runtime.close(graceMs())).pipe(Effect.ensuring(Effect.sync(() => retiring.delete(runtime)))),
+        scope
       )
-      handles.push(handle)
-      addresses.set(listener.id, { host: handle.host, port: handle.port })
-      yield* Effect.addFinalizer(() => Effect.promise(() => handle.drain(graceMs)))
     }
+
+    const reload = (next: SentinelConfig): Effect.Effect<ReloadSummary, ListenerBindFailed> =>
+      Effect.gen(function* () {
+        let kept = 0
+        let started = 0
+        const nextUpstreams = new Map<string, { key: string; runtime: UpstreamRuntime }>()
+        for (const u of next.upstreams) {
+          const key = upstreamKey(u)
+          const old = upstreams.get(u.id)
+          if (old !== undefined && old.key === key) {
+            nextUpstreams.set(u.id, old)
+            kept++
+          } else {
+            // a changed upstream keeps the pools and breaker/health state of unchanged targets
+            nextUpstreams.set(u.id, { key, runtime: yield* launch(u, old?.runtime) })
+            started++
+          }
+        }
+        const retired = [...upstreams.values()].filter((u) => nextUpstreams.get(u.runtime.id) !== u)
+
+        // Listeners: stop removed/changed ones first (a rebind may reuse the address), then start new ones.
+        const wanted = new Map(next.listeners.map((l) => [l.id, listenerKey(l, next.limits)]))
+        let stopped = 0
+        let opened = 0
+        for (const [id, entry] of [...listeners]) {
+          if (wanted.get(id) !== entry.key) {
+            yield* closeListener(id)
+            stopped++
+          }
+        }
+        const previous = current
+        const previousUpstreams = upstreams
+        upstreams = nextUpstreams
+        // a changed agents block gets a new manager; routes compiled below capture it
+        yield* agents.reload(next)
+        current = compileDataplane(next, runtimes(), extensions)
+        admission.configure(admissionConfigFor(next.limits))
+        connections.configure(connectionLimitsFor(next.limits))
+        const previousConfig = config
+        config = next
+        for (const l of next.listeners) {
+          if (!listeners.has(l.id)) {
+            yield* openListener(l, next.limits).pipe(
+              Effect.tapError(() =>
+                Effect.sync(() => {
+                  // Roll back the swap: the old configuration keeps serving.
+                  current = previous
+                  upstreams = previousUpstreams
+                  config = previousConfig
+                  for (const u of nextUpstreams.values()) {
+                    if (![...previousUpstreams.values()].includes(u)) void u.runtime.close(0)
+                  }
+                })
+              )
+            )
+            opened++
+          }
+        }
+        for (const u of retired) yield* retire(u.runtime)
+        return {
+          upstreamsKept: kept,
+          upstreamsStarted: started,
+          upstreamsRetired: retired.length,
+          listenersStarted: opened,
+          listenersStopped: stopped
+        }
+      })
+
     yield* Effect.logInfo("sentinel started").pipe(
       Effect.annotateLogs({
         version: VERSION,
-        listeners: handles.map((h) => `${h.id}=${h.host}:${h.port}`).join(" ")
+        listeners: [...listeners.values()].map((l) => `${l.handle.id}=${l.handle.host}:${l.handle.port}`).join(" ")
       })
     )
-    return { addresses, dataplane, metrics }
+    return {
+      addresses,
+      dataplane,
+      metrics,
+      reload,
+      agentStatus: agents.status,
+      reopenLogs: () => Effect.promise(() => Promise.all([accessLog.reopen(), auditLog.reopen()])).pipe(Effect.asVoid)
+    }
   })
 
 export const layer = (config: SentinelConfig, options?: SentinelOptions): Layer.Layer<Sentinel, ListenerBindFailed> =>

@@ -70,6 +70,9 @@ export interface AgentAuditEntry {
   /** Error message for failures. */
   readonly reason: string | undefined
   readonly durationMs: number
+  readonly clientIp?: string | undefined
+  readonly method?: string | undefined
+  readonly path?: string | undefined
 }
 
 export interface AgentMetric {
@@ -96,6 +99,10 @@ export interface PhaseContext {
   readonly routeId?: string
   /** Route `policies { failure-mode }`, if set. */
   readonly routeFailureMode?: FailureMode
+  /** Request facts copied into audit entries. */
+  readonly clientIp?: string
+  readonly method?: string
+  readonly path?: string
 }
 
 export const resultOfFailure = (e: AgentFailure): AgentResult => {

@@ -179,7 +179,10 @@ class Manager implements AgentManagerService {
       reasonCodes: response?.audit.reason_codes ?? [],
       confidence: response?.audit.confidence ?? undefined,
       reason,
-      durationMs: performance.now() - started
+      durationMs: performance.now() - started,
+      clientIp: ctx.clientIp,
+      method: ctx.method,
+      path: ctx.path
     }
   }
 

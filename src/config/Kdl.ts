@@ -8,6 +8,8 @@ import { Either, ParseResult, Schema } from "effect"
 import { type ConfigIssue, hint, sortIssues } from "./ConfigIssue.js"
 import { type BlockSpec, children, Cx, custom, decodeBlock, many, shape, Sink, str } from "./KdlDecoder.js"
 import { currentSchemaVersion, SentinelConfig } from "./Schema.js"
+import { agentsField } from "./blocks/Agents.js"
+import { filtersField } from "./blocks/Filters.js"
 import { limitsField } from "./blocks/Limits.js"
 import { listenersField } from "./blocks/Listeners.js"
 import { observabilityField } from "./blocks/Observability.js"
@@ -141,6 +143,8 @@ export const topSpec: BlockSpec<{
   routes: unknown
   limits: unknown
   observability: unknown
+  filters: unknown
+  agents: unknown
 }> = {
   path: "",
   fields: {
@@ -150,11 +154,13 @@ export const topSpec: BlockSpec<{
     upstreams: many(upstreamsField),
     routes: many(routesField),
     limits: limitsField,
-    observability: observabilityField
+    observability: observabilityField,
+    filters: many(filtersField),
+    agents: many(agentsField)
   }
 }
 
-const collections = new Set(["listeners", "upstreams", "routes"])
+const collections = new Set(["listeners", "upstreams", "routes", "filters", "agents"])
 
 /**
  * Decodes top-level nodes (possibly from several files) into a config.
@@ -201,6 +207,9 @@ export const decodeNodes = (
     if (!ids.has(ref.id)) {
       sink.errors.push({ ...ref.at, message: `${ref.what} unknown ${ref.kind} "${ref.id}"${hint(ref.id, ids.keys())}` })
     }
+  }
+  for (const need of sink.needs) {
+    if (!sink.facts.has(need.fact)) sink.errors.push({ ...need.at, message: need.message })
   }
   const listenerWritten = nodes.some((n) => n.node.getName() === "listeners" && children(n.node).some((c) => c.getName() === "listener"))
   if (!listenerWritten) {

@@ -29,6 +29,10 @@ export class Sink {
   readonly warnings: Array<ConfigIssue> = []
   readonly defs = new Map<string, Map<string, Pos>>()
   readonly refs: Array<{ kind: string; id: string; at: Pos; what: string }> = []
+  /** Facts established somewhere in the document (e.g. "admin-listener"), checked against `needs`. */
+  readonly facts = new Set<string>()
+  /** Requirements on facts: an error at `at` unless the fact is established. */
+  readonly needs: Array<{ fact: string; at: Pos; message: string }> = []
 }
 
 /** Decoding context: the file being read plus the shared sink. */
@@ -57,6 +61,14 @@ export class Cx {
     if (first !== undefined) {
       this.error(at, `duplicate ${kind} id "${id}" (first defined at ${first.file}:${first.line}:${first.col})`)
     } else ids.set(id, this.pos(at))
+  }
+  /** Establishes a fact about the whole document (see `Sink.facts`). */
+  fact(name: string): void {
+    this.sink.facts.add(name)
+  }
+  /** Requires a fact; `message` is reported at `at` when no part of the document establishes it. */
+  need(fact: string, at: Located, message: string): void {
+    this.sink.needs.push({ fact, at: this.pos(at), message })
   }
   /** Records a reference to an id of `kind`, resolved once the whole document is read. */
   reference(kind: string, id: string, at: Located, what: string): void {
@@ -99,13 +111,63 @@ export const int = (opts: { min?: number; max?: number } = {}): Val<number> => (
 export const count = int({ min: 0 })
 export const positive = int({ min: 1 })
 
-/** Seconds (integer or decimal, not negative) as a Duration. */
+/** Seconds (integer or decimal, not negative) or a string with a unit ("250ms", "1m"), as a Duration. */
 export const secs: Val<Duration.Duration> = (v, at, cx, what) => {
-  if (typeof v !== "number" || !Number.isFinite(v)) return cx.error(at, `${what} must be a number of seconds, got ${describe(v)}`)
-  if (v < 0) return cx.error(at, `${what} must not be negative, got ${v}`)
-  if (v > 365 * 24 * 3600) return cx.error(at, `${what} is too large (at most one year)`)
-  return Duration.millis(Math.round(v * 1000))
+  const ms = durationMs(1000)(v, at, cx, what)
+  return ms === undefined ? undefined : Duration.millis(ms)
 }
+
+const timeUnits: Record<string, number> = { ms: 1, s: 1000, sec: 1000, m: 60_000, min: 60_000, h: 3_600_000, d: 86_400_000 }
+
+/**
+ * A duration as whole milliseconds: a number in `unitMs` (1000 for `-secs` keys, 1 for `-ms`
+ * keys), or a string with a unit ("250ms", "1.5s", "30m", "1h", "1d"). Not negative, at most
+ * one year.
+ */
+export const durationMs = (unitMs: number): Val<number> => (v, at, cx, what) => {
+  let ms: number
+  if (typeof v === "string") {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*$/.exec(v)
+    const unit = timeUnits[(m?.[2] ?? "").toLowerCase()]
+    if (m === null || unit === undefined) {
+      return cx.error(at, `${what} must be a number or a duration like "500ms", "30s", "5m", "1h", got ${describe(v)}`)
+    }
+    ms = Number(m[1]) * unit
+  } else if (typeof v === "number" && Number.isFinite(v)) {
+    ms = v * unitMs
+  } else {
+    return cx.error(at, `${what} must be a number${unitMs === 1000 ? " of seconds" : unitMs === 1 ? " of milliseconds" : ""} or a duration like "30s", got ${describe(v)}`)
+  }
+  if (ms < 0) return cx.error(at, `${what} must not be negative, got ${describe(v)}`)
+  if (ms > 365 * 86_400_000) return cx.error(at, `${what} is too large (at most one year)`)
+  return Math.round(ms)
+}
+/** Seconds (or a string with a unit) as whole milliseconds. */
+export const secsMs = durationMs(1000)
+/** Milliseconds (or a string with a unit) as whole milliseconds. */
+export const millis = durationMs(1)
+
+/** A duration (see `durationMs`) that must be at least 1 ms. */
+export const positiveMs = (unitMs: number): Val<number> => (v, at, cx, what) => {
+  const ms = durationMs(unitMs)(v, at, cx, what)
+  return ms === 0 ? cx.error(at, `${what} must be greater than 0`) : ms
+}
+
+/** A finite number within bounds (decimals allowed). */
+export const num = (opts: { min?: number; max?: number; exclusiveMin?: boolean } = {}): Val<number> => (v, at, cx, what) => {
+  if (typeof v !== "number" || !Number.isFinite(v)) return cx.error(at, `${what} must be a number, got ${describe(v)}`)
+  if (opts.min !== undefined && (opts.exclusiveMin ? v <= opts.min : v < opts.min)) {
+    return cx.error(at, `${what} must be ${opts.exclusiveMin ? "greater than" : "at least"} ${opts.min}, got ${v}`)
+  }
+  if (opts.max !== undefined && v > opts.max) return cx.error(at, `${what} must be at most ${opts.max}, got ${v}`)
+  return v
+}
+
+/** `#null`, or a value decoded by `val`. */
+export const nullable = <A>(val: Val<A>): Val<A | null> => (v, at, cx, what) => (v === null ? null : val(v, at, cx, what))
+
+/** An HTTP status code (100-599). */
+export const status = int({ min: 100, max: 599 })
 
 const units: Record<string, number> = { b: 1, kb: 1e3, kib: 1024, mb: 1e6, mib: 1024 ** 2, gb: 1e9, gib: 1024 ** 3 }
 
@@ -219,6 +281,17 @@ export const scalar = <A>(names: string | ReadonlyArray<string>, val: Val<A>): F
     if (!shape(node, cx, { args: [1, 1] })) return undefined
     const e = node.getArgumentEntry(0)!
     return val(e.getValue(), e, cx, `\`${nodeName(node)}\``)
+  }
+})
+
+/** `name v1 v2 ...`: one or more arguments, each decoded by `val` (one line; not repeatable). */
+export const list = <A>(names: string | ReadonlyArray<string>, val: Val<A>, opts: { min?: number } = {}): Field<ReadonlyArray<A>> => ({
+  names: typeof names === "string" ? [names] : names,
+  many: false,
+  decode: (node, cx) => {
+    if (!shape(node, cx, { args: [opts.min ?? 1, Infinity] })) return undefined
+    const out = node.getArgumentEntries().map((e) => val(e.getValue(), e, cx, `\`${nodeName(node)}\``))
+    return out.every((x) => x !== undefined) ? (out as Array<A>) : undefined
   }
 })
 

@@ -195,14 +195,18 @@ const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`
 export const summarize = (config: SentinelConfig): string => {
   const lines = [
     `configuration OK (schema ${config.schemaVersion}): ${plural(config.listeners.length, "listener")}, ` +
-    `${plural(config.routes.length, "route")}, ${plural(config.upstreams.length, "upstream")}`
+    `${plural(config.routes.length, "route")}, ${plural(config.upstreams.length, "upstream")}, ` +
+    `${plural(config.filters.length, "filter")}, ${plural(config.agents.length, "agent")}`
   ]
   for (const l of config.listeners) {
-    lines.push(`  listener ${l.id}: ${l.protocol}://${formatHostPort(l.address.host, l.address.port)}`)
+    lines.push(`  listener ${l.id}: ${l.protocol}://${formatHostPort(l.address.host, l.address.port)}${l.admin ? " (admin)" : ""}`)
   }
   for (const r of [...config.routes].sort((a, b) => b.priority - a.priority)) {
-    const target = r.upstream !== undefined ? `upstream ${r.upstream}` : `builtin ${r.builtinHandler}`
-    lines.push(`  route ${r.id} (priority ${r.priority}): ${r.matches.length === 0 ? "all requests" : plural(r.matches.length, "condition")} -> ${target}`)
+    const target = r.upstream !== undefined
+      ? `upstream ${r.upstream}`
+      : r.staticFiles !== undefined ? `static files ${r.staticFiles.root}` : `builtin ${r.builtinHandler}`
+    const filters = r.filters.length === 0 ? "" : ` via ${r.filters.join(", ")}`
+    lines.push(`  route ${r.id} (priority ${r.priority}): ${r.matches.length === 0 ? "all requests" : plural(r.matches.length, "condition")}${filters} -> ${target}`)
   }
   for (const u of config.upstreams) {
     lines.push(`  upstream ${u.id}: ${plural(u.targets.length, "target")}, ${u.loadBalancing}, connect timeout ${Duration.format(u.timeouts.connect)}`)

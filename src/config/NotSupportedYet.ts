@@ -8,18 +8,22 @@
  * here — a test fails if a name is both known and listed.
  */
 export const notSupportedYet: Readonly<Record<string, ReadonlyArray<string>>> = {
-  "": ["filters", "agents", "waf", "namespace", "rate-limits", "cache"],
+  "": ["waf", "namespace", "rate-limits", "cache"],
   "system": ["daemon", "user", "group", "working-directory"],
   "listeners.listener": ["tls", "namespace", "max-concurrent-streams"],
-  "upstreams.upstream": ["health-check", "circuit-breaker", "tls", "http-version", "retry-policy"],
+  "upstreams.upstream": ["retry-policy"],
+  "upstreams.upstream.health-check.type": ["service", "endpoint", "expected-models", "readiness"],
   "routes.route": [
-    "static-files", "api-schema", "inference", "filters", "cache", "shadow", "fallback", "retry-policy",
-    "circuit-breaker", "waf-enabled", "websocket", "websocket-inspection", "service-type", "agents", "agent",
-    "rate-limit"
+    "api-schema", "inference", "cache", "shadow", "fallback", "circuit-breaker", "waf-enabled", "websocket",
+    "websocket-inspection", "service-type", "agents", "agent", "rate-limit"
   ],
-  "routes.route.policies": ["failure-mode", "rate-limit", "max-body-size", "buffer-requests", "buffer-responses", "cache"],
-  "observability": ["metrics", "tracing"],
-  "observability.logging": ["error-log", "audit-log", "file"]
+  "routes.route.policies": ["rate-limit", "max-body-size", "buffer-requests", "buffer-responses", "cache"],
+  "filters.filter": ["timeout-ms", "inspect-body", "max-body-bytes", "algorithms", "min-size", "level", "database-path"],
+  "agents.agent": ["grpc", "http", "chunk-timeout-ms", "request-body-mode", "response-body-mode", "protocol-version"],
+  "observability": [],
+  "observability.metrics": ["high-cardinality"],
+  "observability.logging": ["file"],
+  "observability.logging.audit-log": ["log-waf-events"]
 }
 
 /** Listener protocols Sentinel has that this build does not serve yet. */

@@ -10,11 +10,20 @@
  */
 import { Duration, Either, ParseResult, Schema } from "effect"
 
+import { AgentConfig, FailureMode } from "./AgentSchema.js"
+import { FilterConfig } from "./FilterSchema.js"
 import {
-  Count, defaulted, defaultedStruct, NonNegativeDuration, Port, PositiveCount, SafeInt
+  Count, defaulted, defaultedStruct, NonNegativeDuration, Port, PositiveCount, Ratio, SafeInt
 } from "./SchemaPrimitives.js"
+import {
+  CircuitBreakerConfig, DnsConfig, HashKey, HealthCheckConfig, HttpVersionConfig, LoadBalancingAlgorithm,
+  PassiveHealthConfig, RetryBudgetConfig, RetryPolicyConfig, StickyConfig, UpstreamTlsConfig
+} from "./UpstreamSchema.js"
 
 export { Count, NonNegativeDuration, Port, PositiveCount } from "./SchemaPrimitives.js"
+export * from "./UpstreamSchema.js"
+export * from "./FilterSchema.js"
+export * from "./AgentSchema.js"
 
 // ---------------------------------------------------------------------------
 // Addresses
@@ -66,7 +75,9 @@ export const SystemConfig = Schema.Struct({
   /** `route-cache-size`: entries in the route-match cache. Default 1000. */
   routeCacheSize: defaulted(Count, () => 1000),
   /** `pid-file`: path to write the primary's pid to. Default: none. */
-  pidFile: Schema.optional(Schema.String)
+  pidFile: Schema.optional(Schema.String),
+  /** `dns { refresh-secs; timeout-secs; max-stale-secs; max-hosts }`: the resolver cache of upstream host names. */
+  dns: defaultedStruct(DnsConfig)
 })
 export type SystemConfig = typeof SystemConfig.Type
 
@@ -82,14 +93,27 @@ export const ListenerConfig = Schema.Struct({
   address: SocketAddress,
   /** `protocol`: only `"http"` is implemented. Default `"http"`. */
   protocol: defaulted(ListenerProtocol, () => "http" as const),
-  /** `request-timeout-secs`: time to receive a request's headers. Default 60s. */
+  /** `request-timeout-secs`: the whole request (head and body) must arrive within this (408). Default 60s. */
   requestTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(60)),
+  /** `header-timeout-secs`: the request head must arrive within this (408; slowloris). Default 10s. */
+  headerTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(10)),
+  /** `body-idle-timeout-secs`: longest silence between request body chunks (408; slow POST). Default 30s. */
+  bodyIdleTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(30)),
+  /** `write-timeout-secs`: longest a response write may wait on a client that does not read (slow read). Default 30s. */
+  writeTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(30)),
   /** `keepalive-timeout-secs`: idle time between requests on a connection. Default 75s. */
   keepaliveTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(75)),
   /** `keepalive-max-requests`: requests per connection before closing it. Default: unlimited. */
   keepaliveMaxRequests: Schema.optional(PositiveCount),
   /** `default-route`: id of the route used when none matches. Default: none (404). */
-  defaultRoute: Schema.optional(Schema.NonEmptyString)
+  defaultRoute: Schema.optional(Schema.NonEmptyString),
+  /** `admin`: this listener also serves admin-only builtins (`builtin-handler "config"`). Default #false. */
+  admin: defaulted(Schema.Boolean, () => false),
+  /**
+   * `trusted-proxies "10.0.0.0/8" "::1"`: peers whose X-Forwarded-* / Forwarded / X-Real-IP are
+   * believed (CIDRs or addresses). Default none: those headers are replaced by what the proxy saw.
+   */
+  trustedProxies: defaulted(Schema.Array(Schema.String), () => [])
 })
 export type ListenerConfig = typeof ListenerConfig.Type
 
@@ -125,25 +149,6 @@ export const TargetConfig = Schema.transformOrFail(
 )
 export type TargetConfig = typeof TargetConfig.Type
 
-/** Load-balancing algorithms Sentinel knows (canonical spellings). */
-export const loadBalancingAlgorithms = [
-  "round_robin",
-  "weighted",
-  "least_connections",
-  "random",
-  "ip_hash",
-  "consistent_hash",
-  "power_of_two_choices",
-  "adaptive",
-  "least_tokens_queued",
-  "maglev",
-  "locality_aware",
-  "peak_ewma",
-  "deterministic_subset",
-  "weighted_least_connections",
-  "sticky"
-] as const
-
 export const UpstreamTimeouts = Schema.Struct({
   /** `connect` (or `connect-secs`): TCP/TLS connect. Default 10s. */
   connect: defaulted(NonNegativeDuration, () => Duration.seconds(10)),
@@ -171,12 +176,32 @@ export const UpstreamConfig = Schema.Struct({
   id: Schema.NonEmptyString,
   /** `target "host:port" weight=N` (repeatable) or `targets { target {address; weight} }`. At least one. */
   targets: Schema.Array(TargetConfig).pipe(Schema.minItems(1)),
-  /** `load-balancing`: algorithm name. Default `"round_robin"`. */
-  loadBalancing: defaulted(Schema.String, () => "round_robin"),
+  /** `load-balancing "<algorithm>"`. Default `"round_robin"`. */
+  loadBalancing: defaulted(LoadBalancingAlgorithm, () => "round_robin" as const),
+  /** `load-balancing "consistent_hash"|"maglev" { hash-key "..." }`. Default client IP. */
+  hashKey: defaulted(HashKey, () => ({ source: "client-ip" as const })),
+  /** `load-balancing "consistent_hash" { virtual-nodes N }`: ring points per unit of weight. Default 160. */
+  virtualNodes: defaulted(PositiveCount, () => 160),
+  /** `load-balancing "maglev" { table-size N }`: lookup table size (a prime at or above). Default 65537. */
+  maglevTableSize: defaulted(PositiveCount.pipe(Schema.filter((n) => n <= 1_048_576 || "at most 1048576")), () => 65537),
+  /** `load-balancing "sticky" { ... }`: cookie options (used only by "sticky"). */
+  sticky: defaultedStruct(StickyConfig),
   /** `timeouts { connect; request; read; write }` in seconds. */
   timeouts: defaultedStruct(UpstreamTimeouts),
   /** `connection-pool { max-connections; max-idle; idle-timeout; max-lifetime }`. */
-  connectionPool: defaultedStruct(ConnectionPoolConfig)
+  connectionPool: defaultedStruct(ConnectionPoolConfig),
+  /** `health-check { ... }`: active probes. Default: none (only passive health). */
+  healthCheck: Schema.optional(HealthCheckConfig),
+  /** `passive-health { ... }`: ejection on observed failures. Always on. */
+  passiveHealth: defaultedStruct(PassiveHealthConfig),
+  /** `circuit-breaker { ... }`: one breaker per target, always on (defaults without the block). */
+  circuitBreaker: defaultedStruct(CircuitBreakerConfig),
+  /** `retry-budget { ... }`: bounds retries to this upstream. */
+  retryBudget: defaultedStruct(RetryBudgetConfig),
+  /** `tls { ... }`: TLS to the targets. Default: none (plaintext). Not applied yet. */
+  tls: Schema.optional(UpstreamTlsConfig),
+  /** `http-version { ... }`. Not applied yet. */
+  httpVersion: defaultedStruct(HttpVersionConfig)
 })
 export type UpstreamConfig = typeof UpstreamConfig.Type
 
@@ -236,8 +261,31 @@ export const RoutePolicies = Schema.Struct({
   /** `response-headers {…}`: edits to the response sent to the client. */
   responseHeaders: defaultedStruct(HeaderOps),
   /** `timeout-secs`: whole-request deadline for this route. Default: none. */
-  timeout: Schema.optional(NonNegativeDuration)
+  timeout: Schema.optional(NonNegativeDuration),
+  /** `failure-mode "open"|"closed"`: agent failure policy for this route's agent filters that set none. Default: the agent's. */
+  failureMode: Schema.optional(FailureMode)
 })
+
+/** Route `static-files { ... }` (src/handlers/StaticFiles.ts `StaticFilesConfig`). */
+export const StaticFilesConfig = Schema.Struct({
+  /** `root`: directory served. Required. */
+  root: Schema.NonEmptyString,
+  /** `index`: file served for a directory. Default "index.html". */
+  index: defaulted(Schema.String, () => "index.html"),
+  /** `directory-listing`: HTML listing of a directory without index. Default #false. */
+  directoryListing: defaulted(Schema.Boolean, () => false),
+  /** `cache-control`: Cache-Control of file responses. Default "public, max-age=3600". */
+  cacheControl: defaulted(Schema.String, () => "public, max-age=3600"),
+  /** `compress`: serve .br/.gz siblings or compress on the fly. Default #true. */
+  compress: defaulted(Schema.Boolean, () => true),
+  /** `compress-min-size`: smallest file compressed on the fly. Default 1024. */
+  compressMinSize: defaulted(Count, () => 1024),
+  /** `fallback`: URL path served when the file does not exist (SPA). Default none. */
+  fallback: defaulted(Schema.NullOr(Schema.String), () => null),
+  /** `allow-dotfiles`: serve names starting with "." (.well-known always allowed). Default #false. */
+  allowDotfiles: defaulted(Schema.Boolean, () => false)
+})
+export type StaticFilesConfig = typeof StaticFilesConfig.Type
 
 export const RouteConfig = Schema.Struct({
   /** Unique route id. Required. */
@@ -246,16 +294,22 @@ export const RouteConfig = Schema.Struct({
   priority: defaulted(SafeInt, () => 50),
   /** `matches {…}`: all conditions AND (several `host` OR), in document order. Default: match all. */
   matches: defaulted(Schema.Array(RouteMatch), () => []),
-  /** `upstream "id"`: exactly one of upstream / builtin-handler. */
+  /** `upstream "id"`: exactly one of upstream / builtin-handler / static-files. */
   upstream: Schema.optional(Schema.NonEmptyString),
   /** `builtin-handler "status"|"health"|…`. */
   builtinHandler: Schema.optional(BuiltinHandler),
-  /** `policies { request-headers; response-headers; timeout-secs }`. */
+  /** `static-files { root; ... }`. */
+  staticFiles: Schema.optional(StaticFilesConfig),
+  /** `filters "a" "b"`: filter ids applied in this order. Default none. */
+  filters: defaulted(Schema.Array(Schema.NonEmptyString), () => []),
+  /** `retry-policy { ... }`. Default: none (one attempt, as Retry.ts `noRetryPolicy`). */
+  retryPolicy: Schema.optional(RetryPolicyConfig),
+  /** `policies { request-headers; response-headers; timeout-secs; failure-mode }`. */
   policies: defaultedStruct(RoutePolicies)
 }).pipe(
   Schema.filter((r) =>
-    (r.upstream === undefined) !== (r.builtinHandler === undefined) ||
-    `route "${r.id}" needs exactly one of upstream or builtinHandler`
+    [r.upstream, r.builtinHandler, r.staticFiles].filter((x) => x !== undefined).length === 1 ||
+    `route "${r.id}" needs exactly one of upstream, builtinHandler or staticFiles`
   )
 )
 export type RouteConfig = typeof RouteConfig.Type
@@ -277,7 +331,23 @@ export const LimitsConfig = Schema.Struct({
   /** `max-total-connections`: concurrent downstream connections. Default 10000. */
   maxTotalConnections: defaulted(PositiveCount, () => 10000),
   /** `max-in-flight-requests`: requests being processed at once. Default 10000. */
-  maxInFlightRequests: defaulted(PositiveCount, () => 10000)
+  maxInFlightRequests: defaulted(PositiveCount, () => 10000),
+  /** `in-flight-queue-size`: requests waiting for an in-flight slot; beyond it 503. 0 = no queue. Default 1000. */
+  inFlightQueueSize: defaulted(Count, () => 1000),
+  /** `in-flight-queue-timeout-secs`: longest wait in that queue, then 503. Default 5s. */
+  inFlightQueueTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(5)),
+  /** `max-header-line-size`: bytes of one header line (431). Default 8192. */
+  maxHeaderLineSize: defaulted(PositiveCount, () => 8192),
+  /** `underscores-in-headers "drop"|"reject"|"allow"`: request header names with `_`. Default "drop" (nginx). */
+  underscoresInHeaders: defaulted(Schema.Literal("drop", "reject", "allow"), () => "drop" as const),
+  /** `allow-trace`: TRACE is answered 405 unless #true. Default #false. */
+  allowTrace: defaulted(Schema.Boolean, () => false),
+  /** `merge-slashes`: collapse `//` in paths before routing. Default #true. */
+  mergeSlashes: defaulted(Schema.Boolean, () => true),
+  /** `normalize-path`: decode unreserved escapes, remove `.`/`..` segments. Default #true. */
+  normalizePath: defaulted(Schema.Boolean, () => true),
+  /** `escaped-slashes "keep"|"reject"`: `%2F` in a path segment. Default "keep". */
+  escapedSlashes: defaulted(Schema.Literal("keep", "reject"), () => "keep" as const)
 })
 export type LimitsConfig = typeof LimitsConfig.Type
 
@@ -296,18 +366,85 @@ export const AccessLogConfig = Schema.Struct({
 })
 export type AccessLogConfig = typeof AccessLogConfig.Type
 
+const LogLevel = Schema.Literal("trace", "debug", "info", "warn", "error")
+
+export const ErrorLogConfig = Schema.Struct({
+  /** `enabled`. Default `#true`. */
+  enabled: defaulted(Schema.Boolean, () => true),
+  /** `file`: path; absent or `"-"` = stderr. */
+  file: Schema.optional(Schema.String),
+  /** `level`: lowest level written. Default `"warn"`. */
+  level: defaulted(LogLevel, () => "warn" as const),
+  /** `buffer-size`: lines buffered before dropping. Default 8192. */
+  bufferSize: defaulted(PositiveCount, () => 8192)
+})
+export type ErrorLogConfig = typeof ErrorLogConfig.Type
+
+export const AuditLogConfig = Schema.Struct({
+  /** `enabled`. Default `#true`. */
+  enabled: defaulted(Schema.Boolean, () => true),
+  /** `file`: path; absent or `"-"` = stdout. */
+  file: Schema.optional(Schema.String),
+  /** `buffer-size`: entries buffered before dropping. Default 8192. */
+  bufferSize: defaulted(PositiveCount, () => 8192),
+  /** `log-blocked`: an entry for every blocked request. Default `#true`. */
+  logBlocked: defaulted(Schema.Boolean, () => true),
+  /** `log-agent-decisions`: an entry for every non-allow agent decision. Default `#true`. */
+  logAgentDecisions: defaulted(Schema.Boolean, () => true)
+})
+export type AuditLogConfig = typeof AuditLogConfig.Type
+
 export const LoggingConfig = Schema.Struct({
   /** `level`: `trace|debug|info|warn|error`. Default `"info"`. */
-  level: defaulted(Schema.Literal("trace", "debug", "info", "warn", "error"), () => "info" as const),
+  level: defaulted(LogLevel, () => "info" as const),
   /** `format`: `"json"` (default) or `"pretty"`. */
   format: defaulted(Schema.Literal("json", "pretty"), () => "json" as const),
   /** `access-log {…}`. */
-  accessLog: defaultedStruct(AccessLogConfig)
+  accessLog: defaultedStruct(AccessLogConfig),
+  /** `error-log {…}`. */
+  errorLog: defaultedStruct(ErrorLogConfig),
+  /** `audit-log {…}`. */
+  auditLog: defaultedStruct(AuditLogConfig)
 })
+
+export const MetricsConfig = Schema.Struct({
+  /** `enabled`: serve metrics on a dedicated listener. Default `#false` (routes with `builtin-handler "metrics"` work regardless). */
+  enabled: defaulted(Schema.Boolean, () => false),
+  /** `address`: where the metrics listener binds. Default "127.0.0.1:9090". */
+  address: defaulted(SocketAddress, () => ({ host: "127.0.0.1", port: 9090 })),
+  /** `path`. Default "/metrics". */
+  path: defaulted(Schema.String, () => "/metrics"),
+  /** `max-series-per-metric`: label sets kept per metric before new ones go to "other". Default 2000. */
+  maxSeriesPerMetric: defaulted(PositiveCount, () => 2000)
+})
+export type MetricsConfig = typeof MetricsConfig.Type
+
+/** `tracing { backend "otlp" { endpoint }; ... }` (src/observability/Tracing.ts `TracingConfig`). */
+export const TracingConfig = Schema.Struct({
+  /** `backend "otlp" { endpoint "http://collector:4318" }` (OTLP/HTTP). Required. */
+  endpoint: Schema.NonEmptyString,
+  /** `sampling-rate`: fraction of requests traced, 0..1. Default 0.01. */
+  samplingRate: defaulted(Ratio, () => 0.01),
+  /** `service-name`. Default "sentinel". */
+  serviceName: defaulted(Schema.NonEmptyString, () => "sentinel"),
+  /** `parent-based`: follow an incoming traceparent's sampled flag. Default `#true`. */
+  parentBased: defaulted(Schema.Boolean, () => true),
+  /** `max-queue-size`: spans buffered for export before dropping. Default 2048. */
+  maxQueueSize: defaulted(PositiveCount, () => 2048),
+  /** `max-export-batch-size`: spans per export request. Default 512. */
+  maxExportBatchSize: defaulted(PositiveCount, () => 512),
+  /** `export-timeout-secs` (ms here): deadline of one export. Default 10 s. */
+  exportTimeoutMs: defaulted(PositiveCount, () => 10_000)
+}).pipe(Schema.filter((t) => t.maxExportBatchSize <= t.maxQueueSize || "max-export-batch-size must not exceed max-queue-size"))
+export type TracingConfig = typeof TracingConfig.Type
 
 export const ObservabilityConfig = Schema.Struct({
   /** `logging {…}`. */
-  logging: defaultedStruct(LoggingConfig)
+  logging: defaultedStruct(LoggingConfig),
+  /** `metrics {…}`. */
+  metrics: defaultedStruct(MetricsConfig),
+  /** `tracing {…}`. Default: none (tracing off). */
+  tracing: Schema.optional(TracingConfig)
 })
 export type ObservabilityConfig = typeof ObservabilityConfig.Type
 
@@ -329,10 +466,26 @@ const crossCheck = (c: {
   readonly listeners: ReadonlyArray<ListenerConfig>
   readonly upstreams: ReadonlyArray<UpstreamConfig>
   readonly routes: ReadonlyArray<RouteConfig>
+  readonly filters: ReadonlyArray<FilterConfig>
+  readonly agents: ReadonlyArray<AgentConfig>
 }): Array<string> => {
   const problems: Array<string> = []
-  for (const [kind, items] of [["listener", c.listeners], ["upstream", c.upstreams], ["route", c.routes]] as const) {
+  for (const [kind, items] of [
+    ["listener", c.listeners], ["upstream", c.upstreams], ["route", c.routes], ["filter", c.filters], ["agent", c.agents]
+  ] as const) {
     for (const id of duplicates(items.map((i) => i.id))) problems.push(`duplicate ${kind} id "${id}"`)
+  }
+  const filterIds = new Set(c.filters.map((f) => f.id))
+  const agentIds = new Set(c.agents.map((a) => a.id))
+  for (const r of c.routes) {
+    for (const f of r.filters) if (!filterIds.has(f)) problems.push(`route "${r.id}" references unknown filter "${f}"`)
+    for (const f of duplicates(r.filters)) problems.push(`route "${r.id}" lists filter "${f}" twice`)
+  }
+  for (const f of c.filters) {
+    if (f.type === "agent" && !agentIds.has(f.agent)) problems.push(`filter "${f.id}" references unknown agent "${f.agent}"`)
+  }
+  if (c.routes.some((r) => r.builtinHandler === "config") && !c.listeners.some((l) => l.admin)) {
+    problems.push(`builtin-handler "config" needs a listener with admin #true (it is served only there)`)
   }
   const upstreamIds = new Set(c.upstreams.map((u) => u.id))
   const routeIds = new Set(c.routes.map((r) => r.id))
@@ -363,7 +516,11 @@ export const SentinelConfig = Schema.Struct({
   /** `limits {…}`. */
   limits: defaultedStruct(LimitsConfig),
   /** `observability {…}`. */
-  observability: defaultedStruct(ObservabilityConfig)
+  observability: defaultedStruct(ObservabilityConfig),
+  /** `filters { filter "id" { type "..."; ... } }`. */
+  filters: defaulted(Schema.Array(FilterConfig), () => []),
+  /** `agents { agent "id" { unix-socket "..."; ... } }`. */
+  agents: defaulted(Schema.Array(AgentConfig), () => [])
 }).pipe(
   Schema.filter((c) => {
     const problems = crossCheck(c)

@@ -17,7 +17,27 @@ export interface BuiltinView {
   readonly routes: ReadonlyArray<{ readonly id: string; readonly priority: number; readonly kind: string }>
   readonly upstreams: ReadonlyArray<{
     readonly id: string
-    readonly targets: ReadonlyArray<{ readonly address: string; readonly weight: number; readonly active: number; readonly healthy: boolean }>
+    readonly algorithm?: string
+    readonly targets: ReadonlyArray<{
+      readonly address: string
+      readonly weight: number
+      /** Requests in flight to the target. */
+      readonly active: number
+      /** Healthy by active checks and not passively ejected. */
+      readonly healthy: boolean
+      /** Not disabled by the operator. */
+      readonly enabled?: boolean
+      /** Would get traffic now: enabled, healthy and its circuit admits. */
+      readonly eligible?: boolean
+      /** Circuit breaker state: "closed" | "open" | "half-open". */
+      readonly circuit?: string
+      readonly consecutive_failures?: number
+      /** Passive window: outcomes seen, failures among them, ejected now. */
+      readonly passive?: { readonly outcomes: number; readonly failures: number; readonly ejected: boolean }
+      readonly ewma_latency_ms?: number
+      /** Open pool connections. */
+      readonly connections?: number
+    }>
   }>
   readonly metrics?: () => Promise<{ readonly contentType: string; readonly body: string }>
   readonly config?: () => unknown

@@ -10,7 +10,7 @@ import type { BuiltinHandler, LimitsConfig, SentinelConfig } from "../config/Sch
 import { makeRouter, type Router } from "../routing/Router.js"
 import type { UpstreamRuntime } from "../upstream/Upstreams.js"
 import { compileHeaderOps, type HeaderPolicy } from "./Headers.js"
-import type { CompleteStage, LocalHandler, RequestStage, ResponseStage, RouteExtension } from "./Stage.js"
+import type { CompleteStage, LocalHandler, RequestStage, ResponseHook, ResponseStage, RouteExtension } from "./Stage.js"
 import { makeTraceIdGenerator } from "./TraceId.js"
 
 export interface RoutePlan {
@@ -28,6 +28,8 @@ export interface RoutePlan {
   readonly complete: ReadonlyArray<CompleteStage>
   /** Set when an extension serves the route itself (static files). */
   readonly local: LocalHandler | undefined
+  /** Set when an extension must see the upstream response before the client does (response-phase agents). */
+  readonly responseHook?: ResponseHook | undefined
 }
 
 export interface Dataplane {
@@ -50,6 +52,8 @@ export const compileDataplane = (
     const response: Array<ResponseStage> = []
     const complete: Array<CompleteStage> = []
     let local: LocalHandler | undefined
+    let timeoutMs = route.policies.timeout === undefined ? 0 : Duration.toMillis(route.policies.timeout)
+    let responseHook: ResponseHook | undefined
     for (const extension of extensions) {
       const c = extension.compile(route, config)
       if (c === undefined) continue
@@ -57,18 +61,21 @@ export const compileDataplane = (
       if (c.response) response.push(...c.response)
       if (c.complete) complete.push(...c.complete)
       if (c.handler) local = c.handler
+      if (c.timeoutMs !== undefined) timeoutMs = c.timeoutMs
+      if (c.responseHook) responseHook = c.responseHook
     }
     plans.set(route.id, {
       request,
       response,
       complete,
       local,
+      responseHook,
       id: route.id,
       upstream: route.upstream === undefined ? undefined : upstreams.get(route.upstream),
       builtin: route.builtinHandler,
       requestPolicy: compileHeaderOps(route.policies.requestHeaders),
       responsePolicy: compileHeaderOps(route.policies.responseHeaders),
-      timeoutMs: route.policies.timeout === undefined ? 0 : Duration.toMillis(route.policies.timeout)
+      timeoutMs
     })
   }
   return {

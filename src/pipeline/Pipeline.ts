@@ -15,8 +15,16 @@ import type { Answer, RequestStage, StageStep } from "./Stage.js"
 import { proxyToUpstream, withDeadline } from "./Upstream.js"
 import { errorAnswer, errorBody } from "./ErrorResponse.js"
 import { RequestRejected, type ProxyError } from "./Errors.js"
-import { connectionTokens, HOP_BY_HOP } from "./Headers.js"
 import { splitTarget, type RequestContext } from "./RequestContext.js"
+import { edgePolicyFor, markClosing } from "../server/EdgePolicy.js"
+import {
+  resolveForwarded,
+  upstreamHeaders,
+  validateRequest,
+  type ForwardedInfo,
+  type ValidatedRequest,
+  type ValidationResult
+} from "../server/RequestValidation.js"
 import { incomingTraceId } from "./TraceId.js"
 
 /** Hooks the pipeline reports to; metrics and logs plug in here. */
@@ -36,27 +44,59 @@ export interface PipelineEnv {
   readonly draining: () => boolean
 }
 
-// Fields the proxy sets itself; the client's copies are not trusted (issue 5 adds trusted CIDRs).
-const REPLACED = new Set(["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-request-id", "x-correlation-id"])
+/** The client's own trace-id headers are replaced by ours upstream; Via is merged. */
+const SET_BY_PROXY = new Set(["x-request-id", "x-correlation-id", "via"])
 
 const headerLookup = (req: IncomingMessage) => (lowerName: string): string | undefined => {
   const v = req.headers[lowerName]
   return Array.isArray(v) ? v[0] : v
 }
 
+/**
+ * The request head as the edge validated it (RequestValidation.ts): routing, logs and the
+ * upstream all use the validated, normalised host and path; `X-Forwarded-*` is believed only
+ * from the listener's `trusted-proxies`. A rejected head keeps the raw values for the log.
+ */
+interface Head {
+  readonly result: ValidationResult
+  readonly forwarded: ForwardedInfo | undefined
+}
+
+const HEADS = new WeakMap<RequestContext, Head>()
+
 const makeContext = (env: PipelineEnv, dp: Dataplane, req: IncomingMessage, res: ServerResponse): RequestContext => {
   const header = headerLookup(req)
-  const target = splitTarget(req.url ?? "/")
-  return {
+  const edge = edgePolicyFor(dp.config, env.listenerId)
+  const result = validateRequest(req, edge.validation, env.scheme === "https")
+  let host: string
+  let path: string
+  let query: string
+  let clientIp: string
+  let forwarded: ForwardedInfo | undefined
+  if (result._tag === "Valid") {
+    const v = result.request
+    forwarded = resolveForwarded(v, { remoteAddress: req.socket.remoteAddress, encrypted: env.scheme === "https" }, edge.trusted)
+    host = v.hostname ?? ""
+    path = v.path
+    query = v.query ?? ""
+    clientIp = forwarded.clientIp
+  } else {
+    const target = splitTarget(req.url ?? "/")
+    host = normalizeHost(target.authority ?? req.headers.host)
+    path = target.path
+    query = target.query
+    clientIp = req.socket.remoteAddress ?? ""
+  }
+  const ctx: RequestContext = {
     req,
     res,
     start: performance.now(),
     traceId: incomingTraceId(header) ?? dp.newTraceId(),
-    clientIp: req.socket.remoteAddress ?? "",
+    clientIp,
     method: req.method ?? "GET",
-    host: normalizeHost(target.authority ?? req.headers.host),
-    path: target.path,
-    query: target.query,
+    host,
+    path,
+    query,
     listenerId: env.listenerId,
     scheme: env.scheme,
     routeId: "",
@@ -69,25 +109,31 @@ const makeContext = (env: PipelineEnv, dp: Dataplane, req: IncomingMessage, res:
     bodyTooLarge: false,
     clientGone: false,
     upstreamHeaders: [],
-    upstreamPath: req.url ?? "/",
+    upstreamPath: result._tag === "Valid" ? result.request.target : req.url ?? "/",
     upstreamBody: undefined,
     responseHeaders: undefined,
     header
   }
+  HEADS.set(ctx, { result, forwarded })
+  return ctx
 }
 
-/** Limits that can be judged from the request head alone (issue 5 extends this). */
-const checkHead = (ctx: RequestContext, dp: Dataplane): RequestRejected | undefined => {
-  const limits = dp.limits
-  const url = ctx.req.url ?? ""
-  if (url.length > limits.maxUriLength) return new RequestRejected({ status: 414, reason: "uri_too_long" })
-  if (ctx.req.rawHeaders.length / 2 > limits.maxHeaderCount) {
-    return new RequestRejected({ status: 431, reason: "too_many_headers" })
+/**
+ * Edge validation and the limits that can be judged from the head alone: 400/405/414/417/431/
+ * 501/505 from the validator, 413 for a declared body over `limits { max-body-size }` (answered
+ * before any of the body is read). Headers dropped for an underscore are counted.
+ */
+const checkHead = (ctx: RequestContext, dp: Dataplane, env: PipelineEnv): RequestRejected | undefined => {
+  const head = HEADS.get(ctx)!
+  const result = head.result
+  if (result._tag === "Rejected") {
+    return new RequestRejected({ status: result.status, reason: result.reason.replace(/-/g, "_") })
   }
-  const cl = ctx.req.headers["content-length"]
-  if (cl !== undefined && Number(cl) > limits.maxBodySize) {
+  const v = result.request
+  if (v.contentLength !== null && v.contentLength > dp.limits.maxBodySize) {
     return new RequestRejected({ status: 413, reason: "body_too_large" })
   }
+  if (v.droppedHeaders.length > 0) env.hooks.onReject(ctx, "underscore_header_dropped", 0)
   return undefined
 }
 
@@ -145,26 +191,27 @@ const sendStageAnswer = (ctx: RequestContext, env: PipelineEnv, answer: Answer, 
   sendAnswer(ctx, env, answer.status, answer.headers, answer.body, answer.contentType ?? "application/json", plan)
 }
 
-/** Request headers for the upstream: hop-by-hop stripped, forwarding headers set, policy applied. */
+/**
+ * Request headers for the upstream, re-serialised from the validated head (never the raw
+ * client bytes): Host, end-to-end headers, X-Forwarded-* as `resolveForwarded` decided,
+ * a decimal Content-Length when the request had one (a chunked body is re-chunked by the
+ * client: one canonical `Transfer-Encoding: chunked`), Via and our trace id; then the route's
+ * header policy.
+ */
 const buildUpstreamHeaders = (ctx: RequestContext, plan: RoutePlan): Array<string> => {
-  const raw = ctx.req.rawHeaders
-  const named = connectionTokens(ctx.req.headers.connection)
+  const head = HEADS.get(ctx)!
+  const v = (head.result as { readonly request: ValidatedRequest }).request
   const out: Array<string> = []
   let via: string | undefined
-  for (let i = 0; i < raw.length; i += 2) {
-    const lower = raw[i].toLowerCase()
-    if (HOP_BY_HOP.has(lower) || REPLACED.has(lower) || named?.has(lower)) continue
-    if (lower === "via") {
-      via = via === undefined ? raw[i + 1] : `${via}, ${raw[i + 1]}`
+  for (const [n, value] of upstreamHeaders(v, head.forwarded!)) {
+    if (SET_BY_PROXY.has(n)) {
+      if (n === "via") via = via === undefined ? value : `${via}, ${value}`
       continue
     }
-    out.push(raw[i], raw[i + 1])
+    out.push(n, value)
   }
   out.push(
-    "x-forwarded-for", ctx.clientIp,
-    "x-forwarded-proto", ctx.scheme,
-    "x-forwarded-host", ctx.req.headers.host ?? ctx.host,
-    "via", via === undefined ? `${ctx.req.httpVersion} sentinel` : `${via}, ${ctx.req.httpVersion} sentinel`,
+    "via", via === undefined ? `${v.httpVersion} sentinel` : `${via}, ${v.httpVersion} sentinel`,
     "x-request-id", ctx.traceId,
     "x-correlation-id", ctx.traceId
   )
@@ -294,11 +341,14 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     const dp = env.dataplane()
     const ctx = makeContext(env, dp, req, res)
 
-    const rejected = checkHead(ctx, dp)
+    const rejected = checkHead(ctx, dp, env)
     if (rejected !== undefined) {
       env.hooks.onReject(ctx, rejected.reason, rejected.status)
-      // The body will not be read: close the connection after answering.
+      // The body will not be read and the stream may be desynchronised: answer with
+      // `Connection: close` (node writes it when keep-alive is off) and close; requests
+      // pipelined behind this one are never served.
       res.shouldKeepAlive = false
+      markClosing(req.socket)
       sendError(ctx, env, rejected)
       return complete(ctx)
     }

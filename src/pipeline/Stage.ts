@@ -33,6 +33,35 @@ export type ResponseStage = (ctx: RequestContext, status: number, headers: Array
 /** Runs once after the response (logging-like work: agents' `request_complete`). Must not throw. */
 export type CompleteStage = (ctx: RequestContext) => void
 
+/**
+ * What a response hook decided: `undefined` sends the upstream's response
+ * (its head possibly edited in place), an `Answer` replaces it (the upstream
+ * body is dropped), `{ replaceBody }` sends that body instead of the buffered
+ * one (only when the buffered body was complete).
+ */
+export type ResponseHookStep = Answer | { readonly replaceBody: Buffer } | undefined
+
+/**
+ * An asynchronous look at the upstream's response before anything reaches the
+ * client (response-phase agents). The head is held (and the upstream paused)
+ * until `run` resolves; routes without a hook pay nothing.
+ */
+export interface ResponseHook {
+  /**
+   * Response body bytes buffered before `run`; 0 = the head alone. A longer
+   * body gives `run` its first `bufferBytes + 1` bytes with `complete: false`.
+   */
+  readonly bufferBytes: number
+  /** `headers` is the flat upstream head (hop-by-hop removed); edit it in place. */
+  readonly run: (
+    ctx: RequestContext,
+    status: number,
+    headers: Array<string>,
+    body: Buffer | undefined,
+    complete: boolean
+  ) => Effect.Effect<ResponseHookStep>
+}
+
 /** Serves the request itself (static files); resolves when the response is finished. */
 export type LocalHandler = (ctx: RequestContext) => Promise<void>
 
@@ -42,6 +71,10 @@ export interface RouteContribution {
   readonly complete?: ReadonlyArray<CompleteStage>
   /** Replaces the upstream/builtin handler of the route. */
   readonly handler?: LocalHandler
+  /** Whole-request deadline of the route in ms, overriding `policies { timeout-secs }` (`timeout` filter). */
+  readonly timeoutMs?: number
+  /** Holds the upstream response until it resolves (one per route; the last extension's wins). */
+  readonly responseHook?: ResponseHook
 }
 
 /** A feature that adds stages to routes when a configuration is compiled. */

@@ -1,17 +1,51 @@
 /**
- * The upstream stage: pick a target, forward the request with its body
- * (bounded by `limits { max-body-size }` while streaming), stream the answer
- * back through the route's response stages. One fiber per request runs it;
- * interruption aborts the exchange.
+ * The upstream stage: select a target (balancer + health + circuit), forward
+ * the request with its body (bounded by `limits { max-body-size }` while
+ * streaming), stream the answer back through the route's response stages, and
+ * retry on another target when the route's `retry-policy` and the retry
+ * budget allow it and it is safe:
+ * - nothing reached the upstream (refused, connect timeout, still queued):
+ *   always safe; such fail-overs are made even without a `retry-policy`
+ *   (bounded by the target count, at most 3 attempts) and do not draw on the
+ *   budget, since the failed target did no work;
+ * - after sending: only idempotent methods unless `retry-non-idempotent`,
+ *   only with a replayable body (none, or buffered), drawing on the budget;
+ * - never once response headers went to the client.
+ *
+ * One fiber per request runs it; each attempt is one `Effect.async`
+ * (`forward`) that owns its deadlines, the per-attempt timeout included.
+ * Interruption (client gone) aborts the exchange and reports the attempt to
+ * the target as "aborted" (neither success nor failure).
  */
 import { Transform, type TransformCallback } from "node:stream"
+import type { IncomingMessage } from "node:http"
+import { performance } from "node:perf_hooks"
 import { Effect } from "effect"
-import { forward, type ForwardRequest, type ResponseSink } from "../upstream/Forward.js"
+import type { BalancerContext } from "../upstream/Balancer.js"
+import { forward, type ForwardError, type ForwardRequest, type ResponseSink } from "../upstream/Forward.js"
+import { noRetryPolicy, shouldRetry, type FailureKind, type RetryPolicy } from "../upstream/Retry.js"
+import { resultOfStatus, type AttemptResult } from "../upstream/Target.js"
 import type { UpstreamRuntime } from "../upstream/Upstreams.js"
 import type { Dataplane, RoutePlan } from "./Dataplane.js"
-import { NoHealthyUpstream, RequestRejected, RequestTimeout, type ProxyError } from "./Errors.js"
+import { errorAnswer } from "./ErrorResponse.js"
+import {
+  ClientClosed,
+  NoHealthyUpstream,
+  RequestRejected,
+  RequestTimeout,
+  type ProxyError
+} from "./Errors.js"
 import { connectionTokens, HOP_BY_HOP } from "./Headers.js"
 import type { RequestContext } from "./RequestContext.js"
+import { holdResponse } from "./ResponseHold.js"
+
+/**
+ * Largest request body buffered (in memory, before the first attempt) so that it can be
+ * replayed on a retry, when the route's retry-policy allows more than one attempt and the
+ * request declares a Content-Length. Larger or chunked bodies stream and are not replayed.
+ * Default 64 KiB; a route's `retry-policy { buffer-limit }` overrides it once the config has it.
+ */
+export const DEFAULT_RETRY_BUFFER_BYTES = 64 * 1024
 
 /** Counts streamed request bytes and fails the upload once it passes the limit. */
 class BodyLimit extends Transform {
@@ -30,19 +64,79 @@ class BodyLimit extends Transform {
   }
 }
 
-const requestBody = (ctx: RequestContext, dp: Dataplane): ForwardRequest["body"] => {
-  if (ctx.upstreamBody !== undefined) return ctx.upstreamBody
+interface BodySource {
+  readonly body: ForwardRequest["body"]
+  /** The same bytes can be sent again (no body, or a Buffer). */
+  readonly replayable: boolean
+}
+
+const NO_BODY: BodySource = { body: null, replayable: true }
+
+/** Reads a declared-length body into memory (one wait); the client going away fails it. */
+const bufferBody = (req: IncomingMessage, limit: number): Effect.Effect<BodySource, ProxyError> =>
+  Effect.async<BodySource, ProxyError>((resume) => {
+    const chunks: Array<Buffer> = []
+    let size = 0
+    const cleanup = () => {
+      req.off("data", onData)
+      req.off("end", onEnd)
+      req.off("error", onError)
+      req.off("close", onClose)
+    }
+    const onData = (c: Buffer) => {
+      size += c.length
+      if (size > limit) {
+        // cannot happen with a correct Content-Length (the parser frames the body); be safe
+        cleanup()
+        req.pause()
+        resume(Effect.fail(new RequestRejected({ status: 413, reason: "body_too_large" })))
+        return
+      }
+      chunks.push(c)
+    }
+    const onEnd = () => {
+      cleanup()
+      resume(Effect.succeed({ body: Buffer.concat(chunks, size), replayable: true }))
+    }
+    const onError = () => {
+      cleanup()
+      resume(Effect.fail(new ClientClosed()))
+    }
+    const onClose = () => {
+      if (!req.complete) onError()
+    }
+    req.on("data", onData)
+    req.once("end", onEnd)
+    req.once("error", onError)
+    req.once("close", onClose)
+    return Effect.sync(cleanup)
+  })
+
+const requestBody = (
+  ctx: RequestContext,
+  dp: Dataplane,
+  bufferLimit: number
+): BodySource | Effect.Effect<BodySource, ProxyError> => {
+  const pre = ctx.upstreamBody
+  if (pre !== undefined) return pre === null || Buffer.isBuffer(pre) ? { body: pre, replayable: true } : { body: pre, replayable: false }
   const h = ctx.req.headers
   if (h["transfer-encoding"] !== undefined) {
     const limited = new BodyLimit(dp.limits.maxBodySize, ctx)
     ctx.req.pipe(limited)
-    return limited
+    return { body: limited, replayable: false }
   }
-  if (h["content-length"] === undefined || h["content-length"] === "0") return null
-  return ctx.req
+  const cl = h["content-length"]
+  if (cl === undefined || cl === "0") return NO_BODY
+  if (bufferLimit > 0 && Number(cl) <= bufferLimit) return bufferBody(ctx.req, bufferLimit)
+  return { body: ctx.req, replayable: false }
 }
 
-const responseSink = (ctx: RequestContext, draining: () => boolean, plan: RoutePlan): ResponseSink => {
+const responseSink = (
+  ctx: RequestContext,
+  draining: () => boolean,
+  plan: RoutePlan,
+  setCookie: string | undefined
+): ResponseSink => {
   const res = ctx.res
   return {
     start(status, raw) {
@@ -61,6 +155,7 @@ const responseSink = (ctx: RequestContext, draining: () => boolean, plan: RouteP
         flat.push(name, raw[i + 1].toString("latin1"))
       }
       flat.push("x-request-id", ctx.traceId, "x-correlation-id", ctx.traceId)
+      if (setCookie !== undefined) flat.push("set-cookie", setCookie)
       if (ctx.responseHeaders !== undefined) flat.push(...ctx.responseHeaders)
       plan.responsePolicy?.(flat)
       for (const stage of plan.response) stage(ctx, status, flat)
@@ -87,7 +182,94 @@ const responseSink = (ctx: RequestContext, draining: () => boolean, plan: RouteP
   }
 }
 
-/** Forward to the first usable candidate of the route's upstream. */
+/** Value of cookie `name` in a `Cookie` header, or undefined. */
+export const cookieValue = (header: string | undefined, name: string): string | undefined => {
+  if (header === undefined) return undefined
+  let at = 0
+  while (at < header.length) {
+    let end = header.indexOf(";", at)
+    if (end === -1) end = header.length
+    const eq = header.indexOf("=", at)
+    if (eq !== -1 && eq < end && header.slice(at, eq).trim() === name) {
+      const v = header.slice(eq + 1, end).trim()
+      return v.length >= 2 && v.startsWith('"') && v.endsWith('"') ? v.slice(1, -1) : v
+    }
+    at = end + 1
+  }
+  return undefined
+}
+
+const balancerContext = (ctx: RequestContext): BalancerContext => ({
+  clientIp: ctx.clientIp,
+  path: ctx.path,
+  header: (name) => ctx.header(name.toLowerCase()),
+  cookie: (name) => cookieValue(ctx.header("cookie"), name)
+})
+
+/** A route's retry settings, compiled once per (plan, configuration). */
+interface RetryPlan {
+  readonly policy: RetryPolicy
+  /** The policy used when nothing was sent: at least min(targets, 3) attempts. */
+  readonly failover: RetryPolicy
+  readonly bufferLimit: number
+  readonly headersTimeoutMs: number
+}
+
+const retryPlans = new WeakMap<RoutePlan, RetryPlan>()
+
+const retryPlanOf = (dp: Dataplane, plan: RoutePlan, upstream: UpstreamRuntime): RetryPlan => {
+  const cached = retryPlans.get(plan)
+  if (cached !== undefined) return cached
+  const configured = dp.config.routes.find((r) => r.id === plan.id)?.retryPolicy as
+    | (RetryPolicy & { readonly bufferLimit?: number; readonly maxBufferBytes?: number })
+    | undefined
+  const policy: RetryPolicy = configured ?? noRetryPolicy
+  const failoverAttempts = Math.min(upstream.targets.length, 3)
+  const perAttempt = policy.perAttemptTimeoutMs ?? 0
+  const read = upstream.headersTimeoutMs
+  const compiled: RetryPlan = {
+    policy,
+    failover: policy.maxAttempts >= failoverAttempts ? policy : { ...policy, maxAttempts: failoverAttempts },
+    bufferLimit:
+      policy.maxAttempts > 1
+        ? Math.min(dp.limits.maxBodySize, configured?.bufferLimit ?? configured?.maxBufferBytes ?? DEFAULT_RETRY_BUFFER_BYTES)
+        : 0,
+    headersTimeoutMs: perAttempt > 0 && (read <= 0 || perAttempt < read) ? perAttempt : read
+  }
+  retryPlans.set(plan, compiled)
+  return compiled
+}
+
+const nothingSentKinds: ReadonlySet<FailureKind> = new Set(["connect-refused", "connect-timeout", "reset-before-send"])
+
+const failureKind = (e: ForwardError): FailureKind => {
+  switch (e._tag) {
+    case "UpstreamConnectFailed":
+      return "connect-refused"
+    case "UpstreamTimeout":
+      return e.phase === "connect" ? "connect-timeout" : "timeout"
+    case "UpstreamProtocolError":
+      return e.requestSent ? "reset-after-send" : "reset-before-send"
+  }
+}
+
+const requestSentOf = (e: ForwardError): boolean => (e._tag === "UpstreamConnectFailed" ? false : e.requestSent)
+
+const targetResult = (e: ForwardError): AttemptResult => {
+  switch (e._tag) {
+    case "UpstreamConnectFailed":
+      return "connect-failure"
+    case "UpstreamTimeout":
+      return e.phase === "connect" ? "connect-failure" : "timeout"
+    case "UpstreamProtocolError":
+      return "server-error"
+  }
+}
+
+type Decision = { readonly retry: true; readonly delayMs: number; readonly reason: string } | { readonly retry: false }
+const NO: Decision = { retry: false }
+
+/** Forward to the upstream: select, send, and retry while policy, safety and budget allow. */
 export const proxyToUpstream = (
   ctx: RequestContext,
   draining: () => boolean,
@@ -96,34 +278,151 @@ export const proxyToUpstream = (
   upstream: UpstreamRuntime
 ): Effect.Effect<void, ProxyError> =>
   Effect.suspend((): Effect.Effect<void, ProxyError> => {
-    const candidates = upstream.candidates(ctx)
-    const target = candidates[0]
-    if (target === undefined) {
-      return Effect.fail(new NoHealthyUpstream({ upstream: upstream.id, retryAfterSecs: 5 }))
+    const retry = retryPlanOf(dp, plan, upstream)
+    const observer = upstream.observer
+    upstream.budget.onRequest()
+    const bctx = balancerContext(ctx)
+    const tried: Array<number> = []
+
+    const decide = (
+      attempt: number,
+      body: BodySource,
+      kind: FailureKind,
+      requestSent: boolean,
+      handedOn: boolean,
+      status?: number
+    ): Decision => {
+      const nothingSent = kind !== "status" && (!requestSent || nothingSentKinds.has(kind))
+      const d = shouldRetry({
+        attempt,
+        method: ctx.method,
+        kind,
+        ...(status !== undefined ? { status } : {}),
+        requestSent,
+        // a head handed on to the response path (client, or a response hook holding it) is final
+        responseStarted: handedOn || ctx.res.headersSent,
+        bodyReplayable: body.replayable,
+        policy: nothingSent ? retry.failover : retry.policy
+      })
+      if (!d.retry) return NO
+      // the budget bounds the extra load retries put on upstreams; a fail-over of a request
+      // no target received adds none
+      if (d.reason !== "nothing-sent" && !upstream.budget.tryWithdraw()) return NO
+      return d
     }
-    ctx.upstreamAddr = target.key
-    ctx.attempts++
-    target.active++
-    const request: ForwardRequest = {
-      method: ctx.method,
-      path: ctx.upstreamPath,
-      headers: ctx.upstreamHeaders,
-      body: requestBody(ctx, dp),
-      headersTimeoutMs: upstream.headersTimeoutMs,
-      bodyIdleTimeoutMs: upstream.bodyIdleTimeoutMs
-    }
-    return forward(target.pool, { upstream: upstream.id, target: target.key }, request, responseSink(ctx, draining, plan)).pipe(
-      Effect.ensuring(Effect.sync(() => target.active--)),
-      Effect.flatMap((outcome) =>
-        outcome.discarded
-          ? Effect.fail(new RequestRejected({ status: 502, reason: ctx.error ?? "upstream_discarded" }))
-          : Effect.void
-      ),
-      Effect.catchIf(
-        () => ctx.bodyTooLarge,
-        () => Effect.fail(new RequestRejected({ status: 413, reason: "body_too_large" }))
+
+    const attempt = (n: number, body: BodySource, last: ProxyError | undefined): Effect.Effect<void, ProxyError> => {
+      const picked = upstream.select(bctx, tried)
+      if (picked === undefined) {
+        if (last !== undefined) return Effect.fail(last)
+        observer.failure(upstream.id, plan.id, "no_healthy_upstream")
+        return Effect.fail(new NoHealthyUpstream({ upstream: upstream.id, retryAfterSecs: upstream.retryAfterSecs }))
+      }
+      const target = upstream.targets[picked.index]
+      const state = target.state
+      tried.push(picked.index)
+      ctx.upstreamAddr = target.key
+      ctx.attempts++
+      state.begin()
+      observer.attempt(upstream.id, plan.id)
+      const started = performance.now()
+      let headAt = 0
+      let settled = false
+      let statusRetry: Decision = NO
+      let handedOn = false
+      const settle = (result: AttemptResult) => {
+        if (settled) return
+        settled = true
+        state.end(result, (headAt > 0 ? headAt : performance.now()) - started)
+      }
+
+      const direct = responseSink(ctx, draining, plan, picked.setCookie)
+      // response-phase agents: the head waits for their decision (ResponseHold.ts)
+      const held = plan.responseHook === undefined ? undefined : holdResponse(ctx, plan.responseHook, direct)
+      const base: ResponseSink = held ?? direct
+      const retryable = retry.policy.retryableStatusCodes
+      const sink: ResponseSink =
+        retryable.length === 0
+          ? {
+              start: (status, raw) => {
+                headAt = performance.now()
+                return (handedOn = base.start(status, raw))
+              },
+              data: base.data,
+              onDrain: base.onDrain,
+              end: base.end
+            }
+          : {
+              start: (status, raw) => {
+                headAt = performance.now()
+                if (retryable.includes(status)) {
+                  statusRetry = decide(n, body, "status", true, false, status)
+                  // discard this answer (undici drains it) and try again elsewhere
+                  if (statusRetry.retry) return false
+                }
+                return (handedOn = base.start(status, raw))
+              },
+              data: base.data,
+              onDrain: base.onDrain,
+              end: base.end
+            }
+
+      const again = (d: Decision & { retry: true }, error: ProxyError): Effect.Effect<void, ProxyError> => {
+        observer.retry(upstream.id, plan.id, d.reason)
+        const next = Effect.suspend(() => attempt(n + 1, body, error))
+        return d.delayMs > 0 ? Effect.delay(next, d.delayMs) : next
+      }
+
+      const request: ForwardRequest = {
+        method: ctx.method,
+        path: ctx.upstreamPath,
+        headers: ctx.upstreamHeaders,
+        body: body.body,
+        headersTimeoutMs: retry.headersTimeoutMs,
+        bodyIdleTimeoutMs: upstream.bodyIdleTimeoutMs
+      }
+      return forward(target.pool.pool, { upstream: upstream.id, target: target.key }, request, sink).pipe(
+        Effect.onInterrupt(() => Effect.sync(() => settle("aborted"))),
+        Effect.matchEffect({
+          onSuccess: (outcome): Effect.Effect<void, ProxyError> => {
+            settle(resultOfStatus(outcome.status))
+            if (statusRetry.retry) {
+              observer.failure(upstream.id, plan.id, `status_${outcome.status}`)
+              return again(statusRetry, new RequestRejected({ status: 502, reason: `upstream_status_${outcome.status}` }))
+            }
+            if (outcome.discarded) {
+              return Effect.fail(new RequestRejected({ status: 502, reason: ctx.error ?? "upstream_discarded" }))
+            }
+            return held === undefined ? Effect.void : held.settled
+          },
+          onFailure: (error): Effect.Effect<void, ProxyError> => {
+            if (ctx.bodyTooLarge) {
+              // our own limit tore the upload down: not the target's fault
+              settle("aborted")
+              return Effect.fail(new RequestRejected({ status: 413, reason: "body_too_large" }))
+            }
+            if (statusRetry.retry) {
+              // the discarded retryable answer then failed while draining: retry as decided
+              settle("server-error")
+              observer.failure(upstream.id, plan.id, errorAnswer(error).reason)
+              return again(statusRetry, error)
+            }
+            settle(targetResult(error))
+            observer.failure(upstream.id, plan.id, errorAnswer(error).reason)
+            const d = decide(n, body, failureKind(error), requestSentOf(error), handedOn)
+            if (!d.retry) return Effect.fail(error)
+            held?.dispose()
+            return again(d, error)
+          }
+        }),
+        held === undefined ? (e) => e : Effect.ensuring(Effect.sync(held.dispose))
       )
-    )
+    }
+
+    const prepared = requestBody(ctx, dp, retry.bufferLimit)
+    return Effect.isEffect(prepared)
+      ? Effect.flatMap(prepared, (body) => attempt(1, body, undefined))
+      : attempt(1, prepared, undefined)
   })
 
 export const withDeadline = (effect: Effect.Effect<void, ProxyError>, plan: RoutePlan): Effect.Effect<void, ProxyError> =>
@@ -133,4 +432,3 @@ export const withDeadline = (effect: Effect.Effect<void, ProxyError>, plan: Rout
         onTimeout: (): ProxyError => new RequestTimeout({ phase: "route" })
       })
     : effect
-

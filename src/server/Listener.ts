@@ -3,12 +3,29 @@
  * timeouts of the configuration, malformed-request answers that are logged
  * and counted, connection accounting, and a drain that lets in-flight
  * requests finish before the sockets close.
+ *
+ * Slow clients (edge-security.md §3), each with its own deadline:
+ * - header timeout (slowloris) and total request timeout: node's own timers,
+ *   swept every `connectionsCheckingInterval` (set to at most 500 ms, so a
+ *   socket is closed well within a second of its deadline; node's default is 30 s);
+ * - body idle timeout (slow POST): the socket's inactivity timer while a body
+ *   is being received;
+ * - write timeout (slow read): a sweep that closes a connection whose pending
+ *   response bytes made no progress for that long;
+ * - keep-alive timeout and requests per connection: node's.
+ *
+ * Admission: connections are counted in total and per client IP (503 and
+ * close above either limit), requests go through the shared in-flight
+ * `Admission` (bounded queue, 503 when full or after the queue timeout).
  */
 import * as http from "node:http"
 import type { Socket } from "node:net"
 import { Data, Duration, Effect, Scope } from "effect"
 import type { LimitsConfig, ListenerConfig } from "../config/Schema.js"
 import { errorBody, statusText } from "../pipeline/ErrorResponse.js"
+import { Admission, ConnectionTracker, defaultAdmissionConfig, type AdmissionConfig, type ConnectionLimits } from "./Admission.js"
+import { isClosing, markClosing, validationConfigFor } from "./EdgePolicy.js"
+import { nodeServerOptionsFor } from "./RequestValidation.js"
 
 export class ListenerBindFailed extends Data.TaggedError("ListenerBindFailed")<{
   readonly listener: string
@@ -17,9 +34,17 @@ export class ListenerBindFailed extends Data.TaggedError("ListenerBindFailed")<{
 }> {}
 
 export interface ListenerHooks {
-  /** A request the HTTP parser refused before it became a request (400/408/413/431). */
+  /**
+   * A request or connection refused before it reached the pipeline: the HTTP parser's
+   * refusals (400/408/413/431), slow clients (408, or closed), admission and connection
+   * limits (503). Count and log it.
+   */
   readonly onClientError: (listenerId: string, status: number, reason: string, clientIp: string) => void
   readonly onConnection: (open: number) => void
+  /** In-flight admission shared by every listener of the process. Default: one per listener from `limits`. */
+  readonly admission?: Admission
+  /** Connection accounting shared by every listener. Default: one per listener from `limits`. */
+  readonly connections?: ConnectionTracker
 }
 
 export interface ListenerHandle {
@@ -40,13 +65,64 @@ const CLIENT_ERRORS: Record<string, readonly [number, string]> = {
   ERR_HTTP_HEADERS_TIMEOUT: [408, "headers_timeout"]
 }
 
-const rawAnswer = (status: number, reason: string): string => {
+const rawAnswer = (status: number, reason: string, extra = ""): string => {
   const body = errorBody(status, reason, "-")
   return (
     `HTTP/1.1 ${status} ${statusText(status)}\r\n` +
-    `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n` +
+    `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n` +
     body
   )
+}
+
+/** `limits {…}` -> admission settings (defaults documented in Schema.ts / Admission.ts). */
+export const admissionConfigFor = (limits: LimitsConfig): AdmissionConfig => ({
+  maxInFlight: limits.maxInFlightRequests,
+  queueSize: limits.inFlightQueueSize ?? defaultAdmissionConfig.queueSize,
+  queueTimeoutMs:
+    limits.inFlightQueueTimeout === undefined ? defaultAdmissionConfig.queueTimeoutMs : Duration.toMillis(limits.inFlightQueueTimeout)
+})
+
+export const connectionLimitsFor = (limits: LimitsConfig): ConnectionLimits => ({
+  maxTotal: limits.maxTotalConnections,
+  maxPerClient: limits.maxConnectionsPerClient
+})
+
+/** Timer settings of one listener, in milliseconds (0 = off). */
+export interface ListenerTimeouts {
+  readonly headerMs: number
+  readonly requestMs: number
+  readonly bodyIdleMs: number
+  readonly writeMs: number
+  readonly keepAliveMs: number
+  /** How often node's header/request deadlines and our write deadline are checked. */
+  readonly checkMs: number
+}
+
+const ms = (d: Duration.Duration | undefined, fallback: number): number => (d === undefined ? fallback : Duration.toMillis(d))
+
+export const listenerTimeouts = (config: ListenerConfig): ListenerTimeouts => {
+  const requestMs = ms(config.requestTimeout, 60_000)
+  let headerMs = ms(config.headerTimeout, 10_000)
+  // node refuses headersTimeout > requestTimeout; the head is part of the request anyway
+  if (requestMs > 0 && (headerMs === 0 || headerMs > requestMs)) headerMs = requestMs
+  const bodyIdleMs = ms(config.bodyIdleTimeout, 30_000)
+  const writeMs = ms(config.writeTimeout, 30_000)
+  const shortest = Math.min(...[headerMs, requestMs, bodyIdleMs, writeMs].filter((n) => n > 0), 2000)
+  return {
+    headerMs,
+    requestMs,
+    bodyIdleMs,
+    writeMs,
+    keepAliveMs: ms(config.keepaliveTimeout, 75_000),
+    checkMs: Math.max(50, Math.min(500, Math.floor(shortest / 4)))
+  }
+}
+
+interface WriteWatch {
+  /** Bytes the socket had flushed at the last check. */
+  flushed: number
+  /** When the pending output stopped making progress (0 = it is making progress). */
+  stalledSince: number
 }
 
 export const startListener = (
@@ -56,35 +132,54 @@ export const startListener = (
   hooks: ListenerHooks
 ): Effect.Effect<ListenerHandle, ListenerBindFailed, Scope.Scope> =>
   Effect.gen(function* () {
-    const requestTimeout = Duration.toMillis(config.requestTimeout)
+    const t = listenerTimeouts(config)
+    const nodeOptions = nodeServerOptionsFor(validationConfigFor(limits))
     const server = http.createServer({
-      maxHeaderSize: limits.maxHeaderSize,
-      requestTimeout,
-      headersTimeout: Math.min(requestTimeout, 60_000),
-      keepAliveTimeout: Duration.toMillis(config.keepaliveTimeout),
+      maxHeaderSize: nodeOptions.maxHeaderSize,
+      requestTimeout: t.requestMs,
+      headersTimeout: t.headerMs,
+      keepAliveTimeout: t.keepAliveMs,
+      connectionsCheckingInterval: t.checkMs,
+      // Never lenient, whatever the command line says (edge-security.md §2.2): not configurable.
       insecureHTTPParser: false,
       requireHostHeader: true,
       joinDuplicateHeaders: false,
-      noDelay: true,
-      connectionsCheckingInterval: 1000
+      noDelay: true
     })
     // Node silently drops headers past the count but still uses them for framing:
-    // keep one more than the limit so the pipeline can see the overflow and answer 431.
-    server.maxHeadersCount = limits.maxHeaderCount + 1
+    // keep one more than the limit so the validator sees the overflow and answers 431.
+    server.maxHeadersCount = nodeOptions.maxHeadersCount
     server.maxRequestsPerSocket = config.keepaliveMaxRequests ?? 0
-    server.maxConnections = limits.maxTotalConnections
+    const admission = hooks.admission ?? new Admission(admissionConfigFor(limits))
+    const connections = hooks.connections ?? new ConnectionTracker(connectionLimitsFor(limits))
 
     let inFlight = 0
     let draining = false
     let idle: (() => void) | undefined
     let open = 0
     const sockets = new Set<Socket>()
+    /** Sockets refused at accept time: whatever they send is never served. */
+    const refused = new WeakSet<Socket>()
 
-    server.on("connection", (socket: Socket) => {
+    // Runs before node's own connection listener, so a refused socket never gets a parser.
+    server.prependListener("connection", (socket: Socket) => {
+      const ip = socket.remoteAddress ?? ""
+      const refusal = connections.tryOpen(ip)
+      if (refusal !== undefined) {
+        refused.add(socket)
+        hooks.onClientError(config.id, 503, refusal, ip)
+        socket.on("error", () => socket.destroy())
+        socket.end(rawAnswer(503, refusal, "retry-after: 1\r\n"))
+        // do not wait for the client to read: a flood must not hold sockets open
+        const timer = setTimeout(() => socket.destroy(), 1000)
+        socket.once("close", () => clearTimeout(timer))
+        return
+      }
       open++
       sockets.add(socket)
       hooks.onConnection(open)
       socket.once("close", () => {
+        connections.close(ip)
         open--
         sockets.delete(socket)
         hooks.onConnection(open)
@@ -94,13 +189,90 @@ export const startListener = (
     server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
       const known = CLIENT_ERRORS[err.code ?? ""]
       const [status, reason] = known ?? [400, "bad_request"]
-      if (err.code === "ECONNRESET" || !socket.writable) {
+      const pending = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage
+      if (err.code === "ECONNRESET" || !socket.writable || refused.has(socket) || pending?.headersSent === true) {
         socket.destroy()
         return
       }
       hooks.onClientError(config.id, status, reason, socket.remoteAddress ?? "")
       socket.end(rawAnswer(status, reason))
     })
+
+    // CONNECT never reaches the request handler in node (it is an upgrade); without a listener
+    // the socket would just be dropped. A reverse proxy does not tunnel: 405 (nginx).
+    server.on("connect", (_req: http.IncomingMessage, socket: Socket) => {
+      hooks.onClientError(config.id, 405, "method_connect", socket.remoteAddress ?? "")
+      socket.on("error", () => socket.destroy())
+      socket.end(rawAnswer(405, "method_connect", "allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"))
+    })
+
+    // Slow read: a response whose pending bytes do not move for `writeMs` is abandoned.
+    const watched = new Map<http.ServerResponse, WriteWatch>()
+    const sweep =
+      t.writeMs > 0
+        ? setInterval(() => {
+            const now = Date.now()
+            for (const [res, w] of watched) {
+              const socket = res.socket
+              if (socket === null || socket.destroyed) continue
+              const pending = socket.writableLength
+              if (pending === 0) {
+                w.stalledSince = 0
+                continue
+              }
+              const flushed = socket.bytesWritten - pending
+              if (flushed !== w.flushed || w.stalledSince === 0) {
+                w.flushed = flushed
+                w.stalledSince = now
+                continue
+              }
+              if (now - w.stalledSince >= t.writeMs) {
+                hooks.onClientError(config.id, 408, "write_timeout", socket.remoteAddress ?? "")
+                socket.destroy()
+              }
+            }
+          }, t.checkMs)
+        : undefined
+    sweep?.unref()
+    yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(sweep)))
+
+    /** Slow POST: the socket's inactivity timer runs while the body is being received. */
+    const watchBody = (req: http.IncomingMessage, res: http.ServerResponse, socket: Socket) => {
+      const te = req.headers["transfer-encoding"]
+      const cl = req.headers["content-length"]
+      if (te === undefined && (cl === undefined || cl === "0")) return
+      const onTimeout = () => {
+        if (req.complete || res.writableEnded) return
+        // We are the ones not reading (back-pressure from the upstream): not the client's fault.
+        if (req.readableLength > 0) {
+          socket.setTimeout(t.bodyIdleMs)
+          return
+        }
+        hooks.onClientError(config.id, 408, "body_idle_timeout", socket.remoteAddress ?? "")
+        markClosing(socket)
+        if (!res.headersSent) {
+          const body = errorBody(408, "body_idle_timeout", "-")
+          try {
+            res.shouldKeepAlive = false
+            res.writeHead(408, { "content-type": "application/json", "content-length": Buffer.byteLength(body), connection: "close" })
+            res.end(body, () => socket.destroy())
+            const timer = setTimeout(() => socket.destroy(), 1000)
+            socket.once("close", () => clearTimeout(timer))
+            return
+          } catch {
+            // fall through
+          }
+        }
+        socket.destroy()
+      }
+      // A listener on res stops node's default (destroy on socket timeout) during this request.
+      res.on("timeout", onTimeout)
+      socket.setTimeout(t.bodyIdleMs)
+      req.once("end", () => {
+        // node arms its keep-alive timer when the response finishes; never clear that one
+        if (!res.writableFinished) socket.setTimeout(0)
+      })
+    }
 
     const handle: ListenerHandle = {
       id: config.id,
@@ -126,14 +298,45 @@ export const startListener = (
         }
         server.closeAllConnections()
         for (const s of sockets) s.destroy()
+        clearInterval(sweep)
         await closed
       }
     }
 
     const handler = onRequest(handle)
+    const refuse = (req: http.IncomingMessage, res: http.ServerResponse, reason: string) => {
+      hooks.onClientError(config.id, 503, reason, req.socket.remoteAddress ?? "")
+      if (res.headersSent || res.destroyed) return
+      const body = errorBody(503, reason, "-")
+      res.shouldKeepAlive = false
+      markClosing(req.socket)
+      res.writeHead(503, {
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(body),
+        "retry-after": "1",
+        connection: "close"
+      })
+      res.end(body)
+    }
+
     server.on("request", (req, res) => {
+      const socket = req.socket
+      if (refused.has(socket)) {
+        socket.destroy()
+        return
+      }
+      // pipelined behind a refused request: never served (node closes after the refusal)
+      if (isClosing(socket)) return
       inFlight++
+      if (t.writeMs > 0) watched.set(res, { flushed: 0, stalledSince: 0 })
+      if (t.bodyIdleMs > 0) watchBody(req, res, socket)
+      const ticket = admission.admit(
+        () => handler(req, res),
+        (why) => refuse(req, res, why)
+      )
       res.once("close", () => {
+        ticket.release()
+        watched.delete(res)
         inFlight--
         if (draining) {
           // Responses during a drain carry `Connection: close`; sweep what went idle.
@@ -141,7 +344,6 @@ export const startListener = (
           if (inFlight === 0) idle?.()
         }
       })
-      handler(req, res)
     })
 
     const port = yield* Effect.async<number, ListenerBindFailed>((resume) => {

@@ -76,8 +76,8 @@ export const nodeServerOptionsFor = (config: RequestValidationConfig) => ({
 
 /** The parts of `http.IncomingMessage` this module reads. */
 export interface IncomingRequestHead {
-  readonly method: string | undefined
-  readonly url: string | undefined
+  readonly method?: string | undefined
+  readonly url?: string | undefined
   readonly httpVersion: string
   readonly rawHeaders: ReadonlyArray<string>
 }

@@ -131,8 +131,10 @@ export const forward = (
 
     const fireTimeout = (phase: "headers" | "body-idle") => {
       if (done) return
-      // Fail first so the error reports the phase, then tear the exchange down.
-      finish(Effect.fail(new UpstreamTimeout({ ...ref, phase, requestSent: true })))
+      // Fail first so the error reports the phase, then tear the exchange down. undici calls
+      // onConnect just before writing the request: without it nothing reached the upstream
+      // (still queued or connecting), which makes the attempt safe to retry elsewhere.
+      finish(Effect.fail(new UpstreamTimeout({ ...ref, phase, requestSent: abort !== undefined })))
       abort?.(new AbortedByProxy(`upstream ${phase} timeout`))
     }
 

@@ -2,6 +2,7 @@
 // The config helper implements it with effect/Schema; field names below are the contract.
 // Durations are effect `Duration.Duration`; sizes are numbers of bytes (branded `Bytes` ok).
 import type { Duration } from "effect"
+import type * as S from "../../src/config/Schema.js"
 
 export interface SentinelConfig {
   readonly schemaVersion: string                // "1.0"
@@ -11,7 +12,8 @@ export interface SentinelConfig {
   readonly routes: ReadonlyArray<RouteConfig>
   readonly limits: LimitsConfig
   readonly observability: ObservabilityConfig
-  // later issues add: filters, agents (issue 4/5) — until then those blocks are "not supported yet"
+  readonly filters: ReadonlyArray<S.FilterConfig>
+  readonly agents: ReadonlyArray<S.AgentConfig>
 }
 export interface SystemConfig {
   readonly workerThreads: number                 // 1 here means single process; 0 = cores (issue 6)
@@ -21,15 +23,21 @@ export interface SystemConfig {
   readonly autoReload: boolean                   // #false
   readonly routeCacheSize: number                // 1000
   readonly pidFile?: string
+  readonly dns: S.DnsConfig
 }
 export interface ListenerConfig {
   readonly id: string
   readonly address: { readonly host: string; readonly port: number }   // "0.0.0.0:8080", "[::1]:80"
   readonly protocol: "http" | "https" | "h2"     // only "http" accepted in issue 2 ("not supported yet" for others)
   readonly requestTimeout: Duration.Duration     // request-timeout-secs 60
+  readonly headerTimeout: Duration.Duration      // header-timeout-secs 10
+  readonly bodyIdleTimeout: Duration.Duration    // body-idle-timeout-secs 30
+  readonly writeTimeout: Duration.Duration       // write-timeout-secs 30
   readonly keepaliveTimeout: Duration.Duration   // keepalive-timeout-secs 75
   readonly keepaliveMaxRequests?: number
   readonly defaultRoute?: string
+  readonly admin: boolean                        // #false
+  readonly trustedProxies: ReadonlyArray<string> // none
 }
 export interface TargetConfig {
   readonly address: string      // "host:port" as written
@@ -40,7 +48,17 @@ export interface TargetConfig {
 export interface UpstreamConfig {
   readonly id: string
   readonly targets: ReadonlyArray<TargetConfig>       // at least one
-  readonly loadBalancing: string                 // "round_robin" default; issue 3 refines into a union
+  readonly loadBalancing: S.LoadBalancingAlgorithm   // "round_robin"
+  readonly hashKey: S.HashKey
+  readonly virtualNodes: number
+  readonly maglevTableSize: number
+  readonly sticky: S.StickyConfig
+  readonly healthCheck?: S.HealthCheckConfig
+  readonly passiveHealth: S.PassiveHealthConfig
+  readonly circuitBreaker: S.CircuitBreakerConfig
+  readonly retryBudget: S.RetryBudgetConfig
+  readonly tls?: S.UpstreamTlsConfig
+  readonly httpVersion: S.HttpVersionConfig
   readonly timeouts: {
     readonly connect: Duration.Duration          // 10s
     readonly request: Duration.Duration          // 60s (total, per attempt)
@@ -73,12 +91,16 @@ export interface RouteConfig {
   readonly id: string
   readonly priority: number                      // low 10, normal 50 (default), high 100, critical 1000, or integer
   readonly matches: ReadonlyArray<RouteMatch>    // in document order
-  readonly upstream?: string                     // exactly one of upstream / builtinHandler (/ static-files later)
+  readonly upstream?: string                     // exactly one of upstream / builtinHandler / staticFiles
   readonly builtinHandler?: BuiltinHandler
+  readonly staticFiles?: S.StaticFilesConfig
+  readonly filters: ReadonlyArray<string>
+  readonly retryPolicy?: S.RetryPolicyConfig
   readonly policies: {
     readonly requestHeaders: HeaderOps
     readonly responseHeaders: HeaderOps
     readonly timeout?: Duration.Duration         // timeout-secs: whole-request deadline for this route
+    readonly failureMode?: "open" | "closed"
   }
 }
 export interface LimitsConfig {
@@ -89,6 +111,14 @@ export interface LimitsConfig {
   readonly maxConnectionsPerClient: number       // 100
   readonly maxTotalConnections: number           // 10000
   readonly maxInFlightRequests: number           // 10000
+  readonly inFlightQueueSize: number             // 1000
+  readonly inFlightQueueTimeout: Duration.Duration  // 5s
+  readonly maxHeaderLineSize: number             // 8192
+  readonly underscoresInHeaders: "drop" | "reject" | "allow"
+  readonly allowTrace: boolean
+  readonly mergeSlashes: boolean
+  readonly normalizePath: boolean
+  readonly escapedSlashes: "keep" | "reject"
 }
 export interface AccessLogConfig {
   readonly enabled: boolean                      // #true
@@ -101,5 +131,9 @@ export interface ObservabilityConfig {
     readonly level: "trace" | "debug" | "info" | "warn" | "error"   // info
     readonly format: "json" | "pretty"           // json
     readonly accessLog: AccessLogConfig
+    readonly errorLog: S.ErrorLogConfig
+    readonly auditLog: S.AuditLogConfig
   }
+  readonly metrics: S.MetricsConfig
+  readonly tracing?: S.TracingConfig
 }

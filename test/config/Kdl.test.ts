@@ -18,19 +18,29 @@ describe("Kdl decoder: values and defaults", () => {
     expect(c.schemaVersion).toBe("1.0")
     expect(c.system).toEqual({
       workerThreads: 1, maxConnections: 10000, gracefulShutdownTimeout: Duration.seconds(30),
-      traceIdFormat: "tinyflake", autoReload: false, routeCacheSize: 1000
+      traceIdFormat: "tinyflake", autoReload: false, routeCacheSize: 1000,
+      dns: { refreshMs: 30000, timeoutMs: 2000, maxStaleMs: 3600000, maxHosts: 10000 }
     })
     expect(c.listeners[0]).toEqual({
       id: "main", address: { host: "127.0.0.1", port: 8080 }, protocol: "http",
-      requestTimeout: Duration.seconds(60), keepaliveTimeout: Duration.seconds(75)
+      requestTimeout: Duration.seconds(60), keepaliveTimeout: Duration.seconds(75), headerTimeout: Duration.seconds(10),
+      bodyIdleTimeout: Duration.seconds(30), writeTimeout: Duration.seconds(30), admin: false, trustedProxies: []
     })
     expect(c.limits).toEqual({
       maxHeaderSize: 8192, maxHeaderCount: 100, maxBodySize: 10485760, maxUriLength: 8192,
-      maxConnectionsPerClient: 100, maxTotalConnections: 10000, maxInFlightRequests: 10000
+      maxConnectionsPerClient: 100, maxTotalConnections: 10000, maxInFlightRequests: 10000,
+      inFlightQueueSize: 1000, inFlightQueueTimeout: Duration.seconds(5), maxHeaderLineSize: 8192,
+      underscoresInHeaders: "drop", allowTrace: false, mergeSlashes: true, normalizePath: true, escapedSlashes: "keep"
     })
     expect(c.observability.logging).toEqual({
-      level: "info", format: "json", accessLog: { enabled: true, format: "json", bufferSize: 8192 }
+      level: "info", format: "json", accessLog: { enabled: true, format: "json", bufferSize: 8192 },
+      errorLog: { enabled: true, level: "warn", bufferSize: 8192 },
+      auditLog: { enabled: true, bufferSize: 8192, logBlocked: true, logAgentDecisions: true }
     })
+    expect(c.observability.metrics).toEqual({ enabled: false, address: { host: "127.0.0.1", port: 9090 }, path: "/metrics", maxSeriesPerMetric: 2000 })
+    expect(c.observability.tracing).toBeUndefined()
+    expect(c.filters).toEqual([])
+    expect(c.agents).toEqual([])
   })
 
   it("upstream targets in all three spellings, timeouts and pool with -secs aliases", () => {
@@ -129,12 +139,13 @@ describe("Kdl decoder: every error class, with file:line:col", () => {
   })
 
   it("not-supported-yet names are rejected, never ignored", () => {
-    expect(errs(L + `filters { }\nagents { }\nupstreams { upstream "u" { target "h:1"; health-check { }; }; }\nroutes { route "r" { builtin-handler "status"; retry-policy { }; }; }\nobservability { metrics { }; }`)).toEqual([
-      "t.kdl:2:1: `filters` is not supported yet",
-      "t.kdl:3:1: `agents` is not supported yet",
-      "t.kdl:4:42: `health-check` is not supported yet",
-      "t.kdl:5:48: `retry-policy` is not supported yet",
-      "t.kdl:6:17: `metrics` is not supported yet"
+    expect(errs(L + `waf { }\nnamespace "x" { }\nupstreams { upstream "u" { target "h:1"; retry-policy { }; }; }\nroutes { route "r" { builtin-handler "status"; shadow { }; }; }\nobservability { metrics { high-cardinality #true; }; }\nagents { agent "a" { unix-socket "/s"; grpc "h:1"; }; }`)).toEqual([
+      "t.kdl:2:1: `waf` is not supported yet",
+      "t.kdl:3:1: `namespace` is not supported yet",
+      "t.kdl:4:42: `retry-policy` is not supported yet",
+      "t.kdl:5:48: `shadow` is not supported yet",
+      "t.kdl:6:27: `high-cardinality` is not supported yet",
+      "t.kdl:7:40: `grpc` is not supported yet"
     ])
     expect(errs(`listeners { listener "a" { address "0.0.0.0:1"; protocol "https"; }; }`)).toEqual([
       "t.kdl:1:58: `protocol` \"https\" is not supported yet"
@@ -203,8 +214,8 @@ describe("Kdl decoder: every error class, with file:line:col", () => {
       "t.kdl:2:13: upstream \"u\" needs at least one `target`"
     ])
     expect(errs(L + `upstreams { upstream "u" { target "h:1"; }; }\nroutes {\n route "none" { priority 1; }\n route "both" { upstream "u"; builtin-handler "status"; }\n}`)).toEqual([
-      "t.kdl:4:2: route \"none\" needs an `upstream` or a `builtin-handler`",
-      "t.kdl:5:2: route \"both\" has both `upstream` and `builtin-handler`; use exactly one"
+      "t.kdl:4:2: route \"none\" needs an `upstream`, a `builtin-handler` or `static-files`",
+      "t.kdl:5:2: route \"both\" has `upstream` and `builtin-handler`; use exactly one"
     ])
   })
 

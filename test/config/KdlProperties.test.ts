@@ -8,7 +8,7 @@ import { arbitraryConfig } from "../support/configArbitrary.js"
 
 const kdlish = fc.string({
   unit: fc.oneof(
-    { weight: 3, arbitrary: fc.constantFrom("listeners", "listener", "upstream", "route", "routes", "matches", "target", "address", "weight=", "include", "system", "limits", "policies", "set", "rename") },
+    { weight: 3, arbitrary: fc.constantFrom("listeners", "listener", "upstream", "route", "routes", "matches", "target", "address", "weight=", "include", "system", "limits", "policies", "set", "rename", "filters", "filter", "type", "agents", "agent", "unix-socket", "config", "health-check", "load-balancing", "static-files", "retry-policy", "tracing", "backend", "circuit-breaker", "\"sticky\"", "\"agent\"", "\"headers\"", "admin #true") },
     { weight: 3, arbitrary: fc.constantFrom("{", "}", ";", "\n", " ", "\"", "=", "#true", "#null", "/-", "//", "/*", "*/", "\\", "r#\"", "\"#", "(", ")") },
     { weight: 2, arbitrary: fc.constantFrom("\"127.0.0.1:80\"", "\"/\"", "1", "-1", "1e400", "9007199254740993", "0x1F", "1.5", "\"${X}\"", "\"a\"") },
     { weight: 1, arbitrary: fc.char() }

@@ -68,6 +68,21 @@ describe("makeConfig / decodeConfig", () => {
     expect(() => S.makeConfig({ ...base, routes: [{ id: "r", upstream: "nope" }] })).toThrow(/unknown upstream "nope"/)
   })
 
+  it("checks filter, agent and admin references; a route needs exactly one of upstream, builtin, static files", () => {
+    const bad = (input: unknown) => Either.isLeft(S.decodeConfig(input))
+    const agents = [{ id: "waf", socketPath: "/run/waf.sock" }]
+    const filters = [{ id: "w", type: "agent" as const, agent: "waf" }]
+    expect(bad({ ...base, agents, filters, routes: [{ id: "r", upstream: "u", filters: ["w"] }] })).toBe(false)
+    expect(bad({ ...base, agents, filters, routes: [{ id: "r", upstream: "u", filters: ["nope"] }] })).toBe(true)
+    expect(bad({ ...base, agents, filters, routes: [{ id: "r", upstream: "u", filters: ["w", "w"] }] })).toBe(true)
+    expect(bad({ ...base, filters })).toBe(true)
+    expect(bad({ ...base, routes: [{ id: "r", builtinHandler: "config" }] })).toBe(true)
+    expect(bad({ ...base, listeners: [{ id: "l", address: "127.0.0.1:0", admin: true }], routes: [{ id: "r", builtinHandler: "config" }] })).toBe(false)
+    expect(bad({ ...base, routes: [{ id: "r", upstream: "u", staticFiles: { root: "/srv" } }] })).toBe(true)
+    expect(bad({ ...base, upstreams: [{ id: "u", targets: [{ address: "h:1" }], loadBalancing: "adaptive" }] })).toBe(true)
+    expect(bad({ ...base, upstreams: [{ id: "u", targets: [{ address: "h:1" }], tls: { clientCert: "/c" } }] })).toBe(true)
+  })
+
   it("encodeConfig gives back an input that decodes to the same config", () => {
     const c = S.makeConfig(base)
     expect(S.makeConfig(S.encodeConfig(c))).toEqual(c)

@@ -1,6 +1,6 @@
 /** `limits { ... }`: request and connection bounds. */
 import type { LimitsConfig } from "../Schema.js"
-import { type BlockSpec, block, bytes, positive, scalar } from "../KdlDecoder.js"
+import { type BlockSpec, block, bool, bytes, count, oneOf, positive, scalar, secs } from "../KdlDecoder.js"
 
 export const limitsSpec: BlockSpec<LimitsConfig> = {
   path: "limits",
@@ -14,7 +14,18 @@ export const limitsSpec: BlockSpec<LimitsConfig> = {
     maxUriLength: scalar(["max-uri-length", "max-uri-length-bytes"], positive),
     maxConnectionsPerClient: scalar("max-connections-per-client", positive),
     maxTotalConnections: scalar("max-total-connections", positive),
-    maxInFlightRequests: scalar("max-in-flight-requests", positive)
+    maxInFlightRequests: scalar("max-in-flight-requests", positive),
+    inFlightQueueSize: scalar("in-flight-queue-size", count),
+    inFlightQueueTimeout: scalar(["in-flight-queue-timeout-secs", "in-flight-queue-timeout"], secs),
+    maxHeaderLineSize: scalar(["max-header-line-size", "max-header-line-size-bytes"], (v, at, cx, what) => {
+      const n = bytes(v, at, cx, what)
+      return n === 0 ? cx.error(at, `${what} must be at least 1`) : n
+    }),
+    underscoresInHeaders: scalar("underscores-in-headers", oneOf(["drop", "reject", "allow"] as const)),
+    allowTrace: scalar("allow-trace", bool),
+    mergeSlashes: scalar("merge-slashes", bool),
+    normalizePath: scalar("normalize-path", bool),
+    escapedSlashes: scalar("escaped-slashes", oneOf(["keep", "reject"] as const))
   }
 }
 

@@ -1,9 +1,18 @@
 /** `listeners { listener "id" { ... } }`: where the proxy accepts connections. */
 import type { ListenerConfig } from "../Schema.js"
 import { protocolsNotSupportedYet } from "../NotSupportedYet.js"
+import { parseCidr } from "../../server/RequestValidation.js"
 import {
-  type BlockSpec, block, compact, custom, entity, hostPort, nonEmpty, oneOf, positive, scalar, secs, shape
+  type BlockSpec, type Val, block, bool, compact, custom, entity, hostPort, list, nonEmpty, oneOf, positive, scalar, secs,
+  shape, str
 } from "../KdlDecoder.js"
+
+/** A trusted-proxy entry: an address or a CIDR (checked with the same parser the runtime uses). */
+const cidr: Val<string> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  return parseCidr(s) === null ? cx.error(at, `${what} entry ${JSON.stringify(s)} is not an IP address or CIDR like "10.0.0.0/8"`) : s
+}
 
 type ListenerFields = Omit<ListenerConfig, "id">
 
@@ -13,6 +22,9 @@ export const listenerSpec: BlockSpec<ListenerFields> = {
     address: scalar("address", hostPort),
     protocol: scalar("protocol", oneOf(["http"] as const, { notSupported: protocolsNotSupportedYet })),
     requestTimeout: scalar(["request-timeout-secs", "request-timeout"], secs),
+    headerTimeout: scalar(["header-timeout-secs", "header-timeout"], secs),
+    bodyIdleTimeout: scalar(["body-idle-timeout-secs", "body-idle-timeout"], secs),
+    writeTimeout: scalar(["write-timeout-secs", "write-timeout"], secs),
     keepaliveTimeout: scalar(["keepalive-timeout-secs", "keepalive-timeout"], secs),
     keepaliveMaxRequests: scalar("keepalive-max-requests", positive),
     defaultRoute: custom("default-route", (node, cx) => {
@@ -21,7 +33,13 @@ export const listenerSpec: BlockSpec<ListenerFields> = {
       const id = nonEmpty(e.getValue(), e, cx, "`default-route`")
       if (id !== undefined) cx.reference("route", id, e, "default-route references")
       return id
-    })
+    }),
+    admin: scalar("admin", (v, at, cx, what) => {
+      const b = bool(v, at, cx, what)
+      if (b === true) cx.fact("admin-listener")
+      return b
+    }),
+    trustedProxies: list("trusted-proxies", cidr)
   }
 }
 

@@ -1,11 +1,15 @@
 /** `routes { route "id" { ... } }`: which requests go where. */
 import type { Node } from "@bgotink/kdl"
-import { BuiltinHandler, type HeaderOps, namedPriorities, type RouteConfig, type RouteMatch } from "../Schema.js"
+import {
+  BuiltinHandler, type HeaderOps, namedPriorities, type RetryPolicyConfig, type RouteConfig, type RouteMatch,
+  type StaticFilesConfig
+} from "../Schema.js"
+import { retryPolicyField } from "./Resilience.js"
 import { builtinHandlersNotSupportedYet } from "../NotSupportedYet.js"
 import { hint } from "../ConfigIssue.js"
 import {
-  type BlockSpec, type Cx, type Val, block, children, compact, custom, decodeBlock, entity, many, nonEmpty, oneOf,
-  scalar, secs, shape, str
+  type BlockSpec, type Cx, type Val, block, bool, bytes, children, compact, custom, decodeBlock, entity, many, nonEmpty,
+  oneOf, scalar, secs, shape, str
 } from "../KdlDecoder.js"
 
 const token = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
@@ -22,7 +26,7 @@ const headerValue: Val<string> = (v, at, cx, what) => {
 }
 
 /** A block of `"Name" "value"` lines (`set { ... }`, `rename { "Old" "New" }`). */
-const pairs = (name: string, second: Val<string>) =>
+export const pairs = (name: string, second: Val<string>) =>
   custom(name, (node, cx): ReadonlyArray<readonly [string, string]> | undefined => {
     if (!shape(node, cx, { args: [0, 0], children: true })) return undefined
     if (node.children === null) return cx.error(node, `\`${name}\` needs a { "Name" "value" } block`)
@@ -41,13 +45,13 @@ const pairs = (name: string, second: Val<string>) =>
     return out
   }, { many: true })
 
-const removeField = many(custom("remove", (node, cx) => {
+export const removeField = many(custom("remove", (node, cx) => {
   if (!shape(node, cx, { args: [1, Infinity] })) return undefined
   const names = node.getArgumentEntries().map((e) => headerName(e.getValue(), e, cx, "`remove`"))
   return names.every((n) => n !== undefined) ? (names as Array<string>) : undefined
 }))
 
-const headerOpsSpec = (path: string): BlockSpec<HeaderOps> => ({
+export const headerOpsSpec = (path: string): BlockSpec<HeaderOps> => ({
   path,
   fields: {
     rename: pairs("rename", headerName),
@@ -58,6 +62,14 @@ const headerOpsSpec = (path: string): BlockSpec<HeaderOps> => ({
 })
 
 /** Repeated `set {}` / `remove` lines concatenate. */
+export const flattenHeaderOps = (f: Partial<HeaderOps>): Partial<HeaderOps> =>
+  compact({
+    rename: (f.rename as unknown as ReadonlyArray<ReadonlyArray<readonly [string, string]>> | undefined)?.flat(),
+    set: (f.set as unknown as ReadonlyArray<ReadonlyArray<readonly [string, string]>> | undefined)?.flat(),
+    add: (f.add as unknown as ReadonlyArray<ReadonlyArray<readonly [string, string]>> | undefined)?.flat(),
+    remove: (f.remove as unknown as ReadonlyArray<ReadonlyArray<string>> | undefined)?.flat()
+  })
+
 const headerOps = (name: string, path: string) =>
   block(name, headerOpsSpec(path), (f) =>
     compact({
@@ -73,9 +85,68 @@ const policiesSpec: BlockSpec<RouteConfig["policies"]> = {
   fields: {
     requestHeaders: headerOps("request-headers", "routes.route.policies.request-headers"),
     responseHeaders: headerOps("response-headers", "routes.route.policies.response-headers"),
-    timeout: scalar(["timeout-secs", "timeout"], secs)
+    timeout: scalar(["timeout-secs", "timeout"], secs),
+    failureMode: scalar("failure-mode", oneOf(["open", "closed"] as const, {
+      aliases: { "fail-open": "open", fail_open: "open", "fail-closed": "closed", fail_closed: "closed" }
+    }))
   }
 }
+
+// --- static-files ----------------------------------------------------------------
+
+const urlPath: Val<string> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  // eslint-disable-next-line no-control-regex
+  return s.startsWith("/") && !/[\x00-\x20\x7f?#]/.test(s) ? s : cx.error(at, `${what} must be a URL path starting with "/", got ${JSON.stringify(s)}`)
+}
+
+const fileName: Val<string> = (v, at, cx, what) => {
+  const s = nonEmpty(v, at, cx, what)
+  if (s === undefined) return undefined
+  return /[/\\\0]/.test(s) || s === "." || s === ".." ? cx.error(at, `${what} must be a file name, got ${JSON.stringify(s)}`) : s
+}
+
+const headerValueStr: Val<string> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  return /[\r\n\0]/.test(s) ? cx.error(at, `${what} must not contain CR, LF or NUL`) : s
+}
+
+export const staticFilesSpec: BlockSpec<StaticFilesConfig> = {
+  path: "routes.route.static-files",
+  fields: {
+    root: scalar("root", nonEmpty),
+    index: scalar("index", fileName),
+    directoryListing: scalar("directory-listing", bool),
+    cacheControl: scalar("cache-control", headerValueStr),
+    compress: scalar("compress", bool),
+    compressMinSize: scalar("compress-min-size", bytes),
+    fallback: scalar("fallback", urlPath),
+    allowDotfiles: scalar("allow-dotfiles", bool)
+  }
+}
+
+const staticFilesField = block("static-files", staticFilesSpec, (f, node, cx) => {
+  if (f.root === undefined) {
+    if (!node.children?.nodes.some((n) => n.getName() === "root")) cx.error(node, "`static-files` needs a `root` directory")
+    return undefined
+  }
+  return f
+})
+
+/** `filters "a" "b"`: references checked once the whole document is read; repeated lines concatenate. */
+const filtersField = many(custom("filters", (node, cx): ReadonlyArray<string> | undefined => {
+  if (!shape(node, cx, { args: [1, Infinity] })) return undefined
+  const out: Array<string> = []
+  for (const e of node.getArgumentEntries()) {
+    const id = nonEmpty(e.getValue(), e, cx, "filter id")
+    if (id === undefined) return undefined
+    cx.reference("filter", id, e, "references")
+    out.push(id)
+  }
+  return out
+}))
 
 // --- matches ---------------------------------------------------------------
 
@@ -158,6 +229,9 @@ interface RouteFields {
   readonly matches: ReadonlyArray<RouteMatch>
   readonly upstream: string
   readonly builtinHandler: BuiltinHandler
+  readonly staticFiles: StaticFilesConfig
+  readonly filters: ReadonlyArray<string>
+  readonly retryPolicy: Partial<RetryPolicyConfig>
   readonly policies: Partial<RouteConfig["policies"]>
 }
 
@@ -173,22 +247,40 @@ export const routeSpec: BlockSpec<RouteFields> = {
       if (id !== undefined) cx.reference("upstream", id, e, "references")
       return id
     }),
-    builtinHandler: scalar("builtin-handler", oneOf(BuiltinHandler.literals, { notSupported: builtinHandlersNotSupportedYet })),
+    builtinHandler: custom("builtin-handler", (node, cx) => {
+      if (!shape(node, cx, { args: [1, 1] })) return undefined
+      const e = node.getArgumentEntry(0)!
+      const h = oneOf(BuiltinHandler.literals, { notSupported: builtinHandlersNotSupportedYet })(e.getValue(), e, cx, "`builtin-handler`")
+      if (h === "config") {
+        cx.need("admin-listener", e, "builtin-handler \"config\" is served only on admin listeners; add `admin #true` to a listener (bound to a private address)")
+      }
+      return h
+    }),
+    staticFiles: staticFilesField,
+    filters: filtersField,
+    retryPolicy: retryPolicyField,
     policies: block("policies", policiesSpec)
   }
 }
 
 export const routeField = entity("route", routeSpec, (id, f, node, cx) => {
   const written = (n: string) => node.children?.nodes.some((c) => c.getName() === n) ?? false
-  const hasUpstream = written("upstream")
-  const hasBuiltin = written("builtin-handler")
-  if (hasUpstream && hasBuiltin) {
-    return cx.error(node, `route "${id}" has both \`upstream\` and \`builtin-handler\`; use exactly one`)
+  const targets = ["upstream", "builtin-handler", "static-files"].filter(written)
+  if (targets.length > 1) {
+    return cx.error(node, `route "${id}" has ${targets.map((t) => `\`${t}\``).join(" and ")}; use exactly one`)
   }
-  if (!hasUpstream && !hasBuiltin) {
-    return cx.error(node, `route "${id}" needs an \`upstream\` or a \`builtin-handler\``)
+  if (targets.length === 0) {
+    return cx.error(node, `route "${id}" needs an \`upstream\`, a \`builtin-handler\` or \`static-files\``)
   }
-  return compact({ id, ...f })
+  const filters = (f.filters as unknown as ReadonlyArray<ReadonlyArray<string>> | undefined)?.flat()
+  if (filters !== undefined) {
+    const seen = new Set<string>()
+    for (const x of filters) {
+      if (seen.has(x)) return cx.error(node, `route "${id}" lists filter "${x}" twice`)
+      seen.add(x)
+    }
+  }
+  return compact({ id, ...f, filters })
 })
 
 export const routesSpec: BlockSpec<{ route: ReadonlyArray<unknown> }> = {

@@ -1,6 +1,16 @@
 /** `system { ... }`: process-wide settings. */
-import type { SystemConfig } from "../Schema.js"
-import { type BlockSpec, block, bool, count, oneOf, positive, scalar, secs, str } from "../KdlDecoder.js"
+import type { DnsConfig, SystemConfig } from "../Schema.js"
+import { type BlockSpec, block, bool, count, oneOf, positive, positiveMs, scalar, secs, secsMs, str } from "../KdlDecoder.js"
+
+export const dnsSpec: BlockSpec<DnsConfig> = {
+  path: "system.dns",
+  fields: {
+    refreshMs: scalar(["refresh-secs", "refresh"], positiveMs(1000)),
+    timeoutMs: scalar(["timeout-secs", "timeout"], positiveMs(1000)),
+    maxStaleMs: scalar(["max-stale-secs", "max-stale"], secsMs),
+    maxHosts: scalar("max-hosts", positive)
+  }
+}
 
 export const systemSpec: BlockSpec<SystemConfig> = {
   path: "system",
@@ -11,7 +21,8 @@ export const systemSpec: BlockSpec<SystemConfig> = {
     traceIdFormat: scalar("trace-id-format", oneOf(["tinyflake", "uuid"] as const)),
     autoReload: scalar("auto-reload", bool),
     routeCacheSize: scalar("route-cache-size", count),
-    pidFile: scalar("pid-file", str)
+    pidFile: scalar("pid-file", str),
+    dns: block("dns", dnsSpec)
   }
 }
 

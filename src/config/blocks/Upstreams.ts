@@ -1,9 +1,13 @@
 /** `upstreams { upstream "id" { ... } }`: the origins requests are forwarded to. */
-import { loadBalancingAlgorithms, type UpstreamConfig } from "../Schema.js"
 import {
-  type BlockSpec, type Cx, type Val, block, compact, count, custom, decodeBlock, entity, hostPort, many, oneOf,
-  positive, scalar, secs, shape, str
+  type HashKey, type HttpVersionConfig, type LoadBalancingAlgorithm, loadBalancingAlgorithms, loadBalancingNotSupportedYet,
+  type StickyConfig, type UpstreamConfig, type UpstreamTlsConfig
+} from "../Schema.js"
+import {
+  type BlockSpec, type Cx, type Val, block, bool, compact, count, custom, decodeBlock, entity, hostPort, int, many,
+  nonEmpty, oneOf, positive, scalar, secs, secsMs, shape, str
 } from "../KdlDecoder.js"
+import { circuitBreakerSpec, healthCheckSpec, passiveHealthSpec, retryBudgetSpec } from "./Resilience.js"
 import type { Node } from "@bgotink/kdl"
 
 interface TargetInput {
@@ -72,22 +76,161 @@ export const connectionPoolSpec: BlockSpec<UpstreamConfig["connectionPool"]> = {
   }
 }
 
-const algorithm = oneOf(loadBalancingAlgorithms, {
-  aliases: {
-    weighted_round_robin: "weighted",
-    "weighted-round-robin": "weighted",
-    p2c: "power_of_two_choices",
-    wlc: "weighted_least_connections"
+const aliases = {
+  weighted_round_robin: "weighted",
+  "weighted-round-robin": "weighted",
+  p2c: "power_of_two_choices",
+  wlc: "weighted_least_connections"
+} as const
+
+const algorithm = oneOf(loadBalancingAlgorithms, { aliases, notSupported: loadBalancingNotSupportedYet })
+
+const token = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+
+/** `hash-key "client-ip" | "path" | "header:<name>" | "cookie:<name>"`. */
+const hashKey: Val<HashKey> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  if (s === "client-ip") return { source: "client-ip" }
+  if (s === "path") return { source: "path" }
+  const m = /^(header|cookie):(.+)$/.exec(s)
+  if (m !== null && token.test(m[2])) return { source: m[1] as "header" | "cookie", name: m[2] }
+  return cx.error(at, `${what} must be "client-ip", "path", "header:<name>" or "cookie:<name>", got ${JSON.stringify(s)}`)
+}
+
+const cookieName: Val<string> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  return token.test(s) ? s : cx.error(at, `${what} ${JSON.stringify(s)} is not a valid cookie name`)
+}
+
+const cookiePath: Val<string> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  // eslint-disable-next-line no-control-regex
+  return s.startsWith("/") && !/[\x00-\x1f\x7f;]/.test(s) ? s : cx.error(at, `${what} must start with "/" and contain no ";" or control characters`)
+}
+
+/** `cookie-ttl 3600` or `"1h"`, as whole seconds. */
+const ttlSecs: Val<number> = (v, at, cx, what) => {
+  const ms = secsMs(v, at, cx, what)
+  return ms === undefined ? undefined : Math.round(ms / 1000)
+}
+
+const fallbackAlgorithm: Val<Exclude<LoadBalancingAlgorithm, "sticky">> = (v, at, cx, what) => {
+  const a = algorithm(v, at, cx, what)
+  return a === "sticky" ? cx.error(at, `${what} cannot be "sticky"`) : a
+}
+
+interface BalancingOptions {
+  readonly hashKey: HashKey
+  readonly virtualNodes: number
+  readonly maglevTableSize: number
+  readonly cookieName: string
+  readonly cookieTtlSecs: number
+  readonly cookiePath: string
+  readonly cookieSecure: boolean
+  readonly cookieSameSite: StickyConfig["cookieSameSite"]
+  readonly fallback: StickyConfig["fallback"]
+}
+
+export const balancingOptionsSpec: BlockSpec<BalancingOptions> = {
+  path: "upstreams.upstream.load-balancing",
+  fields: {
+    hashKey: scalar("hash-key", hashKey),
+    virtualNodes: scalar("virtual-nodes", int({ min: 1, max: 10_000 })),
+    maglevTableSize: scalar("table-size", int({ min: 1, max: 1_048_576 })),
+    cookieName: scalar("cookie-name", cookieName),
+    cookieTtlSecs: scalar("cookie-ttl", ttlSecs),
+    cookiePath: scalar("cookie-path", cookiePath),
+    cookieSecure: scalar("cookie-secure", bool),
+    cookieSameSite: scalar("cookie-same-site", oneOf(["strict", "lax", "none"] as const)),
+    fallback: scalar("fallback", fallbackAlgorithm)
   }
-})
+}
+
+/** Which options each algorithm reads (anything else in its block is an error). */
+const optionsFor: Record<string, ReadonlyArray<keyof BalancingOptions>> = {
+  consistent_hash: ["hashKey", "virtualNodes"],
+  maglev: ["hashKey", "maglevTableSize"],
+  sticky: ["cookieName", "cookieTtlSecs", "cookiePath", "cookieSecure", "cookieSameSite", "fallback"]
+}
+
+interface Balancing {
+  readonly loadBalancing: LoadBalancingAlgorithm
+  readonly hashKey?: HashKey
+  readonly virtualNodes?: number
+  readonly maglevTableSize?: number
+  readonly sticky?: Partial<StickyConfig>
+}
+
+/** `load-balancing "<algorithm>"` with an optional `{ ... }` of options for that algorithm. */
+const loadBalancingField = custom("load-balancing", (node, cx): Balancing | undefined => {
+  if (!shape(node, cx, { args: [1, 1], children: true })) return undefined
+  const e = node.getArgumentEntry(0)!
+  const algo = algorithm(e.getValue(), e, cx, "`load-balancing`")
+  if (node.children === null) return algo === undefined ? undefined : { loadBalancing: algo }
+  const { fields, seq } = decodeBlock(node, cx, balancingOptionsSpec)
+  if (algo === undefined) return undefined
+  const allowed = optionsFor[algo] ?? []
+  let ok = true
+  for (const { key, node: child } of seq) {
+    if (!allowed.includes(key)) {
+      ok = false
+      cx.error(child, allowed.length === 0
+        ? `\`${child.getName()}\` does not apply to load-balancing "${algo}" (it takes no options)`
+        : `\`${child.getName()}\` does not apply to load-balancing "${algo}"; it takes ${allowed.map((k) => `\`${balancingOptionsSpec.fields[k].names[0]}\``).join(", ")}`)
+    }
+  }
+  if (!ok) return undefined
+  const { hashKey: hk, virtualNodes, maglevTableSize, ...sticky } = fields
+  return compact({
+    loadBalancing: algo,
+    hashKey: hk,
+    virtualNodes,
+    maglevTableSize,
+    sticky: algo === "sticky" ? compact(sticky) : undefined
+  })
+}, { nested: balancingOptionsSpec })
+
+const pathValue: Val<string> = nonEmpty
+
+export const upstreamTlsSpec: BlockSpec<UpstreamTlsConfig> = {
+  path: "upstreams.upstream.tls",
+  fields: {
+    sni: scalar("sni", nonEmpty),
+    caCert: scalar("ca-cert", pathValue),
+    clientCert: scalar("client-cert", pathValue),
+    clientKey: scalar("client-key", pathValue),
+    insecureSkipVerify: scalar("insecure-skip-verify", bool)
+  }
+}
+
+const httpVersion = int({ min: 1, max: 2 }) as Val<1 | 2>
+
+export const httpVersionSpec: BlockSpec<HttpVersionConfig> = {
+  path: "upstreams.upstream.http-version",
+  fields: {
+    minVersion: scalar("min-version", httpVersion),
+    maxVersion: scalar("max-version", httpVersion),
+    h2PingInterval: scalar(["h2-ping-interval", "h2-ping-interval-secs"], secs),
+    maxH2Streams: scalar("max-h2-streams", positive)
+  }
+}
 
 interface UpstreamFields {
   readonly target: ReadonlyArray<TargetInput>
   readonly targets: ReadonlyArray<TargetInput>
   readonly address: ReadonlyArray<TargetInput>
-  readonly loadBalancing: string
+  readonly loadBalancing: Balancing
   readonly timeouts: Partial<UpstreamConfig["timeouts"]>
   readonly connectionPool: Partial<UpstreamConfig["connectionPool"]>
+  readonly healthCheck: unknown
+  readonly passiveHealth: unknown
+  readonly circuitBreaker: unknown
+  readonly retryBudget: unknown
+  readonly tls: unknown
+  readonly httpVersion: unknown
 }
 
 export const upstreamSpec: BlockSpec<UpstreamFields> = {
@@ -102,14 +245,25 @@ export const upstreamSpec: BlockSpec<UpstreamFields> = {
       const address = targetAddress(a.getValue(), a, cx, "target address")
       return address === undefined ? undefined : { address }
     })),
-    loadBalancing: custom("load-balancing", (node, cx) => {
-      if (node.children !== null) return cx.error(node, "`load-balancing` options (sticky sessions) are not supported yet")
-      if (!shape(node, cx, { args: [1, 1] })) return undefined
-      const e = node.getArgumentEntry(0)!
-      return algorithm(e.getValue(), e, cx, "`load-balancing`")
-    }),
+    loadBalancing: loadBalancingField,
     timeouts: block("timeouts", timeoutsSpec),
-    connectionPool: block("connection-pool", connectionPoolSpec)
+    connectionPool: block("connection-pool", connectionPoolSpec),
+    healthCheck: block("health-check", healthCheckSpec),
+    passiveHealth: block("passive-health", passiveHealthSpec),
+    circuitBreaker: block("circuit-breaker", circuitBreakerSpec("upstreams.upstream.circuit-breaker")),
+    retryBudget: block("retry-budget", retryBudgetSpec),
+    tls: block("tls", upstreamTlsSpec, (f, node, cx) => {
+      if ((f.clientCert === undefined) !== (f.clientKey === undefined)) {
+        return cx.error(node, "`client-cert` and `client-key` go together: set both or neither")
+      }
+      return f
+    }),
+    httpVersion: block("http-version", httpVersionSpec, (f, node, cx) => {
+      if ((f.minVersion ?? 1) > (f.maxVersion ?? 1)) {
+        return cx.error(node, `\`min-version\` ${f.minVersion ?? 1} is above \`max-version\` ${f.maxVersion ?? 1}`)
+      }
+      return f
+    })
   }
 }
 
@@ -123,9 +277,15 @@ export const upstreamField = entity("upstream", upstreamSpec, (id, f, node, cx) 
   return compact({
     id,
     targets,
-    loadBalancing: f.loadBalancing,
+    ...f.loadBalancing,
     timeouts: f.timeouts,
-    connectionPool: f.connectionPool
+    connectionPool: f.connectionPool,
+    healthCheck: f.healthCheck,
+    passiveHealth: f.passiveHealth,
+    circuitBreaker: f.circuitBreaker,
+    retryBudget: f.retryBudget,
+    tls: f.tls,
+    httpVersion: f.httpVersion
   })
 })
 

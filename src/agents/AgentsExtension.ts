@@ -1,0 +1,462 @@
+/**
+ * Agents on the request path: the `RouteExtension` for filters of
+ * `type "agent"` and the scoped `AgentManager` built from the `agents { }`
+ * block, with its metrics (`sentinel_agent_*`) and audit lines wired.
+ *
+ * Per route (filter order, failure mode filter > route `policies` > agent):
+ * - request stage: RequestHeaders to the route's agents in parallel (the
+ *   Manager picks the first non-allow in filter order and merges header
+ *   mutations in filter order), then, for agents subscribed to
+ *   `request_body`, the body buffered up to the largest agent cap and sent
+ *   to each in turn. Over the cap the Manager sees `cap + 1` bytes: fail
+ *   closed answers 413, fail open skips the agent (counted) and the body
+ *   streams on unchanged.
+ * - response hook (only with `response_headers` / `response_body` agents):
+ *   the upstream head (and body up to the cap) is held while the agents
+ *   decide; a block replaces the response, mutations edit it.
+ * - response stage: response-header mutations decided in the request phase.
+ * - complete stage: RequestComplete to `log` / `request_complete` agents,
+ *   after the response; answers only audited.
+ *
+ * Routes without agent filters get no stage at all (nothing on their hot
+ * path). Each phase is one `Effect.async` in the Manager, over the client's
+ * callback `start` (DESIGN.md §2).
+ *
+ * Reload: `reload(config)` builds a new manager (new connections) in a new
+ * child scope when the `agents { }` block changed, before the dataplane is
+ * recompiled; the old manager stays with the requests that captured it and
+ * is closed after the grace period.
+ */
+import type { IncomingMessage } from "node:http"
+import { Readable } from "node:stream"
+import { Duration, Effect, Exit, Scope } from "effect"
+import type { FilterConfig, RouteConfig, SentinelConfig } from "../config/Schema.js"
+import type { AuditLog } from "../observability/AuditLog.js"
+import type { Metrics } from "../observability/Metrics.js"
+import type { RequestContext } from "../pipeline/RequestContext.js"
+import type {
+  Answer,
+  CompleteStage,
+  RequestStage,
+  ResponseHook,
+  ResponseHookStep,
+  ResponseStage,
+  RouteContribution,
+  RouteExtension,
+  StageStep
+} from "../pipeline/Stage.js"
+import type { AgentConfig, AgentFilterRef } from "./AgentConfig.js"
+import type { AgentDecision, AgentMetric, AgentRespond, ChallengePolicy, PhaseContext } from "./AgentDecision.js"
+import { requestCompleteEvent, requestHeadersEvent, responseHeadersEvent } from "./AgentEvents.js"
+import { applyHeaderOps } from "./AgentHeaders.js"
+import { type AgentManagerService, type AgentStatus, make as makeManager } from "./Manager.js"
+import type { HeaderOp } from "./Protocol.js"
+
+export interface AgentsOptions {
+  readonly metrics: Metrics
+  readonly audit: AuditLog
+  /** What a challenge decision becomes. Default 403 with `x-sentinel-challenge`. */
+  readonly challenge?: Partial<ChallengePolicy>
+  /** Grace period before a replaced manager is closed, ms (read at reload). */
+  readonly graceMs: () => number
+  readonly proxyVersion?: string
+}
+
+export interface Agents {
+  /** Add to the dataplane's extensions. */
+  readonly extension: RouteExtension
+  /** Call before recompiling the dataplane; true when the manager was rebuilt. */
+  readonly reload: (config: SentinelConfig) => Effect.Effect<boolean>
+  /** The manager routes compiled now will use. */
+  readonly manager: () => AgentManagerService
+  readonly status: () => ReadonlyArray<AgentStatus>
+}
+
+/** The decoded config is the manager's config (same fields and units). */
+const runtimeConfig = (a: SentinelConfig["agents"][number]): AgentConfig => a
+
+/** A route's agent filters, in filter order. */
+const agentRefs = (route: RouteConfig, filters: ReadonlyMap<string, FilterConfig>): Array<AgentFilterRef> => {
+  const refs: Array<AgentFilterRef> = []
+  for (const id of route.filters) {
+    const f = filters.get(id)
+    if (f === undefined || f.type !== "agent") continue
+    refs.push(f.failureMode === undefined ? { agent: f.agent, filterId: f.id } : { agent: f.agent, filterId: f.id, failureMode: f.failureMode })
+  }
+  return refs
+}
+
+/** The client's answer for a non-allow decision. */
+export const answerOf = (d: AgentRespond): Answer => {
+  const headers: Array<string> = []
+  let contentType: string | undefined
+  for (const [name, value] of d.headers) {
+    if (name.toLowerCase() === "content-type") contentType = value
+    else headers.push(name, value)
+  }
+  return { status: d.status, headers, body: d.body, contentType: contentType ?? "text/plain; charset=utf-8", reason: d.reason }
+}
+
+/** Replaces the request's body header fields for a buffered body of `length` bytes. */
+const setContentLength = (flat: Array<string>, length: number): Array<string> => {
+  const out: Array<string> = []
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const lower = flat[i].toLowerCase()
+    if (lower === "content-length" || lower === "transfer-encoding") continue
+    out.push(flat[i], flat[i + 1])
+  }
+  out.push("content-length", String(length))
+  return out
+}
+
+/** Edits a flat list in place. */
+const applyInPlace = (flat: Array<string>, ops: ReadonlyArray<HeaderOp>): void => {
+  if (ops.length === 0) return
+  const next = applyHeaderOps(flat, ops)
+  flat.length = 0
+  for (let i = 0; i < next.length; i++) flat.push(next[i])
+}
+
+const hasBody = (req: IncomingMessage): boolean => {
+  if (req.headers["transfer-encoding"] !== undefined) return true
+  const cl = req.headers["content-length"]
+  return cl !== undefined && cl !== "0"
+}
+
+type BodyRead =
+  | { readonly _tag: "Read"; readonly data: Buffer; readonly complete: boolean }
+  | { readonly _tag: "Failed" }
+
+/** Reads the request body until its end or until more than `limit` bytes are in (then the stream is paused). */
+const readBody = (req: IncomingMessage, limit: number): Effect.Effect<BodyRead> =>
+  Effect.async<BodyRead>((resume) => {
+    const chunks: Array<Buffer> = []
+    let n = 0
+    const cleanup = () => {
+      req.off("data", onData)
+      req.off("end", onEnd)
+      req.off("error", onFail)
+      req.off("close", onClose)
+    }
+    const onData = (c: Buffer) => {
+      chunks.push(c)
+      n += c.length
+      if (n > limit) {
+        cleanup()
+        req.pause()
+        resume(Effect.succeed({ _tag: "Read", data: Buffer.concat(chunks, n), complete: false }))
+      }
+    }
+    const onEnd = () => {
+      cleanup()
+      resume(Effect.succeed({ _tag: "Read", data: Buffer.concat(chunks, n), complete: true }))
+    }
+    const onFail = () => {
+      cleanup()
+      resume(Effect.succeed({ _tag: "Failed" }))
+    }
+    const onClose = () => {
+      if (!req.readableEnded) onFail()
+    }
+    if (req.readableEnded) {
+      resume(Effect.succeed({ _tag: "Read", data: Buffer.alloc(0), complete: true }))
+      return
+    }
+    req.on("data", onData)
+    req.once("end", onEnd)
+    req.once("error", onFail)
+    req.once("close", onClose)
+    return Effect.sync(() => {
+      cleanup()
+      req.pause()
+    })
+  })
+
+/** The bytes already read followed by the rest of the request, bounded by `limit` in total. */
+const prefixedBody = (ctx: RequestContext, prefix: Buffer, limit: number): Readable =>
+  Readable.from(
+    (async function* () {
+      let n = prefix.length
+      yield prefix
+      for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+        n += chunk.length
+        if (n > limit) {
+          ctx.bodyTooLarge = true
+          throw new Error("request body over limit")
+        }
+        yield chunk
+      }
+    })(),
+    { objectMode: false }
+  )
+
+const BODY_READ_FAILED: Answer = {
+  status: 400,
+  headers: [],
+  body: "Bad Request\n",
+  contentType: "text/plain; charset=utf-8",
+  reason: "request_body_read_failed"
+}
+const BODY_TOO_LARGE: Answer = {
+  status: 413,
+  headers: [],
+  body: "Payload Too Large\n",
+  contentType: "text/plain; charset=utf-8",
+  reason: "body_too_large"
+}
+
+/** Per-request state of agent routes (response-header mutations decided in the request phase, body size). */
+interface RequestState {
+  responseOps: Array<HeaderOp>
+  requestBodySize: number
+}
+
+export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Effect.Effect<Agents, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const parent = yield* Effect.scope
+    const { metrics, audit } = options
+    // Managers close when the proxy's scope does, at the point where makeAgents was called
+    // (after the listeners drained), including one built by a reload.
+    const scopes = new Set<Scope.CloseableScope>()
+    yield* Effect.addFinalizer(() =>
+      Effect.forEach([...scopes].reverse(), (s) => Scope.close(s, Exit.void), { discard: true })
+    )
+
+    const onMetric = (m: AgentMetric) => {
+      metrics.agentCalls.inc(m.agent, m.phase, m.result)
+      metrics.agentLatency.observe(m.durationMs / 1000, m.agent, m.phase)
+      if (m.result === "timeout") metrics.agentTimeouts.inc(m.agent, m.phase)
+      switch (m.result) {
+        case "allow":
+        case "block":
+        case "redirect":
+        case "challenge":
+          break
+        default:
+          metrics.agentFailures.inc(m.agent, m.result)
+      }
+      if (m.failOpen) metrics.agentFailOpen.inc(m.agent)
+    }
+
+    const build = (config: SentinelConfig) =>
+      Effect.gen(function* () {
+        const scope = yield* Scope.make()
+        scopes.add(scope)
+        const manager = yield* makeManager(config.agents.map(runtimeConfig), {
+          onAudit: audit.agent,
+          onMetric,
+          onCircuitTransition: (agent, _from, to) => metrics.circuitChanged("agent", agent, to),
+          ...(options.challenge ? { challenge: options.challenge } : {}),
+          ...(options.proxyVersion ? { proxyVersion: options.proxyVersion } : {})
+        }).pipe(Scope.extend(scope))
+        for (const a of config.agents) metrics.circuitState.set(0, "agent", a.id)
+        return { key: JSON.stringify(config.agents), manager, scope }
+      })
+
+    let current = yield* build(initial)
+
+    const reload = (config: SentinelConfig): Effect.Effect<boolean> =>
+      Effect.gen(function* () {
+        if (JSON.stringify(config.agents) === current.key) return false
+        const old = current
+        current = yield* build(config)
+        // requests in flight keep the old manager; close it once they had their grace period
+        yield* Effect.forkIn(
+          Effect.sleep(Duration.millis(options.graceMs())).pipe(
+            Effect.zipRight(Scope.close(old.scope, Exit.void)),
+            Effect.ensuring(Effect.sync(() => scopes.delete(old.scope)))
+          ),
+          parent
+        )
+        return true
+      })
+
+    const filterMaps = new WeakMap<SentinelConfig, ReadonlyMap<string, FilterConfig>>()
+    const filtersOf = (config: SentinelConfig) => {
+      let m = filterMaps.get(config)
+      if (m === undefined) {
+        m = new Map(config.filters.map((f) => [f.id, f]))
+        filterMaps.set(config, m)
+      }
+      return m
+    }
+
+    const compile = (route: RouteConfig, config: SentinelConfig): RouteContribution | undefined => {
+      if (route.filters.length === 0) return undefined
+      const refs = agentRefs(route, filtersOf(config))
+      if (refs.length === 0) return undefined
+      const manager = current.manager
+      const agentsById = new Map(config.agents.map((a) => [a.id, a]))
+      const routeFailureMode = route.policies.failureMode
+      const wantsHeaders = manager.wants(refs, "request_headers")
+      const wantsBody = manager.wants(refs, "request_body")
+      const wantsResponseHeaders = manager.wants(refs, "response_headers")
+      const wantsResponseBody = manager.wants(refs, "response_body")
+      const wantsComplete = manager.wants(refs, "request_complete")
+      const capOf = (phase: "request_body" | "response_body") => {
+        let cap = 0
+        for (const r of refs) {
+          const a = agentsById.get(r.agent)
+          if (a === undefined || !a.events.includes(phase)) continue
+          cap = Math.max(cap, phase === "request_body" ? a.maxRequestBodyBytes : a.maxResponseBodyBytes)
+        }
+        return cap
+      }
+      const requestCap = Math.min(capOf("request_body"), config.limits.maxBodySize)
+      const responseCap = capOf("response_body")
+      const maxBodySize = config.limits.maxBodySize
+
+      const states = new WeakMap<RequestContext, RequestState>()
+      const stateOf = (ctx: RequestContext): RequestState => {
+        let s = states.get(ctx)
+        if (s === undefined) {
+          s = { responseOps: [], requestBodySize: 0 }
+          states.set(ctx, s)
+        }
+        return s
+      }
+
+      const phaseContext = (ctx: RequestContext): PhaseContext => ({
+        traceId: ctx.traceId,
+        routeId: route.id,
+        clientIp: ctx.clientIp,
+        method: ctx.method,
+        path: ctx.path,
+        ...(routeFailureMode !== undefined ? { routeFailureMode } : {})
+      })
+
+      const respond = (d: AgentRespond): Answer => {
+        metrics.blocked.inc(d.reason)
+        return answerOf(d)
+      }
+
+      /** Applies a request-phase decision; an Answer when the request stops here. */
+      const applyRequest = (ctx: RequestContext, d: AgentDecision): StageStep => {
+        if (d._tag === "Respond") return respond(d)
+        if (d.requestHeaders.length > 0) ctx.upstreamHeaders = applyHeaderOps(ctx.upstreamHeaders, d.requestHeaders)
+        if (d.responseHeaders.length > 0) stateOf(ctx).responseOps.push(...d.responseHeaders)
+        return undefined
+      }
+
+      const bodyPhase = (ctx: RequestContext, pc: PhaseContext): Effect.Effect<StageStep> => {
+        if (!hasBody(ctx.req)) return Effect.succeed(undefined)
+        return Effect.flatMap(readBody(ctx.req, requestCap), (read): Effect.Effect<StageStep> => {
+          if (read._tag === "Failed") return Effect.succeed(BODY_READ_FAILED)
+          if (read.data.length > maxBodySize) {
+            ctx.bodyTooLarge = true
+            ctx.res.shouldKeepAlive = false
+            return Effect.succeed(BODY_TOO_LARGE)
+          }
+          // Over the largest cap, every agent sees cap + 1 bytes: the Manager resolves each by failure mode.
+          return Effect.map(manager.runRequestBody(refs, read.data, pc), (d): StageStep => {
+            const step = applyRequest(ctx, d)
+            if (step !== undefined) {
+              // the rest of the body stays unread: the connection cannot carry another request
+              if (!read.complete) ctx.res.shouldKeepAlive = false
+              return step
+            }
+            if (read.complete) {
+              const body = d._tag === "Continue" && d.body !== undefined ? d.body : read.data
+              stateOf(ctx).requestBodySize = read.data.length
+              ctx.upstreamBody = body
+              ctx.upstreamHeaders = setContentLength(ctx.upstreamHeaders, body.length)
+            } else {
+              ctx.upstreamBody = prefixedBody(ctx, read.data, maxBodySize)
+            }
+            return undefined
+          })
+        })
+      }
+
+      const request: RequestStage = (ctx) => {
+        const pc = phaseContext(ctx)
+        let effect: Effect.Effect<StageStep> | undefined
+        if (wantsHeaders) {
+          const event = requestHeadersEvent({
+            traceId: ctx.traceId,
+            method: ctx.method,
+            uri: ctx.req.url ?? "/",
+            rawHeaders: ctx.req.rawHeaders,
+            clientIp: ctx.clientIp,
+            clientPort: ctx.req.socket.remotePort ?? 0,
+            serverName: ctx.host === "" ? null : ctx.host,
+            protocol: `HTTP/${ctx.req.httpVersion}`,
+            routeId: route.id,
+            upstreamId: route.upstream ?? null,
+            traceparent: ctx.header("traceparent") ?? null
+          })
+          effect = Effect.map(manager.runRequestHeaders(refs, event, pc), (d) => applyRequest(ctx, d))
+        }
+        if (wantsBody) {
+          effect =
+            effect === undefined
+              ? bodyPhase(ctx, pc)
+              : Effect.flatMap(effect, (step) => (step !== undefined ? Effect.succeed(step) : bodyPhase(ctx, pc)))
+        }
+        return effect
+      }
+
+      const response: ResponseStage = (ctx, _status, headers) => {
+        const s = states.get(ctx)
+        if (s !== undefined && s.responseOps.length > 0) applyInPlace(headers, s.responseOps)
+      }
+
+      const responseHook: ResponseHook | undefined =
+        wantsResponseHeaders || wantsResponseBody
+          ? {
+              bufferBytes: wantsResponseBody ? responseCap : 0,
+              run: (ctx, status, headers, body, complete) => {
+                const pc = phaseContext(ctx)
+                const bodyStep = (): Effect.Effect<ResponseHookStep> =>
+                  Effect.map(manager.runResponseBody(refs, body ?? Buffer.alloc(0), pc), (d): ResponseHookStep => {
+                    if (d._tag === "Respond") return respond(d)
+                    applyInPlace(headers, d.responseHeaders)
+                    return complete && d.body !== undefined ? { replaceBody: d.body } : undefined
+                  })
+                if (!wantsResponseHeaders) return bodyStep()
+                return Effect.flatMap(
+                  manager.runResponseHeaders(refs, responseHeadersEvent(ctx.traceId, status, headers), pc),
+                  (d): Effect.Effect<ResponseHookStep> => {
+                    if (d._tag === "Respond") return Effect.succeed(respond(d))
+                    applyInPlace(headers, d.responseHeaders)
+                    return wantsResponseBody ? bodyStep() : Effect.succeed(undefined)
+                  }
+                )
+              }
+            }
+          : undefined
+
+      const complete: CompleteStage | undefined = wantsComplete
+        ? (ctx) => {
+            const cl = Number(ctx.req.headers["content-length"])
+            manager.notifyComplete(
+              refs,
+              requestCompleteEvent({
+                traceId: ctx.traceId,
+                status: ctx.status,
+                durationMs: Math.round(performance.now() - ctx.start),
+                requestBodySize: states.get(ctx)?.requestBodySize || (Number.isFinite(cl) ? cl : 0),
+                responseBodySize: ctx.bytesSent,
+                upstreamAttempts: ctx.attempts,
+                ...(ctx.error !== undefined ? { error: ctx.error } : {})
+              }),
+              phaseContext(ctx)
+            )
+          }
+        : undefined
+
+      return {
+        ...(wantsHeaders || wantsBody ? { request: [request] } : {}),
+        response: [response],
+        ...(complete ? { complete: [complete] } : {}),
+        ...(responseHook ? { responseHook } : {})
+      }
+    }
+
+    return {
+      extension: { name: "agents", compile },
+      reload,
+      manager: () => current.manager,
+      status: () => current.manager.status()
+    }
+  })

@@ -1,0 +1,104 @@
+/**
+ * `sentinel lint -c FILE`: best-practice warnings about a configuration that
+ * is valid but probably not what a production operator wants. Pure: the
+ * command prints the warnings and always exits 0 (unless the file does not
+ * parse at all, which `sentinel test` reports).
+ */
+import * as os from "node:os"
+import { Duration } from "effect"
+import type { SentinelConfig } from "./Schema.js"
+
+export interface LintWarning {
+  /** Stable rule name, e.g. `orphan-upstream` (for grepping and for documentation). */
+  readonly rule: string
+  /** What the warning is about, e.g. `upstream "api"`. */
+  readonly subject: string
+  readonly message: string
+}
+
+export const formatLint = (w: LintWarning): string => `warning[${w.rule}]: ${w.subject}: ${w.message}`
+
+const isWildcard = (host: string): boolean => host === "0.0.0.0" || host === "::" || host === "[::]"
+
+/** Every best-practice warning for `config`, in a stable order. */
+export const lintConfig = (config: SentinelConfig, cores: number = os.availableParallelism()): Array<LintWarning> => {
+  const out: Array<LintWarning> = []
+  const warn = (rule: string, subject: string, message: string) => out.push({ rule, subject, message })
+
+  // References nobody uses: usually a route that was renamed or removed.
+  const usedUpstreams = new Set(config.routes.flatMap((r) => (r.upstream !== undefined ? [r.upstream] : [])))
+  for (const u of config.upstreams) {
+    if (!usedUpstreams.has(u.id)) warn("orphan-upstream", `upstream "${u.id}"`, "no route uses it")
+  }
+  const usedFilters = new Set(config.routes.flatMap((r) => r.filters))
+  for (const f of config.filters) {
+    if (!usedFilters.has(f.id)) warn("unused-filter", `filter "${f.id}"`, "no route uses it")
+  }
+  const usedAgents = new Set(config.filters.flatMap((f) => (f.type === "agent" ? [f.agent] : [])))
+  for (const a of config.agents) {
+    if (!usedAgents.has(a.id)) warn("unused-agent", `agent "${a.id}"`, "no filter uses it")
+  }
+
+  // Routes that can never match: same priority and the same conditions as an earlier one.
+  const seen = new Map<string, string>()
+  for (const r of config.routes) {
+    const key = JSON.stringify([r.priority, r.matches])
+    const first = seen.get(key)
+    if (first !== undefined) {
+      warn("shadowed-route", `route "${r.id}"`, `same priority and matches as route "${first}"; it is never chosen`)
+    } else seen.set(key, r.id)
+  }
+
+  // Upstreams: failure detection and transport security.
+  for (const u of config.upstreams) {
+    if (u.targets.length > 1 && u.healthCheck === undefined) {
+      warn(
+        "no-health-check",
+        `upstream "${u.id}"`,
+        `${u.targets.length} targets and no active health-check: a dead target is only noticed by failing requests`
+      )
+    }
+    if (u.tls?.insecureSkipVerify === true) {
+      warn("insecure-skip-verify", `upstream "${u.id}"`, "tls insecure-skip-verify disables certificate verification")
+    }
+    if (u.tls === undefined && u.targets.some((t) => t.port === 443)) {
+      warn("plaintext-to-443", `upstream "${u.id}"`, "a target on port 443 without a tls block is spoken to in plaintext")
+    }
+    if (Duration.greaterThan(u.timeouts.request, Duration.minutes(5))) {
+      warn("long-upstream-timeout", `upstream "${u.id}"`, `request timeout ${Duration.format(u.timeouts.request)} holds connections a long time`)
+    }
+  }
+
+  // Agents: a security agent that fails open lets traffic through when it is down.
+  for (const a of config.agents) {
+    if (a.failureMode === "open" && (a.type === "waf" || a.type === "auth")) {
+      warn("security-agent-fails-open", `agent "${a.id}"`, `type "${a.type}" with failure-mode "open": requests pass unchecked when the agent fails`)
+    }
+  }
+
+  // Listeners and process.
+  for (const l of config.listeners) {
+    if (l.admin && isWildcard(l.address.host)) {
+      warn("public-admin-listener", `listener "${l.id}"`, "admin #true on a wildcard address exposes the admin builtins to every network")
+    }
+  }
+  const m = config.observability.metrics
+  if (!m.enabled) {
+    warn("metrics-disabled", "observability.metrics", "no metrics listener: enable it to watch the proxy (enabled #true)")
+  } else if (isWildcard(m.address.host)) {
+    warn("public-metrics", "observability.metrics", `metrics served on ${m.address.host}: restrict it to a private address`)
+  }
+  if (!config.observability.logging.accessLog.enabled) {
+    warn("access-log-disabled", "observability.logging.access-log", "no access log: requests leave no trace")
+  }
+  if (!config.observability.logging.auditLog.enabled && (config.agents.length > 0 || config.filters.some((f) => f.type === "rate-limit"))) {
+    warn("audit-log-disabled", "observability.logging.audit-log", "security decisions are made but not audited")
+  }
+  if (Duration.toMillis(config.system.gracefulShutdownTimeout) === 0) {
+    warn("no-graceful-shutdown", "system", "graceful-shutdown-timeout-secs 0 cuts in-flight requests on every stop")
+  }
+  if (config.system.workerThreads > cores) {
+    warn("too-many-workers", "system", `worker-threads ${config.system.workerThreads} is more than the ${cores} cores here`)
+  }
+  return out
+}

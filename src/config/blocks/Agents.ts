@@ -1,0 +1,175 @@
+/**
+ * `agents { agent "<id>" [type="waf"] { unix-socket "..."; ... } }`: external
+ * processors over Unix sockets. The free-form `config { ... }` block becomes
+ * JSON: a node with children is an object, one argument a value, several
+ * arguments an array, properties only an object.
+ */
+import type { Node, Primitive } from "@bgotink/kdl"
+import { normaliseEvent } from "../../agents/AgentConfig.js"
+import type { AgentConfig } from "../Schema.js"
+import {
+  type BlockSpec, type Cx, type Val, block, bytes, children, compact, count, custom, decodeBlock, list, millis, nonEmpty,
+  oneOf, positive, positiveMs, scalar, shape, str
+} from "../KdlDecoder.js"
+import { circuitBreakerSpec } from "./Resilience.js"
+
+/** sun_path is 108 bytes on Linux (104 on macOS) including the terminating NUL. */
+const maxSocketPath = 103
+
+const socketPath = (v: Primitive, at: Parameters<Val<string>>[1], cx: Cx, what: string): string | undefined => {
+  const s = nonEmpty(v, at, cx, what)
+  if (s === undefined) return undefined
+  if (Buffer.byteLength(s) > maxSocketPath) return cx.error(at, `${what} is too long for a Unix socket (at most ${maxSocketPath} bytes)`)
+  return s.includes("\0") ? cx.error(at, `${what} must not contain NUL`) : s
+}
+
+/** `unix-socket "/path"` or `unix-socket path="/path"`. */
+const unixSocketField = custom("unix-socket", (node, cx) => {
+  const prop = node.getPropertyEntry("path")
+  if (prop !== undefined) {
+    if (!shape(node, cx, { args: [0, 0], props: ["path"] })) return undefined
+    return socketPath(prop.getValue(), prop, cx, "`unix-socket` path")
+  }
+  if (!shape(node, cx, { args: [1, 1], props: ["path"] })) return undefined
+  const e = node.getArgumentEntry(0)!
+  return socketPath(e.getValue(), e, cx, "`unix-socket`")
+})
+
+const event: Val<AgentConfig["events"][number]> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  return normaliseEvent(s) ?? cx.error(at,
+    `${what} ${JSON.stringify(s)} is not an agent event; use request_headers, request_body, response_headers, response_body, request_complete (log), websocket_frame or guardrail`)
+}
+
+// --- config { ... } -> JSON ---------------------------------------------------------
+
+const maxJsonDepth = 16
+
+const jsonOf = (node: Node, cx: Cx, depth: number): unknown => {
+  const args = node.getArgumentEntries()
+  const props = node.getPropertyEntries()
+  const name = node.getName()
+  if (node.getTag() !== null || node.entries.some((e) => e.getTag() !== null)) {
+    return cx.error(node, `type annotations are not supported in agent \`config\` (at \`${name}\`)`)
+  }
+  if (node.children !== null) {
+    if (args.length > 0 || props.length > 0) return cx.error(node, `\`${name}\` has both values and a { ... } block; use one`)
+    return objectOf(children(node), cx, depth + 1)
+  }
+  if (props.length > 0) {
+    if (args.length > 0) return cx.error(node, `\`${name}\` has both arguments and properties; use one`)
+    // entries, not assignment: a key like "__proto__" must stay plain data
+    const out = new Map<string, unknown>()
+    for (const p of props) {
+      const k = p.getName() ?? ""
+      if (out.has(k)) return cx.error(p, `duplicate key \`${k}\` in agent \`config\``)
+      out.set(k, p.getValue())
+    }
+    return Object.fromEntries(out)
+  }
+  if (args.length === 0) return cx.error(node, `\`${name}\` needs a value (or a { ... } block)`)
+  for (const a of args) {
+    const v = a.getValue()
+    if (typeof v === "number" && Number.isInteger(v) && !Number.isSafeInteger(v)) {
+      return cx.error(a, `\`${name}\` is too large (integers must be below 2^53)`)
+    }
+  }
+  return args.length === 1 ? args[0].getValue() : args.map((a) => a.getValue())
+}
+
+const objectOf = (nodes: ReadonlyArray<Node>, cx: Cx, depth: number): Record<string, unknown> | undefined => {
+  if (depth > maxJsonDepth) return cx.error(nodes[0], `agent \`config\` is nested too deeply (more than ${maxJsonDepth} levels)`)
+  const out = new Map<string, unknown>()
+  let ok = true
+  for (const n of nodes) {
+    const k = n.getName()
+    if (out.has(k)) {
+      ok = cx.error(n, `duplicate key \`${k}\` in agent \`config\``) ?? false
+      continue
+    }
+    const v = jsonOf(n, cx, depth)
+    if (v === undefined) ok = false
+    else out.set(k, v)
+  }
+  return ok ? Object.fromEntries(out) : undefined
+}
+
+const configField = custom("config", (node, cx) => {
+  if (!shape(node, cx, { args: [0, 0], children: true })) return undefined
+  if (node.children === null) return cx.error(node, "`config` needs a { ... } block")
+  return objectOf(children(node), cx, 1)
+})
+
+// --- agent ---------------------------------------------------------------------------
+
+type AgentFields = Omit<AgentConfig, "id" | "type">
+
+export const agentSpec: BlockSpec<AgentFields> = {
+  path: "agents.agent",
+  fields: {
+    socketPath: unixSocketField,
+    events: list("events", event),
+    timeoutMs: scalar("timeout-ms", positiveMs(1)),
+    failureMode: scalar("failure-mode", oneOf(["open", "closed"] as const, {
+      aliases: { "fail-open": "open", fail_open: "open", "fail-closed": "closed", fail_closed: "closed" }
+    })),
+    maxConcurrentCalls: scalar("max-concurrent-calls", positive),
+    maxQueuedCalls: scalar("max-queued-calls", count),
+    circuitBreaker: block("circuit-breaker", circuitBreakerSpec("agents.agent.circuit-breaker")),
+    maxRequestBodyBytes: scalar(["max-request-body-bytes", "max-request-body-size"], bytes),
+    maxResponseBodyBytes: scalar(["max-response-body-bytes", "max-response-body-size"], bytes),
+    poolSize: scalar("pool-size", (v, at, cx, what) => {
+      const n = positive(v, at, cx, what)
+      return n !== undefined && n > 64 ? cx.error(at, `${what} must be at most 64, got ${n}`) : n
+    }),
+    config: configField,
+    connectTimeoutMs: scalar("connect-timeout-ms", positiveMs(1)),
+    pingIntervalMs: scalar("ping-interval-ms", millis),
+    reconnectBaseMs: scalar("reconnect-base-ms", positiveMs(1)),
+    reconnectMaxMs: scalar("reconnect-max-ms", positiveMs(1))
+  }
+}
+
+const agentType: Val<string> = (v, at, cx, what) => {
+  const s = nonEmpty(v, at, cx, what)
+  if (s === undefined) return undefined
+  return /^[A-Za-z0-9_.-]{1,64}$/.test(s) ? s : cx.error(at, `${what} must be a short label (letters, digits, "-", "_", "."), got ${JSON.stringify(s)}`)
+}
+
+/** `agent "<id>" [type="waf"] { ... }` (like `entity`, plus the `type` property). */
+export const agentField = custom("agent", (node, cx): unknown => {
+  if (!shape(node, cx, { args: [1, 1], props: ["type"], children: true })) return undefined
+  const e = node.getArgumentEntry(0)!
+  const id = nonEmpty(e.getValue(), e, cx, "agent id")
+  if (id === undefined) return undefined
+  cx.define("agent", id, e)
+  const t = node.getPropertyEntry("type")
+  const type = t === undefined ? undefined : agentType(t.getValue(), t, cx, "agent `type`")
+  if (node.children === null) return cx.error(node, `agent "${id}" needs a { ... } block`)
+  const outer = cx.owner
+  cx.owner = `agent "${id}"`
+  try {
+    const f = decodeBlock(node, cx, agentSpec).fields
+    if (f.socketPath === undefined) {
+      if (!node.children.nodes.some((n) => n.getName() === "unix-socket")) {
+        cx.error(node, `agent "${id}" needs a \`unix-socket "/path/to/agent.sock"\``)
+      }
+      return undefined
+    }
+    if (t !== undefined && type === undefined) return undefined
+    const base = f.reconnectBaseMs ?? 100
+    const max = f.reconnectMaxMs ?? 5000
+    if (max < base) return cx.error(node, `agent "${id}": \`reconnect-max-ms\` (${max}) must not be less than \`reconnect-base-ms\` (${base})`)
+    return compact({ id, type, ...f })
+  } finally {
+    cx.owner = outer
+  }
+}, { many: true, nested: agentSpec })
+
+export const agentsSpec: BlockSpec<{ agent: ReadonlyArray<AgentConfig> }> = {
+  path: "agents",
+  fields: { agent: agentField as never }
+}
+
+export const agentsField = block("agents", agentsSpec, (f) => f.agent ?? [])

@@ -1,0 +1,254 @@
+/**
+ * `filters { filter "<id>" { type "<t>"; ... } }`. One table of every filter
+ * key (so unknown keys get a hint and tools can list them all); each type
+ * then accepts only its own keys. The filter modules' own validators run on
+ * the result, so the decoder and the runtime agree on what is valid.
+ */
+import type { Node } from "@bgotink/kdl"
+import { validateHeadersFilter } from "../../filters/Headers.js"
+import { validateRedirect } from "../../filters/Redirect.js"
+import { validateTimeoutFilter } from "../../filters/Timeout.js"
+import { type FilterConfig, type FilterType, filterTypes, filterTypesNotSupportedYet, type HeaderOps } from "../Schema.js"
+import {
+  type BlockSpec, type Cx, type Field, type Val, block, bool, compact, count, custom, entity, int, list, millis, nonEmpty,
+  nullable, num, oneOf, positive, scalar, shape, status, str
+} from "../KdlDecoder.js"
+import { flattenHeaderOps, pairs, removeField } from "./Routes.js"
+
+const token = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+
+const headerValue: Val<string> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  // eslint-disable-next-line no-control-regex
+  return /[\x00-\x08\x0a-\x1f\x7f]/.test(s) ? cx.error(at, `${what} must not contain control characters`) : s
+}
+const headerName: Val<string> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  return token.test(s) ? s : cx.error(at, `${what} ${JSON.stringify(s)} is not a valid header name`)
+}
+const rateLimitKey: Val<string> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  if (["client-ip", "path", "route", "client-ip-and-path"].includes(s)) return s
+  const m = /^header:(.+)$/.exec(s)
+  if (m !== null && token.test(m[1])) return s
+  return cx.error(at, `${what} must be "client-ip", "path", "route", "client-ip-and-path" or "header:<name>", got ${JSON.stringify(s)}`)
+}
+const urlPath: Val<string> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  // eslint-disable-next-line no-control-regex
+  return s.startsWith("/") && !/[\x00-\x20\x7f?#]/.test(s) ? s : cx.error(at, `${what} must be a path starting with "/" (no spaces, "?" or "#"), got ${JSON.stringify(s)}`)
+}
+const method: Val<string> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  return token.test(s) ? s.toUpperCase() : cx.error(at, `${what} ${JSON.stringify(s)} is not a valid HTTP method`)
+}
+const secsNumber = num({ min: 0, max: 365 * 86400, exclusiveMin: true })
+
+/** Every key any filter type reads. */
+interface FilterFields {
+  readonly type: FilterType
+  readonly phase: "request" | "response" | "both"
+  readonly rename: ReadonlyArray<readonly [string, string]>
+  readonly set: ReadonlyArray<readonly [string, string]>
+  readonly add: ReadonlyArray<readonly [string, string]>
+  readonly remove: ReadonlyArray<string>
+  readonly maxRps: number
+  readonly burst: number
+  readonly key: string
+  readonly onLimit: "reject" | "delay" | "log-only"
+  readonly statusCode: number
+  readonly message: string
+  readonly maxDelayMs: number
+  readonly maxKeys: number
+  readonly allowedOrigins: ReadonlyArray<string>
+  readonly allowedMethods: ReadonlyArray<string>
+  readonly allowedHeaders: ReadonlyArray<string>
+  readonly exposeHeaders: ReadonlyArray<string>
+  readonly allowCredentials: boolean
+  readonly maxAgeSecs: number
+  readonly scheme: "http" | "https"
+  readonly hostname: string
+  readonly port: number
+  readonly replaceFullPath: string
+  readonly replacePrefixMatch: string
+  readonly requestTimeoutSecs: number
+  readonly upstreamTimeoutSecs: number
+  readonly connectTimeoutSecs: number
+  readonly hsts: string | null
+  readonly contentTypeOptions: boolean
+  readonly frameOptions: "DENY" | "SAMEORIGIN" | null
+  readonly referrerPolicy: string | null
+  readonly contentSecurityPolicy: string | null
+  readonly permissionsPolicy: string | null
+  readonly crossOriginOpenerPolicy: string | null
+  readonly override: boolean
+  readonly agent: string
+  readonly failureMode: "open" | "closed"
+}
+
+export const filterSpec: BlockSpec<FilterFields> = {
+  path: "filters.filter",
+  fields: {
+    type: scalar("type", oneOf(filterTypes, { notSupported: filterTypesNotSupportedYet })),
+    phase: scalar("phase", oneOf(["request", "response", "both"] as const)),
+    rename: pairs("rename", headerName) as Field<any>,
+    set: pairs("set", headerValue) as Field<any>,
+    add: pairs("add", headerValue) as Field<any>,
+    remove: removeField as Field<any>,
+    maxRps: scalar("max-rps", num({ min: 0, max: 1e9, exclusiveMin: true })),
+    burst: scalar("burst", positive),
+    key: scalar("key", rateLimitKey),
+    onLimit: scalar("on-limit", oneOf(["reject", "delay", "log-only"] as const)),
+    statusCode: scalar("status-code", status),
+    message: scalar("message", str),
+    maxDelayMs: scalar("max-delay-ms", millis),
+    maxKeys: scalar("max-keys", positive),
+    allowedOrigins: list("allowed-origins", nonEmpty),
+    allowedMethods: list("allowed-methods", method),
+    allowedHeaders: list("allowed-headers", (v, at, cx, what) => (v === "*" ? "*" : headerName(v, at, cx, what))),
+    exposeHeaders: list("expose-headers", headerName),
+    allowCredentials: scalar("allow-credentials", bool),
+    maxAgeSecs: scalar(["max-age", "max-age-secs"], count),
+    scheme: scalar("scheme", oneOf(["http", "https"] as const)),
+    hostname: scalar("hostname", nonEmpty),
+    port: scalar("port", int({ min: 1, max: 65535 })),
+    replaceFullPath: scalar("replace-full-path", urlPath),
+    replacePrefixMatch: scalar("replace-prefix-match", urlPath),
+    requestTimeoutSecs: scalar("request-timeout-secs", secsNumber),
+    upstreamTimeoutSecs: scalar("upstream-timeout-secs", secsNumber),
+    connectTimeoutSecs: scalar("connect-timeout-secs", secsNumber),
+    hsts: scalar("hsts", nullable(headerValue)),
+    contentTypeOptions: scalar("content-type-options", bool),
+    frameOptions: scalar("frame-options", nullable(oneOf(["DENY", "SAMEORIGIN"] as const))),
+    referrerPolicy: scalar("referrer-policy", nullable(headerValue)),
+    contentSecurityPolicy: scalar("content-security-policy", nullable(headerValue)),
+    permissionsPolicy: scalar("permissions-policy", nullable(headerValue)),
+    crossOriginOpenerPolicy: scalar("cross-origin-opener-policy", nullable(headerValue)),
+    override: scalar("override", bool),
+    agent: custom("agent", (node, cx) => {
+      if (!shape(node, cx, { args: [1, 1] })) return undefined
+      const e = node.getArgumentEntry(0)!
+      const id = nonEmpty(e.getValue(), e, cx, "`agent`")
+      if (id !== undefined) cx.reference("agent", id, e, "references")
+      return id
+    }),
+    failureMode: scalar("failure-mode", oneOf(["open", "closed"] as const, {
+      aliases: { "fail-open": "open", fail_open: "open", "fail-closed": "closed", fail_closed: "closed" }
+    }))
+  }
+}
+
+/** Keys each type accepts (besides `type`). */
+const keysOf: Record<FilterType, ReadonlyArray<keyof FilterFields>> = {
+  headers: ["phase", "rename", "set", "add", "remove"],
+  "rate-limit": ["maxRps", "burst", "key", "onLimit", "statusCode", "message", "maxDelayMs", "maxKeys"],
+  cors: ["allowedOrigins", "allowedMethods", "allowedHeaders", "exposeHeaders", "allowCredentials", "maxAgeSecs"],
+  redirect: ["statusCode", "scheme", "hostname", "port", "replaceFullPath", "replacePrefixMatch"],
+  "url-rewrite": ["hostname", "replaceFullPath", "replacePrefixMatch"],
+  timeout: ["requestTimeoutSecs", "upstreamTimeoutSecs", "connectTimeoutSecs"],
+  "security-headers": [
+    "hsts", "contentTypeOptions", "frameOptions", "referrerPolicy", "contentSecurityPolicy", "permissionsPolicy",
+    "crossOriginOpenerPolicy", "override"
+  ],
+  agent: ["agent", "failureMode"]
+}
+
+const kdlName = (k: keyof FilterFields): string => filterSpec.fields[k].names[0]
+
+const pathModifier = (f: Partial<FilterFields>) =>
+  f.replaceFullPath !== undefined
+    ? { _tag: "ReplaceFullPath" as const, path: f.replaceFullPath }
+    : f.replacePrefixMatch !== undefined
+      ? { _tag: "ReplacePrefixMatch" as const, prefix: f.replacePrefixMatch }
+      : undefined
+
+const build = (id: string, f: Partial<FilterFields>, node: Node, cx: Cx): FilterConfig | undefined => {
+  const written = (n: string) => node.children?.nodes.some((c) => c.getName() === n) ?? false
+  if (f.type === undefined) {
+    if (!written("type")) cx.error(node, `filter "${id}" needs a \`type\` (${filterTypes.map((t) => `"${t}"`).join(", ")})`)
+    return undefined
+  }
+  const type = f.type
+  const allowed = keysOf[type]
+  let ok = true
+  for (const child of node.children?.nodes ?? []) {
+    const name = child.getName()
+    const key = (Object.keys(filterSpec.fields) as Array<keyof FilterFields>).find((k) => filterSpec.fields[k].names.includes(name))
+    if (key === undefined || key === "type" || allowed.includes(key)) continue
+    ok = false
+    cx.error(child, type === "agent" && key === "phase"
+      ? "`phase` is not supported on an agent filter: the agent's `events` decide which phases it sees"
+      : `\`${name}\` does not apply to a filter of type "${type}"; it takes ${allowed.map((k) => `\`${kdlName(k)}\``).join(", ")}`)
+  }
+  if (!ok) return undefined
+  if (f.replaceFullPath !== undefined && f.replacePrefixMatch !== undefined) {
+    return cx.error(node, `filter "${id}" has both \`replace-full-path\` and \`replace-prefix-match\`; use one`)
+  }
+  let out: FilterConfig
+  let problems: Array<string> = []
+  switch (type) {
+    case "headers": {
+      const ops = flattenHeaderOps({ rename: f.rename, set: f.set, add: f.add, remove: f.remove } as Partial<HeaderOps>)
+      const full = { phase: f.phase ?? "request", rename: [], set: [], add: [], remove: [], ...ops }
+      problems = validateHeadersFilter(full)
+      out = { id, type, ...full }
+      break
+    }
+    case "redirect": {
+      if (f.statusCode !== undefined && ![301, 302, 303, 307, 308].includes(f.statusCode)) {
+        return cx.error(node, `filter "${id}": redirect \`status-code\` must be 301, 302, 303, 307 or 308, got ${f.statusCode}`)
+      }
+      const r = {
+        statusCode: (f.statusCode ?? 302) as 301 | 302 | 303 | 307 | 308,
+        scheme: f.scheme ?? null,
+        hostname: f.hostname ?? null,
+        port: f.port ?? null,
+        path: pathModifier(f) ?? null
+      }
+      problems = validateRedirect(r)
+      out = { id, type, ...r }
+      break
+    }
+    case "url-rewrite":
+      out = { id, type, hostname: f.hostname ?? null, path: pathModifier(f) ?? null }
+      break
+    case "timeout": {
+      const t = {
+        requestTimeoutSecs: f.requestTimeoutSecs ?? null,
+        upstreamTimeoutSecs: f.upstreamTimeoutSecs ?? null,
+        connectTimeoutSecs: f.connectTimeoutSecs ?? null
+      }
+      problems = validateTimeoutFilter(t)
+      out = { id, type, ...t }
+      break
+    }
+    case "agent":
+      if (f.agent === undefined) {
+        if (!written("agent")) cx.error(node, `filter "${id}" of type "agent" needs an \`agent "<id>"\``)
+        return undefined
+      }
+      out = compact({ id, type, agent: f.agent, failureMode: f.failureMode })
+      break
+    default: {
+      // rate-limit, cors, security-headers: the schema fills the defaults
+      const picked = Object.fromEntries(allowed.map((k) => [k, f[k]]))
+      out = compact({ id, type, ...picked }) as unknown as FilterConfig
+    }
+  }
+  for (const p of problems) cx.error(node, `filter "${id}": ${p}`)
+  return problems.length > 0 ? undefined : out
+}
+
+export const filterField = entity("filter", filterSpec, build)
+
+export const filtersSpec: BlockSpec<{ filter: ReadonlyArray<FilterConfig> }> = {
+  path: "filters",
+  fields: { filter: filterField }
+}
+
+export const filtersField = block("filters", filtersSpec, (f) => f.filter ?? [])

@@ -1,0 +1,89 @@
+/**
+ * The audit log: one JSON line per security decision (DESIGN.md §1: every
+ * security decision is logged). Lines go through the bounded, non-blocking
+ * writer of `Logs.ts`; lines the sink cannot take are dropped and counted in
+ * `sentinel_log_dropped_total{log="audit"}`, never queued without bound.
+ *
+ * Agent outcomes (`AgentAuditEntry`) are written when they are not a plain
+ * allow: blocks, redirects, challenges, fail-closed answers (when
+ * `log-blocked` or `log-agent-decisions`) and fail-open passes (when
+ * `log-agent-decisions`). The line is `formatAudit`'s record plus the agent
+ * fields (agent, filter_id, phase, result, action, reason_codes, duration_ms).
+ */
+import { Effect, type Scope } from "effect"
+import type { AgentAuditEntry } from "../agents/AgentDecision.js"
+import type { AuditLogConfig } from "../config/Schema.js"
+import { formatAudit, makeLogWriterScoped } from "./Logs.js"
+import type { Metrics } from "./Metrics.js"
+
+export interface AuditLog {
+  /** Writes the entry if the config asks for it. Never throws, never blocks. */
+  readonly agent: (entry: AgentAuditEntry) => void
+  /** Resolves once every line written so far reached the sink (tests, shutdown). */
+  readonly flush: () => Promise<void>
+  readonly reopen: () => Promise<void>
+}
+
+const disabled: AuditLog = { agent: () => {}, flush: async () => {}, reopen: async () => {} }
+
+/** The JSON line of one agent outcome. */
+export const formatAgentAudit = (e: AgentAuditEntry, now = Date.now()): string => {
+  const base = formatAudit({
+    timestamp: now,
+    trace_id: e.traceId,
+    event_type: "agent_decision",
+    source: `agent:${e.agent}`,
+    decision: e.action === "respond" ? e.result : e.action,
+    status: e.status,
+    rule_ids: e.ruleIds,
+    tags: e.tags,
+    reason: e.reason,
+    client_ip: e.clientIp ?? "",
+    route_id: e.routeId,
+    method: e.method,
+    path: e.path
+  })
+  const extra = JSON.stringify({
+    agent: e.agent,
+    filter_id: e.filterId ?? null,
+    phase: e.phase,
+    result: e.result,
+    action: e.action,
+    reason_codes: e.reasonCodes,
+    confidence: e.confidence ?? null,
+    duration_ms: Math.round(e.durationMs * 1000) / 1000
+  })
+  // both are JSON objects: splice the agent fields into the shared record
+  return `${base.slice(0, -1)},${extra.slice(1)}`
+}
+
+/** Whether an agent outcome belongs in the audit log under `config`. */
+export const auditsAgentEntry = (config: AuditLogConfig, e: AgentAuditEntry): boolean => {
+  switch (e.action) {
+    case "respond":
+    case "fail-closed":
+      return config.logBlocked || config.logAgentDecisions
+    case "fail-open":
+      return config.logAgentDecisions
+    default:
+      return false
+  }
+}
+
+export const makeAuditLog = (config: AuditLogConfig, metrics: Metrics): Effect.Effect<AuditLog, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    if (!config.enabled) return disabled
+    const writer = yield* makeLogWriterScoped({
+      name: "audit",
+      file: config.file,
+      bufferSize: config.bufferSize,
+      onDrop: (n) => metrics.logDropped.add(n, "audit")
+    })
+    return {
+      agent: (e) => {
+        if (auditsAgentEntry(config, e)) writer.write(formatAgentAudit(e))
+      },
+      flush: writer.flush,
+      reopen: writer.reopen
+    }
+  })

@@ -1,0 +1,202 @@
+/**
+ * Holds an upstream response while a route's `ResponseHook` (response-phase
+ * agents) decides, then lets it through (head edited in place), replaces its
+ * body, or answers the client instead.
+ *
+ * It wraps the pipeline's `ResponseSink` and needs nothing from `forward`
+ * but its back-pressure contract: while the hook runs, `data` returns false,
+ * which pauses the upstream until the `onDrain` resume is called. Body bytes
+ * are buffered only up to the hook's `bufferBytes` (+1). `settled` is the
+ * one wait the request fiber adds after `forward` finished: the held
+ * response has been written (or failed). Routes without a hook never get
+ * here.
+ */
+import { Effect } from "effect"
+import type { ResponseSink } from "../upstream/Forward.js"
+import { RequestRejected, type ProxyError } from "./Errors.js"
+import type { RequestContext } from "./RequestContext.js"
+import type { Answer, ResponseHook, ResponseHookStep } from "./Stage.js"
+
+export interface HeldSink extends ResponseSink {
+  /** Succeeds once the held response went to the client; fails if it could not. */
+  readonly settled: Effect.Effect<void, ProxyError>
+  /** Stops the hook (the exchange was interrupted or failed). Idempotent. */
+  readonly dispose: () => void
+}
+
+type Phase = "head" | "buffer" | "deciding" | "pass" | "drop"
+
+const isAnswer = (s: ResponseHookStep): s is Answer => s !== undefined && "status" in s
+
+const toRaw = (flat: ReadonlyArray<string>): Array<Buffer> => flat.map((s) => Buffer.from(s, "latin1"))
+
+const withLength = (flat: ReadonlyArray<string>, length: number): Array<string> => {
+  const out: Array<string> = []
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const lower = flat[i].toLowerCase()
+    if (lower === "content-length" || lower === "transfer-encoding") continue
+    out.push(flat[i], flat[i + 1])
+  }
+  out.push("content-length", String(length))
+  return out
+}
+
+export const holdResponse = (ctx: RequestContext, hook: ResponseHook, base: ResponseSink): HeldSink => {
+  let phase: Phase = "head"
+  let status = 0
+  let flat: Array<string> = []
+  const queued: Array<Buffer> = []
+  let queuedBytes = 0
+  let upstreamEnded = false
+  let pendingResume: (() => void) | undefined
+  let cancel: (() => void) | undefined
+  let disposed = false
+  let result: Effect.Effect<void, ProxyError> | undefined
+  let waiter: ((e: Effect.Effect<void, ProxyError>) => void) | undefined
+  /** Whether the client took the last chunk written by `decided` (a hook may decide synchronously). */
+  let lastCanWrite = true
+
+  const settle = (r: Effect.Effect<void, ProxyError>) => {
+    if (result !== undefined) return
+    result = r
+    const w = waiter
+    waiter = undefined
+    w?.(r)
+  }
+
+  const resumeUpstream = (canWrite: boolean) => {
+    const r = pendingResume
+    pendingResume = undefined
+    if (r === undefined) return
+    if (canWrite) r()
+    else base.onDrain(r)
+  }
+
+  const answer = (a: Answer) => {
+    const res = ctx.res
+    ctx.status = a.status
+    ctx.error ??= a.reason
+    phase = "drop"
+    queued.length = 0
+    const head: Array<string> = ["content-type", a.contentType ?? "application/json", "x-request-id", ctx.traceId, "x-correlation-id", ctx.traceId]
+    for (let i = 0; i < a.headers.length; i++) head.push(a.headers[i])
+    const body = typeof a.body === "string" ? Buffer.from(a.body) : a.body
+    head.push("content-length", String(body.length))
+    try {
+      res.writeHead(a.status, head)
+      res.end(ctx.method === "HEAD" ? undefined : body)
+      if (ctx.method !== "HEAD") ctx.bytesSent += body.length
+    } catch {
+      res.destroy()
+    }
+    settle(Effect.void)
+    // drain and drop the rest of the upstream body
+    resumeUpstream(true)
+  }
+
+  const failed = (reason: string) => {
+    phase = "drop"
+    queued.length = 0
+    ctx.error ??= reason
+    settle(Effect.fail(new RequestRejected({ status: 502, reason })))
+    resumeUpstream(true)
+  }
+
+  const decided = (step: ResponseHookStep) => {
+    cancel = undefined
+    if (disposed) return
+    if (isAnswer(step)) return answer(step)
+    let head = flat
+    if (step !== undefined) {
+      head = withLength(flat, step.replaceBody.length)
+      queued.length = 0
+      queued.push(step.replaceBody)
+    }
+    if (!base.start(status, toRaw(head))) return failed(ctx.error ?? "upstream_invalid_header")
+    phase = "pass"
+    let canWrite = true
+    for (const chunk of queued) canWrite = base.data(chunk)
+    queued.length = 0
+    lastCanWrite = canWrite
+    if (upstreamEnded) {
+      base.end()
+      settle(Effect.void)
+      return
+    }
+    resumeUpstream(canWrite)
+  }
+
+  const launch = (body: Buffer | undefined, complete: boolean) => {
+    phase = "deciding"
+    cancel = Effect.runCallback(hook.run(ctx, status, flat, body, complete), {
+      onExit: (exit) => {
+        if (exit._tag === "Success") decided(exit.value)
+        else if (!disposed) failed("agent_response_phase_failed")
+      }
+    })
+  }
+
+  const body = () => (queued.length === 1 ? queued[0] : Buffer.concat(queued, queuedBytes))
+
+  return {
+    start(s, raw) {
+      status = s
+      flat = raw.map((b) => b.toString("latin1"))
+      if (hook.bufferBytes > 0) phase = "buffer"
+      else launch(undefined, false)
+      return true
+    },
+    data(chunk) {
+      switch (phase) {
+        case "pass":
+          return base.data(chunk)
+        case "drop":
+          return true
+        case "buffer":
+          queued.push(chunk)
+          queuedBytes += chunk.length
+          if (queuedBytes <= hook.bufferBytes) return true
+          launch(body(), false)
+          // decided synchronously: back-pressure is the client's again
+          return (phase as Phase) === "pass" ? lastCanWrite : (phase as Phase) === "drop"
+        default:
+          queued.push(chunk)
+          queuedBytes += chunk.length
+          return false
+      }
+    },
+    onDrain(resume) {
+      if (phase === "pass") base.onDrain(resume)
+      else if (phase === "drop") resume()
+      else pendingResume = resume
+    },
+    end() {
+      upstreamEnded = true
+      if (phase === "pass") {
+        base.end()
+        settle(Effect.void)
+      } else if (phase === "drop") {
+        settle(Effect.void)
+      } else if (phase === "buffer") {
+        const b = body()
+        queued.length = 0
+        queued.push(b)
+        launch(b, true)
+      }
+    },
+    settled: Effect.async<void, ProxyError>((resume) => {
+      if (result !== undefined) return resume(result)
+      waiter = resume
+      return Effect.sync(() => {
+        waiter = undefined
+      })
+    }),
+    dispose() {
+      if (disposed) return
+      disposed = true
+      const c = cancel
+      cancel = undefined
+      c?.()
+    }
+  }
+}

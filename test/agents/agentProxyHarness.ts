@@ -1,0 +1,109 @@
+/**
+ * The real proxy (in-process, port 0) in front of a real echo origin, with
+ * agents as real processes on real Unix sockets: what the agents E2E tests
+ * share. The audit log goes to a temp file the tests read.
+ */
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { Effect, Exit, Scope } from "effect"
+import type { SentinelConfigInput } from "../../src/config/Schema.js"
+import { type EchoOrigin, startEchoOrigin } from "../support/origins.js"
+import { type ProxyHandle, request, type Reply, startProxy, testConfig } from "../support/proxy.js"
+import { eventually, socketDir } from "./rawAgentHarness.js"
+
+export interface AgentEnv {
+  readonly proxy: ProxyHandle
+  readonly origin: EchoOrigin
+  readonly dir: string
+  readonly auditFile: string
+  /** Audit lines written so far (parsed). */
+  readonly audit: () => Array<Record<string, any>>
+  /** Waits for an audit line matching `pred`. */
+  readonly auditLine: (pred: (l: Record<string, any>) => boolean, timeoutMs?: number) => Promise<Record<string, any>>
+  readonly metrics: () => Promise<string>
+  /** Waits until each of these agents (default: all) has a connection ready. */
+  readonly agentsReady: (ids?: ReadonlyArray<string>) => Promise<void>
+  readonly get: (p: string, headers?: Record<string, string>) => Promise<Reply>
+  readonly close: () => Promise<void>
+}
+
+const open: Array<AgentEnv> = []
+
+/** Closes every proxy and origin still open (afterEach). */
+export const closeAllEnvs = async (): Promise<void> => {
+  await Promise.all(open.splice(0).map((e) => e.close()))
+}
+
+export const upstreamRoute = (id: string, prefix: string, extra: Record<string, unknown> = {}) => ({
+  id,
+  priority: prefix.length,
+  matches: [{ _tag: "PathPrefix" as const, prefix }],
+  upstream: "origin",
+  ...extra
+})
+
+/** `input` gets the socket directory (for agents' paths); upstream "origin" and the audit log are added. */
+export const startAgentEnv = async (
+  input: (dir: string) => Partial<SentinelConfigInput>,
+  dir = socketDir()
+): Promise<AgentEnv> => {
+  const origin = await startEchoOrigin("origin")
+  const auditFile = path.join(dir, "audit.log")
+  const given = input(dir)
+  const config = testConfig({
+    upstreams: [{ id: "origin", targets: [{ address: origin.address }] }],
+    ...given,
+    observability: {
+      logging: { accessLog: { enabled: false }, auditLog: { file: auditFile } }
+    }
+  } as Partial<SentinelConfigInput>)
+  const scope = Effect.runSync(Scope.make())
+  const proxy = await Effect.runPromise(Scope.extend(startProxy(config), scope))
+  const audit = () =>
+    fs.existsSync(auditFile)
+      ? fs
+          .readFileSync(auditFile, "utf8")
+          .split("\n")
+          .filter((l) => l !== "")
+          .map((l) => JSON.parse(l) as Record<string, any>)
+      : []
+  let closed = false
+  const env: AgentEnv = {
+    proxy,
+    origin,
+    dir,
+    auditFile,
+    audit,
+    auditLine: async (pred, timeoutMs = 5000) => {
+      let found: Record<string, any> | undefined
+      await eventually(() => (found = audit().find(pred)) !== undefined, timeoutMs, "audit line")
+      return found!
+    },
+    metrics: () => proxy.metrics.registry.metrics(),
+    agentsReady: (ids) =>
+      eventually(
+        () => proxy.agentStatus().every((a) => (ids !== undefined && !ids.includes(a.id)) || a.client.ready > 0),
+        10_000,
+        "agents connected"
+      ),
+    get: (p, headers) => request(proxy.port, { path: p, headers }),
+    close: async () => {
+      if (closed) return
+      closed = true
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+      await origin.close()
+    }
+  }
+  open.push(env)
+  return env
+}
+
+/** Value of one series in Prometheus text, 0 when absent. */
+export const metricValue = (text: string, name: string, labels: Record<string, string>): number => {
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(name + "{")) continue
+    const ok = Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))
+    if (ok) return Number(line.slice(line.lastIndexOf(" ") + 1))
+  }
+  return 0
+}

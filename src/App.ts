@@ -38,6 +38,7 @@ import { makeAccessLog, type AccessLog } from "./observability/AccessLog.js"
 import { makeAuditLog } from "./observability/AuditLog.js"
 import { makeAgents } from "./agents/AgentsExtension.js"
 import type { AgentStatus } from "./agents/Manager.js"
+import type { ChallengePolicy } from "./agents/AgentDecision.js"
 import { VERSION } from "./Version.js"
 
 export interface BoundAddress {
@@ -50,6 +51,8 @@ export interface SentinelOptions {
   readonly metrics?: Metrics
   /** Extra route features (stages) besides the built-in ones. */
   readonly extensions?: ReadonlyArray<RouteExtension>
+  /** What an agent's challenge decision becomes. Default: 403 with the type in `x-sentinel-challenge`. */
+  readonly agentChallenge?: Partial<ChallengePolicy>
 }
 
 export interface ReloadSummary {
@@ -124,7 +127,13 @@ export const make = (
     const graceMs = () => Duration.toMillis(config.system.gracefulShutdownTimeout)
     // Agents (and the audit log) close after the listeners drained: their finalizers come first.
     const auditLog = yield* makeAuditLog(initial.observability.logging.auditLog, metrics)
-    const agents = yield* makeAgents(initial, { metrics, audit: auditLog, graceMs, proxyVersion: VERSION })
+    const agents = yield* makeAgents(initial, {
+      metrics,
+      audit: auditLog,
+      graceMs,
+      proxyVersion: VERSION,
+      ...(options.agentChallenge ? { challenge: options.agentChallenge } : {})
+    })
     // Filters run in each route's `filters` order, agent filters (one stage) at their position.
     const filterChain = makeFilterChain({
       agents: agents.extension,

@@ -265,6 +265,33 @@ describe("retries", () => {
 })
 
 describe("health checks", () => {
+  it.scopedLive("passive checks eject a target answering 5xx from rotation (no active checks configured)", () =>
+    Effect.gen(function* () {
+      const bad = yield* scoped(() => statusOrigin(500))
+      const good = yield* echoOrigin("good")
+      const proxy = yield* startProxy(
+        testConfig({
+          upstreams: [
+            {
+              id: "u",
+              targets: [{ address: `127.0.0.1:${bad.port}` }, { address: good.address }],
+              passiveHealth: { minRequests: 4, failureRatio: 0.5, cooldownMs: 60_000 },
+              // keep the breaker out of it: this is about the passive window
+              circuitBreaker: { failureThreshold: 1000 }
+            }
+          ],
+          routes: [route("u")]
+        })
+      )
+      for (let i = 0; i < 20; i++) yield* Effect.promise(() => request(proxy.port, { path: `/p${i}` }))
+      // ejected once 4 answers were in its window (all failures), then no more traffic
+      expect(bad.requests()).toBe(4)
+      expect(
+        yield* Effect.promise(() => metric(proxy, "sentinel_upstream_health", { target: `127.0.0.1:${bad.port}` }))
+      ).toBe(0)
+    })
+  )
+
   it.scopedLive("active checks take a dead target out before traffic reaches it; the upstreams handler shows it", () =>
     Effect.gen(function* () {
       const dead = yield* scoped(refusingPort)

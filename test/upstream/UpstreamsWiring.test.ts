@@ -158,6 +158,42 @@ describe("upstream runtime", () => {
   )
 })
 
+describe("reload", () => {
+  it.scopedLive("a changed upstream keeps the open breaker of an unchanged target; the old health checks stop", () =>
+    Effect.gen(function* () {
+      const good = yield* echoOrigin("good")
+      const dead = "127.0.0.1:1"
+      const cfg = (algorithm: string, intervalMs: number) =>
+        testConfig({
+          upstreams: [
+            {
+              id: "u",
+              targets: [{ address: dead }, { address: good.address }],
+              loadBalancing: algorithm as never,
+              circuitBreaker: { failureThreshold: 1, openTimeoutMs: 60_000 },
+              healthCheck: { type: { kind: "http", path: "/hc" }, intervalMs, timeoutMs: 200, unhealthyThreshold: 5 }
+            }
+          ],
+          routes: [{ id: "r", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "u" }]
+        })
+      const proxy = yield* startProxy(cfg("round_robin", 40))
+      for (let i = 0; i < 2; i++) expect((yield* Effect.promise(() => request(proxy.port, { path: `/a${i}` }))).status).toBe(200)
+      const before = proxy.dataplane().upstreams.get("u")!
+      expect(before.states[0].circuit.state).toBe("open")
+      yield* proxy.reload(cfg("least_connections", 60_000))
+      const after = proxy.dataplane().upstreams.get("u")!
+      expect(after).not.toBe(before)
+      expect(after.balancer.algorithm).toBe("least_connections")
+      expect(after.states[0].circuit.state).toBe("open")
+      // the new checker ran its first round at once; then, with a 60 s interval, nothing more
+      yield* Effect.promise(() => new Promise((r) => setTimeout(r, 200)))
+      const probes = good.requests.filter((r) => r.url === "/hc").length
+      yield* Effect.promise(() => new Promise((r) => setTimeout(r, 200)))
+      expect(good.requests.filter((r) => r.url === "/hc").length).toBe(probes)
+    })
+  )
+})
+
 describe("sticky sessions end to end", () => {
   it.scopedLive("the first answer sets the cookie; later requests with it stay on that target", () =>
     Effect.gen(function* () {

@@ -189,13 +189,37 @@ export const startListener = (
     server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
       const known = CLIENT_ERRORS[err.code ?? ""]
       const [status, reason] = known ?? [400, "bad_request"]
-      const pending = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage
-      if (err.code === "ECONNRESET" || !socket.writable || refused.has(socket) || pending?.headersSent === true) {
+      if (err.code === "ECONNRESET" || !socket.writable || refused.has(socket)) {
         socket.destroy()
         return
       }
-      hooks.onClientError(config.id, status, reason, socket.remoteAddress ?? "")
-      socket.end(rawAnswer(status, reason))
+      // after a refusal on this connection, whatever follows is not answered again
+      const alreadyClosing = isClosing(socket)
+      if (!alreadyClosing) hooks.onClientError(config.id, status, reason, socket.remoteAddress ?? "")
+      markClosing(socket)
+      const answer = alreadyClosing ? "" : rawAnswer(status, reason)
+      const pending = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage
+      if (pending === null || pending === undefined || pending.writableFinished) {
+        socket.end(answer)
+        return
+      }
+      const current = (pending as { req?: http.IncomingMessage }).req
+      if (status === 408 || (current !== undefined && !current.complete)) {
+        // The error is in the request being answered (its body, or its deadline). If its answer
+        // has not started, the raw answer is its answer; closing the socket then interrupts the
+        // pipeline, which aborts the upstream exchange (never completed with a broken body).
+        if (!pending.headersSent && !alreadyClosing) socket.end(answer)
+        else socket.destroy()
+        return
+      }
+      // Garbage pipelined behind a request still being answered: a raw answer now would be
+      // taken as that request's response (desync). Let it finish, then refuse and close.
+      pending.once("finish", () => {
+        if (socket.writable) socket.end(answer)
+      })
+      pending.once("close", () => {
+        if (!pending.writableFinished) socket.destroy()
+      })
     })
 
     // CONNECT never reaches the request handler in node (it is an upgrade); without a listener

@@ -110,6 +110,12 @@ describe("edge: rejected before the upstream (raw sockets)", () => {
     expect(origin.requests.length).toBe(before)
   })
 
+  it("garbage pipelined behind a valid request: the valid answer comes first, then 400 and close (no desync)", async () => {
+    const reply = await rawRequest(proxy.port, `GET /first HTTP/1.1\r\n${H}\r\nGARBAGE\r\n\r\n`)
+    expect(reply.statuses).toEqual([200, 400])
+    expect(reply.closed).toBe(true)
+  })
+
   it("counts every rejection by reason", async () => {
     const text = await proxy.metrics.registry.getSingleMetricAsString("sentinel_rejected_requests_total")
     for (const reason of ["host_duplicate", "host_mismatch", "http09", "version_unsupported", "method_connect", "headers_too_many", "uri_too_long", "body_too_large"]) {

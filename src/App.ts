@@ -14,7 +14,7 @@
  * inside their own scope.
  */
 import { isIP } from "node:net"
-import { Context, Duration, Effect, Exit, Layer, Runtime, Scope } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Option, Runtime, Scope } from "effect"
 import type { LimitsConfig, ListenerConfig, SentinelConfig } from "./config/Schema.js"
 import type { BuiltinView } from "./handlers/Builtin.js"
 import { CircuitStateValue, makeMetrics, type Metrics } from "./observability/Metrics.js"
@@ -35,6 +35,7 @@ import {
   type UpstreamRuntime
 } from "./upstream/Upstreams.js"
 import { makeAccessLog, type AccessLog } from "./observability/AccessLog.js"
+import { Tracing, tracingLayer, type RequestTracing } from "./observability/Tracing.js"
 import { makeAuditLog } from "./observability/AuditLog.js"
 import { makeAgents } from "./agents/AgentsExtension.js"
 import type { AgentStatus } from "./agents/Manager.js"
@@ -53,6 +54,12 @@ export interface SentinelOptions {
   readonly extensions?: ReadonlyArray<RouteExtension>
   /** What an agent's challenge decision becomes. Default: 403 with the type in `x-sentinel-challenge`. */
   readonly agentChallenge?: Partial<ChallengePolicy>
+  /**
+   * The request path's tracer. Default: the `Tracing` service when the caller
+   * provides one (main.ts: `tracingLayerOptional`), else one built from
+   * `observability { tracing }` for the proxy's lifetime; none without that block.
+   */
+  readonly tracing?: RequestTracing
 }
 
 export interface ReloadSummary {
@@ -120,6 +127,13 @@ export const make = (
   Effect.gen(function* () {
     const scope = yield* Effect.scope
     const startedAt = Date.now()
+    // First, so that it is closed (spans flushed) after the listeners drained.
+    const tracing: RequestTracing | undefined =
+      options.tracing ??
+      Option.getOrUndefined(yield* Effect.serviceOption(Tracing)) ??
+      (initial.observability.tracing === undefined
+        ? undefined
+        : Context.get(yield* Layer.build(tracingLayer({ serviceVersion: VERSION, ...initial.observability.tracing })), Tracing))
     const metrics = options.metrics ?? makeMetrics({ version: VERSION, defaultMetrics: false })
     const accessLog: AccessLog = yield* makeAccessLog(initial.observability.logging.accessLog, metrics)
 
@@ -218,6 +232,18 @@ export const make = (
       }
     }
 
+    // Sampled requests end their server span as they complete; nothing is added when tracing is off.
+    const pipelineHooks: PipelineHooks =
+      tracing === undefined
+        ? hooks
+        : {
+            ...hooks,
+            onComplete: (ctx) => {
+              ctx.trace?.end(ctx)
+              hooks.onComplete(ctx)
+            }
+          }
+
     const runtime = (yield* Effect.runtime<never>()) as Runtime.Runtime<never>
     const addresses = new Map<string, BoundAddress>()
     const listeners = new Map<string, ListenerEntry>()
@@ -235,8 +261,9 @@ export const make = (
               runtime,
               dataplane,
               builtinView,
-              hooks,
-              draining: h.draining
+              hooks: pipelineHooks,
+              draining: h.draining,
+              tracing
             }),
           {
             onClientError: (_listener, _status, reason) => metrics.rejected.inc(reason),

@@ -20,6 +20,7 @@ import { formatFinding, validateConfig } from "./config/Validate.js"
 import * as App from "./App.js"
 import { appLoggerLayer, formatErrorLine, makeLogWriter, type LogWriter } from "./observability/Logs.js"
 import { makeMetrics, type Metrics } from "./observability/Metrics.js"
+import { tracingLayerOptional } from "./observability/Tracing.js"
 import { runCluster, type ClusterEvent } from "./server/Cluster.js"
 import { startMetricsListenerUnscoped, type MetricsListenerHandle } from "./server/MetricsListener.js"
 import { VERSION } from "./Version.js"
@@ -67,6 +68,12 @@ interface RunningProxy {
   /** Reopen every log file. */
   readonly reopenLogs: () => Promise<void>
   readonly registry: () => Registry
+}
+
+/** `observability { tracing }` with this build's version, or undefined when tracing is off. */
+const tracingConfigOf = (config: SentinelConfig) => {
+  const t = config.observability.tracing
+  return t === undefined ? undefined : { serviceVersion: VERSION, ...t }
 }
 
 /** The error log: its file at its level, or stderr at `logging.level`. */
@@ -137,7 +144,9 @@ const startProxy = async (
 
   const program = Effect.gen(function* () {
     for (const w of loaded.warnings) yield* Effect.logWarning(formatIssue(w))
-    const service = yield* App.make(config, { metrics })
+    // Tracing lives as long as the proxy (closed, spans flushed, after it); restart-only.
+    const tracing = yield* Layer.build(tracingLayerOptional(tracingConfigOf(config)))
+    const service = yield* App.make(config, { metrics }).pipe(Effect.provide(tracing))
     yield* syncMetricsListener(config, true)
     yield* Effect.addFinalizer(() => Effect.promise(async () => metricsListener?.close()))
     const reloader =

@@ -370,6 +370,8 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
 
       const request: RequestStage = (ctx) => {
         const pc = phaseContext(ctx)
+        // sampled requests: a `sentinel.agents` span; the agents get its traceparent
+        const span = ctx.trace?.startAgents(route.id, refs)
         let effect: Effect.Effect<StageStep> | undefined
         if (wantsHeaders) {
           const event = requestHeadersEvent({
@@ -383,7 +385,7 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
             protocol: `HTTP/${ctx.req.httpVersion}`,
             routeId: route.id,
             upstreamId: route.upstream ?? null,
-            traceparent: ctx.header("traceparent") ?? null
+            traceparent: span !== undefined ? span.traceparent : ctx.header("traceparent") ?? null
           })
           effect = Effect.map(manager.runRequestHeaders(refs, event, pc), (d) => applyRequest(ctx, d))
         }
@@ -393,7 +395,7 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
               ? bodyPhase(ctx, pc)
               : Effect.flatMap(effect, (step) => (step !== undefined ? Effect.succeed(step) : bodyPhase(ctx, pc)))
         }
-        return effect
+        return span === undefined ? effect : span.trackStep(effect, ctx)
       }
 
       const response: ResponseStage = (ctx, _status, headers) => {

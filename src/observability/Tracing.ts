@@ -2,30 +2,26 @@
  * Distributed tracing: `observability { tracing { backend "otlp" { endpoint "…" };
  * sampling-rate 0.01; service-name "sentinel" } }`.
  *
- * - `tracingLayer(config)` installs Effect's OpenTelemetry tracer (via
- *   `@effect/opentelemetry`'s NodeSdk) exporting to OTLP/HTTP with a bounded
- *   batch processor: when the collector is slow or down, spans beyond
+ * - `tracingLayer(config)` builds one OpenTelemetry tracer provider (via
+ *   `@effect/opentelemetry`) exporting to OTLP/HTTP with a bounded batch
+ *   processor: when the collector is slow or down, spans beyond
  *   `max-queue-size` are dropped, never queued without bound, and the request
  *   path never waits on the exporter. Closing the layer flushes (bounded).
+ *   The layer provides two things over that provider: Effect's tracer
+ *   (`Effect.withSpan` in cold paths: config load, reload) and the `Tracing`
+ *   service, the plain OpenTelemetry tracer the request path uses directly
+ *   (RequestTrace.ts), since that path is callbacks, not Effect code.
  * - The sampling decision is made on the hot path by plain functions
  *   (`parseTraceparent`, `decideSampled`), so an unsampled request creates no
- *   span at all (`Effect.withSpan` costs ~20 µs). The SDK samples everything it
- *   is handed (AlwaysOn): the decision has already been made.
- *
- * Hot-path use (in the pipeline):
- * ```ts
- * const incoming = parseTraceparent(req.headers.traceparent)
- * if (decideSampled(incoming, tracing.samplingRate)) {
- *   effect = effect.pipe(Effect.withSpan("proxy.request", { parent: incoming && externalParent(incoming), kind: "server" }))
- * }
- * // upstream header: the current span's ids when sampled, else propagate or start a trace
- * ```
+ *   span object at all. The SDK samples everything it is handed (AlwaysOn):
+ *   the decision has already been made.
  */
-import { NodeSdk } from "@effect/opentelemetry"
+import { NodeSdk, Resource, Tracer as OtelTracer } from "@effect/opentelemetry"
+import type * as Otel from "@opentelemetry/api"
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http"
 import { AlwaysOnSampler, BatchSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { randomFillSync } from "node:crypto"
-import { Effect, Layer, Tracer } from "effect"
+import { Context, Effect, Layer, Tracer } from "effect"
 
 // ---------------------------------------------------------------------------
 // Configuration
@@ -75,34 +71,71 @@ export const otlpTracesUrl = (endpoint: string): string => {
   return trimmed.endsWith("/v1/traces") ? trimmed : `${trimmed}/v1/traces`
 }
 
-/**
- * The tracer as a layer: Effect spans (`Effect.withSpan`, `Effect.fn`) inside
- * it are exported to the collector. Nothing global is registered.
- */
-export const tracingLayer = (config: TracingConfig): Layer.Layer<never> =>
-  NodeSdk.layer(() => ({
-    resource: {
-      serviceName: config.serviceName ?? DEFAULT_SERVICE_NAME,
-      ...(config.serviceVersion !== undefined ? { serviceVersion: config.serviceVersion } : {})
-    },
-    spanProcessor: new BatchSpanProcessor(
-      new OTLPTraceExporter({
-        url: otlpTracesUrl(config.endpoint),
-        timeoutMillis: config.exportTimeoutMs ?? 10_000,
-        ...(config.headers ? { headers: { ...config.headers } } : {})
-      }),
-      {
-        maxQueueSize: config.maxQueueSize ?? 2048,
-        maxExportBatchSize: config.maxExportBatchSize ?? 512,
-        scheduledDelayMillis: config.scheduledDelayMs ?? 1000,
-        exportTimeoutMillis: config.exportTimeoutMs ?? 10_000
-      }
-    ),
-    tracerConfig: { sampler: new AlwaysOnSampler() },
-    shutdownTimeout: config.shutdownTimeoutMs ?? 3000
-  })).pipe(Layer.discard)
+/** What the request path needs to trace: the decision inputs and the tracer. */
+export interface RequestTracing {
+  /** Fraction of requests (without a parent decision) that get spans, 0..1. */
+  readonly samplingRate: number
+  /** Follow an incoming `traceparent`'s sampled flag. */
+  readonly parentBased: boolean
+  /** The OpenTelemetry tracer of the layer's provider (exports to the collector). */
+  readonly tracer: Otel.Tracer
+  /** Random source for the sampling roll (tests). Default `Math.random`. */
+  readonly random?: () => number
+}
 
-/** `tracingLayer` when configured, else nothing (Effect's no-op-ish native tracer stays). */
+/**
+ * The request path's tracer, present when tracing is configured. Read it with
+ * `Effect.serviceOption(Tracing)`: absent means tracing is off.
+ */
+export class Tracing extends Context.Tag("sentinel/observability/Tracing")<Tracing, RequestTracing>() {}
+
+/**
+ * The tracer as a layer: one provider (batch processor + OTLP/HTTP exporter),
+ * closed (flushed, bounded by `shutdownTimeoutMs`) with the layer. Provides
+ * `Tracing` for the request path and installs Effect's tracer over the same
+ * provider, so `Effect.withSpan` inside it is exported too. Nothing global is
+ * registered.
+ */
+export const tracingLayer = (config: TracingConfig): Layer.Layer<Tracing> => {
+  const processor = new BatchSpanProcessor(
+    new OTLPTraceExporter({
+      url: otlpTracesUrl(config.endpoint),
+      timeoutMillis: config.exportTimeoutMs ?? 10_000,
+      ...(config.headers ? { headers: { ...config.headers } } : {})
+    }),
+    {
+      maxQueueSize: config.maxQueueSize ?? 2048,
+      maxExportBatchSize: config.maxExportBatchSize ?? 512,
+      scheduledDelayMillis: config.scheduledDelayMs ?? 1000,
+      exportTimeoutMillis: config.exportTimeoutMs ?? 10_000
+    }
+  )
+  const resource = Resource.layer({
+    serviceName: config.serviceName ?? DEFAULT_SERVICE_NAME,
+    ...(config.serviceVersion !== undefined ? { serviceVersion: config.serviceVersion } : {})
+  })
+  const provider = NodeSdk.layerTracerProvider(processor, {
+    sampler: new AlwaysOnSampler(),
+    shutdownTimeout: config.shutdownTimeoutMs ?? 3000
+  }).pipe(Layer.provideMerge(resource))
+  const requestTracing = Layer.effect(
+    Tracing,
+    Effect.map(
+      OtelTracer.OtelTracer,
+      (tracer): RequestTracing => ({
+        samplingRate: config.samplingRate ?? DEFAULT_SAMPLING_RATE,
+        parentBased: config.parentBased ?? true,
+        tracer
+      })
+    )
+  )
+  return requestTracing.pipe(Layer.provideMerge(OtelTracer.layer), Layer.provide(provider))
+}
+
+/**
+ * `tracingLayer` when configured, else nothing (Effect's native tracer stays,
+ * and `Effect.serviceOption(Tracing)` finds none).
+ */
 export const tracingLayerOptional = (config: TracingConfig | undefined): Layer.Layer<never> =>
   config === undefined ? Layer.empty : tracingLayer(config)
 

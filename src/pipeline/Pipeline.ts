@@ -12,9 +12,10 @@ import { runBuiltin, type BuiltinView } from "../handlers/Builtin.js"
 import { normalizeHost } from "../routing/Router.js"
 import type { Dataplane, RoutePlan } from "./Dataplane.js"
 import type { Answer, RequestStage, StageStep } from "./Stage.js"
-import { proxyToUpstream, withDeadline } from "./Upstream.js"
+import { proxyToUpstream, runUpstream, withDeadline } from "./Upstream.js"
+import type { UpstreamRuntime } from "../upstream/Upstreams.js"
 import { errorAnswer, errorBody } from "./ErrorResponse.js"
-import { RequestRejected, type ProxyError } from "./Errors.js"
+import { RequestRejected, RequestTimeout, type ProxyError } from "./Errors.js"
 import { splitTarget, type RequestContext } from "./RequestContext.js"
 import { edgePolicyFor, markClosing } from "../server/EdgePolicy.js"
 import {
@@ -26,6 +27,8 @@ import {
   type ValidationResult
 } from "../server/RequestValidation.js"
 import { incomingTraceId } from "./TraceId.js"
+import { startRequestTrace } from "../observability/RequestTrace.js"
+import type { RequestTracing } from "../observability/Tracing.js"
 
 /** Hooks the pipeline reports to; metrics and logs plug in here. */
 export interface PipelineHooks {
@@ -42,6 +45,8 @@ export interface PipelineEnv {
   readonly hooks: PipelineHooks
   /** Set while the listener drains: answers carry `Connection: close`. */
   readonly draining: () => boolean
+  /** Tracing, when configured: sampled requests get spans (RequestTrace.ts). Absent = nothing is done. */
+  readonly tracing?: RequestTracing | undefined
 }
 
 /** The client's own trace-id headers are replaced by ours upstream; Via is merged. */
@@ -62,7 +67,6 @@ interface Head {
   readonly forwarded: ForwardedInfo | undefined
 }
 
-const HEADS = new WeakMap<RequestContext, Head>()
 
 const makeContext = (env: PipelineEnv, dp: Dataplane, req: IncomingMessage, res: ServerResponse): RequestContext => {
   const header = headerLookup(req)
@@ -111,10 +115,11 @@ const makeContext = (env: PipelineEnv, dp: Dataplane, req: IncomingMessage, res:
     upstreamHeaders: [],
     upstreamPath: result._tag === "Valid" ? result.request.target : req.url ?? "/",
     upstreamBody: undefined,
+    edge: undefined,
     responseHeaders: undefined,
     header
   }
-  HEADS.set(ctx, { result, forwarded })
+  ctx.edge = { result, forwarded } satisfies Head
   return ctx
 }
 
@@ -124,7 +129,7 @@ const makeContext = (env: PipelineEnv, dp: Dataplane, req: IncomingMessage, res:
  * before any of the body is read). Headers dropped for an underscore are counted.
  */
 const checkHead = (ctx: RequestContext, dp: Dataplane, env: PipelineEnv): RequestRejected | undefined => {
-  const head = HEADS.get(ctx)!
+  const head = ctx.edge as Head
   const result = head.result
   if (result._tag === "Rejected") {
     return new RequestRejected({ status: result.status, reason: result.reason.replace(/-/g, "_") })
@@ -199,7 +204,7 @@ const sendStageAnswer = (ctx: RequestContext, env: PipelineEnv, answer: Answer, 
  * header policy.
  */
 const buildUpstreamHeaders = (ctx: RequestContext, plan: RoutePlan): Array<string> => {
-  const head = HEADS.get(ctx)!
+  const head = ctx.edge as Head
   const v = (head.result as { readonly request: ValidatedRequest }).request
   const out: Array<string> = []
   let via: string | undefined
@@ -306,6 +311,51 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     return withDeadline(proxyToUpstream(ctx, env.draining, dp, plan, upstream), plan)
   }
 
+  /**
+   * The upstream stage without a fiber: when every request stage was
+   * synchronous (no agents waiting), the exchange runs on plain callbacks
+   * (`runUpstream`). A fiber per request costs more CPU than the whole rest of
+   * the pipeline on this path (see bench/README.md), so the fiber is kept for
+   * requests that really wait on Effects. Same semantics: the route deadline,
+   * the client's `close` (499, upstream aborted), logging exactly once.
+   */
+  const proxyDirect = (ctx: RequestContext, dp: Dataplane, plan: RoutePlan, upstream: UpstreamRuntime) => {
+    ctx.upstreamId = upstream.id
+    let over = false
+    let timer: NodeJS.Timeout | undefined
+    const end = (error: ProxyError | undefined) => {
+      if (over) return
+      over = true
+      if (timer !== undefined) clearTimeout(timer)
+      if (error !== undefined) sendError(ctx, env, error, plan)
+      complete(ctx, plan)
+    }
+    let cancel: () => void
+    try {
+      cancel = runUpstream(ctx, env.draining, dp, plan, upstream, end)
+    } catch {
+      ctx.error ??= "internal"
+      return end(new RequestRejected({ status: 500, reason: "internal" }))
+    }
+    if (over) return
+    if (plan.timeoutMs > 0) {
+      timer = setTimeout(() => {
+        cancel()
+        end(new RequestTimeout({ phase: "route" }))
+      }, plan.timeoutMs)
+    }
+    ctx.res.once("close", () => {
+      if (over || ctx.res.writableFinished) return
+      over = true
+      if (timer !== undefined) clearTimeout(timer)
+      ctx.clientGone = true
+      cancel()
+      ctx.status = 499
+      ctx.error ??= "client_closed"
+      complete(ctx, plan)
+    })
+  }
+
   /** Fork the waiting part of a request; the client's `close` interrupts it. */
   const fork = (ctx: RequestContext, plan: RoutePlan, effect: Effect.Effect<void, ProxyError | HandedOff>) => {
     const program = effect.pipe(
@@ -340,6 +390,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
   return (req: IncomingMessage, res: ServerResponse): void => {
     const dp = env.dataplane()
     const ctx = makeContext(env, dp, req, res)
+    if (env.tracing !== undefined) startRequestTrace(ctx, env.tracing)
 
     const rejected = checkHead(ctx, dp, env)
     if (rejected !== undefined) {
@@ -364,6 +415,9 @@ export const makeRequestHandler = (env: PipelineEnv) => {
 
     const step = runStages(ctx, plan.request, 0)
     if (step === undefined) {
+      if (plan.upstream !== undefined && plan.local === undefined && plan.builtin === undefined) {
+        return proxyDirect(ctx, dp, plan, plan.upstream)
+      }
       const next = dispatch(ctx, dp, plan)
       if (next !== undefined) fork(ctx, plan, next)
       return

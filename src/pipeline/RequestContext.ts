@@ -4,6 +4,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { Readable } from "node:stream"
+import type { RequestTrace } from "../observability/RequestTrace.js"
 
 export interface RequestContext {
   readonly req: IncomingMessage
@@ -41,8 +42,15 @@ export interface RequestContext {
   upstreamPath: string
   /** Replaces the streamed client body (e.g. a body buffered for inspection). */
   upstreamBody: Readable | Buffer | null | undefined
+  /**
+   * The head as the edge validated it (`Pipeline.ts`); a plain field rather than
+   * a WeakMap entry, which the young-generation GC could only drop much later.
+   */
+  edge: unknown
   /** Extra response headers decided during the request phase (rate-limit, CORS), flat list. */
   responseHeaders: Array<string> | undefined
+  /** The request's spans; set only when tracing is configured and this request is sampled. */
+  trace?: RequestTrace | undefined
   header(lowerName: string): string | undefined
 }
 

@@ -20,6 +20,8 @@ import type { Answer, ResponseHook, ResponseHookStep } from "./Stage.js"
 export interface HeldSink extends ResponseSink {
   /** Succeeds once the held response went to the client; fails if it could not. */
   readonly settled: Effect.Effect<void, ProxyError>
+  /** The same as `settled`, as a callback (`undefined` = written). Called once. */
+  readonly onSettled: (cb: (error: ProxyError | undefined) => void) => void
   /** Stops the hook (the exchange was interrupted or failed). Idempotent. */
   readonly dispose: () => void
 }
@@ -56,12 +58,18 @@ export const holdResponse = (ctx: RequestContext, hook: ResponseHook, base: Resp
   /** Whether the client took the last chunk written by `decided` (a hook may decide synchronously). */
   let lastCanWrite = true
 
-  const settle = (r: Effect.Effect<void, ProxyError>) => {
+  let settledError: ProxyError | undefined
+  let callbacks: Array<(error: ProxyError | undefined) => void> = []
+  const settle = (r: Effect.Effect<void, ProxyError>, error?: ProxyError) => {
     if (result !== undefined) return
     result = r
+    settledError = error
     const w = waiter
     waiter = undefined
     w?.(r)
+    const cbs = callbacks
+    callbacks = []
+    for (const cb of cbs) cb(error)
   }
 
   const resumeUpstream = (canWrite: boolean) => {
@@ -98,7 +106,8 @@ export const holdResponse = (ctx: RequestContext, hook: ResponseHook, base: Resp
     phase = "drop"
     queued.length = 0
     ctx.error ??= reason
-    settle(Effect.fail(new RequestRejected({ status: 502, reason })))
+    const error = new RequestRejected({ status: 502, reason })
+    settle(Effect.fail(error), error)
     resumeUpstream(true)
   }
 
@@ -183,6 +192,10 @@ export const holdResponse = (ctx: RequestContext, hook: ResponseHook, base: Resp
         queued.push(b)
         launch(b, true)
       }
+    },
+    onSettled(cb) {
+      if (result !== undefined) cb(settledError)
+      else callbacks.push(cb)
     },
     settled: Effect.async<void, ProxyError>((resume) => {
       if (result !== undefined) return resume(result)

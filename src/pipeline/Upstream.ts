@@ -22,7 +22,7 @@ import type { IncomingMessage } from "node:http"
 import { performance } from "node:perf_hooks"
 import { Effect } from "effect"
 import type { BalancerContext } from "../upstream/Balancer.js"
-import { forward, type ForwardError, type ForwardRequest, type ResponseSink } from "../upstream/Forward.js"
+import { exchange, type ForwardError, type ForwardOutcome, type ForwardRequest, type ResponseSink } from "../upstream/Forward.js"
 import { noRetryPolicy, shouldRetry, type FailureKind, type RetryPolicy } from "../upstream/Retry.js"
 import { resultOfStatus, type AttemptResult } from "../upstream/Target.js"
 import type { UpstreamRuntime } from "../upstream/Upstreams.js"
@@ -72,51 +72,51 @@ interface BodySource {
 
 const NO_BODY: BodySource = { body: null, replayable: true }
 
-/** Reads a declared-length body into memory (one wait); the client going away fails it. */
-const bufferBody = (req: IncomingMessage, limit: number): Effect.Effect<BodySource, ProxyError> =>
-  Effect.async<BodySource, ProxyError>((resume) => {
-    const chunks: Array<Buffer> = []
-    let size = 0
-    const cleanup = () => {
-      req.off("data", onData)
-      req.off("end", onEnd)
-      req.off("error", onError)
-      req.off("close", onClose)
-    }
-    const onData = (c: Buffer) => {
-      size += c.length
-      if (size > limit) {
-        // cannot happen with a correct Content-Length (the parser frames the body); be safe
-        cleanup()
-        req.pause()
-        resume(Effect.fail(new RequestRejected({ status: 413, reason: "body_too_large" })))
-        return
-      }
-      chunks.push(c)
-    }
-    const onEnd = () => {
+/** Reads a declared-length body into memory; the client going away fails it. Returns a cancel function. */
+const bufferBody = (
+  req: IncomingMessage,
+  limit: number,
+  done: (error: ProxyError | undefined, body: BodySource | undefined) => void
+): (() => void) => {
+  const chunks: Array<Buffer> = []
+  let size = 0
+  const cleanup = () => {
+    req.off("data", onData)
+    req.off("end", onEnd)
+    req.off("error", onError)
+    req.off("close", onClose)
+  }
+  const onData = (c: Buffer) => {
+    size += c.length
+    if (size > limit) {
+      // cannot happen with a correct Content-Length (the parser frames the body); be safe
       cleanup()
-      resume(Effect.succeed({ body: Buffer.concat(chunks, size), replayable: true }))
+      req.pause()
+      done(new RequestRejected({ status: 413, reason: "body_too_large" }), undefined)
+      return
     }
-    const onError = () => {
-      cleanup()
-      resume(Effect.fail(new ClientClosed()))
-    }
-    const onClose = () => {
-      if (!req.complete) onError()
-    }
-    req.on("data", onData)
-    req.once("end", onEnd)
-    req.once("error", onError)
-    req.once("close", onClose)
-    return Effect.sync(cleanup)
-  })
+    chunks.push(c)
+  }
+  const onEnd = () => {
+    cleanup()
+    done(undefined, { body: Buffer.concat(chunks, size), replayable: true })
+  }
+  const onError = () => {
+    cleanup()
+    done(new ClientClosed(), undefined)
+  }
+  const onClose = () => {
+    if (!req.complete) onError()
+  }
+  req.on("data", onData)
+  req.once("end", onEnd)
+  req.once("error", onError)
+  req.once("close", onClose)
+  return cleanup
+}
 
-const requestBody = (
-  ctx: RequestContext,
-  dp: Dataplane,
-  bufferLimit: number
-): BodySource | Effect.Effect<BodySource, ProxyError> => {
+/** The body to send: at hand, or `"buffer"` when it must be read into memory first (replayable). */
+const requestBody = (ctx: RequestContext, dp: Dataplane, bufferLimit: number): BodySource | "buffer" => {
   const pre = ctx.upstreamBody
   if (pre !== undefined) return pre === null || Buffer.isBuffer(pre) ? { body: pre, replayable: true } : { body: pre, replayable: false }
   const h = ctx.req.headers
@@ -127,7 +127,7 @@ const requestBody = (
   }
   const cl = h["content-length"]
   if (cl === undefined || cl === "0") return NO_BODY
-  if (bufferLimit > 0 && Number(cl) <= bufferLimit) return bufferBody(ctx.req, bufferLimit)
+  if (bufferLimit > 0 && Number(cl) <= bufferLimit) return "buffer"
   return { body: ctx.req, replayable: false }
 }
 
@@ -269,7 +269,226 @@ const targetResult = (e: ForwardError): AttemptResult => {
 type Decision = { readonly retry: true; readonly delayMs: number; readonly reason: string } | { readonly retry: false }
 const NO: Decision = { retry: false }
 
-/** Forward to the upstream: select, send, and retry while policy, safety and budget allow. */
+/**
+ * Forward to the upstream: select, send, and retry while policy, safety and
+ * budget allow. `done` is called exactly once (undefined = the response went
+ * to the client) unless the returned cancel function is called first (client
+ * gone, outer deadline), which aborts whatever is in progress: a body read, a
+ * backoff timer or an exchange (reported to its target as "aborted").
+ *
+ * Plain callbacks, the hot path (DESIGN.md §2); `proxyToUpstream` is the same
+ * stage as one `Effect.async` for Effect compositions.
+ */
+export const runUpstream = (
+  ctx: RequestContext,
+  draining: () => boolean,
+  dp: Dataplane,
+  plan: RoutePlan,
+  upstream: UpstreamRuntime,
+  done: (error: ProxyError | undefined) => void
+): (() => void) => {
+  const retry = retryPlanOf(dp, plan, upstream)
+  const observer = upstream.observer
+  upstream.budget.onRequest()
+  const bctx = balancerContext(ctx)
+  const tried: Array<number> = []
+  let finished = false
+  /** Cancels what is in progress now (body read, backoff, exchange). */
+  let inProgress: (() => void) | undefined
+
+  const finish = (error: ProxyError | undefined) => {
+    if (finished) return
+    finished = true
+    inProgress = undefined
+    done(error)
+  }
+
+  const decide = (
+    attempt: number,
+    body: BodySource,
+    kind: FailureKind,
+    requestSent: boolean,
+    handedOn: boolean,
+    status?: number
+  ): Decision => {
+    const nothingSent = kind !== "status" && (!requestSent || nothingSentKinds.has(kind))
+    const d = shouldRetry({
+      attempt,
+      method: ctx.method,
+      kind,
+      ...(status !== undefined ? { status } : {}),
+      requestSent,
+      // a head handed on to the response path (client, or a response hook holding it) is final
+      responseStarted: handedOn || ctx.res.headersSent,
+      bodyReplayable: body.replayable,
+      policy: nothingSent ? retry.failover : retry.policy
+    })
+    if (!d.retry) return NO
+    // the budget bounds the extra load retries put on upstreams; a fail-over of a request
+    // no target received adds none
+    if (d.reason !== "nothing-sent" && !upstream.budget.tryWithdraw()) return NO
+    return d
+  }
+
+  const attempt = (n: number, body: BodySource, last: ProxyError | undefined): void => {
+    if (finished) return
+    const picked = upstream.select(bctx, tried)
+    if (picked === undefined) {
+      if (last !== undefined) return finish(last)
+      observer.failure(upstream.id, plan.id, "no_healthy_upstream")
+      return finish(new NoHealthyUpstream({ upstream: upstream.id, retryAfterSecs: upstream.retryAfterSecs }))
+    }
+    const target = upstream.targets[picked.index]
+    const state = target.state
+    tried.push(picked.index)
+    ctx.upstreamAddr = target.key
+    ctx.attempts++
+    state.begin()
+    observer.attempt(upstream.id, plan.id)
+    const started = performance.now()
+    let headAt = 0
+    let settled = false
+    let statusRetry: Decision = NO
+    let handedOn = false
+    const settle = (result: AttemptResult) => {
+      if (settled) return
+      settled = true
+      state.end(result, (headAt > 0 ? headAt : performance.now()) - started)
+    }
+
+    const direct = responseSink(ctx, draining, plan, picked.setCookie)
+    // response-phase agents: the head waits for their decision (ResponseHold.ts)
+    const held = plan.responseHook === undefined ? undefined : holdResponse(ctx, plan.responseHook, direct)
+    const base: ResponseSink = held ?? direct
+    const retryable = retry.policy.retryableStatusCodes
+    const sink: ResponseSink =
+      retryable.length === 0
+        ? {
+            start: (status, raw) => {
+              headAt = performance.now()
+              return (handedOn = base.start(status, raw))
+            },
+            data: base.data,
+            onDrain: base.onDrain,
+            end: base.end
+          }
+        : {
+            start: (status, raw) => {
+              headAt = performance.now()
+              if (retryable.includes(status)) {
+                statusRetry = decide(n, body, "status", true, false, status)
+                // discard this answer (undici drains it) and try again elsewhere
+                if (statusRetry.retry) return false
+              }
+              return (handedOn = base.start(status, raw))
+            },
+            data: base.data,
+            onDrain: base.onDrain,
+            end: base.end
+          }
+
+    const again = (d: Decision & { retry: true }, error: ProxyError): void => {
+      held?.dispose()
+      observer.retry(upstream.id, plan.id, d.reason)
+      if (d.delayMs <= 0) return attempt(n + 1, body, error)
+      const timer = setTimeout(() => {
+        inProgress = undefined
+        attempt(n + 1, body, error)
+      }, d.delayMs)
+      inProgress = () => clearTimeout(timer)
+    }
+
+    const onExchange = (error: ForwardError | undefined, outcome: ForwardOutcome | undefined): void => {
+      inProgress = undefined
+      if (finished) return
+      if (error === undefined) {
+        const o = outcome!
+        settle(resultOfStatus(o.status))
+        if (statusRetry.retry) {
+          observer.failure(upstream.id, plan.id, `status_${o.status}`)
+          return again(statusRetry, new RequestRejected({ status: 502, reason: `upstream_status_${o.status}` }))
+        }
+        if (o.discarded) {
+          held?.dispose()
+          return finish(new RequestRejected({ status: 502, reason: ctx.error ?? "upstream_discarded" }))
+        }
+        if (held === undefined) return finish(undefined)
+        inProgress = held.dispose
+        return held.onSettled((e) => {
+          held.dispose()
+          finish(e)
+        })
+      }
+      if (ctx.bodyTooLarge) {
+        // our own limit tore the upload down: not the target's fault
+        settle("aborted")
+        held?.dispose()
+        return finish(new RequestRejected({ status: 413, reason: "body_too_large" }))
+      }
+      if (statusRetry.retry) {
+        // the discarded retryable answer then failed while draining: retry as decided
+        settle("server-error")
+        observer.failure(upstream.id, plan.id, errorAnswer(error).reason)
+        return again(statusRetry, error)
+      }
+      settle(targetResult(error))
+      observer.failure(upstream.id, plan.id, errorAnswer(error).reason)
+      const d = decide(n, body, failureKind(error), requestSentOf(error), handedOn)
+      if (!d.retry) {
+        held?.dispose()
+        return finish(error)
+      }
+      again(d, error)
+    }
+
+    // sampled requests: a span per attempt, its traceparent set in ctx.upstreamHeaders
+    const span = ctx.trace?.startUpstream(ctx, upstream.id, target.key, n)
+    const request: ForwardRequest = {
+      method: ctx.method,
+      path: ctx.upstreamPath,
+      headers: ctx.upstreamHeaders,
+      body: body.body,
+      headersTimeoutMs: retry.headersTimeoutMs,
+      bodyIdleTimeoutMs: upstream.bodyIdleTimeoutMs
+    }
+    let sync = true
+    let doneSync = false
+    const cancel = exchange(target.pool.pool, { upstream: upstream.id, target: target.key }, request, sink, (e, o) => {
+      if (sync) doneSync = true
+      span?.endExchange(e, o, ctx)
+      onExchange(e, o)
+    })
+    sync = false
+    if (!doneSync && !finished) {
+      inProgress = () => {
+        cancel()
+        settle("aborted")
+        held?.dispose()
+      }
+    }
+  }
+
+  const prepared = requestBody(ctx, dp, retry.bufferLimit)
+  if (prepared === "buffer") {
+    inProgress = bufferBody(ctx.req, retry.bufferLimit, (error, body) => {
+      inProgress = undefined
+      if (finished) return
+      if (error !== undefined) return finish(error)
+      attempt(1, body!, undefined)
+    })
+  } else {
+    attempt(1, prepared, undefined)
+  }
+  return () => {
+    if (finished) return
+    finished = true
+    const c = inProgress
+    inProgress = undefined
+    c?.()
+  }
+}
+
+/** The upstream stage as one `Effect.async`; interruption cancels it. */
 export const proxyToUpstream = (
   ctx: RequestContext,
   draining: () => boolean,
@@ -277,152 +496,11 @@ export const proxyToUpstream = (
   plan: RoutePlan,
   upstream: UpstreamRuntime
 ): Effect.Effect<void, ProxyError> =>
-  Effect.suspend((): Effect.Effect<void, ProxyError> => {
-    const retry = retryPlanOf(dp, plan, upstream)
-    const observer = upstream.observer
-    upstream.budget.onRequest()
-    const bctx = balancerContext(ctx)
-    const tried: Array<number> = []
-
-    const decide = (
-      attempt: number,
-      body: BodySource,
-      kind: FailureKind,
-      requestSent: boolean,
-      handedOn: boolean,
-      status?: number
-    ): Decision => {
-      const nothingSent = kind !== "status" && (!requestSent || nothingSentKinds.has(kind))
-      const d = shouldRetry({
-        attempt,
-        method: ctx.method,
-        kind,
-        ...(status !== undefined ? { status } : {}),
-        requestSent,
-        // a head handed on to the response path (client, or a response hook holding it) is final
-        responseStarted: handedOn || ctx.res.headersSent,
-        bodyReplayable: body.replayable,
-        policy: nothingSent ? retry.failover : retry.policy
-      })
-      if (!d.retry) return NO
-      // the budget bounds the extra load retries put on upstreams; a fail-over of a request
-      // no target received adds none
-      if (d.reason !== "nothing-sent" && !upstream.budget.tryWithdraw()) return NO
-      return d
-    }
-
-    const attempt = (n: number, body: BodySource, last: ProxyError | undefined): Effect.Effect<void, ProxyError> => {
-      const picked = upstream.select(bctx, tried)
-      if (picked === undefined) {
-        if (last !== undefined) return Effect.fail(last)
-        observer.failure(upstream.id, plan.id, "no_healthy_upstream")
-        return Effect.fail(new NoHealthyUpstream({ upstream: upstream.id, retryAfterSecs: upstream.retryAfterSecs }))
-      }
-      const target = upstream.targets[picked.index]
-      const state = target.state
-      tried.push(picked.index)
-      ctx.upstreamAddr = target.key
-      ctx.attempts++
-      state.begin()
-      observer.attempt(upstream.id, plan.id)
-      const started = performance.now()
-      let headAt = 0
-      let settled = false
-      let statusRetry: Decision = NO
-      let handedOn = false
-      const settle = (result: AttemptResult) => {
-        if (settled) return
-        settled = true
-        state.end(result, (headAt > 0 ? headAt : performance.now()) - started)
-      }
-
-      const direct = responseSink(ctx, draining, plan, picked.setCookie)
-      // response-phase agents: the head waits for their decision (ResponseHold.ts)
-      const held = plan.responseHook === undefined ? undefined : holdResponse(ctx, plan.responseHook, direct)
-      const base: ResponseSink = held ?? direct
-      const retryable = retry.policy.retryableStatusCodes
-      const sink: ResponseSink =
-        retryable.length === 0
-          ? {
-              start: (status, raw) => {
-                headAt = performance.now()
-                return (handedOn = base.start(status, raw))
-              },
-              data: base.data,
-              onDrain: base.onDrain,
-              end: base.end
-            }
-          : {
-              start: (status, raw) => {
-                headAt = performance.now()
-                if (retryable.includes(status)) {
-                  statusRetry = decide(n, body, "status", true, false, status)
-                  // discard this answer (undici drains it) and try again elsewhere
-                  if (statusRetry.retry) return false
-                }
-                return (handedOn = base.start(status, raw))
-              },
-              data: base.data,
-              onDrain: base.onDrain,
-              end: base.end
-            }
-
-      const again = (d: Decision & { retry: true }, error: ProxyError): Effect.Effect<void, ProxyError> => {
-        observer.retry(upstream.id, plan.id, d.reason)
-        const next = Effect.suspend(() => attempt(n + 1, body, error))
-        return d.delayMs > 0 ? Effect.delay(next, d.delayMs) : next
-      }
-
-      const request: ForwardRequest = {
-        method: ctx.method,
-        path: ctx.upstreamPath,
-        headers: ctx.upstreamHeaders,
-        body: body.body,
-        headersTimeoutMs: retry.headersTimeoutMs,
-        bodyIdleTimeoutMs: upstream.bodyIdleTimeoutMs
-      }
-      return forward(target.pool.pool, { upstream: upstream.id, target: target.key }, request, sink).pipe(
-        Effect.onInterrupt(() => Effect.sync(() => settle("aborted"))),
-        Effect.matchEffect({
-          onSuccess: (outcome): Effect.Effect<void, ProxyError> => {
-            settle(resultOfStatus(outcome.status))
-            if (statusRetry.retry) {
-              observer.failure(upstream.id, plan.id, `status_${outcome.status}`)
-              return again(statusRetry, new RequestRejected({ status: 502, reason: `upstream_status_${outcome.status}` }))
-            }
-            if (outcome.discarded) {
-              return Effect.fail(new RequestRejected({ status: 502, reason: ctx.error ?? "upstream_discarded" }))
-            }
-            return held === undefined ? Effect.void : held.settled
-          },
-          onFailure: (error): Effect.Effect<void, ProxyError> => {
-            if (ctx.bodyTooLarge) {
-              // our own limit tore the upload down: not the target's fault
-              settle("aborted")
-              return Effect.fail(new RequestRejected({ status: 413, reason: "body_too_large" }))
-            }
-            if (statusRetry.retry) {
-              // the discarded retryable answer then failed while draining: retry as decided
-              settle("server-error")
-              observer.failure(upstream.id, plan.id, errorAnswer(error).reason)
-              return again(statusRetry, error)
-            }
-            settle(targetResult(error))
-            observer.failure(upstream.id, plan.id, errorAnswer(error).reason)
-            const d = decide(n, body, failureKind(error), requestSentOf(error), handedOn)
-            if (!d.retry) return Effect.fail(error)
-            held?.dispose()
-            return again(d, error)
-          }
-        }),
-        held === undefined ? (e) => e : Effect.ensuring(Effect.sync(held.dispose))
-      )
-    }
-
-    const prepared = requestBody(ctx, dp, retry.bufferLimit)
-    return Effect.isEffect(prepared)
-      ? Effect.flatMap(prepared, (body) => attempt(1, body, undefined))
-      : attempt(1, prepared, undefined)
+  Effect.async<void, ProxyError>((resume) => {
+    const cancel = runUpstream(ctx, draining, dp, plan, upstream, (error) =>
+      resume(error === undefined ? Effect.void : Effect.fail(error))
+    )
+    return Effect.sync(cancel)
   })
 
 export const withDeadline = (effect: Effect.Effect<void, ProxyError>, plan: RoutePlan): Effect.Effect<void, ProxyError> =>

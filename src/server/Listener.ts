@@ -177,8 +177,10 @@ export const startListener = (
       }
       open++
       sockets.add(socket)
+      if (t.writeMs > 0) watched.set(socket, { flushed: 0, stalledSince: 0 })
       hooks.onConnection(open)
       socket.once("close", () => {
+        watched.delete(socket)
         connections.close(ip)
         open--
         sockets.delete(socket)
@@ -230,15 +232,17 @@ export const startListener = (
       socket.end(rawAnswer(405, "method_connect", "allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"))
     })
 
-    // Slow read: a response whose pending bytes do not move for `writeMs` is abandoned.
-    const watched = new Map<http.ServerResponse, WriteWatch>()
+    // Slow read: a connection whose pending output does not move for `writeMs` is abandoned.
+    // State is kept per connection (long-lived), not per request: a per-request map entry
+    // made every request's objects outlive young-generation collections (measured: scavenges
+    // of 60-80 ms promoting ~10 MB each at 6k req/s, versus 1-2 ms without).
+    const watched = new Map<Socket, WriteWatch>()
     const sweep =
       t.writeMs > 0
         ? setInterval(() => {
             const now = Date.now()
-            for (const [res, w] of watched) {
-              const socket = res.socket
-              if (socket === null || socket.destroyed) continue
+            for (const [socket, w] of watched) {
+              if (socket.destroyed) continue
               const pending = socket.writableLength
               if (pending === 0) {
                 w.stalledSince = 0
@@ -352,7 +356,6 @@ export const startListener = (
       // pipelined behind a refused request: never served (node closes after the refusal)
       if (isClosing(socket)) return
       inFlight++
-      if (t.writeMs > 0) watched.set(res, { flushed: 0, stalledSince: 0 })
       if (t.bodyIdleMs > 0) watchBody(req, res, socket)
       const ticket = admission.admit(
         () => handler(req, res),
@@ -360,7 +363,6 @@ export const startListener = (
       )
       res.once("close", () => {
         ticket.release()
-        watched.delete(res)
         inFlight--
         if (draining) {
           // Responses during a drain carry `Connection: close`; sweep what went idle.

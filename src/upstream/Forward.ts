@@ -102,17 +102,25 @@ export const classifyUpstreamError = (ref: TargetRef, err: unknown, headersSeen:
   return new UpstreamProtocolError({ ...ref, reason: "other", message, requestSent: true })
 }
 
+/** Called exactly once per exchange: an error, or the outcome. */
+export type ExchangeDone = (error: ForwardError | undefined, outcome: ForwardOutcome | undefined) => void
+
 /**
- * Send one request through `dispatcher` and stream the answer into `sink`.
- * Succeeds when the response completed; fails with a typed upstream error.
+ * Send one request through `dispatcher` and stream the answer into `sink`;
+ * `onDone` reports the outcome or a typed upstream error exactly once.
+ * Returns a cancel function (client gone, outer deadline): it aborts the
+ * exchange and clears every timer, and `onDone` is not called afterwards.
+ *
+ * Plain callbacks, because this is the hot path (DESIGN.md §2); `forward` is
+ * the same exchange as one `Effect.async`.
  */
-export const forward = (
+export const exchange = (
   dispatcher: Dispatcher,
   ref: TargetRef,
   request: ForwardRequest,
-  sink: ResponseSink
-): Effect.Effect<ForwardOutcome, ForwardError> =>
-  Effect.async<ForwardOutcome, ForwardError>((resume) => {
+  sink: ResponseSink,
+  onDone: ExchangeDone
+): (() => void) => {
     let abort: ((err?: Error) => void) | undefined
     let done = false
     let status = 0
@@ -122,11 +130,11 @@ export const forward = (
     let paused = false
     let timer: NodeJS.Timeout | undefined
 
-    const finish = (result: Effect.Effect<ForwardOutcome, ForwardError>) => {
+    const finish = (error: ForwardError | undefined, outcome?: ForwardOutcome) => {
       if (done) return
       done = true
       if (timer !== undefined) clearTimeout(timer)
-      resume(result)
+      onDone(error, outcome)
     }
 
     const fireTimeout = (phase: "headers" | "body-idle") => {
@@ -134,7 +142,7 @@ export const forward = (
       // Fail first so the error reports the phase, then tear the exchange down. undici calls
       // onConnect just before writing the request: without it nothing reached the upstream
       // (still queued or connecting), which makes the attempt safe to retry elsewhere.
-      finish(Effect.fail(new UpstreamTimeout({ ...ref, phase, requestSent: abort !== undefined })))
+      finish(new UpstreamTimeout({ ...ref, phase, requestSent: abort !== undefined }))
       abort?.(new AbortedByProxy(`upstream ${phase} timeout`))
     }
 
@@ -179,11 +187,11 @@ export const forward = (
       onComplete() {
         if (done) return
         if (!discarded) sink.end()
-        finish(Effect.succeed({ status, bytes, discarded }))
+        finish(undefined, { status, bytes, discarded })
       },
       onError(err) {
         if (done) return
-        finish(Effect.fail(classifyUpstreamError(ref, err, headersSeen)))
+        finish(classifyUpstreamError(ref, err, headersSeen))
       }
     }
 
@@ -211,13 +219,30 @@ export const forward = (
         handler
       )
     } catch (err) {
-      finish(Effect.fail(classifyUpstreamError(ref, err, false)))
+      finish(classifyUpstreamError(ref, err, false))
     }
 
-    return Effect.sync(() => {
+    return () => {
       if (done) return
       done = true
       if (timer !== undefined) clearTimeout(timer)
       abort?.(new AbortedByProxy("downstream went away"))
-    })
+    }
+}
+
+/**
+ * `exchange` as one `Effect.async`: succeeds when the response completed,
+ * fails with a typed upstream error; interruption cancels the exchange.
+ */
+export const forward = (
+  dispatcher: Dispatcher,
+  ref: TargetRef,
+  request: ForwardRequest,
+  sink: ResponseSink
+): Effect.Effect<ForwardOutcome, ForwardError> =>
+  Effect.async<ForwardOutcome, ForwardError>((resume) => {
+    const cancel = exchange(dispatcher, ref, request, sink, (error, outcome) =>
+      resume(error !== undefined ? Effect.fail(error) : Effect.succeed(outcome!))
+    )
+    return Effect.sync(cancel)
   })

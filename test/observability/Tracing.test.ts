@@ -1,8 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Layer, Scope } from "effect"
 import fc from "fast-check"
-import * as http from "node:http"
-import type { AddressInfo } from "node:net"
 import {
   currentTraceparent,
   decideSampled,
@@ -15,6 +13,7 @@ import {
   propagateTraceparent,
   tracingLayer
 } from "../../src/observability/Tracing.js"
+import { startOtlpCollector } from "../support/otlpCollector.js"
 
 const hex = (n: number) => fc.stringMatching(new RegExp(`^[0-9a-f]{${n}}$`))
 
@@ -92,34 +91,10 @@ describe("traceparent", () => {
   })
 })
 
-/** A fake OTLP/HTTP collector: records every JSON body POSTed to /v1/traces. */
-const fakeCollector = async () => {
-  const bodies: Array<any> = []
-  const waiters: Array<() => void> = []
-  const server = http.createServer((req, res) => {
-    const chunks: Array<Buffer> = []
-    req.on("data", (c: Buffer) => chunks.push(c))
-    req.on("end", () => {
-      if (req.method === "POST" && req.url === "/v1/traces") {
-        bodies.push(JSON.parse(Buffer.concat(chunks).toString("utf8")))
-        for (const w of waiters.splice(0)) w()
-      }
-      res.writeHead(200, { "content-type": "application/json" }).end("{}")
-    })
-  })
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r))
-  const { port } = server.address() as AddressInfo
-  return {
-    port,
-    bodies,
-    close: () => new Promise<void>((r) => server.close(() => r()))
-  }
-}
-
 describe("tracingLayer", () => {
   it("exports a span to the collector with the service name and the incoming parent", async () => {
     // Invariant: a sampled request's span reaches the OTLP collector, child of the caller's traceparent.
-    const collector = await fakeCollector()
+    const collector = await startOtlpCollector()
     try {
       const incoming = parseTraceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")!
       const program = Effect.gen(function* () {
@@ -157,7 +132,7 @@ describe("tracingLayer", () => {
   })
 
   it("a collector that is down does not fail or hang the program", async () => {
-    const collector = await fakeCollector()
+    const collector = await startOtlpCollector()
     await collector.close() // the port now refuses
     const t0 = Date.now()
     await Effect.runPromise(

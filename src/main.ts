@@ -36,8 +36,10 @@ const needsRespawn = (): boolean =>
 /** Run this same command in a child with the heap flag; forward signals; mirror its exit. */
 const respawn = (): void => {
   const child = spawn(process.execPath, [HEAP_FLAG, ...process.execArgv, ...process.argv.slice(1)], {
-    stdio: "inherit",
-    env: { ...process.env, SENTINEL_NO_RESPAWN: "1" }
+    // The IPC channel is a lifeline: if this parent dies (even by SIGKILL), the child sees
+    // `disconnect` and drains instead of living on as an orphan.
+    stdio: ["inherit", "inherit", "inherit", "ipc"],
+    env: { ...process.env, SENTINEL_NO_RESPAWN: "1", SENTINEL_LIFELINE: "1" }
   })
   for (const sig of ["SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1"] as const) {
     process.on(sig, () => child.kill(sig))
@@ -222,6 +224,12 @@ const runSingle = (loaded: Pick<Loaded, "config" | "files" | "warnings">, file: 
   }
   process.on("SIGTERM", onStop)
   process.on("SIGINT", onStop)
+  if (process.env["SENTINEL_LIFELINE"] === "1" && process.connected) {
+    // Started by the re-exec parent: when it goes away, drain and exit like on SIGTERM.
+    process.once("disconnect", () => onStop("SIGTERM"))
+    // The channel must not keep the process alive on its own.
+    ;(process.channel as { unref?: () => void } | undefined)?.unref?.()
+  }
   // Reloads are serialized by the reloader; a failure is logged there and never ends the process.
   process.on("SIGHUP", () => {
     if (signals === 0) void started.then((p) => p.reload()).catch((e: unknown) => stderrLine("error", `reload failed: ${String(e)}`))

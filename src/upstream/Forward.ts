@@ -137,7 +137,8 @@ export const exchange = (
       onDone(error, outcome)
     }
 
-    const fireTimeout = (phase: "headers" | "body-idle") => {
+    let phase: "headers" | "body-idle" = "headers"
+    const fireTimeout = () => {
       if (done) return
       // Fail first so the error reports the phase, then tear the exchange down. undici calls
       // onConnect just before writing the request: without it nothing reached the upstream
@@ -147,7 +148,7 @@ export const exchange = (
     }
 
     if (request.headersTimeoutMs > 0) {
-      timer = setTimeout(fireTimeout, request.headersTimeoutMs, "headers")
+      timer = setTimeout(fireTimeout, request.headersTimeoutMs)
     }
 
     const handler: Dispatcher.DispatchHandler = {
@@ -161,8 +162,15 @@ export const exchange = (
         if (statusCode < 200) return true // 1xx informational: keep waiting
         headersSeen = true
         status = statusCode
-        if (timer !== undefined) clearTimeout(timer)
-        timer = request.bodyIdleTimeoutMs > 0 ? setTimeout(fireTimeout, request.bodyIdleTimeoutMs, "body-idle") : undefined
+        if (timer !== undefined && request.bodyIdleTimeoutMs === request.headersTimeoutMs) {
+          // Same length (the usual `timeouts { read }`): re-arm the one timer, cheaper than a new one.
+          phase = "body-idle"
+          timer.refresh()
+        } else {
+          if (timer !== undefined) clearTimeout(timer)
+          phase = "body-idle"
+          timer = request.bodyIdleTimeoutMs > 0 ? setTimeout(fireTimeout, request.bodyIdleTimeoutMs) : undefined
+        }
         if (!sink.start(statusCode, rawHeaders as Array<Buffer>)) discarded = true
         void resumeFn
         return true
@@ -179,7 +187,7 @@ export const exchange = (
         sink.onDrain(() => {
           if (done || !paused) return
           paused = false
-          if (request.bodyIdleTimeoutMs > 0) timer = setTimeout(fireTimeout, request.bodyIdleTimeoutMs, "body-idle")
+          if (request.bodyIdleTimeoutMs > 0) timer = setTimeout(fireTimeout, request.bodyIdleTimeoutMs)
           resumeData()
         })
         return false

@@ -13,24 +13,13 @@ import { Duration, Schema } from "effect"
 import {
   Count, defaulted, NonNegativeDuration, NonNegativeNumber, PositiveCount, Ratio, StatusCode
 } from "./SchemaPrimitives.js"
+import { algorithms } from "../upstream/Balancer.js"
 
 // ---------------------------------------------------------------------------
 // load balancing
 
-/** Algorithms this build implements (`load-balancing "<name>"`), as in src/upstream/Balancer.ts. */
-export const loadBalancingAlgorithms = [
-  "round_robin",
-  "weighted",
-  "least_connections",
-  "weighted_least_connections",
-  "random",
-  "power_of_two_choices",
-  "ip_hash",
-  "consistent_hash",
-  "maglev",
-  "peak_ewma",
-  "sticky"
-] as const
+/** Algorithms this build implements (`load-balancing "<name>"`): the balancer's own list. */
+export const loadBalancingAlgorithms = algorithms
 export const LoadBalancingAlgorithm = Schema.Literal(...loadBalancingAlgorithms)
 export type LoadBalancingAlgorithm = typeof LoadBalancingAlgorithm.Type
 

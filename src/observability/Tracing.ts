@@ -16,10 +16,7 @@
  *   span object at all. The SDK samples everything it is handed (AlwaysOn):
  *   the decision has already been made.
  */
-import { NodeSdk, Resource, Tracer as OtelTracer } from "@effect/opentelemetry"
 import type * as Otel from "@opentelemetry/api"
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http"
-import { AlwaysOnSampler, BatchSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { randomFillSync } from "node:crypto"
 import { Context, Effect, Layer, Tracer } from "effect"
 
@@ -96,41 +93,53 @@ export class Tracing extends Context.Tag("sentinel/observability/Tracing")<Traci
  * provider, so `Effect.withSpan` inside it is exported too. Nothing global is
  * registered.
  */
-export const tracingLayer = (config: TracingConfig): Layer.Layer<Tracing> => {
-  const processor = new BatchSpanProcessor(
-    new OTLPTraceExporter({
-      url: otlpTracesUrl(config.endpoint),
-      timeoutMillis: config.exportTimeoutMs ?? 10_000,
-      ...(config.headers ? { headers: { ...config.headers } } : {})
-    }),
-    {
-      maxQueueSize: config.maxQueueSize ?? 2048,
-      maxExportBatchSize: config.maxExportBatchSize ?? 512,
-      scheduledDelayMillis: config.scheduledDelayMs ?? 1000,
-      exportTimeoutMillis: config.exportTimeoutMs ?? 10_000
-    }
-  )
-  const resource = Resource.layer({
-    serviceName: config.serviceName ?? DEFAULT_SERVICE_NAME,
-    ...(config.serviceVersion !== undefined ? { serviceVersion: config.serviceVersion } : {})
-  })
-  const provider = NodeSdk.layerTracerProvider(processor, {
-    sampler: new AlwaysOnSampler(),
-    shutdownTimeout: config.shutdownTimeoutMs ?? 3000
-  }).pipe(Layer.provideMerge(resource))
-  const requestTracing = Layer.effect(
-    Tracing,
-    Effect.map(
-      OtelTracer.OtelTracer,
-      (tracer): RequestTracing => ({
-        samplingRate: config.samplingRate ?? DEFAULT_SAMPLING_RATE,
-        parentBased: config.parentBased ?? true,
-        tracer
+export const tracingLayer = (config: TracingConfig): Layer.Layer<Tracing> =>
+  Layer.unwrapEffect(
+    // The SDK is loaded only when tracing is configured (~100 ms of start-up otherwise).
+    Effect.promise(() =>
+      Promise.all([
+        import("@effect/opentelemetry"),
+        import("@opentelemetry/exporter-trace-otlp-http"),
+        import("@opentelemetry/sdk-trace-base")
+      ])
+    ).pipe(
+      Effect.map(([{ NodeSdk, Resource, Tracer: OtelTracer }, { OTLPTraceExporter }, { AlwaysOnSampler, BatchSpanProcessor }]) => {
+        const processor = new BatchSpanProcessor(
+          new OTLPTraceExporter({
+            url: otlpTracesUrl(config.endpoint),
+            timeoutMillis: config.exportTimeoutMs ?? 10_000,
+            ...(config.headers ? { headers: { ...config.headers } } : {})
+          }),
+          {
+            maxQueueSize: config.maxQueueSize ?? 2048,
+            maxExportBatchSize: config.maxExportBatchSize ?? 512,
+            scheduledDelayMillis: config.scheduledDelayMs ?? 1000,
+            exportTimeoutMillis: config.exportTimeoutMs ?? 10_000
+          }
+        )
+        const resource = Resource.layer({
+          serviceName: config.serviceName ?? DEFAULT_SERVICE_NAME,
+          ...(config.serviceVersion !== undefined ? { serviceVersion: config.serviceVersion } : {})
+        })
+        const provider = NodeSdk.layerTracerProvider(processor, {
+          sampler: new AlwaysOnSampler(),
+          shutdownTimeout: config.shutdownTimeoutMs ?? 3000
+        }).pipe(Layer.provideMerge(resource))
+        const requestTracing = Layer.effect(
+          Tracing,
+          Effect.map(
+            OtelTracer.OtelTracer,
+            (tracer): RequestTracing => ({
+              samplingRate: config.samplingRate ?? DEFAULT_SAMPLING_RATE,
+              parentBased: config.parentBased ?? true,
+              tracer
+            })
+          )
+        )
+        return requestTracing.pipe(Layer.provideMerge(OtelTracer.layer), Layer.provide(provider))
       })
     )
   )
-  return requestTracing.pipe(Layer.provideMerge(OtelTracer.layer), Layer.provide(provider))
-}
 
 /**
  * `tracingLayer` when configured, else nothing (Effect's native tracer stays,

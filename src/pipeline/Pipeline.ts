@@ -45,7 +45,11 @@ export interface PipelineEnv {
   readonly hooks: PipelineHooks
   /** Set while the listener drains: answers carry `Connection: close`. */
   readonly draining: () => boolean
-  /** Tracing, when configured: sampled requests get spans (RequestTrace.ts). Absent = nothing is done. */
+  /**
+   * Tracing, when configured: sampled requests get `ctx.trace` (RequestTrace.ts), whose server
+   * span `hooks.onComplete` must end (`ctx.trace?.end(ctx)`; App.ts wraps its hooks so).
+   * Absent = nothing is done.
+   */
   readonly tracing?: RequestTracing | undefined
 }
 
@@ -116,6 +120,7 @@ const makeContext = (env: PipelineEnv, dp: Dataplane, req: IncomingMessage, res:
     upstreamPath: result._tag === "Valid" ? result.request.target : req.url ?? "/",
     upstreamBody: undefined,
     edge: undefined,
+    trace: undefined,
     responseHeaders: undefined,
     header
   }

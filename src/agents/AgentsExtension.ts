@@ -28,6 +28,7 @@
  * is closed after the grace period.
  */
 import type { IncomingMessage } from "node:http"
+import { withContentLength } from "../pipeline/Headers.js"
 import { Readable } from "node:stream"
 import { Duration, Effect, Exit, Scope } from "effect"
 import type { FilterConfig, RouteConfig, SentinelConfig } from "../config/Schema.js"
@@ -95,18 +96,6 @@ export const answerOf = (d: AgentRespond): Answer => {
     else headers.push(name, value)
   }
   return { status: d.status, headers, body: d.body, contentType: contentType ?? "text/plain; charset=utf-8", reason: d.reason }
-}
-
-/** Replaces the request's body header fields for a buffered body of `length` bytes. */
-const setContentLength = (flat: Array<string>, length: number): Array<string> => {
-  const out: Array<string> = []
-  for (let i = 0; i + 1 < flat.length; i += 2) {
-    const lower = flat[i].toLowerCase()
-    if (lower === "content-length" || lower === "transfer-encoding") continue
-    out.push(flat[i], flat[i + 1])
-  }
-  out.push("content-length", String(length))
-  return out
 }
 
 /** Edits a flat list in place. */
@@ -359,7 +348,7 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
               const body = d._tag === "Continue" && d.body !== undefined ? d.body : read.data
               stateOf(ctx).requestBodySize = read.data.length
               ctx.upstreamBody = body
-              ctx.upstreamHeaders = setContentLength(ctx.upstreamHeaders, body.length)
+              ctx.upstreamHeaders = withContentLength(ctx.upstreamHeaders, body.length)
             } else {
               ctx.upstreamBody = prefixedBody(ctx, read.data, maxBodySize)
             }

@@ -36,7 +36,6 @@ import { makeHeadersFilter } from "./Headers.js"
 import { makeRateLimiter, type RateLimiter } from "./RateLimit.js"
 import { redirect } from "./Redirect.js"
 import { applySecurityHeaders } from "./SecurityHeaders.js"
-import { effectiveTimeouts, type StageTimeoutsMs } from "./Timeout.js"
 import { urlRewrite } from "./UrlRewrite.js"
 
 /** A decision that rejected or altered a request, for metrics and logs. */
@@ -75,13 +74,6 @@ export const routeFilters = (route: RouteConfig, config: SentinelConfig): Array<
 /** Index in `routeFilters(route, config)` of the first `type "agent"` filter, -1 when none. */
 export const agentPosition = (route: RouteConfig, config: SentinelConfig): number =>
   routeFilters(route, config).findIndex((f) => f.type === "agent")
-
-/** The per-route deadlines after the route's `timeout` filters (a later filter wins). */
-export const routeTimeouts = (route: RouteConfig, config: SentinelConfig, base: StageTimeoutsMs): StageTimeoutsMs =>
-  effectiveTimeouts(
-    base,
-    routeFilters(route, config).flatMap((f) => (f.type === "timeout" ? [f] : []))
-  )
 
 /** The prefix a `replace-prefix-match` replaces: the route's first `path-prefix`, else "/". */
 const matchedPrefixOf = (route: RouteConfig): string => {
@@ -256,9 +248,13 @@ export const makeFilterChain = (options: FilterChainOptions = {}): FilterChain =
     const out: { -readonly [K in keyof RouteContribution]: RouteContribution[K] } = { ...agents }
     if (request.length > 0) out.request = request
     if (response.length > 0) out.response = response
-    // `request-timeout-secs` of the last timeout filter replaces the route's deadline.
-    // (upstream-/connect-timeout-secs: `routeTimeouts` gives them; the upstream stage applies them.)
-    for (const f of filters) if (f.type === "timeout" && f.requestTimeoutSecs !== null) out.timeoutMs = Math.round(f.requestTimeoutSecs * 1000)
+    // A later timeout filter's values replace earlier ones (and the route's/upstream's).
+    for (const f of filters) {
+      if (f.type !== "timeout") continue
+      if (f.requestTimeoutSecs !== null) out.timeoutMs = Math.round(f.requestTimeoutSecs * 1000)
+      if (f.upstreamTimeoutSecs !== null) out.upstreamTimeoutMs = Math.round(f.upstreamTimeoutSecs * 1000)
+      if (f.connectTimeoutSecs !== null) out.connectTimeoutMs = Math.round(f.connectTimeoutSecs * 1000)
+    }
     return out
   }
 

@@ -21,6 +21,10 @@ export interface RoutePlan {
   readonly responsePolicy: HeaderPolicy | undefined
   /** Whole-request deadline (`policies { timeout-secs }`), 0 = none. */
   readonly timeoutMs: number
+  /** Response-head deadline per upstream attempt (`timeout` filter), 0 = the upstream's `read`. */
+  readonly upstreamTimeoutMs: number
+  /** Deadline to get onto a connected upstream socket (`timeout` filter), 0 = the pool's. */
+  readonly connectTimeoutMs: number
   /** Request-phase stages in order (filters, agents). */
   readonly request: ReadonlyArray<RequestStage>
   /** Response-head stages in order. */
@@ -54,6 +58,8 @@ export const compileDataplane = (
     let local: LocalHandler | undefined
     let timeoutMs = route.policies.timeout === undefined ? 0 : Duration.toMillis(route.policies.timeout)
     let responseHook: ResponseHook | undefined
+    let upstreamTimeoutMs = 0
+    let connectTimeoutMs = 0
     for (const extension of extensions) {
       const c = extension.compile(route, config)
       if (c === undefined) continue
@@ -62,9 +68,13 @@ export const compileDataplane = (
       if (c.complete) complete.push(...c.complete)
       if (c.handler) local = c.handler
       if (c.timeoutMs !== undefined) timeoutMs = c.timeoutMs
+      if (c.upstreamTimeoutMs !== undefined) upstreamTimeoutMs = c.upstreamTimeoutMs
+      if (c.connectTimeoutMs !== undefined) connectTimeoutMs = c.connectTimeoutMs
       if (c.responseHook) responseHook = c.responseHook
     }
     plans.set(route.id, {
+      upstreamTimeoutMs,
+      connectTimeoutMs,
       request,
       response,
       complete,

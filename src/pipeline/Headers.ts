@@ -97,3 +97,15 @@ export const compileHeaderOps = (ops: HeaderOps): HeaderPolicy | undefined => {
     if (removeNames.size > 0) removeHeaders(flat, removeNames)
   }
 }
+
+/** A copy of `flat` framed for a body of exactly `length` bytes (Content-Length; no Transfer-Encoding). */
+export const withContentLength = (flat: ReadonlyArray<string>, length: number): Array<string> => {
+  const out: Array<string> = []
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const lower = flat[i].toLowerCase()
+    if (lower === "content-length" || lower === "transfer-encoding") continue
+    out.push(flat[i], flat[i + 1])
+  }
+  out.push("content-length", String(length))
+  return out
+}

@@ -13,6 +13,7 @@
  */
 import { Effect } from "effect"
 import type { ResponseSink } from "../upstream/Forward.js"
+import { withContentLength } from "./Headers.js"
 import { RequestRejected, type ProxyError } from "./Errors.js"
 import type { RequestContext } from "./RequestContext.js"
 import type { Answer, ResponseHook, ResponseHookStep } from "./Stage.js"
@@ -31,17 +32,6 @@ type Phase = "head" | "buffer" | "deciding" | "pass" | "drop"
 const isAnswer = (s: ResponseHookStep): s is Answer => s !== undefined && "status" in s
 
 const toRaw = (flat: ReadonlyArray<string>): Array<Buffer> => flat.map((s) => Buffer.from(s, "latin1"))
-
-const withLength = (flat: ReadonlyArray<string>, length: number): Array<string> => {
-  const out: Array<string> = []
-  for (let i = 0; i + 1 < flat.length; i += 2) {
-    const lower = flat[i].toLowerCase()
-    if (lower === "content-length" || lower === "transfer-encoding") continue
-    out.push(flat[i], flat[i + 1])
-  }
-  out.push("content-length", String(length))
-  return out
-}
 
 export const holdResponse = (ctx: RequestContext, hook: ResponseHook, base: ResponseSink): HeldSink => {
   let phase: Phase = "head"
@@ -117,7 +107,7 @@ export const holdResponse = (ctx: RequestContext, hook: ResponseHook, base: Resp
     if (isAnswer(step)) return answer(step)
     let head = flat
     if (step !== undefined) {
-      head = withLength(flat, step.replaceBody.length)
+      head = withContentLength(flat, step.replaceBody.length)
       queued.length = 0
       queued.push(step.replaceBody)
     }

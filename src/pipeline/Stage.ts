@@ -73,6 +73,10 @@ export interface RouteContribution {
   readonly handler?: LocalHandler
   /** Whole-request deadline of the route in ms, overriding `policies { timeout-secs }` (`timeout` filter). */
   readonly timeoutMs?: number
+  /** Response-head deadline per upstream attempt in ms (`timeout` filter `upstream-timeout-secs`). */
+  readonly upstreamTimeoutMs?: number
+  /** Deadline to get a request onto a connected upstream socket in ms (`connect-timeout-secs`). */
+  readonly connectTimeoutMs?: number
   /** Holds the upstream response until it resolves (one per route; the last extension's wins). */
   readonly responseHook?: ResponseHook
 }

@@ -226,7 +226,7 @@ const retryPlanOf = (dp: Dataplane, plan: RoutePlan, upstream: UpstreamRuntime):
   const policy: RetryPolicy = configured ?? noRetryPolicy
   const failoverAttempts = Math.min(upstream.targets.length, 3)
   const perAttempt = policy.perAttemptTimeoutMs ?? 0
-  const read = upstream.headersTimeoutMs
+  const read = plan.upstreamTimeoutMs > 0 ? plan.upstreamTimeoutMs : upstream.headersTimeoutMs
   const compiled: RetryPlan = {
     policy,
     failover: policy.maxAttempts >= failoverAttempts ? policy : { ...policy, maxAttempts: failoverAttempts },
@@ -449,7 +449,8 @@ export const runUpstream = (
       headers: ctx.upstreamHeaders,
       body: body.body,
       headersTimeoutMs: retry.headersTimeoutMs,
-      bodyIdleTimeoutMs: upstream.bodyIdleTimeoutMs
+      bodyIdleTimeoutMs: upstream.bodyIdleTimeoutMs,
+      connectTimeoutMs: plan.connectTimeoutMs
     }
     let sync = true
     let doneSync = false

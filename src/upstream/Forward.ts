@@ -27,6 +27,11 @@ export interface ForwardRequest {
   readonly headersTimeoutMs: number
   /** Longest silence allowed between response body chunks. */
   readonly bodyIdleTimeoutMs: number
+  /**
+   * Deadline for getting the request onto a connected socket (waiting for a pool slot
+   * and connecting), 0 = none. When it fires nothing was sent: safe to retry elsewhere.
+   */
+  readonly connectTimeoutMs?: number
 }
 
 /** Where the response goes. Implemented by the pipeline over `ServerResponse`. */
@@ -134,6 +139,7 @@ export const exchange = (
       if (done) return
       done = true
       if (timer !== undefined) clearTimeout(timer)
+      if (connectTimer !== undefined) clearTimeout(connectTimer)
       onDone(error, outcome)
     }
 
@@ -150,10 +156,18 @@ export const exchange = (
     if (request.headersTimeoutMs > 0) {
       timer = setTimeout(fireTimeout, request.headersTimeoutMs)
     }
+    let connectTimer: NodeJS.Timeout | undefined
+    if (request.connectTimeoutMs !== undefined && request.connectTimeoutMs > 0) {
+      connectTimer = setTimeout(() => {
+        if (done || abort !== undefined) return
+        finish(new UpstreamTimeout({ ...ref, phase: "connect", requestSent: false }))
+      }, request.connectTimeoutMs)
+    }
 
     const handler: Dispatcher.DispatchHandler = {
       onConnect(abortFn) {
         abort = abortFn
+        if (connectTimer !== undefined) clearTimeout(connectTimer)
         // Interrupted while queued in the pool: never let it reach the upstream.
         if (done) abortFn(new AbortedByProxy("cancelled before send"))
       },
@@ -234,6 +248,7 @@ export const exchange = (
       if (done) return
       done = true
       if (timer !== undefined) clearTimeout(timer)
+      if (connectTimer !== undefined) clearTimeout(connectTimer)
       abort?.(new AbortedByProxy("downstream went away"))
     }
 }

@@ -124,6 +124,8 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
   let written = 0
   let dropped = 0
   let inflightWrites = 0
+  /** Bumped per sink: a write counts as in flight only on the sink it was handed to. */
+  let generation = 0
   let sink: Writable | undefined
   let blocked = false
   let scheduled = false
@@ -184,8 +186,10 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
         head = 0
       }
       inflightWrites++
+      const gen = generation
       const ok = s.write(chunk, (err) => {
-        inflightWrites--
+        // A write handed to a sink that failed or was rotated away no longer holds the queue.
+        if (gen === generation) inflightWrites--
         if (err) drop(lines)
         else {
           written += lines
@@ -206,6 +210,8 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
     const s = openSink()
     sink = s
     blocked = false
+    generation++
+    inflightWrites = 0
     s.on("error", (err: Error) => {
       if (sink !== s) return
       // The failed sink's buffered writes are reported dropped by their callbacks.

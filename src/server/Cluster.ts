@@ -10,7 +10,7 @@
  * plus a margin, killing what is left). A second SIGTERM/SIGINT exits at once.
  * It can also serve `/metrics` aggregated over all workers.
  *
- * How `main.ts` uses it (the same entry file runs in both roles):
+ * How `Program.ts` (behind `main.ts`) uses it (the same entry file runs in both roles):
  * ```ts
  * if (config.system.workerThreads === 1) { ...run in process... } else {
  *   process.exit(await runCluster({

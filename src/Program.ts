@@ -1,0 +1,364 @@
+/**
+ * The program behind `main.ts`: parse the command line, load the configuration, start the
+ * proxy (one process, or a `node:cluster` primary with workers when
+ * `system { worker-threads }` is not 1), and turn signals into operations:
+ * SIGTERM/SIGINT drain, SIGHUP reloads the configuration, SIGUSR1 reopens the
+ * log files.
+ */
+import cluster from "node:cluster"
+import { Duration, Effect, Either, Exit, Layer, Runtime, Scope } from "effect"
+import type { Registry } from "prom-client"
+import { HELP, parseCommand, type Command } from "./Cli.js"
+import { formatIssue } from "./config/ConfigIssue.js"
+import { formatLint, lintConfig } from "./config/Lint.js"
+import { formatInvalid, loadConfigDetailed, summarize, type Loaded } from "./config/Load.js"
+import { makeReloader } from "./config/Reload.js"
+import { makeConfig, type SentinelConfig } from "./config/Schema.js"
+import { formatFinding, validateConfig } from "./config/Validate.js"
+import * as App from "./App.js"
+import { appLoggerLayer, formatErrorLine, makeLogWriter, type LogWriter } from "./observability/Logs.js"
+import { makeMetrics, type Metrics } from "./observability/Metrics.js"
+import { tracingLayerOptional } from "./observability/Tracing.js"
+import { runCluster, type ClusterEvent } from "./server/Cluster.js"
+import { startMetricsListenerUnscoped, type MetricsListenerHandle } from "./server/MetricsListener.js"
+import { VERSION } from "./Version.js"
+
+/** The young generation sized for a proxy (DESIGN.md §2): the program sets it, not the user. */
+const HEAP_FLAG = "--max-semi-space-size=64"
+
+const quickConfig = (listen: string, upstream: string): SentinelConfig => {
+  const url = new URL(upstream.includes("://") ? upstream : `http://${upstream}`)
+  return makeConfig({
+    listeners: [{ id: "quick", address: listen }],
+    upstreams: [{ id: "upstream", targets: [{ address: url.host }] }],
+    routes: [{ id: "all", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "upstream" }]
+  } as never)
+}
+
+const stderrLine = (level: "info" | "warn" | "error", message: string, fields: Record<string, unknown> = {}) =>
+  process.stderr.write(`${formatErrorLine(level, message, { pid: process.pid, ...fields })}\n`)
+
+// ---------------------------------------------------------------------------
+// One proxy process (single mode, or one cluster worker)
+
+interface RunningProxy {
+  /** Drain in-flight requests, close everything, flush the logs. */
+  readonly shutdown: () => Promise<void>
+  /** Reload the configuration file (no-op in quick mode). */
+  readonly reload: () => Promise<void>
+  /** Reopen every log file. */
+  readonly reopenLogs: () => Promise<void>
+  readonly registry: () => Registry
+}
+
+/** `observability { tracing }` with this build's version, or undefined when tracing is off. */
+const tracingConfigOf = (config: SentinelConfig) => {
+  const t = config.observability.tracing
+  return t === undefined ? undefined : { serviceVersion: VERSION, ...t }
+}
+
+/** The error log: its file at its level, or stderr at `logging.level`. */
+const errorLogFor = (
+  config: SentinelConfig,
+  metrics: Metrics
+): { writer: LogWriter; level: SentinelConfig["observability"]["logging"]["level"] } => {
+  const e = config.observability.logging.errorLog
+  const onDrop = (n: number) => metrics.logDropped.add(n, "error")
+  if (e.enabled && e.file !== undefined && e.file !== "-") {
+    return { writer: makeLogWriter({ name: "error", file: e.file, bufferSize: e.bufferSize, onDrop }), level: e.level }
+  }
+  return { writer: makeLogWriter({ name: "error", fd: 2, bufferSize: e.bufferSize, onDrop }), level: config.observability.logging.level }
+}
+
+const startProxy = async (
+  loaded: Pick<Loaded, "config" | "files" | "warnings">,
+  file: string | undefined,
+  options: { readonly serveMetrics: boolean }
+): Promise<RunningProxy> => {
+  const config = loaded.config
+  // One registry per process, with the default process metrics (they install process-wide observers).
+  const metrics = makeMetrics({
+    version: VERSION,
+    defaultMetrics: true,
+    maxSeriesPerMetric: config.observability.metrics.maxSeriesPerMetric
+  })
+  const errorLog = errorLogFor(config, metrics)
+  const runtime = await Effect.runPromise(
+    Effect.scoped(Layer.toRuntime(appLoggerLayer({ level: errorLog.level, writer: errorLog.writer })))
+  )
+  const run = Runtime.runPromise(runtime)
+  const scope = await run(Scope.make())
+
+  // The metrics listener follows reloads: moved, re-pathed, started or stopped.
+  let metricsListener: MetricsListenerHandle | undefined
+  let metricsServed: string | undefined
+  const render = async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() })
+  const syncMetricsListener = (next: SentinelConfig, atStart = false) =>
+    Effect.promise(async () => {
+      if (!options.serveMetrics) return undefined
+      const m = next.observability.metrics
+      const want = m.enabled ? `${m.address.host}:${m.address.port}${m.path}` : undefined
+      if (want === metricsServed) return undefined
+      await metricsListener?.close()
+      metricsListener = undefined
+      metricsServed = undefined
+      if (!m.enabled) return undefined
+      try {
+        const h = await startMetricsListenerUnscoped({ host: m.address.host, port: m.address.port, path: m.path }, render)
+        metricsListener = h
+        metricsServed = want
+        return h
+      } catch (e) {
+        return e as Error
+      }
+    }).pipe(
+      Effect.flatMap((r) =>
+        r instanceof Error
+          ? atStart
+            ? Effect.die(new Error(`metrics listener cannot bind: ${r.message}`))
+            : Effect.logError(`metrics listener failed to bind: ${r.message}`)
+          : r === undefined
+            ? Effect.void
+            : Effect.logInfo("metrics listening").pipe(Effect.annotateLogs({ address: `${r.host}:${r.port}`, path: r.path }))
+      )
+    )
+
+  const program = Effect.gen(function* () {
+    for (const w of loaded.warnings) yield* Effect.logWarning(formatIssue(w))
+    // Tracing lives as long as the proxy (closed, spans flushed, after it); restart-only.
+    const tracing = yield* Layer.build(tracingLayerOptional(tracingConfigOf(config)))
+    const service = yield* App.make(config, { metrics }).pipe(Effect.provide(tracing))
+    yield* syncMetricsListener(config, true)
+    yield* Effect.addFinalizer(() => Effect.promise(async () => metricsListener?.close()))
+    const reloader =
+      file === undefined
+        ? undefined
+        : yield* makeReloader({
+            file,
+            initial: loaded,
+            metrics,
+            apply: (next) =>
+              service.reload(next).pipe(
+                Effect.mapError((e) => ({ message: `listener "${e.listener}" cannot bind ${e.address}: ${e.message}` })),
+                Effect.tap((s) => Effect.logInfo("configuration applied").pipe(Effect.annotateLogs({ ...s }))),
+                Effect.zipRight(syncMetricsListener(next))
+              )
+          })
+    return { service, reloader }
+  })
+  const { service, reloader } = await run(Scope.extend(program, scope))
+  return {
+    shutdown: async () => {
+      await run(Scope.close(scope, Exit.void))
+      await errorLog.writer.close()
+    },
+    reload: async () => {
+      if (reloader === undefined) {
+        await run(Effect.logWarning("SIGHUP ignored: no configuration file (quick mode)"))
+        return
+      }
+      await run(reloader.reload("signal"))
+    },
+    reopenLogs: async () => {
+      await run(service.reopenLogs())
+      await errorLog.writer.reopen()
+      await run(Effect.logInfo("log files reopened"))
+    },
+    registry: () => metrics.registry
+  }
+}
+
+/** Single-process mode: the proxy plus this process's signal handling. */
+const runSingle = (loaded: Pick<Loaded, "config" | "files" | "warnings">, file: string | undefined): void => {
+  const started = startProxy(loaded, file, { serveMetrics: true })
+  started.catch((e: unknown) => {
+    process.stderr.write(`sentinel: ${e instanceof Error ? e.message : String(e)}\n`)
+    process.exit(1)
+  })
+  // Handlers go in before the proxy is up: a signal during start-up waits for it instead of
+  // taking Node's default action (SIGHUP would terminate the process).
+  let signals = 0
+  let lastSignal = 0
+  const onStop = (sig: NodeJS.Signals) => {
+    // Ctrl-C reaches both the re-exec parent (which forwards it) and this process:
+    // one keystroke must not count as two signals.
+    const now = Date.now()
+    if (signals > 0 && now - lastSignal < 500) return
+    lastSignal = now
+    signals++
+    if (signals > 1) {
+      process.stderr.write(`sentinel: second ${sig}, exiting now\n`)
+      process.exit(1)
+    }
+    process.stderr.write(`sentinel: ${sig} received, draining (up to the graceful shutdown timeout)\n`)
+    started
+      .then((proxy) => proxy.shutdown())
+      .then(
+        () => process.exit(0),
+        (e: unknown) => {
+          process.stderr.write(`sentinel: shutdown failed: ${String(e)}\n`)
+          process.exit(1)
+        }
+      )
+  }
+  process.on("SIGTERM", onStop)
+  process.on("SIGINT", onStop)
+  if (process.env["SENTINEL_LIFELINE"] === "1" && process.connected) {
+    // Started by the re-exec parent: when it goes away, drain and exit like on SIGTERM.
+    process.once("disconnect", () => onStop("SIGTERM"))
+    // The channel must not keep the process alive on its own.
+    ;(process.channel as { unref?: () => void } | undefined)?.unref?.()
+  }
+  // Reloads are serialized by the reloader; a failure is logged there and never ends the process.
+  process.on("SIGHUP", () => {
+    if (signals === 0) void started.then((p) => p.reload()).catch((e: unknown) => stderrLine("error", `reload failed: ${String(e)}`))
+  })
+  process.on("SIGUSR1", () => {
+    void started.then((p) => p.reopenLogs()).catch((e: unknown) => stderrLine("error", `reopen failed: ${String(e)}`))
+  })
+}
+
+/** The primary's supervision events as error-log lines. */
+const logClusterEvent = (e: ClusterEvent): void => {
+  const { type, ...fields } = e
+  const level = e.type === "worker-exited" && !e.expected ? "warn" : e.type === "metrics-error" || e.type === "shutdown-forced" ? "error" : "info"
+  stderrLine(level, `cluster ${type}`, fields)
+}
+
+/** Cluster primary: supervises workers, serves the aggregated metrics, forwards signals. */
+const runPrimary = (config: SentinelConfig): void => {
+  const m = config.observability.metrics
+  runCluster({
+    workers: config.system.workerThreads,
+    gracefulTimeoutMs: Duration.toMillis(config.system.gracefulShutdownTimeout),
+    // Workers do not bind the metrics listener: the primary serves them aggregated.
+    metrics: m.enabled ? { host: m.address.host, port: m.address.port, path: m.path } : undefined,
+    execArgv: [HEAP_FLAG],
+    onEvent: logClusterEvent,
+    workerMain: () => Promise.reject(new Error("unreachable: workerMain runs in workers"))
+  }).then((code) => process.exit(code))
+}
+
+/**
+ * Cluster worker: loads the file itself (a restarted worker reads the current
+ * one) and serves; the primary's IPC drives shutdown, reload and reopen.
+ */
+const runWorker = (file: string): void => {
+  runCluster({
+    workers: 1,
+    gracefulTimeoutMs: 0,
+    workerMain: async () => {
+      const loaded = await Effect.runPromise(Effect.either(loadConfigDetailed(file)))
+      if (Either.isLeft(loaded)) throw new Error(formatInvalid(loaded.left))
+      const proxy = await startProxy(loaded.right, file, { serveMetrics: false })
+      return {
+        shutdown: proxy.shutdown,
+        reload: proxy.reload,
+        reopenLogs: proxy.reopenLogs,
+        metricsRegistry: proxy.registry
+      }
+    }
+  }).then((code) => process.exit(code))
+}
+
+// ---------------------------------------------------------------------------
+// Commands
+
+const load = (file: string): Promise<Either.Either<Loaded, string>> =>
+  Effect.runPromise(Effect.either(loadConfigDetailed(file))).then((r) =>
+    Either.isLeft(r) ? Either.left(formatInvalid(r.left)) : Either.right(r.right)
+  )
+
+const runCommand = (command: Extract<Command, { _tag: "Run" }>): void => {
+  if (command.quick !== undefined) {
+    let config: SentinelConfig
+    try {
+      config = quickConfig(command.quick.listen, command.quick.upstream)
+    } catch (err) {
+      process.stderr.write(`sentinel: ${(err as Error).message}\n`)
+      process.exit(2)
+    }
+    return runSingle({ config, files: [], warnings: [] }, undefined)
+  }
+  if (cluster.isWorker) return runWorker(command.config)
+  load(command.config).then((result) => {
+    if (Either.isLeft(result)) {
+      process.stderr.write(`${result.left}\nsentinel: not started, configuration invalid: ${command.config}\n`)
+      process.exit(1)
+    }
+    const loaded = result.right
+    // Workers get the heap flag through execArgv: no re-exec needed for the primary.
+    if (loaded.config.system.workerThreads !== 1) {
+      for (const w of loaded.warnings) stderrLine("warn", formatIssue(w))
+      return runPrimary(loaded.config)
+    }
+    runSingle(loaded, command.config)
+  })
+}
+
+const main = (): void => {
+  const command = parseCommand(process.argv.slice(2), process.env)
+  switch (command._tag) {
+    case "Help":
+      process.stdout.write(HELP)
+      return
+    case "Version":
+      process.stdout.write(`sentinel ${VERSION} (node ${process.version})\n`)
+      return
+    case "Usage":
+      process.stderr.write(`sentinel: ${command.message}\nTry 'sentinel --help'.\n`)
+      process.exit(2)
+    // eslint-disable-next-line no-fallthrough
+    case "Test":
+      load(command.config).then((result) => {
+        if (Either.isLeft(result)) {
+          process.stderr.write(`${result.left}\nconfiguration test failed: ${command.config}\n`)
+          process.exit(1)
+        }
+        for (const w of result.right.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`)
+        process.stdout.write(`${summarize(result.right.config)}\nconfiguration ok: ${command.config}\n`)
+        process.exit(0)
+      })
+      return
+    case "Validate":
+      load(command.config).then(async (result) => {
+        if (Either.isLeft(result)) {
+          process.stderr.write(`${result.left}\nconfiguration validation failed: ${command.config}\n`)
+          process.exit(1)
+        }
+        for (const w of result.right.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`)
+        const findings = await validateConfig(result.right.config, command)
+        for (const f of findings) process.stderr.write(`${formatFinding(f)}\n`)
+        const errors = findings.filter((f) => f.level === "error").length
+        const skipped = [command.skipNetwork && "network", command.skipCerts && "certs", command.skipAgents && "agents"].filter(Boolean)
+        if (errors > 0) {
+          process.stderr.write(`configuration validation failed (${errors} problem${errors === 1 ? "" : "s"}): ${command.config}\n`)
+          process.exit(1)
+        }
+        process.stdout.write(
+          `${summarize(result.right.config)}\nconfiguration valid: ${command.config}${skipped.length > 0 ? ` (skipped: ${skipped.join(", ")})` : ""}\n`
+        )
+        process.exit(0)
+      })
+      return
+    case "Lint":
+      load(command.config).then((result) => {
+        if (Either.isLeft(result)) {
+          process.stderr.write(`${result.left}\nnothing linted, configuration invalid: ${command.config}\n`)
+          process.exit(1)
+        }
+        const lines = [
+          ...result.right.warnings.map((w) => `warning[config]: ${formatIssue(w)}`),
+          ...lintConfig(result.right.config).map(formatLint)
+        ]
+        for (const l of lines) process.stdout.write(`${l}\n`)
+        process.stdout.write(`${lines.length} warning${lines.length === 1 ? "" : "s"}: ${command.config}\n`)
+        process.exit(0)
+      })
+      return
+    case "Run":
+      return runCommand(command)
+  }
+}
+
+main()

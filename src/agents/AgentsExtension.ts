@@ -28,6 +28,7 @@
  * is closed after the grace period.
  */
 import type { IncomingMessage } from "node:http"
+import { readBodyUpTo, type BodyRead } from "../pipeline/BodyRead.js"
 import { withContentLength } from "../pipeline/Headers.js"
 import { Readable } from "node:stream"
 import { Duration, Effect, Exit, Scope } from "effect"
@@ -112,53 +113,11 @@ const hasBody = (req: IncomingMessage): boolean => {
   return cl !== undefined && cl !== "0"
 }
 
-type BodyRead =
-  | { readonly _tag: "Read"; readonly data: Buffer; readonly complete: boolean }
-  | { readonly _tag: "Failed" }
-
 /** Reads the request body until its end or until more than `limit` bytes are in (then the stream is paused). */
 const readBody = (req: IncomingMessage, limit: number): Effect.Effect<BodyRead> =>
   Effect.async<BodyRead>((resume) => {
-    const chunks: Array<Buffer> = []
-    let n = 0
-    const cleanup = () => {
-      req.off("data", onData)
-      req.off("end", onEnd)
-      req.off("error", onFail)
-      req.off("close", onClose)
-    }
-    const onData = (c: Buffer) => {
-      chunks.push(c)
-      n += c.length
-      if (n > limit) {
-        cleanup()
-        req.pause()
-        resume(Effect.succeed({ _tag: "Read", data: Buffer.concat(chunks, n), complete: false }))
-      }
-    }
-    const onEnd = () => {
-      cleanup()
-      resume(Effect.succeed({ _tag: "Read", data: Buffer.concat(chunks, n), complete: true }))
-    }
-    const onFail = () => {
-      cleanup()
-      resume(Effect.succeed({ _tag: "Failed" }))
-    }
-    const onClose = () => {
-      if (!req.readableEnded) onFail()
-    }
-    if (req.readableEnded) {
-      resume(Effect.succeed({ _tag: "Read", data: Buffer.alloc(0), complete: true }))
-      return
-    }
-    req.on("data", onData)
-    req.once("end", onEnd)
-    req.once("error", onFail)
-    req.once("close", onClose)
-    return Effect.sync(() => {
-      cleanup()
-      req.pause()
-    })
+    const cancel = readBodyUpTo(req, limit, (read) => resume(Effect.succeed(read)))
+    return Effect.sync(cancel)
   })
 
 /** The bytes already read followed by the rest of the request, bounded by `limit` in total. */

@@ -94,7 +94,7 @@ export class TokenBuckets {
   evictions = 0
 
   constructor(
-    private readonly rps: number,
+    rps: number,
     burst: number,
     private readonly maxKeys: number,
     private readonly now: () => number = () => performance.now()

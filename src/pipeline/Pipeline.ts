@@ -229,10 +229,6 @@ const buildUpstreamHeaders = (ctx: RequestContext, plan: RoutePlan): Array<strin
   return out
 }
 
-const HANDED_OFF = Symbol("HandedOff")
-type HandedOff = typeof HANDED_OFF
-const HANDED = new WeakSet<RequestContext>()
-const handedOff = (ctx: RequestContext): boolean => HANDED.has(ctx)
 
 /** Run request stages from `i`; synchronous until a stage has to wait. */
 const runStages = (
@@ -362,14 +358,18 @@ export const makeRequestHandler = (env: PipelineEnv) => {
   }
 
   /** Fork the waiting part of a request; the client's `close` interrupts it. */
-  const fork = (ctx: RequestContext, plan: RoutePlan, effect: Effect.Effect<void, ProxyError | HandedOff>) => {
+  const fork = (
+    ctx: RequestContext,
+    plan: RoutePlan,
+    effect: Effect.Effect<void, ProxyError>,
+    /** A builtin/local handler took the request over and completes it itself. */
+    handedOff: () => boolean = () => false
+  ) => {
     const program = effect.pipe(
-      // A builtin/local handler took the request over and completes it itself.
-      Effect.catchIf((e): e is HandedOff => e === HANDED_OFF, () => Effect.interrupt),
       Effect.catchAll((error) => Effect.sync(() => sendError(ctx, env, error, plan))),
       Effect.onExit((exit) =>
         Effect.sync(() => {
-          if (handedOff(ctx)) return
+          if (handedOff()) return
           if (Exit.isFailure(exit)) {
             if (Cause.isInterruptedOnly(exit.cause) || ctx.clientGone) {
               ctx.status = 499
@@ -431,19 +431,21 @@ export const makeRequestHandler = (env: PipelineEnv) => {
       sendStageAnswer(ctx, env, step, plan)
       return complete(ctx, plan)
     }
+    let handedOff = false
     fork(
       ctx,
       plan,
-      Effect.flatMap(step, (s): Effect.Effect<void, ProxyError | HandedOff> => {
+      Effect.flatMap(step, (s): Effect.Effect<void, ProxyError> => {
         if (s !== undefined) {
           sendStageAnswer(ctx, env, s, plan)
           return Effect.void
         }
         const next = dispatch(ctx, dp, plan)
         if (next !== undefined) return next
-        HANDED.add(ctx)
-        return Effect.fail(HANDED_OFF)
-      })
+        handedOff = true
+        return Effect.void
+      }),
+      () => handedOff
     )
   }
 }

@@ -38,6 +38,7 @@ import {
 import { connectionTokens, HOP_BY_HOP } from "./Headers.js"
 import type { RequestContext } from "./RequestContext.js"
 import { holdResponse } from "./ResponseHold.js"
+import { readBodyUpTo } from "./BodyRead.js"
 
 /**
  * Largest request body buffered (in memory, before the first attempt) so that it can be
@@ -77,43 +78,13 @@ const bufferBody = (
   req: IncomingMessage,
   limit: number,
   done: (error: ProxyError | undefined, body: BodySource | undefined) => void
-): (() => void) => {
-  const chunks: Array<Buffer> = []
-  let size = 0
-  const cleanup = () => {
-    req.off("data", onData)
-    req.off("end", onEnd)
-    req.off("error", onError)
-    req.off("close", onClose)
-  }
-  const onData = (c: Buffer) => {
-    size += c.length
-    if (size > limit) {
-      // cannot happen with a correct Content-Length (the parser frames the body); be safe
-      cleanup()
-      req.pause()
-      done(new RequestRejected({ status: 413, reason: "body_too_large" }), undefined)
-      return
-    }
-    chunks.push(c)
-  }
-  const onEnd = () => {
-    cleanup()
-    done(undefined, { body: Buffer.concat(chunks, size), replayable: true })
-  }
-  const onError = () => {
-    cleanup()
-    done(new ClientClosed(), undefined)
-  }
-  const onClose = () => {
-    if (!req.complete) onError()
-  }
-  req.on("data", onData)
-  req.once("end", onEnd)
-  req.once("error", onError)
-  req.once("close", onClose)
-  return cleanup
-}
+): (() => void) =>
+  readBodyUpTo(req, limit, (read) => {
+    if (read._tag === "Failed") return done(new ClientClosed(), undefined)
+    // over the limit cannot happen with a correct Content-Length (the parser frames the body); be safe
+    if (!read.complete) return done(new RequestRejected({ status: 413, reason: "body_too_large" }), undefined)
+    done(undefined, { body: read.data, replayable: true })
+  })
 
 /** The body to send: at hand, or `"buffer"` when it must be read into memory first (replayable). */
 const requestBody = (ctx: RequestContext, dp: Dataplane, bufferLimit: number): BodySource | "buffer" => {

@@ -3,35 +3,18 @@
  * process (`npm test` builds first).
  */
 import { describe, expect, it } from "vitest"
-import { spawn, spawnSync } from "node:child_process"
+import { spawnSync } from "node:child_process"
 import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { request } from "../support/proxy.js"
 import { startEchoOrigin } from "../support/origins.js"
+import { listenerPort, MAIN, startSentinel } from "../ops/sentinelProcess.js"
 
-const MAIN = join(__dirname, "../../dist/main.js")
 const run = (args: Array<string>, env: Record<string, string> = {}) =>
   spawnSync(process.execPath, [MAIN, ...args], { encoding: "utf8", env: { ...process.env, ...env }, timeout: 20_000 })
 
 const tmp = () => mkdtempSync(join(tmpdir(), "sentinel-cli-"))
-
-/** Start `sentinel run` and resolve with the child and the port of its first listener (read from its start-up log line). */
-const startSentinel = (config: string) =>
-  new Promise<{ child: ReturnType<typeof spawn>; port: number; stderr: () => string }>((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, "run", "-c", config], { stdio: ["ignore", "pipe", "pipe"] })
-    let err = ""
-    child.stdout!.resume()
-    child.stderr!.on("data", (c: Buffer) => {
-      err += c.toString()
-      const m = /listeners[^\n]*?=127\.0\.0\.1:(\d+)/.exec(err)
-      if (m) resolve({ child, port: Number(m[1]), stderr: () => err })
-    })
-    child.once("exit", (code) => reject(new Error(`sentinel exited ${code}: ${err}`)))
-  })
-
-const exited = (child: ReturnType<typeof spawn>) =>
-  new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })))
 
 describe("sentinel CLI", () => {
   it("prints its version and help, and rejects unknown flags with exit 2", () => {
@@ -72,15 +55,15 @@ routes { route "all" { matches { path-prefix "/" }; upstream "o" } }
 observability { logging { access-log { file "${join(dir, "access.log")}" } } }
 `
     )
-    const { child, port } = await startSentinel(config)
+    const p = startSentinel(["run", "-c", config])
+    const port = await listenerPort(p)
     const reply = await request(port, { path: "/via-cli" })
     expect(reply.status).toBe(200)
     const slow = request(port, { path: "/slow?ms=400" })
     await origin.arrived("/slow?ms=400")
-    const done = exited(child)
-    child.kill("SIGTERM")
+    p.child.kill("SIGTERM")
     expect((await slow).body.toString()).toBe("start\nend\n")
-    expect((await done).code).toBe(0)
+    expect((await p.exited).code).toBe(0)
     const log = (await import("node:fs")).readFileSync(join(dir, "access.log"), "utf8").trim().split("\n").map((l) => JSON.parse(l))
     expect(log.map((l: { path: string }) => l.path)).toEqual(["/via-cli", "/slow"])
     expect(log[0]).toMatchObject({ method: "GET", status: 200, route_id: "all", upstream: "o", client_ip: "127.0.0.1" })
@@ -101,26 +84,18 @@ routes { route "all" { matches { path-prefix "/" }; upstream "o" } }
 observability { logging { access-log { enabled #false } } }
 `
     )
-    const { child, port, stderr } = await startSentinel(config)
+    const p = startSentinel(["run", "-c", config])
+    const port = await listenerPort(p)
     const hanging = request(port, { path: "/hold" }).catch(() => "closed")
     await origin.arrived("/hold")
-    const done = exited(child)
     const started = Date.now()
-    child.kill("SIGTERM")
+    p.child.kill("SIGTERM")
     // Signals do not queue: send the second once the first was taken (the drain started).
-    await new Promise<void>((resolve) => {
-      const check = () => {
-        if (!stderr().includes("draining")) return
-        child.stderr!.off("data", check)
-        resolve()
-      }
-      child.stderr!.on("data", check)
-      check()
-    })
+    await p.waitFor(/draining/)
     // A repeat within 500 ms counts as the same signal (Ctrl-C reaches both processes): wait past that window.
     await new Promise((r) => setTimeout(r, 700))
-    child.kill("SIGTERM")
-    const { code } = await done
+    p.child.kill("SIGTERM")
+    const { code } = await p.exited
     expect(code).not.toBe(0)
     expect(Date.now() - started).toBeLessThan(10_000)
     expect(await hanging).toBe("closed")

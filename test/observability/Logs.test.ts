@@ -4,7 +4,6 @@ import fc from "fast-check"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Writable } from "node:stream"
 import { afterEach, beforeEach } from "vitest"
 import {
   appLoggerLayer,

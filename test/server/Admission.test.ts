@@ -7,7 +7,7 @@ import { Duration, Effect, Exit, Scope } from "effect"
 import * as fc from "fast-check"
 import { Admission, ConnectionTracker, type AdmissionRefusal } from "../../src/server/Admission.js"
 import { startEchoOrigin } from "../support/origins.js"
-import { request, startProxy, testConfig } from "../support/proxy.js"
+import { startProxy, testConfig } from "../support/proxy.js"
 import { closedWithin, connect, rawRequest } from "../support/rawHttp.js"
 
 describe("Admission (unit)", () => {

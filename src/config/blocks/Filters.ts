@@ -13,20 +13,14 @@ import {
   type BlockSpec, type Cx, type Field, type Val, block, bool, compact, count, custom, entity, int, list, millis, nonEmpty,
   nullable, num, oneOf, positive, scalar, shape, status, str
 } from "../KdlDecoder.js"
-import { flattenHeaderOps, pairs, removeField } from "./Routes.js"
+import { flattenHeaderOps, headerName, pairs, removeField, token } from "./Routes.js"
 
-const token = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 
 const headerValue: Val<string> = (v, at, cx, what) => {
   const s = str(v, at, cx, what)
   if (s === undefined) return undefined
   // eslint-disable-next-line no-control-regex
   return /[\x00-\x08\x0a-\x1f\x7f]/.test(s) ? cx.error(at, `${what} must not contain control characters`) : s
-}
-const headerName: Val<string> = (v, at, cx, what) => {
-  const s = str(v, at, cx, what)
-  if (s === undefined) return undefined
-  return token.test(s) ? s : cx.error(at, `${what} ${JSON.stringify(s)} is not a valid header name`)
 }
 const rateLimitKey: Val<string> = (v, at, cx, what) => {
   const s = str(v, at, cx, what)

@@ -12,9 +12,9 @@ import {
   oneOf, scalar, secs, shape, str
 } from "../KdlDecoder.js"
 
-const token = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+export const token = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 
-const headerName: Val<string> = (v, at, cx, what) => {
+export const headerName: Val<string> = (v, at, cx, what) => {
   const s = str(v, at, cx, what)
   if (s === undefined) return undefined
   return token.test(s) ? s : cx.error(at, `${what} ${JSON.stringify(s)} is not a valid header name`)

@@ -331,6 +331,19 @@ export const startListener = (
       }
     }
 
+    /**
+     * A pipelined request's response waits in node's queue without a socket, and node never
+     * emits its `close` when the connection dies first (node 20). Everything downstream (the
+     * in-flight count that drain waits on, admission, the pipeline's client-gone handling)
+     * keys on that `close`, so emit it here when the connection goes before the response
+     * got its socket.
+     */
+    const settleQueuedOnClose = (res: http.ServerResponse, socket: Socket) => {
+      const gone = () => res.emit("close")
+      socket.once("close", gone)
+      res.once("socket", () => socket.off("close", gone))
+    }
+
     const handler = onRequest(handle)
     const refuse = (req: http.IncomingMessage, res: http.ServerResponse, reason: string) => {
       hooks.onClientError(config.id, 503, reason, req.socket.remoteAddress ?? "")
@@ -356,6 +369,7 @@ export const startListener = (
       // pipelined behind a refused request: never served (node closes after the refusal)
       if (isClosing(socket)) return
       inFlight++
+      if (res.socket === null) settleQueuedOnClose(res, socket)
       if (t.bodyIdleMs > 0) watchBody(req, res, socket)
       const ticket = admission.admit(
         () => handler(req, res),

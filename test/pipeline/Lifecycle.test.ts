@@ -51,6 +51,31 @@ describe("lifecycle", () => {
     })
   )
 
+  it.live("a pipelined request whose connection dies before its turn is settled: drain does not wait for it", () =>
+    Effect.gen(function* () {
+      const origin = yield* Effect.promise(() => startEchoOrigin())
+      const scope = yield* Scope.make()
+      const proxy = yield* startProxy(
+        testConfig({
+          // a drain that waited for the lost request would take the whole minute
+          system: { gracefulShutdownTimeout: Duration.seconds(60) } as never,
+          upstreams: [{ id: "a", targets: [{ address: origin.address }] }],
+          routes: [{ id: "all", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "a" }]
+        })
+      ).pipe(Scope.extend(scope))
+      const s = net.connect(proxy.port, "127.0.0.1")
+      s.write("GET /first/hold HTTP/1.1\r\nHost: x\r\n\r\nGET /second/hold HTTP/1.1\r\nHost: x\r\n\r\n")
+      yield* Effect.promise(() => Promise.all([origin.arrived("/first/hold"), origin.arrived("/second/hold")]))
+      s.destroy()
+      // both upstream exchanges are cancelled, the queued one included
+      yield* Effect.promise(() => Promise.all([origin.aborted("/first/hold"), origin.aborted("/second/hold")]))
+      const started = Date.now()
+      yield* Scope.close(scope, Exit.void)
+      expect(Date.now() - started).toBeLessThan(5_000)
+      yield* Effect.promise(() => origin.close())
+    })
+  )
+
   it.live("leaves no socket, timer or fiber behind after the scope closes", () =>
     Effect.gen(function* () {
       const before = resourceCounts()

@@ -142,7 +142,10 @@ export const startListener = (
       connectionsCheckingInterval: t.checkMs,
       // Never lenient, whatever the command line says (edge-security.md §2.2): not configurable.
       insecureHTTPParser: false,
-      requireHostHeader: true,
+      // Node's own Host check answers 400 yet still parses and emits the requests pipelined
+      // behind it, which would then go upstream unseen by the client: the validator answers
+      // "host-missing" instead, and closes the connection like every other rejection.
+      requireHostHeader: false,
       joinDuplicateHeaders: false,
       noDelay: true
     })

@@ -67,7 +67,8 @@ export const nodeServerOptionsFor = (config: RequestValidationConfig) => ({
   // Node counts only name/value bytes; give it head-room so our exact wire-byte check decides.
   maxHeaderSize: config.maxHeaderSize + config.maxHeaderCount * 4 + config.maxUriLength,
   insecureHTTPParser: false,
-  requireHostHeader: true
+  // the validator answers a missing Host (see Listener): node's own check lets pipelined requests through
+  requireHostHeader: false
 })
 
 // ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Duration, Effect, Exit, Scope } from "effect"
 import { startEchoOrigin, type EchoOrigin } from "../support/origins.js"
-import { startProxy, testConfig, type ProxyHandle } from "../support/proxy.js"
+import { request, startProxy, testConfig, type ProxyHandle } from "../support/proxy.js"
 import { headersOf, rawRequest } from "../support/rawHttp.js"
 
 let origin: EchoOrigin
@@ -108,6 +108,16 @@ describe("edge: rejected before the upstream (raw sockets)", () => {
     const reply = await rawRequest(proxy.port, `GET /x HTTP/1.1\r\n${H}${H}\r\nGET /second HTTP/1.1\r\n${H}\r\n`)
     expect(reply.statuses).toEqual([400])
     expect(origin.requests.length).toBe(before)
+  })
+
+  it("a request pipelined behind a Host-less HTTP/1.1 one never reaches the upstream (node's own Host check would let it through)", async () => {
+    const reply = await rawRequest(proxy.port, `GET /no-host HTTP/1.1\r\n\r\nGET /behind-no-host HTTP/1.1\r\n${H}\r\n`, { end: true })
+    expect(reply.statuses).toEqual([400])
+    expect(headersOf(reply.raw)["content-type"]).toBe("application/json")
+    expect(reply.closed).toBe(true)
+    // a later request is forwarded after anything the first connection could have sent upstream
+    expect((await request(proxy.port, { path: "/after-no-host" })).status).toBe(200)
+    expect(origin.requests.map((r) => r.url)).not.toContain("/behind-no-host")
   })
 
   it("garbage pipelined behind a valid request: the valid answer comes first, then 400 and close (no desync)", async () => {

@@ -8,13 +8,14 @@
  * `reload(config)` swaps the dataplane atomically: requests in flight finish
  * on the configuration they started with; upstreams whose definition did not
  * change keep their pools (and health/circuit state); the others are drained
- * and closed after the grace period; listeners are added, removed or rebound.
+ * and closed after the grace period; listeners are added, removed or rebound;
+ * the access and audit logs are switched on/off, moved or reformatted.
  *
  * Programs embed the proxy by providing this layer, or by calling `make`
  * inside their own scope.
  */
 import { isIP } from "node:net"
-import { Context, Duration, Effect, Exit, Layer, Option, Runtime, Scope } from "effect"
+import { Context, Duration, Effect, Either, Exit, Layer, Option, Runtime, Scope } from "effect"
 import type { LimitsConfig, ListenerConfig, SentinelConfig } from "./config/Schema.js"
 import type { BuiltinView } from "./handlers/Builtin.js"
 import { CircuitStateValue, makeMetrics, type Metrics } from "./observability/Metrics.js"
@@ -37,6 +38,7 @@ import {
 import { makeAccessLog, type AccessLog } from "./observability/AccessLog.js"
 import { Tracing, tracingLayer, type RequestTracing } from "./observability/Tracing.js"
 import { makeAuditLog } from "./observability/AuditLog.js"
+import { combineLogSwaps, type LogOpenFailed, type LogSwap } from "./observability/Logs.js"
 import { makeAgents } from "./agents/AgentsExtension.js"
 import type { AgentStatus } from "./agents/Manager.js"
 import type { ChallengePolicy } from "./agents/AgentDecision.js"
@@ -76,8 +78,13 @@ export interface SentinelService {
   /** The dataplane requests arriving now will use. */
   readonly dataplane: () => Dataplane
   readonly metrics: Metrics
-  /** Swap in a new (already validated) configuration. On failure the running one stays. */
-  readonly reload: (config: SentinelConfig) => Effect.Effect<ReloadSummary, ListenerBindFailed>
+  /**
+   * Swap in a new (already validated) configuration. On failure the running one stays.
+   * Access and audit logs follow it (nginx-like): a log file that cannot be opened
+   * fails the reload (`LogOpenFailed`) before anything changed; lines queued for a
+   * replaced sink are flushed to it, then it is closed.
+   */
+  readonly reload: (config: SentinelConfig) => Effect.Effect<ReloadSummary, ListenerBindFailed | LogOpenFailed>
   /** Reopen log files (logrotate's SIGUSR1). */
   readonly reopenLogs: () => Effect.Effect<void>
   /** Connection, queue and circuit state of each agent of the current manager. */
@@ -301,7 +308,21 @@ export const make = (
       )
     }
 
-    const reload = (next: SentinelConfig): Effect.Effect<ReloadSummary, ListenerBindFailed> =>
+    /** Opens the logs `next` asks for, first: a log that cannot be opened refuses the reload. */
+    const prepareLogs = (next: SentinelConfig): Effect.Effect<LogSwap, LogOpenFailed> =>
+      Effect.suspend(() => {
+        const logging = next.observability.logging
+        const access = accessLog.prepare(logging.accessLog)
+        if (Either.isLeft(access)) return Effect.fail(access.left)
+        const audit = auditLog.prepare(logging.auditLog)
+        if (Either.isLeft(audit)) {
+          access.right.abort()
+          return Effect.fail(audit.left)
+        }
+        return Effect.succeed(combineLogSwaps([access.right, audit.right]))
+      })
+
+    const swap = (next: SentinelConfig): Effect.Effect<ReloadSummary, ListenerBindFailed> =>
       Effect.gen(function* () {
         let kept = 0
         let started = 0
@@ -366,6 +387,15 @@ export const make = (
           listenersStarted: opened,
           listenersStopped: stopped
         }
+      })
+
+    /** Logs switch after the rest succeeded (requests in flight log to either sink, each line once). */
+    const reload = (next: SentinelConfig): Effect.Effect<ReloadSummary, ListenerBindFailed | LogOpenFailed> =>
+      Effect.gen(function* () {
+        const logs = yield* prepareLogs(next)
+        return yield* swap(next).pipe(
+          Effect.onExit((exit) => Effect.sync(() => (Exit.isSuccess(exit) ? logs.commit() : logs.abort())))
+        )
       })
 
     yield* Effect.logInfo("sentinel started").pipe(

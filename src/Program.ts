@@ -16,7 +16,7 @@ import { makeReloader } from "./config/Reload.js"
 import { makeConfig, type SentinelConfig } from "./config/Schema.js"
 import { formatFinding, validateConfig } from "./config/Validate.js"
 import * as App from "./App.js"
-import { appLoggerLayer, formatErrorLine, makeLogWriter, type LogWriter } from "./observability/Logs.js"
+import { appLoggerLayer, formatErrorLine, makeErrorLog, type ErrorLogSettings } from "./observability/Logs.js"
 import { makeMetrics, type Metrics } from "./observability/Metrics.js"
 import { tracingLayerOptional } from "./observability/Tracing.js"
 import { runCluster, type ClusterEvent } from "./server/Cluster.js"
@@ -57,17 +57,11 @@ const tracingConfigOf = (config: SentinelConfig) => {
   return t === undefined ? undefined : { serviceVersion: VERSION, ...t }
 }
 
-/** The error log: its file at its level, or stderr at `logging.level`. */
-const errorLogFor = (
-  config: SentinelConfig,
-  metrics: Metrics
-): { writer: LogWriter; level: SentinelConfig["observability"]["logging"]["level"] } => {
+/** The error log: its file at its level, or stderr at `logging.level`. Reloads apply it. */
+const errorLogSettings = (config: SentinelConfig): ErrorLogSettings => {
   const e = config.observability.logging.errorLog
-  const onDrop = (n: number) => metrics.logDropped.add(n, "error")
-  if (e.enabled && e.file !== undefined && e.file !== "-") {
-    return { writer: makeLogWriter({ name: "error", file: e.file, bufferSize: e.bufferSize, onDrop }), level: e.level }
-  }
-  return { writer: makeLogWriter({ name: "error", fd: 2, bufferSize: e.bufferSize, onDrop }), level: config.observability.logging.level }
+  if (e.enabled && e.file !== undefined && e.file !== "-") return { file: e.file, level: e.level, bufferSize: e.bufferSize }
+  return { level: config.observability.logging.level, bufferSize: e.bufferSize }
 }
 
 const startProxy = async (
@@ -82,10 +76,8 @@ const startProxy = async (
     defaultMetrics: true,
     maxSeriesPerMetric: config.observability.metrics.maxSeriesPerMetric
   })
-  const errorLog = errorLogFor(config, metrics)
-  const runtime = await Effect.runPromise(
-    Effect.scoped(Layer.toRuntime(appLoggerLayer({ level: errorLog.level, writer: errorLog.writer })))
-  )
+  const errorLog = makeErrorLog(errorLogSettings(config), { onDrop: (n: number) => metrics.logDropped.add(n, "error") })
+  const runtime = await Effect.runPromise(Effect.scoped(Layer.toRuntime(appLoggerLayer({ errorLog }))))
   const run = Runtime.runPromise(runtime)
   const scope = await run(Scope.make())
 
@@ -138,11 +130,25 @@ const startProxy = async (
             initial: loaded,
             metrics,
             apply: (next) =>
-              service.reload(next).pipe(
-                Effect.mapError((e) => ({ message: `listener "${e.listener}" cannot bind ${e.address}: ${e.message}` })),
-                Effect.tap((s) => Effect.logInfo("configuration applied").pipe(Effect.annotateLogs({ ...s }))),
-                Effect.zipRight(syncMetricsListener(next))
-              )
+              Effect.gen(function* () {
+                // The error log opens first (nginx: a log it cannot open fails the reload), switches last.
+                const errorSwap = errorLog.prepare(errorLogSettings(next))
+                if (Either.isLeft(errorSwap)) {
+                  const e = errorSwap.left
+                  return yield* Effect.fail({ message: `${e.log} log cannot be opened: ${e.file}: ${e.message}` })
+                }
+                const summary = yield* service.reload(next).pipe(
+                  Effect.mapError((e) => ({
+                    message:
+                      e._tag === "LogOpenFailed"
+                        ? `${e.log} log cannot be opened: ${e.file}: ${e.message}`
+                        : `listener "${e.listener}" cannot bind ${e.address}: ${e.message}`
+                  })),
+                  Effect.onExit((exit) => Effect.sync(() => (Exit.isSuccess(exit) ? errorSwap.right.commit() : errorSwap.right.abort())))
+                )
+                yield* Effect.logInfo("configuration applied").pipe(Effect.annotateLogs({ ...summary }))
+                yield* syncMetricsListener(next)
+              })
           })
     return { service, reloader }
   })
@@ -150,7 +156,7 @@ const startProxy = async (
   return {
     shutdown: async () => {
       await run(Scope.close(scope, Exit.void))
-      await errorLog.writer.close()
+      await errorLog.close()
     },
     reload: async () => {
       if (reloader === undefined) {

@@ -70,13 +70,14 @@ export class ConfigSource extends Context.Tag("sentinel/config/ConfigSource")<Co
 
 /**
  * Settings a reload cannot apply to a running process; changing them logs a
- * warning that they take effect after a restart.
+ * warning that they take effect after a restart. (`observability { logging }`
+ * is applied by a reload: access, audit and error logs switch sinks, format
+ * and level in place.)
  */
 export const restartOnlyChanges = (prev: SentinelConfig, next: SentinelConfig): Array<string> => {
   const out: Array<string> = []
   const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)
   if (prev.system.workerThreads !== next.system.workerThreads) out.push("system.worker-threads")
-  if (!same(prev.observability.logging, next.observability.logging)) out.push("observability.logging")
   if (!same(prev.observability.tracing, next.observability.tracing)) out.push("observability.tracing")
   if (prev.observability.metrics.maxSeriesPerMetric !== next.observability.metrics.maxSeriesPerMetric) {
     out.push("observability.metrics.max-series-per-metric")

@@ -2,18 +2,32 @@
  * The access log stage: one line per request, built from the request
  * context and handed to a bounded, non-blocking writer (`Logs.ts`). Lines the
  * sink cannot take in time are dropped and counted, never queued without bound.
+ * A configuration reload switches it on/off, moves it, changes its format.
  */
 import { hostname } from "node:os"
 import { performance } from "node:perf_hooks"
-import { Effect, type Scope } from "effect"
+import { Effect, Either, type Scope } from "effect"
 import type { AccessLogConfig } from "../config/Schema.js"
 import type { RequestContext } from "../pipeline/RequestContext.js"
-import { accessFormatter, makeLogWriterScoped, type AccessLogEntry } from "./Logs.js"
+import {
+  accessFormatter,
+  makeLogSlot,
+  type AccessLogEntry,
+  type LogDestination,
+  type LogOpenFailed,
+  type LogSwap
+} from "./Logs.js"
 import type { Metrics } from "./Metrics.js"
 
 export interface AccessLog {
   readonly write: (ctx: RequestContext) => void
   readonly reopen: () => Promise<void>
+  /** Resolves once the lines written so far reached their sink (old sinks of a reload included). */
+  readonly flush: () => Promise<void>
+  /** Opens what `next` needs; fails, changing nothing, when its file cannot be opened. */
+  readonly prepare: (next: AccessLogConfig) => Either.Either<LogSwap, LogOpenFailed>
+  /** Flushes and closes (the scope does it). */
+  readonly close: () => Promise<void>
 }
 
 const instanceId = `${hostname()}:${process.pid}`
@@ -44,18 +58,38 @@ export const toAccessEntry = (ctx: RequestContext): AccessLogEntry => {
   }
 }
 
+const destination = (config: AccessLogConfig): LogDestination | undefined =>
+  config.enabled ? { file: config.file, bufferSize: config.bufferSize } : undefined
+
+/**
+ * The access log; a reload applies `access-log {}` through `prepare` (see
+ * `LogSlot`): on/off, file (or stdout), format and buffer size. Per request,
+ * `write` reads the writer and formatter in force: two variable reads.
+ */
 export const makeAccessLog = (config: AccessLogConfig, metrics: Metrics): Effect.Effect<AccessLog, never, Scope.Scope> =>
-  Effect.gen(function* () {
-    if (!config.enabled) return { write: () => {}, reopen: async () => {} }
-    const writer = yield* makeLogWriterScoped({
-      name: "access",
-      file: config.file,
-      bufferSize: config.bufferSize,
-      onDrop: (n) => metrics.logDropped.add(n, "access")
-    })
-    const format = accessFormatter(config.format)
-    return {
-      write: (ctx) => writer.write(format(toAccessEntry(ctx))),
-      reopen: writer.reopen
-    }
-  })
+  Effect.acquireRelease(
+    Effect.sync((): AccessLog => {
+      const slot = makeLogSlot({ name: "access", onDrop: (n) => metrics.logDropped.add(n, "access") }, destination(config))
+      let format = accessFormatter(config.format)
+      return {
+        write: (ctx) => {
+          const writer = slot.current
+          if (writer !== undefined) writer.write(format(toAccessEntry(ctx)))
+        },
+        reopen: async () => slot.current?.reopen(),
+        flush: async () => {
+          await Promise.all([slot.current?.flush(), slot.retired()])
+        },
+        prepare: (next) =>
+          Either.map(slot.prepare(destination(next)), (swap) => ({
+            commit: () => {
+              swap.commit()
+              format = accessFormatter(next.format)
+            },
+            abort: swap.abort
+          })),
+        close: slot.close
+      }
+    }),
+    (log) => Effect.promise(() => log.close())
+  )

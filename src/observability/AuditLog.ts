@@ -10,10 +10,10 @@
  * `log-agent-decisions`). The line is `formatAudit`'s record plus the agent
  * fields (agent, filter_id, phase, result, action, reason_codes, duration_ms).
  */
-import { Effect, type Scope } from "effect"
+import { Effect, Either, type Scope } from "effect"
 import type { AgentAuditEntry } from "../agents/AgentDecision.js"
 import type { AuditLogConfig } from "../config/Schema.js"
-import { formatAudit, makeLogWriterScoped } from "./Logs.js"
+import { formatAudit, makeLogSlot, type LogDestination, type LogOpenFailed, type LogSwap } from "./Logs.js"
 import type { Metrics } from "./Metrics.js"
 
 export interface AuditLog {
@@ -22,9 +22,11 @@ export interface AuditLog {
   /** Resolves once every line written so far reached the sink (tests, shutdown). */
   readonly flush: () => Promise<void>
   readonly reopen: () => Promise<void>
+  /** Opens what `next` needs; fails, changing nothing, when its file cannot be opened. */
+  readonly prepare: (next: AuditLogConfig) => Either.Either<LogSwap, LogOpenFailed>
+  /** Flushes and closes (the scope does it). */
+  readonly close: () => Promise<void>
 }
-
-const disabled: AuditLog = { agent: () => {}, flush: async () => {}, reopen: async () => {} }
 
 /** The JSON line of one agent outcome. */
 export const formatAgentAudit = (e: AgentAuditEntry, now = Date.now()): string => {
@@ -70,20 +72,35 @@ export const auditsAgentEntry = (config: AuditLogConfig, e: AgentAuditEntry): bo
   }
 }
 
+const destination = (config: AuditLogConfig): LogDestination | undefined =>
+  config.enabled ? { file: config.file, bufferSize: config.bufferSize } : undefined
+
+/** The audit log; a reload applies `audit-log {}` through `prepare` (see `LogSlot`). */
 export const makeAuditLog = (config: AuditLogConfig, metrics: Metrics): Effect.Effect<AuditLog, never, Scope.Scope> =>
-  Effect.gen(function* () {
-    if (!config.enabled) return disabled
-    const writer = yield* makeLogWriterScoped({
-      name: "audit",
-      file: config.file,
-      bufferSize: config.bufferSize,
-      onDrop: (n) => metrics.logDropped.add(n, "audit")
-    })
-    return {
-      agent: (e) => {
-        if (auditsAgentEntry(config, e)) writer.write(formatAgentAudit(e))
-      },
-      flush: writer.flush,
-      reopen: writer.reopen
-    }
-  })
+  Effect.acquireRelease(
+    Effect.sync((): AuditLog => {
+      const slot = makeLogSlot({ name: "audit", onDrop: (n) => metrics.logDropped.add(n, "audit") }, destination(config))
+      let current = config
+      return {
+        // Stable function (agent managers keep it): reads the writer and settings in force.
+        agent: (e) => {
+          const writer = slot.current
+          if (writer !== undefined && auditsAgentEntry(current, e)) writer.write(formatAgentAudit(e))
+        },
+        flush: async () => {
+          await Promise.all([slot.current?.flush(), slot.retired()])
+        },
+        reopen: async () => slot.current?.reopen(),
+        prepare: (next) =>
+          Either.map(slot.prepare(destination(next)), (swap) => ({
+            commit: () => {
+              swap.commit()
+              current = next
+            },
+            abort: swap.abort
+          })),
+        close: slot.close
+      }
+    }),
+    (log) => Effect.promise(() => log.close())
+  )

@@ -13,7 +13,7 @@
  */
 import * as fs from "node:fs"
 import type { Writable } from "node:stream"
-import { Cause, Effect, HashMap, Layer, List, Logger, LogLevel } from "effect"
+import { Cause, Data, Effect, Either, HashMap, Layer, List, Logger, LogLevel } from "effect"
 
 // ---------------------------------------------------------------------------
 // Writer
@@ -43,6 +43,11 @@ export interface LogWriterOptions {
   readonly closeTimeoutMs?: number | undefined
   /** Sink factory replacing file/stdout (tests, custom transports). Called again on reopen. */
   readonly sink?: (() => Writable) | undefined
+  /**
+   * A descriptor already open on `file` for appending (see `openLogWriter`), used by the
+   * first sink; reopens open `file` by path again. The writer owns (closes) it.
+   */
+  readonly openedFd?: number | undefined
 }
 
 export interface LogWriterStats {
@@ -107,8 +112,14 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
     })
   const isStd = options.file === undefined || options.file === "-"
 
+  let preopened = options.openedFd
   const openSink = (): Writable => {
     if (options.sink) return options.sink()
+    if (preopened !== undefined && !isStd) {
+      const fd = preopened
+      preopened = undefined
+      return fs.createWriteStream(options.file!, { fd, flags: "a" })
+    }
     if (isStd) {
       // A WriteStream on the inherited descriptor: writes run on the thread pool,
       // unlike process.stdout, which writes synchronously to files and pipes.
@@ -306,12 +317,141 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
   return { write, flush, reopen, close, stats: () => ({ queued: queued(), written, dropped }) }
 }
 
+/** A log file that could not be opened for appending (a reload naming it is refused). */
+export class LogOpenFailed extends Data.TaggedError("LogOpenFailed")<{
+  /** "access", "audit", "error". */
+  readonly log: string
+  readonly file: string
+  readonly message: string
+}> {}
+
+/**
+ * Builds a writer after opening its file for appending right now, so that a path that
+ * cannot be written (missing directory, no permission, a directory) is an error the
+ * caller sees, as nginx fails `-s reload` on a log it cannot open. Stdout/stderr and
+ * custom sinks cannot fail here.
+ */
+export const openLogWriter = (options: LogWriterOptions): Either.Either<LogWriter, LogOpenFailed> => {
+  if (options.sink !== undefined || options.file === undefined || options.file === "-") return Either.right(makeLogWriter(options))
+  let fd: number
+  try {
+    fd = fs.openSync(options.file, "a")
+  } catch (e) {
+    return Either.left(new LogOpenFailed({ log: options.name, file: options.file, message: (e as Error).message }))
+  }
+  return Either.right(makeLogWriter({ ...options, openedFd: fd }))
+}
+
 /** The writer as a scoped resource: flushed and closed when the scope closes. */
 export const makeLogWriterScoped = (options: LogWriterOptions) =>
   Effect.acquireRelease(
     Effect.sync(() => makeLogWriter(options)),
     (w) => Effect.promise(() => w.close())
   )
+
+// ---------------------------------------------------------------------------
+// Reloadable destinations
+// ---------------------------------------------------------------------------
+
+/** A prepared reload of one log: `commit` applies it, `abort` discards it. Both synchronous. */
+export interface LogSwap {
+  readonly commit: () => void
+  readonly abort: () => void
+}
+
+/** Swaps that all apply or all abort together. */
+export const combineLogSwaps = (swaps: ReadonlyArray<LogSwap>): LogSwap => ({
+  commit: () => {
+    for (const s of swaps) s.commit()
+  },
+  abort: () => {
+    for (const s of swaps) s.abort()
+  }
+})
+
+/** Where a log goes; settings with the same file and buffer size keep their writer across a reload. */
+export interface LogDestination {
+  /** Path; absent or "-" = the standard stream of the log. */
+  readonly file?: string | undefined
+  readonly bufferSize: number
+}
+
+/**
+ * The writer of one log, replaceable by a configuration reload (nginx's reload
+ * semantics): `prepare` opens the new destination up front and fails, changing
+ * nothing, when its file cannot be opened; `commit` swaps the new writer in
+ * (lines written from then on go to it) and closes the old one, which first
+ * flushes the lines already queued to the old sink. Each line is queued in
+ * exactly one writer, so none is lost or duplicated by a swap.
+ */
+export interface LogSlot {
+  /** The writer in force; undefined when the log is off. Read it per line (one field read). */
+  readonly current: LogWriter | undefined
+  /** Opens what `next` needs (undefined = log off); the swap applies it. */
+  readonly prepare: (next: LogDestination | undefined) => Either.Either<LogSwap, LogOpenFailed>
+  /** Writers being flushed and closed after a swap (resolves when they are). */
+  readonly retired: () => Promise<void>
+  /** Closes the writer in force and waits for the retired ones. Idempotent. */
+  readonly close: () => Promise<void>
+}
+
+const destinationKey = (d: LogDestination | undefined): string =>
+  d === undefined ? "off" : JSON.stringify([d.file === undefined || d.file === "-" ? "-" : d.file, d.bufferSize])
+
+const noSwap: LogSwap = { commit: () => {}, abort: () => {} }
+
+/**
+ * Builds a slot on `initial`. Its first writer is built without the open check
+ * (start-up keeps the writer's report-and-retry behaviour for a sink that fails).
+ */
+export const makeLogSlot = (
+  base: Omit<LogWriterOptions, "file" | "bufferSize" | "openedFd">,
+  initial: LogDestination | undefined
+): LogSlot => {
+  const writerFor = (d: LogDestination): LogWriterOptions => ({ ...base, file: d.file, bufferSize: d.bufferSize })
+  let key = destinationKey(initial)
+  const retiring = new Set<Promise<void>>()
+  const retire = (w: LogWriter) => {
+    const p: Promise<void> = w.close().then(() => void retiring.delete(p))
+    retiring.add(p)
+  }
+  const slot = {
+    current: initial === undefined ? undefined : makeLogWriter(writerFor(initial)),
+    prepare: (next: LogDestination | undefined): Either.Either<LogSwap, LogOpenFailed> => {
+      const nextKey = destinationKey(next)
+      if (nextKey === key) return Either.right(noSwap)
+      let fresh: LogWriter | undefined
+      if (next !== undefined) {
+        const opened = openLogWriter(writerFor(next))
+        if (Either.isLeft(opened)) return Either.left(opened.left)
+        fresh = opened.right
+      }
+      let done = false
+      return Either.right({
+        commit: () => {
+          if (done) return
+          done = true
+          const old = slot.current
+          slot.current = fresh
+          key = nextKey
+          if (old !== undefined) retire(old)
+        },
+        abort: () => {
+          if (done) return
+          done = true
+          if (fresh !== undefined) retire(fresh)
+        }
+      })
+    },
+    retired: async () => {
+      await Promise.all([...retiring])
+    },
+    close: async () => {
+      await Promise.all([slot.current?.close(), ...retiring])
+    }
+  }
+  return slot
+}
 
 // ---------------------------------------------------------------------------
 // Access log
@@ -546,8 +686,13 @@ const messageText = (message: unknown): string => {
  * Effect logger writing one JSON line per log call:
  * `{timestamp, level, message, fiber, spans?, cause?, ...annotations}`.
  */
-export const makeJsonLogger = (write: (line: string) => void): Logger.Logger<unknown, void> =>
+export const makeJsonLogger = (
+  write: (line: string) => void,
+  /** A minimum level read per call (a reloadable level); lines below it are not built. */
+  minimum?: () => LogLevel.LogLevel
+): Logger.Logger<unknown, void> =>
   Logger.make(({ annotations, cause, date, fiberId, logLevel, message, spans }) => {
+    if (minimum !== undefined && logLevel.ordinal < minimum().ordinal) return
     const fields: Record<string, unknown> = {}
     for (const [k, v] of HashMap.toEntries(annotations)) fields[k] = v
     if (!List.isNil(spans)) {
@@ -564,14 +709,29 @@ export interface AppLoggerOptions {
   readonly level?: LogLevelName | undefined
   /** Where lines go (an error-log writer, or stderr when absent). */
   readonly writer?: LogWriter | undefined
+  /** A reloadable error log: its writer and level are read per log call (`level`/`writer` are ignored). */
+  readonly errorLog?: ErrorLog | undefined
 }
 
 /**
  * Replaces Effect's default logger with the JSON logger and sets the minimum
  * level, so `Effect.logDebug` under level "info" costs one level comparison.
  * Without a writer, lines go to a bounded writer on stderr owned by the layer.
+ * With a reloadable `errorLog`, Effect's own minimum is "trace" (a reload may
+ * lower the level) and the logger compares with the error log's level first
+ * thing, before any line is built.
  */
 export const appLoggerLayer = (options: AppLoggerOptions = {}): Layer.Layer<never> => {
+  const errorLog = options.errorLog
+  if (errorLog !== undefined) {
+    return Layer.merge(
+      Logger.replace(
+        Logger.defaultLogger,
+        makeJsonLogger((line) => errorLog.writer.write(line), errorLog.minimum)
+      ),
+      Logger.minimumLogLevel(LogLevel.Trace)
+    )
+  }
   const level = toLogLevel(options.level ?? "info")
   const writerLayer = (writer: LogWriter) =>
     Layer.merge(
@@ -585,4 +745,50 @@ export const appLoggerLayer = (options: AppLoggerOptions = {}): Layer.Layer<neve
   return Layer.unwrapScoped(
     Effect.map(makeLogWriterScoped({ name: "error", fd: 2 }), writerLayer)
   )
+}
+
+/** What the error log is: a file (absent or "-" = stderr), its level and buffer. */
+export interface ErrorLogSettings extends LogDestination {
+  readonly level: LogLevelName
+}
+
+/**
+ * The process's error log, reloadable: `writer` forwards each line to the
+ * writer in force, `minimum` is the level in force; `prepare` opens a new
+ * file (failing when it cannot) and its swap switches file and level at once.
+ */
+export interface ErrorLog {
+  /** Forwards to the writer in force (stable: hand it out once). */
+  readonly writer: LogWriter
+  /** The level in force. */
+  readonly minimum: () => LogLevel.LogLevel
+  readonly prepare: (next: ErrorLogSettings) => Either.Either<LogSwap, LogOpenFailed>
+  /** Flushes and closes the writer in force and the retired ones. */
+  readonly close: () => Promise<void>
+}
+
+export const makeErrorLog = (initial: ErrorLogSettings, options: { readonly onDrop?: ((lines: number) => void) | undefined } = {}): ErrorLog => {
+  const slot = makeLogSlot({ name: "error", fd: 2, onDrop: options.onDrop }, initial)
+  let minimum = toLogLevel(initial.level)
+  // The slot always has a writer here (the error log is never off): stderr at worst.
+  const w = (): LogWriter => slot.current!
+  return {
+    writer: {
+      write: (line) => w().write(line),
+      flush: () => w().flush(),
+      reopen: () => w().reopen(),
+      close: () => slot.close(),
+      stats: () => w().stats()
+    },
+    minimum: () => minimum,
+    prepare: (next) =>
+      Either.map(slot.prepare(next), (swap) => ({
+        commit: () => {
+          swap.commit()
+          minimum = toLogLevel(next.level)
+        },
+        abort: swap.abort
+      })),
+    close: () => slot.close()
+  }
 }

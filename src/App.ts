@@ -15,6 +15,7 @@
  * inside their own scope.
  */
 import { isIP } from "node:net"
+import { performance } from "node:perf_hooks"
 import { Context, Duration, Effect, Either, Exit, Layer, Option, Runtime, Scope } from "effect"
 import type { LimitsConfig, ListenerConfig, SentinelConfig } from "./config/Schema.js"
 import type { BuiltinView } from "./handlers/Builtin.js"
@@ -232,6 +233,7 @@ export const make = (
       onComplete: (ctx: RequestContext) => {
         const route = ctx.routeId === "" ? "none" : ctx.routeId
         metrics.requests.inc(route, ctx.method, ctx.status)
+        metrics.requestDuration.observe((performance.now() - ctx.start) / 1000, route, ctx.method)
         accessLog.write(ctx)
       },
       onReject: (_ctx, reason) => {
@@ -254,6 +256,12 @@ export const make = (
     const runtime = (yield* Effect.runtime<never>()) as Runtime.Runtime<never>
     const addresses = new Map<string, BoundAddress>()
     const listeners = new Map<string, ListenerEntry>()
+    // Read at scrape time from the listeners' own in-flight counts: nothing per request.
+    metrics.readActiveRequestsFrom(() => {
+      let n = 0
+      for (const l of listeners.values()) n += l.handle.inFlight()
+      return n
+    })
 
     const openListener = (listener: ListenerConfig, limits: LimitsConfig) =>
       Effect.gen(function* () {

@@ -234,6 +234,15 @@ export class Metrics {
   /** sentinel_metric_series_overflow_total{metric}: label sets mapped to "other" */
   readonly seriesOverflow: Counter<string>
 
+  /**
+   * `sentinel_active_requests` is read at scrape time from `read` (the listeners' in-flight
+   * counts) instead of being moved on every request.
+   */
+  readActiveRequestsFrom(read: () => number): void {
+    const gauge = this.activeRequests as unknown as { collect?: () => void }
+    gauge.collect = () => this.activeRequests.set(read())
+  }
+
   constructor(options: MetricsOptions = {}) {
     const registry = new Registry()
     this.registry = registry

@@ -1,7 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Exit, Scope } from "effect"
 import fc from "fast-check"
+import * as net from "node:net"
 import { aggregateMetrics, makeMetrics, MetricsService, OVERFLOW_LABEL } from "../../src/observability/Metrics.js"
+import { startEchoOrigin } from "../support/origins.js"
+import { request, startProxy, testConfig } from "../support/proxy.js"
 
 const sumOf = async (m: ReturnType<typeof makeMetrics>, name: string): Promise<number> => {
   const json = await m.registry.getSingleMetric(name)!.get()
@@ -126,5 +129,40 @@ describe("Metrics", () => {
       const text = yield* Effect.promise(() => m.render())
       expect(text).toContain('sentinel_config_reload_total{result="success"} 1')
     }).pipe(Effect.provide(MetricsService.layerTest))
+  )
+})
+
+describe("metrics from real traffic", () => {
+  it.live("each answered request is timed in sentinel_request_duration_seconds; sentinel_active_requests counts what is in flight", () =>
+    Effect.gen(function* () {
+      const origin = yield* Effect.promise(() => startEchoOrigin())
+      const scope = yield* Scope.make()
+      const proxy = yield* startProxy(
+        testConfig({
+          upstreams: [{ id: "o", targets: [{ address: origin.address }] }],
+          routes: [{ id: "api", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "o" }]
+        })
+      ).pipe(Scope.extend(scope))
+      for (let i = 0; i < 3; i++) expect((yield* Effect.promise(() => request(proxy.port, { path: `/m${i}` }))).status).toBe(200)
+      const held = net.connect(proxy.port, "127.0.0.1")
+      held.write("GET /metrics-held/hold HTTP/1.1\r\nHost: x\r\n\r\n")
+      yield* Effect.promise(() => origin.arrived("/metrics-held/hold"))
+      const during = yield* Effect.promise(() => proxy.metrics.render())
+      expect(during).toContain('sentinel_request_duration_seconds_count{route="api",method="GET"} 3')
+      expect(during).toMatch(/sentinel_request_duration_seconds_bucket\{le="\+Inf",route="api",method="GET"\} 3/)
+      expect(during).toContain("sentinel_active_requests 1")
+      held.destroy()
+      yield* Effect.promise(() => origin.aborted("/metrics-held/hold"))
+      // the aborted one is answered (499) and timed too; nothing is left in flight
+      for (let i = 0; i < 100; i++) {
+        if ((yield* Effect.promise(() => proxy.metrics.render())).includes("sentinel_active_requests 0")) break
+        yield* Effect.promise(() => new Promise((r) => setTimeout(r, 10)))
+      }
+      const after = yield* Effect.promise(() => proxy.metrics.render())
+      expect(after).toContain("sentinel_active_requests 0")
+      expect(after).toContain('sentinel_request_duration_seconds_count{route="api",method="GET"} 4')
+      yield* Scope.close(scope, Exit.void)
+      yield* Effect.promise(() => origin.close())
+    })
   )
 })

@@ -123,7 +123,9 @@ const upstreamObserver = (metrics: Metrics, log: (effect: Effect.Effect<void>) =
     const message = `circuit breaker ${from} -> ${to}`
     log((to === "open" ? Effect.logWarning(message) : Effect.logInfo(message)).pipe(Effect.annotateLogs({ upstream, target, from, to })))
   },
-  attempt: (upstream, route) => metrics.upstreamAttempts.inc(upstream, route),
+  // per attempt: pre-bound children by (upstream, route|target), no key string built
+  attempt: (upstream, route) => metrics.upstreamAttempt(upstream, route),
+  settled: (upstream, target, ms) => metrics.upstreamAttemptDuration(upstream, target, ms),
   failure: (upstream, route, reason) => metrics.upstreamFailures.inc(upstream, route, reason),
   retry: (upstream, route, reason) => metrics.upstreamRetries.inc(upstream, route, reason)
 })
@@ -142,7 +144,9 @@ export const make = (
       (initial.observability.tracing === undefined
         ? undefined
         : Context.get(yield* Layer.build(tracingLayer({ serviceVersion: VERSION, ...initial.observability.tracing })), Tracing))
-    const metrics = options.metrics ?? makeMetrics({ version: VERSION, defaultMetrics: false })
+    const metrics =
+      options.metrics ??
+      makeMetrics({ version: VERSION, defaultMetrics: false, maxSeriesPerMetric: initial.observability.metrics.maxSeriesPerMetric })
     const accessLog: AccessLog = yield* makeAccessLog(initial.observability.logging.accessLog, metrics)
 
     let config = initial
@@ -387,6 +391,8 @@ export const make = (
             opened++
           }
         }
+        // series of targets and agents this configuration no longer has stop being exported
+        metrics.retain(next)
         for (const u of retired) yield* retire(u.runtime)
         return {
           upstreamsKept: kept,

@@ -82,6 +82,43 @@ class BoundedChildren<C> {
   get size(): number {
     return this.children.size
   }
+
+  /** The label values of every series kept (reload-time bookkeeping, not the hot path). */
+  labelSets(): Array<Array<string>> {
+    return [...this.children.keys()].map((k) => k.split(SEP))
+  }
+}
+
+/**
+ * Pre-bound children by two label values, looked up with two Map reads and no key
+ * string: for callers on the per-attempt path. `bind` goes through the metric's
+ * `Bounded*` cache (and its series cap) once per pair, so a pair mapped to "other" is
+ * counted in `sentinel_metric_series_overflow_total` once, not at every use.
+ */
+export class ChildPairs<C> {
+  private readonly byFirst = new Map<string, Map<string, C>>()
+  constructor(private readonly bind: (a: string, b: string) => C) {}
+  get(a: string, b: string): C {
+    let inner = this.byFirst.get(a)
+    if (inner === undefined) {
+      inner = new Map()
+      this.byFirst.set(a, inner)
+    }
+    let child = inner.get(b)
+    if (child === undefined) {
+      child = this.bind(a, b)
+      inner.set(b, child)
+    }
+    return child
+  }
+  /** Forgets every pair starting with `a` (an upstream removed by a reload). */
+  forget(a: string): void {
+    this.byFirst.delete(a)
+  }
+  /** The first label values seen. */
+  firsts(): Array<string> {
+    return [...this.byFirst.keys()]
+  }
 }
 
 /** A counter with positional labels, cached children and a series cap. */
@@ -132,6 +169,10 @@ export class BoundedGauge<L extends ReadonlyArray<string>> {
   get series(): number {
     return this.children.size
   }
+  /** The label values of every series (reload-time bookkeeping). */
+  labelSets(): Array<Array<string>> {
+    return this.children.labelSets()
+  }
 }
 
 /** A histogram with positional labels, cached children and a series cap. */
@@ -171,6 +212,14 @@ export interface MetricsOptions {
   readonly requestDurationBuckets?: ReadonlyArray<number>
   /** Buckets of `sentinel_agent_latency_seconds`. */
   readonly agentLatencyBuckets?: ReadonlyArray<number>
+  /** Buckets of `sentinel_upstream_duration_seconds`. Default `REQUEST_DURATION_BUCKETS`. */
+  readonly upstreamDurationBuckets?: ReadonlyArray<number>
+}
+
+/** What `Metrics.retain` keeps after a reload: the configured upstream targets and agents. */
+export interface MetricsTopology {
+  readonly upstreams: ReadonlyArray<{ readonly id: string; readonly targets: ReadonlyArray<{ readonly address: string }> }>
+  readonly agents: ReadonlyArray<{ readonly id: string }>
 }
 
 /** Default buckets for request latency: 1 ms .. 60 s. */
@@ -199,6 +248,11 @@ export class Metrics {
   readonly rejected: BoundedCounter<readonly ["reason"]>
   /** sentinel_upstream_attempts_total{upstream,route} */
   readonly upstreamAttempts: BoundedCounter<readonly ["upstream", "route"]>
+  /**
+   * sentinel_upstream_duration_seconds{upstream,target}: one observation per attempt, from
+   * sending it to its response head (or its failure); `_count` is the attempts per target.
+   */
+  readonly upstreamDuration: BoundedHistogram<readonly ["upstream", "target"]>
   /** sentinel_upstream_failures_total{upstream,route,reason} */
   readonly upstreamFailures: BoundedCounter<readonly ["upstream", "route", "reason"]>
   /** sentinel_upstream_health{upstream,target}: 1 healthy, 0 unhealthy */
@@ -225,7 +279,7 @@ export class Metrics {
   readonly blocked: BoundedCounter<readonly ["reason"]>
   /** sentinel_rate_limited_total{route} */
   readonly rateLimited: BoundedCounter<readonly ["route"]>
-  /** sentinel_config_reload_total{result} ("success" | "failure") */
+  /** sentinel_config_reload_total{result} ("success" | "error"), counted by config/Reload.ts */
   readonly configReloads: BoundedCounter<readonly ["result"]>
   /** sentinel_log_dropped_total{log} ("access" | "error" | "audit" | ...) */
   readonly logDropped: BoundedCounter<readonly ["log"]>
@@ -233,6 +287,46 @@ export class Metrics {
   readonly buildInfo: Gauge<string>
   /** sentinel_metric_series_overflow_total{metric}: label sets mapped to "other" */
   readonly seriesOverflow: Counter<string>
+
+  private readonly attemptChildren = new ChildPairs<Counter.Internal>((u, r) => this.upstreamAttempts.child(u, r))
+  private readonly durationChildren = new ChildPairs<Histogram.Internal<string>>((u, t) =>
+    this.upstreamDuration.child(u, t)
+  )
+
+  /** One upstream attempt (per-attempt path: no key string, no allocation once the pair is seen). */
+  upstreamAttempt(upstream: string, route: string): void {
+    this.attemptChildren.get(upstream, route).inc()
+  }
+
+  /** An upstream attempt settled after `ms` milliseconds (per-attempt path, as above). */
+  upstreamAttemptDuration(upstream: string, target: string, ms: number): void {
+    this.durationChildren.get(upstream, target).observe(ms / 1000)
+  }
+
+  /**
+   * After a reload: drops the gauge series (health, circuit state, pool size) of upstream
+   * targets and agents the configuration no longer has, so they stop being exported.
+   * Counters and histograms keep their series (monotonic; they go at the next restart).
+   */
+  retain(topology: MetricsTopology): void {
+    const targets = new Map(topology.upstreams.map((u) => [u.id, new Set(u.targets.map((t) => t.address))]))
+    const agents = new Set(topology.agents.map((a) => a.id))
+    for (const [upstream, target] of this.upstreamHealth.labelSets()) {
+      if (targets.get(upstream)?.has(target) !== true) this.upstreamHealth.remove(upstream, target)
+    }
+    for (const [component, target] of this.circuitState.labelSets()) {
+      const gone = component.startsWith("upstream:")
+        ? targets.get(component.slice("upstream:".length))?.has(target) !== true
+        : component === "agent" && !agents.has(target)
+      if (gone) this.circuitState.remove(component, target)
+    }
+    for (const [upstream] of this.connectionPoolSize.labelSets()) {
+      if (!targets.has(upstream)) this.connectionPoolSize.remove(upstream)
+    }
+    for (const pairs of [this.attemptChildren, this.durationChildren]) {
+      for (const upstream of pairs.firsts()) if (!targets.has(upstream)) pairs.forget(upstream)
+    }
+  }
 
   /**
    * `sentinel_active_requests` is read at scrape time from `read` (the listeners' in-flight
@@ -330,6 +424,12 @@ export class Metrics {
       "sentinel_upstream_attempts_total",
       "Attempts to send a request upstream (first tries and retries).",
       ["upstream", "route"] as const
+    )
+    this.upstreamDuration = histogram(
+      "sentinel_upstream_duration_seconds",
+      "Upstream attempt time, from sending to the response head (or the failure), by upstream and target.",
+      ["upstream", "target"] as const,
+      options.upstreamDurationBuckets ?? REQUEST_DURATION_BUCKETS
     )
     this.upstreamFailures = counter(
       "sentinel_upstream_failures_total",

@@ -324,7 +324,9 @@ export const runUpstream = (
     const settle = (result: AttemptResult) => {
       if (settled) return
       settled = true
-      state.end(result, (headAt > 0 ? headAt : performance.now()) - started)
+      const ms = (headAt > 0 ? headAt : performance.now()) - started
+      state.end(result, ms)
+      observer.settled(upstream.id, target.key, ms)
     }
 
     const direct = responseSink(ctx, draining, plan, picked.setCookie)

@@ -37,6 +37,8 @@ export interface UpstreamObserver {
   readonly circuitChanged: (upstream: string, target: string, from: CircuitState, to: CircuitState) => void
   /** One attempt (first try or retry) is sent to a target. */
   readonly attempt: (upstream: string, route: string) => void
+  /** An attempt settled (answered, failed or aborted) `ms` after it was sent to `target`. */
+  readonly settled: (upstream: string, target: string, ms: number) => void
   /** An attempt failed; `reason` as in the error table (`connect_refused`, `status_503`, ...). */
   readonly failure: (upstream: string, route: string, reason: string) => void
   /** A retry is made; `reason` is the retry decision's (`nothing-sent`, `idempotent`, `opted-in`). */
@@ -47,6 +49,7 @@ export const silentObserver: UpstreamObserver = {
   healthChanged: () => {},
   circuitChanged: () => {},
   attempt: () => {},
+  settled: () => {},
   failure: () => {},
   retry: () => {}
 }

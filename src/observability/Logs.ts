@@ -28,7 +28,7 @@ export interface LogWriterOptions {
   readonly fd?: 1 | 2 | undefined
   /** Maximum lines queued while the sink is slow; further lines are dropped. Default 10000. */
   readonly bufferSize?: number | undefined
-  /** Maximum bytes (UTF-16 length) queued while the sink is slow. Default 16 MiB. */
+  /** Maximum bytes queued while the sink is slow (a line counts its UTF-16 length when admitted). Default 16 MiB. */
   readonly maxBufferBytes?: number | undefined
   /** Called with the number of lines dropped (queue full, sink failed, or writer closed). */
   readonly onDrop?: ((lines: number) => void) | undefined
@@ -128,9 +128,17 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
     return fs.createWriteStream(options.file!, { flags: "a" })
   }
 
-  // Queue as an array with a moving head: O(1) enqueue/dequeue without shift().
-  let queue: Array<string> = []
-  let head = 0
+  // Lines are encoded at once into large byte slabs (off the JS heap): no string per line is
+  // kept alive until its write, nothing is converted again when it is written, and a batch is
+  // one slice of a slab. A slab region handed to the sink is never written again (a sink may
+  // keep the chunk); a full slab is sealed into `sealed` and a fresh one started.
+  let sealed: Array<{ readonly bytes: Buffer; readonly lines: number }> = []
+  let slab: Buffer | undefined
+  /** Start of the region of `slab` not yet handed to the sink, and its end. */
+  let slabStart = 0
+  let slabEnd = 0
+  let slabLines = 0
+  let queuedLines = 0
   let queuedBytes = 0
   let written = 0
   let dropped = 0
@@ -152,7 +160,15 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
     onDrop?.(n)
   }
 
-  const queued = () => queue.length - head
+  const queued = () => queuedLines
+
+  /** Moves the pending region of the current slab to `sealed` (when it has lines). */
+  const seal = () => {
+    if (slab === undefined || slabLines === 0) return
+    sealed.push({ bytes: slab.subarray(slabStart, slabEnd), lines: slabLines })
+    slabStart = slabEnd
+    slabLines = 0
+  }
 
   const settleWaiters = () => {
     if (waiters.length === 0) return
@@ -181,21 +197,11 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
     scheduled = false
     const s = sink
     while (s !== undefined && !blocked && !reopening && inflightWrites === 0 && queued() > 0) {
-      let chunk = ""
-      let lines = 0
-      while (head < queue.length && (lines === 0 || chunk.length < BATCH_BYTES)) {
-        const line = queue[head++]
-        chunk += line
-        queuedBytes -= line.length
-        lines++
-      }
-      if (head === queue.length) {
-        queue = []
-        head = 0
-      } else if (head > 4096 && head * 2 > queue.length) {
-        queue = queue.slice(head)
-        head = 0
-      }
+      if (sealed.length === 0) seal()
+      // one slab region per write (a slab is at most about BATCH_BYTES)
+      const { bytes: chunk, lines } = sealed.shift()!
+      queuedLines -= lines
+      queuedBytes -= chunk.length
       inflightWrites++
       const gen = generation
       const ok = s.write(chunk, (err) => {
@@ -266,10 +272,21 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
 
   const write = (line: string) => {
     if (closed) return drop(1)
-    const len = line.length + 1
-    if (queued() >= bufferSize || queuedBytes + len > maxBytes) return drop(1)
-    queue.push(line + "\n")
-    queuedBytes += len
+    // (UTF-8 takes at most 3 bytes per UTF-16 unit; a line of plain ASCII, the usual, takes 1)
+    const room = line.length * 3 + 1
+    if (queued() >= bufferSize || queuedBytes + line.length + 1 > maxBytes) return drop(1)
+    if (slab === undefined || slabEnd + room > slab.length) {
+      seal()
+      slab = Buffer.allocUnsafeSlow(Math.max(BATCH_BYTES, room))
+      slabStart = 0
+      slabEnd = 0
+    }
+    const n = slab.write(line, slabEnd, "utf8")
+    slab[slabEnd + n] = 10 // \n
+    slabEnd += n + 1
+    slabLines++
+    queuedLines++
+    queuedBytes += n + 1
     schedule()
   }
 
@@ -304,8 +321,10 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
     closed = true
     if (retryTimer) clearTimeout(retryTimer)
     const left = queued()
-    queue = []
-    head = 0
+    sealed = []
+    slab = undefined
+    slabLines = 0
+    queuedLines = 0
     queuedBytes = 0
     drop(left)
     const s = sink

@@ -4,6 +4,7 @@ import fc from "fast-check"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { Writable } from "node:stream"
 import { afterEach, beforeEach } from "vitest"
 import {
   appLoggerLayer,
@@ -175,6 +176,31 @@ describe("LogWriter", () => {
     // the oldest lines are kept, in order
     expect(received[1]).toBe(`line 1 ${"x".repeat(100)}`)
     await w.close()
+  })
+
+  it("property: every line arrives once, in order, byte-exact (any Unicode, lines larger than a batch, flushes anywhere)", async () => {
+    const line = fc.oneof(
+      { weight: 8, arbitrary: fc.string({ unit: "binary", maxLength: 200 }) },
+      { weight: 1, arbitrary: fc.string({ unit: "grapheme", maxLength: 2000 }) },
+      { weight: 1, arbitrary: fc.nat({ max: 300_000 }).map((n) => "z".repeat(n)) }
+    )
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.tuple(line.map((l) => l.replace(/\n/g, " ")), fc.boolean()), { maxLength: 40 }), async (ops) => {
+        const chunks: Array<Buffer> = []
+        const w = makeLogWriter({
+          name: "p",
+          sink: () => new Writable({ write: (c: Buffer, _e, cb) => (chunks.push(Buffer.from(c)), cb()) })
+        })
+        for (const [l, flushNow] of ops) {
+          w.write(l)
+          if (flushNow) await w.flush()
+        }
+        await w.close()
+        expect(Buffer.concat(chunks).toString("utf8")).toBe(ops.map(([l]) => l + "\n").join(""))
+        expect(w.stats()).toEqual({ queued: 0, written: ops.length, dropped: 0 })
+      }),
+      { numRuns: 60 }
+    )
   })
 
   it("bounds queued bytes too", async () => {

@@ -121,11 +121,96 @@ export class ChildPairs<C> {
   }
 }
 
+/** What a counter series takes (prom-client's `Counter.Internal`, minus exemplars). */
+export interface CounterChild {
+  inc(value?: number): void
+}
+/** What a histogram series takes. */
+export interface HistogramChild {
+  observe(value: number): void
+}
+
+/**
+ * prom-client (15.x, pinned) keeps each series as an entry of the metric's `hashMap`
+ * (`{ value }` for a counter, `{ sum, count, bucketValues }` for a histogram) and its own
+ * `inc`/`observe` rebuild the entry's key from a labels object on every call (allocation,
+ * validation, string building). These children go through prom-client once, find their
+ * entry by its labels object, and then update it in place. An entry that went away (reset,
+ * removal) or is not theirs sends them through prom-client again. The metrics tests check
+ * the exported text, so a prom-client upgrade that changes these internals fails them.
+ */
+interface SeriesEntry {
+  readonly labels: object
+}
+const entryKey = (metric: object, labels: object): string | undefined => {
+  const map = (metric as { hashMap: Record<string, SeriesEntry | undefined> }).hashMap
+  for (const k in map) if (map[k]?.labels === labels) return k
+  return undefined
+}
+const labelObject = (names: ReadonlyArray<string>, values: ReadonlyArray<string>): Record<string, string> => {
+  const labels: Record<string, string> = {}
+  for (let i = 0; i < names.length; i++) labels[names[i]] = values[i]
+  return labels
+}
+
+class FastCounterChild implements CounterChild {
+  private key: string | undefined
+  constructor(
+    private readonly metric: Counter<string>,
+    private readonly labels: Record<string, string>
+  ) {}
+  inc(value = 1): void {
+    if (this.key !== undefined && value >= 0 && Number.isFinite(value)) {
+      const e = (this.metric as unknown as { hashMap: Record<string, { labels: object; value: number } | undefined> }).hashMap[this.key]
+      if (e !== undefined && e.labels === this.labels) {
+        e.value += value
+        return
+      }
+    }
+    this.metric.inc(this.labels, value)
+    this.key = entryKey(this.metric, this.labels)
+  }
+}
+
+interface HistogramEntry extends SeriesEntry {
+  sum: number
+  count: number
+  readonly bucketValues: Record<number, number>
+}
+
+class FastHistogramChild implements HistogramChild {
+  private key: string | undefined
+  constructor(
+    private readonly metric: Histogram<string>,
+    private readonly labels: Record<string, string>
+  ) {}
+  observe(value: number): void {
+    if (this.key !== undefined && Number.isFinite(value)) {
+      const h = this.metric as unknown as { hashMap: Record<string, HistogramEntry | undefined>; upperBounds: ReadonlyArray<number> }
+      const e = h.hashMap[this.key]
+      if (e !== undefined && e.labels === this.labels) {
+        e.sum += value
+        e.count += 1
+        const bounds = h.upperBounds
+        for (let i = 0; i < bounds.length; i++) {
+          if (value <= bounds[i]) {
+            e.bucketValues[bounds[i]] += 1
+            break
+          }
+        }
+        return
+      }
+    }
+    this.metric.observe(this.labels, value)
+    this.key = entryKey(this.metric, this.labels)
+  }
+}
+
 /** A counter with positional labels, cached children and a series cap. */
 export class BoundedCounter<L extends ReadonlyArray<string>> {
-  private readonly children: BoundedChildren<Counter.Internal>
-  constructor(readonly metric: Counter<string>, name: string, arity: number, maxSeries: number, onOverflow: Overflow) {
-    this.children = new BoundedChildren(name, arity, maxSeries, (v) => metric.labels(...v), onOverflow)
+  private readonly children: BoundedChildren<CounterChild>
+  constructor(readonly metric: Counter<string>, name: string, arity: number, maxSeries: number, onOverflow: Overflow, labelNames: ReadonlyArray<string>) {
+    this.children = new BoundedChildren(name, arity, maxSeries, (v) => new FastCounterChild(metric, labelObject(labelNames, v)), onOverflow)
   }
   /** Adds 1 to the series of these label values. */
   inc(...values: LabelValues<L>): void {
@@ -136,7 +221,7 @@ export class BoundedCounter<L extends ReadonlyArray<string>> {
     this.children.get(values).inc(n)
   }
   /** The pre-bound child, for a caller that wants to keep it (e.g. per route). */
-  child(...values: LabelValues<L>): Counter.Internal {
+  child(...values: LabelValues<L>): CounterChild {
     return this.children.get(values)
   }
   get series(): number {
@@ -177,15 +262,15 @@ export class BoundedGauge<L extends ReadonlyArray<string>> {
 
 /** A histogram with positional labels, cached children and a series cap. */
 export class BoundedHistogram<L extends ReadonlyArray<string>> {
-  private readonly children: BoundedChildren<Histogram.Internal<string>>
-  constructor(readonly metric: Histogram<string>, name: string, arity: number, maxSeries: number, onOverflow: Overflow) {
-    this.children = new BoundedChildren(name, arity, maxSeries, (v) => metric.labels(...v), onOverflow)
+  private readonly children: BoundedChildren<HistogramChild>
+  constructor(readonly metric: Histogram<string>, name: string, arity: number, maxSeries: number, onOverflow: Overflow, labelNames: ReadonlyArray<string>) {
+    this.children = new BoundedChildren(name, arity, maxSeries, (v) => new FastHistogramChild(metric, labelObject(labelNames, v)), onOverflow)
   }
   /** Records one observation (seconds for `_seconds` histograms). */
   observe(value: number, ...values: LabelValues<L>): void {
     this.children.get(values).observe(value)
   }
-  child(...values: LabelValues<L>): Histogram.Internal<string> {
+  child(...values: LabelValues<L>): HistogramChild {
     return this.children.get(values)
   }
   get series(): number {
@@ -288,8 +373,8 @@ export class Metrics {
   /** sentinel_metric_series_overflow_total{metric}: label sets mapped to "other" */
   readonly seriesOverflow: Counter<string>
 
-  private readonly attemptChildren = new ChildPairs<Counter.Internal>((u, r) => this.upstreamAttempts.child(u, r))
-  private readonly durationChildren = new ChildPairs<Histogram.Internal<string>>((u, t) =>
+  private readonly attemptChildren = new ChildPairs<CounterChild>((u, r) => this.upstreamAttempts.child(u, r))
+  private readonly durationChildren = new ChildPairs<HistogramChild>((u, t) =>
     this.upstreamDuration.child(u, t)
   )
 
@@ -368,7 +453,8 @@ export class Metrics {
         name,
         labels.length,
         max,
-        onOverflow
+        onOverflow,
+        labels
       )
     const gauge = <L extends ReadonlyArray<string>>(name: string, help: string, labels: L, aggregator: Aggregator) =>
       new BoundedGauge<L>(
@@ -389,7 +475,8 @@ export class Metrics {
         name,
         labels.length,
         max,
-        onOverflow
+        onOverflow,
+        labels
       )
 
     this.requests = counter("sentinel_requests_total", "Requests answered, by route, method and status.", [
@@ -576,7 +663,8 @@ export class ClusterMetrics {
       "sentinel_worker_restarts_total",
       1,
       16,
-      () => {}
+      () => {},
+      ["reason"]
     )
   }
 }

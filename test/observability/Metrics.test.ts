@@ -2,7 +2,8 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Scope } from "effect"
 import fc from "fast-check"
 import * as net from "node:net"
-import { aggregateMetrics, makeMetrics, MetricsService, OVERFLOW_LABEL } from "../../src/observability/Metrics.js"
+import { Counter, Histogram, Registry } from "prom-client"
+import { aggregateMetrics, BoundedCounter, BoundedHistogram, makeMetrics, MetricsService, OVERFLOW_LABEL } from "../../src/observability/Metrics.js"
 import { startEchoOrigin } from "../support/origins.js"
 import { request, startProxy, testConfig } from "../support/proxy.js"
 
@@ -165,4 +166,45 @@ describe("metrics from real traffic", () => {
       yield* Effect.promise(() => origin.close())
     })
   )
+})
+
+describe("fast series children", () => {
+  it("property: export exactly what prom-client's own inc/observe give, across resets and removals", async () => {
+    const op = fc.oneof(
+      fc.record({ k: fc.constant("inc" as const), a: fc.constantFrom("r1", "r2", "r3"), b: fc.constantFrom("GET", "POST"), n: fc.oneof(fc.constant(1), fc.nat({ max: 5 })) }),
+      fc.record({ k: fc.constant("obs" as const), a: fc.constantFrom("r1", "r2"), b: fc.constantFrom("GET", "POST"), n: fc.double({ min: 0, max: 20, noNaN: true }) }),
+      fc.record({ k: fc.constant("reset" as const) }),
+      fc.record({ k: fc.constant("remove" as const), a: fc.constantFrom("r1", "r2"), b: fc.constantFrom("GET", "POST") })
+    )
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { maxLength: 60 }), async (ops) => {
+        const labelNames = ["route", "method"] as const
+        const make = () => {
+          const registry = new Registry()
+          const c = new Counter({ name: "c_total", help: "c", labelNames, registers: [registry] })
+          const h = new Histogram({ name: "h_seconds", help: "h", labelNames, buckets: [0.5, 1, 5, 10], registers: [registry] })
+          return { registry, c, h }
+        }
+        const fast = make()
+        const plain = make()
+        const fc_ = new BoundedCounter<typeof labelNames>(fast.c, "c_total", 2, 100, () => {}, labelNames)
+        const fh = new BoundedHistogram<typeof labelNames>(fast.h, "h_seconds", 2, 100, () => {}, labelNames)
+        for (const o of ops) {
+          if (o.k === "inc") {
+            fc_.add(o.n, o.a, o.b)
+            plain.c.inc({ route: o.a, method: o.b }, o.n)
+          } else if (o.k === "obs") {
+            fh.observe(o.n, o.a, o.b)
+            plain.h.observe({ route: o.a, method: o.b }, o.n)
+          } else if (o.k === "reset") {
+            fast.c.reset(); fast.h.reset(); plain.c.reset(); plain.h.reset()
+          } else {
+            fast.c.remove(o.a, o.b); fast.h.remove(o.a, o.b); plain.c.remove(o.a, o.b); plain.h.remove(o.a, o.b)
+          }
+        }
+        expect(await fast.registry.metrics()).toBe(await plain.registry.metrics())
+      }),
+      { numRuns: 200 }
+    )
+  })
 })

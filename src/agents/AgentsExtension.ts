@@ -326,7 +326,10 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
             traceId: ctx.traceId,
             method: ctx.method,
             uri: ctx.req.url ?? "/",
-            rawHeaders: ctx.req.rawHeaders,
+            // The request as it stands at the agents' place in the filter chain: filters before
+            // them (headers, url-rewrite) have edited the list that goes upstream. A route
+            // without an upstream has no such list: the client's headers.
+            rawHeaders: route.upstream !== undefined ? ctx.upstreamHeaders : ctx.req.rawHeaders,
             clientIp: ctx.clientIp,
             clientPort: ctx.req.socket.remotePort ?? 0,
             serverName: ctx.host === "" ? null : ctx.host,

@@ -52,6 +52,35 @@ describe("agent decisions through the proxy", () => {
     expect(env.audit()).toEqual([])
   })
 
+  it("agents see the request headers as the filters before them left them (filter order)", async () => {
+    const dir = socketDir()
+    const agent = await spawnRawAgent(path.join(dir, "a.sock"), ["--mode", "allow"])
+    const env = await startAgentEnv(
+      (dir) => ({
+        agents: [{ id: "a", socketPath: path.join(dir, "a.sock"), failureMode: "closed" }],
+        filters: [
+          { id: "hq", type: "headers", set: [["X-Added", "by-filter"]], remove: ["X-Secret"] },
+          agentFilter("fa", "a"),
+          { id: "after", type: "headers", set: [["X-After", "later"]] }
+        ],
+        routes: [upstreamRoute("r", "/", { filters: ["hq", "fa", "after"] })]
+      }),
+      dir
+    )
+    await env.agentsReady()
+    const reply = await env.get("/order", { "x-secret": "s3cret", "x-kept": "1" })
+    expect(reply.status).toBe(200)
+    const frame = await agent.waitFor((l) => l.event === "frame" && l.type === 16)
+    const headers = (frame as unknown as { payload: { headers: Record<string, Array<string>> } }).payload.headers
+    expect(headers["x-added"]).toEqual(["by-filter"])
+    expect(headers["x-secret"]).toBeUndefined()
+    expect(headers["x-kept"]).toEqual(["1"])
+    // a filter placed after the agent has not run yet
+    expect(headers["x-after"]).toBeUndefined()
+    const seen = JSON.parse(reply.body.toString())
+    expect(seen.headers["x-after"]).toBe("later")
+  })
+
   it("block: the agent's status, body and headers; the origin sees nothing; audited and counted", async () => {
     const env = await withAgent(["--mode", "block", "--status", "403", "--id", "a"])
     const reply = await env.get("/search?q=x")

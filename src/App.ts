@@ -36,7 +36,7 @@ import {
   type UpstreamObserver,
   type UpstreamRuntime
 } from "./upstream/Upstreams.js"
-import { makeAccessLog, type AccessLog } from "./observability/AccessLog.js"
+import { makeAccessLog, makeRejectionLog, type AccessLog } from "./observability/AccessLog.js"
 import { Tracing, tracingLayer, type RequestTracing } from "./observability/Tracing.js"
 import { makeAuditLog } from "./observability/AuditLog.js"
 import { combineLogSwaps, type LogOpenFailed, type LogSwap } from "./observability/Logs.js"
@@ -257,6 +257,16 @@ export const make = (
             }
           }
 
+    // Refusals made by the listeners before the pipeline: counted exactly, logged per
+    // AccessLog.ts (access log, or rate-limited warn lines). Its finalizer runs after the
+    // listeners drained (added before them) and reports what was still suppressed.
+    const rejections = makeRejectionLog({
+      accessLog,
+      newTraceId: () => current.newTraceId(),
+      warn: (message, fields) => log(Effect.logWarning(message).pipe(Effect.annotateLogs(fields)))
+    })
+    yield* Effect.addFinalizer(() => Effect.sync(() => rejections.close()))
+
     const runtime = (yield* Effect.runtime<never>()) as Runtime.Runtime<never>
     const addresses = new Map<string, BoundAddress>()
     const listeners = new Map<string, ListenerEntry>()
@@ -285,7 +295,10 @@ export const make = (
               tracing
             }),
           {
-            onClientError: (_listener, _status, reason) => metrics.rejected.inc(reason),
+            onClientError: (rejection) => {
+              metrics.rejected.inc(rejection.reason)
+              rejections.record(rejection)
+            },
             onConnection: () => metrics.openConnections.set(connections.count),
             admission,
             connections

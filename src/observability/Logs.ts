@@ -481,13 +481,14 @@ export interface AccessLogEntry {
   /** Epoch milliseconds when the request head was received. */
   readonly timestamp: number
   readonly trace_id: string
-  readonly method: string
-  /** Path without the query string. */
-  readonly path: string
+  /** Undefined (JSON null, combined "-") for a refusal made before the request line was read. */
+  readonly method: string | undefined
+  /** Path without the query string (undefined as `method`). */
+  readonly path: string | undefined
   /** Query string without the leading "?", or undefined. */
   readonly query?: string | undefined
-  /** "HTTP/1.0", "HTTP/1.1", "HTTP/2". */
-  readonly protocol: string
+  /** "HTTP/1.0", "HTTP/1.1", "HTTP/2" (undefined as `method`). */
+  readonly protocol: string | undefined
   readonly status: number
   /** Request body bytes received from the client. */
   readonly body_bytes: number
@@ -509,6 +510,11 @@ export interface AccessLogEntry {
   readonly body_bytes_sent: number
   /** Tag of the typed error that ended the request, if any. */
   readonly error?: string | undefined
+  /**
+   * Listener id; set on refusals made by the listener before the pipeline (JSON only,
+   * and only when set: request lines keep their keys).
+   */
+  readonly listener?: string | undefined
 }
 
 /** Access log formats, as in `access-log { format "json" | "combined" }`. */
@@ -547,6 +553,7 @@ export const formatAccessJson = (e: AccessLogEntry): string =>
   `,"user_agent":${jstr(e.user_agent)},"referer":${jstr(e.referer)},"host":${jstr(e.host)}` +
   `,"route_id":${jstr(e.route_id)},"upstream":${jstr(e.upstream)},"upstream_attempts":${e.upstream_attempts}` +
   `,"upstream_addr":${jstr(e.upstream_addr)},"instance_id":${jstr(e.instance_id)},"body_bytes_sent":${e.body_bytes_sent}` +
+  (e.listener !== undefined ? `,"listener":${jstr(e.listener)}` : "") +
   (e.error !== undefined ? `,"error":${jstr(e.error)}}` : "}")
 
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -583,9 +590,11 @@ export const clfEscape = (s: string | undefined): string =>
  */
 export const formatAccessCombined = (e: AccessLogEntry): string => {
   const target = e.query !== undefined && e.query !== "" ? `${e.path}?${e.query}` : e.path
+  // no request line read (a refusal at the parser or a header deadline): `"-"`, as nginx writes
+  const request = e.method === undefined ? "-" : `${clfEscape(e.method)} ${clfEscape(target)} ${clfEscape(e.protocol)}`
   return (
     `${clfEscape(e.client_ip)} - - [${clfDate(e.timestamp)}] ` +
-    `"${clfEscape(e.method)} ${clfEscape(target)} ${clfEscape(e.protocol)}" ` +
+    `"${request}" ` +
     `${e.status} ${e.body_bytes_sent > 0 ? e.body_bytes_sent : "-"} ` +
     `"${clfEscape(e.referer)}" "${clfEscape(e.user_agent)}" ` +
     `${clfEscape(e.trace_id)} ${Math.round(e.duration_ms)}`

@@ -33,13 +33,47 @@ export class ListenerBindFailed extends Data.TaggedError("ListenerBindFailed")<{
   readonly message: string
 }> {}
 
+/**
+ * Where a refusal was decided, which says what is known about it and where it is logged
+ * (App.ts / AccessLog.ts `makeRejectionLog`, nginx's split):
+ * - `connection`: no request involved: a connection refused at accept (connection limits),
+ *   or one closed because it stopped reading its response (slow read) -> error log;
+ * - `head`: a request head refused by the parser or whose head deadline expired; `rawPacket`
+ *   holds the bytes being parsed when they reliably start at its request line -> access log;
+ * - `request`: a complete head refused before the pipeline (CONNECT, in-flight admission);
+ *   `req` is set -> access log;
+ * - `in-flight`: a request the pipeline already has (it logs its own access line) cut short
+ *   by a body deadline; `req` is set -> error log.
+ */
+export type RejectionStage = "connection" | "head" | "request" | "in-flight"
+
+/** A request or connection refused (or cut short) by the listener, with what is known of it. */
+export interface ClientRejection {
+  readonly listener: string
+  /** Status answered (or that would have been, when the connection could only be closed). */
+  readonly status: number
+  /** Machine-readable reason: the `rejected{reason}` label and the access log's `error`. */
+  readonly reason: string
+  readonly clientIp: string
+  readonly stage: RejectionStage
+  /** The parsed request, when there is one. */
+  readonly req?: http.IncomingMessage | undefined
+  /** The parser's input at the error, only when it starts at the refused request's line. */
+  readonly rawPacket?: Buffer | undefined
+  /** How long the client had when the decision was made (a deadline's length); 0/absent = at once. */
+  readonly durationMs?: number | undefined
+  /** Body bytes of the answer written (the JSON error body). */
+  readonly bytesSent?: number | undefined
+}
+
 export interface ListenerHooks {
   /**
    * A request or connection refused before it reached the pipeline: the HTTP parser's
    * refusals (400/408/413/431), slow clients (408, or closed), admission and connection
-   * limits (503). Count and log it.
+   * limits (503), CONNECT (405). Count and log it. Called synchronously at the decision, on
+   * refusal paths only (never for a request that is served).
    */
-  readonly onClientError: (listenerId: string, status: number, reason: string, clientIp: string) => void
+  readonly onClientError: (rejection: ClientRejection) => void
   readonly onConnection: (open: number) => void
   /** In-flight admission shared by every listener of the process. Default: one per listener from `limits`. */
   readonly admission?: Admission
@@ -64,6 +98,9 @@ const CLIENT_ERRORS: Record<string, readonly [number, string]> = {
   HPE_HEADERS_TIMEOUT: [408, "headers_timeout"],
   ERR_HTTP_HEADERS_TIMEOUT: [408, "headers_timeout"]
 }
+
+/** Body bytes of `rawAnswer(status, reason)` (for the log line; refusal paths only). */
+const answerBytes = (status: number, reason: string): number => Buffer.byteLength(errorBody(status, reason, "-"))
 
 const rawAnswer = (status: number, reason: string, extra = ""): string => {
   const body = errorBody(status, reason, "-")
@@ -170,7 +207,7 @@ export const startListener = (
       const refusal = connections.tryOpen(ip)
       if (refusal !== undefined) {
         refused.add(socket)
-        hooks.onClientError(config.id, 503, refusal, ip)
+        hooks.onClientError({ listener: config.id, status: 503, reason: refusal, clientIp: ip, stage: "connection" })
         socket.on("error", () => socket.destroy())
         socket.end(rawAnswer(503, refusal, "retry-after: 1\r\n"))
         // do not wait for the client to read: a flood must not hold sockets open
@@ -200,16 +237,46 @@ export const startListener = (
       }
       // after a refusal on this connection, whatever follows is not answered again
       const alreadyClosing = isClosing(socket)
-      if (!alreadyClosing) hooks.onClientError(config.id, status, reason, socket.remoteAddress ?? "")
       markClosing(socket)
       const answer = alreadyClosing ? "" : rawAnswer(status, reason)
+      // a head deadline: the client had the whole header timeout (node checks every checkMs)
+      const waited = status === 408 ? t.headerMs : 0
       const pending = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage
       if (pending === null || pending === undefined || pending.writableFinished) {
+        if (!alreadyClosing) {
+          // Nothing pending on the connection: the chunk being parsed starts at this request's
+          // line (or at a later chunk of its head, which `rawPacket` readers must tolerate).
+          const rawPacket = (err as { rawPacket?: unknown }).rawPacket
+          hooks.onClientError({
+            listener: config.id,
+            status,
+            reason,
+            clientIp: socket.remoteAddress ?? "",
+            stage: "head",
+            rawPacket: Buffer.isBuffer(rawPacket) ? rawPacket : undefined,
+            durationMs: waited,
+            bytesSent: answerBytes(status, reason)
+          })
+        }
         socket.end(answer)
         return
       }
       const current = (pending as { req?: http.IncomingMessage }).req
       if (status === 408 || (current !== undefined && !current.complete)) {
+        if (!alreadyClosing) {
+          // a request whose body is still arriving is the pipeline's: it logs that request
+          const owned = current !== undefined && !current.complete
+          hooks.onClientError({
+            listener: config.id,
+            status,
+            reason,
+            clientIp: socket.remoteAddress ?? "",
+            stage: owned ? "in-flight" : "head",
+            req: owned ? current : undefined,
+            durationMs: status === 408 ? (owned ? t.requestMs : t.headerMs) : 0,
+            bytesSent: pending.headersSent ? 0 : answerBytes(status, reason)
+          })
+        }
         // The error is in the request being answered (its body, or its deadline). If its answer
         // has not started, the raw answer is its answer; closing the socket then interrupts the
         // pipeline, which aborts the upstream exchange (never completed with a broken body).
@@ -219,6 +286,9 @@ export const startListener = (
       }
       // Garbage pipelined behind a request still being answered: a raw answer now would be
       // taken as that request's response (desync). Let it finish, then refuse and close.
+      if (!alreadyClosing) {
+        hooks.onClientError({ listener: config.id, status, reason, clientIp: socket.remoteAddress ?? "", stage: "head" })
+      }
       pending.once("finish", () => {
         if (socket.writable) socket.end(answer)
       })
@@ -229,8 +299,16 @@ export const startListener = (
 
     // CONNECT never reaches the request handler in node (it is an upgrade); without a listener
     // the socket would just be dropped. A reverse proxy does not tunnel: 405 (nginx).
-    server.on("connect", (_req: http.IncomingMessage, socket: Socket) => {
-      hooks.onClientError(config.id, 405, "method_connect", socket.remoteAddress ?? "")
+    server.on("connect", (req: http.IncomingMessage, socket: Socket) => {
+      hooks.onClientError({
+        listener: config.id,
+        status: 405,
+        reason: "method_connect",
+        clientIp: socket.remoteAddress ?? "",
+        stage: "request",
+        req,
+        bytesSent: answerBytes(405, "method_connect")
+      })
       socket.on("error", () => socket.destroy())
       socket.end(rawAnswer(405, "method_connect", "allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"))
     })
@@ -258,7 +336,14 @@ export const startListener = (
                 continue
               }
               if (now - w.stalledSince >= t.writeMs) {
-                hooks.onClientError(config.id, 408, "write_timeout", socket.remoteAddress ?? "")
+                hooks.onClientError({
+                  listener: config.id,
+                  status: 408,
+                  reason: "write_timeout",
+                  clientIp: socket.remoteAddress ?? "",
+                  stage: "connection",
+                  durationMs: now - w.stalledSince
+                })
                 socket.destroy()
               }
             }
@@ -279,7 +364,15 @@ export const startListener = (
           socket.setTimeout(t.bodyIdleMs)
           return
         }
-        hooks.onClientError(config.id, 408, "body_idle_timeout", socket.remoteAddress ?? "")
+        hooks.onClientError({
+          listener: config.id,
+          status: 408,
+          reason: "body_idle_timeout",
+          clientIp: socket.remoteAddress ?? "",
+          stage: "in-flight",
+          req,
+          durationMs: t.bodyIdleMs
+        })
         markClosing(socket)
         if (!res.headersSent) {
           const body = errorBody(408, "body_idle_timeout", "-")
@@ -348,8 +441,19 @@ export const startListener = (
     }
 
     const handler = onRequest(handle)
+    const queueTimeoutMs = admissionConfigFor(limits).queueTimeoutMs
     const refuse = (req: http.IncomingMessage, res: http.ServerResponse, reason: string) => {
-      hooks.onClientError(config.id, 503, reason, req.socket.remoteAddress ?? "")
+      hooks.onClientError({
+        listener: config.id,
+        status: 503,
+        reason,
+        clientIp: req.socket.remoteAddress ?? "",
+        stage: "request",
+        req,
+        // a queue timeout waited the whole queue deadline; a full queue refuses at once
+        durationMs: reason === "in_flight_queue_timeout" ? queueTimeoutMs : 0,
+        bytesSent: res.headersSent || res.destroyed ? 0 : answerBytes(503, reason)
+      })
       if (res.headersSent || res.destroyed) return
       const body = errorBody(503, reason, "-")
       res.shouldKeepAlive = false

@@ -152,18 +152,36 @@ export type TargetConfig = typeof TargetConfig.Type
 export const UpstreamTimeouts = Schema.Struct({
   /** `connect` (or `connect-secs`): TCP/TLS connect. Default 10s. */
   connect: defaulted(NonNegativeDuration, () => Duration.seconds(10)),
-  /** `request` (or `request-secs`): total per attempt. Default 60s. */
+  /**
+   * `request` (or `request-secs`): total per attempt, from dispatch to the end of the response
+   * body; time the response waits on a client that does not read is not counted. Fires as
+   * 504 `timeout_request` before the response head, else aborts the client connection;
+   * retried like the other timeouts. 0 = none. Default 60s.
+   */
   request: defaulted(NonNegativeDuration, () => Duration.seconds(60)),
-  /** `read` (or `read-secs`): response headers and body idle. Default 30s. */
+  /**
+   * `read` (or `read-secs`): response headers (counted from dispatch, or from the end of a
+   * streamed upload) and body idle. 0 = none. Default 30s.
+   */
   read: defaulted(NonNegativeDuration, () => Duration.seconds(30)),
-  /** `write` (or `write-secs`): sending the request body. Default 30s. */
+  /**
+   * `write` (or `write-secs`): longest a streamed request body may make no progress because
+   * the upstream does not take it (504 `timeout_write`). A slow-uploading client does not trip
+   * it (the listener's body timeouts bound that); a buffered body is handed to the socket at
+   * once and covered by `read`. 0 = none. Default 30s.
+   */
   write: defaulted(NonNegativeDuration, () => Duration.seconds(30))
 })
 
 export const ConnectionPoolConfig = Schema.Struct({
   /** `max-connections`: per target. Default 100. */
   maxConnections: defaulted(PositiveCount, () => 100),
-  /** `max-idle`: idle keep-alive connections kept per target. Default 20. */
+  /**
+   * `max-idle`: idle keep-alive connections kept per target. Beyond this many, a connection is
+   * closed once idle for 1 s (a grace so that traffic above `max-idle` concurrency does not
+   * churn connections); the ones undici reuses first are kept. 0 = every connection closes
+   * about 1 s after its last request. No effect when >= `max-connections`. Default 20.
+   */
   maxIdle: defaulted(Count, () => 20),
   /** `idle-timeout` (or `idle-timeout-secs`): close idle connections after. Default 60s. */
   idleTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(60)),

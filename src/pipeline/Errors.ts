@@ -33,11 +33,15 @@ export class UpstreamConnectFailed extends Data.TaggedError("UpstreamConnectFail
   }
 }
 
-/** The upstream did not answer in time. `phase` says which deadline fired. */
+/**
+ * The upstream did not answer in time. `phase` says which deadline fired: "connect", "headers"
+ * (response head), "body-idle" (silence mid-body), "write" (the upstream stopped taking the
+ * request body, `timeouts { write }`), "request" (the attempt's total, `timeouts { request }`).
+ */
 export class UpstreamTimeout extends Data.TaggedError("UpstreamTimeout")<{
   readonly upstream: string
   readonly target: string
-  readonly phase: "connect" | "headers" | "body-idle" | "request"
+  readonly phase: "connect" | "headers" | "body-idle" | "write" | "request"
   /** Whether any request bytes may have reached the upstream. */
   readonly requestSent: boolean
 }> {

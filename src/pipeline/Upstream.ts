@@ -423,6 +423,8 @@ export const runUpstream = (
       body: body.body,
       headersTimeoutMs: retry.headersTimeoutMs,
       bodyIdleTimeoutMs: upstream.bodyIdleTimeoutMs,
+      requestTimeoutMs: upstream.requestTimeoutMs,
+      writeTimeoutMs: upstream.writeTimeoutMs,
       connectTimeoutMs: plan.connectTimeoutMs
     }
     let sync = true

@@ -1,6 +1,6 @@
 /**
  * One upstream exchange: a single `Effect.async` around undici's `dispatch`
- * that owns its deadlines (headers, body idle) and its abort, as DESIGN.md §2
+ * that owns its deadlines (headers, write, body idle, total) and its abort, as DESIGN.md §2
  * asks for the hot path. The response streams into a `ResponseSink` with
  * back-pressure both ways; interruption (client gone, outer deadline) aborts
  * the upstream request and clears every timer.
@@ -23,10 +23,28 @@ export interface ForwardRequest {
   /** Flat header list `[name, value, ...]`, already filtered. */
   readonly headers: Array<string>
   readonly body: Readable | Buffer | null
-  /** Deadline for the response head, from dispatch (covers connect + send + wait). */
+  /**
+   * Deadline for the response head, from dispatch (covers connect + send + wait); for a
+   * streamed body with a write deadline, from the end of the upload instead. 0 = none.
+   */
   readonly headersTimeoutMs: number
-  /** Longest silence allowed between response body chunks. */
+  /** Longest silence allowed between response body chunks. 0 = none. */
   readonly bodyIdleTimeoutMs: number
+  /**
+   * Total deadline of the attempt, from dispatch to the end of the response body
+   * (`timeouts { request }`), 0 = none. Time the response waits on a client that does not
+   * read (back-pressure) is not counted: that is the client's, bounded by the listener.
+   * Fires as `UpstreamTimeout` phase "request".
+   */
+  readonly requestTimeoutMs?: number
+  /**
+   * Longest time a streamed request body may make no progress towards the upstream
+   * (`timeouts { write }`), 0 = none: the upstream socket does not drain. A client that
+   * is slow to upload is not the upstream's fault and does not trip it (the listener's body
+   * timeouts bound it). Buffer bodies are handed to the socket at once and have no write
+   * phase (the head deadline covers them). Fires as `UpstreamTimeout` phase "write".
+   */
+  readonly writeTimeoutMs?: number
   /**
    * Deadline for getting the request onto a connected socket (waiting for a pool slot
    * and connecting), 0 = none. When it fires nothing was sent: safe to retry elsewhere.
@@ -133,7 +151,21 @@ export const exchange = (
     let discarded = false
     let headersSeen = false
     let paused = false
+
+    // One timer per exchange, for the earliest of two deadlines (DESIGN.md §2): the current
+    // phase's idle deadline (`since + phaseMs`: headers, write, body idle) and the attempt's
+    // total deadline (`deadline`). Progress only records the time (`since`); the timer is not
+    // moved, and when it fires `check` decides which deadline, if any, is due and re-arms.
+    const start = performance.now()
+    const requestMs = request.requestTimeoutMs ?? 0
+    const writeMs = request.writeTimeoutMs ?? 0
+    let phase: "headers" | "write" | "body-idle" = "headers"
+    let phaseMs = request.headersTimeoutMs
+    let since = start
+    let deadline = requestMs > 0 ? start + requestMs : Infinity
+    let pausedAt = 0
     let timer: NodeJS.Timeout | undefined
+    let timerDue = Infinity
 
     const finish = (error: ForwardError | undefined, outcome?: ForwardOutcome) => {
       if (done) return
@@ -143,19 +175,49 @@ export const exchange = (
       onDone(error, outcome)
     }
 
-    let phase: "headers" | "body-idle" = "headers"
-    const fireTimeout = () => {
+    const fireTimeout = (which: UpstreamTimeout["phase"]) => {
       if (done) return
       // Fail first so the error reports the phase, then tear the exchange down. undici calls
       // onConnect just before writing the request: without it nothing reached the upstream
       // (still queued or connecting), which makes the attempt safe to retry elsewhere.
-      finish(new UpstreamTimeout({ ...ref, phase, requestSent: abort !== undefined }))
-      abort?.(new AbortedByProxy(`upstream ${phase} timeout`))
+      finish(new UpstreamTimeout({ ...ref, phase: which, requestSent: abort !== undefined }))
+      abort?.(new AbortedByProxy(`upstream ${which} timeout`))
     }
 
-    if (request.headersTimeoutMs > 0) {
-      timer = setTimeout(fireTimeout, request.headersTimeoutMs)
+    const arm = (now: number) => {
+      const due = Math.min(phaseMs > 0 ? since + phaseMs : Infinity, deadline)
+      timerDue = due
+      timer = due === Infinity ? undefined : setTimeout(check, Math.max(1, Math.ceil(due - now)))
     }
+    /** After a phase change: re-arm only if the new deadline is earlier than the armed one. */
+    const rearmIfEarlier = (now: number) => {
+      if (paused || (phaseMs > 0 ? since + phaseMs : Infinity) >= timerDue) return
+      if (timer !== undefined) clearTimeout(timer)
+      arm(now)
+    }
+    /**
+     * The upload is stuck on the upstream: undici paused the body stream because the socket
+     * does not drain. Otherwise it waits on the client, whose pace the listener's own
+     * body timeouts bound; that is not the upstream's fault.
+     */
+    const uploadStalled = (): boolean => {
+      const body = request.body as Readable
+      return typeof body?.isPaused === "function" && (body.isPaused() || body.readableLength > 0)
+    }
+    const check = () => {
+      timer = undefined
+      timerDue = Infinity
+      if (done || paused) return
+      const now = performance.now()
+      if (now >= deadline) return fireTimeout("request")
+      if (phaseMs > 0 && now >= since + phaseMs) {
+        if (phase !== "write" || uploadStalled()) return fireTimeout(phase)
+        since = now
+      }
+      arm(now)
+    }
+
+    arm(start)
     let connectTimer: NodeJS.Timeout | undefined
     if (request.connectTimeoutMs !== undefined && request.connectTimeoutMs > 0) {
       connectTimer = setTimeout(() => {
@@ -163,28 +225,32 @@ export const exchange = (
         finish(new UpstreamTimeout({ ...ref, phase: "connect", requestSent: false }))
       }, request.connectTimeoutMs)
     }
+    // Only a streamed body has a write phase: a Buffer is handed to the socket in one go
+    // (undici reports it sent at once) and a body-less request has nothing to send.
+    const streamed = writeMs > 0 && request.body !== null && !Buffer.isBuffer(request.body)
 
     const handler: Dispatcher.DispatchHandler = {
       onConnect(abortFn) {
         abort = abortFn
         if (connectTimer !== undefined) clearTimeout(connectTimer)
         // Interrupted while queued in the pool: never let it reach the upstream.
-        if (done) abortFn(new AbortedByProxy("cancelled before send"))
+        if (done) return abortFn(new AbortedByProxy("cancelled before send"))
+        if (streamed && phase === "headers") {
+          phase = "write"
+          phaseMs = writeMs
+          since = performance.now()
+          rearmIfEarlier(since)
+        }
       },
       onHeaders(statusCode, rawHeaders, resumeFn) {
         if (done) return false
         if (statusCode < 200) return true // 1xx informational: keep waiting
         headersSeen = true
         status = statusCode
-        if (timer !== undefined && request.bodyIdleTimeoutMs === request.headersTimeoutMs) {
-          // Same length (the usual `timeouts { read }`): re-arm the one timer, cheaper than a new one.
-          phase = "body-idle"
-          timer.refresh()
-        } else {
-          if (timer !== undefined) clearTimeout(timer)
-          phase = "body-idle"
-          timer = request.bodyIdleTimeoutMs > 0 ? setTimeout(fireTimeout, request.bodyIdleTimeoutMs) : undefined
-        }
+        phase = "body-idle"
+        phaseMs = request.bodyIdleTimeoutMs
+        since = performance.now()
+        rearmIfEarlier(since)
         if (!sink.start(statusCode, rawHeaders as Array<Buffer>)) discarded = true
         void resumeFn
         return true
@@ -193,15 +259,23 @@ export const exchange = (
         if (done) return false
         bytes += chunk.length
         if (discarded) return true
-        timer?.refresh()
+        since = performance.now()
         if (sink.data(chunk)) return true
         paused = true
-        // While the client is slow, the idle deadline is the client's problem, not the upstream's.
+        // While the client is slow, the idle deadline is the client's problem, not the upstream's,
+        // and the time does not count against the attempt's total deadline either (the listener's
+        // write timeout bounds a client that does not read).
+        pausedAt = since
         if (timer !== undefined) clearTimeout(timer)
+        timer = undefined
+        timerDue = Infinity
         sink.onDrain(() => {
           if (done || !paused) return
           paused = false
-          if (request.bodyIdleTimeoutMs > 0) timer = setTimeout(fireTimeout, request.bodyIdleTimeoutMs)
+          const now = performance.now()
+          deadline += now - pausedAt
+          since = now
+          arm(now)
           resumeData()
         })
         return false
@@ -214,6 +288,22 @@ export const exchange = (
       onError(err) {
         if (done) return
         finish(classifyUpstreamError(ref, err, headersSeen))
+      }
+    }
+
+    if (streamed) {
+      // Upload progress, observed only for streamed bodies: a body-less GET pays nothing.
+      const h = handler as Dispatcher.DispatchHandler & { onRequestSent?: () => void }
+      h.onBodySent = () => {
+        if (phase === "write") since = performance.now()
+      }
+      h.onRequestSent = () => {
+        if (phase !== "write" || done) return
+        // the head deadline of a request with a body counts from the end of the upload
+        phase = "headers"
+        phaseMs = request.headersTimeoutMs
+        since = performance.now()
+        rearmIfEarlier(since)
       }
     }
 

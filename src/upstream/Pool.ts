@@ -1,6 +1,7 @@
 /**
  * Connection pools to upstream targets: one undici `Pool` per target with
- * keep-alive, bounded connections, idle timeout and max lifetime from the
+ * keep-alive, bounded connections, bounded idle connections (`max-idle`, see
+ * `idleTrimmer`), idle timeout and max lifetime from the
  * upstream's `connection-pool` and `timeouts` blocks, TLS from its `tls`
  * block, HTTP/2 when `http-version { max-version 2 }` and TLS are set.
  *
@@ -12,7 +13,7 @@
 import { readFileSync } from "node:fs"
 import * as net from "node:net"
 import { Duration } from "effect"
-import { Pool } from "undici"
+import { Client, Pool, type buildConnector, type Dispatcher } from "undici"
 import type { TargetConfig, UpstreamConfig } from "../config/Schema.js"
 import type { DnsCache } from "./Dns.js"
 
@@ -22,6 +23,120 @@ export interface TargetPool {
   readonly pool: Pool
   /** Runtimes using this pool (a reload may hand it over); it closes when the last lets go. */
   refs: number
+  /** Stops the `max-idle` trimming (when the pool closes). */
+  readonly stopIdleTrim?: () => void
+}
+
+/**
+ * How long a connection beyond `max-idle` may stay idle before it is closed. Closing it the
+ * moment it goes idle (nginx `keepalive`, Go's MaxIdleConnsPerHost) makes a proxy running at
+ * a concurrency above `max-idle` close and reopen connections between back-to-back requests;
+ * a short grace keeps the ones in steady use and still bounds what idles.
+ */
+export const IDLE_TRIM_GRACE_MS = 1000
+
+interface TrackedClient {
+  readonly client: Client
+  /** The client's socket while connected (undici does not expose it: our connector records it). */
+  socket: net.Socket | undefined
+  /** When the client last finished a request (set only while more than `max-idle` are connected). */
+  idleSince: number
+}
+
+/**
+ * `max-idle` for an undici `Pool`, which has no such option: every `Client` (one connection
+ * each) is made by this `factory`, with a connector that records its socket. While more
+ * connections are open than `maxIdle`, a client finishing a request schedules a trim
+ * (at most one timer per pool); the trim keeps the first `maxIdle` idle clients in the pool's
+ * order (the ones undici reuses first) and closes the socket of every other one idle for at
+ * least `graceMs`. Closing the socket, not the client, leaves the client in the pool: it
+ * reconnects when undici hands it a request again. Per request this costs one comparison
+ * while at most `maxIdle` connections are open.
+ */
+export const idleTrimmer = (maxIdle: number, graceMs: number = IDLE_TRIM_GRACE_MS) => {
+  const clients = new Set<TrackedClient>()
+  let connected = 0
+  let timer: NodeJS.Timeout | undefined
+  let stopped = false
+
+  const schedule = (ms: number) => {
+    if (timer !== undefined || stopped) return
+    timer = setTimeout(trim, Math.max(1, Math.ceil(ms)))
+    timer.unref()
+  }
+
+  const trim = () => {
+    timer = undefined
+    if (stopped) return
+    const now = performance.now()
+    let idle = 0
+    let wait = Infinity
+    for (const c of clients) {
+      if (c.client.destroyed || c.client.closed) {
+        clients.delete(c)
+        continue
+      }
+      if (c.socket === undefined) continue
+      const st = c.client.stats
+      if (!st.connected || st.running > 0 || st.pending > 0) continue
+      if (++idle <= maxIdle) continue
+      const age = now - c.idleSince
+      if (age >= graceMs) {
+        const socket = c.socket
+        c.socket = undefined
+        // undici sees an idle socket close and reconnects on the client's next request
+        socket.destroy()
+      } else {
+        wait = Math.min(wait, graceMs - age)
+      }
+    }
+    if (wait !== Infinity) schedule(wait)
+  }
+
+  const factory = (origin: URL, opts: object): Dispatcher => {
+    const options = opts as Client.Options & { connect: buildConnector.connector }
+    const connect = options.connect
+    const tracked: TrackedClient = { client: undefined as unknown as Client, socket: undefined, idleSince: 0 }
+    const client = new Client(origin, {
+      ...options,
+      connect: (o, callback) =>
+        connect(o, (...args) => {
+          if (args[0] === null) tracked.socket = args[1]
+          callback(...args)
+        })
+    })
+    ;(tracked as { client: Client }).client = client
+    clients.add(tracked)
+    client.on("connect", () => {
+      connected++
+    })
+    client.on("disconnect", () => {
+      connected--
+      tracked.socket = undefined
+    })
+    // the pool drops a client whose connect failed (without closing it): so do we
+    client.on("connectionError", () => {
+      clients.delete(tracked)
+    })
+    // a request finished on this client (undici emits "drain" when a busy client frees up)
+    client.on("drain", () => {
+      if (connected <= maxIdle) return
+      tracked.idleSince = performance.now()
+      schedule(graceMs)
+    })
+    return client
+  }
+
+  return {
+    factory,
+    /** Connections open now, as counted from the clients' connect/disconnect events. */
+    connected: () => connected,
+    stop: () => {
+      stopped = true
+      if (timer !== undefined) clearTimeout(timer)
+      timer = undefined
+    }
+  }
 }
 
 const formatHost = (host: string): string => (host.includes(":") && !host.startsWith("[") ? `[${host}]` : host)
@@ -84,6 +199,8 @@ export const makeTargetPool = (
   const h2 = https && upstream.httpVersion.maxVersion === 2
   const hostName = net.isIP(target.host.replace(/^\[|\]$/g, "")) === 0
   const pingMs = Duration.toMillis(upstream.httpVersion.h2PingInterval)
+  // with max-idle >= max-connections there is nothing to bound: undici's own factory, no cost
+  const trimmer = cp.maxIdle < cp.maxConnections ? idleTrimmer(cp.maxIdle) : undefined
   const pool = new Pool(`${https ? "https" : "http"}://${formatHost(target.host)}:${target.port}`, {
     connections: cp.maxConnections,
     pipelining: 1,
@@ -94,13 +211,16 @@ export const makeTargetPool = (
     headersTimeout: 0,
     bodyTimeout: 0,
     clientTtl: cp.maxLifetime === undefined ? null : Duration.toMillis(cp.maxLifetime),
+    ...(trimmer !== undefined ? { factory: trimmer.factory } : {}),
     ...(h2 ? { allowH2: true, maxConcurrentStreams: upstream.httpVersion.maxH2Streams, ...(pingMs > 0 ? { pingInterval: pingMs } : {}) } : {}),
     connect: {
       ...tlsOptions,
       ...(hostName && dns !== undefined ? { lookup: cachedLookup(dns) } : {})
     }
   } as Pool.Options)
-  return { key: target.address, target, pool, refs: 1 }
+  return trimmer === undefined
+    ? { key: target.address, target, pool, refs: 1 }
+    : { key: target.address, target, pool, refs: 1, stopIdleTrim: trimmer.stop }
 }
 
 /** Connections open in the pool now (for `sentinel_connection_pool_size`). */
@@ -109,6 +229,7 @@ export const poolConnections = (tp: TargetPool): number => tp.pool.stats.connect
 /** Lets go of `tp`; the last holder closes it (gracefully for `graceMs`, then forcibly). */
 export const closeTargetPool = async (tp: TargetPool, graceMs: number): Promise<void> => {
   if (--tp.refs > 0) return
+  tp.stopIdleTrim?.()
   const closing = tp.pool.close()
   if (graceMs <= 0) {
     await tp.pool.destroy().catch(() => {})

@@ -84,6 +84,10 @@ export interface UpstreamRuntime {
   readonly headersTimeoutMs: number
   /** Longest silence between response body chunks (`timeouts { read }`). */
   readonly bodyIdleTimeoutMs: number
+  /** Total deadline of one attempt, dispatch to end of response body (`timeouts { request }`), 0 = none. */
+  readonly requestTimeoutMs: number
+  /** Longest stall of a streamed request body on the upstream socket (`timeouts { write }`), 0 = none. */
+  readonly writeTimeoutMs: number
   /** `Retry-After` of the 503 when no target is eligible: when the earliest recovery may happen. */
   readonly retryAfterSecs: number
   /**
@@ -201,6 +205,8 @@ export const makeUpstreamRuntime = (
     observer,
     headersTimeoutMs: read,
     bodyIdleTimeoutMs: read,
+    requestTimeoutMs: Duration.toMillis(config.timeouts.request),
+    writeTimeoutMs: Duration.toMillis(config.timeouts.write),
     retryAfterSecs: Math.min(60, Math.max(1, Math.ceil(recoveryMs / 1000))),
     select,
     close: async (graceMs) => {

@@ -41,7 +41,8 @@ const listen = (server: net.Server): Promise<number> =>
     })
   })
 
-const closer = (server: net.Server, sockets: Set<net.Socket>, extra?: () => void) => {
+/** `close()` for a fault origin: destroys its sockets, then closes the server (once). */
+export const closer = (server: net.Server, sockets: Set<net.Socket>, extra?: () => void) => {
   let closing: Promise<void> | undefined
   return () =>
     (closing ??= new Promise<void>((resolve) => {

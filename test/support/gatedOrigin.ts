@@ -7,7 +7,7 @@
  */
 import * as http from "node:http"
 import type * as net from "node:net"
-import type { CountingOrigin } from "./faults.js"
+import { closer, type CountingOrigin } from "./faults.js"
 
 export const gatedOrigin = async (gate: number): Promise<CountingOrigin> => {
   const sockets = new Set<net.Socket>()
@@ -37,16 +37,10 @@ export const gatedOrigin = async (gate: number): Promise<CountingOrigin> => {
   })
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()))
   const port = (server.address() as net.AddressInfo).port
-  let closing: Promise<void> | undefined
   return {
     port,
     url: `http://127.0.0.1:${port}`,
-    close: () =>
-      (closing ??= new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy()
-        sockets.clear()
-        server.close(() => resolve())
-      })),
+    close: closer(server, sockets),
     connections: () => connections,
     requests: () => requests,
     openConnections: () => sockets.size

@@ -5,7 +5,7 @@
  * every socket.
  */
 import * as net from "node:net"
-import type { CountingOrigin } from "./faults.js"
+import { closer, type CountingOrigin } from "./faults.js"
 
 export interface NonReadingOrigin extends CountingOrigin {
   /**
@@ -52,16 +52,10 @@ export const nonReadingOrigin = async (): Promise<NonReadingOrigin> => {
     server.listen(0, "127.0.0.1", () => resolve())
   })
   const port = (server.address() as net.AddressInfo).port
-  let closing: Promise<void> | undefined
   return {
     port,
     url: `http://127.0.0.1:${port}`,
-    close: () =>
-      (closing ??= new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy()
-        sockets.clear()
-        server.close(() => resolve())
-      })),
+    close: closer(server, sockets),
     connections: () => connections,
     requests: () => requests,
     openConnections: () => sockets.size,

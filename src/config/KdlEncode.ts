@@ -364,6 +364,7 @@ export const encodeKdl = (c: SentinelConfig): string => {
         if (g.accessLog.file !== undefined) w.line(`file ${kdlString(g.accessLog.file)}`)
         w.line(`format ${kdlString(g.accessLog.format)}`)
         w.line(`buffer-size ${g.accessLog.bufferSize}`)
+        w.line(`flush-interval-ms ${g.accessLog.flushIntervalMs}`)
       })
       w.block("error-log", () => {
         w.line(`enabled ${bool(g.errorLog.enabled)}`)

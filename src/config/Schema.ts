@@ -380,7 +380,13 @@ export const AccessLogConfig = Schema.Struct({
   /** `format`: `"json"` (default) or `"combined"`. */
   format: defaulted(Schema.Literal("json", "combined"), () => "json" as const),
   /** `buffer-size`: entries buffered before dropping. Default 8192. */
-  bufferSize: defaulted(PositiveCount, () => 8192)
+  bufferSize: defaulted(PositiveCount, () => 8192),
+  /**
+   * `flush-interval-ms`: how long lines may wait to be written together (nginx's `flush=`,
+   * Envoy's `file_flush_interval`); 256 KiB queued go out at once. 0 = write as soon as the
+   * previous write finished (one write per request at low concurrency). Default 50.
+   */
+  flushIntervalMs: defaulted(Count, () => 50)
 })
 export type AccessLogConfig = typeof AccessLogConfig.Type
 

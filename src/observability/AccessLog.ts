@@ -70,7 +70,7 @@ export const toAccessEntry = (ctx: RequestContext): AccessLogEntry => {
 }
 
 const destination = (config: AccessLogConfig): LogDestination | undefined =>
-  config.enabled ? { file: config.file, bufferSize: config.bufferSize } : undefined
+  config.enabled ? { file: config.file, bufferSize: config.bufferSize, flushIntervalMs: config.flushIntervalMs } : undefined
 
 /**
  * The access log; a reload applies `access-log {}` through `prepare` (see

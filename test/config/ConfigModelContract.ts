@@ -125,6 +125,7 @@ export interface AccessLogConfig {
   readonly file?: string                         // absent or "-" = stdout
   readonly format: "json" | "combined"           // json
   readonly bufferSize: number                    // 8192 lines? (entries buffered before dropping)
+  readonly flushIntervalMs: number               // 50 ms (lines written together; 0 = at once)
 }
 export interface ObservabilityConfig {
   readonly logging: {

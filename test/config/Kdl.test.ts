@@ -33,7 +33,7 @@ describe("Kdl decoder: values and defaults", () => {
       underscoresInHeaders: "drop", allowTrace: false, mergeSlashes: true, normalizePath: true, escapedSlashes: "keep"
     })
     expect(c.observability.logging).toEqual({
-      level: "info", format: "json", accessLog: { enabled: true, format: "json", bufferSize: 8192 },
+      level: "info", format: "json", accessLog: { enabled: true, format: "json", bufferSize: 8192, flushIntervalMs: 50 },
       errorLog: { enabled: true, level: "warn", bufferSize: 8192 },
       auditLog: { enabled: true, bufferSize: 8192, logBlocked: true, logAgentDecisions: true }
     })

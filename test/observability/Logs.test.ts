@@ -203,6 +203,49 @@ describe("LogWriter", () => {
     )
   })
 
+  it("flush interval: small batches wait for it (one write, not one per line); 256 KiB or a flush go out at once", async () => {
+    const writes: Array<string> = []
+    const sink = () =>
+      new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          writes.push(chunk.toString())
+          cb()
+        }
+      })
+    const turns = async (n: number) => {
+      for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r))
+    }
+    // an interval far longer than the test: only size or an explicit flush can send lines
+    const w = makeLogWriter({ name: "access", sink, flushIntervalMs: 600_000 })
+    for (let i = 0; i < 10; i++) {
+      w.write(`l${i}`)
+      await turns(2)
+    }
+    expect(writes).toEqual([])
+    expect(w.stats().queued).toBe(10)
+    for (let i = 0; i < 300; i++) w.write("x".repeat(1023))
+    await turns(5)
+    expect(writes.length).toBeGreaterThanOrEqual(1)
+    expect(writes[0].startsWith("l0\nl1\n")).toBe(true)
+    w.write("last")
+    await w.flush()
+    expect(writes.join("").split("\n").filter((l) => l !== "").length).toBe(311)
+    expect(w.stats()).toEqual({ queued: 0, written: 311, dropped: 0 })
+    await w.close()
+
+    // a short interval sends without any flush, the lines of the interval in one write
+    const seen: Array<string> = []
+    const w2 = makeLogWriter({
+      name: "access",
+      sink: () => new Writable({ write: (c: Buffer, _e, cb) => (seen.push(c.toString()), cb()) }),
+      flushIntervalMs: 5
+    })
+    for (let i = 0; i < 5; i++) w2.write(`m${i}`)
+    for (let i = 0; i < 500 && seen.length === 0; i++) await new Promise((r) => setTimeout(r, 5))
+    expect(seen).toEqual(["m0\nm1\nm2\nm3\nm4\n"])
+    await w2.close()
+  })
+
   it("bounds queued bytes too", async () => {
     const sink = stalledSink()
     const w = makeLogWriter({ name: "x", sink: () => sink.stream, bufferSize: 1_000_000, maxBufferBytes: 10_000 })

@@ -273,7 +273,8 @@ export const arbitraryConfig: fc.Arbitrary<SentinelConfig> = fc
           level: fc.constantFrom("trace" as const, "debug" as const, "info" as const, "warn" as const, "error" as const),
           format: fc.constantFrom("json" as const, "pretty" as const),
           accessLog: fc.record({
-            enabled: fc.boolean(), file: opt(text), format: fc.constantFrom("json" as const, "combined" as const), bufferSize: positive()
+            enabled: fc.boolean(), file: opt(text), format: fc.constantFrom("json" as const, "combined" as const), bufferSize: positive(),
+            flushIntervalMs: fc.nat({ max: 10_000 })
           }).map(compact),
           errorLog: fc.record({
             enabled: fc.boolean(), file: opt(text), level: fc.constantFrom("trace" as const, "debug" as const, "info" as const, "warn" as const, "error" as const),

@@ -1,7 +1,7 @@
 /** `observability { logging { ... }; metrics { ... }; tracing { ... } }`. */
 import type { AccessLogConfig, AuditLogConfig, ErrorLogConfig, MetricsConfig, ObservabilityConfig, TracingConfig } from "../Schema.js"
 import {
-  type BlockSpec, type Val, block, bool, custom, decodeBlock, hostPort, num, oneOf, positive, positiveMs, scalar, shape,
+  type BlockSpec, type Val, block, bool, count, custom, decodeBlock, hostPort, num, oneOf, positive, positiveMs, scalar, shape,
   str
 } from "../KdlDecoder.js"
 
@@ -13,7 +13,8 @@ export const accessLogSpec: BlockSpec<AccessLogConfig> = {
     enabled: scalar("enabled", bool),
     file: scalar("file", str),
     format: scalar("format", oneOf(["json", "combined"] as const)),
-    bufferSize: scalar("buffer-size", positive)
+    bufferSize: scalar("buffer-size", positive),
+    flushIntervalMs: scalar("flush-interval-ms", count)
   }
 }
 

@@ -341,6 +341,7 @@ export const encodeKdl = (c: SentinelConfig): string => {
     w.line(`max-header-size ${l.maxHeaderSize}`)
     w.line(`max-header-count ${l.maxHeaderCount}`)
     w.line(`max-body-size ${l.maxBodySize}`)
+    w.line(`request-buffer-size ${l.requestBufferSize}`)
     w.line(`max-uri-length ${l.maxUriLength}`)
     w.line(`max-connections-per-client ${l.maxConnectionsPerClient}`)
     w.line(`max-total-connections ${l.maxTotalConnections}`)

@@ -342,6 +342,13 @@ export const LimitsConfig = Schema.Struct({
   maxHeaderCount: defaulted(PositiveCount, () => 100),
   /** `max-body-size` (or `max-body-size-bytes`): request body bytes. Default 10 MiB. */
   maxBodySize: defaulted(Count, () => 10 * 1024 * 1024),
+  /**
+   * `request-buffer-size`: a request body with a `Content-Length` up to this is read whole
+   * before it goes upstream (nginx's `proxy_request_buffering`), which also lets a failed
+   * attempt replay it on another target; larger and chunked bodies stream. 0 = stream every
+   * body. A route's `retry-policy` buffer limit, when set, takes precedence. Default 64 KiB.
+   */
+  requestBufferSize: defaulted(Count, () => 64 * 1024),
   /** `max-uri-length`: request-target bytes. Default 8192. */
   maxUriLength: defaulted(PositiveCount, () => 8192),
   /** `max-connections-per-client`: concurrent connections per client IP. Default 100. */

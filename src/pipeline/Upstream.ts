@@ -201,10 +201,12 @@ const retryPlanOf = (dp: Dataplane, plan: RoutePlan, upstream: UpstreamRuntime):
   const compiled: RetryPlan = {
     policy,
     failover: policy.maxAttempts >= failoverAttempts ? policy : { ...policy, maxAttempts: failoverAttempts },
-    bufferLimit:
-      policy.maxAttempts > 1
-        ? Math.min(dp.limits.maxBodySize, configured?.bufferLimit ?? configured?.maxBufferBytes ?? DEFAULT_RETRY_BUFFER_BYTES)
-        : 0,
+    // Small declared bodies are read whole first (limits.request-buffer-size, nginx-like): one
+    // piece upstream, replayable on failover. A retry policy's own buffer limit wins.
+    bufferLimit: Math.min(
+      dp.limits.maxBodySize,
+      configured?.bufferLimit ?? configured?.maxBufferBytes ?? (policy.maxAttempts > 1 ? Math.max(dp.limits.requestBufferSize, DEFAULT_RETRY_BUFFER_BYTES) : dp.limits.requestBufferSize)
+    ),
     headersTimeoutMs: perAttempt > 0 && (read <= 0 || perAttempt < read) ? perAttempt : read
   }
   retryPlans.set(plan, compiled)

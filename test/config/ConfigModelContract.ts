@@ -107,6 +107,7 @@ export interface LimitsConfig {
   readonly maxHeaderSize: number                 // 8192 bytes (also accept max-header-size-bytes)
   readonly maxHeaderCount: number                // 100
   readonly maxBodySize: number                   // 10 MiB (also accept max-body-size-bytes)
+  readonly requestBufferSize: number             // 64 KiB (bodies read whole before going upstream)
   readonly maxUriLength: number                  // 8192
   readonly maxConnectionsPerClient: number       // 100
   readonly maxTotalConnections: number           // 10000

@@ -27,7 +27,7 @@ describe("Kdl decoder: values and defaults", () => {
       bodyIdleTimeout: Duration.seconds(30), writeTimeout: Duration.seconds(30), admin: false, trustedProxies: []
     })
     expect(c.limits).toEqual({
-      maxHeaderSize: 8192, maxHeaderCount: 100, maxBodySize: 10485760, maxUriLength: 8192,
+      maxHeaderSize: 8192, maxHeaderCount: 100, maxBodySize: 10485760, requestBufferSize: 65536, maxUriLength: 8192,
       maxConnectionsPerClient: 100, maxTotalConnections: 10000, maxInFlightRequests: 10000,
       inFlightQueueSize: 1000, inFlightQueueTimeout: Duration.seconds(5), maxHeaderLineSize: 8192,
       underscoresInHeaders: "drop", allowTrace: false, mergeSlashes: true, normalizePath: true, escapedSlashes: "keep"

@@ -4,6 +4,7 @@
  * and its defaults must be the module's defaults (checked at run time).
  */
 import { Duration } from "effect"
+import { DEFAULT_RETRY_BUFFER_BYTES } from "../../src/pipeline/Upstream.js"
 import { describe, expect, it } from "vitest"
 import * as S from "../../src/config/Schema.js"
 import { type AgentConfig, agentConfigDefaults, type AgentFilterRef } from "../../src/agents/AgentConfig.js"
@@ -100,10 +101,11 @@ describe("config model vs feature modules", () => {
     expect(f.sh).toEqual(defaultSecurityHeadersConfig)
     expect(strip(c.agents[0], "id", "socketPath")).toEqual(agentConfigDefaults)
     // documented difference: the header-size default stays Sentinel's 8192 (RequestValidation's is 16384)
-    expect({ ...strip(c.limits, "maxBodySize", "maxConnectionsPerClient", "maxTotalConnections", "maxInFlightRequests",
+    expect({ ...strip(c.limits, "maxBodySize", "requestBufferSize", "maxConnectionsPerClient", "maxTotalConnections", "maxInFlightRequests",
       "inFlightQueueSize", "inFlightQueueTimeout"), maxHeaderSize: 16384 }).toEqual(defaultRequestValidationConfig)
     expect(c.observability.tracing?.samplingRate).toBe(DEFAULT_SAMPLING_RATE)
     expect(c.observability.tracing?.serviceName).toBe(DEFAULT_SERVICE_NAME)
     expect(c.limits.inFlightQueueTimeout).toEqual(Duration.seconds(5))
+    expect(c.limits.requestBufferSize).toBe(DEFAULT_RETRY_BUFFER_BYTES)
   })
 })

@@ -178,3 +178,56 @@ describe("failures", () => {
     })
   )
 })
+
+describe("request buffering (limits.request-buffer-size)", () => {
+  const config = (address: string, requestBufferSize?: number) =>
+    testConfig({
+      upstreams: [{ id: "o", targets: [{ address }] }],
+      routes: [{ id: "all", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "o" }],
+      ...(requestBufferSize === undefined ? {} : { limits: { requestBufferSize } as never })
+    })
+  const head = (path: string, length: number) => `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: ${length}\r\n\r\n`
+  const replyOf = (s: net.Socket) =>
+    new Promise<string>((resolve) => {
+      let out = ""
+      s.on("data", (c: Buffer) => {
+        out += c.toString("latin1")
+        // status line and the JSON the upload origin answers (framing aside)
+        const json = /\{.*\}/s.exec(out)
+        if (json !== null) resolve(`${out.slice(0, out.indexOf("\r\n"))}\n${json[0]}`)
+      })
+    })
+
+  it.scopedLive("a small body is read whole before the upstream sees the request (the default)", () =>
+    Effect.gen(function* () {
+      const origin = yield* echoOrigin()
+      const proxy = yield* startProxy(config(origin.address))
+      const s = net.connect(proxy.port, "127.0.0.1")
+      yield* Effect.addFinalizer(() => Effect.sync(() => s.destroy()))
+      const reply = replyOf(s)
+      s.write(head("/upload", 10) + "hello")
+      // a request on another connection, answered after the proxy has long seen the first head
+      expect((yield* Effect.promise(() => request(proxy.port, { path: "/barrier" }))).status).toBe(200)
+      expect(origin.requests.map((r) => r.url)).not.toContain("/upload")
+      s.write("world")
+      const text = yield* Effect.promise(() => reply)
+      expect(text.startsWith("HTTP/1.1 200")).toBe(true)
+      expect(JSON.parse(text.slice(text.indexOf("\n") + 1))).toEqual({ bytes: 10, sha256: sha256(Buffer.from("helloworld")) })
+    })
+  )
+
+  it.scopedLive("request-buffer-size 0 streams: the upstream sees the request before its body is complete", () =>
+    Effect.gen(function* () {
+      const origin = yield* echoOrigin()
+      const proxy = yield* startProxy(config(origin.address, 0))
+      const s = net.connect(proxy.port, "127.0.0.1")
+      yield* Effect.addFinalizer(() => Effect.sync(() => s.destroy()))
+      const reply = replyOf(s)
+      s.write(head("/upload", 10) + "hello")
+      yield* Effect.promise(() => origin.arrived("/upload"))
+      s.write("world")
+      const text = yield* Effect.promise(() => reply)
+      expect(JSON.parse(text.slice(text.indexOf("\n") + 1))).toEqual({ bytes: 10, sha256: sha256(Buffer.from("helloworld")) })
+    })
+  )
+})

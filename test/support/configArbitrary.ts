@@ -263,6 +263,7 @@ export const arbitraryConfig: fc.Arbitrary<SentinelConfig> = fc
       routes,
       limits: fc.record({
         maxHeaderSize: positive(), maxHeaderCount: positive(), maxBodySize: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+        requestBufferSize: fc.nat({ max: 1 << 24 }),
         maxUriLength: positive(), maxConnectionsPerClient: positive(), maxTotalConnections: positive(), maxInFlightRequests: positive(),
         inFlightQueueSize: count(), inFlightQueueTimeout: millis, maxHeaderLineSize: positive(),
         underscoresInHeaders: fc.constantFrom("drop" as const, "reject" as const, "allow" as const), allowTrace: fc.boolean(),

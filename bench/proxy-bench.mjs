@@ -17,6 +17,7 @@ import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import http from "node:http"
 import { parseArgs } from "node:util"
+import { PROXY_V8_FLAGS } from "../dist/RuntimeFlags.js"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt } = parseArgs({
@@ -130,7 +131,7 @@ const proxies = [
   {
     name: "sentinel",
     port: 18382,
-    argv: (p) => pin(0, [process.execPath, "--max-semi-space-size=64", join(root, "dist/main.js"), "run", "-c", sentinelConfig(p, false)]),
+    argv: (p) => pin(0, [process.execPath, ...PROXY_V8_FLAGS, join(root, "dist/main.js"), "run", "-c", sentinelConfig(p, false)]),
     env: () => ({ SENTINEL_NO_RESPAWN: "1" })
   }
 ]
@@ -140,7 +141,7 @@ if (opt.agent) {
   proxies.push({
     name: "sentinel+echo-agent",
     port: 18383,
-    argv: (p) => pin(0, [process.execPath, "--max-semi-space-size=64", join(root, "dist/main.js"), "run", "-c", sentinelConfig(p, true)]),
+    argv: (p) => pin(0, [process.execPath, ...PROXY_V8_FLAGS, join(root, "dist/main.js"), "run", "-c", sentinelConfig(p, true)]),
     env: () => ({ SENTINEL_NO_RESPAWN: "1" })
   })
 }

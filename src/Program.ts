@@ -16,6 +16,7 @@ import { makeReloader } from "./config/Reload.js"
 import { makeConfig, type SentinelConfig } from "./config/Schema.js"
 import { formatFinding, validateConfig } from "./config/Validate.js"
 import * as App from "./App.js"
+import { PROXY_V8_FLAGS } from "./RuntimeFlags.js"
 import { appLoggerLayer, formatErrorLine, makeErrorLog, type ErrorLogSettings } from "./observability/Logs.js"
 import { makeMetrics, type Metrics } from "./observability/Metrics.js"
 import { tracingLayerOptional } from "./observability/Tracing.js"
@@ -24,7 +25,6 @@ import { startMetricsListenerUnscoped, type MetricsListenerHandle } from "./serv
 import { VERSION } from "./Version.js"
 
 /** The young generation sized for a proxy (DESIGN.md §2): the program sets it, not the user. */
-const HEAP_FLAG = "--max-semi-space-size=64"
 
 const quickConfig = (listen: string, upstream: string): SentinelConfig => {
   const url = new URL(upstream.includes("://") ? upstream : `http://${upstream}`)
@@ -239,7 +239,7 @@ const runPrimary = (config: SentinelConfig): void => {
     gracefulTimeoutMs: Duration.toMillis(config.system.gracefulShutdownTimeout),
     // Workers do not bind the metrics listener: the primary serves them aggregated.
     metrics: m.enabled ? { host: m.address.host, port: m.address.port, path: m.path } : undefined,
-    execArgv: [HEAP_FLAG],
+    execArgv: PROXY_V8_FLAGS,
     onEvent: logClusterEvent,
     workerMain: () => Promise.reject(new Error("unreachable: workerMain runs in workers"))
   }).then((code) => process.exit(code))

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
- * Entry point. `sentinel run` re-executes itself once with the young
- * generation sized for a proxy (DESIGN.md §2: the program sets it, not the
- * user) before anything heavy is loaded, so the supervising parent stays
+ * Entry point. `sentinel run` re-executes itself once with the V8 flags of
+ * `RuntimeFlags.ts` (DESIGN.md §2: the program sets them, not the user)
+ * before anything heavy is loaded, so the supervising parent stays
  * small; everything else is `Program.ts`.
  *
  * The child holds an IPC lifeline to the parent: if the parent dies (even by
@@ -11,17 +11,16 @@
  */
 import { spawn } from "node:child_process"
 import { parseCommand } from "./Cli.js"
-
-const HEAP_FLAG = "--max-semi-space-size=64"
+import { PROXY_V8_FLAGS } from "./RuntimeFlags.js"
 
 const needsRespawn = (): boolean =>
   process.env["SENTINEL_NO_RESPAWN"] !== "1" &&
   !process.execArgv.some((a) => a.startsWith("--max-semi-space-size")) &&
   !(process.env["NODE_OPTIONS"] ?? "").includes("--max-semi-space-size")
 
-/** Run this same command in a child with the heap flag; forward signals; mirror its exit. */
+/** Run this same command in a child with the proxy's V8 flags; forward signals; mirror its exit. */
 const respawn = (): void => {
-  const child = spawn(process.execPath, [HEAP_FLAG, ...process.execArgv, ...process.argv.slice(1)], {
+  const child = spawn(process.execPath, [...PROXY_V8_FLAGS, ...process.execArgv, ...process.argv.slice(1)], {
     stdio: ["inherit", "inherit", "inherit", "ipc"],
     env: { ...process.env, SENTINEL_NO_RESPAWN: "1", SENTINEL_LIFELINE: "1" }
   })

@@ -34,6 +34,7 @@
  * Signal handlers are installed for SIGUSR1 in both roles, which also keeps
  * Node from starting its inspector on that signal.
  */
+import { PROXY_V8_FLAGS } from "../RuntimeFlags.js"
 import cluster, { type Worker } from "node:cluster"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
@@ -127,7 +128,7 @@ export interface ClusterOptions {
   readonly shutdownMarginMs?: number | undefined
   /** Restart backoff. Defaults: `DEFAULT_BACKOFF`. */
   readonly backoff?: Partial<BackoffOptions> | undefined
-  /** V8 flags added to the workers' execArgv. Default `["--max-semi-space-size=64"]`. */
+  /** V8 flags added to the workers' execArgv. Default `PROXY_V8_FLAGS` (RuntimeFlags.ts). */
   readonly execArgv?: ReadonlyArray<string> | undefined
   /** Script the workers run. Default: the primary's own entry (`process.argv[1]`). */
   readonly exec?: string | undefined
@@ -278,7 +279,7 @@ const runPrimary = (options: ClusterOptions): Promise<number> =>
     cluster.setupPrimary({
       ...(options.exec !== undefined ? { exec: options.exec } : {}),
       ...(options.args !== undefined ? { args: [...options.args] } : {}),
-      execArgv: workerExecArgv(process.execArgv, options.execArgv ?? ["--max-semi-space-size=64"])
+      execArgv: workerExecArgv(process.execArgv, options.execArgv ?? PROXY_V8_FLAGS)
     })
 
     const slots: Array<Slot> = Array.from({ length: count }, () => ({

@@ -42,7 +42,7 @@ const listen = (server: net.Server): Promise<number> =>
   })
 
 /** `close()` for a fault origin: destroys its sockets, then closes the server (once). */
-export const closer = (server: net.Server, sockets: Set<net.Socket>, extra?: () => void) => {
+const closer = (server: net.Server, sockets: Set<net.Socket>, extra?: () => void) => {
   let closing: Promise<void> | undefined
   return () =>
     (closing ??= new Promise<void>((resolve) => {
@@ -54,17 +54,40 @@ export const closer = (server: net.Server, sockets: Set<net.Socket>, extra?: () 
 }
 
 /**
+ * Listens on 127.0.0.1 port 0 and counts `server`'s connections: the part every counting
+ * origin shares. `sockets` holds the open ones, for origins that act on them.
+ */
+export const serveCounting = async (
+  server: net.Server,
+  requests: () => number,
+  extra?: () => void
+): Promise<CountingOrigin & { readonly sockets: ReadonlySet<net.Socket> }> => {
+  const sockets = new Set<net.Socket>()
+  let connections = 0
+  server.on("connection", (socket: net.Socket) => {
+    connections++
+    sockets.add(socket)
+    socket.on("close", () => sockets.delete(socket))
+  })
+  const port = await listen(server)
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    close: closer(server, sockets, extra),
+    connections: () => connections,
+    requests,
+    openConnections: () => sockets.size,
+    sockets
+  }
+}
+
+/**
  * A raw origin: calls `onHead(socket)` once per complete request head (up to `\r\n\r\n`).
  * Bodies are not parsed; the faults here do not need them.
  */
 const rawOrigin = async (onHead: (socket: net.Socket) => void, extra?: () => void): Promise<CountingOrigin> => {
-  const sockets = new Set<net.Socket>()
-  let connections = 0
   let requests = 0
   const server = net.createServer((socket) => {
-    connections++
-    sockets.add(socket)
-    socket.on("close", () => sockets.delete(socket))
     socket.on("error", () => {})
     let buffered = ""
     socket.on("data", (chunk) => {
@@ -79,15 +102,8 @@ const rawOrigin = async (onHead: (socket: net.Socket) => void, extra?: () => voi
       }
     })
   })
-  const port = await listen(server)
-  return {
-    port,
-    url: `http://127.0.0.1:${port}`,
-    close: closer(server, sockets, extra),
-    connections: () => connections,
-    requests: () => requests,
-    openConnections: () => sockets.size
-  }
+  const { sockets: _, ...origin } = await serveCounting(server, () => requests, extra)
+  return origin
 }
 
 /**
@@ -194,10 +210,8 @@ export interface StatusOrigin extends CountingOrigin {
 /** A real HTTP origin answering every request with `status` (changeable) and a short body. */
 export const statusOrigin = async (status = 503, body = "status-origin\n"): Promise<StatusOrigin> => {
   let current = status
-  let connections = 0
   let requests = 0
   const paths: Array<string> = []
-  const sockets = new Set<net.Socket>()
   const server = http.createServer((req, res) => {
     requests++
     paths.push(req.url ?? "")
@@ -206,19 +220,9 @@ export const statusOrigin = async (status = 503, body = "status-origin\n"): Prom
     res.writeHead(current, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) })
     res.end(body)
   })
-  server.on("connection", (socket) => {
-    connections++
-    sockets.add(socket)
-    socket.on("close", () => sockets.delete(socket))
-  })
-  const port = await listen(server)
+  const { sockets: _, ...origin } = await serveCounting(server, () => requests)
   return {
-    port,
-    url: `http://127.0.0.1:${port}`,
-    close: closer(server, sockets),
-    connections: () => connections,
-    requests: () => requests,
-    openConnections: () => sockets.size,
+    ...origin,
     setStatus: (s) => {
       current = s
     },

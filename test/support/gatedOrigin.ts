@@ -6,12 +6,9 @@
  * (`connection` / `close` events). Listens on 127.0.0.1 port 0; `close()` destroys every socket.
  */
 import * as http from "node:http"
-import type * as net from "node:net"
-import { closer, type CountingOrigin } from "./faults.js"
+import { type CountingOrigin, serveCounting } from "./faults.js"
 
 export const gatedOrigin = async (gate: number): Promise<CountingOrigin> => {
-  const sockets = new Set<net.Socket>()
-  let connections = 0
   let requests = 0
   let open = false
   const held: Array<http.ServerResponse> = []
@@ -30,19 +27,6 @@ export const gatedOrigin = async (gate: number): Promise<CountingOrigin> => {
     }
   })
   server.keepAliveTimeout = 60_000
-  server.on("connection", (socket: net.Socket) => {
-    connections++
-    sockets.add(socket)
-    socket.on("close", () => sockets.delete(socket))
-  })
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()))
-  const port = (server.address() as net.AddressInfo).port
-  return {
-    port,
-    url: `http://127.0.0.1:${port}`,
-    close: closer(server, sockets),
-    connections: () => connections,
-    requests: () => requests,
-    openConnections: () => sockets.size
-  }
+  const { sockets: _, ...origin } = await serveCounting(server, () => requests)
+  return origin
 }

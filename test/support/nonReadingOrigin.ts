@@ -5,7 +5,7 @@
  * every socket.
  */
 import * as net from "node:net"
-import { closer, type CountingOrigin } from "./faults.js"
+import { type CountingOrigin, serveCounting } from "./faults.js"
 
 export interface NonReadingOrigin extends CountingOrigin {
   /**
@@ -18,18 +18,11 @@ export interface NonReadingOrigin extends CountingOrigin {
 }
 
 export const nonReadingOrigin = async (): Promise<NonReadingOrigin> => {
-  const sockets = new Set<net.Socket>()
   const stalled = new Set<net.Socket>()
   let released = false
-  let connections = 0
   let requests = 0
   const server = net.createServer((socket) => {
-    connections++
-    sockets.add(socket)
-    socket.on("close", () => {
-      sockets.delete(socket)
-      stalled.delete(socket)
-    })
+    socket.on("close", () => stalled.delete(socket))
     socket.on("error", () => {})
     let head = ""
     const onData = (chunk: Buffer) => {
@@ -47,18 +40,9 @@ export const nonReadingOrigin = async (): Promise<NonReadingOrigin> => {
     }
     socket.on("data", onData)
   })
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => resolve())
-  })
-  const port = (server.address() as net.AddressInfo).port
+  const { sockets, ...origin } = await serveCounting(server, () => requests)
   return {
-    port,
-    url: `http://127.0.0.1:${port}`,
-    close: closer(server, sockets),
-    connections: () => connections,
-    requests: () => requests,
-    openConnections: () => sockets.size,
+    ...origin,
     stalledConnections: () => stalled.size,
     release: () => {
       released = true

@@ -7,33 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { echoOrigin } from "../support/origins.js"
 import { hangingOrigin, refusingPort, resettingOrigin, scoped, statusOrigin } from "../support/faults.js"
-import { request, startProxy, testConfig, type ProxyHandle } from "../support/proxy.js"
-
-const route = (upstream: string, extra: object = {}) => ({
-  id: "r",
-  matches: [{ _tag: "PathPrefix" as const, prefix: "/" }],
-  upstream,
-  ...extra
-})
-
-const metric = async (proxy: ProxyHandle, name: string, labels: Record<string, string> = {}): Promise<number> => {
-  const m = await proxy.metrics.registry.getSingleMetric(name)?.get()
-  if (m === undefined) return 0
-  return m.values
-    .filter((v) => Object.entries(labels).every(([k, want]) => String(v.labels[k]) === want))
-    .reduce((s, v) => s + v.value, 0)
-}
-
-/** Polls `check` on the event loop until it holds (bounded). */
-const eventually = (check: () => Promise<boolean> | boolean, ms = 5000) =>
-  Effect.promise(async () => {
-    const deadline = Date.now() + ms
-    while (Date.now() < deadline) {
-      if (await check()) return true
-      await new Promise((r) => setTimeout(r, 20))
-    }
-    return false
-  })
+import { catchAllRoute as route, eventually, metricSum as metric, request, startProxy, testConfig } from "../support/proxy.js"
 
 describe("selection and fail-over", () => {
   it.scopedLive("a refused connection fails over to the next target for any method, even without a retry-policy", () =>
@@ -323,5 +297,4 @@ describe("health checks", () => {
     })
   )
 })
-
 

@@ -17,6 +17,34 @@ export const testConfig = (input: Partial<SentinelConfigInput>): SentinelConfig 
     ...input
   } as SentinelConfigInput)
 
+/** A catch-all route `r` to `upstream`, plus `extra` fields (retryPolicy, filters, ...). */
+export const catchAllRoute = (upstream: string, extra: object = {}) => ({
+  id: "r",
+  matches: [{ _tag: "PathPrefix" as const, prefix: "/" }],
+  upstream,
+  ...extra
+})
+
+/** Sum of a metric's series whose labels include `labels`; 0 when it has none. */
+export const metricSum = async (proxy: ProxyHandle, name: string, labels: Record<string, string> = {}): Promise<number> => {
+  const m = await proxy.metrics.registry.getSingleMetric(name)?.get()
+  if (m === undefined) return 0
+  return m.values
+    .filter((v) => Object.entries(labels).every(([k, want]) => String(v.labels[k]) === want))
+    .reduce((s, v) => s + v.value, 0)
+}
+
+/** Polls `check` on the event loop until it holds (bounded); succeeds with whether it did. */
+export const eventually = (check: () => Promise<boolean> | boolean, within = 5000) =>
+  Effect.promise(async () => {
+    const deadline = Date.now() + within
+    while (Date.now() < deadline) {
+      if (await check()) return true
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    return await check()
+  })
+
 export const startProxy = (config: SentinelConfig): Effect.Effect<ProxyHandle, never, Scope.Scope> =>
   App.make(config).pipe(
     Effect.orDie,

@@ -10,35 +10,9 @@ import { gatedOrigin } from "../support/gatedOrigin.js"
 import { hangingOrigin, scoped, tricklingOrigin } from "../support/faults.js"
 import { nonReadingOrigin } from "../support/nonReadingOrigin.js"
 import { echoOrigin } from "../support/origins.js"
-import { request, startProxy, testConfig, type ProxyHandle } from "../support/proxy.js"
-
-const route = (upstream: string, extra: object = {}) => ({
-  id: "r",
-  matches: [{ _tag: "PathPrefix" as const, prefix: "/" }],
-  upstream,
-  ...extra
-})
+import { catchAllRoute as route, eventually, metricSum as metric, request, startProxy, testConfig } from "../support/proxy.js"
 
 const ms = (n: number) => Duration.millis(n)
-
-const metric = async (proxy: ProxyHandle, name: string, labels: Record<string, string> = {}): Promise<number> => {
-  const m = await proxy.metrics.registry.getSingleMetric(name)?.get()
-  if (m === undefined) return 0
-  return m.values
-    .filter((v) => Object.entries(labels).every(([k, want]) => String(v.labels[k]) === want))
-    .reduce((s, v) => s + v.value, 0)
-}
-
-/** Polls `check` until it holds (bounded); returns whether it did. */
-const eventually = (check: () => boolean, within = 5000) =>
-  Effect.promise(async () => {
-    const deadline = Date.now() + within
-    while (Date.now() < deadline) {
-      if (check()) return true
-      await new Promise((r) => setTimeout(r, 20))
-    }
-    return check()
-  })
 
 interface Exchange {
   readonly status: number | undefined

@@ -5,8 +5,10 @@
  * the result, so the decoder and the runtime agree on what is valid.
  */
 import type { Node } from "@bgotink/kdl"
+import type { CorsConfig } from "../../filters/Cors.js"
 import { validateHeadersFilter } from "../../filters/Headers.js"
 import { validateRedirect } from "../../filters/Redirect.js"
+import type { SecurityHeadersConfig } from "../../filters/SecurityHeaders.js"
 import { validateTimeoutFilter } from "../../filters/Timeout.js"
 import { type FilterConfig, type FilterType, filterTypes, filterTypesNotSupportedYet, type HeaderOps } from "../Schema.js"
 import {
@@ -43,8 +45,8 @@ const method: Val<string> = (v, at, cx, what) => {
 }
 const secsNumber = num({ min: 0, max: 365 * 86400, exclusiveMin: true })
 
-/** Every key any filter type reads. */
-interface FilterFields {
+/** Every key any filter type reads (the cors and security-headers keys are their modules' configs). */
+interface FilterFields extends CorsConfig, SecurityHeadersConfig {
   readonly type: FilterType
   readonly phase: "request" | "response" | "both"
   readonly rename: ReadonlyArray<readonly [string, string]>
@@ -59,12 +61,6 @@ interface FilterFields {
   readonly message: string
   readonly maxDelayMs: number
   readonly maxKeys: number
-  readonly allowedOrigins: ReadonlyArray<string>
-  readonly allowedMethods: ReadonlyArray<string>
-  readonly allowedHeaders: ReadonlyArray<string>
-  readonly exposeHeaders: ReadonlyArray<string>
-  readonly allowCredentials: boolean
-  readonly maxAgeSecs: number
   readonly scheme: "http" | "https"
   readonly hostname: string
   readonly port: number
@@ -73,14 +69,6 @@ interface FilterFields {
   readonly requestTimeoutSecs: number
   readonly upstreamTimeoutSecs: number
   readonly connectTimeoutSecs: number
-  readonly hsts: string | null
-  readonly contentTypeOptions: boolean
-  readonly frameOptions: "DENY" | "SAMEORIGIN" | null
-  readonly referrerPolicy: string | null
-  readonly contentSecurityPolicy: string | null
-  readonly permissionsPolicy: string | null
-  readonly crossOriginOpenerPolicy: string | null
-  readonly override: boolean
   readonly agent: string
   readonly failureMode: "open" | "closed"
 }

@@ -177,12 +177,9 @@ export const startListener = (
       headersTimeout: t.headerMs,
       keepAliveTimeout: t.keepAliveMs,
       connectionsCheckingInterval: t.checkMs,
-      // Never lenient, whatever the command line says (edge-security.md §2.2): not configurable.
-      insecureHTTPParser: false,
-      // Node's own Host check answers 400 yet still parses and emits the requests pipelined
-      // behind it, which would then go upstream unseen by the client: the validator answers
-      // "host-missing" instead, and closes the connection like every other rejection.
-      requireHostHeader: false,
+      // parser settings of the edge policy (RequestValidation.ts says why)
+      insecureHTTPParser: nodeOptions.insecureHTTPParser,
+      requireHostHeader: nodeOptions.requireHostHeader,
       joinDuplicateHeaders: false,
       noDelay: true
     })

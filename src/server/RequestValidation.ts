@@ -66,8 +66,11 @@ export const nodeServerOptionsFor = (config: RequestValidationConfig) => ({
   maxHeadersCount: config.maxHeaderCount + 1,
   // Node counts only name/value bytes; give it head-room so our exact wire-byte check decides.
   maxHeaderSize: config.maxHeaderSize + config.maxHeaderCount * 4 + config.maxUriLength,
+  // Never lenient, whatever the command line says (edge-security.md §2.2): not configurable.
   insecureHTTPParser: false,
-  // the validator answers a missing Host (see Listener): node's own check lets pipelined requests through
+  // Node's own Host check answers 400 yet still parses and emits the requests pipelined
+  // behind it, which would then go upstream unseen by the client: the validator answers
+  // "host-missing" instead, and closes the connection like every other rejection.
   requireHostHeader: false
 })
 

@@ -346,7 +346,8 @@ export const LimitsConfig = Schema.Struct({
    * `request-buffer-size`: a request body with a `Content-Length` up to this is read whole
    * before it goes upstream (nginx's `proxy_request_buffering`), which also lets a failed
    * attempt replay it on another target; larger and chunked bodies stream. 0 = stream every
-   * body. A route's `retry-policy` buffer limit, when set, takes precedence. Default 64 KiB.
+   * body; a route whose `retry-policy` allows more than one attempt buffers at least 64 KiB.
+   * Default 64 KiB.
    */
   requestBufferSize: defaulted(Count, () => 64 * 1024),
   /** `max-uri-length`: request-target bytes. Default 8192. */

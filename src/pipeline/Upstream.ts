@@ -41,10 +41,10 @@ import { holdResponse } from "./ResponseHold.js"
 import { readBodyUpTo } from "./BodyRead.js"
 
 /**
- * Largest request body buffered (in memory, before the first attempt) so that it can be
- * replayed on a retry, when the route's retry-policy allows more than one attempt and the
- * request declares a Content-Length. Larger or chunked bodies stream and are not replayed.
- * Default 64 KiB; a route's `retry-policy { buffer-limit }` overrides it once the config has it.
+ * Smallest buffering limit of a route whose retry-policy allows more than one attempt: a
+ * declared body up to this (or up to `limits { request-buffer-size }`, if larger) is read
+ * into memory before the first attempt so that a retry can replay it. Larger or chunked
+ * bodies stream and are not replayed. Also the default of `request-buffer-size`.
  */
 export const DEFAULT_RETRY_BUFFER_BYTES = 64 * 1024
 
@@ -191,10 +191,7 @@ const retryPlans = new WeakMap<RoutePlan, RetryPlan>()
 const retryPlanOf = (dp: Dataplane, plan: RoutePlan, upstream: UpstreamRuntime): RetryPlan => {
   const cached = retryPlans.get(plan)
   if (cached !== undefined) return cached
-  const configured = dp.config.routes.find((r) => r.id === plan.id)?.retryPolicy as
-    | (RetryPolicy & { readonly bufferLimit?: number; readonly maxBufferBytes?: number })
-    | undefined
-  const policy: RetryPolicy = configured ?? noRetryPolicy
+  const policy: RetryPolicy = dp.config.routes.find((r) => r.id === plan.id)?.retryPolicy ?? noRetryPolicy
   const failoverAttempts = Math.min(upstream.targets.length, 3)
   const perAttempt = policy.perAttemptTimeoutMs ?? 0
   const read = plan.upstreamTimeoutMs > 0 ? plan.upstreamTimeoutMs : upstream.headersTimeoutMs
@@ -202,10 +199,10 @@ const retryPlanOf = (dp: Dataplane, plan: RoutePlan, upstream: UpstreamRuntime):
     policy,
     failover: policy.maxAttempts >= failoverAttempts ? policy : { ...policy, maxAttempts: failoverAttempts },
     // Small declared bodies are read whole first (limits.request-buffer-size, nginx-like): one
-    // piece upstream, replayable on failover. A retry policy's own buffer limit wins.
+    // piece upstream, replayable on failover; a route that retries buffers at least 64 KiB.
     bufferLimit: Math.min(
       dp.limits.maxBodySize,
-      configured?.bufferLimit ?? configured?.maxBufferBytes ?? (policy.maxAttempts > 1 ? Math.max(dp.limits.requestBufferSize, DEFAULT_RETRY_BUFFER_BYTES) : dp.limits.requestBufferSize)
+      policy.maxAttempts > 1 ? Math.max(dp.limits.requestBufferSize, DEFAULT_RETRY_BUFFER_BYTES) : dp.limits.requestBufferSize
     ),
     headersTimeoutMs: perAttempt > 0 && (read <= 0 || perAttempt < read) ? perAttempt : read
   }

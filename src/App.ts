@@ -236,8 +236,7 @@ export const make = (
     const hooks: PipelineHooks = {
       onComplete: (ctx: RequestContext) => {
         const route = ctx.routeId === "" ? "none" : ctx.routeId
-        metrics.requests.inc(route, ctx.method, ctx.status)
-        metrics.requestDuration.observe((performance.now() - ctx.start) / 1000, route, ctx.method)
+        metrics.completed(route, ctx.method, ctx.status, (performance.now() - ctx.start) / 1000)
         accessLog.write(ctx)
       },
       onReject: (_ctx, reason) => {

@@ -43,18 +43,22 @@ export interface AccessLog {
 
 const instanceId = `${hostname()}:${process.pid}`
 
+const protocolOf = (httpVersion: string): string =>
+  httpVersion === "1.1" ? "HTTP/1.1" : httpVersion === "1.0" ? "HTTP/1.0" : `HTTP/${httpVersion}`
+
 export const toAccessEntry = (ctx: RequestContext): AccessLogEntry => {
   const cl = ctx.req.headers["content-length"]
+  const durationMs = performance.now() - ctx.start
   return {
-    timestamp: Date.now() - Math.round(performance.now() - ctx.start),
+    timestamp: Date.now() - Math.round(durationMs),
     trace_id: ctx.traceId,
     method: ctx.method,
     path: ctx.path,
     query: ctx.query === "" ? undefined : ctx.query,
-    protocol: `HTTP/${ctx.req.httpVersion}`,
+    protocol: protocolOf(ctx.req.httpVersion),
     status: ctx.status,
     body_bytes: cl === undefined ? 0 : Number(cl) || 0,
-    duration_ms: performance.now() - ctx.start,
+    duration_ms: durationMs,
     client_ip: ctx.clientIp,
     user_agent: ctx.req.headers["user-agent"],
     referer: ctx.req.headers["referer"],

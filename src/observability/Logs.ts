@@ -555,6 +555,24 @@ const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/
 /** A JSON string (or null), without JSON.stringify for the plain strings every line is made of. */
 const jstr = (v: string | undefined): string => (v === undefined ? "null" : PLAIN.test(v) ? `"${v}"` : JSON.stringify(v))
 
+/** Distinct values `jstrKnown` keeps; past it values are quoted each time (nothing is evicted). */
+const KNOWN_VALUES_MAX = 512
+const knownValues = new Map<string, string>()
+/**
+ * `jstr` for values drawn from a small set that repeat on every line (route and upstream
+ * ids, target addresses, methods, error reasons): quoted once and remembered. Client-chosen
+ * values can fill the table, which only makes later new values take the `jstr` path.
+ */
+const jstrKnown = (v: string | undefined): string => {
+  if (v === undefined) return "null"
+  let quoted = knownValues.get(v)
+  if (quoted === undefined) {
+    quoted = jstr(v)
+    if (knownValues.size < KNOWN_VALUES_MAX) knownValues.set(v, quoted)
+  }
+  return quoted
+}
+
 let isoSecond = Number.NaN
 let isoPrefix = ""
 /** `Date#toISOString`, with the part up to the second computed once per second. */
@@ -574,14 +592,14 @@ export const isoTimestamp = (epochMs: number): string => {
  * request and was the largest single cost of the access log.
  */
 export const formatAccessJson = (e: AccessLogEntry): string =>
-  `{"timestamp":"${isoTimestamp(e.timestamp)}","trace_id":${jstr(e.trace_id)},"method":${jstr(e.method)}` +
-  `,"path":${jstr(e.path)},"query":${jstr(e.query)},"protocol":${jstr(e.protocol)},"status":${e.status}` +
+  `{"timestamp":"${isoTimestamp(e.timestamp)}","trace_id":${jstr(e.trace_id)},"method":${jstrKnown(e.method)}` +
+  `,"path":${jstr(e.path)},"query":${jstr(e.query)},"protocol":${jstrKnown(e.protocol)},"status":${e.status}` +
   `,"body_bytes":${e.body_bytes},"duration_ms":${ms(e.duration_ms)},"client_ip":${jstr(e.client_ip)}` +
   `,"user_agent":${jstr(e.user_agent)},"referer":${jstr(e.referer)},"host":${jstr(e.host)}` +
-  `,"route_id":${jstr(e.route_id)},"upstream":${jstr(e.upstream)},"upstream_attempts":${e.upstream_attempts}` +
-  `,"upstream_addr":${jstr(e.upstream_addr)},"instance_id":${jstr(e.instance_id)},"body_bytes_sent":${e.body_bytes_sent}` +
-  (e.listener !== undefined ? `,"listener":${jstr(e.listener)}` : "") +
-  (e.error !== undefined ? `,"error":${jstr(e.error)}}` : "}")
+  `,"route_id":${jstrKnown(e.route_id)},"upstream":${jstrKnown(e.upstream)},"upstream_attempts":${e.upstream_attempts}` +
+  `,"upstream_addr":${jstrKnown(e.upstream_addr)},"instance_id":${jstrKnown(e.instance_id)},"body_bytes_sent":${e.body_bytes_sent}` +
+  (e.listener !== undefined ? `,"listener":${jstrKnown(e.listener)}` : "") +
+  (e.error !== undefined ? `,"error":${jstrKnown(e.error)}}` : "}")
 
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 const pad2 = (n: number) => (n < 10 ? "0" + n : String(n))

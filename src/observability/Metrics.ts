@@ -278,6 +278,9 @@ export class BoundedHistogram<L extends ReadonlyArray<string>> {
   }
 }
 
+/** Distinct methods per route whose series `Metrics.completed` caches. */
+const MAX_METHODS_PER_ROUTE = 32
+
 /** Circuit breaker state as exported by `sentinel_circuit_breaker_state`. */
 export const CircuitStateValue = { closed: 0, open: 1, "half-open": 2 } as const
 export type CircuitStateName = keyof typeof CircuitStateValue
@@ -412,6 +415,39 @@ export class Metrics {
       for (const upstream of pairs.firsts()) if (!targets.has(upstream)) pairs.forget(upstream)
     }
   }
+
+  /**
+   * One answered request: `requests_total{route,method,status}` + 1 and its duration in
+   * `request_duration_seconds{route,method}`. The per-request call of the pipeline: the
+   * children are cached per (route, method) and then per status in nested Maps, so no key
+   * string is built. Methods are client tokens: past `MAX_METHODS_PER_ROUTE` distinct ones per
+   * route the cache stops growing and the (capped) general path is taken.
+   */
+  completed(route: string, method: string, status: number, seconds: number): void {
+    let byMethod = this.completedCache.get(route)
+    if (byMethod === undefined) {
+      byMethod = new Map()
+      this.completedCache.set(route, byMethod)
+    }
+    let series = byMethod.get(method)
+    if (series === undefined) {
+      if (byMethod.size >= MAX_METHODS_PER_ROUTE) {
+        this.requests.inc(route, method, status)
+        this.requestDuration.observe(seconds, route, method)
+        return
+      }
+      series = { duration: this.requestDuration.child(route, method), byStatus: new Map() }
+      byMethod.set(method, series)
+    }
+    let counter = series.byStatus.get(status)
+    if (counter === undefined) {
+      counter = this.requests.child(route, method, status)
+      series.byStatus.set(status, counter)
+    }
+    counter.inc()
+    series.duration.observe(seconds)
+  }
+  private readonly completedCache = new Map<string, Map<string, { readonly duration: HistogramChild; readonly byStatus: Map<number, CounterChild> }>>()
 
   /**
    * `sentinel_active_requests` is read at scrape time from `read` (the listeners' in-flight

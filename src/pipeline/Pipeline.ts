@@ -18,6 +18,7 @@ import { errorAnswer, errorBody } from "./ErrorResponse.js"
 import { RequestRejected, RequestTimeout, type ProxyError } from "./Errors.js"
 import { splitTarget, type RequestContext } from "./RequestContext.js"
 import { edgePolicyFor, markClosing } from "../server/EdgePolicy.js"
+import { onResponseClose } from "../server/ResponseClose.js"
 import {
   resolveForwarded,
   upstreamHeaders,
@@ -345,7 +346,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
         end(new RequestTimeout({ phase: "route" }))
       }, plan.timeoutMs)
     }
-    ctx.res.once("close", () => {
+    onResponseClose(ctx.res, () => {
       if (over || ctx.res.writableFinished) return
       over = true
       if (timer !== undefined) clearTimeout(timer)
@@ -384,7 +385,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
       )
     )
     const fiber = runFork(program)
-    ctx.res.once("close", () => {
+    onResponseClose(ctx.res, () => {
       if (!ctx.res.writableFinished) {
         ctx.clientGone = true
         fiber.unsafeInterruptAsFork(fiber.id())

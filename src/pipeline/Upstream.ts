@@ -22,10 +22,19 @@ import type { IncomingMessage } from "node:http"
 import { performance } from "node:perf_hooks"
 import { Effect } from "effect"
 import type { BalancerContext } from "../upstream/Balancer.js"
-import { exchange, type ForwardError, type ForwardOutcome, type ForwardRequest, type ResponseSink } from "../upstream/Forward.js"
+import {
+  startExchange,
+  type ExchangeDone,
+  type ExchangeHandle,
+  type ForwardError,
+  type ForwardOutcome,
+  type ForwardRequest,
+  type ResponseSink
+} from "../upstream/Forward.js"
 import { noRetryPolicy, shouldRetry, type FailureKind, type RetryPolicy } from "../upstream/Retry.js"
 import { resultOfStatus, type AttemptResult } from "../upstream/Target.js"
-import type { UpstreamRuntime } from "../upstream/Upstreams.js"
+import type { UpstreamRuntime, UpstreamTarget } from "../upstream/Upstreams.js"
+import type { StageSpan } from "../observability/RequestTrace.js"
 import type { Dataplane, RoutePlan } from "./Dataplane.js"
 import { errorAnswer } from "./ErrorResponse.js"
 import {
@@ -37,7 +46,7 @@ import {
 } from "./Errors.js"
 import { connectionTokens, HOP_BY_HOP } from "./Headers.js"
 import type { RequestContext } from "./RequestContext.js"
-import { holdResponse } from "./ResponseHold.js"
+import { holdResponse, type HeldSink } from "./ResponseHold.js"
 import { readBodyUpTo } from "./BodyRead.js"
 
 /**
@@ -102,54 +111,58 @@ const requestBody = (ctx: RequestContext, dp: Dataplane, bufferLimit: number): B
   return { body: ctx.req, replayable: false }
 }
 
-const responseSink = (
-  ctx: RequestContext,
-  draining: () => boolean,
-  plan: RoutePlan,
-  setCookie: string | undefined
-): ResponseSink => {
-  const res = ctx.res
-  return {
-    start(status, raw) {
-      const flat: Array<string> = []
-      let connection: string | undefined
-      for (let i = 0; i < raw.length; i += 2) {
-        if (raw[i].length === 10 && raw[i].toString("latin1").toLowerCase() === "connection") {
-          connection = raw[i + 1].toString("latin1")
-        }
+/** The response written to the client: head filtered and extended, body with back-pressure. */
+class DirectSink implements ResponseSink {
+  constructor(
+    private readonly ctx: RequestContext,
+    private readonly draining: () => boolean,
+    private readonly plan: RoutePlan,
+    private readonly setCookie: string | undefined
+  ) {}
+
+  start(status: number, raw: Array<Buffer>): boolean {
+    const ctx = this.ctx
+    const flat: Array<string> = []
+    let connection: string | undefined
+    for (let i = 0; i < raw.length; i += 2) {
+      if (raw[i].length === 10 && raw[i].toString("latin1").toLowerCase() === "connection") {
+        connection = raw[i + 1].toString("latin1")
       }
-      const named = connectionTokens(connection)
-      for (let i = 0; i < raw.length; i += 2) {
-        const name = raw[i].toString("latin1")
-        const lower = name.toLowerCase()
-        if (HOP_BY_HOP.has(lower) || named?.has(lower)) continue
-        flat.push(name, raw[i + 1].toString("latin1"))
-      }
-      flat.push("x-request-id", ctx.traceId, "x-correlation-id", ctx.traceId)
-      if (setCookie !== undefined) flat.push("set-cookie", setCookie)
-      if (ctx.responseHeaders !== undefined) flat.push(...ctx.responseHeaders)
-      plan.responsePolicy?.(flat)
-      for (const stage of plan.response) stage(ctx, status, flat)
-      if (draining()) flat.push("connection", "close")
-      try {
-        res.writeHead(status, flat)
-      } catch {
-        ctx.error = "upstream_invalid_header"
-        return false
-      }
-      ctx.status = status
-      return true
-    },
-    data(chunk) {
-      ctx.bytesSent += chunk.length
-      return res.write(chunk)
-    },
-    onDrain(resume) {
-      res.once("drain", resume)
-    },
-    end() {
-      res.end()
     }
+    const named = connectionTokens(connection)
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i].toString("latin1")
+      const lower = name.toLowerCase()
+      if (HOP_BY_HOP.has(lower) || named?.has(lower)) continue
+      flat.push(name, raw[i + 1].toString("latin1"))
+    }
+    flat.push("x-request-id", ctx.traceId, "x-correlation-id", ctx.traceId)
+    if (this.setCookie !== undefined) flat.push("set-cookie", this.setCookie)
+    if (ctx.responseHeaders !== undefined) flat.push(...ctx.responseHeaders)
+    this.plan.responsePolicy?.(flat)
+    for (const stage of this.plan.response) stage(ctx, status, flat)
+    if (this.draining()) flat.push("connection", "close")
+    try {
+      ctx.res.writeHead(status, flat)
+    } catch {
+      ctx.error = "upstream_invalid_header"
+      return false
+    }
+    ctx.status = status
+    return true
+  }
+
+  data(chunk: Buffer): boolean {
+    this.ctx.bytesSent += chunk.length
+    return this.ctx.res.write(chunk)
+  }
+
+  onDrain(resume: () => void): void {
+    this.ctx.res.once("drain", resume)
+  }
+
+  end(): void {
+    this.ctx.res.end()
   }
 }
 
@@ -170,12 +183,22 @@ export const cookieValue = (header: string | undefined, name: string): string | 
   return undefined
 }
 
-const balancerContext = (ctx: RequestContext): BalancerContext => ({
-  clientIp: ctx.clientIp,
-  path: ctx.path,
-  header: (name) => ctx.header(name.toLowerCase()),
-  cookie: (name) => cookieValue(ctx.header("cookie"), name)
-})
+/** What the balancer may read of the request (hash keys, sticky cookies). */
+class BalancerView implements BalancerContext {
+  constructor(private readonly ctx: RequestContext) {}
+  get clientIp(): string {
+    return this.ctx.clientIp
+  }
+  get path(): string {
+    return this.ctx.path
+  }
+  header(name: string): string | undefined {
+    return this.ctx.header(name.toLowerCase())
+  }
+  cookie(name: string): string | undefined {
+    return cookieValue(this.ctx.header("cookie"), name)
+  }
+}
 
 /** A route's retry settings, compiled once per (plan, configuration). */
 interface RetryPlan {
@@ -240,6 +263,255 @@ type Decision = { readonly retry: true; readonly delayMs: number; readonly reaso
 const NO: Decision = { retry: false }
 
 /**
+ * One attempt on one target: the sink the exchange writes into (the route's sink, seen
+ * through the retry decision on the status) and what follows when the exchange ends.
+ */
+class Attempt implements ResponseSink {
+  private readonly started = performance.now()
+  private headAt = 0
+  private settled = false
+  private statusRetry: Decision = NO
+  private handedOn = false
+  /** Aborts the exchange; set once it is under way. */
+  exchange: ExchangeHandle | undefined = undefined
+  readonly onDone: ExchangeDone = (e, o) => {
+    this.span?.endExchange(e, o, this.call.ctx)
+    this.exchangeDone(e, o)
+  }
+
+  constructor(
+    private readonly call: UpstreamCall,
+    private readonly n: number,
+    private readonly body: BodySource,
+    private readonly target: UpstreamTarget,
+    private readonly base: ResponseSink,
+    /** The route's response hook holding the head (ResponseHold.ts), if it has one. */
+    private readonly held: HeldSink | undefined,
+    private readonly span: StageSpan | undefined
+  ) {}
+
+  start(status: number, raw: Array<Buffer>): boolean {
+    this.headAt = performance.now()
+    const retryable = this.call.retry.policy.retryableStatusCodes
+    if (retryable.length > 0 && retryable.includes(status)) {
+      this.statusRetry = this.call.decide(this.n, this.body, "status", true, false, status)
+      // discard this answer (undici drains it) and try again elsewhere
+      if (this.statusRetry.retry) return false
+    }
+    return (this.handedOn = this.base.start(status, raw))
+  }
+
+  data(chunk: Buffer): boolean {
+    return this.base.data(chunk)
+  }
+
+  onDrain(resume: () => void): void {
+    this.base.onDrain(resume)
+  }
+
+  end(): void {
+    this.base.end()
+  }
+
+  private settle(result: AttemptResult): void {
+    if (this.settled) return
+    this.settled = true
+    const ms = (this.headAt > 0 ? this.headAt : performance.now()) - this.started
+    this.target.state.end(result, ms)
+    this.call.upstream.observer.settled(this.call.upstream.id, this.target.key, ms)
+  }
+
+  /** The client went away or the outer deadline passed: abort, report "aborted" to the target. */
+  abort(): void {
+    this.exchange?.cancel()
+    this.settle("aborted")
+    this.held?.dispose()
+  }
+
+  private again(d: Decision & { retry: true }, error: ProxyError): void {
+    this.held?.dispose()
+    this.call.retried(d, this.n, this.body, error)
+  }
+
+  private exchangeDone(error: ForwardError | undefined, outcome: ForwardOutcome | undefined): void {
+    const call = this.call
+    if (call.current === this) call.current = undefined
+    if (call.finished) return
+    const upstream = call.upstream
+    const routeId = call.plan.id
+    if (error === undefined) {
+      const o = outcome!
+      this.settle(resultOfStatus(o.status))
+      if (this.statusRetry.retry) {
+        upstream.observer.failure(upstream.id, routeId, `status_${o.status}`)
+        return this.again(this.statusRetry, new RequestRejected({ status: 502, reason: `upstream_status_${o.status}` }))
+      }
+      if (o.discarded) {
+        this.held?.dispose()
+        return call.finish(new RequestRejected({ status: 502, reason: call.ctx.error ?? "upstream_discarded" }))
+      }
+      const held = this.held
+      if (held === undefined) return call.finish(undefined)
+      call.inProgress = held.dispose
+      return held.onSettled((e) => {
+        held.dispose()
+        call.finish(e)
+      })
+    }
+    if (call.ctx.bodyTooLarge) {
+      // our own limit tore the upload down: not the target's fault
+      this.settle("aborted")
+      this.held?.dispose()
+      return call.finish(new RequestRejected({ status: 413, reason: "body_too_large" }))
+    }
+    if (this.statusRetry.retry) {
+      // the discarded retryable answer then failed while draining: retry as decided
+      this.settle("server-error")
+      upstream.observer.failure(upstream.id, routeId, errorAnswer(error).reason)
+      return this.again(this.statusRetry, error)
+    }
+    this.settle(targetResult(error))
+    upstream.observer.failure(upstream.id, routeId, errorAnswer(error).reason)
+    const d = call.decide(this.n, this.body, failureKind(error), requestSentOf(error), this.handedOn)
+    if (!d.retry) {
+      this.held?.dispose()
+      return call.finish(error)
+    }
+    this.again(d, error)
+  }
+}
+
+/**
+ * One request's upstream stage: select, send, retry. An object with its methods on the
+ * prototype rather than a closure per step (hot path, DESIGN.md §2).
+ */
+class UpstreamCall {
+  readonly retry: RetryPlan
+  private readonly bctx: BalancerView
+  private readonly tried: Array<number> = []
+  finished = false
+  /** The attempt whose exchange is under way. */
+  current: Attempt | undefined = undefined
+  /** Otherwise what is in progress: a body read, a backoff timer, a held response. */
+  inProgress: (() => void) | undefined = undefined
+
+  constructor(
+    readonly ctx: RequestContext,
+    private readonly draining: () => boolean,
+    private readonly dp: Dataplane,
+    readonly plan: RoutePlan,
+    readonly upstream: UpstreamRuntime,
+    private readonly done: (error: ProxyError | undefined) => void
+  ) {
+    this.retry = retryPlanOf(dp, plan, upstream)
+    this.bctx = new BalancerView(ctx)
+    upstream.budget.onRequest()
+  }
+
+  run(): void {
+    const prepared = requestBody(this.ctx, this.dp, this.retry.bufferLimit)
+    if (prepared !== "buffer") return this.attempt(1, prepared, undefined)
+    this.inProgress = bufferBody(this.ctx.req, this.retry.bufferLimit, (error, body) => {
+      this.inProgress = undefined
+      if (this.finished) return
+      if (error !== undefined) return this.finish(error)
+      this.attempt(1, body!, undefined)
+    })
+  }
+
+  finish(error: ProxyError | undefined): void {
+    if (this.finished) return
+    this.finished = true
+    this.inProgress = undefined
+    this.current = undefined
+    this.done(error)
+  }
+
+  /** Client gone or outer deadline: abort whatever is in progress; `done` is not called. */
+  cancel(): void {
+    if (this.finished) return
+    this.finished = true
+    const c = this.inProgress
+    const a = this.current
+    this.inProgress = undefined
+    this.current = undefined
+    c?.()
+    a?.abort()
+  }
+
+  decide(attempt: number, body: BodySource, kind: FailureKind, requestSent: boolean, handedOn: boolean, status?: number): Decision {
+    const nothingSent = kind !== "status" && (!requestSent || nothingSentKinds.has(kind))
+    const d = shouldRetry({
+      attempt,
+      method: this.ctx.method,
+      kind,
+      ...(status !== undefined ? { status } : {}),
+      requestSent,
+      // a head handed on to the response path (client, or a response hook holding it) is final
+      responseStarted: handedOn || this.ctx.res.headersSent,
+      bodyReplayable: body.replayable,
+      policy: nothingSent ? this.retry.failover : this.retry.policy
+    })
+    if (!d.retry) return NO
+    // the budget bounds the extra load retries put on upstreams; a fail-over of a request
+    // no target received adds none
+    if (d.reason !== "nothing-sent" && !this.upstream.budget.tryWithdraw()) return NO
+    return d
+  }
+
+  /** A retry was decided after attempt `n`: make attempt `n + 1`, after its backoff. */
+  retried(d: Decision & { retry: true }, n: number, body: BodySource, error: ProxyError): void {
+    this.upstream.observer.retry(this.upstream.id, this.plan.id, d.reason)
+    if (d.delayMs <= 0) return this.attempt(n + 1, body, error)
+    const timer = setTimeout(() => {
+      this.inProgress = undefined
+      this.attempt(n + 1, body, error)
+    }, d.delayMs)
+    this.inProgress = () => clearTimeout(timer)
+  }
+
+  attempt(n: number, body: BodySource, last: ProxyError | undefined): void {
+    if (this.finished) return
+    const ctx = this.ctx
+    const upstream = this.upstream
+    const plan = this.plan
+    const picked = upstream.select(this.bctx, this.tried)
+    if (picked === undefined) {
+      if (last !== undefined) return this.finish(last)
+      upstream.observer.failure(upstream.id, plan.id, "no_healthy_upstream")
+      return this.finish(new NoHealthyUpstream({ upstream: upstream.id, retryAfterSecs: upstream.retryAfterSecs }))
+    }
+    const target = upstream.targets[picked.index]
+    this.tried.push(picked.index)
+    ctx.upstreamAddr = target.key
+    ctx.attempts++
+    target.state.begin()
+    upstream.observer.attempt(upstream.id, plan.id)
+
+    const direct = new DirectSink(ctx, this.draining, plan, picked.setCookie)
+    // response-phase agents: the head waits for their decision (ResponseHold.ts)
+    const held = plan.responseHook === undefined ? undefined : holdResponse(ctx, plan.responseHook, direct)
+    // sampled requests: a span per attempt, its traceparent set in ctx.upstreamHeaders
+    const span = ctx.trace?.startUpstream(ctx, upstream.id, target.key, n)
+    const attempt = new Attempt(this, n, body, target, held ?? direct, held, span)
+    const request: ForwardRequest = {
+      method: ctx.method,
+      path: ctx.upstreamPath,
+      headers: ctx.upstreamHeaders,
+      body: body.body,
+      headersTimeoutMs: this.retry.headersTimeoutMs,
+      bodyIdleTimeoutMs: upstream.bodyIdleTimeoutMs,
+      requestTimeoutMs: upstream.requestTimeoutMs,
+      writeTimeoutMs: upstream.writeTimeoutMs,
+      connectTimeoutMs: plan.connectTimeoutMs
+    }
+    // current before the exchange starts: it may end synchronously (and clear it)
+    this.current = attempt
+    attempt.exchange = startExchange(target.pool.pool, target.ref, request, attempt, attempt.onDone)
+  }
+}
+
+/**
  * Forward to the upstream: select, send, and retry while policy, safety and
  * budget allow. `done` is called exactly once (undefined = the response went
  * to the client) unless the returned cancel function is called first (client
@@ -257,210 +529,9 @@ export const runUpstream = (
   upstream: UpstreamRuntime,
   done: (error: ProxyError | undefined) => void
 ): (() => void) => {
-  const retry = retryPlanOf(dp, plan, upstream)
-  const observer = upstream.observer
-  upstream.budget.onRequest()
-  const bctx = balancerContext(ctx)
-  const tried: Array<number> = []
-  let finished = false
-  /** Cancels what is in progress now (body read, backoff, exchange). */
-  let inProgress: (() => void) | undefined
-
-  const finish = (error: ProxyError | undefined) => {
-    if (finished) return
-    finished = true
-    inProgress = undefined
-    done(error)
-  }
-
-  const decide = (
-    attempt: number,
-    body: BodySource,
-    kind: FailureKind,
-    requestSent: boolean,
-    handedOn: boolean,
-    status?: number
-  ): Decision => {
-    const nothingSent = kind !== "status" && (!requestSent || nothingSentKinds.has(kind))
-    const d = shouldRetry({
-      attempt,
-      method: ctx.method,
-      kind,
-      ...(status !== undefined ? { status } : {}),
-      requestSent,
-      // a head handed on to the response path (client, or a response hook holding it) is final
-      responseStarted: handedOn || ctx.res.headersSent,
-      bodyReplayable: body.replayable,
-      policy: nothingSent ? retry.failover : retry.policy
-    })
-    if (!d.retry) return NO
-    // the budget bounds the extra load retries put on upstreams; a fail-over of a request
-    // no target received adds none
-    if (d.reason !== "nothing-sent" && !upstream.budget.tryWithdraw()) return NO
-    return d
-  }
-
-  const attempt = (n: number, body: BodySource, last: ProxyError | undefined): void => {
-    if (finished) return
-    const picked = upstream.select(bctx, tried)
-    if (picked === undefined) {
-      if (last !== undefined) return finish(last)
-      observer.failure(upstream.id, plan.id, "no_healthy_upstream")
-      return finish(new NoHealthyUpstream({ upstream: upstream.id, retryAfterSecs: upstream.retryAfterSecs }))
-    }
-    const target = upstream.targets[picked.index]
-    const state = target.state
-    tried.push(picked.index)
-    ctx.upstreamAddr = target.key
-    ctx.attempts++
-    state.begin()
-    observer.attempt(upstream.id, plan.id)
-    const started = performance.now()
-    let headAt = 0
-    let settled = false
-    let statusRetry: Decision = NO
-    let handedOn = false
-    const settle = (result: AttemptResult) => {
-      if (settled) return
-      settled = true
-      const ms = (headAt > 0 ? headAt : performance.now()) - started
-      state.end(result, ms)
-      observer.settled(upstream.id, target.key, ms)
-    }
-
-    const direct = responseSink(ctx, draining, plan, picked.setCookie)
-    // response-phase agents: the head waits for their decision (ResponseHold.ts)
-    const held = plan.responseHook === undefined ? undefined : holdResponse(ctx, plan.responseHook, direct)
-    const base: ResponseSink = held ?? direct
-    const retryable = retry.policy.retryableStatusCodes
-    const sink: ResponseSink =
-      retryable.length === 0
-        ? {
-            start: (status, raw) => {
-              headAt = performance.now()
-              return (handedOn = base.start(status, raw))
-            },
-            data: base.data,
-            onDrain: base.onDrain,
-            end: base.end
-          }
-        : {
-            start: (status, raw) => {
-              headAt = performance.now()
-              if (retryable.includes(status)) {
-                statusRetry = decide(n, body, "status", true, false, status)
-                // discard this answer (undici drains it) and try again elsewhere
-                if (statusRetry.retry) return false
-              }
-              return (handedOn = base.start(status, raw))
-            },
-            data: base.data,
-            onDrain: base.onDrain,
-            end: base.end
-          }
-
-    const again = (d: Decision & { retry: true }, error: ProxyError): void => {
-      held?.dispose()
-      observer.retry(upstream.id, plan.id, d.reason)
-      if (d.delayMs <= 0) return attempt(n + 1, body, error)
-      const timer = setTimeout(() => {
-        inProgress = undefined
-        attempt(n + 1, body, error)
-      }, d.delayMs)
-      inProgress = () => clearTimeout(timer)
-    }
-
-    const onExchange = (error: ForwardError | undefined, outcome: ForwardOutcome | undefined): void => {
-      inProgress = undefined
-      if (finished) return
-      if (error === undefined) {
-        const o = outcome!
-        settle(resultOfStatus(o.status))
-        if (statusRetry.retry) {
-          observer.failure(upstream.id, plan.id, `status_${o.status}`)
-          return again(statusRetry, new RequestRejected({ status: 502, reason: `upstream_status_${o.status}` }))
-        }
-        if (o.discarded) {
-          held?.dispose()
-          return finish(new RequestRejected({ status: 502, reason: ctx.error ?? "upstream_discarded" }))
-        }
-        if (held === undefined) return finish(undefined)
-        inProgress = held.dispose
-        return held.onSettled((e) => {
-          held.dispose()
-          finish(e)
-        })
-      }
-      if (ctx.bodyTooLarge) {
-        // our own limit tore the upload down: not the target's fault
-        settle("aborted")
-        held?.dispose()
-        return finish(new RequestRejected({ status: 413, reason: "body_too_large" }))
-      }
-      if (statusRetry.retry) {
-        // the discarded retryable answer then failed while draining: retry as decided
-        settle("server-error")
-        observer.failure(upstream.id, plan.id, errorAnswer(error).reason)
-        return again(statusRetry, error)
-      }
-      settle(targetResult(error))
-      observer.failure(upstream.id, plan.id, errorAnswer(error).reason)
-      const d = decide(n, body, failureKind(error), requestSentOf(error), handedOn)
-      if (!d.retry) {
-        held?.dispose()
-        return finish(error)
-      }
-      again(d, error)
-    }
-
-    // sampled requests: a span per attempt, its traceparent set in ctx.upstreamHeaders
-    const span = ctx.trace?.startUpstream(ctx, upstream.id, target.key, n)
-    const request: ForwardRequest = {
-      method: ctx.method,
-      path: ctx.upstreamPath,
-      headers: ctx.upstreamHeaders,
-      body: body.body,
-      headersTimeoutMs: retry.headersTimeoutMs,
-      bodyIdleTimeoutMs: upstream.bodyIdleTimeoutMs,
-      requestTimeoutMs: upstream.requestTimeoutMs,
-      writeTimeoutMs: upstream.writeTimeoutMs,
-      connectTimeoutMs: plan.connectTimeoutMs
-    }
-    let sync = true
-    let doneSync = false
-    const cancel = exchange(target.pool.pool, { upstream: upstream.id, target: target.key }, request, sink, (e, o) => {
-      if (sync) doneSync = true
-      span?.endExchange(e, o, ctx)
-      onExchange(e, o)
-    })
-    sync = false
-    if (!doneSync && !finished) {
-      inProgress = () => {
-        cancel()
-        settle("aborted")
-        held?.dispose()
-      }
-    }
-  }
-
-  const prepared = requestBody(ctx, dp, retry.bufferLimit)
-  if (prepared === "buffer") {
-    inProgress = bufferBody(ctx.req, retry.bufferLimit, (error, body) => {
-      inProgress = undefined
-      if (finished) return
-      if (error !== undefined) return finish(error)
-      attempt(1, body!, undefined)
-    })
-  } else {
-    attempt(1, prepared, undefined)
-  }
-  return () => {
-    if (finished) return
-    finished = true
-    const c = inProgress
-    inProgress = undefined
-    c?.()
-  }
+  const call = new UpstreamCall(ctx, draining, dp, plan, upstream, done)
+  call.run()
+  return () => call.cancel()
 }
 
 /** The upstream stage as one `Effect.async`; interruption cancels it. */

@@ -66,6 +66,25 @@ export class Admission {
   }
 
   /**
+   * The fast path of `admit`: takes a slot when one is free and nobody waits (true), with
+   * nothing allocated; the caller must `leave()` exactly once when the request is finished.
+   * False: go through `admit` (queue or refusal).
+   */
+  tryEnter(): boolean {
+    if (this.active < this.config.maxInFlight && this.waiting === 0) {
+      this.active++
+      return true
+    }
+    return false
+  }
+
+  /** Gives back a slot taken by `tryEnter`. */
+  leave(): void {
+    this.active--
+    this.pump()
+  }
+
+  /**
    * Admits `run` now, queues it, or refuses it. `run` and `refuse` are called at most once
    * each, and never both; `refuse` may be called synchronously (queue full).
    */
@@ -104,8 +123,7 @@ export class Admission {
           this.withdraw(waiter)
           return
         }
-        this.active--
-        this.pump()
+        this.leave()
       },
       cancel: () => {
         if (waiter !== undefined && !waiterAdmitted.has(waiter)) this.withdraw(waiter)

@@ -26,6 +26,7 @@ import { errorBody, statusText } from "../pipeline/ErrorResponse.js"
 import { Admission, ConnectionTracker, defaultAdmissionConfig, type AdmissionConfig, type ConnectionLimits } from "./Admission.js"
 import { isClosing, markClosing, validationConfigFor } from "./EdgePolicy.js"
 import { nodeServerOptionsFor } from "./RequestValidation.js"
+import { onResponseClose } from "./ResponseClose.js"
 
 export class ListenerBindFailed extends Data.TaggedError("ListenerBindFailed")<{
   readonly listener: string
@@ -464,6 +465,20 @@ export const startListener = (
       res.end(body)
     }
 
+    /** A request's response closed: one fewer in flight (drain waits for none). */
+    const settled = () => {
+      inFlight--
+      if (draining) {
+        // Responses during a drain carry `Connection: close`; sweep what went idle.
+        setImmediate(() => server.closeIdleConnections())
+        if (inFlight === 0) idle?.()
+      }
+    }
+    const leaveAndSettle = () => {
+      admission.leave()
+      settled()
+    }
+
     server.on("request", (req, res) => {
       const socket = req.socket
       if (refused.has(socket)) {
@@ -475,18 +490,20 @@ export const startListener = (
       inFlight++
       if (res.socket === null) settleQueuedOnClose(res, socket)
       if (t.bodyIdleMs > 0) watchBody(req, res, socket)
+      // The handler runs first so that its own close handling (client gone, logging) comes
+      // before the slot is given back.
+      if (admission.tryEnter()) {
+        handler(req, res)
+        onResponseClose(res, leaveAndSettle)
+        return
+      }
       const ticket = admission.admit(
         () => handler(req, res),
         (why) => refuse(req, res, why)
       )
-      res.once("close", () => {
+      onResponseClose(res, () => {
         ticket.release()
-        inFlight--
-        if (draining) {
-          // Responses during a drain carry `Connection: close`; sweep what went idle.
-          setImmediate(() => server.closeIdleConnections())
-          if (inFlight === 0) idle?.()
-        }
+        settled()
       })
     })
 

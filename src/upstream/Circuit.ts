@@ -230,10 +230,14 @@ export class CircuitBreaker {
 
   /** Admits a request (takes a probe slot when half-open). */
   tryAcquire(): boolean {
+    // closed: time changes nothing and `step` admits without a new snapshot (the request path)
+    if (this.snap.state === "closed") return true
     return this.apply("acquire")
   }
 
   onSuccess(): void {
+    // closed with no failures counted: `step` keeps the snapshot as it is
+    if (this.snap.state === "closed" && this.snap.failures === 0) return
     this.apply("success")
   }
 
@@ -243,6 +247,7 @@ export class CircuitBreaker {
 
   /** Gives back an admitted slot without an outcome (client aborted, request not attributable). */
   release(): void {
+    if (this.snap.state === "closed") return
     this.apply("release")
   }
 

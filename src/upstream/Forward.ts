@@ -128,6 +128,219 @@ export const classifyUpstreamError = (ref: TargetRef, err: unknown, headersSeen:
 /** Called exactly once per exchange: an error, or the outcome. */
 export type ExchangeDone = (error: ForwardError | undefined, outcome: ForwardOutcome | undefined) => void
 
+type Phase = "headers" | "write" | "body-idle"
+
+/**
+ * One exchange's state and undici handler in one object: its methods live on the prototype,
+ * so an exchange allocates this object and its timer, not a dozen closures (hot path,
+ * DESIGN.md §2).
+ *
+ * One timer per exchange, for the earliest of two deadlines: the current phase's idle
+ * deadline (`since + phaseMs`: headers, write, body idle) and the attempt's total deadline
+ * (`deadline`). Progress only records the time (`since`); the timer is not moved, and when
+ * it fires `check` decides which deadline, if any, is due and re-arms.
+ */
+/** A started exchange: `cancel` aborts it (client gone, outer deadline); `onDone` is then not called. */
+export interface ExchangeHandle {
+  cancel(): void
+}
+
+class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle {
+  private abortFn: ((err?: Error) => void) | undefined = undefined
+  private done = false
+  private status = 0
+  private bytes = 0
+  private discarded = false
+  private headersSeen = false
+  private paused = false
+  private phase: Phase = "headers"
+  private phaseMs: number
+  private since: number
+  private deadline: number
+  private pausedAt = 0
+  private timer: NodeJS.Timeout | undefined = undefined
+  private timerDue = Infinity
+  private connectTimer: NodeJS.Timeout | undefined = undefined
+  /** undici's legacy handler resumes a paused body through the `resume` given to onHeaders. */
+  private resumeData: (() => void) | undefined = undefined
+  /** Only a streamed body (not a Buffer, not none) with a write deadline has a write phase. */
+  private readonly streamed: boolean
+  private readonly onCheck = () => this.check()
+  private onClientDrained: (() => void) | undefined = undefined
+
+  constructor(
+    private readonly ref: TargetRef,
+    private readonly request: ForwardRequest,
+    private readonly sink: ResponseSink,
+    private readonly onDone: ExchangeDone
+  ) {
+    const start = performance.now()
+    const requestMs = request.requestTimeoutMs ?? 0
+    this.phaseMs = request.headersTimeoutMs
+    this.since = start
+    this.deadline = requestMs > 0 ? start + requestMs : Infinity
+    this.streamed = (request.writeTimeoutMs ?? 0) > 0 && request.body !== null && !Buffer.isBuffer(request.body)
+    this.arm(start)
+    const connectMs = request.connectTimeoutMs
+    if (connectMs !== undefined && connectMs > 0) {
+      this.connectTimer = setTimeout(() => {
+        if (this.done || this.abortFn !== undefined) return
+        this.finish(new UpstreamTimeout({ ...this.ref, phase: "connect", requestSent: false }))
+      }, connectMs)
+    }
+  }
+
+  private finish(error: ForwardError | undefined, outcome?: ForwardOutcome): void {
+    if (this.done) return
+    this.done = true
+    this.clearTimers()
+    this.onDone(error, outcome)
+  }
+
+  private clearTimers(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    if (this.connectTimer !== undefined) clearTimeout(this.connectTimer)
+  }
+
+  private fireTimeout(which: UpstreamTimeout["phase"]): void {
+    if (this.done) return
+    // Fail first so the error reports the phase, then tear the exchange down. undici calls
+    // onConnect just before writing the request: without it nothing reached the upstream
+    // (still queued or connecting), which makes the attempt safe to retry elsewhere.
+    this.finish(new UpstreamTimeout({ ...this.ref, phase: which, requestSent: this.abortFn !== undefined }))
+    this.abortFn?.(new AbortedByProxy(`upstream ${which} timeout`))
+  }
+
+  private arm(now: number): void {
+    const due = Math.min(this.phaseMs > 0 ? this.since + this.phaseMs : Infinity, this.deadline)
+    this.timerDue = due
+    this.timer = due === Infinity ? undefined : setTimeout(this.onCheck, Math.max(1, Math.ceil(due - now)))
+  }
+
+  /** After a phase change: re-arm only if the new deadline is earlier than the armed one. */
+  private rearmIfEarlier(now: number): void {
+    if (this.paused || (this.phaseMs > 0 ? this.since + this.phaseMs : Infinity) >= this.timerDue) return
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.arm(now)
+  }
+
+  /**
+   * The upload is stuck on the upstream: undici paused the body stream because the socket
+   * does not drain. Otherwise it waits on the client, whose pace the listener's own
+   * body timeouts bound; that is not the upstream's fault.
+   */
+  private uploadStalled(): boolean {
+    const body = this.request.body as Readable
+    return typeof body?.isPaused === "function" && (body.isPaused() || body.readableLength > 0)
+  }
+
+  private check(): void {
+    this.timer = undefined
+    this.timerDue = Infinity
+    if (this.done || this.paused) return
+    const now = performance.now()
+    if (now >= this.deadline) return this.fireTimeout("request")
+    if (this.phaseMs > 0 && now >= this.since + this.phaseMs) {
+      if (this.phase !== "write" || this.uploadStalled()) return this.fireTimeout(this.phase)
+      this.since = now
+    }
+    this.arm(now)
+  }
+
+  private clientDrained(): void {
+    if (this.done || !this.paused) return
+    this.paused = false
+    const now = performance.now()
+    this.deadline += now - this.pausedAt
+    this.since = now
+    this.arm(now)
+    this.resumeData?.()
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.abortFn = abort
+    if (this.connectTimer !== undefined) clearTimeout(this.connectTimer)
+    // Interrupted while queued in the pool: never let it reach the upstream.
+    if (this.done) return abort(new AbortedByProxy("cancelled before send"))
+    if (this.streamed && this.phase === "headers") {
+      this.phase = "write"
+      this.phaseMs = this.request.writeTimeoutMs ?? 0
+      this.since = performance.now()
+      this.rearmIfEarlier(this.since)
+    }
+  }
+
+  /** Upload progress: observed only for streamed bodies. */
+  onBodySent(): void {
+    if (this.phase === "write") this.since = performance.now()
+  }
+
+  onRequestSent(): void {
+    if (this.phase !== "write" || this.done) return
+    // the head deadline of a request with a body counts from the end of the upload
+    this.phase = "headers"
+    this.phaseMs = this.request.headersTimeoutMs
+    this.since = performance.now()
+    this.rearmIfEarlier(this.since)
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Array<Buffer>, resume: () => void): boolean {
+    if (this.done) return false
+    if (statusCode < 200) return true // 1xx informational: keep waiting
+    this.resumeData = resume
+    this.headersSeen = true
+    this.status = statusCode
+    this.phase = "body-idle"
+    this.phaseMs = this.request.bodyIdleTimeoutMs
+    this.since = performance.now()
+    this.rearmIfEarlier(this.since)
+    if (!this.sink.start(statusCode, rawHeaders)) this.discarded = true
+    return true
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.done) return false
+    this.bytes += chunk.length
+    if (this.discarded) return true
+    this.since = performance.now()
+    if (this.sink.data(chunk)) return true
+    this.paused = true
+    // While the client is slow, the idle deadline is the client's problem, not the upstream's,
+    // and the time does not count against the attempt's total deadline either (the listener's
+    // write timeout bounds a client that does not read).
+    this.pausedAt = this.since
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timer = undefined
+    this.timerDue = Infinity
+    this.sink.onDrain((this.onClientDrained ??= () => this.clientDrained()))
+    return false
+  }
+
+  onComplete(): void {
+    if (this.done) return
+    if (!this.discarded) this.sink.end()
+    this.finish(undefined, { status: this.status, bytes: this.bytes, discarded: this.discarded })
+  }
+
+  onError(err: Error): void {
+    if (this.done) return
+    this.finish(classifyUpstreamError(this.ref, err, this.headersSeen))
+  }
+
+  /** Client gone or outer deadline: abort, clear every timer; `onDone` is not called. */
+  cancel(): void {
+    if (this.done) return
+    this.done = true
+    this.clearTimers()
+    this.abortFn?.(new AbortedByProxy("downstream went away"))
+  }
+
+  /** dispatch failed synchronously. */
+  failed(err: unknown): void {
+    this.finish(classifyUpstreamError(this.ref, err, false))
+  }
+}
+
 /**
  * Send one request through `dispatcher` and stream the answer into `sink`;
  * `onDone` reports the outcome or a typed upstream error exactly once.
@@ -144,203 +357,38 @@ export const exchange = (
   sink: ResponseSink,
   onDone: ExchangeDone
 ): (() => void) => {
-    let abort: ((err?: Error) => void) | undefined
-    let done = false
-    let status = 0
-    let bytes = 0
-    let discarded = false
-    let headersSeen = false
-    let paused = false
+  const x = startExchange(dispatcher, ref, request, sink, onDone)
+  return () => x.cancel()
+}
 
-    // One timer per exchange, for the earliest of two deadlines (DESIGN.md §2): the current
-    // phase's idle deadline (`since + phaseMs`: headers, write, body idle) and the attempt's
-    // total deadline (`deadline`). Progress only records the time (`since`); the timer is not
-    // moved, and when it fires `check` decides which deadline, if any, is due and re-arms.
-    const start = performance.now()
-    const requestMs = request.requestTimeoutMs ?? 0
-    const writeMs = request.writeTimeoutMs ?? 0
-    let phase: "headers" | "write" | "body-idle" = "headers"
-    let phaseMs = request.headersTimeoutMs
-    let since = start
-    let deadline = requestMs > 0 ? start + requestMs : Infinity
-    let pausedAt = 0
-    let timer: NodeJS.Timeout | undefined
-    let timerDue = Infinity
-
-    const finish = (error: ForwardError | undefined, outcome?: ForwardOutcome) => {
-      if (done) return
-      done = true
-      if (timer !== undefined) clearTimeout(timer)
-      if (connectTimer !== undefined) clearTimeout(connectTimer)
-      onDone(error, outcome)
-    }
-
-    const fireTimeout = (which: UpstreamTimeout["phase"]) => {
-      if (done) return
-      // Fail first so the error reports the phase, then tear the exchange down. undici calls
-      // onConnect just before writing the request: without it nothing reached the upstream
-      // (still queued or connecting), which makes the attempt safe to retry elsewhere.
-      finish(new UpstreamTimeout({ ...ref, phase: which, requestSent: abort !== undefined }))
-      abort?.(new AbortedByProxy(`upstream ${which} timeout`))
-    }
-
-    const arm = (now: number) => {
-      const due = Math.min(phaseMs > 0 ? since + phaseMs : Infinity, deadline)
-      timerDue = due
-      timer = due === Infinity ? undefined : setTimeout(check, Math.max(1, Math.ceil(due - now)))
-    }
-    /** After a phase change: re-arm only if the new deadline is earlier than the armed one. */
-    const rearmIfEarlier = (now: number) => {
-      if (paused || (phaseMs > 0 ? since + phaseMs : Infinity) >= timerDue) return
-      if (timer !== undefined) clearTimeout(timer)
-      arm(now)
-    }
-    /**
-     * The upload is stuck on the upstream: undici paused the body stream because the socket
-     * does not drain. Otherwise it waits on the client, whose pace the listener's own
-     * body timeouts bound; that is not the upstream's fault.
-     */
-    const uploadStalled = (): boolean => {
-      const body = request.body as Readable
-      return typeof body?.isPaused === "function" && (body.isPaused() || body.readableLength > 0)
-    }
-    const check = () => {
-      timer = undefined
-      timerDue = Infinity
-      if (done || paused) return
-      const now = performance.now()
-      if (now >= deadline) return fireTimeout("request")
-      if (phaseMs > 0 && now >= since + phaseMs) {
-        if (phase !== "write" || uploadStalled()) return fireTimeout(phase)
-        since = now
-      }
-      arm(now)
-    }
-
-    arm(start)
-    let connectTimer: NodeJS.Timeout | undefined
-    if (request.connectTimeoutMs !== undefined && request.connectTimeoutMs > 0) {
-      connectTimer = setTimeout(() => {
-        if (done || abort !== undefined) return
-        finish(new UpstreamTimeout({ ...ref, phase: "connect", requestSent: false }))
-      }, request.connectTimeoutMs)
-    }
-    // Only a streamed body has a write phase: a Buffer is handed to the socket in one go
-    // (undici reports it sent at once) and a body-less request has nothing to send.
-    const streamed = writeMs > 0 && request.body !== null && !Buffer.isBuffer(request.body)
-
-    const handler: Dispatcher.DispatchHandler = {
-      onConnect(abortFn) {
-        abort = abortFn
-        if (connectTimer !== undefined) clearTimeout(connectTimer)
-        // Interrupted while queued in the pool: never let it reach the upstream.
-        if (done) return abortFn(new AbortedByProxy("cancelled before send"))
-        if (streamed && phase === "headers") {
-          phase = "write"
-          phaseMs = writeMs
-          since = performance.now()
-          rearmIfEarlier(since)
-        }
-      },
-      onHeaders(statusCode, rawHeaders, resumeFn) {
-        if (done) return false
-        if (statusCode < 200) return true // 1xx informational: keep waiting
-        headersSeen = true
-        status = statusCode
-        phase = "body-idle"
-        phaseMs = request.bodyIdleTimeoutMs
-        since = performance.now()
-        rearmIfEarlier(since)
-        if (!sink.start(statusCode, rawHeaders as Array<Buffer>)) discarded = true
-        void resumeFn
-        return true
-      },
-      onData(chunk) {
-        if (done) return false
-        bytes += chunk.length
-        if (discarded) return true
-        since = performance.now()
-        if (sink.data(chunk)) return true
-        paused = true
-        // While the client is slow, the idle deadline is the client's problem, not the upstream's,
-        // and the time does not count against the attempt's total deadline either (the listener's
-        // write timeout bounds a client that does not read).
-        pausedAt = since
-        if (timer !== undefined) clearTimeout(timer)
-        timer = undefined
-        timerDue = Infinity
-        sink.onDrain(() => {
-          if (done || !paused) return
-          paused = false
-          const now = performance.now()
-          deadline += now - pausedAt
-          since = now
-          arm(now)
-          resumeData()
-        })
-        return false
-      },
-      onComplete() {
-        if (done) return
-        if (!discarded) sink.end()
-        finish(undefined, { status, bytes, discarded })
-      },
-      onError(err) {
-        if (done) return
-        finish(classifyUpstreamError(ref, err, headersSeen))
-      }
-    }
-
-    if (streamed) {
-      // Upload progress, observed only for streamed bodies: a body-less GET pays nothing.
-      const h = handler as Dispatcher.DispatchHandler & { onRequestSent?: () => void }
-      h.onBodySent = () => {
-        if (phase === "write") since = performance.now()
-      }
-      h.onRequestSent = () => {
-        if (phase !== "write" || done) return
-        // the head deadline of a request with a body counts from the end of the upload
-        phase = "headers"
-        phaseMs = request.headersTimeoutMs
-        since = performance.now()
-        rearmIfEarlier(since)
-      }
-    }
-
-    // undici's legacy handler resumes through the `resume` passed to onHeaders.
-    let resumeData = () => {}
-    const onHeaders = handler.onHeaders!
-    handler.onHeaders = (statusCode, rawHeaders, resumeFn, statusText) => {
-      resumeData = resumeFn
-      return onHeaders.call(handler, statusCode, rawHeaders, resumeFn, statusText)
-    }
-
-    try {
-      dispatcher.dispatch(
-        {
-          origin: undefined,
-          path: request.path,
-          method: request.method as Dispatcher.HttpMethod,
-          headers: request.headers,
-          body: request.body,
-          headersTimeout: 0,
-          bodyTimeout: 0,
-          // Redirects, retries and caching are decisions of the proxy, not of the client library.
-          idempotent: false
-        } as Dispatcher.DispatchOptions,
-        handler
-      )
-    } catch (err) {
-      finish(classifyUpstreamError(ref, err, false))
-    }
-
-    return () => {
-      if (done) return
-      done = true
-      if (timer !== undefined) clearTimeout(timer)
-      if (connectTimer !== undefined) clearTimeout(connectTimer)
-      abort?.(new AbortedByProxy("downstream went away"))
-    }
+/** `exchange`, returning the exchange itself (no closure) as the handle to cancel it. */
+export const startExchange = (
+  dispatcher: Dispatcher,
+  ref: TargetRef,
+  request: ForwardRequest,
+  sink: ResponseSink,
+  onDone: ExchangeDone
+): ExchangeHandle => {
+  const x = new Exchange(ref, request, sink, onDone)
+  try {
+    dispatcher.dispatch(
+      {
+        origin: undefined,
+        path: request.path,
+        method: request.method as Dispatcher.HttpMethod,
+        headers: request.headers,
+        body: request.body,
+        headersTimeout: 0,
+        bodyTimeout: 0,
+        // Redirects, retries and caching are decisions of the proxy, not of the client library.
+        idempotent: false
+      } as Dispatcher.DispatchOptions,
+      x
+    )
+  } catch (err) {
+    x.failed(err)
+  }
+  return x
 }
 
 /**

@@ -28,6 +28,7 @@ import {
   type UpstreamHealth
 } from "./Health.js"
 import { closeTargetPool, makeTargetPool, poolConnections, tlsConnectOptions, type TargetPool } from "./Pool.js"
+import type { TargetRef } from "./Forward.js"
 import { RetryBudget } from "./Retry.js"
 import { TargetState } from "./Target.js"
 
@@ -68,6 +69,8 @@ export interface UpstreamTarget {
   readonly key: string
   readonly pool: TargetPool
   readonly state: TargetState
+  /** `{ upstream, target }` for errors and spans, made once. */
+  readonly ref: TargetRef
 }
 
 export interface UpstreamRuntime {
@@ -157,7 +160,7 @@ export const makeUpstreamRuntime = (
       )
       state = new TargetState(index, key, t.weight, health, circuit, { now })
     }
-    return { index, key, pool, state }
+    return { index, key, pool, state, ref: { upstream: config.id, target: key } }
   })
   const states = targets.map((t) => t.state)
   const balancer = makeBalancer(
@@ -175,15 +178,15 @@ export const makeUpstreamRuntime = (
     ? previous.budget
     : new RetryBudget(config.retryBudget, now)
 
+  const chosen = (ctx: BalancerContext, i: number) => {
+    const setCookie = balancer.onPicked(ctx, states, i)
+    return setCookie === undefined ? { index: i } : { index: i, setCookie }
+  }
   const select: UpstreamRuntime["select"] = (ctx, tried) => {
     const order = balancer.select(ctx, states, states.length)
-    const chosen = (i: number) => {
-      const setCookie = balancer.onPicked(ctx, states, i)
-      return setCookie === undefined ? { index: i } : { index: i, setCookie }
-    }
     // eligible() is evaluated lazily, in order: a half-open probe slot is only taken on the winner
-    for (const i of order) if (!tried.includes(i) && states[i].eligible()) return chosen(i)
-    if (tried.length > 0) for (const i of order) if (tried.includes(i) && states[i].eligible()) return chosen(i)
+    for (const i of order) if (!tried.includes(i) && states[i].eligible()) return chosen(ctx, i)
+    if (tried.length > 0) for (const i of order) if (tried.includes(i) && states[i].eligible()) return chosen(ctx, i)
     return undefined
   }
 

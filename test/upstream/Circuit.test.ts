@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, TestClock } from "effect"
 import fc from "fast-check"
 import {
+  advance,
   CircuitBreaker,
   type CircuitConfig,
   type CircuitEvent,
@@ -29,6 +30,31 @@ const arbEvents = fc.array(
 )
 
 describe("Circuit", () => {
+  it("the breaker object (with its shortcuts for the closed state) behaves exactly as folding `step`", () => {
+    fc.assert(
+      fc.property(arbConfig, arbEvents, (config, events) => {
+        const clock = fakeClock()
+        const edges: Array<string> = []
+        const cb = new CircuitBreaker(config, (a, b) => edges.push(`${a}>${b}`), clock.now)
+        let model = initialSnapshot
+        const modelEdges: Array<string> = []
+        for (const [e, dt] of events) {
+          clock.tick(dt)
+          const r = step(config, model, e, clock.now())
+          if (r.next.state !== model.state) modelEdges.push(`${model.state}>${r.next.state}`)
+          model = r.next
+          const admitted =
+            e === "acquire" ? cb.tryAcquire() : e === "success" ? (cb.onSuccess(), true) : e === "failure" ? (cb.onFailure(), true) : (cb.release(), true)
+          if (admitted !== r.admitted) return false
+        }
+        if (edges.join(",") !== modelEdges.join(",")) return false
+        const snap = cb.snapshot
+        const expected = advance(config, model, clock.now())
+        return snap.state === expected.state && snap.failures === expected.failures && snap.probes === expected.probes
+      })
+    )
+  })
+
   it("random event sequences never reach an invalid state", () => {
     fc.assert(
       fc.property(arbConfig, arbEvents, (config, events) => {

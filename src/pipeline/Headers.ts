@@ -20,9 +20,29 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   "http2-settings"
 ])
 
+/**
+ * A case-insensitive test for a fixed set of lower-case header names that lower-cases a name
+ * only when its length is one of theirs: most header names of a message are then compared
+ * without making a new string (the request path, DESIGN.md §2).
+ */
+export const nameMatcher = (lowerNames: Iterable<string>): ((name: string) => boolean) => {
+  const names = new Set(lowerNames)
+  const lengths = new Uint8Array(256)
+  for (const n of names) lengths[Math.min(n.length, 255)] = 1
+  return (name) => name.length < 255 && lengths[name.length] === 1 && names.has(name.toLowerCase())
+}
+
+/** Whether `name` (any case) is a hop-by-hop header. */
+export const isHopByHop = nameMatcher(HOP_BY_HOP)
+
 /** Names listed in `Connection` (lower-case), which are hop-by-hop for this message. */
 export const connectionTokens = (value: string | undefined): ReadonlySet<string> | undefined => {
   if (value === undefined) return undefined
+  if (value.indexOf(",") === -1) {
+    // one token, the usual `keep-alive` or `close`: nothing more is hop-by-hop
+    const t = value.trim().toLowerCase()
+    return t === "" || t === "close" || t === "keep-alive" ? undefined : new Set([t])
+  }
   const out = new Set<string>()
   for (const token of value.split(",")) {
     const t = token.trim().toLowerCase()
@@ -45,8 +65,11 @@ export const stripHopByHop = (
   const named = connectionTokens(connection)
   const out: Array<string> = []
   for (let i = 0; i < raw.length; i += 2) {
-    const lower = raw[i].toLowerCase()
-    if (HOP_BY_HOP.has(lower) || named?.has(lower) || skip?.has(lower)) continue
+    if (isHopByHop(raw[i])) continue
+    if (named !== undefined || skip !== undefined) {
+      const lower = raw[i].toLowerCase()
+      if (named?.has(lower) || skip?.has(lower)) continue
+    }
     out.push(raw[i], raw[i + 1])
   }
   return out
@@ -60,11 +83,12 @@ export const getHeader = (flat: ReadonlyArray<string>, lowerName: string): strin
   return undefined
 }
 
-/** Remove every occurrence of the given lower-case names, in place. */
-export const removeHeaders = (flat: Array<string>, lowerNames: ReadonlySet<string>): void => {
+/** Remove every occurrence of the given lower-case names (a set, or a `nameMatcher`), in place. */
+export const removeHeaders = (flat: Array<string>, lowerNames: ReadonlySet<string> | ((name: string) => boolean)): void => {
+  const matches = typeof lowerNames === "function" ? lowerNames : (name: string) => lowerNames.has(name.toLowerCase())
   let w = 0
   for (let r = 0; r < flat.length; r += 2) {
-    if (lowerNames.has(flat[r].toLowerCase())) continue
+    if (matches(flat[r])) continue
     flat[w++] = flat[r]
     flat[w++] = flat[r + 1]
   }
@@ -82,19 +106,20 @@ export type HeaderPolicy = (flat: Array<string>) => void
 export const compileHeaderOps = (ops: HeaderOps): HeaderPolicy | undefined => {
   if (ops.rename.length + ops.set.length + ops.add.length + ops.remove.length === 0) return undefined
   const renames = new Map(ops.rename.map(([from, to]) => [from.toLowerCase(), to] as const))
-  const setNames = new Set(ops.set.map(([name]) => name.toLowerCase()))
-  const removeNames = new Set(ops.remove.map((n) => n.toLowerCase()))
+  const renamed = nameMatcher(renames.keys())
+  const setNames = nameMatcher(ops.set.map(([name]) => name.toLowerCase()))
+  const removeNames = nameMatcher(ops.remove.map((n) => n.toLowerCase()))
+  // set + add, flattened once: pushed as they are on every message
+  const appended = [...ops.set.flat(), ...ops.add.flat()]
   return (flat) => {
     if (renames.size > 0) {
       for (let i = 0; i < flat.length; i += 2) {
-        const to = renames.get(flat[i].toLowerCase())
-        if (to !== undefined) flat[i] = to
+        if (renamed(flat[i])) flat[i] = renames.get(flat[i].toLowerCase())!
       }
     }
-    if (setNames.size > 0) removeHeaders(flat, setNames)
-    for (const [name, value] of ops.set) flat.push(name, value)
-    for (const [name, value] of ops.add) flat.push(name, value)
-    if (removeNames.size > 0) removeHeaders(flat, removeNames)
+    if (ops.set.length > 0) removeHeaders(flat, setNames)
+    for (let i = 0; i < appended.length; i++) flat.push(appended[i])
+    if (ops.remove.length > 0) removeHeaders(flat, removeNames)
   }
 }
 

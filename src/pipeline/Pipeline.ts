@@ -20,8 +20,8 @@ import { splitTarget, type RequestContext } from "./RequestContext.js"
 import { edgePolicyFor, markClosing } from "../server/EdgePolicy.js"
 import { onResponseClose } from "../server/ResponseClose.js"
 import {
+  appendUpstreamHeaders,
   resolveForwarded,
-  upstreamHeaders,
   validateRequest,
   type ForwardedInfo,
   type ValidatedRequest,
@@ -209,20 +209,28 @@ const sendStageAnswer = (ctx: RequestContext, env: PipelineEnv, answer: Answer, 
  * client: one canonical `Transfer-Encoding: chunked`), Via and our trace id; then the route's
  * header policy.
  */
+/** Our Via entry (RFC 9110 §7.6.3: received-protocol and pseudonym). */
+const viaOf = (httpVersion: string): string => (httpVersion === "1.1" ? "1.1 sentinel" : `${httpVersion} sentinel`)
+
 const buildUpstreamHeaders = (ctx: RequestContext, plan: RoutePlan): Array<string> => {
   const head = ctx.edge as Head
   const v = (head.result as { readonly request: ValidatedRequest }).request
-  const out: Array<string> = []
+  const out = appendUpstreamHeaders([], v, head.forwarded!)
+  // the client's Via is merged into ours, its trace-id headers replaced (names are lower-case here)
   let via: string | undefined
-  for (const [n, value] of upstreamHeaders(v, head.forwarded!)) {
+  let w = 0
+  for (let r = 0; r < out.length; r += 2) {
+    const n = out[r]
     if (SET_BY_PROXY.has(n)) {
-      if (n === "via") via = via === undefined ? value : `${via}, ${value}`
+      if (n === "via") via = via === undefined ? out[r + 1] : `${via}, ${out[r + 1]}`
       continue
     }
-    out.push(n, value)
+    out[w++] = n
+    out[w++] = out[r + 1]
   }
+  out.length = w
   out.push(
-    "via", via === undefined ? `${v.httpVersion} sentinel` : `${via}, ${v.httpVersion} sentinel`,
+    "via", via === undefined ? viaOf(v.httpVersion) : `${via}, ${viaOf(v.httpVersion)}`,
     "x-request-id", ctx.traceId,
     "x-correlation-id", ctx.traceId
   )

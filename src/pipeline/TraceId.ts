@@ -31,10 +31,13 @@ const base58 = (n: number, width: number): string => {
   return out
 }
 
+let prefixMs = -1
+let prefix = ""
+
 /**
  * 11 base58 characters, sortable by time: 7 for the milliseconds (enough until
  * 2039), then 4 for a 10-bit counter and 13 random bits. Plain number
- * arithmetic: this runs once per request.
+ * arithmetic: this runs once per request; the time part is encoded once per millisecond.
  */
 export const tinyflake = (): string => {
   if (offset + 2 > pool.length) {
@@ -43,7 +46,19 @@ export const tinyflake = (): string => {
   }
   const rnd = ((pool[offset++] << 5) | (pool[offset++] & 0x1f)) & 0x1fff
   counter = (counter + 1) & 0x3ff
-  return base58(Date.now(), 7) + base58(counter * 8192 + rnd, 4)
+  const now = Date.now()
+  if (now !== prefixMs) {
+    prefixMs = now
+    prefix = base58(now, 7)
+  }
+  let n = counter * 8192 + rnd
+  const d = ALPHABET[n % 58]
+  n = Math.floor(n / 58)
+  const c = ALPHABET[n % 58]
+  n = Math.floor(n / 58)
+  const b = ALPHABET[n % 58]
+  n = Math.floor(n / 58)
+  return prefix + ALPHABET[n % 58] + b + c + d
 }
 
 export const makeTraceIdGenerator = (format: "tinyflake" | "uuid"): (() => string) =>

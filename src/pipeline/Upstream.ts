@@ -44,7 +44,7 @@ import {
   RequestTimeout,
   type ProxyError
 } from "./Errors.js"
-import { connectionTokens, HOP_BY_HOP } from "./Headers.js"
+import { connectionTokens, isHopByHop, removeHeaders } from "./Headers.js"
 import type { RequestContext } from "./RequestContext.js"
 import { holdResponse, type HeldSink } from "./ResponseHold.js"
 import { readBodyUpTo } from "./BodyRead.js"
@@ -125,17 +125,19 @@ class DirectSink implements ResponseSink {
     const flat: Array<string> = []
     let connection: string | undefined
     for (let i = 0; i < raw.length; i += 2) {
-      if (raw[i].length === 10 && raw[i].toString("latin1").toLowerCase() === "connection") {
-        connection = raw[i + 1].toString("latin1")
-      }
-    }
-    const named = connectionTokens(connection)
-    for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i].toString("latin1")
-      const lower = name.toLowerCase()
-      if (HOP_BY_HOP.has(lower) || named?.has(lower)) continue
+      if (isHopByHop(name)) {
+        if (name.length === 10 && name.toLowerCase() === "connection") {
+          const v = raw[i + 1].toString("latin1")
+          connection = connection === undefined ? v : `${connection}, ${v}`
+        }
+        continue
+      }
       flat.push(name, raw[i + 1].toString("latin1"))
     }
+    // names listed in Connection are hop-by-hop too (rare beyond keep-alive/close)
+    const named = connectionTokens(connection)
+    if (named !== undefined) removeHeaders(flat, named)
     flat.push("x-request-id", ctx.traceId, "x-correlation-id", ctx.traceId)
     if (this.setCookie !== undefined) flat.push("set-cookie", this.setCookie)
     if (ctx.responseHeaders !== undefined) flat.push(...ctx.responseHeaders)

@@ -753,22 +753,35 @@ export const upstreamHeaders = (
   fwd: ForwardedInfo,
   options: UpstreamHeaderOptions = {}
 ): Array<[string, string]> => {
+  const flat = appendUpstreamHeaders([], req, fwd, options)
   const out: Array<[string, string]> = []
+  for (let i = 0; i < flat.length; i += 2) out.push([flat[i], flat[i + 1]])
+  return out
+}
+
+/** `upstreamHeaders`, appended to a flat `[name, value, ...]` list (the request path). Returns `out`. */
+export const appendUpstreamHeaders = (
+  out: Array<string>,
+  req: ValidatedRequest,
+  fwd: ForwardedInfo,
+  options: UpstreamHeaderOptions = {}
+): Array<string> => {
   const host = options.host ?? req.host
-  if (host !== null) out.push(["host", host])
-  for (const [n, v] of req.headers) {
+  if (host !== null) out.push("host", host)
+  const headers = req.headers
+  for (let i = 0; i < headers.length; i++) {
+    const n = headers[i][0]
     if (CLIENT_DESCRIBING.has(n)) {
       // a trusted proxy's Forwarded / X-Real-IP pass through; X-Forwarded-* are rebuilt below
       if (!fwd.peerTrusted || n.startsWith("x-forwarded-")) continue
     }
-    out.push([n, v])
+    out.push(n, headers[i][1])
   }
   if (options.xForwarded !== false) {
-    out.push(["x-forwarded-for", fwd.xForwardedFor])
-    out.push(["x-forwarded-proto", fwd.xForwardedProto])
-    if (fwd.xForwardedHost !== null) out.push(["x-forwarded-host", fwd.xForwardedHost])
+    out.push("x-forwarded-for", fwd.xForwardedFor, "x-forwarded-proto", fwd.xForwardedProto)
+    if (fwd.xForwardedHost !== null) out.push("x-forwarded-host", fwd.xForwardedHost)
   }
-  if (req.contentLength !== null) out.push(["content-length", String(req.contentLength)])
+  if (req.contentLength !== null) out.push("content-length", String(req.contentLength))
   return out
 }
 

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import fc from "fast-check"
-import { formatAccessJson, isoTimestamp, type AccessLogEntry } from "../../src/observability/Logs.js"
+import { formatAccessJson, isoTimestamp, msText, type AccessLogEntry } from "../../src/observability/Logs.js"
 
 const reference = (e: AccessLogEntry): string =>
   JSON.stringify({
@@ -58,6 +58,23 @@ const entry: fc.Arbitrary<AccessLogEntry> = fc.record({
 describe("access log JSON", () => {
   it("matches JSON.stringify of the entry for random entries", () => {
     fc.assert(fc.property(entry, (e) => formatAccessJson(e) === reference(e)), { numRuns: 2000 })
+  })
+
+  it("values repeated on every line (ids, methods, reasons: quoted once, then remembered) stay exact", () => {
+    const few = fc.constantFrom("GET", "route-1", 'odd"id', "a\\b", "\u00e9t\u00e9", "upstream_timeout", "")
+    const repeated = entry.chain((e) =>
+      fc.record({ method: few, route_id: few, upstream: few, upstream_addr: few, error: few, protocol: few }).map((r) => ({ ...e, ...r }))
+    )
+    fc.assert(fc.property(repeated, (e) => formatAccessJson(e) === reference(e)), { numRuns: 1000 })
+  })
+
+  it("msText writes milliseconds as JSON.stringify writes them rounded to the microsecond", () => {
+    const asJson = (n: number) => JSON.stringify(Math.round(n * 1000) / 1000)
+    fc.assert(
+      fc.property(fc.oneof(fc.double({ min: 0, max: 1e7, noNaN: true }), fc.integer({ min: 0, max: 5_000_000 }).map((us) => us / 1000)), (n) => msText(n) === asJson(n)),
+      { numRuns: 5000 }
+    )
+    for (const n of [0, 0.0004, 0.0005, 0.001, 0.01, 0.1, 1, 1.5, 999.9995, 2 ** 31, 1e12]) expect(msText(n)).toBe(asJson(n))
   })
 
   it("isoTimestamp equals Date#toISOString, across second boundaries", () => {

@@ -11,6 +11,20 @@ describe("trace ids", () => {
     expect([...prefixes].sort()).toEqual(prefixes)
   })
 
+  it("tinyflake: the first 7 characters are the current millisecond in base58, the last 4 a counter and random bits", () => {
+    const alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+    const decode = (s: string) => [...s].reduce((n, c) => n * 58 + alphabet.indexOf(c), 0)
+    for (let i = 0; i < 200; i++) {
+      const before = Date.now()
+      const id = tinyflake()
+      const after = Date.now()
+      const ms = decode(id.slice(0, 7))
+      expect(ms).toBeGreaterThanOrEqual(before)
+      expect(ms).toBeLessThanOrEqual(after)
+      expect(decode(id.slice(7))).toBeLessThan(1024 * 8192)
+    }
+  })
+
   it("reuses X-Request-Id / X-Correlation-Id / X-Trace-Id in that order, and rejects unsafe values", () => {
     const h = (m: Record<string, string>) => (n: string) => m[n]
     expect(incomingTraceId(h({ "x-request-id": "abc-1", "x-trace-id": "t" }))).toBe("abc-1")

@@ -17,7 +17,7 @@ import type { UpstreamRuntime } from "../upstream/Upstreams.js"
 import { errorAnswer, errorBody } from "./ErrorResponse.js"
 import { RequestRejected, RequestTimeout, type ProxyError } from "./Errors.js"
 import { splitTarget, type RequestContext } from "./RequestContext.js"
-import { edgePolicyFor, markClosing } from "../server/EdgePolicy.js"
+import { edgePolicyFor, markClosing, type EdgePolicy } from "../server/EdgePolicy.js"
 import { onResponseClose } from "../server/ResponseClose.js"
 import {
   appendUpstreamHeaders,
@@ -63,6 +63,17 @@ const headerLookup = (req: IncomingMessage) => (lowerName: string): string | und
 }
 
 /**
+ * `headerLookup` for a request whose head lost headers at the edge (underscore names under
+ * `underscores-in-headers "drop"`): routing, filters, agents and balancing must not see what
+ * never reaches the upstream.
+ */
+const headerLookupWithout = (req: IncomingMessage, dropped: ReadonlyArray<string>) => (lowerName: string): string | undefined => {
+  if (dropped.includes(lowerName)) return undefined
+  const v = req.headers[lowerName]
+  return Array.isArray(v) ? v[0] : v
+}
+
+/**
  * The request head as the edge validated it (RequestValidation.ts): routing, logs and the
  * upstream all use the validated, normalised host and path; `X-Forwarded-*` is believed only
  * from the listener's `trusted-proxies`. A rejected head keeps the raw values for the log.
@@ -73,10 +84,12 @@ interface Head {
 }
 
 
-const makeContext = (env: PipelineEnv, dp: Dataplane, req: IncomingMessage, res: ServerResponse): RequestContext => {
-  const header = headerLookup(req)
-  const edge = edgePolicyFor(dp.config, env.listenerId)
+const makeContext = (env: PipelineEnv, dp: Dataplane, edge: EdgePolicy, req: IncomingMessage, res: ServerResponse): RequestContext => {
   const result = validateRequest(req, edge.validation, env.scheme === "https")
+  const header =
+    result._tag === "Valid" && result.request.droppedHeaders.length > 0
+      ? headerLookupWithout(req, result.request.droppedHeaders)
+      : headerLookup(req)
   let host: string
   let path: string
   let query: string
@@ -401,9 +414,16 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     })
   }
 
+  // the edge policy of the configuration in force, looked up again only when it changes
+  let edgeOf: Dataplane | undefined
+  let edge: EdgePolicy | undefined
   return (req: IncomingMessage, res: ServerResponse): void => {
     const dp = env.dataplane()
-    const ctx = makeContext(env, dp, req, res)
+    if (dp !== edgeOf) {
+      edge = edgePolicyFor(dp.config, env.listenerId)
+      edgeOf = dp
+    }
+    const ctx = makeContext(env, dp, edge!, req, res)
     if (env.tracing !== undefined) startRequestTrace(ctx, env.tracing)
 
     const rejected = checkHead(ctx, dp, env)

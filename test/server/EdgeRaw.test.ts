@@ -20,7 +20,11 @@ beforeAll(async () => {
     startProxy(
       testConfig({
         upstreams: [{ id: "o", targets: [{ address: origin.address }] }],
-        routes: [{ id: "all", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "o" }],
+        routes: [
+          // a header the edge drops must not steer routing either (it never reaches the upstream)
+          { id: "by-underscore", priority: 100, matches: [{ _tag: "Header", name: "x_route" }], builtinHandler: "health" },
+          { id: "all", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "o" }
+        ],
         limits: { maxHeaderSize: 4096, maxHeaderCount: 20, maxUriLength: 512, maxBodySize: 1000, maxHeaderLineSize: 1024 } as never
       })
     ).pipe(Scope.extend(scope))
@@ -169,6 +173,12 @@ describe("edge: what reaches the upstream is re-serialised", () => {
     expect(names).not.toContain("x_forwarded_for")
     const text = await proxy.metrics.registry.getSingleMetricAsString("sentinel_rejected_requests_total")
     expect(text).toContain('reason="underscore_header_dropped"')
+  })
+
+  it("a dropped underscore header is invisible to routing too: the request takes the route it would without it", async () => {
+    const reply = await rawRequest(proxy.port, `GET /routed HTTP/1.1\r\n${H}X_Route: 1\r\nConnection: close\r\n\r\n`)
+    expect(reply.status).toBe(200)
+    expect(lastSeen().url).toBe("/routed")
   })
 
   it("the path is normalised before routing and forwarding; Host is lower-cased", async () => {

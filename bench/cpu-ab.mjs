@@ -1,0 +1,169 @@
+#!/usr/bin/env node
+// CPU per request of several builds (or configs) of Sentinel and of the Node ceiling, A/B style.
+//
+//   npm run build && node bench/cpu-ab.mjs [--rounds 8] [--requests 20000] [--path /small] \
+//     [--no-access-log] [name=dist-dir ...]
+//
+// Without variants: `sentinel` (./dist) against `ceiling` (bench/ceiling.mjs). A variant is
+// `name=/path/to/dist` (e.g. a copy of dist/ built from another commit), or `name=ceiling`.
+//
+// Why this and not req/s: this VM's neighbours move throughput by ±30 % between runs. Here all
+// variants are started once and stay up (JIT warm), pinned to CPU 0; h2load (CPU 1) sends them a
+// fixed number of requests in turn, round after round, and the CPU time each process spent
+// (user + system, /proc) is divided by the request count. Interleaving makes drift hit every
+// variant alike; the minimum and the median over rounds are the figures to compare.
+import { spawn, spawnSync, execFileSync } from "node:child_process"
+import { chmodSync, mkdtempSync, writeFileSync, mkdirSync, readFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join, dirname, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
+import http from "node:http"
+import { parseArgs } from "node:util"
+import { PROXY_V8_FLAGS } from "../dist/RuntimeFlags.js"
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..")
+const { values: opt, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    rounds: { type: "string", default: "8" },
+    requests: { type: "string", default: "20000" },
+    conns: { type: "string", default: "50" },
+    path: { type: "string", default: "/small" },
+    "no-access-log": { type: "boolean", default: false }
+  }
+})
+const has = (cmd) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0
+for (const tool of ["h2load", "taskset"]) {
+  if (!has(tool)) {
+    console.error(`${tool} is required (apt-get install -y nghttp2-client util-linux; nginx for the upstream)`)
+    process.exit(2)
+  }
+}
+const variants = (positionals.length > 0 ? positionals : ["sentinel=dist", "ceiling=ceiling"]).map((v) => {
+  const [name, dir] = v.split("=")
+  return { name, dir: dir === "ceiling" ? "ceiling" : resolve(dir) }
+})
+
+const work = mkdtempSync(join(tmpdir(), "sentinel-cpu-ab-"))
+chmodSync(work, 0o755)
+const children = []
+const start = (argv, env = {}) => {
+  const child = spawn(argv[0], argv.slice(1), { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "inherit"] })
+  children.push(child)
+  return child
+}
+process.on("exit", () => children.forEach((c) => c.exitCode === null && c.kill("SIGKILL")))
+process.on("SIGINT", () => process.exit(130))
+const ready = async (port, path) => {
+  for (let i = 0; i < 600; i++) {
+    const ok = await new Promise((done) => {
+      const req = http.get({ host: "127.0.0.1", port, path, agent: false }, (res) => {
+        res.resume()
+        res.on("end", () => done(res.statusCode === 200))
+      })
+      req.on("error", () => done(false))
+    })
+    if (ok) return
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error(`port ${port} never became ready`)
+}
+
+// upstream: nginx (1 worker) on CPU 1, else a node origin
+const UPSTREAM_PORT = 18580
+mkdirSync(join(work, "www/static"), { recursive: true })
+writeFileSync(join(work, "www/static/64k.bin"), Buffer.alloc(65536, 7))
+if (has("nginx")) {
+  writeFileSync(
+    join(work, "nginx.conf"),
+    `worker_processes 1; daemon off; pid ${work}/nginx.pid; error_log ${work}/nginx.err;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 120s;
+  server { listen 127.0.0.1:${UPSTREAM_PORT}; root ${work}/www;
+    location = /small { return 200 "12345678901234567890"; }
+    location /static/ { } } }`
+  )
+  start(["taskset", "-c", "1", "nginx", "-c", join(work, "nginx.conf"), "-p", work])
+} else {
+  writeFileSync(
+    join(work, "origin.mjs"),
+    `import http from "node:http"; const big = Buffer.alloc(65536, 7);
+http.createServer((q, s) => { if (q.url === "/small") s.end("12345678901234567890"); else s.end(big) }).listen(${UPSTREAM_PORT}, "127.0.0.1")`
+  )
+  start(["taskset", "-c", "1", process.execPath, join(work, "origin.mjs")])
+}
+await ready(UPSTREAM_PORT, "/small")
+
+const config = (port, name) => {
+  const file = join(work, `${name}.kdl`)
+  writeFileSync(
+    file,
+    `schema-version "1.0"
+system { graceful-shutdown-timeout-secs 1 }
+listeners { listener "bench" { address "127.0.0.1:${port}" } }
+upstreams { upstream "origin" { target "127.0.0.1:${UPSTREAM_PORT}" } }
+routes {
+  route "health" { priority "high"; matches { path "/_health" }; builtin-handler "health" }
+  route "all" {
+    matches { path-prefix "/" }
+    upstream "origin"
+    policies { response-headers { set { "X-Served-By" "sentinel" } } }
+  }
+}
+observability { logging { access-log { enabled #${opt["no-access-log"] ? "false" : "true"}; file "${work}/access-${name}.log"; format "json" } } }
+`
+  )
+  return file
+}
+
+let port = 18590
+for (const v of variants) {
+  v.port = port++
+  v.child =
+    v.dir === "ceiling"
+      ? start(["taskset", "-c", "0", process.execPath, "--max-semi-space-size=64", join(root, "bench/ceiling.mjs")], {
+          PORT: String(v.port),
+          UPSTREAM_URL: `http://127.0.0.1:${UPSTREAM_PORT}`
+        })
+      : start(["taskset", "-c", "0", process.execPath, ...PROXY_V8_FLAGS, join(v.dir, "main.js"), "run", "-c", config(v.port, v.name)], {
+          SENTINEL_NO_RESPAWN: "1"
+        })
+}
+for (const v of variants) await ready(v.port, opt.path)
+
+const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
+const cpuUs = (pid) => {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
+  return (Number(f[11]) + Number(f[12])) * TICK_US
+}
+const load = (v, n) => {
+  const out = execFileSync("taskset", ["-c", "1", "h2load", "--h1", "-n", String(n), "-c", opt.conns, `http://127.0.0.1:${v.port}${opt.path}`], {
+    encoding: "utf8"
+  })
+  const ok = Number(/status codes: (\d+) 2xx/.exec(out)?.[1] ?? 0)
+  if (ok !== n) throw new Error(`${v.name}: ${ok} of ${n} requests answered 2xx`)
+}
+const N = Number(opt.requests)
+for (const v of variants) load(v, 2 * N) // warm-up: JIT, pools
+const samples = Object.fromEntries(variants.map((v) => [v.name, []]))
+for (let r = 0; r < Number(opt.rounds); r++) {
+  for (const v of variants) {
+    const c0 = cpuUs(v.child.pid)
+    load(v, N)
+    samples[v.name].push((cpuUs(v.child.pid) - c0) / N)
+  }
+}
+
+const sorted = (xs) => [...xs].sort((a, b) => a - b)
+const base = variants.find((v) => v.dir === "ceiling")
+const baseMedian = base ? sorted(samples[base.name])[Math.floor(samples[base.name].length / 2)] : undefined
+console.log(`CPU µs per request, ${opt.rounds} interleaved rounds of ${N} requests to ${opt.path} (h2load -c${opt.conns})`)
+console.log("| variant | min | median | ceiling / median | rounds |")
+console.log("|---|---|---|---|---|")
+for (const v of variants) {
+  const s = sorted(samples[v.name])
+  const median = s[Math.floor(s.length / 2)]
+  const ratio = baseMedian === undefined ? "" : (baseMedian / median).toFixed(2)
+  console.log(`| ${v.name} | ${s[0].toFixed(1)} | ${median.toFixed(1)} | ${ratio} | ${samples[v.name].map((x) => x.toFixed(0)).join(" ")} |`)
+}
+process.exit(0)

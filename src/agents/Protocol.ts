@@ -229,9 +229,11 @@ export class FrameDecoder {
 const Int = Schema.Int
 const NonNegInt = Schema.Int.pipe(Schema.nonNegative())
 /** Header names are RFC 9110 tokens; anything else could not be applied safely. */
-const HeaderName = Schema.String.pipe(Schema.pattern(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/))
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+const HEADER_VALUE = /^[^\r\n\0]*$/
+const HeaderName = Schema.String.pipe(Schema.pattern(HEADER_NAME))
 /** Header values must not smuggle line breaks or NUL into the forwarded message. */
-const HeaderValue = Schema.String.pipe(Schema.pattern(/^[^\r\n\0]*$/))
+const HeaderValue = Schema.String.pipe(Schema.pattern(HEADER_VALUE))
 
 /** `{ lower-case name: [values...] }` */
 export const HeaderMap = Schema.Record({ key: Schema.String, value: Schema.Array(Schema.String) })
@@ -535,25 +537,69 @@ const isEmpty = (u: unknown): boolean => {
 }
 
 /**
- * The common answer, a plain allow with nothing to mutate, decoded without
- * the schema (about 1 µs instead of 25 µs). Returns undefined for anything
- * else, which then goes through the schema; the result is identical to the
- * schema's (checked by a property test).
+ * Header mutations in their plain shape (`{ set|add: { name, value } }`, `{ remove: { name } }`,
+ * nothing else in either object), validated as `HeaderOp` would. undefined for anything else,
+ * which the schema then decides.
+ */
+const fastHeaderOps = (v: unknown): Array<HeaderOp> | undefined => {
+  if (v === null) return []
+  if (!Array.isArray(v)) return undefined
+  const out: Array<HeaderOp> = []
+  for (const op of v) {
+    if (!isPlainObject(op)) return undefined
+    let kind: "set" | "add" | "remove" | undefined
+    for (const k in op) {
+      if (kind !== undefined || (k !== "set" && k !== "add" && k !== "remove")) return undefined
+      kind = k
+    }
+    if (kind === undefined) return undefined
+    const body = op[kind]
+    if (!isPlainObject(body)) return undefined
+    const name = body.name
+    if (typeof name !== "string" || !HEADER_NAME.test(name)) return undefined
+    if (kind === "remove") {
+      for (const k in body) if (k !== "name") return undefined
+      out.push({ remove: { name } })
+      continue
+    }
+    const value = body.value
+    if (typeof value !== "string" || !HEADER_VALUE.test(value)) return undefined
+    for (const k in body) if (k !== "name" && k !== "value") return undefined
+    out.push(kind === "set" ? { set: { name, value } } : { add: { name, value } })
+  }
+  return out
+}
+
+/**
+ * The common answers, an allow with at most header mutations and audit metadata, decoded
+ * without the schema (a few µs instead of 25+ µs per request). Returns undefined for anything
+ * else, which then goes through the schema; the result is identical to the schema's (checked
+ * by a property test).
  */
 const fastAllow = (o: Record<string, unknown>): AgentResponse | undefined => {
   if (o.decision !== "allow" || typeof o.version !== "number" || !Number.isSafeInteger(o.version)) return undefined
   let audit: AuditMetadata = { tags: [], rule_ids: [], reason_codes: [], custom: {} }
   let needsMore = false
+  let requestHeaders: Array<HeaderOp> = []
+  let responseHeaders: Array<HeaderOp> = []
   for (const key in o) {
     const v = o[key]
     switch (key) {
       case "version":
       case "decision":
         break
-      case "request_headers":
-      case "response_headers":
-        if (v !== null && !(Array.isArray(v) && v.length === 0)) return undefined
+      case "request_headers": {
+        const ops = fastHeaderOps(v)
+        if (ops === undefined) return undefined
+        requestHeaders = ops
         break
+      }
+      case "response_headers": {
+        const ops = fastHeaderOps(v)
+        if (ops === undefined) return undefined
+        responseHeaders = ops
+        break
+      }
       case "routing_metadata":
         if (v !== null && !(isPlainObject(v) && isEmpty(v))) return undefined
         break
@@ -608,8 +654,8 @@ const fastAllow = (o: Record<string, unknown>): AgentResponse | undefined => {
   return {
     version: o.version,
     decision: "allow",
-    request_headers: [],
-    response_headers: [],
+    request_headers: requestHeaders,
+    response_headers: responseHeaders,
     routing_metadata: {},
     audit,
     needs_more: needsMore,

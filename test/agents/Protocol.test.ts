@@ -209,12 +209,20 @@ describe("Protocol schemas", () => {
 
   it("the fast path for plain allows decodes exactly as the schema (and never accepts what it rejects)", () => {
     const maybeNull = <T>(a: fc.Arbitrary<T>) => fc.oneof(a, fc.constant(null))
+    // header ops the fast path must leave to the schema, or decide exactly as it does
+    const oddHeaderOp = fc.oneof(
+      fc.record({ set: fc.record({ name: fc.constantFrom("bad name", "", "X:Y", "ok"), value: fc.constantFrom("a\r\nb", "x\u0000", "fine", 3) }) }),
+      fc.record({ add: fc.record({ name: token, value: headerValue, extra: fc.string() }, { requiredKeys: ["name"] }) }),
+      fc.record({ remove: fc.record({ name: token, value: headerValue }) }),
+      fc.record({ set: fc.record({ name: token, value: headerValue }), remove: fc.record({ name: token }) }),
+      fc.constantFrom({}, { set: null }, { other: { name: "x" } }, [], "set")
+    )
     const allowish = fc.record(
       {
         version: fc.oneof(fc.constant(2), fc.integer(), fc.double(), fc.constant("2")),
         decision: fc.oneof(fc.constant("allow"), fc.constant("block"), fc.constant({ block: {} })),
-        request_headers: maybeNull(fc.oneof(fc.constant([]), fc.array(headerOp, { maxLength: 1 }), fc.constant([1]))),
-        response_headers: maybeNull(fc.constant([])),
+        request_headers: maybeNull(fc.oneof(fc.constant([]), fc.array(fc.oneof(headerOp, oddHeaderOp), { maxLength: 3 }), fc.constant([1]))),
+        response_headers: maybeNull(fc.oneof(fc.constant([]), fc.array(fc.oneof(headerOp, oddHeaderOp), { maxLength: 2 }))),
         routing_metadata: maybeNull(fc.oneof(fc.constant({}), fc.dictionary(token, fc.string(), { maxKeys: 1 }))),
         needs_more: maybeNull(fc.oneof(fc.boolean(), fc.constant("no"))),
         request_body_mutation: maybeNull(fc.constant({ data: null, chunk_index: 0 })),

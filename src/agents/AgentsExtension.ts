@@ -36,6 +36,7 @@ import type { FilterConfig, RouteConfig, SentinelConfig } from "../config/Schema
 import type { AuditLog } from "../observability/AuditLog.js"
 import type { Metrics } from "../observability/Metrics.js"
 import type { RequestContext } from "../pipeline/RequestContext.js"
+import { pendingStep } from "../pipeline/Stage.js"
 import type {
   Answer,
   CompleteStage,
@@ -338,6 +339,10 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
             upstreamId: route.upstream ?? null,
             traceparent: span !== undefined ? span.traceparent : ctx.header("traceparent") ?? null
           })
+          // The common case, headers only and not sampled: on callbacks, no fiber (Stage.ts).
+          if (!wantsBody && span === undefined) {
+            return pendingStep((done) => manager.startRequestHeaders(refs, event, pc, (d) => done(applyRequest(ctx, d))))
+          }
           effect = Effect.map(manager.runRequestHeaders(refs, event, pc), (d) => applyRequest(ctx, d))
         }
         if (wantsBody) {

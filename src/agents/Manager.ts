@@ -85,6 +85,16 @@ export interface AgentManagerService {
     event: RequestHeadersEvent,
     ctx: PhaseContext
   ) => Effect.Effect<AgentDecision>
+  /**
+   * `runRequestHeaders` on plain callbacks (the request path without a fiber): `done` is
+   * called exactly once, unless the returned cancel (client gone) is called first.
+   */
+  readonly startRequestHeaders: (
+    filters: ReadonlyArray<AgentFilterRef>,
+    event: RequestHeadersEvent,
+    ctx: PhaseContext,
+    done: (decision: AgentDecision) => void
+  ) => () => void
   /** The buffered request body, as one RequestBodyChunk, to each subscribed agent in turn. */
   readonly runRequestBody: (
     filters: ReadonlyArray<AgentFilterRef>,
@@ -280,48 +290,58 @@ class Manager implements AgentManagerService {
 
   // -- phases ---------------------------------------------------------------
 
+  readonly startRequestHeaders = (
+    filters: ReadonlyArray<AgentFilterRef>,
+    event: RequestHeadersEvent,
+    ctx: PhaseContext,
+    done: (decision: AgentDecision) => void
+  ): (() => void) => {
+    const refs = filters.filter((f) => this.subscribed(f, "request_headers"))
+    const n = refs.length
+    if (n === 0) {
+      done(CONTINUE)
+      return noop
+    }
+    const outcomes: Array<Outcome | undefined> = new Array(n)
+    const cancels: Array<CancelCall | undefined> = new Array(n)
+    let finished = false
+    const finish = (decision: AgentDecision, reason: CancelReason) => {
+      finished = true
+      for (let i = 0; i < n; i++) if (outcomes[i] === undefined) cancels[i]?.(reason)
+      done(decision)
+    }
+    const evaluate = () => {
+      const acc: Acc = { requestHeaders: [], responseHeaders: [], routingMetadata: {}, body: undefined }
+      for (let i = 0; i < n; i++) {
+        const o = outcomes[i]
+        if (o === undefined) return // an earlier agent (in filter order) may still decide
+        if (o.respond) return finish(o.respond, CancelReason.BlockedByAgent)
+        merge(acc, o.response, "request_headers")
+      }
+      finish(toContinue(acc), CancelReason.Manual)
+    }
+    for (let i = 0; i < n && !finished; i++) {
+      cancels[i] = this.one(refs[i], "request_headers", ctx, event, (o) => {
+        if (finished) return
+        outcomes[i] = o
+        evaluate()
+      })
+    }
+    return () => {
+      if (finished) return
+      finished = true
+      for (let i = 0; i < n; i++) if (outcomes[i] === undefined) cancels[i]?.(CancelReason.ClientDisconnect)
+    }
+  }
+
   readonly runRequestHeaders = (
     filters: ReadonlyArray<AgentFilterRef>,
     event: RequestHeadersEvent,
     ctx: PhaseContext
   ): Effect.Effect<AgentDecision> =>
     Effect.async<AgentDecision>((resume) => {
-      const refs = filters.filter((f) => this.subscribed(f, "request_headers"))
-      const n = refs.length
-      const outcomes: Array<Outcome | undefined> = new Array(n)
-      const cancels: Array<CancelCall | undefined> = new Array(n)
-      let finished = false
-      const finish = (decision: AgentDecision, reason: CancelReason) => {
-        finished = true
-        for (let i = 0; i < n; i++) if (outcomes[i] === undefined) cancels[i]?.(reason)
-        resume(Effect.succeed(decision))
-      }
-      const evaluate = () => {
-        const acc: Acc = { requestHeaders: [], responseHeaders: [], routingMetadata: {}, body: undefined }
-        for (let i = 0; i < n; i++) {
-          const o = outcomes[i]
-          if (o === undefined) return // an earlier agent (in filter order) may still decide
-          if (o.respond) return finish(o.respond, CancelReason.BlockedByAgent)
-          merge(acc, o.response, "request_headers")
-        }
-        finish(toContinue(acc), CancelReason.Manual)
-      }
-      if (n === 0) {
-        resume(Effect.succeed(CONTINUE))
-        return
-      }
-      for (let i = 0; i < n && !finished; i++) {
-        cancels[i] = this.one(refs[i], "request_headers", ctx, event, (o) => {
-          if (finished) return
-          outcomes[i] = o
-          evaluate()
-        })
-      }
-      return Effect.sync(() => {
-        if (finished) return
-        finished = true
-        for (let i = 0; i < n; i++) if (outcomes[i] === undefined) cancels[i]?.(CancelReason.ClientDisconnect)
-      })
+      const cancel = this.startRequestHeaders(filters, event, ctx, (d) => resume(Effect.succeed(d)))
+      return Effect.sync(cancel)
     })
 
   /** Agents of `phase` one after the other, in filter order. */

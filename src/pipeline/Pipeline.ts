@@ -11,7 +11,7 @@ import { Cause, Effect, Exit, Runtime } from "effect"
 import { runBuiltin, type BuiltinView } from "../handlers/Builtin.js"
 import { normalizeHost } from "../routing/Router.js"
 import type { Dataplane, RoutePlan } from "./Dataplane.js"
-import type { Answer, RequestStage, StageStep } from "./Stage.js"
+import { isPendingStep, type Answer, type PendingStep, type RequestStage, type StageStep } from "./Stage.js"
 import { proxyToUpstream, runUpstream, withDeadline } from "./Upstream.js"
 import type { UpstreamRuntime } from "../upstream/Upstreams.js"
 import { errorAnswer, errorBody } from "./ErrorResponse.js"
@@ -252,22 +252,46 @@ const buildUpstreamHeaders = (ctx: RequestContext, plan: RoutePlan): Array<strin
 }
 
 
-/** Run request stages from `i`; synchronous until a stage has to wait. */
+/** Request stages stopped at a `PendingStep`; the stages from `next` run once it is done. */
+class Waiting {
+  constructor(
+    readonly pending: PendingStep,
+    readonly next: number
+  ) {}
+}
+
+/** A `PendingStep` as an Effect, for a request already running as a fiber. */
+const pendingAsEffect = (pending: PendingStep): Effect.Effect<StageStep> =>
+  Effect.async<StageStep>((resume) => {
+    const cancel = pending.start((s) => resume(Effect.succeed(s)))
+    return Effect.sync(cancel)
+  })
+
+/** The stages from `i` as one Effect (a fiber already runs the request). */
+const stagesAsEffect = (ctx: RequestContext, stages: ReadonlyArray<RequestStage>, i: number): Effect.Effect<StageStep> => {
+  const rest = runStages(ctx, stages, i)
+  if (rest instanceof Waiting) {
+    return Effect.flatMap(pendingAsEffect(rest.pending), (s) => (s !== undefined ? Effect.succeed(s) : stagesAsEffect(ctx, stages, rest.next)))
+  }
+  return Effect.isEffect(rest) ? rest : Effect.succeed(rest)
+}
+
+/**
+ * Run request stages from `i`; synchronous until a stage has to wait: a `PendingStep` stops
+ * here (`Waiting`, driven on callbacks), an Effect takes the rest of the stages with it.
+ */
 const runStages = (
   ctx: RequestContext,
   stages: ReadonlyArray<RequestStage>,
   i: number
-): StageStep | Effect.Effect<StageStep> => {
+): StageStep | Effect.Effect<StageStep> | Waiting => {
   for (; i < stages.length; i++) {
     const step = stages[i](ctx)
     if (step === undefined) continue
+    if (isPendingStep(step)) return new Waiting(step, i + 1)
     if (Effect.isEffect(step)) {
       const next = i + 1
-      return Effect.flatMap(step, (s): Effect.Effect<StageStep> => {
-        if (s !== undefined) return Effect.succeed(s)
-        const rest = runStages(ctx, stages, next)
-        return Effect.isEffect(rest) ? rest : Effect.succeed(rest)
-      })
+      return Effect.flatMap(step, (s): Effect.Effect<StageStep> => (s !== undefined ? Effect.succeed(s) : stagesAsEffect(ctx, stages, next)))
     }
     return step
   }
@@ -414,6 +438,79 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     })
   }
 
+  /** After the request stages ran (or stopped): answer, wait, proxy or dispatch. */
+  const handleStep = (ctx: RequestContext, dp: Dataplane, plan: RoutePlan, step: StageStep | Effect.Effect<StageStep> | Waiting): void => {
+    if (step === undefined) {
+      if (plan.upstream !== undefined && plan.local === undefined && plan.builtin === undefined) {
+        return proxyDirect(ctx, dp, plan, plan.upstream)
+      }
+      const next = dispatch(ctx, dp, plan)
+      if (next !== undefined) fork(ctx, plan, next)
+      return
+    }
+    if (step instanceof Waiting) return waitFor(ctx, dp, plan, step)
+    if (!Effect.isEffect(step)) {
+      sendStageAnswer(ctx, env, step, plan)
+      return complete(ctx, plan)
+    }
+    let handedOff = false
+    fork(
+      ctx,
+      plan,
+      Effect.flatMap(step, (s): Effect.Effect<void, ProxyError> => {
+        if (s !== undefined) {
+          sendStageAnswer(ctx, env, s, plan)
+          return Effect.void
+        }
+        const next = dispatch(ctx, dp, plan)
+        if (next !== undefined) return next
+        handedOff = true
+        return Effect.void
+      }),
+      () => handedOff
+    )
+  }
+
+  /**
+   * A stage waits on callbacks (an agent call): no fiber. The client going away cancels the
+   * wait (499, logged once); otherwise the remaining stages run when it is done.
+   */
+  const waitFor = (ctx: RequestContext, dp: Dataplane, plan: RoutePlan, waiting: Waiting): void => {
+    let over = false
+    let cancel: (() => void) | undefined
+    onResponseClose(ctx.res, () => {
+      if (over || ctx.res.writableFinished) return
+      over = true
+      ctx.clientGone = true
+      cancel?.()
+      ctx.status = 499
+      ctx.error ??= "client_closed"
+      complete(ctx, plan)
+    })
+    const failed = () => {
+      ctx.error ??= "internal"
+      sendError(ctx, env, new RequestRejected({ status: 500, reason: "internal" }), plan)
+      complete(ctx, plan)
+    }
+    const resume = (s: StageStep): void => {
+      if (over) return
+      over = true
+      try {
+        handleStep(ctx, dp, plan, s !== undefined ? s : runStages(ctx, plan.request, waiting.next))
+      } catch {
+        failed()
+      }
+    }
+    try {
+      cancel = waiting.pending.start(resume)
+    } catch {
+      // a stage that cannot even start its wait fails the request, never lets it through
+      if (over) return
+      over = true
+      failed()
+    }
+  }
+
   // the edge policy of the configuration in force, looked up again only when it changes
   let edgeOf: Dataplane | undefined
   let edge: EdgePolicy | undefined
@@ -447,34 +544,6 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     const plan = dp.plans.get(route.id)!
     if (plan.upstream !== undefined) ctx.upstreamHeaders = buildUpstreamHeaders(ctx, plan)
 
-    const step = runStages(ctx, plan.request, 0)
-    if (step === undefined) {
-      if (plan.upstream !== undefined && plan.local === undefined && plan.builtin === undefined) {
-        return proxyDirect(ctx, dp, plan, plan.upstream)
-      }
-      const next = dispatch(ctx, dp, plan)
-      if (next !== undefined) fork(ctx, plan, next)
-      return
-    }
-    if (!Effect.isEffect(step)) {
-      sendStageAnswer(ctx, env, step, plan)
-      return complete(ctx, plan)
-    }
-    let handedOff = false
-    fork(
-      ctx,
-      plan,
-      Effect.flatMap(step, (s): Effect.Effect<void, ProxyError> => {
-        if (s !== undefined) {
-          sendStageAnswer(ctx, env, s, plan)
-          return Effect.void
-        }
-        const next = dispatch(ctx, dp, plan)
-        if (next !== undefined) return next
-        handedOff = true
-        return Effect.void
-      }),
-      () => handedOff
-    )
+    handleStep(ctx, dp, plan, runStages(ctx, plan.request, 0))
   }
 }

@@ -6,8 +6,11 @@
  * feature (Pingora's lesson: phases named after when they run).
  *
  * A request stage returns `undefined` to continue, an `Answer` to respond,
- * or an Effect of either when it has to wait (agents, delays). Synchronous
- * stages cost a function call; only waiting stages pay for Effect.
+ * or, when it has to wait (agents, delays), an Effect of either or a
+ * `PendingStep`. Synchronous stages cost a function call; a `PendingStep` is
+ * driven on callbacks (the common agent call, DESIGN.md §2: a fiber per request
+ * costs more than the rest of the pipeline); an Effect runs the rest of the
+ * request as one fiber.
  */
 import type { Effect } from "effect"
 import type { RouteConfig, SentinelConfig } from "../config/Schema.js"
@@ -25,7 +28,23 @@ export interface Answer {
 }
 
 export type StageStep = Answer | undefined
-export type RequestStage = (ctx: RequestContext) => StageStep | Effect.Effect<StageStep>
+
+/**
+ * A wait on plain callbacks: `start` begins it and calls `done` exactly once with the
+ * stage's outcome, unless the returned cancel (client gone) is called first. `done` may be
+ * called synchronously.
+ */
+export interface PendingStep {
+  readonly _tag: "PendingStep"
+  readonly start: (done: (step: StageStep) => void) => () => void
+}
+
+export const pendingStep = (start: PendingStep["start"]): PendingStep => ({ _tag: "PendingStep", start })
+
+export const isPendingStep = (u: unknown): u is PendingStep =>
+  typeof u === "object" && u !== null && (u as { _tag?: unknown })._tag === "PendingStep"
+
+export type RequestStage = (ctx: RequestContext) => StageStep | PendingStep | Effect.Effect<StageStep>
 
 /** Edits the response head (flat list) before it goes to the client; runs for proxied and proxy-made answers. */
 export type ResponseStage = (ctx: RequestContext, status: number, headers: Array<string>) => void

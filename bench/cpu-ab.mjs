@@ -12,14 +12,13 @@
 // fixed number of requests in turn, round after round, and the CPU time each process spent
 // (user + system, /proc) is divided by the request count. Interleaving makes drift hit every
 // variant alike; the minimum and the median over rounds are the figures to compare.
-import { spawn, spawnSync, execFileSync } from "node:child_process"
-import { chmodSync, mkdtempSync, writeFileSync, mkdirSync, readFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { execFileSync } from "node:child_process"
+import { readFileSync } from "node:fs"
 import { join, dirname, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
-import http from "node:http"
 import { parseArgs } from "node:util"
 import { PROXY_V8_FLAGS } from "../dist/RuntimeFlags.js"
+import { has, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt, positionals } = parseArgs({
@@ -32,7 +31,6 @@ const { values: opt, positionals } = parseArgs({
     "no-access-log": { type: "boolean", default: false }
   }
 })
-const has = (cmd) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0
 for (const tool of ["h2load", "taskset"]) {
   if (!has(tool)) {
     console.error(`${tool} is required (apt-get install -y nghttp2-client util-linux; nginx for the upstream)`)
@@ -44,77 +42,9 @@ const variants = (positionals.length > 0 ? positionals : ["sentinel=dist", "ceil
   return { name, dir: dir === "ceiling" ? "ceiling" : resolve(dir) }
 })
 
-const work = mkdtempSync(join(tmpdir(), "sentinel-cpu-ab-"))
-chmodSync(work, 0o755)
-const children = []
-const start = (argv, env = {}) => {
-  const child = spawn(argv[0], argv.slice(1), { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "inherit"] })
-  children.push(child)
-  return child
-}
-process.on("exit", () => children.forEach((c) => c.exitCode === null && c.kill("SIGKILL")))
-process.on("SIGINT", () => process.exit(130))
-const ready = async (port, path) => {
-  for (let i = 0; i < 600; i++) {
-    const ok = await new Promise((done) => {
-      const req = http.get({ host: "127.0.0.1", port, path, agent: false }, (res) => {
-        res.resume()
-        res.on("end", () => done(res.statusCode === 200))
-      })
-      req.on("error", () => done(false))
-    })
-    if (ok) return
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error(`port ${port} never became ready`)
-}
-
-// upstream: nginx (1 worker) on CPU 1, else a node origin
+const work = workDir("sentinel-cpu-ab-")
 const UPSTREAM_PORT = 18580
-mkdirSync(join(work, "www/static"), { recursive: true })
-writeFileSync(join(work, "www/static/64k.bin"), Buffer.alloc(65536, 7))
-if (has("nginx")) {
-  writeFileSync(
-    join(work, "nginx.conf"),
-    `worker_processes 1; daemon off; pid ${work}/nginx.pid; error_log ${work}/nginx.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; keepalive_timeout 120s;
-  server { listen 127.0.0.1:${UPSTREAM_PORT}; root ${work}/www;
-    location = /small { return 200 "12345678901234567890"; }
-    location /static/ { } } }`
-  )
-  start(["taskset", "-c", "1", "nginx", "-c", join(work, "nginx.conf"), "-p", work])
-} else {
-  writeFileSync(
-    join(work, "origin.mjs"),
-    `import http from "node:http"; const big = Buffer.alloc(65536, 7);
-http.createServer((q, s) => { if (q.url === "/small") s.end("12345678901234567890"); else s.end(big) }).listen(${UPSTREAM_PORT}, "127.0.0.1")`
-  )
-  start(["taskset", "-c", "1", process.execPath, join(work, "origin.mjs")])
-}
-await ready(UPSTREAM_PORT, "/small")
-
-const config = (port, name) => {
-  const file = join(work, `${name}.kdl`)
-  writeFileSync(
-    file,
-    `schema-version "1.0"
-system { graceful-shutdown-timeout-secs 1 }
-listeners { listener "bench" { address "127.0.0.1:${port}" } }
-upstreams { upstream "origin" { target "127.0.0.1:${UPSTREAM_PORT}" } }
-routes {
-  route "health" { priority "high"; matches { path "/_health" }; builtin-handler "health" }
-  route "all" {
-    matches { path-prefix "/" }
-    upstream "origin"
-    policies { response-headers { set { "X-Served-By" "sentinel" } } }
-  }
-}
-observability { logging { access-log { enabled #${opt["no-access-log"] ? "false" : "true"}; file "${work}/access-${name}.log"; format "json" } } }
-`
-  )
-  return file
-}
+await startUpstream(work, UPSTREAM_PORT)
 
 let port = 18590
 for (const v of variants) {
@@ -125,11 +55,11 @@ for (const v of variants) {
           PORT: String(v.port),
           UPSTREAM_URL: `http://127.0.0.1:${UPSTREAM_PORT}`
         })
-      : start(["taskset", "-c", "0", process.execPath, ...PROXY_V8_FLAGS, join(v.dir, "main.js"), "run", "-c", config(v.port, v.name)], {
+      : start(["taskset", "-c", "0", process.execPath, ...PROXY_V8_FLAGS, join(v.dir, "main.js"), "run", "-c", sentinelConfig(work, v.name, { port: v.port, upstreamPort: UPSTREAM_PORT, accessLog: !opt["no-access-log"] })], {
           SENTINEL_NO_RESPAWN: "1"
         })
 }
-for (const v of variants) await ready(v.port, opt.path)
+for (const v of variants) await waitReady(v.port, opt.path)
 
 const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
 const cpuUs = (pid) => {

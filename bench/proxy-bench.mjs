@@ -10,14 +10,13 @@
 // Scenarios: small (GET 20 B), get64k (GET 64 KiB). Sentinel runs the full pipeline:
 // routing, trace id, header policies, access log to a file, metrics.
 // With --agent, a third row runs Sentinel with the `echo` agent on the route.
-import { spawn, spawnSync, execFileSync } from "node:child_process"
-import { chmodSync, mkdtempSync, writeFileSync, mkdirSync, readFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { execFileSync } from "node:child_process"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
-import http from "node:http"
 import { parseArgs } from "node:util"
 import { PROXY_V8_FLAGS } from "../dist/RuntimeFlags.js"
+import { has, pin, sentinelConfig, start, startUpstream, stopAll, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt } = parseArgs({
@@ -31,96 +30,20 @@ const { values: opt } = parseArgs({
   }
 })
 const ROUNDS = Number(opt.rounds), DURATION = Number(opt.duration), WARMUP = Number(opt.warmup), CONNS = Number(opt.conns)
-const has = (cmd) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0
 if (!has("wrk")) {
   console.error("wrk is required: apt-get install -y wrk (nginx too, for the upstream)")
   process.exit(2)
 }
-const pin = (cpu, argv) => (has("taskset") ? ["taskset", "-c", String(cpu), ...argv] : argv)
-const work = mkdtempSync(join(tmpdir(), "sentinel-bench-"))
-// nginx workers run unprivileged: the tree they serve must be readable.
-chmodSync(work, 0o755)
-const children = []
-const start = (argv, env = {}) => {
-  const child = spawn(argv[0], argv.slice(1), { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "inherit"] })
-  children.push(child)
-  return child
-}
-const stopAll = () => children.forEach((c) => c.exitCode === null && c.kill("SIGKILL"))
-process.on("exit", stopAll)
-process.on("SIGINT", () => process.exit(130))
-
-const waitReady = async (port, path = "/small") => {
-  for (let i = 0; i < 1200; i++) {
-    const ok = await new Promise((resolve) => {
-      const req = http.get({ host: "127.0.0.1", port, path, agent: false }, (res) => {
-        res.resume()
-        res.on("end", () => resolve(res.statusCode === 200))
-      })
-      req.on("error", () => resolve(false))
-    })
-    if (ok) return
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error(`port ${port} never became ready`)
-}
+const work = workDir("sentinel-bench-")
 
 // ---- upstream
 const UPSTREAM_PORT = 18380
-mkdirSync(join(work, "www/static"), { recursive: true })
-writeFileSync(join(work, "www/static/64k.bin"), Buffer.alloc(65536, 7))
-let upstreamKind
-if (has("nginx")) {
-  upstreamKind = "nginx (1 worker, CPU 1)"
-  writeFileSync(
-    join(work, "nginx.conf"),
-    `worker_processes 1; daemon off; pid ${work}/nginx.pid; error_log ${work}/nginx.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 100000; keepalive_timeout 120s;
-  server { listen 127.0.0.1:${UPSTREAM_PORT}; root ${work}/www;
-    location = /small { return 200 "12345678901234567890"; }
-    location /static/ { } } }`
-  )
-  start(pin(1, ["nginx", "-c", join(work, "nginx.conf"), "-p", work]))
-} else {
-  upstreamKind = "node:http origin (CPU 1)"
-  const big = Buffer.alloc(65536, 7)
-  writeFileSync(
-    join(work, "origin.mjs"),
-    `import http from "node:http"; const big = Buffer.alloc(65536, 7);
-http.createServer((q, s) => { if (q.url === "/small") s.end("12345678901234567890"); else s.end(big) }).listen(${UPSTREAM_PORT}, "127.0.0.1")`
-  )
-  void big
-  start(pin(1, [process.execPath, join(work, "origin.mjs")]))
-}
-await waitReady(UPSTREAM_PORT)
+const upstreamKind = await startUpstream(work, UPSTREAM_PORT)
 
 // ---- proxies
 const upstreamUrl = `http://127.0.0.1:${UPSTREAM_PORT}`
-const sentinelConfig = (port, withAgent) => {
-  const path = join(work, `sentinel-${port}.kdl`)
-  writeFileSync(
-    path,
-    `schema-version "1.0"
-system { graceful-shutdown-timeout-secs 1 }
-listeners { listener "bench" { address "127.0.0.1:${port}" } }
-upstreams { upstream "origin" { target "127.0.0.1:${UPSTREAM_PORT}" } }
-${withAgent ? `agents { agent "echo" { unix-socket "${work}/echo.sock"; events "request_headers"; timeout-ms 1000 } }
-filters { filter "echo" { type "agent"; agent "echo" } }` : ""}
-routes {
-  route "health" { priority "high"; matches { path "/_health" }; builtin-handler "health" }
-  route "all" {
-    matches { path-prefix "/" }
-    upstream "origin"
-    ${withAgent ? `filters "echo"` : ""}
-    policies { response-headers { set { "X-Served-By" "sentinel" } } }
-  }
-}
-observability { logging { access-log { enabled #true; file "${work}/access-${port}.log"; format "json" } } }
-`
-  )
-  return path
-}
+const configFor = (port, withAgent) =>
+  sentinelConfig(work, String(port), { port, upstreamPort: UPSTREAM_PORT, ...(withAgent ? { agentSocket: join(work, "echo.sock") } : {}) })
 const proxies = [
   {
     name: "node-ceiling",
@@ -131,7 +54,7 @@ const proxies = [
   {
     name: "sentinel",
     port: 18382,
-    argv: (p) => pin(0, [process.execPath, ...PROXY_V8_FLAGS, join(root, "dist/main.js"), "run", "-c", sentinelConfig(p, false)]),
+    argv: (p) => pin(0, [process.execPath, ...PROXY_V8_FLAGS, join(root, "dist/main.js"), "run", "-c", configFor(p, false)]),
     env: () => ({ SENTINEL_NO_RESPAWN: "1" })
   }
 ]
@@ -141,7 +64,7 @@ if (opt.agent) {
   proxies.push({
     name: "sentinel+echo-agent",
     port: 18383,
-    argv: (p) => pin(0, [process.execPath, ...PROXY_V8_FLAGS, join(root, "dist/main.js"), "run", "-c", sentinelConfig(p, true)]),
+    argv: (p) => pin(0, [process.execPath, ...PROXY_V8_FLAGS, join(root, "dist/main.js"), "run", "-c", configFor(p, true)]),
     env: () => ({ SENTINEL_NO_RESPAWN: "1" })
   })
 }

@@ -26,9 +26,12 @@ const agentFilter = (id: string, agent: string, failureMode?: "open" | "closed")
 })
 
 /** One agent "a" (raw agent with `args`) on every path; fail-closed so that a missing agent cannot pass for an allow. */
-const withAgent = async (args: ReadonlyArray<string>) => {
+const withAgent = async (args: ReadonlyArray<string>) => (await withAgentProcess(args)).env
+
+/** `withAgent`, with the agent process (its log lines) as well. */
+const withAgentProcess = async (args: ReadonlyArray<string>) => {
   const dir = socketDir()
-  await spawnRawAgent(path.join(dir, "a.sock"), args)
+  const agent = await spawnRawAgent(path.join(dir, "a.sock"), args)
   const env = await startAgentEnv(
     (dir) => ({
       agents: [{ id: "a", socketPath: path.join(dir, "a.sock"), failureMode: "closed" }],
@@ -38,22 +41,12 @@ const withAgent = async (args: ReadonlyArray<string>) => {
     dir
   )
   await env.agentsReady()
-  return env
+  return { env, agent }
 }
 
 describe("agent decisions through the proxy", () => {
   it("a client that leaves while the agent decides: the agent gets Cancel(client disconnect), nothing goes upstream, 499 counted", async () => {
-    const dir = socketDir()
-    const agent = await spawnRawAgent(path.join(dir, "a.sock"), ["--mode", "late:10000"])
-    const env = await startAgentEnv(
-      (dir) => ({
-        agents: [{ id: "a", socketPath: path.join(dir, "a.sock"), failureMode: "closed" }],
-        filters: [agentFilter("fa", "a")],
-        routes: [upstreamRoute("r", "/", { filters: ["fa"] })]
-      }),
-      dir
-    )
-    await env.agentsReady()
+    const { env, agent } = await withAgentProcess(["--mode", "late:10000"])
     const req = http.request({ host: "127.0.0.1", port: env.proxy.port, path: "/leaving", agent: false })
     req.on("error", () => {})
     req.end()

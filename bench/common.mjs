@@ -1,0 +1,112 @@
+// What the benchmark scripts share: a work directory, child processes that die with the
+// script, readiness checks, the upstream (nginx, else a Node origin) and Sentinel's config.
+import { spawn, spawnSync } from "node:child_process"
+import { chmodSync, mkdtempSync, writeFileSync, mkdirSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import http from "node:http"
+
+export const has = (cmd) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0
+
+/** `argv` pinned to one CPU when taskset is there. */
+export const pin = (cpu, argv) => (has("taskset") ? ["taskset", "-c", String(cpu), ...argv] : argv)
+
+/** A fresh directory; nginx workers run unprivileged, so the tree they serve must be readable. */
+export const workDir = (prefix) => {
+  const work = mkdtempSync(join(tmpdir(), prefix))
+  chmodSync(work, 0o755)
+  return work
+}
+
+const children = []
+/**
+ * Spawns a child that is stopped when the script exits: SIGKILL, or SIGTERM for a `graceful`
+ * one (nginx: its master then stops its workers, which a SIGKILL would leave running).
+ */
+export const start = (argv, env = {}, { graceful = false } = {}) => {
+  const child = spawn(argv[0], argv.slice(1), { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "inherit"] })
+  children.push({ child, graceful })
+  return child
+}
+export const stopAll = () =>
+  children.forEach(({ child, graceful }) => child.exitCode === null && child.kill(graceful ? "SIGTERM" : "SIGKILL"))
+process.on("exit", stopAll)
+process.on("SIGINT", () => process.exit(130))
+
+/** Resolves once `GET path` on the port answers 200. */
+export const waitReady = async (port, path = "/small") => {
+  for (let i = 0; i < 1200; i++) {
+    const ok = await new Promise((resolve) => {
+      const req = http.get({ host: "127.0.0.1", port, path, agent: false }, (res) => {
+        res.resume()
+        res.on("end", () => resolve(res.statusCode === 200))
+      })
+      req.on("error", () => resolve(false))
+    })
+    if (ok) return
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error(`port ${port} never became ready`)
+}
+
+/**
+ * The upstream on CPU 1: nginx (1 worker) when installed, else a node:http origin. Serves
+ * `/small` (20 bytes) and `/static/64k.bin`. Returns what it is, for the report.
+ */
+export const startUpstream = async (work, port) => {
+  mkdirSync(join(work, "www/static"), { recursive: true })
+  writeFileSync(join(work, "www/static/64k.bin"), Buffer.alloc(65536, 7))
+  let kind
+  if (has("nginx")) {
+    kind = "nginx (1 worker, CPU 1)"
+    writeFileSync(
+      join(work, "nginx.conf"),
+      `worker_processes 1; daemon off; pid ${work}/nginx.pid; error_log ${work}/nginx.err;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 120s;
+  server { listen 127.0.0.1:${port}; root ${work}/www;
+    location = /small { return 200 "12345678901234567890"; }
+    location /static/ { } } }`
+    )
+    start(pin(1, ["nginx", "-c", join(work, "nginx.conf"), "-p", work]), {}, { graceful: true })
+  } else {
+    kind = "node:http origin (CPU 1)"
+    writeFileSync(
+      join(work, "origin.mjs"),
+      `import http from "node:http"; const big = Buffer.alloc(65536, 7);
+http.createServer((q, s) => { if (q.url === "/small") s.end("12345678901234567890"); else s.end(big) }).listen(${port}, "127.0.0.1")`
+    )
+    start(pin(1, [process.execPath, join(work, "origin.mjs")]))
+  }
+  await waitReady(port)
+  return kind
+}
+
+/**
+ * Sentinel's benchmark configuration, written to `work/sentinel-<name>.kdl`: the full pipeline
+ * (routing, header policy, JSON access log to a file, metrics), optionally with the `echo` agent.
+ */
+export const sentinelConfig = (work, name, { port, upstreamPort, agentSocket, accessLog = true }) => {
+  const path = join(work, `sentinel-${name}.kdl`)
+  writeFileSync(
+    path,
+    `schema-version "1.0"
+system { graceful-shutdown-timeout-secs 1 }
+listeners { listener "bench" { address "127.0.0.1:${port}" } }
+upstreams { upstream "origin" { target "127.0.0.1:${upstreamPort}" } }
+${agentSocket ? `agents { agent "echo" { unix-socket "${agentSocket}"; events "request_headers"; timeout-ms 1000 } }
+filters { filter "echo" { type "agent"; agent "echo" } }` : ""}
+routes {
+  route "health" { priority "high"; matches { path "/_health" }; builtin-handler "health" }
+  route "all" {
+    matches { path-prefix "/" }
+    upstream "origin"
+    ${agentSocket ? `filters "echo"` : ""}
+    policies { response-headers { set { "X-Served-By" "sentinel" } } }
+  }
+}
+observability { logging { access-log { enabled #${accessLog ? "true" : "false"}; file "${work}/access-${name}.log"; format "json" } } }
+`
+  )
+  return path
+}

@@ -359,28 +359,36 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
         if (s !== undefined && s.responseOps.length > 0) applyInPlace(headers, s.responseOps)
       }
 
+      /** The response phases on callbacks: headers, then (if subscribed) the buffered body. */
+      const startResponse: NonNullable<ResponseHook["start"]> = (ctx, status, headers, body, complete, done) => {
+        const pc = phaseContext(ctx)
+        const startBody = () =>
+          manager.startResponseBody(refs, body ?? Buffer.alloc(0), pc, (d) => {
+            if (d._tag === "Respond") return done(respond(d))
+            applyInPlace(headers, d.responseHeaders)
+            done(complete && d.body !== undefined ? { replaceBody: d.body } : undefined)
+          })
+        if (!wantsResponseHeaders) return startBody()
+        let onBody: (() => void) | undefined
+        const onHeaders = manager.startResponseHeaders(refs, responseHeadersEvent(ctx.traceId, status, headers), pc, (d) => {
+          if (d._tag === "Respond") return done(respond(d))
+          applyInPlace(headers, d.responseHeaders)
+          if (wantsResponseBody) onBody = startBody()
+          else done(undefined)
+        })
+        return () => (onBody ?? onHeaders)()
+      }
+
       const responseHook: ResponseHook | undefined =
         wantsResponseHeaders || wantsResponseBody
           ? {
               bufferBytes: wantsResponseBody ? responseCap : 0,
-              run: (ctx, status, headers, body, complete) => {
-                const pc = phaseContext(ctx)
-                const bodyStep = (): Effect.Effect<ResponseHookStep> =>
-                  Effect.map(manager.runResponseBody(refs, body ?? Buffer.alloc(0), pc), (d): ResponseHookStep => {
-                    if (d._tag === "Respond") return respond(d)
-                    applyInPlace(headers, d.responseHeaders)
-                    return complete && d.body !== undefined ? { replaceBody: d.body } : undefined
-                  })
-                if (!wantsResponseHeaders) return bodyStep()
-                return Effect.flatMap(
-                  manager.runResponseHeaders(refs, responseHeadersEvent(ctx.traceId, status, headers), pc),
-                  (d): Effect.Effect<ResponseHookStep> => {
-                    if (d._tag === "Respond") return Effect.succeed(respond(d))
-                    applyInPlace(headers, d.responseHeaders)
-                    return wantsResponseBody ? bodyStep() : Effect.succeed(undefined)
-                  }
-                )
-              }
+              start: startResponse,
+              run: (ctx, status, headers, body, complete) =>
+                Effect.async<ResponseHookStep>((resume) => {
+                  const cancel = startResponse(ctx, status, headers, body, complete, (step) => resume(Effect.succeed(step)))
+                  return Effect.sync(cancel)
+                })
             }
           : undefined
 

@@ -113,6 +113,20 @@ export interface AgentManagerService {
     body: Buffer,
     ctx: PhaseContext
   ) => Effect.Effect<AgentDecision>
+  /** `runResponseHeaders` on plain callbacks (as `startRequestHeaders`). */
+  readonly startResponseHeaders: (
+    filters: ReadonlyArray<AgentFilterRef>,
+    event: ResponseHeadersEvent,
+    ctx: PhaseContext,
+    done: (decision: AgentDecision) => void
+  ) => () => void
+  /** `runResponseBody` on plain callbacks (as `startRequestHeaders`). */
+  readonly startResponseBody: (
+    filters: ReadonlyArray<AgentFilterRef>,
+    body: Buffer,
+    ctx: PhaseContext,
+    done: (decision: AgentDecision) => void
+  ) => () => void
   /** RequestComplete to subscribed agents, fire and forget (answers only audited). */
   readonly notifyComplete: (filters: ReadonlyArray<AgentFilterRef>, event: RequestCompleteEvent, ctx: PhaseContext) => void
   /** Whether any of these agents subscribes to `phase` (lets the pipeline skip buffering). */
@@ -353,76 +367,89 @@ class Manager implements AgentManagerService {
     body: Buffer | undefined
   ): Effect.Effect<AgentDecision> {
     return Effect.async<AgentDecision>((resume) => {
-      const acc: Acc = { requestHeaders: [], responseHeaders: [], routingMetadata: {}, body: undefined }
-      let i = 0
-      let finished = false
-      let current: CancelCall | undefined
-      const finish = (decision: AgentDecision) => {
-        finished = true
-        resume(Effect.succeed(decision))
-      }
-      const onOutcome = (o: Outcome) => {
-        if (finished) return
-        if (o.respond) return finish(o.respond)
-        merge(acc, o.response, phase)
-        next()
-      }
-      const next = (): void => {
-        while (!finished) {
-          if (i >= filters.length) return finish(toContinue(acc))
-          const ref = filters[i++]
-          if (!this.subscribed(ref, phase)) continue
-          if (phase === "response_headers") {
-            current = this.one(ref, phase, ctx, headersEvent!, onOutcome)
-            return
-          }
-          const rt = this.runtimes.get(ref.agent)!
-          const data = acc.body ?? body ?? EMPTY
-          const cap = phase === "request_body" ? rt.config.maxRequestBodyBytes : rt.config.maxResponseBodyBytes
-          if (data.length > cap) {
-            const o = this.failed(
-              ref,
-              phase,
-              ctx,
-              rt,
-              performance.now(),
-              "body-too-large",
-              undefined,
-              `body of ${data.length} bytes exceeds the agent's limit of ${cap}`
-            )
-            if (o.respond) return finish(o.respond)
-            continue
-          }
-          const encoded = data.toString("base64")
-          const event =
-            phase === "request_body"
-              ? {
-                  correlation_id: ctx.traceId,
-                  data: encoded,
-                  is_last: true,
-                  total_size: data.length,
-                  chunk_index: 0,
-                  bytes_received: data.length
-                }
-              : {
-                  correlation_id: ctx.traceId,
-                  data: encoded,
-                  is_last: true,
-                  total_size: data.length,
-                  chunk_index: 0,
-                  bytes_sent: data.length
-                }
-          current = this.one(ref, phase, ctx, event, onOutcome)
+      const cancel = this.startSequential(filters, phase, ctx, headersEvent, body, (d) => resume(Effect.succeed(d)))
+      return Effect.sync(cancel)
+    })
+  }
+
+  /** `sequential` on plain callbacks: `done` once, unless the returned cancel runs first. */
+  private startSequential(
+    filters: ReadonlyArray<AgentFilterRef>,
+    phase: "request_body" | "response_headers" | "response_body",
+    ctx: PhaseContext,
+    headersEvent: ResponseHeadersEvent | undefined,
+    body: Buffer | undefined,
+    done: (decision: AgentDecision) => void
+  ): () => void {
+    const acc: Acc = { requestHeaders: [], responseHeaders: [], routingMetadata: {}, body: undefined }
+    let i = 0
+    let finished = false
+    let current: CancelCall | undefined
+    const finish = (decision: AgentDecision) => {
+      finished = true
+      done(decision)
+    }
+    const onOutcome = (o: Outcome) => {
+      if (finished) return
+      if (o.respond) return finish(o.respond)
+      merge(acc, o.response, phase)
+      next()
+    }
+    const next = (): void => {
+      while (!finished) {
+        if (i >= filters.length) return finish(toContinue(acc))
+        const ref = filters[i++]
+        if (!this.subscribed(ref, phase)) continue
+        if (phase === "response_headers") {
+          current = this.one(ref, phase, ctx, headersEvent!, onOutcome)
           return
         }
+        const rt = this.runtimes.get(ref.agent)!
+        const data = acc.body ?? body ?? EMPTY
+        const cap = phase === "request_body" ? rt.config.maxRequestBodyBytes : rt.config.maxResponseBodyBytes
+        if (data.length > cap) {
+          const o = this.failed(
+            ref,
+            phase,
+            ctx,
+            rt,
+            performance.now(),
+            "body-too-large",
+            undefined,
+            `body of ${data.length} bytes exceeds the agent's limit of ${cap}`
+          )
+          if (o.respond) return finish(o.respond)
+          continue
+        }
+        const encoded = data.toString("base64")
+        const event =
+          phase === "request_body"
+            ? {
+                correlation_id: ctx.traceId,
+                data: encoded,
+                is_last: true,
+                total_size: data.length,
+                chunk_index: 0,
+                bytes_received: data.length
+              }
+            : {
+                correlation_id: ctx.traceId,
+                data: encoded,
+                is_last: true,
+                total_size: data.length,
+                chunk_index: 0,
+                bytes_sent: data.length
+              }
+        current = this.one(ref, phase, ctx, event, onOutcome)
+        return
       }
-      next()
-      return Effect.sync(() => {
-        if (finished) return
-        finished = true
-        current?.(CancelReason.ClientDisconnect)
-      })
-    })
+    }
+    next()
+    return () => {
+      if (finished) return
+      finished = true
+      current?.(CancelReason.ClientDisconnect)
+    }
   }
 
   readonly runRequestBody = (filters: ReadonlyArray<AgentFilterRef>, body: Buffer, ctx: PhaseContext) =>
@@ -436,6 +463,20 @@ class Manager implements AgentManagerService {
 
   readonly runResponseBody = (filters: ReadonlyArray<AgentFilterRef>, body: Buffer, ctx: PhaseContext) =>
     this.sequential(filters, "response_body", ctx, undefined, body)
+
+  readonly startResponseHeaders = (
+    filters: ReadonlyArray<AgentFilterRef>,
+    event: ResponseHeadersEvent,
+    ctx: PhaseContext,
+    done: (decision: AgentDecision) => void
+  ): (() => void) => this.startSequential(filters, "response_headers", ctx, event, undefined, done)
+
+  readonly startResponseBody = (
+    filters: ReadonlyArray<AgentFilterRef>,
+    body: Buffer,
+    ctx: PhaseContext,
+    done: (decision: AgentDecision) => void
+  ): (() => void) => this.startSequential(filters, "response_body", ctx, undefined, body, done)
 
   readonly notifyComplete = (
     filters: ReadonlyArray<AgentFilterRef>,

@@ -127,6 +127,20 @@ export const holdResponse = (ctx: RequestContext, hook: ResponseHook, base: Resp
 
   const launch = (body: Buffer | undefined, complete: boolean) => {
     phase = "deciding"
+    if (hook.start !== undefined) {
+      // on callbacks, no fiber; a decision made synchronously leaves nothing to cancel
+      let decidedNow = false
+      try {
+        const c = hook.start(ctx, status, flat, body, complete, (step) => {
+          decidedNow = true
+          decided(step)
+        })
+        if (!decidedNow) cancel = c
+      } catch {
+        if (!disposed) failed("agent_response_phase_failed")
+      }
+      return
+    }
     cancel = Effect.runCallback(hook.run(ctx, status, flat, body, complete), {
       onExit: (exit) => {
         if (exit._tag === "Success") decided(exit.value)

@@ -79,6 +79,19 @@ export interface ResponseHook {
     body: Buffer | undefined,
     complete: boolean
   ) => Effect.Effect<ResponseHookStep>
+  /**
+   * `run` on plain callbacks, when the hook offers it (the agents' hook does): `done` is called
+   * once unless the returned cancel runs first (then never). Used instead of `run`, so a held
+   * response costs no fiber.
+   */
+  readonly start?: (
+    ctx: RequestContext,
+    status: number,
+    headers: Array<string>,
+    body: Buffer | undefined,
+    complete: boolean,
+    done: (step: ResponseHookStep) => void
+  ) => () => void
 }
 
 /** Serves the request itself (static files); resolves when the response is finished. */

@@ -7,7 +7,9 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
+import * as http from "node:http"
 import * as path from "node:path"
+import { CancelReason } from "../../src/agents/Protocol.js"
 import { Effect } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
 import { makeConfig, type SentinelConfigInput } from "../../src/config/Schema.js"
@@ -137,6 +139,35 @@ describe("body and response phases", () => {
     expect(b.headers["x-blocked-by"]).toBe("b")
     expect(b.headers["x-origin"]).toBeUndefined()
     await env.auditLine((l) => l.agent === "b" && l.phase === "response_headers" && l.decision === "block")
+  })
+
+  it("a client that leaves while a response_headers agent holds the response: the agent gets Cancel, 499 counted", async () => {
+    const dir = socketDir()
+    const agent = await spawnRawAgent(path.join(dir, "a.sock"), ["--mode", "late:10000", "--id", "a"])
+    const env = await startAgentEnv(
+      () => ({
+        agents: [{ id: "a", socketPath: path.join(dir, "a.sock"), events: ["response_headers"] }],
+        filters: [{ id: "a", type: "agent", agent: "a", failureMode: "closed" }],
+        routes: [upstreamRoute("a", "/", { filters: ["a"] })]
+      }),
+      dir
+    )
+    await env.agentsReady()
+    const req = http.request({ host: "127.0.0.1", port: env.proxy.port, path: "/held", agent: false })
+    req.on("error", () => {})
+    req.end()
+    // the origin answered, the head waits for the agent
+    const frame = await agent.waitFor((l) => l.event === "frame" && l.type === 0x12)
+    req.destroy()
+    const cancel = await agent.waitFor((l) => l.event === "cancel")
+    expect(cancel.correlation_id).toBe(frame.correlation_id)
+    expect(cancel.reason).toBe(CancelReason.ClientDisconnect)
+    let count = 0
+    for (let i = 0; i < 250 && count === 0; i++) {
+      count = metricValue(await env.metrics(), "sentinel_requests_total", { route: "a", method: "GET", status: "499" })
+      if (count === 0) await new Promise((r) => setTimeout(r, 20))
+    }
+    expect(count).toBe(1)
   })
 
   it("response_body: the agent sees the buffered body and its mutation is what the client receives", async () => {

@@ -28,7 +28,7 @@
  * is closed after the grace period.
  */
 import type { IncomingMessage } from "node:http"
-import { readBodyUpTo, type BodyRead } from "../pipeline/BodyRead.js"
+import { readBodyUpTo } from "../pipeline/BodyRead.js"
 import { withContentLength } from "../pipeline/Headers.js"
 import { Readable } from "node:stream"
 import { Duration, Effect, Exit, Scope } from "effect"
@@ -53,7 +53,7 @@ import type { AgentDecision, AgentMetric, AgentRespond, ChallengePolicy, PhaseCo
 import { requestCompleteEvent, requestHeadersEvent, responseHeadersEvent } from "./AgentEvents.js"
 import { applyHeaderOps } from "./AgentHeaders.js"
 import { type AgentManagerService, type AgentStatus, make as makeManager } from "./Manager.js"
-import type { HeaderOp } from "./Protocol.js"
+import type { HeaderOp, RequestHeadersEvent } from "./Protocol.js"
 
 export interface AgentsOptions {
   readonly metrics: Metrics
@@ -114,12 +114,7 @@ const hasBody = (req: IncomingMessage): boolean => {
   return cl !== undefined && cl !== "0"
 }
 
-/** Reads the request body until its end or until more than `limit` bytes are in (then the stream is paused). */
-const readBody = (req: IncomingMessage, limit: number): Effect.Effect<BodyRead> =>
-  Effect.async<BodyRead>((resume) => {
-    const cancel = readBodyUpTo(req, limit, (read) => resume(Effect.succeed(read)))
-    return Effect.sync(cancel)
-  })
+const noop = (): void => {}
 
 /** The bytes already read followed by the rest of the request, bounded by `limit` in total. */
 const prefixedBody = (ctx: RequestContext, prefix: Buffer, limit: number): Readable =>
@@ -287,22 +282,29 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
         return undefined
       }
 
-      const bodyPhase = (ctx: RequestContext, pc: PhaseContext): Effect.Effect<StageStep> => {
-        if (!hasBody(ctx.req)) return Effect.succeed(undefined)
-        return Effect.flatMap(readBody(ctx.req, requestCap), (read): Effect.Effect<StageStep> => {
-          if (read._tag === "Failed") return Effect.succeed(BODY_READ_FAILED)
+      /**
+       * The request-body phase on callbacks: read up to the cap, then the subscribed agents in
+       * turn. `done` once, unless the returned cancel (client gone) runs first.
+       */
+      const startBodyPhase = (ctx: RequestContext, pc: PhaseContext, done: (step: StageStep) => void): (() => void) => {
+        if (!hasBody(ctx.req)) {
+          done(undefined)
+          return noop
+        }
+        let cancel = readBodyUpTo(ctx.req, requestCap, (read) => {
+          if (read._tag === "Failed") return done(BODY_READ_FAILED)
           if (read.data.length > maxBodySize) {
             ctx.bodyTooLarge = true
             ctx.res.shouldKeepAlive = false
-            return Effect.succeed(BODY_TOO_LARGE)
+            return done(BODY_TOO_LARGE)
           }
           // Over the largest cap, every agent sees cap + 1 bytes: the Manager resolves each by failure mode.
-          return Effect.map(manager.runRequestBody(refs, read.data, pc), (d): StageStep => {
+          cancel = manager.startRequestBody(refs, read.data, pc, (d) => {
             const step = applyRequest(ctx, d)
             if (step !== undefined) {
               // the rest of the body stays unread: the connection cannot carry another request
               if (!read.complete) ctx.res.shouldKeepAlive = false
-              return step
+              return done(step)
             }
             if (read.complete) {
               const body = d._tag === "Continue" && d.body !== undefined ? d.body : read.data
@@ -312,46 +314,53 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
             } else {
               ctx.upstreamBody = prefixedBody(ctx, read.data, maxBodySize)
             }
-            return undefined
+            done(undefined)
           })
         })
+        return () => cancel()
+      }
+
+      /** The request phases on callbacks: headers, then (if subscribed) the body. */
+      const startRequest = (ctx: RequestContext, event: RequestHeadersEvent | undefined, done: (step: StageStep) => void): (() => void) => {
+        const pc = phaseContext(ctx)
+        if (event === undefined) return startBodyPhase(ctx, pc, done)
+        let onBody: (() => void) | undefined
+        const onHeaders = manager.startRequestHeaders(refs, event, pc, (d) => {
+          const step = applyRequest(ctx, d)
+          if (step !== undefined || !wantsBody) return done(step)
+          onBody = startBodyPhase(ctx, pc, done)
+        })
+        return () => (onBody ?? onHeaders)()
       }
 
       const request: RequestStage = (ctx) => {
-        const pc = phaseContext(ctx)
         // sampled requests: a `sentinel.agents` span; the agents get its traceparent
         const span = ctx.trace?.startAgents(route.id, refs)
-        let effect: Effect.Effect<StageStep> | undefined
-        if (wantsHeaders) {
-          const event = requestHeadersEvent({
-            traceId: ctx.traceId,
-            method: ctx.method,
-            uri: ctx.req.url ?? "/",
-            // The request as it stands at the agents' place in the filter chain: filters before
-            // them (headers, url-rewrite) have edited the list that goes upstream. A route
-            // without an upstream has no such list: the client's headers.
-            rawHeaders: route.upstream !== undefined ? ctx.upstreamHeaders : ctx.req.rawHeaders,
-            clientIp: ctx.clientIp,
-            clientPort: ctx.req.socket.remotePort ?? 0,
-            serverName: ctx.host === "" ? null : ctx.host,
-            protocol: `HTTP/${ctx.req.httpVersion}`,
-            routeId: route.id,
-            upstreamId: route.upstream ?? null,
-            traceparent: span !== undefined ? span.traceparent : ctx.header("traceparent") ?? null
-          })
-          // The common case, headers only and not sampled: on callbacks, no fiber (Stage.ts).
-          if (!wantsBody && span === undefined) {
-            return pendingStep((done) => manager.startRequestHeaders(refs, event, pc, (d) => done(applyRequest(ctx, d))))
-          }
-          effect = Effect.map(manager.runRequestHeaders(refs, event, pc), (d) => applyRequest(ctx, d))
-        }
-        if (wantsBody) {
-          effect =
-            effect === undefined
-              ? bodyPhase(ctx, pc)
-              : Effect.flatMap(effect, (step) => (step !== undefined ? Effect.succeed(step) : bodyPhase(ctx, pc)))
-        }
-        return span === undefined ? effect : span.trackStep(effect, ctx)
+        const event = wantsHeaders
+          ? requestHeadersEvent({
+              traceId: ctx.traceId,
+              method: ctx.method,
+              uri: ctx.req.url ?? "/",
+              // The request as it stands at the agents' place in the filter chain: filters before
+              // them (headers, url-rewrite) have edited the list that goes upstream. A route
+              // without an upstream has no such list: the client's headers.
+              rawHeaders: route.upstream !== undefined ? ctx.upstreamHeaders : ctx.req.rawHeaders,
+              clientIp: ctx.clientIp,
+              clientPort: ctx.req.socket.remotePort ?? 0,
+              serverName: ctx.host === "" ? null : ctx.host,
+              protocol: `HTTP/${ctx.req.httpVersion}`,
+              routeId: route.id,
+              upstreamId: route.upstream ?? null,
+              traceparent: span !== undefined ? span.traceparent : ctx.header("traceparent") ?? null
+            })
+          : undefined
+        // On callbacks, no fiber (Stage.ts); a sampled request keeps the Effect its span tracks.
+        if (span === undefined) return pendingStep((done) => startRequest(ctx, event, done))
+        const effect = Effect.async<StageStep>((resume) => {
+          const cancel = startRequest(ctx, event, (step) => resume(Effect.succeed(step)))
+          return Effect.sync(cancel)
+        })
+        return span.trackStep(effect, ctx)
       }
 
       const response: ResponseStage = (ctx, _status, headers) => {

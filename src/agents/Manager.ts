@@ -113,6 +113,13 @@ export interface AgentManagerService {
     body: Buffer,
     ctx: PhaseContext
   ) => Effect.Effect<AgentDecision>
+  /** `runRequestBody` on plain callbacks (as `startRequestHeaders`). */
+  readonly startRequestBody: (
+    filters: ReadonlyArray<AgentFilterRef>,
+    body: Buffer,
+    ctx: PhaseContext,
+    done: (decision: AgentDecision) => void
+  ) => () => void
   /** `runResponseHeaders` on plain callbacks (as `startRequestHeaders`). */
   readonly startResponseHeaders: (
     filters: ReadonlyArray<AgentFilterRef>,
@@ -463,6 +470,13 @@ class Manager implements AgentManagerService {
 
   readonly runResponseBody = (filters: ReadonlyArray<AgentFilterRef>, body: Buffer, ctx: PhaseContext) =>
     this.sequential(filters, "response_body", ctx, undefined, body)
+
+  readonly startRequestBody = (
+    filters: ReadonlyArray<AgentFilterRef>,
+    body: Buffer,
+    ctx: PhaseContext,
+    done: (decision: AgentDecision) => void
+  ): (() => void) => this.startSequential(filters, "request_body", ctx, undefined, body, done)
 
   readonly startResponseHeaders = (
     filters: ReadonlyArray<AgentFilterRef>,

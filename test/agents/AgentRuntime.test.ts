@@ -99,6 +99,29 @@ describe("AgentRuntime", () => {
     expect(calls.length).toBe(7)
   })
 
+  it("a queued call whose whole budget went on waiting fails with AgentOverloaded and is never sent", () => {
+    let t = 0
+    const { client, calls } = fakeClient()
+    const rt = new AgentRuntime(
+      agentConfig({ id: "a", socketPath: "/x", maxConcurrentCalls: 1, maxQueuedCalls: 5, timeoutMs: 250 }),
+      client,
+      undefined,
+      () => t
+    )
+    const results: Array<string> = []
+    const record = (r: Either.Either<AgentResponse, any>) => results.push(Either.isRight(r) ? "ok" : r.left._tag)
+    rt.invoke(MessageType.RequestHeaders, ev("a"), record)
+    rt.invoke(MessageType.RequestHeaders, ev("b"), record)
+    expect(rt.status()).toMatchObject({ inflight: 1, queued: 1 })
+    // b's deadline (250 ms after it was queued) passes while a still holds the only slot
+    t = 260
+    calls[0].done(Either.right(allow))
+    expect([...results].sort()).toEqual(["AgentOverloaded", "ok"])
+    expect(calls.map((c) => c.id)).toEqual(["a"])
+    expect(rt.status()).toMatchObject({ inflight: 0, queued: 0 })
+    rt.close()
+  })
+
   it("cancelling a running call frees its slot for the next queued one and forwards the reason", () => {
     const { client, calls } = fakeClient()
     const rt = new AgentRuntime(agentConfig({ id: "a", socketPath: "/x", maxConcurrentCalls: 1 }), client)

@@ -272,14 +272,18 @@ describe("agent Manager: bounds", () => {
     await close()
   })
 
-  it("a queued call whose deadline passes fails with AgentOverloaded", async () => {
+  it("a queued call whose deadline passes fails (fail-closed) instead of waiting on", async () => {
     const { manager, close } = await setup([
       { id: "slow", args: ["--mode", "late:400"], config: { maxConcurrentCalls: 1, maxQueuedCalls: 5, timeoutMs: 250 } }
     ])
     const ref = refs({ agent: "slow", failureMode: "closed" })
     const [first, second] = await Promise.all([headersPhase(manager, ref), headersPhase(manager, ref)])
     expect(respond(first).error?._tag).toBe("AgentTimeout")
-    expect(respond(second).error?._tag).toBe("AgentOverloaded")
+    // Both budgets end together: the queued call fails as overloaded when the first call's
+    // timeout frees the slot in the same millisecond, else it starts with what is left and
+    // times out. Which one depends on scheduling; the exact rule has a fake-clock unit test
+    // (AgentRuntime.test.ts). Either way it fails closed and never waits past its deadline.
+    expect(["AgentOverloaded", "AgentTimeout"]).toContain(respond(second).error?._tag)
     await close()
   })
 })

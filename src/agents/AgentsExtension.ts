@@ -36,7 +36,7 @@ import type { FilterConfig, RouteConfig, SentinelConfig } from "../config/Schema
 import type { AuditLog } from "../observability/AuditLog.js"
 import type { Metrics } from "../observability/Metrics.js"
 import type { RequestContext } from "../pipeline/RequestContext.js"
-import { pendingStep } from "../pipeline/Stage.js"
+import { callbackAsEffect, pendingStep } from "../pipeline/Stage.js"
 import type {
   Answer,
   CompleteStage,
@@ -356,11 +356,7 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
           : undefined
         // On callbacks, no fiber (Stage.ts); a sampled request keeps the Effect its span tracks.
         if (span === undefined) return pendingStep((done) => startRequest(ctx, event, done))
-        const effect = Effect.async<StageStep>((resume) => {
-          const cancel = startRequest(ctx, event, (step) => resume(Effect.succeed(step)))
-          return Effect.sync(cancel)
-        })
-        return span.trackStep(effect, ctx)
+        return span.trackStep(callbackAsEffect<StageStep>((done) => startRequest(ctx, event, done)), ctx)
       }
 
       const response: ResponseStage = (ctx, _status, headers) => {
@@ -394,10 +390,7 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
               bufferBytes: wantsResponseBody ? responseCap : 0,
               start: startResponse,
               run: (ctx, status, headers, body, complete) =>
-                Effect.async<ResponseHookStep>((resume) => {
-                  const cancel = startResponse(ctx, status, headers, body, complete, (step) => resume(Effect.succeed(step)))
-                  return Effect.sync(cancel)
-                })
+                callbackAsEffect<ResponseHookStep>((done) => startResponse(ctx, status, headers, body, complete, done))
             }
           : undefined
 

@@ -19,6 +19,7 @@
  */
 import { Context, Effect, Either, Layer, type Scope } from "effect"
 import type { CircuitState } from "../upstream/Circuit.js"
+import { callbackAsEffect } from "../pipeline/Stage.js"
 import { type AgentConfig, type AgentFilterRef, type FailureMode, resolveFailureMode } from "./AgentConfig.js"
 import {
   type Acc,
@@ -359,27 +360,12 @@ class Manager implements AgentManagerService {
     filters: ReadonlyArray<AgentFilterRef>,
     event: RequestHeadersEvent,
     ctx: PhaseContext
-  ): Effect.Effect<AgentDecision> =>
-    Effect.async<AgentDecision>((resume) => {
-      const cancel = this.startRequestHeaders(filters, event, ctx, (d) => resume(Effect.succeed(d)))
-      return Effect.sync(cancel)
-    })
+  ): Effect.Effect<AgentDecision> => callbackAsEffect((done) => this.startRequestHeaders(filters, event, ctx, done))
 
-  /** Agents of `phase` one after the other, in filter order. */
-  private sequential(
-    filters: ReadonlyArray<AgentFilterRef>,
-    phase: "request_body" | "response_headers" | "response_body",
-    ctx: PhaseContext,
-    headersEvent: ResponseHeadersEvent | undefined,
-    body: Buffer | undefined
-  ): Effect.Effect<AgentDecision> {
-    return Effect.async<AgentDecision>((resume) => {
-      const cancel = this.startSequential(filters, phase, ctx, headersEvent, body, (d) => resume(Effect.succeed(d)))
-      return Effect.sync(cancel)
-    })
-  }
-
-  /** `sequential` on plain callbacks: `done` once, unless the returned cancel runs first. */
+  /**
+   * Agents of `phase` one after the other, in filter order: `done` once, unless the returned
+   * cancel runs first.
+   */
   private startSequential(
     filters: ReadonlyArray<AgentFilterRef>,
     phase: "request_body" | "response_headers" | "response_body",
@@ -460,16 +446,13 @@ class Manager implements AgentManagerService {
   }
 
   readonly runRequestBody = (filters: ReadonlyArray<AgentFilterRef>, body: Buffer, ctx: PhaseContext) =>
-    this.sequential(filters, "request_body", ctx, undefined, body)
+    callbackAsEffect((done: (d: AgentDecision) => void) => this.startRequestBody(filters, body, ctx, done))
 
-  readonly runResponseHeaders = (
-    filters: ReadonlyArray<AgentFilterRef>,
-    event: ResponseHeadersEvent,
-    ctx: PhaseContext
-  ) => this.sequential(filters, "response_headers", ctx, event, undefined)
+  readonly runResponseHeaders = (filters: ReadonlyArray<AgentFilterRef>, event: ResponseHeadersEvent, ctx: PhaseContext) =>
+    callbackAsEffect((done: (d: AgentDecision) => void) => this.startResponseHeaders(filters, event, ctx, done))
 
   readonly runResponseBody = (filters: ReadonlyArray<AgentFilterRef>, body: Buffer, ctx: PhaseContext) =>
-    this.sequential(filters, "response_body", ctx, undefined, body)
+    callbackAsEffect((done: (d: AgentDecision) => void) => this.startResponseBody(filters, body, ctx, done))
 
   readonly startRequestBody = (
     filters: ReadonlyArray<AgentFilterRef>,

@@ -11,7 +11,7 @@ import { Cause, Effect, Exit, Runtime } from "effect"
 import { runBuiltin, type BuiltinView } from "../handlers/Builtin.js"
 import { normalizeHost } from "../routing/Router.js"
 import type { Dataplane, RoutePlan } from "./Dataplane.js"
-import { isPendingStep, type Answer, type PendingStep, type RequestStage, type StageStep } from "./Stage.js"
+import { callbackAsEffect, isPendingStep, type Answer, type PendingStep, type RequestStage, type StageStep } from "./Stage.js"
 import { proxyToUpstream, runUpstream, withDeadline } from "./Upstream.js"
 import type { UpstreamRuntime } from "../upstream/Upstreams.js"
 import { errorAnswer, errorBody } from "./ErrorResponse.js"
@@ -67,10 +67,9 @@ const headerLookup = (req: IncomingMessage) => (lowerName: string): string | und
  * `underscores-in-headers "drop"`): routing, filters, agents and balancing must not see what
  * never reaches the upstream.
  */
-const headerLookupWithout = (req: IncomingMessage, dropped: ReadonlyArray<string>) => (lowerName: string): string | undefined => {
-  if (dropped.includes(lowerName)) return undefined
-  const v = req.headers[lowerName]
-  return Array.isArray(v) ? v[0] : v
+const headerLookupWithout = (req: IncomingMessage, dropped: ReadonlyArray<string>) => {
+  const lookup = headerLookup(req)
+  return (lowerName: string): string | undefined => (dropped.includes(lowerName) ? undefined : lookup(lowerName))
 }
 
 /**
@@ -260,18 +259,11 @@ class Waiting {
   ) {}
 }
 
-/** A `PendingStep` as an Effect, for a request already running as a fiber. */
-const pendingAsEffect = (pending: PendingStep): Effect.Effect<StageStep> =>
-  Effect.async<StageStep>((resume) => {
-    const cancel = pending.start((s) => resume(Effect.succeed(s)))
-    return Effect.sync(cancel)
-  })
-
 /** The stages from `i` as one Effect (a fiber already runs the request). */
 const stagesAsEffect = (ctx: RequestContext, stages: ReadonlyArray<RequestStage>, i: number): Effect.Effect<StageStep> => {
   const rest = runStages(ctx, stages, i)
   if (rest instanceof Waiting) {
-    return Effect.flatMap(pendingAsEffect(rest.pending), (s) => (s !== undefined ? Effect.succeed(s) : stagesAsEffect(ctx, stages, rest.next)))
+    return Effect.flatMap(callbackAsEffect(rest.pending.start), (s) => (s !== undefined ? Effect.succeed(s) : stagesAsEffect(ctx, stages, rest.next)))
   }
   return Effect.isEffect(rest) ? rest : Effect.succeed(rest)
 }
@@ -313,6 +305,15 @@ export const makeRequestHandler = (env: PipelineEnv) => {
       }
     }
     env.hooks.onComplete(ctx)
+  }
+
+  /** The client left before its answer was complete: what was under way is cancelled, 499 is logged once. */
+  const clientLeft = (ctx: RequestContext, plan: RoutePlan, cancel: (() => void) | undefined) => {
+    ctx.clientGone = true
+    cancel?.()
+    ctx.status = 499
+    ctx.error ??= "client_closed"
+    complete(ctx, plan)
   }
 
   const answerBuiltin = (ctx: RequestContext, plan: RoutePlan) => {
@@ -395,11 +396,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
       if (over || ctx.res.writableFinished) return
       over = true
       if (timer !== undefined) clearTimeout(timer)
-      ctx.clientGone = true
-      cancel()
-      ctx.status = 499
-      ctx.error ??= "client_closed"
-      complete(ctx, plan)
+      clientLeft(ctx, plan, cancel)
     })
   }
 
@@ -481,11 +478,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     onResponseClose(ctx.res, () => {
       if (over || ctx.res.writableFinished) return
       over = true
-      ctx.clientGone = true
-      cancel?.()
-      ctx.status = 499
-      ctx.error ??= "client_closed"
-      complete(ctx, plan)
+      clientLeft(ctx, plan, cancel)
     })
     const failed = () => {
       ctx.error ??= "internal"

@@ -12,7 +12,7 @@
  * costs more than the rest of the pipeline); an Effect runs the rest of the
  * request as one fiber.
  */
-import type { Effect } from "effect"
+import { Effect } from "effect"
 import type { RouteConfig, SentinelConfig } from "../config/Schema.js"
 import type { RequestContext } from "./RequestContext.js"
 
@@ -40,6 +40,16 @@ export interface PendingStep {
 }
 
 export const pendingStep = (start: PendingStep["start"]): PendingStep => ({ _tag: "PendingStep", start })
+
+/**
+ * A wait on plain callbacks as one `Effect.async`, for code that already runs as a fiber:
+ * `start` calls `done` once and returns its cancel, which interruption calls.
+ */
+export const callbackAsEffect = <A>(start: (done: (a: A) => void) => () => void): Effect.Effect<A> =>
+  Effect.async<A>((resume) => {
+    const cancel = start((a) => resume(Effect.succeed(a)))
+    return Effect.sync(cancel)
+  })
 
 export const isPendingStep = (u: unknown): u is PendingStep =>
   typeof u === "object" && u !== null && (u as { _tag?: unknown })._tag === "PendingStep"

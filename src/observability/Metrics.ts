@@ -97,8 +97,16 @@ class BoundedChildren<C> {
  */
 export class ChildPairs<C> {
   private readonly byFirst = new Map<string, Map<string, C>>()
-  constructor(private readonly bind: (a: string, b: string) => C) {}
+  constructor(
+    private readonly bind: (a: string, b: string) => C,
+    /** Second values kept per first value (for client-chosen ones); `find` says no past it. */
+    private readonly maxPerFirst = Infinity
+  ) {}
   get(a: string, b: string): C {
+    return this.find(a, b)!
+  }
+  /** `get`, or undefined when `b` is new and `a` already holds `maxPerFirst` second values. */
+  find(a: string, b: string): C | undefined {
     let inner = this.byFirst.get(a)
     if (inner === undefined) {
       inner = new Map()
@@ -106,6 +114,7 @@ export class ChildPairs<C> {
     }
     let child = inner.get(b)
     if (child === undefined) {
+      if (inner.size >= this.maxPerFirst) return undefined
       child = this.bind(a, b)
       inner.set(b, child)
     }
@@ -380,6 +389,11 @@ export class Metrics {
   private readonly durationChildren = new ChildPairs<HistogramChild>((u, t) =>
     this.upstreamDuration.child(u, t)
   )
+  /** `completed`'s series per (route, method); methods are client tokens, so capped per route. */
+  private readonly completedSeries = new ChildPairs<{ readonly duration: HistogramChild; readonly byStatus: Map<number, CounterChild> }>(
+    (route, method) => ({ duration: this.requestDuration.child(route, method), byStatus: new Map() }),
+    MAX_METHODS_PER_ROUTE
+  )
 
   /** One upstream attempt (per-attempt path: no key string, no allocation once the pair is seen). */
   upstreamAttempt(upstream: string, route: string): void {
@@ -419,25 +433,16 @@ export class Metrics {
   /**
    * One answered request: `requests_total{route,method,status}` + 1 and its duration in
    * `request_duration_seconds{route,method}`. The per-request call of the pipeline: the
-   * children are cached per (route, method) and then per status in nested Maps, so no key
-   * string is built. Methods are client tokens: past `MAX_METHODS_PER_ROUTE` distinct ones per
-   * route the cache stops growing and the (capped) general path is taken.
+   * children are cached per (route, method) and then per status, so no key string is built.
+   * Methods are client tokens: past `MAX_METHODS_PER_ROUTE` distinct ones per route the cache
+   * stops growing and the (capped) general path is taken.
    */
   completed(route: string, method: string, status: number, seconds: number): void {
-    let byMethod = this.completedCache.get(route)
-    if (byMethod === undefined) {
-      byMethod = new Map()
-      this.completedCache.set(route, byMethod)
-    }
-    let series = byMethod.get(method)
+    const series = this.completedSeries.find(route, method)
     if (series === undefined) {
-      if (byMethod.size >= MAX_METHODS_PER_ROUTE) {
-        this.requests.inc(route, method, status)
-        this.requestDuration.observe(seconds, route, method)
-        return
-      }
-      series = { duration: this.requestDuration.child(route, method), byStatus: new Map() }
-      byMethod.set(method, series)
+      this.requests.inc(route, method, status)
+      this.requestDuration.observe(seconds, route, method)
+      return
     }
     let counter = series.byStatus.get(status)
     if (counter === undefined) {
@@ -447,8 +452,6 @@ export class Metrics {
     counter.inc()
     series.duration.observe(seconds)
   }
-  private readonly completedCache = new Map<string, Map<string, { readonly duration: HistogramChild; readonly byStatus: Map<number, CounterChild> }>>()
-
   /**
    * `sentinel_active_requests` is read at scrape time from `read` (the listeners' in-flight
    * counts) instead of being moved on every request.

@@ -76,6 +76,21 @@ describe("Metrics", () => {
     expect(await m.render()).not.toContain('sentinel_upstream_health{upstream="u"')
   })
 
+  it("completed(): every answered request is counted once, past the per-route method cache too", async () => {
+    const m = makeMetrics({ defaultMetrics: false })
+    // more distinct (client-chosen) methods than the per-route cache keeps, each twice
+    const methods = Array.from({ length: 40 }, (_, i) => `M${i}`)
+    for (const method of [...methods, ...methods]) m.completed("r", method, 200, 0.01)
+    m.completed("r", "GET", 404, 0.02)
+    expect(await sumOf(m, "sentinel_requests_total")).toBe(81)
+    const text = await m.render()
+    for (const method of methods) {
+      expect(text).toContain(`sentinel_requests_total{route="r",method="${method}",status="200"} 2`)
+      expect(text).toContain(`sentinel_request_duration_seconds_count{route="r",method="${method}"} 2`)
+    }
+    expect(text).toContain('sentinel_requests_total{route="r",method="GET",status="404"} 1')
+  })
+
   it("caps distinct label sets per metric; overflow goes to \"other\" and nothing is lost", async () => {
     // Invariant: series <= cap (+1 overflow series) and the sum of all series equals the number of increments.
     await fc.assert(

@@ -7,6 +7,7 @@
  */
 import type { HeaderOps } from "../config/Schema.js"
 
+/** Headers that describe one connection and never travel further (RFC 9110 §7.6.1 plus legacy ones). */
 export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   "connection",
   "keep-alive",

@@ -13,6 +13,7 @@
  * raw request bytes are never forwarded.
  */
 import { BlockList, isIP } from "node:net"
+import { HOP_BY_HOP } from "../pipeline/Headers.js"
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -227,20 +228,6 @@ const isToken = (s: string): boolean => {
   }
   return true
 }
-
-/** Headers that describe one connection and never travel further (RFC 9110 §7.6.1 plus legacy ones). */
-const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "proxy-authorization",
-  "proxy-authenticate",
-  "http2-settings"
-])
 
 /** Connection may not remove these: they carry framing and routing we re-serialise ourselves. */
 const CONNECTION_PROTECTED = new Set(["host", "content-length"])

@@ -4,14 +4,11 @@
  * and metrics. Real agent processes (test/support/rawAgent.mjs) on real
  * Unix sockets; the origin records what reached it.
  */
-import * as http from "node:http"
-import { Effect } from "effect"
 import * as path from "node:path"
 import { CancelReason } from "../../src/agents/Protocol.js"
 import { afterEach, describe, expect, it } from "vitest"
-import { closeAllEnvs, metricValue, startAgentEnv, upstreamRoute } from "./agentProxyHarness.js"
+import { closeAllEnvs, leaveWhileAgentDecides, metricReaches, metricValue, startAgentEnv, upstreamRoute } from "./agentProxyHarness.js"
 import { socketDir, spawnRawAgent, stopAllAgents } from "./rawAgentHarness.js"
-import { eventually } from "../support/proxy.js"
 
 afterEach(async () => {
   await closeAllEnvs()
@@ -47,16 +44,10 @@ const withAgentProcess = async (args: ReadonlyArray<string>) => {
 describe("agent decisions through the proxy", () => {
   it("a client that leaves while the agent decides: the agent gets Cancel(client disconnect), nothing goes upstream, 499 counted", async () => {
     const { env, agent } = await withAgentProcess(["--mode", "late:10000"])
-    const req = http.request({ host: "127.0.0.1", port: env.proxy.port, path: "/leaving", agent: false })
-    req.on("error", () => {})
-    req.end()
-    const frame = await agent.waitFor((l) => l.event === "frame" && l.type === 0x10)
-    req.destroy()
-    const cancel = await agent.waitFor((l) => l.event === "cancel")
+    const { frame, cancel } = await leaveWhileAgentDecides(env, agent, "/leaving", 0x10)
     expect(cancel.correlation_id).toBe(frame.correlation_id)
     expect(cancel.reason).toBe(CancelReason.ClientDisconnect)
-    const counted = eventually(async () => metricValue(await env.metrics(), "sentinel_requests_total", { route: "r", method: "GET", status: "499" }) === 1)
-    expect(await Effect.runPromise(counted)).toBe(true)
+    expect(await metricReaches(env, "sentinel_requests_total", { route: "r", method: "GET", status: "499" }, 1)).toBe(1)
     expect(env.origin.requests.map((r) => r.url)).not.toContain("/leaving")
   })
 

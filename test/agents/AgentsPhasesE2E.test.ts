@@ -7,7 +7,6 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
-import * as http from "node:http"
 import * as path from "node:path"
 import { CancelReason } from "../../src/agents/Protocol.js"
 import { Effect } from "effect"
@@ -15,7 +14,7 @@ import { afterEach, describe, expect, it } from "vitest"
 import { makeConfig, type SentinelConfigInput } from "../../src/config/Schema.js"
 import { patternBytes, sha256 } from "../support/origins.js"
 import { request } from "../support/proxy.js"
-import { closeAllEnvs, metricValue, startAgentEnv, upstreamRoute } from "./agentProxyHarness.js"
+import { closeAllEnvs, leaveWhileAgentDecides, metricReaches, metricValue, startAgentEnv, upstreamRoute } from "./agentProxyHarness.js"
 import { eventually, socketDir, spawnRawAgent, stopAllAgents } from "./rawAgentHarness.js"
 
 const children: Array<ChildProcess> = []
@@ -144,30 +143,12 @@ describe("body and response phases", () => {
   it("a client that leaves while a response_headers agent holds the response: the agent gets Cancel, 499 counted", async () => {
     const dir = socketDir()
     const agent = await spawnRawAgent(path.join(dir, "a.sock"), ["--mode", "late:10000", "--id", "a"])
-    const env = await startAgentEnv(
-      () => ({
-        agents: [{ id: "a", socketPath: path.join(dir, "a.sock"), events: ["response_headers"] }],
-        filters: [{ id: "a", type: "agent", agent: "a", failureMode: "closed" }],
-        routes: [upstreamRoute("a", "/", { filters: ["a"] })]
-      }),
-      dir
-    )
-    await env.agentsReady()
-    const req = http.request({ host: "127.0.0.1", port: env.proxy.port, path: "/held", agent: false })
-    req.on("error", () => {})
-    req.end()
-    // the origin answered, the head waits for the agent
-    const frame = await agent.waitFor((l) => l.event === "frame" && l.type === 0x12)
-    req.destroy()
-    const cancel = await agent.waitFor((l) => l.event === "cancel")
+    const env = await oneAgent({ events: ["response_headers"] }, { failureMode: "closed" }, dir)
+    // the origin answered; the head waits for the agent's ResponseHeaders decision
+    const { frame, cancel } = await leaveWhileAgentDecides(env, agent, "/held", 0x12)
     expect(cancel.correlation_id).toBe(frame.correlation_id)
     expect(cancel.reason).toBe(CancelReason.ClientDisconnect)
-    let count = 0
-    for (let i = 0; i < 250 && count === 0; i++) {
-      count = metricValue(await env.metrics(), "sentinel_requests_total", { route: "a", method: "GET", status: "499" })
-      if (count === 0) await new Promise((r) => setTimeout(r, 20))
-    }
-    expect(count).toBe(1)
+    expect(await metricReaches(env, "sentinel_requests_total", { route: "r", method: "GET", status: "499" }, 1)).toBe(1)
   })
 
   it("response_body: the agent sees the buffered body and its mutation is what the client receives", async () => {

@@ -4,12 +4,13 @@
  * share. The audit log goes to a temp file the tests read.
  */
 import * as fs from "node:fs"
+import * as http from "node:http"
 import * as path from "node:path"
 import { Effect, Exit, Scope } from "effect"
 import type { SentinelConfigInput } from "../../src/config/Schema.js"
 import { type EchoOrigin, startEchoOrigin } from "../support/origins.js"
 import { type ProxyHandle, request, type Reply, startProxy, testConfig } from "../support/proxy.js"
-import { eventually, socketDir } from "./rawAgentHarness.js"
+import { type AgentLine, eventually, type RawAgent, socketDir } from "./rawAgentHarness.js"
 
 export interface AgentEnv {
   readonly proxy: ProxyHandle
@@ -106,4 +107,41 @@ export const metricValue = (text: string, name: string, labels: Record<string, s
     if (ok) return Number(line.slice(line.lastIndexOf(" ") + 1))
   }
   return 0
+}
+
+/** Polls the proxy's metrics until `name{labels}` reads `value` (at most `timeoutMs`); returns the last reading. */
+export const metricReaches = async (
+  env: AgentEnv,
+  name: string,
+  labels: Record<string, string>,
+  value: number,
+  timeoutMs = 5000
+): Promise<number> => {
+  const deadline = Date.now() + timeoutMs
+  let seen = metricValue(await env.metrics(), name, labels)
+  while (seen !== value && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20))
+    seen = metricValue(await env.metrics(), name, labels)
+  }
+  return seen
+}
+
+/**
+ * Sends `GET path` on a connection of its own, waits until `agent` has received an event of
+ * `frameType` for it, then drops the connection: the client leaves while the agent decides.
+ * Resolves with that event's line and the agent's Cancel line.
+ */
+export const leaveWhileAgentDecides = async (
+  env: AgentEnv,
+  agent: RawAgent,
+  path: string,
+  frameType: number
+): Promise<{ readonly frame: AgentLine; readonly cancel: AgentLine }> => {
+  const req = http.request({ host: "127.0.0.1", port: env.proxy.port, path, agent: false })
+  req.on("error", () => {})
+  req.end()
+  const frame = await agent.waitFor((l) => l.event === "frame" && l.type === frameType)
+  req.destroy()
+  const cancel = await agent.waitFor((l) => l.event === "cancel")
+  return { frame, cancel }
 }

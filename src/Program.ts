@@ -18,13 +18,11 @@ import { formatFinding, validateConfig } from "./config/Validate.js"
 import * as App from "./App.js"
 import { PROXY_V8_FLAGS } from "./RuntimeFlags.js"
 import { appLoggerLayer, formatErrorLine, makeErrorLog, type ErrorLogSettings } from "./observability/Logs.js"
-import { makeMetrics, type Metrics } from "./observability/Metrics.js"
+import { makeMetrics } from "./observability/Metrics.js"
 import { tracingLayerOptional } from "./observability/Tracing.js"
 import { runCluster, type ClusterEvent } from "./server/Cluster.js"
 import { startMetricsListenerUnscoped, type MetricsListenerHandle } from "./server/MetricsListener.js"
 import { VERSION } from "./Version.js"
-
-/** The young generation sized for a proxy (DESIGN.md §2): the program sets it, not the user. */
 
 const quickConfig = (listen: string, upstream: string): SentinelConfig => {
   const url = new URL(upstream.includes("://") ? upstream : `http://${upstream}`)

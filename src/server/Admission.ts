@@ -89,8 +89,7 @@ export class Admission {
    * each, and never both; `refuse` may be called synchronously (queue full).
    */
   admit(run: () => void, refuse: (why: AdmissionRefusal) => void): Ticket {
-    if (this.active < this.config.maxInFlight && this.waiting === 0) {
-      this.active++
+    if (this.tryEnter()) {
       run()
       return this.ticketFor(undefined)
     }

@@ -240,6 +240,9 @@ export const encodeKdl = (c: SentinelConfig): string => {
             w.line(`max-idle ${p.maxIdle}`)
             w.line(`idle-timeout ${secs(p.idleTimeout)}`)
             if (p.maxLifetime !== undefined) w.line(`max-lifetime ${secs(p.maxLifetime)}`)
+            w.line(`max-pending-requests ${p.maxPendingRequests}`)
+            w.line(`pending-timeout ${secs(p.pendingTimeout)}`)
+            w.line(`max-client-share ${p.maxClientShare}`)
           })
           const h = u.healthCheck
           if (h !== undefined) {
@@ -342,6 +345,8 @@ export const encodeKdl = (c: SentinelConfig): string => {
     w.line(`max-header-count ${l.maxHeaderCount}`)
     w.line(`max-body-size ${l.maxBodySize}`)
     w.line(`request-buffer-size ${l.requestBufferSize}`)
+    w.line(`response-buffer-size ${l.responseBufferSize}`)
+    w.line(`slow-reader-timeout-secs ${secs(l.slowReaderTimeout)}`)
     w.line(`max-uri-length ${l.maxUriLength}`)
     w.line(`max-connections-per-client ${l.maxConnectionsPerClient}`)
     w.line(`max-total-connections ${l.maxTotalConnections}`)

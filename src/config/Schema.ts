@@ -186,7 +186,24 @@ export const ConnectionPoolConfig = Schema.Struct({
   /** `idle-timeout` (or `idle-timeout-secs`): close idle connections after. Default 60s. */
   idleTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(60)),
   /** `max-lifetime` (or `max-lifetime-secs`): recycle connections after. Default: none. */
-  maxLifetime: Schema.optional(NonNegativeDuration)
+  maxLifetime: Schema.optional(NonNegativeDuration),
+  /**
+   * `max-pending-requests`: requests that may wait for a connection to one target when all
+   * `max-connections` are busy; beyond it 503 `upstream_queue_full` (with `Retry-After`) or
+   * another target. 0 = no waiting. Default 1000.
+   */
+  maxPendingRequests: defaulted(Count, () => 1000),
+  /**
+   * `pending-timeout` (or `pending-timeout-secs`): longest wait for a connection, then 503
+   * `upstream_queue_timeout` (or another target). 0 = no deadline. Default 5s.
+   */
+  pendingTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(5)),
+  /**
+   * `max-client-share`: share (0 < share <= 1) of a target's `max-connections` that the requests
+   * of one client address may hold at once; its further requests wait (bounded as above) while
+   * other clients use the free connections. 1 = no per-client bound. Default 0.5.
+   */
+  maxClientShare: defaulted(Ratio.pipe(Schema.filter((n) => n > 0 || "must be greater than 0")), () => 0.5)
 })
 
 export const UpstreamConfig = Schema.Struct({
@@ -350,6 +367,20 @@ export const LimitsConfig = Schema.Struct({
    * Default 64 KiB.
    */
   requestBufferSize: defaulted(Count, () => 64 * 1024),
+  /**
+   * `response-buffer-size`: bytes of a response held in memory for a client that reads slower
+   * than the upstream sends, before the upstream is paused. A response up to this size frees
+   * its upstream connection however slow the client. Default 256 KiB.
+   */
+  responseBufferSize: defaulted(Count, () => 256 * 1024),
+  /**
+   * `slow-reader-timeout-secs`: longest time a response may hold its upstream connection paused
+   * while the client takes none of what is buffered for it (the buffer does not empty); then the
+   * upstream connection is released, the rest of the response dropped and the client connection
+   * closed (`slow_reader`). 0 = hold for as long as the listener's `write-timeout-secs` allows.
+   * Default 10s.
+   */
+  slowReaderTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(10)),
   /** `max-uri-length`: request-target bytes. Default 8192. */
   maxUriLength: defaulted(PositiveCount, () => 8192),
   /** `max-connections-per-client`: concurrent connections per client IP. Default 100. */

@@ -42,6 +42,8 @@ export interface Dataplane {
   readonly plans: ReadonlyMap<string, RoutePlan>
   readonly upstreams: ReadonlyMap<string, UpstreamRuntime>
   readonly limits: LimitsConfig
+  /** `limits { slow-reader-timeout-secs }` in ms, 0 = none. */
+  readonly slowReaderTimeoutMs: number
   readonly newTraceId: () => string
 }
 
@@ -94,6 +96,7 @@ export const compileDataplane = (
     plans,
     upstreams,
     limits: config.limits,
+    slowReaderTimeoutMs: Duration.toMillis(config.limits.slowReaderTimeout),
     newTraceId: makeTraceIdGenerator(config.system.traceIdFormat)
   }
 }

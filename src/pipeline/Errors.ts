@@ -63,6 +63,19 @@ export class UpstreamProtocolError extends Data.TaggedError("UpstreamProtocolErr
   }
 }
 
+/**
+ * The target's connections are taken and the request could not wait for one
+ * (`connection-pool { max-pending-requests; pending-timeout; max-client-share }`): 503 with
+ * `Retry-After`, as Envoy answers a pool overflow. Nothing was sent; another target may take
+ * it. Our own limit, not the target's fault: never counted against its health or breaker.
+ * "client_share": the wait ended while connections were free, but this client held its share.
+ */
+export class UpstreamSaturated extends Data.TaggedError("UpstreamSaturated")<{
+  readonly upstream: string
+  readonly target: string
+  readonly reason: "queue_full" | "queue_timeout" | "client_share"
+}> {}
+
 /** No target of the upstream is eligible (all unhealthy or circuit open): 503. */
 export class NoHealthyUpstream extends Data.TaggedError("NoHealthyUpstream")<{
   readonly upstream: string
@@ -72,7 +85,11 @@ export class NoHealthyUpstream extends Data.TaggedError("NoHealthyUpstream")<{
 /** The client went away before the response was complete (logged as 499). */
 export class ClientClosed extends Data.TaggedError("ClientClosed")<{}> {}
 
-/** The downstream (client) side failed: body read error, slow client, ... */
+/**
+ * The downstream (client) side failed: body read error, a slow reader whose upstream
+ * connection was released ("slow_reader"), a response that could not be written. `status` is
+ * what the client got (the head already sent) or would have got.
+ */
 export class DownstreamError extends Data.TaggedError("DownstreamError")<{
   readonly status: number
   readonly reason: string
@@ -98,6 +115,7 @@ export type ProxyError =
   | UpstreamTimeout
   | UpstreamProtocolError
   | NoHealthyUpstream
+  | UpstreamSaturated
   | ClientClosed
   | DownstreamError
   | RequestTimeout

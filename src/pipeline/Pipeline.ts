@@ -199,6 +199,8 @@ const sendError = (ctx: RequestContext, env: PipelineEnv, error: ProxyError, pla
     ctx.status = 499
     return
   }
+  // our own limits refusing or cutting the request: counted with the other refusals
+  if (error._tag === "DownstreamError" || error._tag === "UpstreamSaturated") env.hooks.onReject(ctx, answer.reason, answer.status)
   const headers = answer.headers.flat()
   if (answer.body !== undefined) {
     sendAnswer(ctx, env, answer.status, headers, answer.body, "text/plain; charset=utf-8", plan)

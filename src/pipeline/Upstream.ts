@@ -39,6 +39,7 @@ import type { Dataplane, RoutePlan } from "./Dataplane.js"
 import { errorAnswer } from "./ErrorResponse.js"
 import {
   ClientClosed,
+  type DownstreamError,
   NoHealthyUpstream,
   RequestRejected,
   RequestTimeout,
@@ -111,13 +112,20 @@ const requestBody = (ctx: RequestContext, dp: Dataplane, bufferLimit: number): B
   return { body: ctx.req, replayable: false }
 }
 
-/** The response written to the client: head filtered and extended, body with back-pressure. */
+/**
+ * The response written to the client: head filtered and extended, body with back-pressure.
+ * A client slower than the upstream gets up to `bufferLimit` bytes held for it (node's
+ * writable buffer) before the upstream is paused, so a response of that size frees its
+ * upstream connection at the upstream's pace, not the client's (nginx's proxy buffering,
+ * in memory only).
+ */
 class DirectSink implements ResponseSink {
   constructor(
     private readonly ctx: RequestContext,
     private readonly draining: () => boolean,
     private readonly plan: RoutePlan,
-    private readonly setCookie: string | undefined
+    private readonly setCookie: string | undefined,
+    private readonly bufferLimit: number
   ) {}
 
   start(status: number, raw: Array<Buffer>): boolean {
@@ -156,7 +164,9 @@ class DirectSink implements ResponseSink {
 
   data(chunk: Buffer): boolean {
     this.ctx.bytesSent += chunk.length
-    return this.ctx.res.write(chunk)
+    const res = this.ctx.res
+    // once write() says full, node emits `drain` when the buffer empties, which resumes us
+    return res.write(chunk) || res.writableLength < this.bufferLimit
   }
 
   onDrain(resume: () => void): void {
@@ -237,9 +247,14 @@ const retryPlanOf = (dp: Dataplane, plan: RoutePlan, upstream: UpstreamRuntime):
 
 const nothingSentKinds: ReadonlySet<FailureKind> = new Set(["connect-refused", "connect-timeout", "reset-before-send"])
 
-const failureKind = (e: ForwardError): FailureKind => {
+/** Failures of the target's exchange (the client's side, `DownstreamError`, is handled apart). */
+type TargetError = Exclude<ForwardError, DownstreamError>
+
+const failureKind = (e: TargetError): FailureKind => {
   switch (e._tag) {
     case "UpstreamConnectFailed":
+    case "UpstreamSaturated":
+      // nothing was sent: another target may take it
       return "connect-refused"
     case "UpstreamTimeout":
       return e.phase === "connect" ? "connect-timeout" : "timeout"
@@ -248,10 +263,14 @@ const failureKind = (e: ForwardError): FailureKind => {
   }
 }
 
-const requestSentOf = (e: ForwardError): boolean => (e._tag === "UpstreamConnectFailed" ? false : e.requestSent)
+const requestSentOf = (e: TargetError): boolean =>
+  e._tag === "UpstreamConnectFailed" || e._tag === "UpstreamSaturated" ? false : e.requestSent
 
-const targetResult = (e: ForwardError): AttemptResult => {
+const targetResult = (e: TargetError): AttemptResult => {
   switch (e._tag) {
+    case "UpstreamSaturated":
+      // our own connection limits: the target did nothing wrong
+      return "aborted"
     case "UpstreamConnectFailed":
       return "connect-failure"
     case "UpstreamTimeout":
@@ -359,6 +378,12 @@ class Attempt implements ResponseSink {
         held.dispose()
         call.finish(e)
       })
+    }
+    if (error._tag === "DownstreamError") {
+      // the client's side failed (slow reader released, response not writable): never the target's fault
+      this.settle("aborted")
+      this.held?.dispose()
+      return call.finish(error)
     }
     if (call.ctx.bodyTooLarge) {
       // our own limit tore the upload down: not the target's fault
@@ -490,7 +515,7 @@ class UpstreamCall {
     target.state.begin()
     upstream.observer.attempt(upstream.id, plan.id)
 
-    const direct = new DirectSink(ctx, this.draining, plan, picked.setCookie)
+    const direct = new DirectSink(ctx, this.draining, plan, picked.setCookie, this.dp.limits.responseBufferSize)
     // response-phase agents: the head waits for their decision (ResponseHold.ts)
     const held = plan.responseHook === undefined ? undefined : holdResponse(ctx, plan.responseHook, direct)
     // sampled requests: a span per attempt, its traceparent set in ctx.upstreamHeaders
@@ -505,11 +530,13 @@ class UpstreamCall {
       bodyIdleTimeoutMs: upstream.bodyIdleTimeoutMs,
       requestTimeoutMs: upstream.requestTimeoutMs,
       writeTimeoutMs: upstream.writeTimeoutMs,
-      connectTimeoutMs: plan.connectTimeoutMs
+      connectTimeoutMs: plan.connectTimeoutMs,
+      client: ctx.clientIp,
+      clientStallTimeoutMs: this.dp.slowReaderTimeoutMs
     }
     // current before the exchange starts: it may end synchronously (and clear it)
     this.current = attempt
-    attempt.exchange = startExchange(target.pool.pool, target.ref, request, attempt, attempt.onDone)
+    attempt.exchange = startExchange(target.pool.pool, target.ref, request, attempt, attempt.onDone, target.pool.gate)
   }
 }
 

@@ -9,12 +9,21 @@ import { Effect } from "effect"
 import type { Dispatcher } from "undici"
 import type { Readable } from "node:stream"
 import {
+  DownstreamError,
   UpstreamConnectFailed,
   UpstreamProtocolError,
+  UpstreamSaturated,
   UpstreamTimeout
 } from "../pipeline/Errors.js"
+import type { GateWaiter, PoolGate } from "./PoolGate.js"
 
-export type ForwardError = UpstreamConnectFailed | UpstreamTimeout | UpstreamProtocolError
+/**
+ * How an exchange failed. The upstream's faults (connect, timeout, protocol) count against
+ * its target; `UpstreamSaturated` (our own connection limits: nothing was sent) and
+ * `DownstreamError` (the client's side: a slow reader, a response that could not be written)
+ * never do.
+ */
+export type ForwardError = UpstreamConnectFailed | UpstreamTimeout | UpstreamProtocolError | UpstreamSaturated | DownstreamError
 
 export interface ForwardRequest {
   readonly method: string
@@ -50,6 +59,15 @@ export interface ForwardRequest {
    * and connecting), 0 = none. When it fires nothing was sent: safe to retry elsewhere.
    */
   readonly connectTimeoutMs?: number
+  /** The client's address: its share of the target's connections (`PoolGate`). */
+  readonly client?: string
+  /**
+   * Longest time the response may hold its upstream connection while the client does not
+   * take what is already buffered for it (`limits { slow-reader-timeout-secs }`), 0 = none.
+   * Then the upstream connection is released, the rest of the response dropped, and the
+   * exchange fails with `DownstreamError` "slow_reader" (the client connection is closed).
+   */
+  readonly clientStallTimeoutMs?: number
 }
 
 /** Where the response goes. Implemented by the pipeline over `ServerResponse`. */
@@ -145,7 +163,17 @@ export interface ExchangeHandle {
   cancel(): void
 }
 
-class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle {
+const enum Admission {
+  /** No gate, or not yet asked. */
+  None,
+  Waiting,
+  Admitted
+}
+
+class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle, GateWaiter {
+  private admission = Admission.None
+  private queueTimer: NodeJS.Timeout | undefined = undefined
+  private resumeQueued = false
   private abortFn: ((err?: Error) => void) | undefined = undefined
   private done = false
   private status = 0
@@ -167,13 +195,18 @@ class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle {
   private readonly streamed: boolean
   private readonly onCheck = () => this.check()
   private onClientDrained: (() => void) | undefined = undefined
+  private onResume: (() => void) | undefined = undefined
+  readonly client: string
 
   constructor(
     private readonly ref: TargetRef,
     private readonly request: ForwardRequest,
     private readonly sink: ResponseSink,
-    private readonly onDone: ExchangeDone
+    private readonly onDone: ExchangeDone,
+    private readonly dispatcher: Dispatcher,
+    private readonly gate: PoolGate | undefined
   ) {
+    this.client = request.client ?? ""
     const start = performance.now()
     const requestMs = request.requestTimeoutMs ?? 0
     this.phaseMs = request.headersTimeoutMs
@@ -190,16 +223,86 @@ class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle {
     }
   }
 
+  /** Gets a connection slot (or waits for one, bounded), then dispatches. */
+  start(): void {
+    const gate = this.gate
+    if (gate === undefined || gate.tryEnter(this.client)) {
+      if (gate !== undefined) this.admission = Admission.Admitted
+      return this.dispatch()
+    }
+    const refused = gate.wait(this)
+    if (refused !== undefined) return this.finish(new UpstreamSaturated({ ...this.ref, reason: refused }))
+    this.admission = Admission.Waiting
+    const ms = gate.config.pendingTimeoutMs
+    if (ms > 0) {
+      this.queueTimer = setTimeout(() => {
+        this.queueTimer = undefined
+        if (this.done || this.admission !== Admission.Waiting) return
+        this.admission = Admission.None
+        this.finish(new UpstreamSaturated({ ...this.ref, reason: gate.remove(this) }))
+      }, ms)
+    }
+  }
+
+  admitted(): void {
+    if (this.queueTimer !== undefined) clearTimeout(this.queueTimer)
+    this.queueTimer = undefined
+    this.admission = Admission.Admitted
+    this.dispatch()
+  }
+
+  private dispatch(): void {
+    const request = this.request
+    try {
+      this.dispatcher.dispatch(
+        {
+          origin: undefined,
+          path: request.path,
+          method: request.method as Dispatcher.HttpMethod,
+          headers: request.headers,
+          body: request.body,
+          headersTimeout: 0,
+          bodyTimeout: 0,
+          // Redirects, retries and caching are decisions of the proxy, not of the client library.
+          idempotent: false
+        } as Dispatcher.DispatchOptions,
+        this
+      )
+    } catch (err) {
+      this.finish(classifyUpstreamError(this.ref, err, false))
+    }
+  }
+
+  /** The exchange is over for the gate: its slot goes to the next waiter, or it stops waiting. */
+  private releaseSlot(): void {
+    const was = this.admission
+    this.admission = Admission.None
+    if (was === Admission.Admitted) this.gate!.leave(this.client)
+    else if (was === Admission.Waiting) this.gate!.remove(this)
+  }
+
   private finish(error: ForwardError | undefined, outcome?: ForwardOutcome): void {
     if (this.done) return
     this.done = true
     this.clearTimers()
+    this.releaseSlot()
     this.onDone(error, outcome)
   }
 
   private clearTimers(): void {
     if (this.timer !== undefined) clearTimeout(this.timer)
     if (this.connectTimer !== undefined) clearTimeout(this.connectTimer)
+    if (this.queueTimer !== undefined) clearTimeout(this.queueTimer)
+  }
+
+  /**
+   * Our side failed while handing the response on (the sink threw: the client connection is
+   * broken). Not the upstream's fault: tear the exchange down and say so.
+   */
+  private sinkFailed(): void {
+    if (this.done) return
+    this.finish(new DownstreamError({ status: this.status || 502, reason: "client_write_failed" }))
+    this.abortFn?.(new AbortedByProxy("response could not be written"))
   }
 
   private fireTimeout(which: UpstreamTimeout["phase"]): void {
@@ -237,8 +340,21 @@ class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle {
   private check(): void {
     this.timer = undefined
     this.timerDue = Infinity
-    if (this.done || this.paused) return
+    if (this.done) return
     const now = performance.now()
+    if (this.paused) {
+      const stallMs = this.request.clientStallTimeoutMs ?? 0
+      if (stallMs <= 0) return
+      if (now < this.pausedAt + stallMs) {
+        this.timer = setTimeout(this.onCheck, Math.max(1, Math.ceil(this.pausedAt + stallMs - now)))
+        return
+      }
+      // The client has not taken what is buffered for it for that long: it does not get to
+      // hold an upstream connection any longer. The rest of the response is dropped with it.
+      this.finish(new DownstreamError({ status: this.status || 502, reason: "slow_reader" }))
+      this.abortFn?.(new AbortedByProxy("client not reading"))
+      return
+    }
     if (now >= this.deadline) return this.fireTimeout("request")
     if (this.phaseMs > 0 && now >= this.since + this.phaseMs) {
       if (this.phase !== "write" || this.uploadStalled()) return this.fireTimeout(this.phase)
@@ -247,14 +363,33 @@ class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle {
     this.arm(now)
   }
 
+  /**
+   * The client took what was buffered. Node may emit `drain` synchronously from inside
+   * another response's `write` (a pipelined response queued behind this one), which can be
+   * inside another undici parser's callback; undici's parsers must not be re-entered, so the
+   * upstream is resumed from a microtask, once the current parser has returned.
+   */
   private clientDrained(): void {
+    if (this.done || !this.paused || this.resumeQueued) return
+    this.resumeQueued = true
+    queueMicrotask((this.onResume ??= () => this.resumeUpstream()))
+  }
+
+  private resumeUpstream(): void {
+    this.resumeQueued = false
     if (this.done || !this.paused) return
+    if (this.timer !== undefined) clearTimeout(this.timer)
     this.paused = false
     const now = performance.now()
     this.deadline += now - this.pausedAt
     this.since = now
     this.arm(now)
-    this.resumeData?.()
+    try {
+      this.resumeData?.()
+    } catch {
+      // never let a resume failure escape a microtask (it would take the process down)
+      this.sinkFailed()
+    }
   }
 
   onConnect(abort: (err?: Error) => void): void {
@@ -294,7 +429,12 @@ class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle {
     this.phaseMs = this.request.bodyIdleTimeoutMs
     this.since = performance.now()
     this.rearmIfEarlier(this.since)
-    if (!this.sink.start(statusCode, rawHeaders)) this.discarded = true
+    try {
+      if (!this.sink.start(statusCode, rawHeaders)) this.discarded = true
+    } catch {
+      this.sinkFailed()
+      return false
+    }
     return true
   }
 
@@ -303,7 +443,14 @@ class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle {
     this.bytes += chunk.length
     if (this.discarded) return true
     this.since = performance.now()
-    if (this.sink.data(chunk)) return true
+    let more: boolean
+    try {
+      more = this.sink.data(chunk)
+    } catch {
+      this.sinkFailed()
+      return false
+    }
+    if (more) return true
     this.paused = true
     // While the client is slow, the idle deadline is the client's problem, not the upstream's,
     // and the time does not count against the attempt's total deadline either (the listener's
@@ -312,13 +459,25 @@ class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle {
     if (this.timer !== undefined) clearTimeout(this.timer)
     this.timer = undefined
     this.timerDue = Infinity
-    this.sink.onDrain((this.onClientDrained ??= () => this.clientDrained()))
+    const stallMs = this.request.clientStallTimeoutMs ?? 0
+    if (stallMs > 0) this.timer = setTimeout(this.onCheck, stallMs)
+    try {
+      this.sink.onDrain((this.onClientDrained ??= () => this.clientDrained()))
+    } catch {
+      this.sinkFailed()
+    }
     return false
   }
 
   onComplete(): void {
     if (this.done) return
-    if (!this.discarded) this.sink.end()
+    if (!this.discarded) {
+      try {
+        this.sink.end()
+      } catch {
+        return this.sinkFailed()
+      }
+    }
     this.finish(undefined, { status: this.status, bytes: this.bytes, discarded: this.discarded })
   }
 
@@ -332,12 +491,8 @@ class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle {
     if (this.done) return
     this.done = true
     this.clearTimers()
+    this.releaseSlot()
     this.abortFn?.(new AbortedByProxy("downstream went away"))
-  }
-
-  /** dispatch failed synchronously. */
-  failed(err: unknown): void {
-    this.finish(classifyUpstreamError(this.ref, err, false))
   }
 }
 
@@ -355,9 +510,10 @@ export const exchange = (
   ref: TargetRef,
   request: ForwardRequest,
   sink: ResponseSink,
-  onDone: ExchangeDone
+  onDone: ExchangeDone,
+  gate?: PoolGate
 ): (() => void) => {
-  const x = startExchange(dispatcher, ref, request, sink, onDone)
+  const x = startExchange(dispatcher, ref, request, sink, onDone, gate)
   return () => x.cancel()
 }
 
@@ -367,27 +523,12 @@ export const startExchange = (
   ref: TargetRef,
   request: ForwardRequest,
   sink: ResponseSink,
-  onDone: ExchangeDone
+  onDone: ExchangeDone,
+  /** The target's connection admission; none = straight to the dispatcher. */
+  gate?: PoolGate
 ): ExchangeHandle => {
-  const x = new Exchange(ref, request, sink, onDone)
-  try {
-    dispatcher.dispatch(
-      {
-        origin: undefined,
-        path: request.path,
-        method: request.method as Dispatcher.HttpMethod,
-        headers: request.headers,
-        body: request.body,
-        headersTimeout: 0,
-        bodyTimeout: 0,
-        // Redirects, retries and caching are decisions of the proxy, not of the client library.
-        idempotent: false
-      } as Dispatcher.DispatchOptions,
-      x
-    )
-  } catch (err) {
-    x.failed(err)
-  }
+  const x = new Exchange(ref, request, sink, onDone, dispatcher, gate)
+  x.start()
   return x
 }
 
@@ -399,11 +540,17 @@ export const forward = (
   dispatcher: Dispatcher,
   ref: TargetRef,
   request: ForwardRequest,
-  sink: ResponseSink
+  sink: ResponseSink,
+  gate?: PoolGate
 ): Effect.Effect<ForwardOutcome, ForwardError> =>
   Effect.async<ForwardOutcome, ForwardError>((resume) => {
-    const cancel = exchange(dispatcher, ref, request, sink, (error, outcome) =>
-      resume(error !== undefined ? Effect.fail(error) : Effect.succeed(outcome!))
+    const cancel = exchange(
+      dispatcher,
+      ref,
+      request,
+      sink,
+      (error, outcome) => resume(error !== undefined ? Effect.fail(error) : Effect.succeed(outcome!)),
+      gate
     )
     return Effect.sync(cancel)
   })

@@ -16,11 +16,14 @@ import { Duration } from "effect"
 import { Client, Pool, type buildConnector, type Dispatcher } from "undici"
 import type { TargetConfig, UpstreamConfig } from "../config/Schema.js"
 import type { DnsCache } from "./Dns.js"
+import { PoolGate } from "./PoolGate.js"
 
 export interface TargetPool {
   readonly key: string
   readonly target: TargetConfig
   readonly pool: Pool
+  /** Admission to the pool's connections: bounded wait, per-client share (PoolGate.ts). */
+  readonly gate: PoolGate
   /** Runtimes using this pool (a reload may hand it over); it closes when the last lets go. */
   refs: number
   /** Stops the `max-idle` trimming (when the pool closes). */
@@ -218,9 +221,23 @@ export const makeTargetPool = (
       ...(hostName && dns !== undefined ? { lookup: cachedLookup(dns) } : {})
     }
   } as Pool.Options)
+  const gate = new PoolGate(gateConfigFor(upstream))
   return trimmer === undefined
-    ? { key: target.address, target, pool, refs: 1 }
-    : { key: target.address, target, pool, refs: 1, stopIdleTrim: trimmer.stop }
+    ? { key: target.address, target, pool, gate, refs: 1 }
+    : { key: target.address, target, pool, gate, refs: 1, stopIdleTrim: trimmer.stop }
+}
+
+/** `connection-pool { ... }` -> the gate's bounds: exchanges at once are connections x streams. */
+export const gateConfigFor = (upstream: UpstreamConfig) => {
+  const cp = upstream.connectionPool
+  const streams = upstream.tls !== undefined && upstream.httpVersion.maxVersion === 2 ? upstream.httpVersion.maxH2Streams : 1
+  const capacity = cp.maxConnections * streams
+  return {
+    capacity,
+    maxPending: cp.maxPendingRequests,
+    pendingTimeoutMs: Duration.toMillis(cp.pendingTimeout),
+    perClient: cp.maxClientShare >= 1 ? capacity : Math.max(1, Math.floor(cp.maxConnections * cp.maxClientShare)) * streams
+  }
 }
 
 /** Connections open in the pool now (for `sentinel_connection_pool_size`). */

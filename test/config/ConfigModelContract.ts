@@ -70,6 +70,9 @@ export interface UpstreamConfig {
     readonly maxIdle: number                     // 20
     readonly idleTimeout: Duration.Duration      // 60s
     readonly maxLifetime?: Duration.Duration
+    readonly maxPendingRequests: number          // 1000 (waiting for a connection, per target)
+    readonly pendingTimeout: Duration.Duration   // 5s
+    readonly maxClientShare: number              // 0.5 (of max-connections, per client address)
   }
 }
 export type RouteMatch =
@@ -108,6 +111,8 @@ export interface LimitsConfig {
   readonly maxHeaderCount: number                // 100
   readonly maxBodySize: number                   // 10 MiB (also accept max-body-size-bytes)
   readonly requestBufferSize: number             // 64 KiB (bodies read whole before going upstream)
+  readonly responseBufferSize: number            // 256 KiB (held for a slow reader before pausing the upstream)
+  readonly slowReaderTimeout: Duration.Duration  // 10s (upstream held for a client that takes nothing)
   readonly maxUriLength: number                  // 8192
   readonly maxConnectionsPerClient: number       // 100
   readonly maxTotalConnections: number           // 10000

@@ -27,7 +27,8 @@ describe("Kdl decoder: values and defaults", () => {
       bodyIdleTimeout: Duration.seconds(30), writeTimeout: Duration.seconds(30), admin: false, trustedProxies: []
     })
     expect(c.limits).toEqual({
-      maxHeaderSize: 8192, maxHeaderCount: 100, maxBodySize: 10485760, requestBufferSize: 65536, maxUriLength: 8192,
+      maxHeaderSize: 8192, maxHeaderCount: 100, maxBodySize: 10485760, requestBufferSize: 65536, responseBufferSize: 262144,
+      slowReaderTimeout: Duration.seconds(10), maxUriLength: 8192,
       maxConnectionsPerClient: 100, maxTotalConnections: 10000, maxInFlightRequests: 10000,
       inFlightQueueSize: 1000, inFlightQueueTimeout: Duration.seconds(5), maxHeaderLineSize: 8192,
       underscoresInHeaders: "drop", allowTrace: false, mergeSlashes: true, normalizePath: true, escapedSlashes: "keep"
@@ -51,7 +52,7 @@ describe("Kdl decoder: values and defaults", () => {
     address "h.example:82"
     load-balancing "p2c"
     timeouts { connect-secs 5; read 0.25; }
-    connection-pool { max-idle 0; idle-timeout-secs 9; max-lifetime 600; }
+    connection-pool { max-idle 0; idle-timeout-secs 9; max-lifetime 600; max-pending-requests 7; pending-timeout-secs 2; max-client-share 0.25; }
   }
 }`)
     const u = c.upstreams[0]
@@ -62,7 +63,10 @@ describe("Kdl decoder: values and defaults", () => {
     ])
     expect(u.loadBalancing).toBe("power_of_two_choices")
     expect(u.timeouts).toEqual({ connect: Duration.seconds(5), request: Duration.seconds(60), read: Duration.millis(250), write: Duration.seconds(30) })
-    expect(u.connectionPool).toEqual({ maxConnections: 100, maxIdle: 0, idleTimeout: Duration.seconds(9), maxLifetime: Duration.seconds(600) })
+    expect(u.connectionPool).toEqual({
+      maxConnections: 100, maxIdle: 0, idleTimeout: Duration.seconds(9), maxLifetime: Duration.seconds(600),
+      maxPendingRequests: 7, pendingTimeout: Duration.seconds(2), maxClientShare: 0.25
+    })
   })
 
   it("routes: named and integer priorities, matches in document order, header ops, timeout", () => {
@@ -105,6 +109,19 @@ routes {
     expect(c.limits.maxHeaderSize).toBe(16384)
     expect(c.limits.maxBodySize).toBe(1048576)
     expect(c.limits.maxUriLength).toBe(100)
+  })
+
+  it("slow-reader bounds: response buffer and hold timeout in limits, pool waits and client share", () => {
+    const c = ok(L + `limits { response-buffer-size "64KiB"; slow-reader-timeout-secs 2.5; }`)
+    expect(c.limits.responseBufferSize).toBe(65536)
+    expect(c.limits.slowReaderTimeout).toEqual(Duration.millis(2500))
+    expect(errs(L + `upstreams { upstream "u" { target "h:1"; connection-pool { max-client-share 0; }; }; }`)).toEqual([
+      "t.kdl:2:77: `max-client-share` must be greater than 0, got 0"
+    ])
+    expect(errs(L + `upstreams { upstream "u" { target "h:1"; connection-pool { max-client-share 1.5; max-pending-requests -1; }; }; }`)).toEqual([
+      "t.kdl:2:77: `max-client-share` must be at most 1, got 1.5",
+      "t.kdl:2:103: `max-pending-requests` must not be negative, got -1"
+    ])
   })
 
   it("KDL v1 syntax still loads, with a warning", () => {

@@ -101,7 +101,7 @@ describe("config model vs feature modules", () => {
     expect(f.sh).toEqual(defaultSecurityHeadersConfig)
     expect(strip(c.agents[0], "id", "socketPath")).toEqual(agentConfigDefaults)
     // documented difference: the header-size default stays Sentinel's 8192 (RequestValidation's is 16384)
-    expect({ ...strip(c.limits, "maxBodySize", "requestBufferSize", "maxConnectionsPerClient", "maxTotalConnections", "maxInFlightRequests",
+    expect({ ...strip(c.limits, "maxBodySize", "requestBufferSize", "responseBufferSize", "slowReaderTimeout", "maxConnectionsPerClient", "maxTotalConnections", "maxInFlightRequests",
       "inFlightQueueSize", "inFlightQueueTimeout"), maxHeaderSize: 16384 }).toEqual(defaultRequestValidationConfig)
     expect(c.observability.tracing?.samplingRate).toBe(DEFAULT_SAMPLING_RATE)
     expect(c.observability.tracing?.serviceName).toBe(DEFAULT_SERVICE_NAME)

@@ -36,7 +36,10 @@ describe("makeConfig / decodeConfig", () => {
     const c = S.makeConfig(base)
     expect(c.upstreams[0].targets[0]).toEqual({ address: "127.0.0.1:1234", host: "127.0.0.1", port: 1234, weight: 1 })
     expect(c.upstreams[0].timeouts.connect).toEqual(Duration.seconds(10))
-    expect(c.upstreams[0].connectionPool).toEqual({ maxConnections: 100, maxIdle: 20, idleTimeout: Duration.seconds(60) })
+    expect(c.upstreams[0].connectionPool).toEqual({
+      maxConnections: 100, maxIdle: 20, idleTimeout: Duration.seconds(60),
+      maxPendingRequests: 1000, pendingTimeout: Duration.seconds(5), maxClientShare: 0.5
+    })
     expect(c.routes[0].priority).toBe(50)
     expect(c.routes[0].policies.requestHeaders).toEqual({ rename: [], set: [], add: [], remove: [] })
     expect(c.listeners[0].protocol).toBe("http")

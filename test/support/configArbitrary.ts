@@ -205,7 +205,10 @@ export const arbitraryConfig: fc.Arbitrary<SentinelConfig> = fc
         targets: fc.array(target, { minLength: 1, maxLength: 3 }),
         balancing,
         timeouts: fc.record({ connect: millis, request: millis, read: millis, write: millis }),
-        connectionPool: fc.record({ maxConnections: positive(), maxIdle: count(), idleTimeout: millis, maxLifetime: opt(millis) }),
+        connectionPool: fc.record({
+          maxConnections: positive(), maxIdle: count(), idleTimeout: millis, maxLifetime: opt(millis),
+          maxPendingRequests: count(), pendingTimeout: millis, maxClientShare: fc.integer({ min: 1, max: 1000 }).map((n) => n / 1000)
+        }),
         healthCheck: opt(healthCheck),
         passiveHealth: fc.record({ windowSize: positive(), failureRatio: ratio, minRequests: positive(), cooldownMs: count(3_600_000) }),
         circuitBreaker,
@@ -263,7 +266,7 @@ export const arbitraryConfig: fc.Arbitrary<SentinelConfig> = fc
       routes,
       limits: fc.record({
         maxHeaderSize: positive(), maxHeaderCount: positive(), maxBodySize: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-        requestBufferSize: fc.nat({ max: 1 << 24 }),
+        requestBufferSize: fc.nat({ max: 1 << 24 }), responseBufferSize: fc.nat({ max: 1 << 24 }), slowReaderTimeout: millis,
         maxUriLength: positive(), maxConnectionsPerClient: positive(), maxTotalConnections: positive(), maxInFlightRequests: positive(),
         inFlightQueueSize: count(), inFlightQueueTimeout: millis, maxHeaderLineSize: positive(),
         underscoresInHeaders: fc.constantFrom("drop" as const, "reject" as const, "allow" as const), allowTrace: fc.boolean(),

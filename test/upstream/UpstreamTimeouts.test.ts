@@ -229,7 +229,8 @@ describe("connection-pool { max-idle }", () => {
             {
               id: "u",
               targets: [{ address: `127.0.0.1:${origin.port}` }],
-              connectionPool: { maxConnections: 10, maxIdle: 2, idleTimeout: Duration.seconds(60) } as never
+              // one client address opens all six: no per-client share here
+              connectionPool: { maxConnections: 10, maxIdle: 2, idleTimeout: Duration.seconds(60), maxClientShare: 1 } as never
             }
           ],
           routes: [route("u")]

@@ -12,6 +12,8 @@ export const limitsSpec: BlockSpec<LimitsConfig> = {
     maxHeaderCount: scalar("max-header-count", positive),
     maxBodySize: scalar(["max-body-size", "max-body-size-bytes"], bytes),
     requestBufferSize: scalar("request-buffer-size", bytes),
+    responseBufferSize: scalar("response-buffer-size", bytes),
+    slowReaderTimeout: scalar(["slow-reader-timeout-secs", "slow-reader-timeout"], secs),
     maxUriLength: scalar(["max-uri-length", "max-uri-length-bytes"], positive),
     maxConnectionsPerClient: scalar("max-connections-per-client", positive),
     maxTotalConnections: scalar("max-total-connections", positive),

@@ -5,7 +5,7 @@ import {
 } from "../Schema.js"
 import {
   type BlockSpec, type Cx, type Val, block, bool, compact, count, custom, decodeBlock, entity, hostPort, int, many,
-  nonEmpty, oneOf, positive, scalar, secs, secsMs, shape, str
+  nonEmpty, num, oneOf, positive, scalar, secs, secsMs, shape, str
 } from "../KdlDecoder.js"
 import { circuitBreakerSpec, healthCheckSpec, passiveHealthSpec, retryBudgetSpec } from "./Resilience.js"
 import type { Node } from "@bgotink/kdl"
@@ -72,7 +72,10 @@ export const connectionPoolSpec: BlockSpec<UpstreamConfig["connectionPool"]> = {
     maxConnections: scalar("max-connections", positive),
     maxIdle: scalar("max-idle", count),
     idleTimeout: scalar(["idle-timeout", "idle-timeout-secs"], secs),
-    maxLifetime: scalar(["max-lifetime", "max-lifetime-secs"], secs)
+    maxLifetime: scalar(["max-lifetime", "max-lifetime-secs"], secs),
+    maxPendingRequests: scalar("max-pending-requests", count),
+    pendingTimeout: scalar(["pending-timeout", "pending-timeout-secs"], secs),
+    maxClientShare: scalar("max-client-share", num({ min: 0, max: 1, exclusiveMin: true }))
   }
 }
 

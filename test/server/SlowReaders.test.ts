@@ -292,4 +292,31 @@ describe("D2: slow readers and the upstream pool", () => {
       await env.close()
     }
   })
+
+  it("clients that vanish mid-upload or mid-download are not the target's fault", async () => {
+    const env = await start({})
+    try {
+      for (let i = 0; i < 3; i++) {
+        // a streamed upload (over request-buffer-size) cut halfway
+        const up = await connect(env.proxy.port)
+        up.on("error", () => undefined)
+        up.write(`POST /up${i}?n=10 HTTP/1.1\r\nHost: a.example\r\nContent-Length: ${4 * MiB}\r\n\r\n`)
+        up.write(Buffer.alloc(MiB, 1))
+        await until(() => origin.arrived.includes(`/up${i}`), "the upload under way")
+        up.destroy()
+        // a download dropped while paused on the client
+        const down = await nonReader(env.proxy.port, `/down${i}?n=${64 * MiB}`)
+        await within(origin.stalled(`/down${i}`), 5000, "the download paused on its client")
+        down.destroy()
+        await within(origin.aborted(`/down${i}`), 5000, "the download's exchange aborted")
+      }
+      await until(() => accessLines(env.accessLog).filter((l) => /^\/(up|down)/.test(l.path)).length === 6, "six access lines")
+      expect(accessLines(env.accessLog).filter((l) => /^\/(up|down)/.test(l.path)).map((l) => l.status)).toEqual(Array(6).fill(499))
+      expect(await metricSum(env.proxy, "sentinel_upstream_failures_total")).toBe(0)
+      expect(await breakerOpened(env.proxy)).toBe(0)
+      expect((await probe(env.proxy.port, "/after?n=10")).status).toBe(200)
+    } finally {
+      await env.close()
+    }
+  })
 })

@@ -6,7 +6,8 @@
  *   not move over three 20 ms checks: the proxy paused the exchange);
  * - `finished`: was handed to the kernel whole; `aborted`: was cut by the proxy.
  * `?after=/<other>` holds the head back until `/<other>` stalled, which makes a pipelined
- * response start exactly while the one before it is paused on its client.
+ * response start exactly while the one before it is paused on its client. A POST is answered
+ * once its body arrived whole.
  */
 import * as http from "node:http"
 import type { AddressInfo, Socket } from "node:net"
@@ -106,7 +107,9 @@ export const startBigOrigin = async (): Promise<BigOrigin> => {
       watchStall(path, res)
     }
     const after = u.searchParams.get("after")
-    if (after === null) send()
+    // an upload is answered once it arrived whole
+    if (req.method === "POST") req.once("end", send)
+    else if (after === null) send()
     else void stalls.wait(after).then(send)
   })
   server.on("connection", (s: Socket) => {

@@ -219,8 +219,8 @@ export const decodeNodes = (
   if (sink.errors.length > 0) return { config: undefined, errors: sortIssues(sink.errors), warnings }
   const decoded = Schema.decodeUnknownEither(SentinelConfig, { errors: "all" })(out)
   if (Either.isLeft(decoded)) {
-    // the block decoders should catch everything first; this is the safety net
-    const message = ParseResult.TreeFormatter.formatErrorSync(decoded.left)
+    // the block decoders should catch everything first; this is the safety net (on one line, as every issue)
+    const message = ParseResult.TreeFormatter.formatErrorSync(decoded.left).replace(/\s*\n\s*/g, " ")
     return { config: undefined, errors: [{ file: mainFile, line: 1, col: 1, message }], warnings }
   }
   return { config: decoded.right, errors: [], warnings }

@@ -7,7 +7,7 @@ import type { Node } from "@bgotink/kdl"
 import { Duration, Effect } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
-import { type ConfigIssue, ConfigInvalid, formatIssue, sortIssues } from "./ConfigIssue.js"
+import { type ConfigIssue, ConfigInvalid, escapeText, formatIssue, sortIssues } from "./ConfigIssue.js"
 import { decodeNodes, parseKdl, type SourcedNode, substituteEnv } from "./Kdl.js"
 import { Cx, shape, Sink, str } from "./KdlDecoder.js"
 import { formatHostPort, type SentinelConfig } from "./Schema.js"
@@ -191,7 +191,7 @@ export const glob = async (pattern: string): Promise<Array<string>> => {
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`
 
-/** The text `sentinel test` prints for a valid config. */
+/** The text `sentinel test` prints for a valid config (ids and paths escaped: one line per item, whatever they contain). */
 export const summarize = (config: SentinelConfig): string => {
   const lines = [
     `configuration OK (schema ${config.schemaVersion}): ${plural(config.listeners.length, "listener")}, ` +
@@ -211,7 +211,7 @@ export const summarize = (config: SentinelConfig): string => {
   for (const u of config.upstreams) {
     lines.push(`  upstream ${u.id}: ${plural(u.targets.length, "target")}, ${u.loadBalancing}, connect timeout ${Duration.format(u.timeouts.connect)}`)
   }
-  return lines.join("\n")
+  return lines.map(escapeText).join("\n")
 }
 
 /** Formats a failure for the command line. */

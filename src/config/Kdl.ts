@@ -1,6 +1,7 @@
 /**
  * KDL text -> typed `SentinelConfig`, with every problem reported as
- * `file:line:col: message`. Pure: file reading and includes live in Load.ts.
+ * `file:line:col: message`. Pure: file reading and includes live in Load.ts,
+ * and the one fact about the machine (its cores, for the `worker-threads` cap) is an option.
  */
 import { type Document, getLocation, InvalidKdlError, type Node, parse } from "@bgotink/kdl"
 import { parse as parseV1 } from "@bgotink/kdl/v1-compat"
@@ -229,12 +230,17 @@ export const decodeNodes = (
 /** Parses and decodes one KDL text (no includes). Never throws. */
 export const decodeKdl = (
   text: string,
-  opts: { readonly file?: string; readonly env?: Readonly<Record<string, string | undefined>> } = {}
+  opts: {
+    readonly file?: string
+    readonly env?: Readonly<Record<string, string | undefined>>
+    /** Cores of the machine the config is for (caps `worker-threads`). Default this machine's. */
+    readonly cores?: number
+  } = {}
 ): DecodeResult => {
   const file = opts.file ?? "<config>"
   const parsed = parseKdl(text, file)
   if (parsed.document === undefined) return { config: undefined, errors: parsed.errors, warnings: parsed.warnings }
-  const sink = new Sink()
+  const sink = new Sink(opts.cores)
   sink.warnings.push(...parsed.warnings)
   if (opts.env !== undefined) substituteEnv(parsed.document.nodes, file, opts.env, sink.errors)
   return decodeNodes(parsed.document.nodes.map((node) => ({ node, file })), file, sink)

@@ -11,6 +11,7 @@
  */
 import { type Entry, getLocation, type Node, type Primitive } from "@bgotink/kdl"
 import { Duration } from "effect"
+import * as os from "node:os"
 import { type ConfigIssue, escapeChar, escapeText, firstUnprintable, hint } from "./ConfigIssue.js"
 import { notSupportedYet } from "./NotSupportedYet.js"
 import { parseHostPort } from "./Schema.js"
@@ -25,6 +26,11 @@ export interface Pos {
 
 /** Collects issues and the id definitions/references checked after decoding. */
 export class Sink {
+  /**
+   * @param cores Cores of the machine the config is for, for limits relative to it
+   *   (`worker-threads`); an input rather than read inside, so decoding is deterministic in tests.
+   */
+  constructor(readonly cores: number = os.availableParallelism()) {}
   readonly errors: Array<ConfigIssue> = []
   readonly warnings: Array<ConfigIssue> = []
   readonly defs = new Map<string, Map<string, Pos>>()

@@ -17,6 +17,8 @@ export { ConfigInvalid } from "./ConfigIssue.js"
 export interface LoadOptions {
   /** Variables for `${VAR}` substitution. Default `process.env`. */
   readonly env?: Readonly<Record<string, string | undefined>>
+  /** Cores of the machine the config is for (caps `worker-threads`). Default this machine's. */
+  readonly cores?: number
 }
 
 export interface Loaded {
@@ -42,7 +44,7 @@ export const loadConfig = (file: string, opts: LoadOptions = {}): Effect.Effect<
 
 /** Like `loadConfig`, but returns the warnings and files instead of logging. */
 export const loadConfigDetailed = (file: string, opts: LoadOptions = {}): Effect.Effect<Loaded, ConfigInvalid> =>
-  Effect.promise(() => collect(file, opts.env ?? process.env)).pipe(
+  Effect.promise(() => collect(file, opts.env ?? process.env, opts.cores)).pipe(
     Effect.flatMap(({ nodes, sink, files }) => {
       const result = decodeNodes(nodes, file, sink)
       return result.config === undefined
@@ -53,8 +55,8 @@ export const loadConfigDetailed = (file: string, opts: LoadOptions = {}): Effect
   )
 
 /** Reads the main file and, depth first, everything it includes, in order. */
-const collect = async (mainFile: string, env: Readonly<Record<string, string | undefined>>) => {
-  const sink = new Sink()
+const collect = async (mainFile: string, env: Readonly<Record<string, string | undefined>>, cores: number | undefined) => {
+  const sink = new Sink(cores)
   const nodes: Array<SourcedNode> = []
   const files: Array<string> = []
   const loaded = new Set<string>()

@@ -3,6 +3,7 @@
  * decoder accept or print. Ids are printable, limits are enforced with a
  * located error, and nothing from the file reaches the output unescaped.
  */
+import * as os from "node:os"
 import { describe, expect, it } from "vitest"
 import { escapeText, formatIssue } from "../../src/config/ConfigIssue.js"
 import { decodeKdl } from "../../src/config/Kdl.js"
@@ -67,6 +68,25 @@ listeners { listener "m2" { address "127.0.0.1:2"; default-route "r${z}"; }; }`)
     expect(errs(`listeners { listener "a" { address "local\\u{202E}host:1"; }; }`)).toEqual([
       "t.kdl:1:36: `address` must be \"host:port\" (IPv6 as \"[::1]:80\"), got \"local\\u202Ehost:1\""
     ])
+  })
+})
+
+describe("Kdl decoder: worker-threads", () => {
+  const workers = (n: number, cores: number) =>
+    decodeKdl(L + `system { worker-threads ${n}; }`, { file: "t.kdl", cores }).errors.map(formatIssue)
+
+  it("up to 4 per core of the machine the config is for; 0 is one per core", () => {
+    expect(workers(0, 2)).toEqual([])
+    expect(workers(8, 2)).toEqual([])
+    expect(workers(9, 2)).toEqual(["t.kdl:2:25: `worker-threads` must be at most 8 (4 per core, 2 cores here; 0 means one per core), got 9"])
+    expect(workers(100000, 1)).toEqual(["t.kdl:2:25: `worker-threads` must be at most 4 (4 per core, 1 core here; 0 means one per core), got 100000"])
+    expect(workers(64, 16)).toEqual([])
+  })
+
+  it("the default is this machine's cores", () => {
+    const cap = 4 * os.availableParallelism()
+    expect(decodeKdl(L + `system { worker-threads ${cap}; }`).errors).toEqual([])
+    expect(decodeKdl(L + `system { worker-threads ${cap + 1}; }`).errors).toHaveLength(1)
   })
 })
 

@@ -6,7 +6,7 @@
 import * as os from "node:os"
 import { describe, expect, it } from "vitest"
 import { escapeText, formatIssue } from "../../src/config/ConfigIssue.js"
-import { decodeKdl } from "../../src/config/Kdl.js"
+import { decodeKdl, maxNesting } from "../../src/config/Kdl.js"
 import { summarize } from "../../src/config/Load.js"
 
 const L = `listeners { listener "main" { address "127.0.0.1:8080"; }; }\n`
@@ -87,6 +87,37 @@ describe("Kdl decoder: worker-threads", () => {
     const cap = 4 * os.availableParallelism()
     expect(decodeKdl(L + `system { worker-threads ${cap}; }`).errors).toEqual([])
     expect(decodeKdl(L + `system { worker-threads ${cap + 1}; }`).errors).toHaveLength(1)
+  })
+})
+
+describe("Kdl decoder: nesting", () => {
+  const nested = (depth: number) => "a {\n".repeat(depth) + "}\n".repeat(depth)
+
+  it(`blocks nest up to ${maxNesting} levels; deeper is a located error, also far too deep for the parser`, () => {
+    expect(errs(nested(maxNesting))).toEqual(["t.kdl:1:1: unknown node `a` at the top level", expect.stringContaining("no listener")])
+    expect(errs(nested(maxNesting + 1))).toEqual([`t.kdl:65:3: nesting deeper than ${maxNesting} levels of { } blocks`])
+    expect(errs("\r\n\u2028" + "a {".repeat(100_000))).toEqual([`t.kdl:3:195: nesting deeper than ${maxNesting} levels of { } blocks`])
+  })
+
+  it("braces in strings, raw strings, multi-line strings and comments do not count", () => {
+    const many = "{".repeat(100)
+    const r = decodeKdl(`${L}system {
+    pid-file "${many}\\"${many}"
+    /* ${many} /* nested ${many} */ ${many} */
+    // ${many}
+    /- pid-file #"${many}"# ##"${many}"#"##
+    /- pid-file """
+        " ${many}
+        """ #"""
+        "# ${many}
+        """#
+}`, { file: "t.kdl" })
+    expect(r.errors.map(formatIssue)).toEqual([])
+    expect(r.config!.system.pidFile).toBe(`${many}"${many}`)
+  })
+
+  it("a KDL v1 raw string with a trailing backslash does not hide the braces after it", () => {
+    expect(errs(`system { pid-file r"C:\\" ; }\n` + nested(maxNesting + 1))[0]).toMatch(/^t\.kdl:66:3: nesting deeper than/)
   })
 })
 

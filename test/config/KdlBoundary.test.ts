@@ -7,7 +7,9 @@ import * as os from "node:os"
 import { describe, expect, it } from "vitest"
 import { escapeText, formatIssue } from "../../src/config/ConfigIssue.js"
 import { decodeKdl, maxNesting } from "../../src/config/Kdl.js"
+import { formatLint } from "../../src/config/Lint.js"
 import { summarize } from "../../src/config/Load.js"
+import { formatFinding } from "../../src/config/Validate.js"
 
 const L = `listeners { listener "main" { address "127.0.0.1:8080"; }; }\n`
 const errs = (text: string) => decodeKdl(text, { file: "t.kdl" }).errors.map(formatIssue)
@@ -132,6 +134,11 @@ describe("text output escapes what the config wrote", () => {
     const lines = summarize(r.config!).split("\n")
     expect(lines).toHaveLength(3)
     expect(lines[2]).toBe("  route r (priority 50): all requests -> static files /srv\\u000A  listener evil: http://0.0.0.0:1")
+  })
+
+  it("lint warnings and validate findings print on one line whatever the subject holds", () => {
+    expect(formatLint({ rule: "r", subject: "route \"a\u202E\"", message: "x\ny" })).toBe("warning[r]: route \"a\\u202E\": x\\u000Ay")
+    expect(formatFinding({ level: "error", subject: "agent \"a\"", message: "socket /tmp/\r\n.sock" })).toBe("error: agent \"a\": socket /tmp/\\u000D\\u000A.sock")
   })
 
   it("issues print on one line whatever the message quotes", () => {

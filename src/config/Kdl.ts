@@ -71,7 +71,7 @@ const isNewline = (c: number): boolean => c === 0x0a || c === 0x0d || c === 0x0c
  * Where the first `{` nested deeper than `maxNesting` is, if any. The parser recurses once per
  * level and overflows the stack at a few thousand, so this runs first and a deep document gets a
  * located error. Braces in strings (quoted, multi-line, raw `#"..."#`, v1 `r"..."`) and comments
- * (`//`, nested `/* *\/`) do not count. On malformed text the scan may miscount, but a false
+ * (`//`, nested block comments) do not count. On malformed text the scan may miscount, but a false
  * refusal still needs more than `maxNesting` unbalanced `{`, which no real config has.
  */
 const tooDeep = (text: string): number | undefined => {
@@ -79,13 +79,13 @@ const tooDeep = (text: string): number | undefined => {
   let depth = 0
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i)
-    if (c === 0x7b) {
+    if (c === 0x7b /* { */) {
       if (++depth > maxNesting) return i
-    } else if (c === 0x7d) {
+    } else if (c === 0x7d /* } */) {
       if (depth > 0) depth--
-    } else if (c === 0x2f && text.charCodeAt(i + 1) === 0x2f) {
+    } else if (c === 0x2f /* / */ && text.startsWith("//", i)) {
       while (i + 1 < n && !isNewline(text.charCodeAt(i + 1))) i++
-    } else if (c === 0x2f && text.charCodeAt(i + 1) === 0x2a) {
+    } else if (c === 0x2f && text.startsWith("/*", i)) {
       let level = 0
       for (; i < n; i++) {
         if (text.startsWith("/*", i)) {
@@ -94,7 +94,7 @@ const tooDeep = (text: string): number | undefined => {
         } else if (text.startsWith("*/", i) && --level === 0) break
       }
       i++
-    } else if (c === 0x22 || c === 0x23) {
+    } else if (c === 0x22 /* " */ || c === 0x23 /* # */) {
       let j = i
       while (text.charCodeAt(j) === 0x23) j++
       if (text.charCodeAt(j) !== 0x22) {
@@ -102,11 +102,11 @@ const tooDeep = (text: string): number | undefined => {
         continue
       }
       const hashes = j - i
-      const raw = hashes > 0 || text.charCodeAt(i - 1) === 0x72
+      const raw = hashes > 0 || text.charCodeAt(i - 1) === 0x72 /* r, KDL v1 */
       const quotes = text.startsWith('"""', j) ? '"""' : '"'
       const close = quotes + "#".repeat(hashes)
       j += quotes.length
-      while (j < n && !text.startsWith(close, j)) j += !raw && text.charCodeAt(j) === 0x5c ? 2 : 1
+      while (j < n && !text.startsWith(close, j)) j += !raw && text.charCodeAt(j) === 0x5c /* \ */ ? 2 : 1
       i = j + close.length - 1
     }
   }

@@ -10,7 +10,28 @@ export interface ConfigIssue {
   readonly message: string
 }
 
-export const formatIssue = (i: ConfigIssue): string => `${i.file}:${i.line}:${i.col}: ${i.message}`
+// Text from a config file (ids, paths, values quoted in messages) must not be able to start a
+// new line or reorder what a terminal shows: controls (Cc: NUL, TAB, CR, LF, DEL, C1), format
+// characters (Cf: zero-width spaces, bidi overrides and isolates, BOM), line and paragraph
+// separators, and lone surrogates.
+const unprintableOne = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u
+const unprintableAll = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu
+
+/** One character as `\uXXXX` (`\u{XXXXX}` beyond the BMP). */
+export const escapeChar = (c: string): string => {
+  const cp = c.codePointAt(0) ?? 0
+  const hex = cp.toString(16).toUpperCase()
+  return cp > 0xffff ? `\\u{${hex}}` : `\\u${hex.padStart(4, "0")}`
+}
+
+/** The first character of `s` that `escapeText` would escape, if any. */
+export const firstUnprintable = (s: string): string | undefined => unprintableOne.exec(s)?.[0]
+
+/** `s` with every control, format and separator character written as `\uXXXX`, for text output. */
+export const escapeText = (s: string): string => s.replace(unprintableAll, escapeChar)
+
+/** `file:line:col: message` on one line, whatever the config put into the file name or message. */
+export const formatIssue = (i: ConfigIssue): string => escapeText(`${i.file}:${i.line}:${i.col}: ${i.message}`)
 
 /** Orders issues by file, then position, so output reads top to bottom. */
 export const sortIssues = (issues: ReadonlyArray<ConfigIssue>): Array<ConfigIssue> =>

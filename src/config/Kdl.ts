@@ -1,6 +1,7 @@
 /**
  * KDL text -> typed `SentinelConfig`, with every problem reported as
- * `file:line:col: message`. Pure: file reading and includes live in Load.ts.
+ * `file:line:col: message`. Pure: file reading and includes live in Load.ts,
+ * and the one fact about the machine (its cores, for the `worker-threads` cap) is an option.
  */
 import { type Document, getLocation, InvalidKdlError, type Node, parse } from "@bgotink/kdl"
 import { parse as parseV1 } from "@bgotink/kdl/v1-compat"
@@ -41,6 +42,10 @@ export const parseKdl = (
   text: string,
   file: string
 ): { readonly document: Document | undefined; readonly errors: Array<ConfigIssue>; readonly warnings: Array<ConfigIssue> } => {
+  const deep = tooDeep(text)
+  if (deep !== undefined) {
+    return { document: undefined, errors: [{ file, ...position(text, deep), message: `nesting deeper than ${maxNesting} levels of { } blocks` }], warnings: [] }
+  }
   try {
     return { document: parse(text, { storeLocations: true }), errors: [], warnings: [] }
   } catch (e) {
@@ -55,6 +60,71 @@ export const parseKdl = (
       return { document: undefined, errors: kdlErrors(e, file), warnings: [] }
     }
   }
+}
+
+/** `{ }` blocks nested deeper than this are refused before parsing. */
+export const maxNesting = 64
+
+const isNewline = (c: number): boolean => c === 0x0a || c === 0x0d || c === 0x0c || c === 0x85 || c === 0x2028 || c === 0x2029
+
+/**
+ * Where the first `{` nested deeper than `maxNesting` is, if any. The parser recurses once per
+ * level and overflows the stack at a few thousand, so this runs first and a deep document gets a
+ * located error. Braces in strings (quoted, multi-line, raw `#"..."#`, v1 `r"..."`) and comments
+ * (`//`, nested block comments) do not count. On malformed text the scan may miscount, but a false
+ * refusal still needs more than `maxNesting` unbalanced `{`, which no real config has.
+ */
+const tooDeep = (text: string): number | undefined => {
+  const n = text.length
+  let depth = 0
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 0x7b /* { */) {
+      if (++depth > maxNesting) return i
+    } else if (c === 0x7d /* } */) {
+      if (depth > 0) depth--
+    } else if (c === 0x2f /* / */ && text.startsWith("//", i)) {
+      while (i + 1 < n && !isNewline(text.charCodeAt(i + 1))) i++
+    } else if (c === 0x2f && text.startsWith("/*", i)) {
+      let level = 0
+      for (; i < n; i++) {
+        if (text.startsWith("/*", i)) {
+          level++
+          i++
+        } else if (text.startsWith("*/", i) && --level === 0) break
+      }
+      i++
+    } else if (c === 0x22 /* " */ || c === 0x23 /* # */) {
+      let j = i
+      while (text.charCodeAt(j) === 0x23) j++
+      if (text.charCodeAt(j) !== 0x22) {
+        i = j - 1 // `#true`, `#null`, ...
+        continue
+      }
+      const hashes = j - i
+      const raw = hashes > 0 || text.charCodeAt(i - 1) === 0x72 /* r, KDL v1 */
+      const quotes = text.startsWith('"""', j) ? '"""' : '"'
+      const close = quotes + "#".repeat(hashes)
+      j += quotes.length
+      while (j < n && !text.startsWith(close, j)) j += !raw && text.charCodeAt(j) === 0x5c /* \ */ ? 2 : 1
+      i = j + close.length - 1
+    }
+  }
+  return undefined
+}
+
+/** 1-based line and column of an offset, counting newlines as KDL does (CRLF is one). */
+const position = (text: string, offset: number): { readonly line: number; readonly col: number } => {
+  let line = 1
+  let start = 0
+  for (let i = 0; i < offset; i++) {
+    const c = text.charCodeAt(i)
+    if (isNewline(c) && !(c === 0x0d && text.charCodeAt(i + 1) === 0x0a)) {
+      line++
+      start = i + 1
+    }
+  }
+  return { line, col: offset - start + 1 }
 }
 
 const kdlErrors = (e: unknown, file: string): Array<ConfigIssue> => {
@@ -219,8 +289,8 @@ export const decodeNodes = (
   if (sink.errors.length > 0) return { config: undefined, errors: sortIssues(sink.errors), warnings }
   const decoded = Schema.decodeUnknownEither(SentinelConfig, { errors: "all" })(out)
   if (Either.isLeft(decoded)) {
-    // the block decoders should catch everything first; this is the safety net
-    const message = ParseResult.TreeFormatter.formatErrorSync(decoded.left)
+    // the block decoders should catch everything first; this is the safety net (on one line, as every issue)
+    const message = ParseResult.TreeFormatter.formatErrorSync(decoded.left).replace(/\s*\n\s*/g, " ")
     return { config: undefined, errors: [{ file: mainFile, line: 1, col: 1, message }], warnings }
   }
   return { config: decoded.right, errors: [], warnings }
@@ -229,12 +299,17 @@ export const decodeNodes = (
 /** Parses and decodes one KDL text (no includes). Never throws. */
 export const decodeKdl = (
   text: string,
-  opts: { readonly file?: string; readonly env?: Readonly<Record<string, string | undefined>> } = {}
+  opts: {
+    readonly file?: string
+    readonly env?: Readonly<Record<string, string | undefined>>
+    /** Cores of the machine the config is for (caps `worker-threads`). Default this machine's. */
+    readonly cores?: number
+  } = {}
 ): DecodeResult => {
   const file = opts.file ?? "<config>"
   const parsed = parseKdl(text, file)
   if (parsed.document === undefined) return { config: undefined, errors: parsed.errors, warnings: parsed.warnings }
-  const sink = new Sink()
+  const sink = new Sink(opts.cores)
   sink.warnings.push(...parsed.warnings)
   if (opts.env !== undefined) substituteEnv(parsed.document.nodes, file, opts.env, sink.errors)
   return decodeNodes(parsed.document.nodes.map((node) => ({ node, file })), file, sink)

@@ -11,7 +11,8 @@
  */
 import { type Entry, getLocation, type Node, type Primitive } from "@bgotink/kdl"
 import { Duration } from "effect"
-import { type ConfigIssue, hint } from "./ConfigIssue.js"
+import * as os from "node:os"
+import { type ConfigIssue, escapeChar, escapeText, firstUnprintable, hint } from "./ConfigIssue.js"
 import { notSupportedYet } from "./NotSupportedYet.js"
 import { parseHostPort } from "./Schema.js"
 
@@ -25,6 +26,11 @@ export interface Pos {
 
 /** Collects issues and the id definitions/references checked after decoding. */
 export class Sink {
+  /**
+   * @param cores Cores of the machine the config is for, for limits relative to it
+   *   (`worker-threads`); an input rather than read inside, so decoding is deterministic in tests.
+   */
+  constructor(readonly cores: number = os.availableParallelism()) {}
   readonly errors: Array<ConfigIssue> = []
   readonly warnings: Array<ConfigIssue> = []
   readonly defs = new Map<string, Map<string, Pos>>()
@@ -93,6 +99,19 @@ export const str: Val<string> = (v, at, cx, what) =>
 export const nonEmpty: Val<string> = (v, at, cx, what) => {
   const s = str(v, at, cx, what)
   return s === "" ? cx.error(at, `${what} must not be empty`) : s
+}
+
+/**
+ * An id (of a listener, upstream, route, filter or agent, defined or referenced): not empty, and
+ * printable, since ids are printed by `sentinel test`, written into logs and used as metric labels.
+ */
+export const ident: Val<string> = (v, at, cx, what) => {
+  const s = nonEmpty(v, at, cx, what)
+  if (s === undefined) return undefined
+  const bad = firstUnprintable(s)
+  return bad === undefined
+    ? s
+    : cx.error(at, `${what} "${escapeText(s)}" contains ${escapeChar(bad)}: ids must be printable (no control or format characters)`)
 }
 
 export const bool: Val<boolean> = (v, at, cx, what) =>
@@ -389,7 +408,7 @@ export const entity = <T, B>(
   decode: (node, cx) => {
     if (!shape(node, cx, { args: [1, 1], children: true })) return undefined
     const e = node.getArgumentEntry(0)!
-    const id = nonEmpty(e.getValue(), e, cx, `${kind} id`)
+    const id = ident(e.getValue(), e, cx, `${kind} id`)
     if (id === undefined) return undefined
     cx.define(kind, id, e)
     if (node.children === null) return cx.error(node, `${kind} "${id}" needs a { ... } block`)

@@ -6,6 +6,7 @@
  */
 import * as os from "node:os"
 import { Duration } from "effect"
+import { escapeText } from "./ConfigIssue.js"
 import type { SentinelConfig } from "./Schema.js"
 
 export interface LintWarning {
@@ -16,7 +17,7 @@ export interface LintWarning {
   readonly message: string
 }
 
-export const formatLint = (w: LintWarning): string => `warning[${w.rule}]: ${w.subject}: ${w.message}`
+export const formatLint = (w: LintWarning): string => escapeText(`warning[${w.rule}]: ${w.subject}: ${w.message}`)
 
 const isWildcard = (host: string): boolean => host === "0.0.0.0" || host === "::" || host === "[::]"
 

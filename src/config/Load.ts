@@ -5,9 +5,10 @@
  */
 import type { Node } from "@bgotink/kdl"
 import { Duration, Effect } from "effect"
+import type { Stats } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
-import { type ConfigIssue, ConfigInvalid, formatIssue, sortIssues } from "./ConfigIssue.js"
+import { type ConfigIssue, ConfigInvalid, escapeText, formatIssue, sortIssues } from "./ConfigIssue.js"
 import { decodeNodes, parseKdl, type SourcedNode, substituteEnv } from "./Kdl.js"
 import { Cx, shape, Sink, str } from "./KdlDecoder.js"
 import { formatHostPort, type SentinelConfig } from "./Schema.js"
@@ -17,6 +18,8 @@ export { ConfigInvalid } from "./ConfigIssue.js"
 export interface LoadOptions {
   /** Variables for `${VAR}` substitution. Default `process.env`. */
   readonly env?: Readonly<Record<string, string | undefined>>
+  /** Cores of the machine the config is for (caps `worker-threads`). Default this machine's. */
+  readonly cores?: number
 }
 
 export interface Loaded {
@@ -29,6 +32,8 @@ export interface Loaded {
 /** Bounds so a bad include pattern cannot make loading unbounded. */
 const maxIncludeDepth = 16
 const maxFiles = 512
+/** Per file: configs are kilobytes, so a larger file is a wrong path, refused before it is read. */
+export const maxFileBytes = 4 * 1024 * 1024
 
 /**
  * Loads, decodes and validates a config file and its includes, logging
@@ -42,7 +47,7 @@ export const loadConfig = (file: string, opts: LoadOptions = {}): Effect.Effect<
 
 /** Like `loadConfig`, but returns the warnings and files instead of logging. */
 export const loadConfigDetailed = (file: string, opts: LoadOptions = {}): Effect.Effect<Loaded, ConfigInvalid> =>
-  Effect.promise(() => collect(file, opts.env ?? process.env)).pipe(
+  Effect.promise(() => collect(file, opts.env ?? process.env, opts.cores)).pipe(
     Effect.flatMap(({ nodes, sink, files }) => {
       const result = decodeNodes(nodes, file, sink)
       return result.config === undefined
@@ -53,23 +58,28 @@ export const loadConfigDetailed = (file: string, opts: LoadOptions = {}): Effect
   )
 
 /** Reads the main file and, depth first, everything it includes, in order. */
-const collect = async (mainFile: string, env: Readonly<Record<string, string | undefined>>) => {
-  const sink = new Sink()
+const collect = async (mainFile: string, env: Readonly<Record<string, string | undefined>>, cores: number | undefined) => {
+  const sink = new Sink(cores)
   const nodes: Array<SourcedNode> = []
   const files: Array<string> = []
   const loaded = new Set<string>()
 
-  const visit = async (file: string, stack: ReadonlyArray<string>, from: { cx: Cx; node: Node } | undefined) => {
+  const visit = async (file: string, stack: ReadonlyArray<string>, from: { cx: Cx; node: Node; pattern: string } | undefined) => {
+    const fail = (message: string) => {
+      if (from === undefined) sink.errors.push({ file, line: 1, col: 1, message })
+      else from.cx.error(from.node, message)
+    }
     let real: string
     let text: string
     try {
       real = await fs.realpath(file)
-      text = await fs.readFile(real, "utf8")
+      const read = await readConfigFile(real)
+      if (typeof read !== "string") return fail(`${from === undefined ? "config" : "included"} file ${file} ${read.problem}`)
+      text = read
     } catch (e) {
-      const message = `cannot read config file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`
-      if (from === undefined) sink.errors.push({ file, line: 1, col: 1, message })
-      else from.cx.error(from.node, message)
-      return
+      const code = (e as NodeJS.ErrnoException).code
+      if (from !== undefined && code === "ENOENT") return fail(`included file not found: ${from.pattern}`)
+      return fail(`cannot read config file ${file}: ${code ?? (e as Error).message}`)
     }
     if (stack.includes(real)) {
       const chain = [...stack.slice(stack.indexOf(real)), real].map((f) => path.relative(process.cwd(), f) || f)
@@ -105,18 +115,45 @@ const collect = async (mainFile: string, env: Readonly<Record<string, string | u
         cx.error(node, `includes nested too deeply (more than ${maxIncludeDepth} levels)`)
         continue
       }
-      const matches = await glob(path.resolve(path.dirname(file), pattern))
+      // a literal path is read as is, so that a directory or device there is named as the problem
+      const target = path.resolve(path.dirname(file), pattern)
+      const matches = hasGlob(pattern) ? await glob(target) : [target]
       if (matches.length === 0) {
-        if (hasGlob(pattern)) cx.warn(node, `include "${pattern}" matches no file`)
-        else cx.error(node, `included file not found: ${pattern}`)
+        cx.warn(node, `include "${pattern}" matches no file`)
         continue
       }
-      for (const m of matches) await visit(m, [...stack, real], { cx, node })
+      for (const m of matches) await visit(m, [...stack, real], { cx, node, pattern })
     }
   }
 
   await visit(mainFile, [], undefined)
   return { nodes, sink, files }
+}
+
+const fileKind = (st: Stats): string =>
+  st.isDirectory() ? "a directory"
+  : st.isCharacterDevice() ? "a character device"
+  : st.isBlockDevice() ? "a block device"
+  : st.isFIFO() ? "a FIFO"
+  : st.isSocket() ? "a socket"
+  : "not a file"
+
+/**
+ * The text of a config file, or what is wrong with it: not a regular file (a directory,
+ * /dev/zero, a FIFO) or larger than `maxFileBytes`, found before a byte is read. Opened
+ * non-blocking so a FIFO cannot stall loading, and checked on the open descriptor so the
+ * path cannot be swapped after the check.
+ */
+const readConfigFile = async (real: string): Promise<string | { readonly problem: string }> => {
+  const handle = await fs.open(real, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0))
+  try {
+    const st = await handle.stat()
+    if (!st.isFile()) return { problem: `is not a regular file (${fileKind(st)})` }
+    if (st.size > maxFileBytes) return { problem: `is larger than ${maxFileBytes / (1024 * 1024)} MiB (${st.size} bytes)` }
+    return await handle.readFile("utf8")
+  } finally {
+    await handle.close()
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -157,15 +194,16 @@ const listDir = async (dir: string) => {
   }
 }
 
-/** Files matching an absolute pattern, sorted. Hidden entries match only explicit dots. */
+/** Paths (not directories) matching an absolute pattern, sorted. Hidden entries match only explicit dots. */
 export const glob = async (pattern: string): Promise<Array<string>> => {
   const root = path.parse(pattern).root
   const segments = pattern.slice(root.length).split(/[\\/]+/).filter((s) => s !== "")
   const out = new Set<string>()
   const walk = async (dir: string, i: number): Promise<void> => {
     if (i === segments.length) {
+      // a device or FIFO that matches is reported when read; directories are just not files
       const st = await fs.stat(dir).catch(() => undefined)
-      if (st?.isFile()) out.add(dir)
+      if (st !== undefined && !st.isDirectory()) out.add(dir)
       return
     }
     const seg = segments[i]
@@ -191,7 +229,7 @@ export const glob = async (pattern: string): Promise<Array<string>> => {
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`
 
-/** The text `sentinel test` prints for a valid config. */
+/** The text `sentinel test` prints for a valid config (ids and paths escaped: one line per item, whatever they contain). */
 export const summarize = (config: SentinelConfig): string => {
   const lines = [
     `configuration OK (schema ${config.schemaVersion}): ${plural(config.listeners.length, "listener")}, ` +
@@ -211,7 +249,7 @@ export const summarize = (config: SentinelConfig): string => {
   for (const u of config.upstreams) {
     lines.push(`  upstream ${u.id}: ${plural(u.targets.length, "target")}, ${u.loadBalancing}, connect timeout ${Duration.format(u.timeouts.connect)}`)
   }
-  return lines.join("\n")
+  return lines.map(escapeText).join("\n")
 }
 
 /** Formats a failure for the command line. */

@@ -30,7 +30,8 @@ export * from "./AgentSchema.js"
 
 /** Splits `"host:port"` / `"[v6]:port"`; `undefined` when malformed. */
 export const parseHostPort = (text: string): { host: string; port: number } | undefined => {
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:[\]/]+)):(\d{1,5})$/.exec(text)
+  // no controls or format characters in a host name: it is printed and used as a metric label
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s\p{Cc}\p{Cf}:[\]/]+)):(\d{1,5})$/u.exec(text)
   if (m === null) return undefined
   const port = Number(m[3])
   if (port > 65535) return undefined

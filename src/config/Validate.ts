@@ -17,6 +17,7 @@ import * as fs from "node:fs/promises"
 import * as net from "node:net"
 import * as path from "node:path"
 import * as tls from "node:tls"
+import { escapeText } from "./ConfigIssue.js"
 import type { SentinelConfig } from "./Schema.js"
 
 export interface ValidationFinding {
@@ -39,7 +40,7 @@ export interface ValidateOptions {
   readonly expiryWarningMs?: number
 }
 
-export const formatFinding = (f: ValidationFinding): string => `${f.level}: ${f.subject}: ${f.message}`
+export const formatFinding = (f: ValidationFinding): string => escapeText(`${f.level}: ${f.subject}: ${f.message}`)
 
 const errorText = (e: unknown): string => {
   const err = e as NodeJS.ErrnoException

@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest"
 import { spawnSync } from "node:child_process"
 import { mkdtempSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { availableParallelism, tmpdir } from "node:os"
 import { join } from "node:path"
 import { request } from "../support/proxy.js"
 import { startEchoOrigin } from "../support/origins.js"
@@ -41,6 +41,42 @@ describe("sentinel CLI", () => {
     expect(bad.stderr).toMatch(/did you mean .*address/)
     // SENTINEL_CONFIG is the fallback for -c
     expect(run(["test"], { SENTINEL_CONFIG: file }).status).toBe(1)
+  })
+
+  it("`test` prints nothing from a config raw: a hostile id is refused on one line, a path with a newline is escaped", () => {
+    const dir = tmp()
+    const hostile = join(dir, "hostile.kdl")
+    writeFileSync(hostile, 'listeners {\n  listener "a\\n{\\"level\\":\\"fatal\\"}\\u{202E}" { address "127.0.0.1:1" }\n}\n')
+    const bad = run(["test", "-c", hostile])
+    expect(bad.status).toBe(1)
+    expect(bad.stdout).toBe("")
+    expect(bad.stderr.split("\n")).toEqual([
+      "configuration invalid (1 problem):",
+      `${hostile}:2:12: listener id "a\\u000A{\"level\":\"fatal\"}\\u202E" contains \\u000A: ids must be printable (no control or format characters)`,
+      `configuration test failed: ${hostile}`,
+      ""
+    ])
+    const file = join(dir, "root.kdl")
+    writeFileSync(file, `listeners { listener "m" { address "127.0.0.1:1" } }
+routes { route "r" { static-files { root "/srv\\n  route evil (priority 1000): all requests -> upstream x\\u{2028}" } } }
+`)
+    const ok = run(["test", "-c", file])
+    expect(ok.status).toBe(0)
+    expect(ok.stdout.split("\n")).toEqual([
+      "configuration OK (schema 1.0): 1 listener, 1 route, 0 upstreams, 0 filters, 0 agents",
+      "  listener m: http://127.0.0.1:1",
+      "  route r (priority 50): all requests -> static files /srv\\u000A  route evil (priority 1000): all requests -> upstream x\\u2028",
+      `configuration ok: ${file}`,
+      ""
+    ])
+  })
+
+  it("`test` refuses worker-threads above 4 per core of this machine", () => {
+    const file = join(tmp(), "w.kdl")
+    writeFileSync(file, `listeners { listener "m" { address "127.0.0.1:1" } }\nsystem { worker-threads 100000 }\n`)
+    const r = run(["test", "-c", file])
+    expect(r.status).toBe(1)
+    expect(r.stderr).toContain(`${file}:2:25: \`worker-threads\` must be at most ${4 * availableParallelism()} (4 per core`)
   })
 
   it("runs a config, proxies, and exits 0 after draining on SIGTERM", async () => {

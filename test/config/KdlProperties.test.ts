@@ -1,7 +1,8 @@
 import { Either } from "effect"
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { decodeKdl } from "../../src/config/Kdl.js"
+import { firstUnprintable, formatIssue } from "../../src/config/ConfigIssue.js"
+import { decodeKdl, maxNesting } from "../../src/config/Kdl.js"
 import { encodeKdl } from "../../src/config/KdlEncode.js"
 import { decodeConfig, encodeConfig } from "../../src/config/Schema.js"
 import { arbitraryConfig } from "../support/configArbitrary.js"
@@ -35,7 +36,8 @@ describe("KDL decoder properties", () => {
 
   it("any valid config written as KDL decodes back to the same config", () => {
     fc.assert(fc.property(arbitraryConfig, (c) => {
-      const r = decodeKdl(encodeKdl(c), { file: "gen.kdl" })
+      // the arbitrary's worker-threads go up to 64: 4 per core of a 16-core machine, whatever this one has
+      const r = decodeKdl(encodeKdl(c), { file: "gen.kdl", cores: 16 })
       expect(r.errors).toEqual([])
       expect(r.config).toEqual(c)
     }), { numRuns: 100 })
@@ -51,6 +53,42 @@ describe("KDL decoder properties", () => {
     const r = decodeKdl(`r#""#`, { file: "f.kdl" })
     expect(r.errors.length).toBeGreaterThan(0)
     wellFormed(r)
+  })
+
+  it("an id with any control, format or separator character is refused, and the error prints escaped", () => {
+    const printable = fc.string({ unit: fc.oneof(fc.char(), fc.constantFrom("é", "☃", "-")), maxLength: 6 })
+    const bad = fc.oneof(
+      fc.integer({ min: 0, max: 0x1f }), fc.integer({ min: 0x7f, max: 0x9f }), fc.integer({ min: 0x200b, max: 0x200f }),
+      fc.integer({ min: 0x202a, max: 0x202e }), fc.integer({ min: 0x2066, max: 0x2069 }),
+      fc.constantFrom(0x00ad, 0x061c, 0x2028, 0x2029, 0x2060, 0xfeff, 0xe0001)
+    )
+    // as a KDL escape (the document stays valid KDL v2) or raw (then read as v1 or refused as KDL)
+    const kdlChar = (cp: number, raw: boolean) => (raw ? String.fromCodePoint(cp) : `\\u{${cp.toString(16)}}`)
+    const quote = (s: string) => s.replace(/[\\"]/g, "\\$&")
+    fc.assert(fc.property(printable, bad, printable, fc.boolean(), fc.constantFrom("listener", "upstream", "route"), (pre, cp, post, raw, kind) => {
+      const id = `"${quote(pre)}${kdlChar(cp, raw)}${quote(post)}"`
+      const doc = kind === "listener"
+        ? `listeners { listener ${id} { address "127.0.0.1:1"; }; }`
+        : `listeners { listener "m" { address "127.0.0.1:1"; }; }\n${kind}s { ${kind} ${id} { ${kind === "upstream" ? `target "h:1"` : `builtin-handler "status"`}; }; }`
+      const r = decodeKdl(doc, { file: "f.kdl", env: {} })
+      wellFormed(r)
+      expect(r.errors.length).toBeGreaterThan(0)
+      for (const i of r.errors) expect(firstUnprintable(formatIssue(i))).toBeUndefined()
+    }), { numRuns: 300 })
+  })
+
+  it("nesting is refused exactly beyond the limit, whatever strings and comments with braces lie between", () => {
+    const filler = fc.constantFrom("", " \"{\"", " \"}}\\\"{\"", " #\"{\"#", " ##\"\"#{\"##", " /* { /* } */ { */", " \\ // {{\n", " /-{ }", " \\\n")
+    fc.assert(fc.property(fc.integer({ min: 1, max: 3 * maxNesting }), fc.array(filler, { maxLength: 8 }), (depth, fill) => {
+      let doc = ""
+      for (let d = 0; d < depth; d++) doc += `a${fill[d % Math.max(1, fill.length)] ?? ""} {\n`
+      doc += "}\n".repeat(depth)
+      const r = decodeKdl(doc, { file: "f.kdl", env: {} })
+      wellFormed(r)
+      if (depth > maxNesting) expect(r.errors.map((e) => e.message)).toEqual([`nesting deeper than ${maxNesting} levels of { } blocks`])
+      // the document is valid KDL: only its content is wrong
+      else expect(r.errors.map((e) => e.message)).toEqual(["unknown node `a` at the top level", expect.stringContaining("no listener defined")])
+    }), { numRuns: 200 })
   })
 
   it("random mutations of valid documents never throw", () => {

@@ -1,5 +1,6 @@
 import { parse, type Node } from "@bgotink/kdl"
 import { Effect, Either } from "effect"
+import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -7,7 +8,7 @@ import { afterAll, describe, expect, it } from "vitest"
 import { ConfigInvalid, formatIssue } from "../../src/config/ConfigIssue.js"
 import { topSpec } from "../../src/config/Kdl.js"
 import { knownPaths } from "../../src/config/KdlDecoder.js"
-import { formatInvalid, glob, loadConfig, loadConfigDetailed, summarize } from "../../src/config/Load.js"
+import { formatInvalid, glob, loadConfig, loadConfigDetailed, maxFileBytes, summarize } from "../../src/config/Load.js"
 import { notSupportedYet } from "../../src/config/NotSupportedYet.js"
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "sentinel-config-"))
@@ -118,6 +119,26 @@ describe("loadConfig: files, includes, env", () => {
     const r = Either.getOrThrow(await run(loadConfigDetailed(path.join(dir, "a.kdl"))))
     expect(r.warnings.map(formatIssue)).toEqual([`${path.join(dir, "a.kdl")}:6:1: include "none/*.kdl" matches no file`])
     expect(await issues(path.join(dir, "b.kdl"))).toEqual(["b.kdl:6:1: included file not found: none.kdl"])
+  })
+
+  it.skipIf(process.platform === "win32")("an include of something that is not a regular file says so, without reading it", async () => {
+    const dir = tree({ "main.kdl": `${L()}include "/dev/zero"\ninclude "sub"\ninclude "fifos/*.kdl"\n`, "sub/x.kdl": "" })
+    fs.mkdirSync(path.join(dir, "fifos"))
+    expect(spawnSync("mkfifo", [path.join(dir, "fifos/f.kdl")]).status).toBe(0)
+    expect(await issues(path.join(dir, "main.kdl"))).toEqual([
+      "main.kdl:6:1: included file /dev/zero is not a regular file (a character device)",
+      `main.kdl:7:1: included file ${path.join(dir, "sub")} is not a regular file (a directory)`,
+      `main.kdl:8:1: included file ${path.join(dir, "fifos/f.kdl")} is not a regular file (a FIFO)`
+    ])
+    expect((await issues(path.join(dir, "sub")))[0]).toBe(`sub:1:1: config file ${path.join(dir, "sub")} is not a regular file (a directory)`)
+  })
+
+  it(`files larger than ${maxFileBytes} bytes are refused before they are read`, async () => {
+    const dir = tree({ "main.kdl": `${L()}include "big.kdl"\n`, "big.kdl": "" })
+    fs.truncateSync(path.join(dir, "big.kdl"), maxFileBytes + 1)
+    expect(await issues(path.join(dir, "main.kdl"))).toEqual([
+      `main.kdl:6:1: included file ${path.join(dir, "big.kdl")} is larger than 4 MiB (${maxFileBytes + 1} bytes)`
+    ])
   })
 
   it("a singleton block in an included file overrides with a warning", async () => {

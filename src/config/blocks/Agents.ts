@@ -8,7 +8,7 @@ import type { Node, Primitive } from "@bgotink/kdl"
 import { normaliseEvent } from "../../agents/AgentConfig.js"
 import type { AgentConfig } from "../Schema.js"
 import {
-  type BlockSpec, type Cx, type Val, block, bytes, children, compact, count, custom, decodeBlock, list, millis, nonEmpty,
+  type BlockSpec, type Cx, type Val, block, bytes, children, compact, count, custom, decodeBlock, ident, list, millis, nonEmpty,
   oneOf, positive, positiveMs, scalar, shape, str
 } from "../KdlDecoder.js"
 import { circuitBreakerSpec } from "./Resilience.js"
@@ -141,7 +141,7 @@ const agentType: Val<string> = (v, at, cx, what) => {
 export const agentField = custom("agent", (node, cx): unknown => {
   if (!shape(node, cx, { args: [1, 1], props: ["type"], children: true })) return undefined
   const e = node.getArgumentEntry(0)!
-  const id = nonEmpty(e.getValue(), e, cx, "agent id")
+  const id = ident(e.getValue(), e, cx, "agent id")
   if (id === undefined) return undefined
   cx.define("agent", id, e)
   const t = node.getPropertyEntry("type")

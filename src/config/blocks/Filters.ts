@@ -12,7 +12,7 @@ import type { SecurityHeadersConfig } from "../../filters/SecurityHeaders.js"
 import { validateTimeoutFilter } from "../../filters/Timeout.js"
 import { type FilterConfig, type FilterType, filterTypes, filterTypesNotSupportedYet, type HeaderOps } from "../Schema.js"
 import {
-  type BlockSpec, type Cx, type Field, type Val, block, bool, compact, count, custom, entity, int, list, millis, nonEmpty,
+  type BlockSpec, type Cx, type Field, type Val, block, bool, compact, count, custom, entity, ident, int, list, millis, nonEmpty,
   nullable, num, oneOf, positive, scalar, shape, status, str
 } from "../KdlDecoder.js"
 import { flattenHeaderOps, headerName, pairs, removeField, token } from "./Routes.js"
@@ -115,7 +115,7 @@ export const filterSpec: BlockSpec<FilterFields> = {
     agent: custom("agent", (node, cx) => {
       if (!shape(node, cx, { args: [1, 1] })) return undefined
       const e = node.getArgumentEntry(0)!
-      const id = nonEmpty(e.getValue(), e, cx, "`agent`")
+      const id = ident(e.getValue(), e, cx, "`agent`")
       if (id !== undefined) cx.reference("agent", id, e, "references")
       return id
     }),

@@ -3,7 +3,7 @@ import type { ListenerConfig } from "../Schema.js"
 import { protocolsNotSupportedYet } from "../NotSupportedYet.js"
 import { parseCidr } from "../../server/RequestValidation.js"
 import {
-  type BlockSpec, type Val, block, bool, compact, custom, entity, hostPort, list, nonEmpty, oneOf, positive, scalar, secs,
+  type BlockSpec, type Val, block, bool, compact, custom, entity, hostPort, ident, list, nonEmpty, oneOf, positive, scalar, secs,
   shape, str
 } from "../KdlDecoder.js"
 
@@ -30,7 +30,7 @@ export const listenerSpec: BlockSpec<ListenerFields> = {
     defaultRoute: custom("default-route", (node, cx) => {
       if (!shape(node, cx, { args: [1, 1] })) return undefined
       const e = node.getArgumentEntry(0)!
-      const id = nonEmpty(e.getValue(), e, cx, "`default-route`")
+      const id = ident(e.getValue(), e, cx, "`default-route`")
       if (id !== undefined) cx.reference("route", id, e, "default-route references")
       return id
     }),

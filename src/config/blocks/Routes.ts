@@ -8,7 +8,7 @@ import { retryPolicyField } from "./Resilience.js"
 import { builtinHandlersNotSupportedYet } from "../NotSupportedYet.js"
 import { hint } from "../ConfigIssue.js"
 import {
-  type BlockSpec, type Cx, type Val, block, bool, bytes, children, compact, custom, decodeBlock, entity, many, nonEmpty,
+  type BlockSpec, type Cx, type Val, block, bool, bytes, children, compact, custom, decodeBlock, entity, ident, many, nonEmpty,
   oneOf, scalar, secs, shape, str
 } from "../KdlDecoder.js"
 
@@ -140,7 +140,7 @@ const filtersField = many(custom("filters", (node, cx): ReadonlyArray<string> | 
   if (!shape(node, cx, { args: [1, Infinity] })) return undefined
   const out: Array<string> = []
   for (const e of node.getArgumentEntries()) {
-    const id = nonEmpty(e.getValue(), e, cx, "filter id")
+    const id = ident(e.getValue(), e, cx, "filter id")
     if (id === undefined) return undefined
     cx.reference("filter", id, e, "references")
     out.push(id)
@@ -243,7 +243,7 @@ export const routeSpec: BlockSpec<RouteFields> = {
     upstream: custom("upstream", (node, cx) => {
       if (!shape(node, cx, { args: [1, 1] })) return undefined
       const e = node.getArgumentEntry(0)!
-      const id = nonEmpty(e.getValue(), e, cx, "`upstream`")
+      const id = ident(e.getValue(), e, cx, "`upstream`")
       if (id !== undefined) cx.reference("upstream", id, e, "references")
       return id
     }),

@@ -4,12 +4,13 @@
  * the file handler sees the same path routing did. The response head gets what every proxy
  * answer gets: the trace id, headers decided in the request phase (CORS, rate limit) and the
  * route's response stages (security headers, headers filters). A client that goes away before
- * the body is complete is logged as 499.
+ * the body is complete is logged as 499 (a connection the listener cut: its status and reason).
  */
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http"
 import type { RouteConfig } from "../config/Schema.js"
 import type { RequestContext } from "../pipeline/RequestContext.js"
 import type { LocalHandler, ResponseStage, RouteExtension } from "../pipeline/Stage.js"
+import { settleEarlyClose } from "../server/ListenerCut.js"
 import { serveStatic, type StaticFilesConfig } from "./StaticFiles.js"
 
 export interface StaticFilesRouteOptions {
@@ -52,12 +53,13 @@ export const makeStaticHandler = (
 ): LocalHandler => async (ctx) => {
   const req: IncomingMessage = ctx.req
   const res = ctx.res
+  const socket = req.socket
   decorate(ctx, res, options.responseStages?.(ctx) ?? [])
   const result = await serveStatic(config, req, res, ctx.upstreamPath)
   ctx.bytesSent += result.bytes
   if (result.aborted) {
-    ctx.status = 499
-    ctx.error ??= "client_closed"
+    // 499, or the listener's status and reason when it cut the connection (a stalled reader)
+    settleEarlyClose(ctx, socket)
   } else {
     ctx.status = result.status
     if (result.reason !== null && result.status >= 400) ctx.error ??= `static_${result.reason.replace(/-/g, "_")}`

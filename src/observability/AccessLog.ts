@@ -10,7 +10,9 @@
  * connection-level decision (connection limits at accept, slow readers) and a
  * deadline cutting short a request the pipeline logs itself go to the error log
  * at warn, at most `REJECTION_LOG_LINES_PER_SECOND` lines per second per reason
- * plus one "suppressed" summary line.
+ * plus one "suppressed" summary line. A request cut short that way has its one
+ * access line from the pipeline, with the listener's status and reason
+ * (`src/server/ListenerCut.ts`).
  */
 import { hostname } from "node:os"
 import { performance } from "node:perf_hooks"

@@ -2,10 +2,12 @@
  * The request's way through the proxy (DESIGN.md §3), as one function per
  * request. The synchronous stages (limits, trace id, route match, builtin
  * answers) are plain code; only the upstream exchange runs as a fiber, forked
- * once on the runtime built at start-up. The client's `close` interrupts it,
- * which aborts the upstream request. Logging always runs, exactly once.
+ * once on the runtime built at start-up. The response's early `close` (the
+ * client left, or the listener cut the connection: ListenerCut.ts) interrupts
+ * it, which aborts the upstream request. Logging always runs, exactly once.
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
+import type { Socket } from "node:net"
 import { performance } from "node:perf_hooks"
 import { Cause, Effect, Exit, Runtime } from "effect"
 import { runBuiltin, type BuiltinView } from "../handlers/Builtin.js"
@@ -19,6 +21,7 @@ import { RequestRejected, RequestTimeout, type ProxyError } from "./Errors.js"
 import { splitTarget, type RequestContext } from "./RequestContext.js"
 import { edgePolicyFor, markClosing, type EdgePolicy } from "../server/EdgePolicy.js"
 import { onResponseClose } from "../server/ResponseClose.js"
+import { closedEarly, cutOf, settleEarlyClose } from "../server/ListenerCut.js"
 import {
   appendUpstreamHeaders,
   resolveForwarded,
@@ -192,13 +195,21 @@ const sendAnswer = (
   }
 }
 
-const sendError = (ctx: RequestContext, env: PipelineEnv, error: ProxyError, plan?: RoutePlan): void => {
-  const answer = errorAnswer(error)
-  ctx.error ??= answer.reason
+const sendError = (
+  ctx: RequestContext,
+  env: PipelineEnv,
+  error: ProxyError,
+  plan?: RoutePlan,
+  /** The request's connection, when `ctx.req.socket` may be gone already (`settleEarlyClose`). */
+  socket: Socket | null = ctx.req.socket
+): void => {
   if (error._tag === "ClientClosed") {
-    ctx.status = 499
+    // 499, or what the listener answered when it cut the request (its body stopped, ...)
+    settleEarlyClose(ctx, socket)
     return
   }
+  const answer = errorAnswer(error)
+  ctx.error ??= answer.reason
   // our own limits refusing or cutting the request: counted with the other refusals
   if (error._tag === "DownstreamError" || error._tag === "UpstreamSaturated") env.hooks.onReject(ctx, answer.reason, answer.status)
   const headers = answer.headers.flat()
@@ -309,12 +320,14 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     env.hooks.onComplete(ctx)
   }
 
-  /** The client left before its answer was complete: what was under way is cancelled, 499 is logged once. */
+  /**
+   * The response closed before its answer was complete: what was under way is cancelled, the
+   * request is logged once: 499 if the client left, else what the listener answered or sent
+   * and why it cut the connection (`settleEarlyClose`).
+   */
   const clientLeft = (ctx: RequestContext, plan: RoutePlan, cancel: (() => void) | undefined) => {
-    ctx.clientGone = true
+    settleEarlyClose(ctx)
     cancel?.()
-    ctx.status = 499
-    ctx.error ??= "client_closed"
     complete(ctx, plan)
   }
 
@@ -395,7 +408,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
       }, plan.timeoutMs)
     }
     onResponseClose(ctx.res, () => {
-      if (over || ctx.res.writableFinished) return
+      if (over || !closedEarly(ctx)) return
       over = true
       if (timer !== undefined) clearTimeout(timer)
       clientLeft(ctx, plan, cancel)
@@ -410,15 +423,16 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     /** A builtin/local handler took the request over and completes it itself. */
     handedOff: () => boolean = () => false
   ) => {
+    // settled after the exchange was aborted, when the request may have lost its socket
+    const socket = ctx.req.socket
     const program = effect.pipe(
-      Effect.catchAll((error) => Effect.sync(() => sendError(ctx, env, error, plan))),
+      Effect.catchAll((error) => Effect.sync(() => sendError(ctx, env, error, plan, socket))),
       Effect.onExit((exit) =>
         Effect.sync(() => {
           if (handedOff()) return
           if (Exit.isFailure(exit)) {
             if (Cause.isInterruptedOnly(exit.cause) || ctx.clientGone) {
-              ctx.status = 499
-              ctx.error ??= "client_closed"
+              settleEarlyClose(ctx, socket)
             } else {
               ctx.error ??= "internal"
               sendError(ctx, env, new RequestRejected({ status: 500, reason: "internal" }), plan)
@@ -430,8 +444,9 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     )
     const fiber = runFork(program)
     onResponseClose(ctx.res, () => {
-      if (!ctx.res.writableFinished) {
-        ctx.clientGone = true
+      if (closedEarly(ctx, socket)) {
+        // the listener cutting the connection is not the client leaving (settled at the exit)
+        ctx.clientGone = cutOf(socket) === undefined
         fiber.unsafeInterruptAsFork(fiber.id())
       }
     })
@@ -478,7 +493,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     let over = false
     let cancel: (() => void) | undefined
     onResponseClose(ctx.res, () => {
-      if (over || ctx.res.writableFinished) return
+      if (over || !closedEarly(ctx)) return
       over = true
       clientLeft(ctx, plan, cancel)
     })

@@ -32,6 +32,10 @@ export interface RequestContext {
   error: string | undefined
   /** Set when the request body went over `limits { max-body-size }` while streaming. */
   bodyTooLarge: boolean
+  /**
+   * The client left before its answer was complete (logged as 499). Not set when the listener
+   * cut the connection at a deadline: that request is logged with the listener's reason.
+   */
   clientGone: boolean
   /**
    * Request headers for the upstream (flat list), built before the request

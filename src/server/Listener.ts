@@ -25,6 +25,7 @@ import type { LimitsConfig, ListenerConfig } from "../config/Schema.js"
 import { errorBody, statusText } from "../pipeline/ErrorResponse.js"
 import { Admission, ConnectionTracker, defaultAdmissionConfig, type AdmissionConfig, type ConnectionLimits } from "./Admission.js"
 import { isClosing, markClosing, validationConfigFor } from "./EdgePolicy.js"
+import { markCut } from "./ListenerCut.js"
 import { nodeServerOptionsFor } from "./RequestValidation.js"
 import { onResponseClose } from "./ResponseClose.js"
 
@@ -37,14 +38,16 @@ export class ListenerBindFailed extends Data.TaggedError("ListenerBindFailed")<{
 /**
  * Where a refusal was decided, which says what is known about it and where it is logged
  * (App.ts / AccessLog.ts `makeRejectionLog`, nginx's split):
- * - `connection`: no request involved: a connection refused at accept (connection limits),
- *   or one closed because it stopped reading its response (slow read) -> error log;
+ * - `connection`: a connection refused at accept (connection limits), or one closed because
+ *   it stopped reading its response (slow read; the request being answered, if any, is
+ *   logged by the pipeline with this reason) -> error log;
  * - `head`: a request head refused by the parser or whose head deadline expired; `rawPacket`
  *   holds the bytes being parsed when they reliably start at its request line -> access log;
  * - `request`: a complete head refused before the pipeline (CONNECT, in-flight admission);
  *   `req` is set -> access log;
- * - `in-flight`: a request the pipeline already has (it logs its own access line) cut short
- *   by a body deadline; `req` is set -> error log.
+ * - `in-flight`: a request the pipeline already has cut short by a body deadline or a broken
+ *   body; `req` is set -> error log. The pipeline logs that request's access line, with this
+ *   status and reason (`markCut`, ListenerCut.ts).
  */
 export type RejectionStage = "connection" | "head" | "request" | "in-flight"
 
@@ -293,9 +296,9 @@ export const startListener = (
       }
       const current = (pending as { req?: http.IncomingMessage }).req
       if (status === 408 || (current !== undefined && !current.complete)) {
+        // a request whose body is still arriving is the pipeline's: it logs that request
+        const owned = current !== undefined && !current.complete
         if (!alreadyClosing) {
-          // a request whose body is still arriving is the pipeline's: it logs that request
-          const owned = current !== undefined && !current.complete
           hooks.onClientError({
             listener: config.id,
             status,
@@ -309,8 +312,20 @@ export const startListener = (
         }
         // The error is in the request being answered (its body, or its deadline). If its answer
         // has not started, the raw answer is its answer; closing the socket then interrupts the
-        // pipeline, which aborts the upstream exchange (never completed with a broken body).
-        if (!pending.headersSent && !alreadyClosing) socket.end(answer)
+        // pipeline, which aborts the upstream exchange (never completed with a broken body) and
+        // logs the request with this status and reason; a body ended by the client's FIN is
+        // the client leaving first (499).
+        const answering = !pending.headersSent && !alreadyClosing
+        if (err.code !== "HPE_INVALID_EOF_STATE") {
+          markCut(socket, {
+            status,
+            reason,
+            // a later head's deadline (not owned) has its own access line, with the answer's bytes
+            answered: answering && owned ? pending : undefined,
+            bytesSent: answering && owned ? answerBytes(status, reason) : 0
+          })
+        }
+        if (answering) socket.end(answer)
         else socket.destroy()
         return
       }
@@ -366,6 +381,9 @@ export const startListener = (
                 continue
               }
               if (now - w.stalledSince >= t.writeMs) {
+                // the response being written (and any queued behind it) is logged by the pipeline
+                // with the status already sent and this reason
+                markCut(socket, { status: 408, reason: "write_timeout", answered: undefined, bytesSent: 0 })
                 hooks.onClientError({
                   listener: config.id,
                   status: 408,
@@ -409,6 +427,8 @@ export const startListener = (
           try {
             res.shouldKeepAlive = false
             res.writeHead(408, { "content-type": "application/json", "content-length": Buffer.byteLength(body), connection: "close" })
+            // this 408 is the request's answer: the pipeline logs it (ListenerCut.ts)
+            markCut(socket, { status: 408, reason: "body_idle_timeout", answered: res, bytesSent: Buffer.byteLength(body) })
             res.end(body, () => socket.destroy())
             const timer = setTimeout(() => socket.destroy(), 1000)
             socket.once("close", () => clearTimeout(timer))
@@ -417,6 +437,7 @@ export const startListener = (
             // fall through
           }
         }
+        markCut(socket, { status: 408, reason: "body_idle_timeout", answered: undefined, bytesSent: 0 })
         socket.destroy()
       }
       // A listener on res stops node's default (destroy on socket timeout) during this request.

@@ -45,8 +45,8 @@ export const eventually = (check: () => Promise<boolean> | boolean, within = 500
     return await check()
   })
 
-export const startProxy = (config: SentinelConfig): Effect.Effect<ProxyHandle, never, Scope.Scope> =>
-  App.make(config).pipe(
+export const startProxy = (config: SentinelConfig, options?: App.SentinelOptions): Effect.Effect<ProxyHandle, never, Scope.Scope> =>
+  App.make(config, options).pipe(
     Effect.orDie,
     Effect.map((s) => {
       const port = [...s.addresses.values()][0].port

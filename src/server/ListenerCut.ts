@@ -1,0 +1,76 @@
+/**
+ * Requests the listener cuts short. When a deadline or a broken body makes the listener end a
+ * connection under a request the pipeline has (body idle, the total request deadline, a body
+ * the parser refused, a stalled reader), it records why on the socket *before* it answers,
+ * ends or destroys it. The pipeline only sees its response close early; `settleEarlyClose`
+ * then logs what the client got and the listener's reason (`request_timeout`,
+ * `body_idle_timeout`, `write_timeout`, ...), and 499 `client_closed` only when nothing was
+ * recorded: the client left first.
+ *
+ * A property set on the refusal path only: a served request allocates nothing for this, and
+ * reading it is one missing-property lookup when a response closes.
+ */
+import type { ServerResponse } from "node:http"
+import type { Socket } from "node:net"
+import type { RequestContext } from "../pipeline/RequestContext.js"
+
+export interface ListenerCut {
+  /** Status the listener answered, or would have (408) when it could only close. */
+  readonly status: number
+  /** The listener's reason, the access log's `error` (and the `rejected{reason}` label). */
+  readonly reason: string
+  /** The response the listener's own answer stands for, if it answered (raw or through `res`). */
+  readonly answered: ServerResponse | undefined
+  /** Body bytes of that answer. */
+  readonly bytesSent: number
+}
+
+const kCut = Symbol("sentinel.listenerCut")
+
+type Slot = { [kCut]?: ListenerCut }
+
+/** Records why the listener cuts `socket`; the first decision on a connection wins. */
+export const markCut = (socket: Socket, cut: ListenerCut): void => {
+  const slot = socket as Socket & Slot
+  if (slot[kCut] === undefined) slot[kCut] = cut
+}
+
+/** Why the listener cut the connection, if it did. */
+export const cutOf = (socket: Socket | null | undefined): ListenerCut | undefined =>
+  socket === null || socket === undefined ? undefined : (socket as Socket & Slot)[kCut]
+
+/**
+ * The response of `ctx` closed before the pipeline finished it: not finished at all, or
+ * finished by the listener's own answer (body idle 408). Read in `close` handlers.
+ */
+export const closedEarly = (ctx: RequestContext, socket: Socket | null = ctx.req.socket): boolean =>
+  !ctx.res.writableFinished || cutOf(socket)?.answered === ctx.res
+
+/**
+ * Status and `error` of a request whose response closed early (once, before it is logged):
+ * - the listener cut it: the listener's answer when it answered for this request (its status,
+ *   its body bytes), else the status already sent (or the listener's when nothing was), with
+ *   the listener's reason;
+ * - otherwise the client left first: 499 `client_closed`, `clientGone`.
+ *
+ * `socket`: the request's connection. `ctx.req.socket` is right until the upstream exchange is
+ * aborted (undici sets a destroyed request body's `socket` to null); code that settles after
+ * that keeps the socket from before.
+ */
+export const settleEarlyClose = (ctx: RequestContext, socket: Socket | null = ctx.req.socket): void => {
+  const cut = cutOf(socket)
+  if (cut === undefined) {
+    ctx.clientGone = true
+    ctx.status = 499
+    ctx.error ??= "client_closed"
+    return
+  }
+  ctx.clientGone = false
+  ctx.error = cut.reason
+  if (cut.answered === ctx.res) {
+    ctx.status = cut.status
+    ctx.bytesSent += cut.bytesSent
+  } else {
+    ctx.status = ctx.res.headersSent ? ctx.res.statusCode : cut.status
+  }
+}

@@ -5,7 +5,7 @@
  */
 import { Duration } from "effect"
 import {
-  type CircuitBreakerConfig, type FilterConfig, formatHostPort, type HeaderOps, type HashKey, type PathModifier,
+  type CircuitBreakerConfig, type FilterConfig, formatHostPort, type HeaderOps, type HashKey, type ListenerTlsConfig, type PathModifier,
   type RouteMatch, type SentinelConfig
 } from "./Schema.js"
 
@@ -167,6 +167,26 @@ const match = (m: RouteMatch): string => {
   }
 }
 
+const listenerTls = (w: Writer, t: ListenerTlsConfig): void =>
+  w.block("tls", () => {
+    w.line(`cert-file ${kdlString(t.certFile)}`)
+    w.line(`key-file ${kdlString(t.keyFile)}`)
+    if (t.caFile !== undefined) w.line(`ca-file ${kdlString(t.caFile)}`)
+    w.line(`client-auth ${bool(t.clientAuth)}`)
+    w.line(`min-version ${kdlString(t.minVersion)}`)
+    w.line(`max-version ${kdlString(t.maxVersion)}`)
+    for (const c of t.cipherSuites) w.line(`cipher-suite ${kdlString(c)}`)
+    w.line(`session-resumption ${bool(t.sessionResumption)}`)
+    w.line(`ocsp-stapling ${bool(t.ocspStapling)}`)
+    for (const s of t.sni) {
+      w.block("sni", () => {
+        if (s.hostnames.length > 0) w.line(`${s.priority ? "priority-hostnames" : "hostnames"} ${strings(s.hostnames)}`)
+        w.line(`cert-file ${kdlString(s.certFile)}`)
+        w.line(`key-file ${kdlString(s.keyFile)}`)
+      })
+    }
+  })
+
 /** Writes a config as KDL. */
 export const encodeKdl = (c: SentinelConfig): string => {
   const w = new Writer()
@@ -192,6 +212,8 @@ export const encodeKdl = (c: SentinelConfig): string => {
       w.block(`listener ${kdlString(l.id)}`, () => {
         w.line(`address ${kdlString(formatHostPort(l.address.host, l.address.port))}`)
         w.line(`protocol ${kdlString(l.protocol)}`)
+        w.line(`max-concurrent-streams ${l.maxConcurrentStreams}`)
+        if (l.tls !== undefined) listenerTls(w, l.tls)
         w.line(`request-timeout-secs ${secs(l.requestTimeout)}`)
         w.line(`header-timeout-secs ${secs(l.headerTimeout)}`)
         w.line(`body-idle-timeout-secs ${secs(l.bodyIdleTimeout)}`)

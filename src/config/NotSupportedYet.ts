@@ -10,7 +10,9 @@
 export const notSupportedYet: Readonly<Record<string, ReadonlyArray<string>>> = {
   "": ["waf", "namespace", "rate-limits", "cache"],
   "system": ["daemon", "user", "group", "working-directory"],
-  "listeners.listener": ["tls", "namespace", "max-concurrent-streams"],
+  "listeners.listener": ["namespace"],
+  "listeners.listener.tls": ["acme"],
+  "listeners.listener.tls.sni": ["acme"],
   "upstreams.upstream": ["retry-policy"],
   "upstreams.upstream.health-check.type": ["service", "endpoint", "expected-models", "readiness"],
   "routes.route": [
@@ -27,7 +29,7 @@ export const notSupportedYet: Readonly<Record<string, ReadonlyArray<string>>> = 
 }
 
 /** Listener protocols Sentinel has that this build does not serve yet. */
-export const protocolsNotSupportedYet: ReadonlyArray<string> = ["https", "h2", "h3"]
+export const protocolsNotSupportedYet: ReadonlyArray<string> = ["h3"]
 
 /** Builtin handlers Sentinel has that this build does not serve yet. */
 export const builtinHandlersNotSupportedYet: ReadonlyArray<string> = ["cache-purge", "cache-stats"]

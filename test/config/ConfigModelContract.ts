@@ -28,7 +28,9 @@ export interface SystemConfig {
 export interface ListenerConfig {
   readonly id: string
   readonly address: { readonly host: string; readonly port: number }   // "0.0.0.0:8080", "[::1]:80"
-  readonly protocol: "http" | "https" | "h2"     // only "http" accepted in issue 2 ("not supported yet" for others)
+  readonly protocol: "http" | "https" | "h2"     // "http"; "https" needs tls, "h2" is cleartext (no tls)
+  readonly tls?: ListenerTlsConfig               // only with protocol "https"
+  readonly maxConcurrentStreams: number          // max-concurrent-streams 100 (HTTP/2)
   readonly requestTimeout: Duration.Duration     // request-timeout-secs 60
   readonly headerTimeout: Duration.Duration      // header-timeout-secs 10
   readonly bodyIdleTimeout: Duration.Duration    // body-idle-timeout-secs 30
@@ -38,6 +40,25 @@ export interface ListenerConfig {
   readonly defaultRoute?: string
   readonly admin: boolean                        // #false
   readonly trustedProxies: ReadonlyArray<string> // none
+}
+export type TlsVersion = "1.0" | "1.1" | "1.2" | "1.3"
+export interface ListenerTlsConfig {
+  readonly certFile: string                      // required
+  readonly keyFile: string                       // required
+  readonly caFile?: string                       // client CAs (mTLS)
+  readonly clientAuth: boolean                   // #false; #true needs caFile
+  readonly minVersion: TlsVersion                // "1.2"
+  readonly maxVersion: TlsVersion                // "1.3"
+  readonly cipherSuites: ReadonlyArray<string>   // IANA names; [] = node's defaults
+  readonly sessionResumption: boolean            // #true
+  readonly ocspStapling: boolean                 // #false (#true: not supported yet)
+  readonly sni: ReadonlyArray<SniCertificateConfig>
+}
+export interface SniCertificateConfig {
+  readonly hostnames: ReadonlyArray<string>      // [] = the certificate's SANs
+  readonly priority: boolean                     // priority-hostnames: SANs served, these names won on conflict
+  readonly certFile: string
+  readonly keyFile: string
 }
 export interface TargetConfig {
   readonly address: string      // "host:port" as written

@@ -22,7 +22,7 @@ describe("Kdl decoder: values and defaults", () => {
       dns: { refreshMs: 30000, timeoutMs: 2000, maxStaleMs: 3600000, maxHosts: 10000 }
     })
     expect(c.listeners[0]).toEqual({
-      id: "main", address: { host: "127.0.0.1", port: 8080 }, protocol: "http",
+      id: "main", address: { host: "127.0.0.1", port: 8080 }, protocol: "http", maxConcurrentStreams: 100,
       requestTimeout: Duration.seconds(60), keepaliveTimeout: Duration.seconds(75), headerTimeout: Duration.seconds(10),
       bodyIdleTimeout: Duration.seconds(30), writeTimeout: Duration.seconds(30), admin: false, trustedProxies: []
     })
@@ -164,8 +164,8 @@ describe("Kdl decoder: every error class, with file:line:col", () => {
       "t.kdl:6:27: `high-cardinality` is not supported yet",
       "t.kdl:7:40: `grpc` is not supported yet"
     ])
-    expect(errs(`listeners { listener "a" { address "0.0.0.0:1"; protocol "https"; }; }`)).toEqual([
-      "t.kdl:1:58: `protocol` \"https\" is not supported yet"
+    expect(errs(`listeners { listener "a" { address "0.0.0.0:1"; protocol "h3"; }; }`)).toEqual([
+      "t.kdl:1:58: `protocol` \"h3\" is not supported yet"
     ])
   })
 

@@ -171,10 +171,12 @@ describe("loadConfig: files, includes, env", () => {
   it("summarize counts listeners, routes and upstreams", async () => {
     const c = Either.getOrThrow(await run(loadConfigDetailed(path.join(repo, "config/example.kdl")))).config
     const s = summarize(c)
-    expect(s.split("\n")[0]).toBe("configuration OK (schema 1.0): 2 listeners, 4 routes, 4 upstreams, 9 filters, 2 agents")
+    expect(s.split("\n")[0]).toBe("configuration OK (schema 1.0): 4 listeners, 4 routes, 4 upstreams, 9 filters, 2 agents")
     expect(s).toContain("  route api (priority 100): 7 conditions via cors, api-rl, auth, waf, security, strip-debug, slow-api -> upstream api")
     expect(s).toContain("  route site (priority 10): 1 condition -> static files /srv/www")
     expect(s).toContain("  listener admin: http://127.0.0.1:9901 (admin)")
+    expect(s).toContain("  listener secure: https://0.0.0.0:8443")
+    expect(s).toContain("  listener internal-h2: h2://127.0.0.1:8081")
   })
 
   it("glob supports *, ?, {a,b}, ** and skips hidden entries", async () => {

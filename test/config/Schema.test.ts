@@ -11,6 +11,8 @@ describe("Schema", () => {
     // compile-time: these lines fail `tsc` if the model drifts from the contract
     assertType<Equals<S.SentinelConfig, Contract.SentinelConfig>>(true)
     assertType<Equals<S.ListenerConfig, Contract.ListenerConfig>>(true)
+    assertType<Equals<S.ListenerTlsConfig, Contract.ListenerTlsConfig>>(true)
+    assertType<Equals<S.SniCertificateConfig, Contract.SniCertificateConfig>>(true)
     assertType<Equals<S.UpstreamConfig, Contract.UpstreamConfig>>(true)
     assertType<Equals<S.TargetConfig, Contract.TargetConfig>>(true)
     assertType<Equals<S.RouteConfig, Contract.RouteConfig>>(true)

@@ -187,6 +187,43 @@ const agent = (aid: string): fc.Arbitrary<AgentConfig> =>
     connectTimeoutMs: ms(), pingIntervalMs: count(100_000), reconnectBaseMs: ms(1000), reconnectMaxMs: fc.integer({ min: 1000, max: 60_000 })
   }).map((a) => compact({ id: aid, ...a }))
 
+/**
+ * Listener TLS that is valid for the decoder: file paths are never read there (Tls.ts does),
+ * so any path goes. Versions, suites and SNI names are consistent; SNI names are unique.
+ */
+const filePath = fc.stringMatching(/^\/[a-z0-9._-]{1,10}(\/[a-z0-9._-]{1,10})?$/)
+const dnsLabel = fc.stringMatching(/^[a-z0-9](?:[a-z0-9-]{0,6}[a-z0-9])?$/)
+const sniName = fc.tuple(fc.boolean(), fc.array(dnsLabel, { minLength: 1, maxLength: 3 }))
+  .map(([wild, labels]) => `${wild ? "*." : ""}${labels.join(".")}`)
+const listenerTls = fc.record({
+  certFile: filePath,
+  keyFile: filePath,
+  caFile: opt(filePath),
+  clientAuth: fc.boolean(),
+  versions: fc.constantFrom(
+    { minVersion: "1.2" as const, maxVersion: "1.3" as const, suites: ["TLS_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"] },
+    { minVersion: "1.3" as const, maxVersion: "1.3" as const, suites: ["TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"] },
+    { minVersion: "1.0" as const, maxVersion: "1.2" as const, suites: ["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", "TLS_RSA_WITH_AES_128_CBC_SHA"] }
+  ),
+  withSuites: fc.boolean(),
+  sessionResumption: fc.boolean(),
+  sni: fc.uniqueArray(sniName, { maxLength: 6 }).chain((names) =>
+    fc.array(fc.record({ priority: fc.boolean(), certFile: filePath, keyFile: filePath }), { maxLength: 3 }).map((blocks) =>
+      // names dealt out to the blocks, so no name is claimed twice
+      blocks.map((b, i) => ({ ...b, hostnames: names.filter((_, j) => j % blocks.length === i) }))
+        .map((b) => (b.priority && b.hostnames.length === 0 ? { ...b, priority: false } : b))
+    )
+  )
+}).map(({ versions, withSuites, caFile, clientAuth, ...t }) => compact({
+  ...t,
+  caFile,
+  clientAuth: clientAuth && caFile !== undefined,
+  minVersion: versions.minVersion,
+  maxVersion: versions.maxVersion,
+  cipherSuites: withSuites ? versions.suites : [],
+  ocspStapling: false
+}))
+
 /** Drops undefined keys so deep equality does not depend on their presence. */
 const compact = <T extends object>(o: T): T =>
   Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T
@@ -242,8 +279,14 @@ export const arbitraryConfig: fc.Arbitrary<SentinelConfig> = fc
         writeTimeout: millis,
         defaultRoute: routeIds.length > 0 ? opt(fc.constantFrom(...routeIds)) : fc.constant(undefined),
         admin: fc.boolean(),
-        trustedProxies: fc.array(fc.oneof(fc.ipV4(), fc.ipV4().map((ip) => `${ip}/24`), fc.constant("2001:db8::/32")), { maxLength: 2 })
-      }).map((l) => compact({ id: lid, protocol: "http" as const, ...l }))
+        trustedProxies: fc.array(fc.oneof(fc.ipV4(), fc.ipV4().map((ip) => `${ip}/24`), fc.constant("2001:db8::/32")), { maxLength: 2 }),
+        maxConcurrentStreams: positive(),
+        transport: fc.oneof(
+          fc.constant({ protocol: "http" as const }),
+          fc.constant({ protocol: "h2" as const }),
+          listenerTls.map((tls) => ({ protocol: "https" as const, tls }))
+        )
+      }).map(({ transport, ...l }) => compact({ id: lid, ...transport, ...l }))
     ))
     const filters = fc.tuple(...filterIds.map((fid) => filterBody(agentIds).map((f) => ({ id: fid, ...f }) as FilterConfig)))
     const agents = fc.tuple(...agentIds.map(agent))

@@ -3,9 +3,10 @@ import type { ListenerConfig } from "../Schema.js"
 import { protocolsNotSupportedYet } from "../NotSupportedYet.js"
 import { parseCidr } from "../../server/RequestValidation.js"
 import {
-  type BlockSpec, type Val, block, bool, compact, custom, entity, hostPort, ident, list, nonEmpty, oneOf, positive, scalar, secs,
-  shape, str
+  type BlockSpec, type Val, block, bool, children, compact, custom, entity, hostPort, ident, int, list, oneOf, positive, scalar,
+  secs, shape, str
 } from "../KdlDecoder.js"
+import { listenerTlsField } from "./ListenerTls.js"
 
 /** A trusted-proxy entry: an address or a CIDR (checked with the same parser the runtime uses). */
 const cidr: Val<string> = (v, at, cx, what) => {
@@ -20,7 +21,9 @@ export const listenerSpec: BlockSpec<ListenerFields> = {
   path: "listeners.listener",
   fields: {
     address: scalar("address", hostPort),
-    protocol: scalar("protocol", oneOf(["http"] as const, { notSupported: protocolsNotSupportedYet })),
+    protocol: scalar("protocol", oneOf(["http", "https", "h2"] as const, { notSupported: protocolsNotSupportedYet })),
+    tls: listenerTlsField,
+    maxConcurrentStreams: scalar("max-concurrent-streams", int({ min: 1, max: 2 ** 31 - 1 })),
     requestTimeout: scalar(["request-timeout-secs", "request-timeout"], secs),
     headerTimeout: scalar(["header-timeout-secs", "header-timeout"], secs),
     bodyIdleTimeout: scalar(["body-idle-timeout-secs", "body-idle-timeout"], secs),
@@ -48,6 +51,19 @@ export const listenerField = entity("listener", listenerSpec, (id, f, node, cx) 
     // only report "missing" when it is absent, not when it was present but invalid
     if (!node.children?.nodes.some((n) => n.getName() === "address")) cx.error(node, `listener "${id}" needs an \`address\``)
     return undefined
+  }
+  const tlsNode = children(node).find((n) => n.getName() === "tls")
+  const protocolNode = children(node).find((n) => n.getName() === "protocol")
+  const protocol = f.protocol ?? "http"
+  if (protocolNode !== undefined && f.protocol === undefined) return undefined // reported by `protocol`
+  if (protocol === "https" && tlsNode === undefined) {
+    return cx.error(protocolNode, `listener "${id}": protocol "https" needs a \`tls { cert-file "..."; key-file "..." }\` block`)
+  }
+  if (protocol === "h2" && tlsNode !== undefined) {
+    return cx.error(tlsNode, `\`tls\` on protocol "h2": "h2" is cleartext HTTP/2 (prior knowledge); for TLS write protocol "https" (it offers h2 by ALPN)`)
+  }
+  if (protocol === "http" && tlsNode !== undefined) {
+    return cx.error(tlsNode, `\`tls\` needs protocol "https" (listener "${id}" is ${protocolNode === undefined ? "\"http\" by default" : "\"http\""})`)
   }
   return compact({ id, ...f })
 })

@@ -285,7 +285,7 @@ export const make = (
           (h) =>
             makeRequestHandler({
               listenerId: listener.id,
-              scheme: "http",
+              scheme: listener.protocol === "https" ? "https" : "http",
               runtime,
               dataplane,
               builtinView,
@@ -299,6 +299,11 @@ export const make = (
               rejections.record(rejection)
             },
             onConnection: () => metrics.openConnections.set(connections.count),
+            onDefence: (reason, clientIp) => {
+              if (reason.startsWith("tls_handshake_")) metrics.tlsHandshakeErrors.inc(listener.id, reason.slice("tls_handshake_".length))
+              else metrics.http2Defences.inc(listener.id, reason)
+              rejections.record({ listener: listener.id, status: 0, reason, clientIp, stage: "connection" })
+            },
             admission,
             connections
           }

@@ -213,6 +213,7 @@ export const encodeKdl = (c: SentinelConfig): string => {
         w.line(`address ${kdlString(formatHostPort(l.address.host, l.address.port))}`)
         w.line(`protocol ${kdlString(l.protocol)}`)
         w.line(`max-concurrent-streams ${l.maxConcurrentStreams}`)
+        w.line(`max-early-resets ${l.maxEarlyResets}`)
         if (l.tls !== undefined) listenerTls(w, l.tls)
         w.line(`request-timeout-secs ${secs(l.requestTimeout)}`)
         w.line(`header-timeout-secs ${secs(l.headerTimeout)}`)

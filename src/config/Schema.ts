@@ -155,6 +155,12 @@ export const ListenerConfig = Schema.Struct({
   tls: Schema.optional(ListenerTlsConfig),
   /** `max-concurrent-streams`: HTTP/2 streams per connection (`https`, `h2`). Default 100. */
   maxConcurrentStreams: defaulted(MaxStreams, () => 100),
+  /**
+   * `max-early-resets`: HTTP/2 streams of one connection that the client may reset before their
+   * response started (rapid reset, CVE-2023-44487); past it, when they are most of its streams,
+   * the connection gets GOAWAY ENHANCE_YOUR_CALM. Default 100.
+   */
+  maxEarlyResets: defaulted(PositiveCount, () => 100),
   /** `request-timeout-secs`: the whole request (head and body) must arrive within this (408). Default 60s. */
   requestTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(60)),
   /** `header-timeout-secs`: the request head must arrive within this (408; slowloris). Default 10s. */

@@ -343,6 +343,12 @@ export class Metrics {
   readonly openConnections: Gauge<string>
   /** sentinel_rejected_requests_total{reason}: every rejection or alteration decision */
   readonly rejected: BoundedCounter<readonly ["reason"]>
+  /** sentinel_http2_defences_total{listener,reason}: HTTP/2 sessions closed or refused by a defence */
+  readonly http2Defences: BoundedCounter<readonly ["listener", "reason"]>
+  /** sentinel_tls_handshake_errors_total{listener,reason}: failed TLS handshakes */
+  readonly tlsHandshakeErrors: BoundedCounter<readonly ["listener", "reason"]>
+  /** sentinel_tls_certificate_expiry_seconds{listener,hostname}: seconds until a served certificate expires */
+  readonly tlsCertificateExpiry: BoundedGauge<readonly ["listener", "hostname"]>
   /** sentinel_upstream_attempts_total{upstream,route} */
   readonly upstreamAttempts: BoundedCounter<readonly ["upstream", "route"]>
   /**
@@ -545,6 +551,22 @@ export class Metrics {
       "sentinel_rejected_requests_total",
       "Requests rejected or altered by a limit, validation, filter or agent decision, by reason.",
       ["reason"] as const
+    )
+    this.http2Defences = counter(
+      "sentinel_http2_defences_total",
+      "HTTP/2 sessions closed or refused by a defence (rapid_reset, max_requests, idle_timeout, session_error).",
+      ["listener", "reason"] as const
+    )
+    this.tlsHandshakeErrors = counter(
+      "sentinel_tls_handshake_errors_total",
+      "TLS handshakes that failed, by reason (timeout, no_client_certificate, bad_certificate, version, cipher, other).",
+      ["listener", "reason"] as const
+    )
+    this.tlsCertificateExpiry = gauge(
+      "sentinel_tls_certificate_expiry_seconds",
+      "Seconds until a certificate a listener serves expires (negative once expired).",
+      ["listener", "hostname"] as const,
+      "min"
     )
     this.upstreamAttempts = counter(
       "sentinel_upstream_attempts_total",

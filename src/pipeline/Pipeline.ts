@@ -87,7 +87,8 @@ interface Head {
 
 
 const makeContext = (env: PipelineEnv, dp: Dataplane, edge: EdgePolicy, req: IncomingMessage, res: ServerResponse): RequestContext => {
-  const result = validateRequest(req, edge.validation, env.scheme === "https")
+  const http2 = (req as { stream?: unknown }).stream !== undefined
+  const result = validateRequest(req, edge.validation, env.scheme === "https", http2)
   const header =
     result._tag === "Valid" && result.request.droppedHeaders.length > 0
       ? headerLookupWithout(req, result.request.droppedHeaders)
@@ -123,6 +124,7 @@ const makeContext = (env: PipelineEnv, dp: Dataplane, edge: EdgePolicy, req: Inc
     query,
     listenerId: env.listenerId,
     scheme: env.scheme,
+    http2,
     routeId: "",
     upstreamId: "",
     upstreamAddr: "",
@@ -183,7 +185,7 @@ const sendAnswer = (
   for (let i = 0; i < headers.length; i++) flat.push(headers[i])
   if (ctx.responseHeaders !== undefined) flat.push(...ctx.responseHeaders)
   if (plan !== undefined) for (const stage of plan.response) stage(ctx, status, flat)
-  if (env.draining()) flat.push("connection", "close")
+  if (env.draining() && !ctx.http2) flat.push("connection", "close")
   const buf = typeof body === "string" ? Buffer.from(body) : body
   flat.push("content-length", String(buf.length))
   try {
@@ -235,7 +237,8 @@ const sendStageAnswer = (ctx: RequestContext, env: PipelineEnv, answer: Answer, 
  * header policy.
  */
 /** Our Via entry (RFC 9110 §7.6.3: received-protocol and pseudonym). */
-const viaOf = (httpVersion: string): string => (httpVersion === "1.1" ? "1.1 sentinel" : `${httpVersion} sentinel`)
+const viaOf = (httpVersion: string): string =>
+  httpVersion === "1.1" ? "1.1 sentinel" : httpVersion === "2.0" ? "2 sentinel" : `${httpVersion} sentinel`
 
 const buildUpstreamHeaders = (ctx: RequestContext, plan: RoutePlan): Array<string> => {
   const head = ctx.edge as Head

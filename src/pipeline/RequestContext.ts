@@ -22,6 +22,11 @@ export interface RequestContext {
   readonly query: string
   readonly listenerId: string
   readonly scheme: "http" | "https"
+  /**
+   * The request came over HTTP/2 (node's compat API): no connection-specific headers may be
+   * sent (`Connection: close` is a GOAWAY there), and a body may come without a Content-Length.
+   */
+  readonly http2: boolean
   routeId: string
   upstreamId: string
   upstreamAddr: string

@@ -96,12 +96,18 @@ const bufferBody = (
     done(undefined, { body: read.data, replayable: true })
   })
 
+/** An HTTP/2 request whose HEADERS frame carried END_STREAM: it has no body. */
+const headersEndedStream = (req: IncomingMessage): boolean =>
+  (req as unknown as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders === true
+
 /** The body to send: at hand, or `"buffer"` when it must be read into memory first (replayable). */
 const requestBody = (ctx: RequestContext, dp: Dataplane, bufferLimit: number): BodySource | "buffer" => {
   const pre = ctx.upstreamBody
   if (pre !== undefined) return pre === null || Buffer.isBuffer(pre) ? { body: pre, replayable: true } : { body: pre, replayable: false }
   const h = ctx.req.headers
-  if (h["transfer-encoding"] !== undefined) {
+  // HTTP/2 frames a body without Content-Length (unless the headers ended the stream): it
+  // streams upstream chunked, bounded like a chunked HTTP/1.1 body
+  if (h["transfer-encoding"] !== undefined || (ctx.http2 && h["content-length"] === undefined && !headersEndedStream(ctx.req))) {
     const limited = new BodyLimit(dp.limits.maxBodySize, ctx)
     ctx.req.pipe(limited)
     return { body: limited, replayable: false }
@@ -151,7 +157,7 @@ class DirectSink implements ResponseSink {
     if (ctx.responseHeaders !== undefined) flat.push(...ctx.responseHeaders)
     this.plan.responsePolicy?.(flat)
     for (const stage of this.plan.response) stage(ctx, status, flat)
-    if (this.draining()) flat.push("connection", "close")
+    if (this.draining() && !ctx.http2) flat.push("connection", "close")
     try {
       ctx.res.writeHead(status, flat)
     } catch {

@@ -19,7 +19,10 @@
  * `Admission` (bounded queue, 503 when full or after the queue timeout).
  */
 import * as http from "node:http"
+import type * as http2 from "node:http2"
+import * as https from "node:https"
 import type { Socket } from "node:net"
+import type { TLSSocket } from "node:tls"
 import { Data, Duration, Effect, Scope } from "effect"
 import type { LimitsConfig, ListenerConfig } from "../config/Schema.js"
 import { errorBody, statusText } from "../pipeline/ErrorResponse.js"
@@ -28,6 +31,7 @@ import { isClosing, markClosing, validationConfigFor } from "./EdgePolicy.js"
 import { markCut } from "./ListenerCut.js"
 import { nodeServerOptionsFor } from "./RequestValidation.js"
 import { onResponseClose } from "./ResponseClose.js"
+import { sniffPreface, startHttp2, type Http2Sessions } from "./Http2.js"
 
 export class ListenerBindFailed extends Data.TaggedError("ListenerBindFailed")<{
   readonly listener: string
@@ -70,6 +74,14 @@ export interface ClientRejection {
   readonly bytesSent?: number | undefined
 }
 
+/** What a TLS listener needs of its certificates (built by `Tls.ts` from the listener's `tls` block). */
+export interface ListenerTls {
+  /** Options of `https.createServer` (certificate, key, versions, ciphers, client auth). */
+  readonly serverOptions: import("node:tls").TlsOptions
+  /** The secure context for a server name (SNI); prebuilt, a lookup. */
+  readonly contextFor: (servername: string | undefined) => import("node:tls").SecureContext
+}
+
 export interface ListenerHooks {
   /**
    * A request or connection refused before it reached the pipeline: the HTTP parser's
@@ -83,6 +95,13 @@ export interface ListenerHooks {
   readonly admission?: Admission
   /** Connection accounting shared by every listener. Default: one per listener from `limits`. */
   readonly connections?: ConnectionTracker
+  /**
+   * An HTTP/2 or TLS defence refused or closed something (`rapid_reset`, `max_requests`,
+   * `idle_timeout`, `session_error`, `tls_handshake_<reason>`): count and log it.
+   */
+  readonly onDefence?: (reason: string, clientIp: string) => void
+  /** `protocol "https"`: the certificates and TLS settings (Tls.ts), loaded before the listener starts. */
+  readonly tls?: ListenerTls
 }
 
 export interface ListenerHandle {
@@ -90,6 +109,10 @@ export interface ListenerHandle {
   readonly host: string
   readonly port: number
   readonly server: http.Server
+  /** Open HTTP/2 sessions (0 on a listener without HTTP/2). */
+  readonly http2Sessions: () => number
+  /** New certificates for new handshakes (reload); open connections keep theirs. */
+  readonly setTls: (tls: ListenerTls) => void
   readonly inFlight: () => number
   readonly draining: () => boolean
   /** Stop accepting, let requests finish for up to `graceMs`, then close every socket. */
@@ -101,6 +124,20 @@ const CLIENT_ERRORS: Record<string, readonly [number, string]> = {
   ERR_HTTP_REQUEST_TIMEOUT: [408, "request_timeout"],
   HPE_HEADERS_TIMEOUT: [408, "headers_timeout"],
   ERR_HTTP_HEADERS_TIMEOUT: [408, "headers_timeout"]
+}
+
+/** A failed TLS handshake, by what went wrong (the `reason` of `sentinel_tls_handshake_errors_total`). */
+export const tlsErrorReason = (err: NodeJS.ErrnoException): string => {
+  const code = err.code ?? ""
+  const text = `${code} ${err.message ?? ""}`.toLowerCase()
+  if (code === "ERR_TLS_HANDSHAKE_TIMEOUT") return "timeout"
+  if (code === "ECONNRESET" || code === "EPIPE") return "reset"
+  if (text.includes("http request") || text.includes("wrong version number") && text.includes("http")) return "not_tls"
+  if (text.includes("did not return a certificate") || text.includes("peer did not return")) return "no_client_certificate"
+  if (text.includes("certificate") || text.includes("unknown ca") || text.includes("bad certificate")) return "bad_certificate"
+  if (text.includes("protocol") || text.includes("version")) return "version"
+  if (text.includes("cipher") || text.includes("sigalg") || text.includes("group")) return "cipher"
+  return "other"
 }
 
 /** Body bytes of `rawAnswer(status, reason)` (for the log line; refusal paths only). */
@@ -209,7 +246,10 @@ export const startListener = (
   Effect.gen(function* () {
     const t = listenerTimeouts(config)
     const nodeOptions = nodeServerOptionsFor(validationConfigFor(limits))
-    const server = http.createServer({
+    const protocol = config.protocol
+    let tls = hooks.tls
+    if (protocol === "https" && tls === undefined) throw new Error(`listener "${config.id}": protocol "https" needs its TLS settings`)
+    const httpOptions: http.ServerOptions = {
       maxHeaderSize: nodeOptions.maxHeaderSize,
       requestTimeout: t.requestMs,
       headersTimeout: t.headerMs,
@@ -220,13 +260,32 @@ export const startListener = (
       requireHostHeader: nodeOptions.requireHostHeader,
       joinDuplicateHeaders: false,
       noDelay: true
-    })
+    }
+    const server: http.Server =
+      protocol === "https"
+        ? https.createServer({
+            ...httpOptions,
+            ...tls!.serverOptions,
+            ALPNProtocols: ["h2", "http/1.1"],
+            // the handshake is part of the head: bounded by the same deadline (slowloris over TLS)
+            handshakeTimeout: t.headerMs > 0 ? t.headerMs : 10_000,
+            // built once at load: a lookup per handshake, never a context; a throw would be a bug, never a crash
+            SNICallback: (servername: string, cb: (err: Error | null, ctx?: import("node:tls").SecureContext) => void) => {
+              try {
+                cb(null, tls!.contextFor(servername))
+              } catch (e) {
+                cb(e as Error, undefined)
+              }
+            }
+          })
+        : http.createServer(httpOptions)
     // Node silently drops headers past the count but still uses them for framing:
     // keep one more than the limit so the validator sees the overflow and answers 431.
     server.maxHeadersCount = nodeOptions.maxHeadersCount
     server.maxRequestsPerSocket = config.keepaliveMaxRequests ?? 0
     const admission = hooks.admission ?? new Admission(admissionConfigFor(limits))
     const connections = hooks.connections ?? new ConnectionTracker(connectionLimitsFor(limits))
+    const onDefence = hooks.onDefence ?? (() => undefined)
 
     let inFlight = 0
     let draining = false
@@ -235,6 +294,8 @@ export const startListener = (
     const connectionsOpen = new OpenConnections()
     /** Sockets refused at accept time: whatever they send is never served. */
     const refused = new WeakSet<Socket>()
+    /** TCP socket -> its entry, so that a TLS connection's entry can watch the TLS socket instead. */
+    const entries = new WeakMap<Socket, OpenConnection>()
 
     // Runs before node's own connection listener, so a refused socket never gets a parser.
     server.prependListener("connection", (socket: Socket) => {
@@ -244,6 +305,8 @@ export const startListener = (
         refused.add(socket)
         hooks.onClientError({ listener: config.id, status: 503, reason: refusal, clientIp: ip, stage: "connection" })
         socket.on("error", () => socket.destroy())
+        // an HTTP answer means nothing before a TLS handshake: just close
+        if (protocol === "https") return void socket.destroy()
         socket.end(rawAnswer(503, refusal, "retry-after: 1\r\n"))
         // do not wait for the client to read: a flood must not hold sockets open
         const timer = setTimeout(() => socket.destroy(), 1000)
@@ -252,6 +315,7 @@ export const startListener = (
       }
       open++
       const entry = connectionsOpen.add(socket)
+      if (protocol === "https") entries.set(socket, entry)
       hooks.onConnection(open)
       socket.once("close", () => {
         connectionsOpen.remove(entry)
@@ -261,7 +325,22 @@ export const startListener = (
       })
     })
 
+    /** Connections whose TLS handshake failed: counted once, closed, never answered in HTTP. */
+    const tlsFailed = new WeakSet<Socket>()
+    if (protocol === "https") {
+      // before https's own listener, which re-emits it as a clientError
+      server.prependListener("tlsClientError", (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+        tlsFailed.add(socket)
+        if (refused.has((socket as unknown as { _parent?: Socket })._parent ?? socket)) return
+        onDefence(`tls_handshake_${tlsErrorReason(err)}`, socket.remoteAddress ?? "")
+      })
+    }
+
     server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
+      if (tlsFailed.has(socket)) {
+        socket.destroy()
+        return
+      }
       const known = CLIENT_ERRORS[err.code ?? ""]
       const [status, reason] = known ?? [400, "bad_request"]
       if (err.code === "ECONNRESET" || !socket.writable || refused.has(socket)) {
@@ -456,10 +535,18 @@ export const startListener = (
       server,
       inFlight: () => inFlight,
       draining: () => draining,
+      http2Sessions: () => h2?.count() ?? 0,
+      setTls: (next) => {
+        tls = next
+        // the default certificate (no SNI, or an unknown name) and the settings of new handshakes
+        ;(server as unknown as https.Server).setSecureContext({ ...next.serverOptions })
+      },
       drain: async (graceMs) => {
         draining = true
         const closed = new Promise<void>((resolve) => server.close(() => resolve()))
         server.closeIdleConnections()
+        // HTTP/2: GOAWAY now; sessions close as their streams finish
+        h2?.closeAll()
         if (inFlight > 0) {
           // Wait for the last in-flight request (or the deadline); connections that
           // become idle meanwhile are closed as each response finishes.
@@ -472,6 +559,7 @@ export const startListener = (
           idle = undefined
         }
         server.closeAllConnections()
+        h2?.destroyAll()
         for (const c of connectionsOpen.all()) c.socket.destroy()
         clearInterval(sweep)
         await closed
@@ -492,6 +580,67 @@ export const startListener = (
     }
 
     const handler = onRequest(handle)
+
+    /**
+     * HTTP/2 (Http2.ts): TLS connections whose ALPN chose h2, and on `protocol "h2"` cleartext
+     * connections that open with the preface. Node's own HTTP/1.1 connection handler is taken
+     * off the server and called here for everything else, so each connection goes one way.
+     */
+    const h2 =
+      protocol === "http"
+        ? undefined
+        : startHttp2(
+            {
+              maxConcurrentStreams: config.maxConcurrentStreams,
+              maxHeaderListSize: nodeOptions.maxHeaderSize,
+              maxStreamsPerSession: config.keepaliveMaxRequests ?? 0,
+              maxEarlyResets: config.maxEarlyResets,
+              idleTimeoutMs: t.keepAliveMs
+            },
+            { onRequest: (req, res) => onHttp2Request(req, res), onDefence }
+          )
+    if (h2 !== undefined) {
+      const http1 = (http as unknown as { _connectionListener?: (this: http.Server, socket: Socket) => void })._connectionListener
+      const event = protocol === "https" ? "secureConnection" : "connection"
+      if (http1 === undefined || !server.listeners(event).includes(http1)) {
+        throw new Error(`this Node.js (${process.version}) does not expose its HTTP/1.1 connection handler; HTTP/2 listeners cannot share a port with it`)
+      }
+      server.removeListener(event, http1)
+      if (protocol === "https") {
+        server.on("secureConnection", (socket: TLSSocket) => {
+          // the write-timeout sweep watches what the TLS socket has not yet flushed
+          const entry = entries.get((socket as unknown as { _parent?: Socket })._parent ?? socket)
+          if (entry !== undefined) (entry as { socket: Socket }).socket = socket
+          if (socket.alpnProtocol === "h2") h2.accept(socket)
+          else http1.call(server, socket)
+        })
+      } else {
+        server.on("connection", (socket: Socket) => {
+          if (refused.has(socket)) return
+          sniffPreface(socket, (p) => (p === "h2" ? h2.accept(socket) : http1.call(server, socket)))
+        })
+      }
+    }
+
+    /** An HTTP/2 stream: the same admission and in-flight accounting as an HTTP/1.1 request. */
+    const onHttp2Request = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+      const hreq = req as unknown as http.IncomingMessage
+      const hres = res as unknown as http.ServerResponse
+      inFlight++
+      if (admission.tryEnter()) {
+        handler(hreq, hres)
+        onResponseClose(hres, leaveAndSettle)
+        return
+      }
+      const ticket = admission.admit(
+        () => handler(hreq, hres),
+        (why) => refuse(hreq, hres, why)
+      )
+      onResponseClose(hres, () => {
+        ticket.release()
+        settled()
+      })
+    }
     const queueTimeoutMs = admissionConfigFor(limits).queueTimeoutMs
     const refuse = (req: http.IncomingMessage, res: http.ServerResponse, reason: string) => {
       hooks.onClientError({
@@ -507,14 +656,18 @@ export const startListener = (
       })
       if (res.headersSent || res.destroyed) return
       const body = errorBody(503, reason, "-")
-      res.shouldKeepAlive = false
-      markClosing(req.socket)
-      res.writeHead(503, {
+      const h2req = (req as { stream?: unknown }).stream !== undefined
+      const head: http.OutgoingHttpHeaders = {
         "content-type": "application/json",
         "content-length": Buffer.byteLength(body),
-        "retry-after": "1",
-        connection: "close"
-      })
+        "retry-after": "1"
+      }
+      if (!h2req) {
+        res.shouldKeepAlive = false
+        markClosing(req.socket)
+        head.connection = "close"
+      }
+      res.writeHead(503, head)
       res.end(body)
     }
 

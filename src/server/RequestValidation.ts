@@ -121,6 +121,7 @@ export type RejectReason =
   | "header-value-invalid"
   | "header-underscore"
   | "expect-unsupported"
+  | "pseudo-header-invalid"
 
 export type RejectStatus = 400 | 405 | 414 | 417 | 431 | 501 | 505
 
@@ -132,7 +133,7 @@ export interface Rejected {
 
 export interface ValidatedRequest {
   readonly method: string
-  readonly httpVersion: "1.0" | "1.1"
+  readonly httpVersion: "1.0" | "1.1" | "2.0"
   /** Scheme the client used to reach us (from the socket). */
   readonly scheme: "http" | "https"
   /** Authority used for routing and (unless rewritten) forwarding: lower-cased hostname, `:port` when given. null only for HTTP/1.0 without Host. */
@@ -376,7 +377,9 @@ const validateQuery = (q: string): boolean => {
 export const validateRequest = (
   req: IncomingRequestHead,
   config: RequestValidationConfig = defaultRequestValidationConfig,
-  encrypted = false
+  encrypted = false,
+  /** The request came from the HTTP/2 server (never from a request line saying "HTTP/2.0"). */
+  http2 = false
 ): ValidationResult => {
   const method = req.method ?? ""
   const url = req.url ?? ""
@@ -389,7 +392,11 @@ export const validateRequest = (
   // 2. Version and method.
   const v = req.httpVersion
   if (v === "0.9") return reject(400, "http09")
-  if (v !== "1.1" && v !== "1.0") return reject(505, "version-unsupported")
+  // "2.0" is HTTP/2 only from the HTTP/2 server (node's http2 compat API), where nghttp2 has
+  // already refused connection-specific headers, malformed pseudo-headers and a content-length
+  // that the DATA frames contradict; a request line saying HTTP/2.0 over HTTP/1.1 is a 505
+  const h2 = http2 && v === "2.0"
+  if (v !== "1.1" && v !== "1.0" && !h2) return reject(505, "version-unsupported")
   if (!isToken(method)) return reject(400, "method-invalid")
   if (method === "CONNECT") return reject(405, "method-connect")
   if (method === "TRACE" && !config.allowTrace) return reject(405, "method-trace")
@@ -405,12 +412,23 @@ export const validateRequest = (
   let connectionTokens: Array<string> | null = null
   let upgradeValue: string | null = null
   let expectValue: string | null = null
+  let authorityValue: string | null = null
+  let cookies: Array<string> | null = null
   const kept: Array<[string, string]> = []
   let dropped: Array<string> | null = null
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i]
     const value = raw[i + 1]
     if (typeof name !== "string" || typeof value !== "string") return reject(400, "header-name-invalid")
+    if (h2 && name.charCodeAt(0) === 58 /* : */) {
+      // :method and :path are req.method / req.url; :scheme is not forwarded (ours is the socket's)
+      if (name === ":authority") {
+        if (authorityValue !== null) return reject(400, "host-duplicate")
+        authorityValue = value
+      } else if (name !== ":method" && name !== ":path" && name !== ":scheme") return reject(400, "pseudo-header-invalid")
+      size += name.length + value.length + 4
+      continue
+    }
     const line = name.length + value.length + 4
     size += line
     if (line - 2 > config.maxHeaderLineSize) return reject(431, "header-line-too-large")
@@ -418,6 +436,11 @@ export const validateRequest = (
     if (!isToken(name)) return reject(400, "header-name-invalid")
     if (isBadValue(value)) return reject(400, "header-value-invalid")
     const lower = name.toLowerCase()
+    // HTTP/2 may split the cookie header; HTTP/1.1 upstream gets one, joined with "; " (RFC 9113 §8.2.3)
+    if (h2 && lower === "cookie") {
+      ;(cookies ??= []).push(trimOws(value))
+      continue
+    }
     switch (lower) {
       case "host":
         hostCount++
@@ -455,6 +478,7 @@ export const validateRequest = (
     kept.push([lower, trimOws(value)])
   }
   if (size > config.maxHeaderSize) return reject(431, "headers-too-large")
+  if (cookies !== null) kept.push(["cookie", cookies.join("; ")])
 
   // 4. Framing: never two descriptions of the body (RFC 9112 §6.1, §6.3).
   if (clCount > 1) return reject(400, "content-length-duplicate")
@@ -495,6 +519,15 @@ export const validateRequest = (
     hostAuthority = parseAuthority(trimOws(hostValue))
     if (hostAuthority === null) return reject(400, "host-invalid")
   } else if (v === "1.1") return reject(400, "host-missing")
+  if (h2) {
+    // :authority is the host; a Host that names another one is refused (one value for routing and upstream)
+    if (authorityValue !== null) {
+      const a = parseAuthority(authorityValue)
+      if (a === null || authorityValue.includes("@")) return reject(400, "host-invalid")
+      if (hostAuthority !== null && !sameAuthority(a, hostAuthority, encrypted ? 443 : 80)) return reject(400, "host-mismatch")
+      hostAuthority = a
+    } else if (hostAuthority === null) return reject(400, "host-missing")
+  }
 
   const scheme: "http" | "https" = encrypted ? "https" : "http"
   let authority = hostAuthority

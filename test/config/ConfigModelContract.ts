@@ -31,6 +31,7 @@ export interface ListenerConfig {
   readonly protocol: "http" | "https" | "h2"     // "http"; "https" needs tls, "h2" is cleartext (no tls)
   readonly tls?: ListenerTlsConfig               // only with protocol "https"
   readonly maxConcurrentStreams: number          // max-concurrent-streams 100 (HTTP/2)
+  readonly maxEarlyResets: number                // max-early-resets 100 (HTTP/2 rapid reset)
   readonly requestTimeout: Duration.Duration     // request-timeout-secs 60
   readonly headerTimeout: Duration.Duration      // header-timeout-secs 10
   readonly bodyIdleTimeout: Duration.Duration    // body-idle-timeout-secs 30

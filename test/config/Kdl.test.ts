@@ -22,7 +22,7 @@ describe("Kdl decoder: values and defaults", () => {
       dns: { refreshMs: 30000, timeoutMs: 2000, maxStaleMs: 3600000, maxHosts: 10000 }
     })
     expect(c.listeners[0]).toEqual({
-      id: "main", address: { host: "127.0.0.1", port: 8080 }, protocol: "http", maxConcurrentStreams: 100,
+      id: "main", address: { host: "127.0.0.1", port: 8080 }, protocol: "http", maxConcurrentStreams: 100, maxEarlyResets: 100,
       requestTimeout: Duration.seconds(60), keepaliveTimeout: Duration.seconds(75), headerTimeout: Duration.seconds(10),
       bodyIdleTimeout: Duration.seconds(30), writeTimeout: Duration.seconds(30), admin: false, trustedProxies: []
     })

@@ -280,7 +280,7 @@ export const arbitraryConfig: fc.Arbitrary<SentinelConfig> = fc
         defaultRoute: routeIds.length > 0 ? opt(fc.constantFrom(...routeIds)) : fc.constant(undefined),
         admin: fc.boolean(),
         trustedProxies: fc.array(fc.oneof(fc.ipV4(), fc.ipV4().map((ip) => `${ip}/24`), fc.constant("2001:db8::/32")), { maxLength: 2 }),
-        maxConcurrentStreams: positive(),
+        maxConcurrentStreams: positive(), maxEarlyResets: positive(),
         transport: fc.oneof(
           fc.constant({ protocol: "http" as const }),
           fc.constant({ protocol: "h2" as const }),

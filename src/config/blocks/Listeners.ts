@@ -24,6 +24,7 @@ export const listenerSpec: BlockSpec<ListenerFields> = {
     protocol: scalar("protocol", oneOf(["http", "https", "h2"] as const, { notSupported: protocolsNotSupportedYet })),
     tls: listenerTlsField,
     maxConcurrentStreams: scalar("max-concurrent-streams", int({ min: 1, max: 2 ** 31 - 1 })),
+    maxEarlyResets: scalar("max-early-resets", positive),
     requestTimeout: scalar(["request-timeout-secs", "request-timeout"], secs),
     headerTimeout: scalar(["header-timeout-secs", "header-timeout"], secs),
     bodyIdleTimeout: scalar(["body-idle-timeout-secs", "body-idle-timeout"], secs),

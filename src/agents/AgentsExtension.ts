@@ -347,8 +347,10 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
               rawHeaders: route.upstream !== undefined ? ctx.upstreamHeaders : ctx.req.rawHeaders,
               clientIp: ctx.clientIp,
               clientPort: ctx.req.socket.remotePort ?? 0,
-              serverName: ctx.host === "" ? null : ctx.host,
-              protocol: `HTTP/${ctx.req.httpVersion}`,
+              serverName: ctx.tls?.servername ?? (ctx.host === "" ? null : ctx.host),
+              protocol: ctx.http2 ? "HTTP/2" : `HTTP/${ctx.req.httpVersion}`,
+              tlsVersion: ctx.tls?.version ?? null,
+              tlsCipher: ctx.tls?.cipher ?? null,
               routeId: route.id,
               upstreamId: route.upstream ?? null,
               traceparent: span !== undefined ? span.traceparent : ctx.header("traceparent") ?? null

@@ -18,7 +18,7 @@ import { hostname } from "node:os"
 import { performance } from "node:perf_hooks"
 import { Effect, Either, type Scope } from "effect"
 import type { AccessLogConfig } from "../config/Schema.js"
-import type { RequestContext } from "../pipeline/RequestContext.js"
+import type { ClientCertificate, RequestContext } from "../pipeline/RequestContext.js"
 import type { ClientRejection } from "../server/Listener.js"
 import {
   accessFormatter,
@@ -71,9 +71,17 @@ export const toAccessEntry = (ctx: RequestContext): AccessLogEntry => {
     upstream_addr: ctx.upstreamAddr === "" ? undefined : ctx.upstreamAddr,
     instance_id: instanceId,
     body_bytes_sent: ctx.bytesSent,
-    error: ctx.error
+    error: ctx.error,
+    ...(ctx.tls?.clientCert !== undefined ? clientCertFields(ctx.tls.clientCert) : undefined)
   }
 }
+
+const clientCertFields = (c: ClientCertificate) => ({
+  client_cert_subject: c.subject,
+  client_cert_issuer: c.issuer,
+  client_cert_serial: c.serial,
+  client_cert_fingerprint: c.fingerprint256
+})
 
 const destination = (config: AccessLogConfig): LogDestination | undefined =>
   config.enabled ? { file: config.file, bufferSize: config.bufferSize, flushIntervalMs: config.flushIntervalMs } : undefined

@@ -542,6 +542,11 @@ export interface AccessLogEntry {
    * and only when set: request lines keep their keys).
    */
   readonly listener?: string | undefined
+  /** The verified mTLS client certificate (JSON only, and only when there is one). */
+  readonly client_cert_subject?: string | undefined
+  readonly client_cert_issuer?: string | undefined
+  readonly client_cert_serial?: string | undefined
+  readonly client_cert_fingerprint?: string | undefined
 }
 
 /** Access log formats, as in `access-log { format "json" | "combined" }`. */
@@ -618,6 +623,10 @@ export const formatAccessJson = (e: AccessLogEntry): string =>
   `,"route_id":${jstrKnown(e.route_id)},"upstream":${jstrKnown(e.upstream)},"upstream_attempts":${e.upstream_attempts}` +
   `,"upstream_addr":${jstrKnown(e.upstream_addr)},"instance_id":${jstrKnown(e.instance_id)},"body_bytes_sent":${e.body_bytes_sent}` +
   (e.listener !== undefined ? `,"listener":${jstrKnown(e.listener)}` : "") +
+  (e.client_cert_fingerprint !== undefined
+    ? `,"client_cert_subject":${jstr(e.client_cert_subject)},"client_cert_issuer":${jstr(e.client_cert_issuer)}` +
+      `,"client_cert_serial":${jstr(e.client_cert_serial)},"client_cert_fingerprint":${jstr(e.client_cert_fingerprint)}`
+    : "") +
   (e.error !== undefined ? `,"error":${jstrKnown(e.error)}}` : "}")
 
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]

@@ -18,7 +18,7 @@ import { proxyToUpstream, runUpstream, withDeadline } from "./Upstream.js"
 import type { UpstreamRuntime } from "../upstream/Upstreams.js"
 import { errorAnswer, errorBody } from "./ErrorResponse.js"
 import { RequestRejected, RequestTimeout, type ProxyError } from "./Errors.js"
-import { splitTarget, type RequestContext } from "./RequestContext.js"
+import { connectionTls, splitTarget, type RequestContext } from "./RequestContext.js"
 import { edgePolicyFor, markClosing, type EdgePolicy } from "../server/EdgePolicy.js"
 import { onResponseClose } from "../server/ResponseClose.js"
 import { closedEarly, cutOf, settleEarlyClose } from "../server/ListenerCut.js"
@@ -57,8 +57,14 @@ export interface PipelineEnv {
   readonly tracing?: RequestTracing | undefined
 }
 
-/** The client's own trace-id headers are replaced by ours upstream; Via is merged. */
-const SET_BY_PROXY = new Set(["x-request-id", "x-correlation-id", "via"])
+/**
+ * The client's own trace-id headers are replaced by ours upstream; Via is merged; the mTLS
+ * headers are only ever the proxy's (a client cannot claim a certificate it did not present).
+ */
+const SET_BY_PROXY = new Set([
+  "x-request-id", "x-correlation-id", "via",
+  "x-client-cert-subject", "x-client-cert-issuer", "x-client-cert-serial", "x-client-cert-fingerprint"
+])
 
 const headerLookup = (req: IncomingMessage) => (lowerName: string): string | undefined => {
   const v = req.headers[lowerName]
@@ -125,6 +131,7 @@ const makeContext = (env: PipelineEnv, dp: Dataplane, edge: EdgePolicy, req: Inc
     listenerId: env.listenerId,
     scheme: env.scheme,
     http2,
+    tls: env.scheme === "https" ? connectionTls(req) : undefined,
     routeId: "",
     upstreamId: "",
     upstreamAddr: "",
@@ -262,6 +269,15 @@ const buildUpstreamHeaders = (ctx: RequestContext, plan: RoutePlan): Array<strin
     "x-request-id", ctx.traceId,
     "x-correlation-id", ctx.traceId
   )
+  const cert = ctx.tls?.clientCert
+  if (cert !== undefined) {
+    out.push(
+      "x-client-cert-subject", cert.subject,
+      "x-client-cert-issuer", cert.issuer,
+      "x-client-cert-serial", cert.serial,
+      "x-client-cert-fingerprint", cert.fingerprint256
+    )
+  }
   plan.requestPolicy?.(out)
   return out
 }

@@ -27,6 +27,8 @@ export interface RequestContext {
    * sent (`Connection: close` is a GOAWAY there), and a body may come without a Content-Length.
    */
   readonly http2: boolean
+  /** The connection's TLS facts (`connectionTls`) on an https listener; undefined over cleartext. */
+  readonly tls: ConnectionTls | undefined
   routeId: string
   upstreamId: string
   upstreamAddr: string
@@ -85,4 +87,67 @@ export const splitTarget = (url: string): { authority: string | undefined; path:
   return q === -1
     ? { authority, path: rest, query: "" }
     : { authority, path: rest.slice(0, q), query: rest.slice(q + 1) }
+}
+
+/** The verified client certificate of an mTLS connection. */
+export interface ClientCertificate {
+  readonly subject: string
+  readonly issuer: string
+  readonly serial: string
+  /** SHA-256 fingerprint, colon-separated hex (as node prints it). */
+  readonly fingerprint256: string
+}
+
+/** What a TLS connection tells about itself (agents' request metadata, the access log, mTLS headers). */
+export interface ConnectionTls {
+  /** SNI server name the client asked for, or null. */
+  readonly servername: string | null
+  /** "TLSv1.3", ... */
+  readonly version: string | null
+  /** IANA name of the cipher suite. */
+  readonly cipher: string | null
+  /** Only when the client presented a certificate that verified against the listener's `ca-file`. */
+  readonly clientCert: ClientCertificate | undefined
+}
+
+interface TlsSocketView {
+  readonly encrypted?: boolean
+  readonly servername?: string | false | null
+  readonly authorized?: boolean
+  getProtocol?(): string | null
+  getCipher?(): { readonly standardName?: string; readonly name?: string } | undefined
+  getPeerCertificate?(): { subject?: Record<string, string | string[]>; issuer?: Record<string, string | string[]>; serialNumber?: string; fingerprint256?: string } | null
+}
+
+const kTls = Symbol("sentinel.connectionTls")
+
+/** An X.509 name as one line, `CN=a,O=b` (the order node gives). */
+const nameLine = (n: Record<string, string | string[]> | undefined): string =>
+  n === undefined ? "" : Object.entries(n).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("+") : v}`).join(",")
+
+/**
+ * The TLS facts of the connection `req` came on, read once per connection (kept on the socket);
+ * undefined over cleartext. Works for HTTP/1.1 (the TLS socket) and HTTP/2 (node's socket proxy).
+ */
+export const connectionTls = (req: IncomingMessage): ConnectionTls | undefined => {
+  const socket = req.socket as unknown as (TlsSocketView & { [kTls]?: ConnectionTls }) | null
+  if (socket === null || socket === undefined || socket.encrypted !== true) return undefined
+  const cached = socket[kTls]
+  if (cached !== undefined) return cached
+  let clientCert: ClientCertificate | undefined
+  if (socket.authorized === true) {
+    const peer = socket.getPeerCertificate?.()
+    if (peer !== null && peer !== undefined && peer.fingerprint256 !== undefined) {
+      clientCert = { subject: nameLine(peer.subject), issuer: nameLine(peer.issuer), serial: peer.serialNumber ?? "", fingerprint256: peer.fingerprint256 }
+    }
+  }
+  const cipher = socket.getCipher?.()
+  const facts: ConnectionTls = {
+    servername: typeof socket.servername === "string" ? socket.servername : null,
+    version: socket.getProtocol?.() ?? null,
+    cipher: cipher?.standardName ?? cipher?.name ?? null,
+    clientCert
+  }
+  socket[kTls] = facts
+  return facts
 }

@@ -9,7 +9,7 @@ import cluster from "node:cluster"
 import { Duration, Effect, Either, Exit, Layer, Runtime, Scope } from "effect"
 import type { Registry } from "prom-client"
 import { HELP, parseCommand, type Command } from "./Cli.js"
-import { formatIssue } from "./config/ConfigIssue.js"
+import { escapeText, formatIssue } from "./config/ConfigIssue.js"
 import { formatLint, lintConfig } from "./config/Lint.js"
 import { formatInvalid, loadConfigDetailed, summarize, type Loaded } from "./config/Load.js"
 import { makeReloader } from "./config/Reload.js"
@@ -17,6 +17,7 @@ import { makeConfig, type SentinelConfig } from "./config/Schema.js"
 import { formatFinding, validateConfig } from "./config/Validate.js"
 import * as App from "./App.js"
 import { PROXY_V8_FLAGS } from "./RuntimeFlags.js"
+import { listenerTlsProblems } from "./server/Tls.js"
 import { appLoggerLayer, formatErrorLine, makeErrorLog, type ErrorLogSettings } from "./observability/Logs.js"
 import { makeMetrics } from "./observability/Metrics.js"
 import { tracingLayerOptional } from "./observability/Tracing.js"
@@ -291,6 +292,12 @@ const runCommand = (command: Extract<Command, { _tag: "Run" }>): void => {
       process.exit(1)
     }
     const loaded = result.right
+    // Certificates that do not load (or a key that does not match) never start a listener half-configured.
+    const tlsProblems = listenerTlsProblems(loaded.config)
+    if (tlsProblems.length > 0) {
+      process.stderr.write(`${tlsProblems.map(escapeText).join("\n")}\nsentinel: not started, TLS certificates invalid: ${command.config}\n`)
+      process.exit(1)
+    }
     // Workers get the heap flag through execArgv: no re-exec needed for the primary.
     if (loaded.config.system.workerThreads !== 1) {
       for (const w of loaded.warnings) stderrLine("warn", formatIssue(w))
@@ -320,6 +327,12 @@ const main = (): void => {
           process.exit(1)
         }
         for (const w of result.right.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`)
+        // the listener TLS material is part of the configuration: load it as startup would
+        const tlsProblems = listenerTlsProblems(result.right.config)
+        if (tlsProblems.length > 0) {
+          process.stderr.write(`${tlsProblems.map(escapeText).join("\n")}\nconfiguration test failed: ${command.config}\n`)
+          process.exit(1)
+        }
         process.stdout.write(`${summarize(result.right.config)}\nconfiguration ok: ${command.config}\n`)
         process.exit(0)
       })

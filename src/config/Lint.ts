@@ -6,6 +6,7 @@
  */
 import * as os from "node:os"
 import { Duration } from "effect"
+import { suitesWithoutForwardSecrecy } from "../server/TlsNames.js"
 import { escapeText } from "./ConfigIssue.js"
 import type { SentinelConfig } from "./Schema.js"
 
@@ -81,6 +82,22 @@ export const lintConfig = (config: SentinelConfig, cores: number = os.availableP
   for (const l of config.listeners) {
     if (l.admin && isWildcard(l.address.host)) {
       warn("public-admin-listener", `listener "${l.id}"`, "admin #true on a wildcard address exposes the admin builtins to every network")
+    }
+    const t = l.tls
+    if (t === undefined) continue
+    if (t.minVersion === "1.0" || t.minVersion === "1.1") {
+      warn("weak-tls-version", `listener "${l.id}" tls`, `min-version "${t.minVersion}" accepts TLS ${t.minVersion}, deprecated since 2021 (RFC 8996): use "1.2"`)
+    }
+    const weak = suitesWithoutForwardSecrecy(t.cipherSuites)
+    if (weak.length > 0) {
+      warn(
+        "no-forward-secrecy",
+        `listener "${l.id}" tls`,
+        `cipher-suite ${weak.map((w) => `"${w}"`).join(", ")} ${weak.length === 1 ? "has" : "have"} no forward secrecy (RSA key exchange): prefer ECDHE suites`
+      )
+    }
+    if (t.caFile !== undefined && !t.clientAuth) {
+      warn("unused-ca-file", `listener "${l.id}" tls`, "ca-file without client-auth #true: client certificates are not requested")
     }
   }
   const m = config.observability.metrics

@@ -17,6 +17,8 @@ import * as fs from "node:fs/promises"
 import * as net from "node:net"
 import * as path from "node:path"
 import * as tls from "node:tls"
+import { Either } from "effect"
+import { loadListenerTls, readPemFile } from "../server/Tls.js"
 import { escapeText } from "./ConfigIssue.js"
 import type { SentinelConfig } from "./Schema.js"
 
@@ -36,7 +38,7 @@ export interface ValidateOptions {
   readonly skipAgents?: boolean
   /** Deadline of one DNS lookup / connect. Default 3000 ms. */
   readonly timeoutMs?: number
-  /** Certificates expiring within this are warned about. Default 14 days. */
+  /** Certificates expiring within this are warned about. Default 30 days. */
   readonly expiryWarningMs?: number
 }
 
@@ -58,24 +60,16 @@ interface CertRef {
 }
 
 /**
- * Every certificate/key file named in the config. Listener TLS is read
- * defensively (`tls { cert-file; key-file; ca-file }`), so the check works as
- * soon as the listener schema carries it.
+ * Every certificate/key file named in the config: listener `tls` (default certificate, `ca-file`,
+ * each `sni` block) and upstream `tls`.
  */
 export const certificateRefs = (config: SentinelConfig): Array<CertRef> => {
   const refs: Array<CertRef> = []
   for (const l of config.listeners) {
-    const t = (l as { readonly tls?: Record<string, unknown> }).tls
+    const t = l.tls
     if (t === undefined) continue
-    const s = (k: string) => (typeof t[k] === "string" ? (t[k] as string) : undefined)
-    refs.push({ subject: `listener "${l.id}" tls`, cert: s("certFile"), key: s("keyFile"), ca: s("caFile") })
-    const sni = t["sni"]
-    if (Array.isArray(sni)) {
-      sni.forEach((entry: Record<string, unknown>, i) => {
-        const e = (k: string) => (typeof entry?.[k] === "string" ? (entry[k] as string) : undefined)
-        refs.push({ subject: `listener "${l.id}" tls sni #${i + 1}`, cert: e("certFile"), key: e("keyFile") })
-      })
-    }
+    refs.push({ subject: `listener "${l.id}" tls`, cert: t.certFile, key: t.keyFile, ca: t.caFile })
+    t.sni.forEach((entry, i) => refs.push({ subject: `listener "${l.id}" tls sni #${i + 1}`, cert: entry.certFile, key: entry.keyFile }))
   }
   for (const u of config.upstreams) {
     if (u.tls === undefined) continue
@@ -86,9 +80,22 @@ export const certificateRefs = (config: SentinelConfig): Array<CertRef> => {
 
 const readPem = async (file: string): Promise<string> => fs.readFile(file, "utf8")
 
+const dayMs = 24 * 3600_000
+
 export const checkCertificates = async (config: SentinelConfig, options: ValidateOptions = {}): Promise<Array<ValidationFinding>> => {
   const out: Array<ValidationFinding> = []
-  const warnWithin = options.expiryWarningMs ?? 14 * 24 * 3600_000
+  const warnWithin = options.expiryWarningMs ?? 30 * dayMs
+  const checkDates = (subject: string, file: string, validFrom: string, validTo: string) => {
+    const notAfter = Date.parse(validTo)
+    const notBefore = Date.parse(validFrom)
+    const now = Date.now()
+    if (now > notAfter) out.push({ level: "error", subject, message: `${file} expired on ${validTo}` })
+    else if (now < notBefore) out.push({ level: "error", subject, message: `${file} is not valid before ${validFrom}` })
+    else if (notAfter - now < warnWithin) {
+      const days = Math.floor((notAfter - now) / dayMs)
+      out.push({ level: "warning", subject, message: `${file} expires on ${validTo} (in ${days} day${days === 1 ? "" : "s"}; renew it)` })
+    }
+  }
   const checkCert = (subject: string, file: string, pem: string) => {
     let x509: X509Certificate
     try {
@@ -97,15 +104,29 @@ export const checkCertificates = async (config: SentinelConfig, options: Validat
       out.push({ level: "error", subject, message: `${file} is not a PEM certificate: ${errorText(e)}` })
       return false
     }
-    const notAfter = Date.parse(x509.validTo)
-    const notBefore = Date.parse(x509.validFrom)
-    const now = Date.now()
-    if (now > notAfter) out.push({ level: "error", subject, message: `${file} expired on ${x509.validTo}` })
-    else if (now < notBefore) out.push({ level: "error", subject, message: `${file} is not valid before ${x509.validFrom}` })
-    else if (notAfter - now < warnWithin) out.push({ level: "warning", subject, message: `${file} expires on ${x509.validTo}` })
+    checkDates(subject, file, x509.validFrom, x509.validTo)
     return true
   }
-  for (const ref of certificateRefs(config)) {
+  // Listener TLS: loaded exactly as the listener loads it (files, key match, SNI names), then dated.
+  for (const l of config.listeners) {
+    if (l.tls === undefined) continue
+    const subject = `listener "${l.id}" tls`
+    const loaded = loadListenerTls(l.id, l.tls)
+    if (Either.isLeft(loaded)) {
+      for (const p of loaded.left) {
+        out.push({ level: "error", subject, message: p.startsWith(subject) ? p.slice(subject.length).replace(/^[ :]+/, "") : p })
+      }
+      continue
+    }
+    for (const c of loaded.right.certificates) {
+      checkDates(c.source === "default" ? subject : `${subject} ${c.source}`, c.certFile, c.notBefore.toUTCString(), c.notAfter.toUTCString())
+    }
+    if (l.tls.caFile !== undefined) {
+      const ca = readPemFile(l.tls.caFile)
+      if (Either.isRight(ca)) checkCert(subject, l.tls.caFile, ca.right)
+    }
+  }
+  for (const ref of certificateRefs(config).filter((r) => !r.subject.startsWith("listener "))) {
     const texts: Record<string, string | undefined> = {}
     for (const [kind, file] of [["cert", ref.cert], ["key", ref.key], ["ca", ref.ca]] as const) {
       if (file === undefined) continue
@@ -132,9 +153,6 @@ export const checkCertificates = async (config: SentinelConfig, options: Validat
       } catch (e) {
         out.push({ level: "error", subject: ref.subject, message: `${ref.cert} and ${ref.key} do not match: ${errorText(e)}` })
       }
-    }
-    if ((ref.cert === undefined) !== (ref.key === undefined) && ref.subject.startsWith("listener")) {
-      out.push({ level: "error", subject: ref.subject, message: "cert-file and key-file go together" })
     }
   }
   return out

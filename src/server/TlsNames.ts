@@ -154,3 +154,7 @@ export const matchServerName = (pattern: string, name: string): boolean => {
   const first = n.slice(0, n.length - suffix.length)
   return first.length > 0 && !first.includes(".")
 }
+
+/** TLS 1.2 suites among `names` without forward secrecy (no ECDHE/DHE key exchange). */
+export const suitesWithoutForwardSecrecy = (names: ReadonlyArray<string>): Array<string> =>
+  names.filter((n) => mapCipherSuite(n)?.forwardSecret === false)

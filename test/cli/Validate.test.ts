@@ -7,6 +7,7 @@ import { mkdtempSync, writeFileSync } from "node:fs"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { standardCerts } from "../support/certs.js"
 import { refusingPort } from "../support/faults.js"
 import { startEchoOrigin } from "../support/origins.js"
 
@@ -33,7 +34,7 @@ const selfSigned = (dir: string, name: string) => {
   const cert = join(dir, `${name}.pem`)
   const key = join(dir, `${name}.key`)
   const r = spawnSync("openssl", [
-    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30",
+    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "365",
     "-subj", `/CN=${name}`, "-keyout", key, "-out", cert
   ])
   if (r.status !== 0) throw new Error(r.stderr.toString())
@@ -105,6 +106,42 @@ describe("sentinel validate", { timeout: 90_000 }, () => {
     const r = await run(["validate", "-c", file, "--skip-network"])
     expect(r.status).toBe(1)
     expect(r.stderr).toContain(`${file}:3:5`)
+  })
+})
+
+describe("listener tls certificates", { timeout: 90_000 }, () => {
+  const https = (tls: string) => `listeners { listener "s" { address "127.0.0.1:0"; protocol "https"; tls { ${tls} } } }\n`
+
+  it.skipIf(!hasOpenssl)("`sentinel test` and a start load them: a key that does not match refuses the config, one line per problem", async () => {
+    const certs = standardCerts(join(tmp(), "certs"))
+    const file = join(certs.dir, "bad.kdl")
+    const f = certs.files
+    writeFileSync(file, https(`cert-file "${f.mismatched.cert}"; key-file "${f.mismatched.key}"; sni { cert-file "${f.api.cert}"; key-file "${certs.dir}/none.key"; }`))
+    for (const args of [["test", "-c", file], ["-c", file]]) {
+      const r = await run(args)
+      expect(r.status).toBe(1)
+      expect(r.stderr).toContain(`listener "s" tls: key-file ${f.mismatched.key} does not match cert-file ${f.mismatched.cert}`)
+      expect(r.stderr).toContain(`listener "s" tls sni #1 key-file: cannot read ${certs.dir}/none.key: ENOENT`)
+    }
+    const good = join(certs.dir, "good.kdl")
+    writeFileSync(good, https(`cert-file "${f.default.cert}"; key-file "${f.default.key}"; sni { cert-file "${f.api.cert}"; key-file "${f.api.key}"; }`))
+    const ok = await run(["test", "-c", good])
+    expect(ok.stderr).toBe("")
+    expect(ok.stdout).toContain("listener s: https://127.0.0.1:0")
+    certs.cleanup()
+  })
+
+  it.skipIf(!hasOpenssl)("`sentinel validate` warns about a certificate expiring within 30 days and fails on an expired one", async () => {
+    const certs = standardCerts(join(tmp(), "certs"))
+    const f = certs.files
+    const file = join(certs.dir, "dates.kdl")
+    writeFileSync(file, https(`cert-file "${f.soon.cert}"; key-file "${f.soon.key}"; sni { cert-file "${f.expired.cert}"; key-file "${f.expired.key}"; }`))
+    const r = await run(["validate", "-c", file, "--skip-network"])
+    expect(r.status).toBe(1)
+    expect(r.stderr).toMatch(new RegExp(`warning: listener "s" tls: ${f.soon.cert} expires on .* \\(in \\d+ days; renew it\\)`))
+    expect(r.stderr).toMatch(new RegExp(`error: listener "s" tls sni #1: ${f.expired.cert} expired on `))
+    expect(r.stderr).toContain("configuration validation failed (1 problem)")
+    certs.cleanup()
   })
 })
 

@@ -188,13 +188,15 @@ export const listenerTlsField = custom("tls", (node, cx): ListenerTlsConfig | un
     }
     const versions = new Set(f.cipherSuites.map((s) => mapCipherSuite(s)!.version))
     const first = suiteNodes[0]?.node
-    if (max === "1.3" && !versions.has("1.3")) {
+    // only when every line decoded: a misspelled suite is its own error, not also a missing version
+    const complete = suiteNodes.length === children(node).filter((n) => nodeName(n) === "cipher-suite").length
+    if (complete && max === "1.3" && !versions.has("1.3")) {
       ok = cx.error(
         first,
         `\`cipher-suite\` lists no TLS 1.3 suite but max-version is "1.3" (TLS 1.3 would silently use node's default suites): add the TLS 1.3 suites to allow (e.g. "TLS_AES_128_GCM_SHA256") or set max-version "1.2"`
       ) ?? false
     }
-    if (min !== "1.3" && !versions.has("1.2")) {
+    if (complete && min !== "1.3" && !versions.has("1.2")) {
       ok = cx.error(
         first,
         `\`cipher-suite\` lists no TLS 1.2 suite but min-version is "${min}" (TLS 1.2 clients could not connect): add TLS 1.2 suites or set min-version "1.3"`

@@ -24,8 +24,9 @@ import { compileDataplane, type Dataplane } from "./pipeline/Dataplane.js"
 import { makeRequestHandler, type PipelineHooks } from "./pipeline/Pipeline.js"
 import type { RequestContext } from "./pipeline/RequestContext.js"
 import type { RouteExtension } from "./pipeline/Stage.js"
-import { admissionConfigFor, connectionLimitsFor, startListener, type ListenerBindFailed, type ListenerHandle } from "./server/Listener.js"
+import { admissionConfigFor, connectionLimitsFor, ListenerBindFailed, startListener, type ListenerHandle } from "./server/Listener.js"
 import { Admission, ConnectionTracker } from "./server/Admission.js"
+import { loadListenerTls, type ListenerTls } from "./server/Tls.js"
 import { makeFilterChain } from "./filters/Chain.js"
 import { makeStaticFilesRoute } from "./handlers/StaticFilesRoute.js"
 import { makeDnsCache } from "./upstream/Dns.js"
@@ -276,8 +277,52 @@ export const make = (
       return n
     })
 
+    /** A listener's certificates, read now: a failure is the listener's (startup or reload fails, nothing changes). */
+    const loadTls = (listener: ListenerConfig): Effect.Effect<ListenerTls | undefined, ListenerBindFailed> =>
+      listener.protocol !== "https" || listener.tls === undefined
+        ? Effect.succeed(undefined)
+        : Either.match(loadListenerTls(listener.id, listener.tls), {
+            onLeft: (problems) =>
+              Effect.fail(
+                new ListenerBindFailed({
+                  listener: listener.id,
+                  address: `${listener.address.host}:${listener.address.port}`,
+                  message: problems.join("; ")
+                })
+              ),
+            onRight: (material) => Effect.succeed(material)
+          })
+
+    /** Served certificates by listener, for the expiry gauge (refreshed every minute) and the reload log. */
+    const served = new Map<string, ListenerTls>()
+    const refreshExpiry = () => {
+      const now = Date.now()
+      for (const [id, material] of served) {
+        for (const c of material.certificates) {
+          for (const h of c.hostnames.length > 0 ? c.hostnames : [c.subject]) {
+            metrics.tlsCertificateExpiry.set(Math.round((c.notAfter.getTime() - now) / 1000), id, h)
+          }
+        }
+      }
+    }
+    const expiryTimer = setInterval(refreshExpiry, 60_000)
+    expiryTimer.unref()
+    yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(expiryTimer)))
+
+    /** Names (and fingerprints) whose certificate a reload changed, for the log. */
+    const certificateChanges = (before: ListenerTls, after: ListenerTls): Array<string> => {
+      const fp = (m: ListenerTls) => new Map(m.certificates.flatMap((c) => c.hostnames.map((h) => [h, c.fingerprint256] as const)))
+      const a = fp(before)
+      const b = fp(after)
+      const changed: Array<string> = []
+      for (const [h, f] of b) if (a.get(h) !== f) changed.push(`${h} ${f.slice(0, 23)}...`)
+      for (const h of a.keys()) if (!b.has(h)) changed.push(`${h} removed`)
+      return changed
+    }
+
     const openListener = (listener: ListenerConfig, limits: LimitsConfig) =>
       Effect.gen(function* () {
+        const tls = yield* loadTls(listener)
         const child = yield* Scope.fork(scope, { _tag: "Sequential" } as never)
         const handle = yield* startListener(
           listener,
@@ -305,7 +350,8 @@ export const make = (
               rejections.record({ listener: listener.id, status: 0, reason, clientIp, stage: "connection" })
             },
             admission,
-            connections
+            connections,
+            ...(tls !== undefined ? { tls } : {})
           }
         ).pipe(
           Scope.extend(child),
@@ -314,6 +360,10 @@ export const make = (
         yield* Scope.addFinalizer(child, Effect.promise(() => handle.drain(graceMs())))
         listeners.set(listener.id, { key: listenerKey(listener, limits), handle, scope: child })
         addresses.set(listener.id, { host: handle.host, port: handle.port })
+        if (tls !== undefined) {
+          served.set(listener.id, tls)
+          refreshExpiry()
+        }
         return handle
       })
 
@@ -370,8 +420,19 @@ export const make = (
         }
         const retired = [...upstreams.values()].filter((u) => nextUpstreams.get(u.runtime.id) !== u)
 
+        // Listeners kept as they are re-read their certificate files (same paths, new contents):
+        // all of them first, so that one that fails changes nothing
+        const wantedKeys = new Map(next.listeners.map((l) => [l.id, listenerKey(l, next.limits)]))
+        const renewed: Array<readonly [ListenerConfig, ListenerTls]> = []
+        for (const l of next.listeners) {
+          if (l.protocol === "https" && listeners.get(l.id)?.key === wantedKeys.get(l.id)) {
+            const material = yield* loadTls(l)
+            if (material !== undefined) renewed.push([l, material])
+          }
+        }
+
         // Listeners: stop removed/changed ones first (a rebind may reuse the address), then start new ones.
-        const wanted = new Map(next.listeners.map((l) => [l.id, listenerKey(l, next.limits)]))
+        const wanted = wantedKeys
         let stopped = 0
         let opened = 0
         for (const [id, entry] of [...listeners]) {
@@ -408,6 +469,17 @@ export const make = (
             opened++
           }
         }
+        // new handshakes get the new certificates; open connections keep theirs
+        for (const [l, material] of renewed) {
+          const changes = certificateChanges(served.get(l.id)!, material)
+          listeners.get(l.id)!.handle.setTls(material)
+          served.set(l.id, material)
+          if (changes.length > 0) {
+            yield* Effect.logInfo("listener certificates changed").pipe(Effect.annotateLogs({ listener: l.id, changed: changes.join(", ") }))
+          }
+        }
+        for (const id of [...served.keys()]) if (!listeners.has(id)) served.delete(id)
+        refreshExpiry()
         // series of targets and agents this configuration no longer has stop being exported
         metrics.retain(next)
         for (const u of retired) yield* retire(u.runtime)

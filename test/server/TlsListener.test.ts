@@ -85,7 +85,7 @@ const get = (
         ALPNProtocols: ["http/1.1"],
         ...(options.cert !== undefined ? { cert: options.cert, key: options.key } : {}),
         ...(options.maxVersion !== undefined ? { maxVersion: options.maxVersion } : {})
-      },
+      } as https.RequestOptions,
       (res) => {
         const socket = res.socket as tls.TLSSocket
         const peer = socket.getPeerCertificate()

@@ -72,7 +72,7 @@ const get = (
   p: string,
   options: { servername?: string; headers?: Record<string, string>; cert?: Buffer; key?: Buffer; agent?: https.Agent; maxVersion?: tls.SecureVersion } = {}
 ) =>
-  new Promise<{ status: number; body: string; peer: tls.PeerCertificate; alpn: string | false; version: string | null }>((resolve, reject) => {
+  new Promise<{ status: number; body: string; peer: tls.PeerCertificate; alpn: string | false | null; version: string | null }>((resolve, reject) => {
     const req = https.request(
       {
         host: "127.0.0.1",

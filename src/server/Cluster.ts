@@ -41,6 +41,7 @@ import type { AddressInfo } from "node:net"
 import * as os from "node:os"
 import type { Registry } from "prom-client"
 import { ClusterMetrics, collectClusterMetrics, installWorkerMetricsResponder } from "../observability/Metrics.js"
+import { newTicketKeys, setTicketKeys, TICKET_KEY_ROTATION_MS, TICKET_KEYS_ENV } from "./TicketKeys.js"
 
 // ---------------------------------------------------------------------------
 // Pure parts
@@ -148,10 +149,12 @@ export interface ClusterOptions {
 
 /** IPC between primary and workers. */
 const MSG = "sentinel:cluster"
-type Command = "shutdown" | "reload" | "reopen" | "ready"
+type Command = "shutdown" | "reload" | "reopen" | "ready" | "ticket-keys"
 interface ClusterMessage {
   readonly type: typeof MSG
   readonly cmd: Command
+  /** "ticket-keys": the new TLS session ticket keys, base64 (TicketKeys.ts). */
+  readonly keys?: string
 }
 const isClusterMessage = (m: unknown): m is ClusterMessage =>
   typeof m === "object" && m !== null && (m as { type?: unknown }).type === MSG
@@ -173,8 +176,8 @@ export const runCluster = (options: ClusterOptions): Promise<number> =>
 // Worker
 // ---------------------------------------------------------------------------
 
-const send = (target: Worker | NodeJS.Process, cmd: Command) => {
-  const message: ClusterMessage = { type: MSG, cmd }
+const send = (target: Worker | NodeJS.Process, cmd: Command, keys?: string) => {
+  const message: ClusterMessage = keys === undefined ? { type: MSG, cmd } : { type: MSG, cmd, keys }
   try {
     if (target === process) process.send?.(message)
     else (target as Worker).send(message)
@@ -228,6 +231,7 @@ const runWorker = (options: ClusterOptions): Promise<number> =>
       if (m.cmd === "shutdown") shutdown()
       else if (m.cmd === "reload") reload()
       else if (m.cmd === "reopen") reopen()
+      else if (m.cmd === "ticket-keys" && typeof m.keys === "string") setTicketKeys(Buffer.from(m.keys, "base64"))
     }
 
     process.on("message", onMessage)
@@ -289,12 +293,19 @@ const runPrimary = (options: ClusterOptions): Promise<number> =>
       timer: undefined
     }))
     const live = (): Array<Worker> => slots.flatMap((s) => (s.worker ? [s.worker] : []))
+    let ticketKeys = newTicketKeys()
+    const rotateTicketKeys = setInterval(() => {
+      ticketKeys = newTicketKeys()
+      for (const w of live()) if (w.isConnected()) send(w, "ticket-keys", ticketKeys.toString("base64"))
+    }, TICKET_KEY_ROTATION_MS)
+    rotateTicketKeys.unref()
 
     const fork = (index: number) => {
       const slot = slots[index]
       slot.timer = undefined
       if (phase !== "running") return
-      const worker = cluster.fork({ SENTINEL_WORKER_SLOT: String(index) })
+      // every worker gets the same TLS ticket keys: a session resumes on any of them
+      const worker = cluster.fork({ SENTINEL_WORKER_SLOT: String(index), [TICKET_KEYS_ENV]: ticketKeys.toString("base64") })
       slot.worker = worker
       slot.startedAt = Date.now()
       clusterMetrics.workers.inc()
@@ -380,6 +391,7 @@ const runPrimary = (options: ClusterOptions): Promise<number> =>
       if (phase === "done") return
       phase = "done"
       if (forceTimer) clearTimeout(forceTimer)
+      clearInterval(rotateTicketKeys)
       for (const s of slots) if (s.timer) clearTimeout(s.timer)
       process.off("SIGHUP", onHup)
       process.off("SIGUSR1", onUsr1)

@@ -31,7 +31,8 @@ import { isClosing, markClosing, validationConfigFor } from "./EdgePolicy.js"
 import { markCut } from "./ListenerCut.js"
 import { nodeServerOptionsFor } from "./RequestValidation.js"
 import { onResponseClose } from "./ResponseClose.js"
-import { sniffPreface, startHttp2, type Http2Sessions } from "./Http2.js"
+import { sniffPreface, startHttp2 } from "./Http2.js"
+import { onTicketKeys, ticketKeys } from "./TicketKeys.js"
 
 export class ListenerBindFailed extends Data.TaggedError("ListenerBindFailed")<{
   readonly listener: string
@@ -267,6 +268,8 @@ export const startListener = (
             ...httpOptions,
             ...tls!.serverOptions,
             ALPNProtocols: ["h2", "http/1.1"],
+            // the process tree's keys: a session resumes on any worker (TicketKeys.ts)
+            ticketKeys: ticketKeys(),
             // the handshake is part of the head: bounded by the same deadline (slowloris over TLS)
             handshakeTimeout: t.headerMs > 0 ? t.headerMs : 10_000,
             // built once at load: a lookup per handshake, never a context; a throw would be a bug, never a crash
@@ -283,6 +286,10 @@ export const startListener = (
     // keep one more than the limit so the validator sees the overflow and answers 431.
     server.maxHeadersCount = nodeOptions.maxHeadersCount
     server.maxRequestsPerSocket = config.keepaliveMaxRequests ?? 0
+    if (protocol === "https") {
+      const stop = onTicketKeys((keys) => (server as https.Server).setTicketKeys(keys))
+      yield* Effect.addFinalizer(() => Effect.sync(stop))
+    }
     const admission = hooks.admission ?? new Admission(admissionConfigFor(limits))
     const connections = hooks.connections ?? new ConnectionTracker(connectionLimitsFor(limits))
     const onDefence = hooks.onDefence ?? (() => undefined)
@@ -539,7 +546,8 @@ export const startListener = (
       setTls: (next) => {
         tls = next
         // the default certificate (no SNI, or an unknown name) and the settings of new handshakes
-        ;(server as unknown as https.Server).setSecureContext({ ...next.serverOptions })
+        // (a new context would otherwise get keys of its own: resumption across workers would break)
+        ;(server as unknown as https.Server).setSecureContext({ ...next.serverOptions, ticketKeys: ticketKeys() })
       },
       drain: async (graceMs) => {
         draining = true
@@ -732,5 +740,8 @@ export const startListener = (
       })
     })
     ;(handle as { port: number }).port = port
+    // node's cluster hands a worker the keys the first worker listened with; after a rotation
+    // (or a restart) the process tree's current keys are the ones every worker must use
+    if (protocol === "https") (server as https.Server).setTicketKeys(ticketKeys())
     return handle
   })

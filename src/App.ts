@@ -106,6 +106,14 @@ const upstreamKey = (u: SentinelConfig["upstreams"][number]): string => JSON.str
 /** A listener is rebound when its own settings or the limits its server was built with change. */
 const listenerKey = (l: ListenerConfig, limits: LimitsConfig): string => JSON.stringify([l, limits])
 
+const PROTOCOL_LABELS = {
+  http: { "1.0": "HTTP/1.0", "1.1": "HTTP/1.1", "2.0": "HTTP/2" },
+  https: { "1.0": "HTTP/1.0+TLS", "1.1": "HTTP/1.1+TLS", "2.0": "HTTP/2+TLS" }
+} as const
+/** The `protocol` label of a request: its HTTP version, and whether it came over TLS. */
+const protocolLabel = (ctx: RequestContext): string =>
+  PROTOCOL_LABELS[ctx.scheme][ctx.http2 ? "2.0" : ctx.req.httpVersion === "1.0" ? "1.0" : "1.1"]
+
 /** Upstream events to metrics and log lines (every health and circuit change is logged). */
 const upstreamObserver = (metrics: Metrics, log: (effect: Effect.Effect<void>) => void): UpstreamObserver => ({
   healthChanged: (c) => {
@@ -238,6 +246,7 @@ export const make = (
       onComplete: (ctx: RequestContext) => {
         const route = ctx.routeId === "" ? "none" : ctx.routeId
         metrics.completed(route, ctx.method, ctx.status, (performance.now() - ctx.start) / 1000)
+        metrics.requestsByProtocol.inc(ctx.listenerId, protocolLabel(ctx))
         accessLog.write(ctx)
       },
       onReject: (_ctx, reason) => {

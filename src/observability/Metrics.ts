@@ -343,6 +343,8 @@ export class Metrics {
   readonly openConnections: Gauge<string>
   /** sentinel_rejected_requests_total{reason}: every rejection or alteration decision */
   readonly rejected: BoundedCounter<readonly ["reason"]>
+  /** sentinel_requests_by_protocol_total{listener,protocol}: requests answered, by HTTP version and TLS */
+  readonly requestsByProtocol: BoundedCounter<readonly ["listener", "protocol"]>
   /** sentinel_http2_defences_total{listener,reason}: HTTP/2 sessions closed or refused by a defence */
   readonly http2Defences: BoundedCounter<readonly ["listener", "reason"]>
   /** sentinel_tls_handshake_errors_total{listener,reason}: failed TLS handshakes */
@@ -551,6 +553,11 @@ export class Metrics {
       "sentinel_rejected_requests_total",
       "Requests rejected or altered by a limit, validation, filter or agent decision, by reason.",
       ["reason"] as const
+    )
+    this.requestsByProtocol = counter(
+      "sentinel_requests_by_protocol_total",
+      "Requests answered, by listener and protocol (HTTP/1.0, HTTP/1.1, HTTP/2; with +TLS over TLS).",
+      ["listener", "protocol"] as const
     )
     this.http2Defences = counter(
       "sentinel_http2_defences_total",

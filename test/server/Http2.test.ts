@@ -129,6 +129,9 @@ describe("HTTP/2 with prior knowledge, HTTP/1.1 on the same port", () => {
       await until(() => accessLines(env.accessLog).some((l) => l.path === "/api/one"), "the access line")
       const line = accessLines(env.accessLog).find((l) => l.path === "/api/one")!
       expect([line.protocol, line.route_id, line.status]).toEqual(["HTTP/2.0", "api", 200])
+      // metrics carry the protocol
+      expect(await metricSum(env.proxy, "sentinel_requests_by_protocol_total", { listener: "main", protocol: "HTTP/2" })).toBeGreaterThanOrEqual(1)
+      expect(await metricSum(env.proxy, "sentinel_requests_by_protocol_total", { listener: "main", protocol: "HTTP/1.1" })).toBeGreaterThanOrEqual(1)
     } finally {
       s.close()
     }

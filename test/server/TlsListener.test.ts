@@ -161,6 +161,7 @@ describe("https listener", () => {
       expect(JSON.parse(reply.body).headers["x-forwarded-proto"]).toBe("https")
       await until(() => accessLines(env.accessLog).some((l) => l.path === "/h2-over-tls"), "the access line")
       expect(accessLines(env.accessLog).find((l) => l.path === "/h2-over-tls")!.protocol).toBe("HTTP/2.0")
+      expect(await metricSum(env.proxy, "sentinel_requests_by_protocol_total", { listener: "tls", protocol: "HTTP/2+TLS" })).toBeGreaterThanOrEqual(1)
     } finally {
       session.close()
     }

@@ -197,6 +197,22 @@ class FileWatcher {
   }
 }
 
+/**
+ * What auto-reload watches: the config files, and the certificate, key and CA files of TLS
+ * listeners (a renewed certificate written over the old one is a change like an edited config).
+ */
+export const watchedFiles = (files: ReadonlyArray<string>, config: SentinelConfig): Array<string> => {
+  const out = [...files]
+  for (const l of config.listeners) {
+    const t = l.tls
+    if (t === undefined) continue
+    out.push(t.certFile, t.keyFile)
+    if (t.caFile !== undefined) out.push(t.caFile)
+    for (const s of t.sni) out.push(s.certFile, s.keyFile)
+  }
+  return [...new Set(out)]
+}
+
 /** Builds the reloader; file watches live as long as the scope. */
 export const makeReloader = (options: ReloaderOptions): Effect.Effect<ConfigReloader, never, Scope.Scope> =>
   Effect.gen(function* () {
@@ -205,7 +221,8 @@ export const makeReloader = (options: ReloaderOptions): Effect.Effect<ConfigRelo
     const runtime = yield* Effect.runtime<never>()
     const check = options.check ?? localChecks
     let files: ReadonlyArray<string> = options.initial.files
-    let lastSeen = fingerprint(files)
+    let watched = watchedFiles(files, options.initial.config)
+    let lastSeen = fingerprint(watched)
     const metrics = options.metrics
     // Both series exist from the start, so dashboards and alerts see 0 rather than nothing.
     metrics?.configReloads.add(0, "success")
@@ -236,32 +253,33 @@ export const makeReloader = (options: ReloaderOptions): Effect.Effect<ConfigRelo
       Effect.gen(function* () {
         // Editors write in several steps and the poll re-fires on touch: skip content already seen.
         if (trigger === "file-change") {
-          const fp = fingerprint(files)
+          const fp = fingerprint(watched)
           if (fp === lastSeen) return { _tag: "Unchanged" } as const
         }
         const loaded = yield* Effect.either(loadConfigDetailed(options.file, { env: options.env ?? process.env }))
         if (Either.isLeft(loaded)) {
-          lastSeen = fingerprint(files)
+          lastSeen = fingerprint(watched)
           return yield* reject(trigger, sortIssues(loaded.left.issues).map(formatIssue))
         }
         const next = loaded.right
         const findings = yield* Effect.promise(() => check(next.config))
         const errors = findings.filter((f) => f.level === "error")
         if (errors.length > 0) {
-          lastSeen = fingerprint(next.files)
+          lastSeen = fingerprint(watchedFiles(next.files, next.config))
           return yield* reject(trigger, errors.map(formatFinding))
         }
         for (const w of next.warnings) yield* Effect.logWarning(formatIssue(w))
         const previous = yield* SubscriptionRef.get(current)
         const applied = yield* Effect.either(options.apply(next.config, previous))
         if (Either.isLeft(applied)) {
-          lastSeen = fingerprint(next.files)
+          lastSeen = fingerprint(watchedFiles(next.files, next.config))
           return yield* reject(trigger, [applied.left.message])
         }
         files = next.files
-        lastSeen = fingerprint(files)
+        watched = watchedFiles(files, next.config)
+        lastSeen = fingerprint(watched)
         yield* SubscriptionRef.set(current, next.config)
-        watcher.sync(files, next.config.system.autoReload)
+        watcher.sync(watched, next.config.system.autoReload)
         metrics?.configReloads.inc("success")
         const restart = restartOnlyChanges(previous, next.config)
         if (restart.length > 0) {
@@ -275,7 +293,7 @@ export const makeReloader = (options: ReloaderOptions): Effect.Effect<ConfigRelo
 
     const reload = (trigger: ReloadTrigger): Effect.Effect<ReloadOutcome> => lock.withPermits(1)(attempt(trigger))
 
-    watcher.sync(files, options.initial.config.system.autoReload)
+    watcher.sync(watched, options.initial.config.system.autoReload)
     return {
       reload,
       current,

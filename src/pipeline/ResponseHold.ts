@@ -183,10 +183,10 @@ export const holdResponse = (ctx: RequestContext, hook: ResponseHook, base: Resp
       else if (phase === "drop") resume()
       else pendingResume = resume
     },
-    end() {
+    end(trailers) {
       upstreamEnded = true
       if (phase === "pass") {
-        base.end()
+        base.end(trailers)
         settle(Effect.void)
       } else if (phase === "drop") {
         settle(Effect.void)

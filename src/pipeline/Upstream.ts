@@ -179,10 +179,29 @@ class DirectSink implements ResponseSink {
     this.ctx.res.once("drain", resume)
   }
 
-  end(): void {
-    this.ctx.res.end()
+  end(trailers?: ReadonlyArray<Buffer | string> | null): void {
+    const res = this.ctx.res
+    // Trailer fields pass through (HTTP/2, or a chunked HTTP/1.1 response); node drops them
+    // for a client that cannot take them (HTTP/1.0, a response with a Content-Length)
+    if (trailers !== undefined && trailers !== null) {
+      const fields: Record<string, string> = {}
+      for (let i = 0; i + 1 < trailers.length; i += 2) {
+        const name = latin1(trailers[i]).toLowerCase()
+        if (isHopByHop(name) || name === "content-length" || name === "host") continue
+        const v = latin1(trailers[i + 1])
+        fields[name] = fields[name] === undefined ? v : `${fields[name]}, ${v}`
+      }
+      try {
+        res.addTrailers(fields)
+      } catch {
+        // invalid trailer fields are dropped, the body is still complete
+      }
+    }
+    res.end()
   }
 }
+
+const latin1 = (v: Buffer | string): string => (typeof v === "string" ? v : v.toString("latin1"))
 
 /** Value of cookie `name` in a `Cookie` header, or undefined. */
 export const cookieValue = (header: string | undefined, name: string): string | undefined => {
@@ -336,8 +355,8 @@ class Attempt implements ResponseSink {
     this.base.onDrain(resume)
   }
 
-  end(): void {
-    this.base.end()
+  end(trailers?: ReadonlyArray<Buffer | string> | null): void {
+    this.base.end(trailers)
   }
 
   private settle(result: AttemptResult): void {

@@ -78,7 +78,8 @@ export interface ResponseSink {
   readonly data: (chunk: Buffer) => boolean
   /** Call `resume` once the client can take more. */
   readonly onDrain: (resume: () => void) => void
-  readonly end: () => void
+  /** The body is complete; `trailers` are the upstream's trailer fields (flat raw list), if any. */
+  readonly end: (trailers?: ReadonlyArray<Buffer | string> | null) => void
 }
 
 export interface ForwardOutcome {
@@ -469,11 +470,12 @@ class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle, GateWaiter
     return false
   }
 
-  onComplete(): void {
+  /** undici's types say strings; its HTTP/1.1 parser hands raw Buffers. Both are handled. */
+  onComplete(trailers: Array<string> | null): void {
     if (this.done) return
     if (!this.discarded) {
       try {
-        this.sink.end()
+        this.sink.end(trailers !== undefined && trailers !== null && trailers.length > 0 ? trailers : undefined)
       } catch {
         return this.sinkFailed()
       }

@@ -5,7 +5,9 @@
  * session, idle sessions, SETTINGS). Real proxy on port 0, real origin, node's http2 client.
  */
 import * as fs from "node:fs"
+import * as http from "node:http"
 import * as http2 from "node:http2"
+import type { AddressInfo } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Duration, Effect, Exit, Scope } from "effect"
@@ -196,6 +198,42 @@ describe("HTTP/2 with prior knowledge, HTTP/1.1 on the same port", () => {
       expect(accessLines(env.accessLog).find((l) => l.path === "/r/hold")!.status).toBe(499)
     } finally {
       s.close()
+    }
+  })
+})
+
+describe("trailers", () => {
+  it("an upstream's trailer fields reach HTTP/2 and chunked HTTP/1.1 clients", async () => {
+    const trailing = http.createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "text/plain", trailer: "x-checksum" })
+      res.write("part one;")
+      res.addTrailers({ "x-checksum": "abc123", "grpc-status": "0" })
+      res.end("part two")
+    })
+    await new Promise<void>((r) => trailing.listen(0, "127.0.0.1", r))
+    const env = await startH2({}, { upstreams: [{ id: "o", targets: [{ address: `127.0.0.1:${(trailing.address() as AddressInfo).port}` }] }] })
+    try {
+      const s = await connectH2(env.proxy.port)
+      const trailers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+        const req = s.request({ ":path": "/t", ":authority": "app.example" }, { endStream: true })
+        let got: http2.IncomingHttpHeaders = {}
+        req.on("trailers", (t) => (got = t))
+        req.resume()
+        req.on("end", () => resolve(got))
+        req.on("error", reject)
+      })
+      s.close()
+      expect([trailers["x-checksum"], trailers["grpc-status"]]).toEqual(["abc123", "0"])
+      const h1 = await new Promise<NodeJS.Dict<string>>((resolve, reject) => {
+        http.get({ host: "127.0.0.1", port: env.proxy.port, path: "/t", headers: { host: "app.example" }, agent: false }, (res) => {
+          res.resume()
+          res.on("end", () => resolve(res.trailers))
+        }).on("error", reject)
+      })
+      expect([h1["x-checksum"], h1["grpc-status"]]).toEqual(["abc123", "0"])
+    } finally {
+      await env.close()
+      await new Promise<void>((r) => trailing.close(() => r()))
     }
   })
 })

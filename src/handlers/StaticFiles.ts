@@ -12,6 +12,7 @@ import { constants as fsConstants, promises as fsp, type Stats } from "node:fs"
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http"
 import * as nodePath from "node:path"
 import { PassThrough, type Readable } from "node:stream"
+import { abortResponse } from "../http/Response.js"
 import { pipeline } from "node:stream/promises"
 import * as zlib from "node:zlib"
 import * as mime from "mime-types"
@@ -328,7 +329,7 @@ const serveFile = async (
   } catch {
     // client abort (premature close) or read error after headers: pipeline destroyed every stage,
     // which closed the file handle; the response cannot change status any more
-    if (!res.destroyed) res.destroy()
+    if (!res.destroyed) abortResponse(res)
     return { status, bytes, aborted: true, file, reason: null }
   }
 }

@@ -21,6 +21,7 @@ import { RequestRejected, RequestTimeout, type ProxyError } from "./Errors.js"
 import { connectionTls, splitTarget, type RequestContext } from "./RequestContext.js"
 import { edgePolicyFor, markClosing, type EdgePolicy } from "../server/EdgePolicy.js"
 import { onResponseClose } from "../server/ResponseClose.js"
+import { abortResponse } from "../http/Response.js"
 import { closedEarly, cutOf, settleEarlyClose } from "../server/ListenerCut.js"
 import {
   appendUpstreamHeaders,
@@ -185,7 +186,7 @@ const sendAnswer = (
   const res = ctx.res
   ctx.status = status
   if (res.headersSent || res.destroyed) {
-    res.destroy()
+    abortResponse(res)
     return
   }
   const flat: Array<string> = ["content-type", contentType, "x-request-id", ctx.traceId, "x-correlation-id", ctx.traceId]
@@ -200,7 +201,7 @@ const sendAnswer = (
     res.end(ctx.method === "HEAD" ? undefined : buf)
     ctx.bytesSent += ctx.method === "HEAD" ? 0 : buf.length
   } catch {
-    res.destroy()
+    abortResponse(res)
   }
 }
 

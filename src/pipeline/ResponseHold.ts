@@ -12,6 +12,7 @@
  * here.
  */
 import { Effect } from "effect"
+import { abortResponse } from "../http/Response.js"
 import type { ResponseSink } from "../upstream/Forward.js"
 import { withContentLength } from "./Headers.js"
 import { RequestRejected, type ProxyError } from "./Errors.js"
@@ -85,7 +86,7 @@ export const holdResponse = (ctx: RequestContext, hook: ResponseHook, base: Resp
       res.end(ctx.method === "HEAD" ? undefined : body)
       if (ctx.method !== "HEAD") ctx.bytesSent += body.length
     } catch {
-      res.destroy()
+      abortResponse(res)
     }
     settle(Effect.void)
     // drain and drop the rest of the upstream body

@@ -10,9 +10,18 @@
  *   nghttp2 refuses streams beyond them, malformed and connection-specific headers, and a
  *   content-length that the DATA frames contradict (a stream error: the request is aborted,
  *   and with it its upstream exchange);
- * - floods of PING, SETTINGS, empty or invalid frames and rejected streams: node's
- *   `maxOutstandingPings`, `maxSettings`, `maxSessionInvalidFrames`, `maxSessionRejectedStreams`
- *   close the session (`session_error`);
+ * - floods of empty DATA frames and invalid frames: node's `maxSessionInvalidFrames` (set to
+ *   100) closes the session (`invalid_frames`); streams refused beyond the concurrency bound:
+ *   `maxSessionRejectedStreams` (`session_error`, as is any other error node reports);
+ * - PING and SETTINGS floods: nghttp2 only stops them when their ACKs pile up unread (a client
+ *   that reads them gets every ACK, for ever), so they are counted per session in a bucket of
+ *   `CONTROL_BURST` frames refilled at `CONTROL_RATE` per second; an empty bucket gets GOAWAY
+ *   ENHANCE_YOUR_CALM (`ping_flood`, `settings_flood`);
+ * - frames that no event shows (WINDOW_UPDATE, PRIORITY, RST_STREAM on idle streams, unknown
+ *   types, padding): nginx's rule, bytes read that carried no request data, swept every
+ *   `SWEEP_MS`: over `OVERHEAD_BASE` plus the request bytes (DATA, `STREAM_CREDIT` per stream)
+ *   plus a sixteenth of the bytes sent (the client's WINDOW_UPDATEs for what it downloads),
+ *   the session gets GOAWAY ENHANCE_YOUR_CALM (`control_flood`);
  * - rapid reset (CVE-2023-44487): streams the client resets before their response started are
  *   counted per session; once more than `max-early-resets` and more than half of its streams
  *   were, the session gets GOAWAY ENHANCE_YOUR_CALM and is closed (`rapid_reset`), so it cannot
@@ -57,6 +66,33 @@ export interface Http2Sessions {
   readonly destroyAll: () => void
 }
 
+/** PING/SETTINGS frames a session may send at once, and per second after that. */
+export const CONTROL_BURST = 100
+export const CONTROL_RATE = 10
+/** Bytes of frames without request data a session may send beyond its allowance (see above). */
+export const OVERHEAD_BASE = 1024 * 1024
+export const STREAM_CREDIT = 1024
+export const SWEEP_MS = 100
+
+/** The DATA bytes a stream received so far: its native handle's count; undefined when node hides it. */
+let handleSymbol: symbol | undefined
+const dataBytesOf = (stream: http2.ServerHttp2Stream): number | undefined => {
+  if (handleSymbol === undefined) handleSymbol = Object.getOwnPropertySymbols(stream).find((s) => s.description === "kHandle")
+  if (handleSymbol === undefined) return undefined
+  const n = (stream as unknown as Record<symbol, { bytesRead?: unknown } | undefined>)[handleSymbol]?.bytesRead
+  return typeof n === "number" ? n : undefined
+}
+
+/** What the sweep needs of one session. */
+interface Watched {
+  readonly session: http2.ServerHttp2Session
+  readonly ip: string
+  /** DATA bytes of the streams that closed, and the last count of those still open. */
+  closedBytes: number
+  readonly openBytes: Map<http2.ServerHttp2Stream, number>
+  opened: number
+}
+
 export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Sessions => {
   const server = http2.createServer({
     settings: {
@@ -66,14 +102,58 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
     },
     // more pairs than the limits allow, so that the validator answers 431 rather than a reset
     maxHeaderListPairs: 4096,
-    peerMaxConcurrentStreams: limits.maxConcurrentStreams
+    peerMaxConcurrentStreams: limits.maxConcurrentStreams,
+    // invalid frames and empty DATA frames without END_STREAM (node's default: 1000)
+    maxSessionInvalidFrames: 100,
+    maxSessionRejectedStreams: 100,
+    maxOutstandingPings: 10,
+    maxSettings: 32
   })
   const sessions = new Set<http2.ServerHttp2Session>()
+  const watched = new Map<http2.ServerHttp2Session, Watched>()
   let closing = false
+
+  /** A defence ends a session at once: GOAWAY ENHANCE_YOUR_CALM, then closed. */
+  const calm = (session: http2.ServerHttp2Session, reason: string, ip: string) => {
+    if (session.destroyed) return
+    hooks.onDefence(reason, ip)
+    session.goaway(NGHTTP2_ENHANCE_YOUR_CALM)
+    session.destroy()
+  }
+
+  // nginx's flood rule for the frames no event shows: bytes read beyond request data
+  let sweeper: NodeJS.Timeout | undefined
+  const sweep = () => {
+    for (const w of watched.values()) {
+      const socket = w.session.socket as { bytesRead?: number; bytesWritten?: number } | undefined
+      if (w.session.destroyed || socket === undefined) continue
+      let data = w.closedBytes
+      let known = true
+      for (const [stream, last] of w.openBytes) {
+        const n = dataBytesOf(stream) ?? (stream.destroyed ? last : undefined)
+        if (n === undefined) {
+          known = false
+          break
+        }
+        w.openBytes.set(stream, n)
+        data += n
+      }
+      if (!known) continue
+      const read = socket.bytesRead ?? 0
+      const allowance = OVERHEAD_BASE + data + w.opened * STREAM_CREDIT + (socket.bytesWritten ?? 0) / 16
+      if (read > allowance) calm(w.session, "control_flood", w.ip)
+    }
+  }
 
   server.on("session", (session: http2.ServerHttp2Session) => {
     sessions.add(session)
     const ip = session.socket?.remoteAddress ?? ""
+    const w: Watched = { session, ip, closedBytes: 0, openBytes: new Map(), opened: 0 }
+    watched.set(session, w)
+    if (sweeper === undefined) {
+      sweeper = setInterval(sweep, SWEEP_MS)
+      sweeper.unref()
+    }
     let opened = 0
     let earlyResets = 0
     let open = 0
@@ -88,29 +168,50 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
       }, limits.idleTimeoutMs)
       idleTimer.unref()
     }
-    session.on("error", () => undefined)
+    // PING and SETTINGS: a bucket of CONTROL_BURST, refilled at CONTROL_RATE per second
+    let tokens = CONTROL_BURST
+    let refilled = Date.now()
+    const control = (reason: string) => () => {
+      const now = Date.now()
+      tokens = Math.min(CONTROL_BURST, tokens + ((now - refilled) * CONTROL_RATE) / 1000)
+      refilled = now
+      if (--tokens < 0) calm(session, reason, ip)
+    }
+    session.on("ping", control("ping_flood"))
+    session.on("remoteSettings", control("settings_flood"))
+    // node or nghttp2 ended the session on an error: counted here, with the client's address
+    session.on("error", (err: NodeJS.ErrnoException) => {
+      hooks.onDefence(err?.code === "ERR_HTTP2_TOO_MANY_INVALID_FRAMES" ? "invalid_frames" : "session_error", ip)
+    })
     session.once("close", () => {
       clearTimeout(idleTimer)
       sessions.delete(session)
+      watched.delete(session)
+      if (watched.size === 0 && sweeper !== undefined) {
+        clearInterval(sweeper)
+        sweeper = undefined
+      }
     })
     if (closing) session.close()
     idle()
     session.on("stream", (stream: http2.ServerHttp2Stream) => {
       opened++
       open++
+      w.opened++
+      w.openBytes.set(stream, 0)
       clearTimeout(idleTimer)
       stream.on("error", () => undefined)
       stream.once("close", () => {
         open--
+        w.closedBytes += dataBytesOf(stream) ?? w.openBytes.get(stream) ?? 0
+        w.openBytes.delete(stream)
         if (open === 0) idle()
         // reset before any answer: by the client (the proxy answers every stream it accepts)
         if (!stream.headersSent && stream.rstCode !== NGHTTP2_NO_ERROR) {
           // mostly resets, and more than the bound: a session that also completes its streams
           // (a browser cancelling some) is left alone
           if (++earlyResets > limits.maxEarlyResets && earlyResets * 2 > opened && !session.destroyed) {
-            hooks.onDefence("rapid_reset", ip)
-            session.goaway(NGHTTP2_ENHANCE_YOUR_CALM)
-            session.destroy()
+            calm(session, "rapid_reset", ip)
           }
         }
       })
@@ -121,9 +222,9 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
       }
     })
   })
-  // nghttp2 and node refused a session (flood limits, bad preface, memory): counted
+  // a session that failed before its 'session' event (a bad preface): counted
   server.on("sessionError", (_err: Error, session: http2.ServerHttp2Session) => {
-    hooks.onDefence("session_error", session?.socket?.remoteAddress ?? "")
+    if (session === undefined || !watched.has(session)) hooks.onDefence("session_error", "")
   })
   server.on("request", hooks.onRequest)
 

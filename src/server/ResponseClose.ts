@@ -37,3 +37,4 @@ export const onResponseClose = (res: ServerResponse, fn: () => void): void => {
     slot.push(fn)
   }
 }
+

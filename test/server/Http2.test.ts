@@ -299,6 +299,28 @@ describe("HTTP/2 defences", () => {
     }
   })
 
+  it("a stream whose reader never opens its window releases the upstream after slow-reader-timeout-secs; the session lives on", async () => {
+    const env = await startH2({}, { limits: { slowReaderTimeout: Duration.millis(400), responseBufferSize: 64 * 1024 } as never })
+    try {
+      const s = await connectH2(env.proxy.port)
+      const stuck = s.request({ ":path": `/w/big?n=${64 * 1024 * 1024}`, ":authority": "app.example" }, { endStream: true })
+      stuck.on("error", () => undefined)
+      // never read: the stream's flow-control window stays shut
+      stuck.pause()
+      await origin.aborted(`/w/big?n=${64 * 1024 * 1024}`)
+      // the proxy reset the stream: once the client reads what was delivered, it sees the end
+      stuck.resume()
+      await new Promise<void>((r) => (stuck.closed ? r() : stuck.once("close", () => r())))
+      expect(stuck.rstCode).not.toBe(http2.constants.NGHTTP2_NO_ERROR)
+      expect((await h2request(s, { ":path": "/w/after", ":authority": "app.example" })).status).toBe(200)
+      s.close()
+      await until(() => accessLines(env.accessLog).some((l) => l.path === "/w/big"), "the access line")
+      expect(accessLines(env.accessLog).find((l) => l.path === "/w/big")!.error).toBe("slow_reader")
+    } finally {
+      await env.close()
+    }
+  })
+
   it("drain: open sessions get GOAWAY, the stream in flight finishes", async () => {
     const env = await startH2()
     const s = await connectH2(env.proxy.port)

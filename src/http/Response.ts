@@ -1,0 +1,15 @@
+/**
+ * Ending a response that cannot be completed, alike over HTTP/1.1 and HTTP/2 (node's compat
+ * `Http2ServerResponse` has a `stream`; `ServerResponse` has not). No I/O of its own.
+ */
+import type { ServerResponse } from "node:http"
+
+/**
+ * HTTP/1.1: the connection is closed (a response cut short is never framed as complete).
+ * HTTP/2: the stream is reset with INTERNAL_ERROR; a plain `destroy()` sends RST_STREAM
+ * with NO_ERROR, which a client may take for the end of a complete response.
+ */
+export const abortResponse = (res: ServerResponse): void => {
+  if ((res as unknown as { stream?: unknown }).stream !== undefined) res.destroy(new Error("response cut short"))
+  else res.destroy()
+}

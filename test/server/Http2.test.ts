@@ -202,6 +202,34 @@ describe("HTTP/2 with prior knowledge, HTTP/1.1 on the same port", () => {
   })
 })
 
+describe("static files over HTTP/2", () => {
+  it("a file (whole, ranged, conditional) is served on an HTTP/2 stream", async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "sentinel-h2-www-"))
+    const content = patternBytes(200 * 1024)
+    // nginx's `root`: the URL path is looked up below it
+    fs.mkdirSync(path.join(root, "files"))
+    fs.writeFileSync(path.join(root, "files", "data.bin"), content)
+    const env = await startH2({}, {
+      routes: [{ id: "files", matches: [{ _tag: "PathPrefix", prefix: "/files" }], staticFiles: { root, compress: false } }] as never
+    })
+    try {
+      const s = await connectH2(env.proxy.port)
+      const whole = await h2request(s, { ":path": "/files/data.bin", ":authority": "app.example" })
+      expect(whole.status).toBe(200)
+      expect(sha256(whole.body)).toBe(sha256(content))
+      const part = await h2request(s, { ":path": "/files/data.bin", ":authority": "app.example", range: "bytes=100-199" })
+      expect([part.status, part.body.length]).toEqual([206, 100])
+      expect(part.body.equals(content.subarray(100, 200))).toBe(true)
+      const again = await h2request(s, { ":path": "/files/data.bin", ":authority": "app.example", "if-none-match": String(whole.headers.etag) })
+      expect(again.status).toBe(304)
+      s.close()
+    } finally {
+      await env.close()
+      fs.rmSync(root, { recursive: true, force: true })
+    }
+  })
+})
+
 describe("trailers", () => {
   it("an upstream's trailer fields reach HTTP/2 and chunked HTTP/1.1 clients", async () => {
     const trailing = http.createServer((_req, res) => {

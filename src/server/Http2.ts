@@ -201,9 +201,17 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
       w.openBytes.set(stream, 0)
       clearTimeout(idleTimer)
       stream.on("error", () => undefined)
+      // node drops the stream's native handle before `close`: its DATA count is read when the
+      // request body ended (or was cut), else an upload between two sweeps would count as overhead
+      const record = () => {
+        const n = dataBytesOf(stream)
+        if (n !== undefined) w.openBytes.set(stream, n)
+      }
+      stream.once("end", record)
+      stream.once("aborted", record)
       stream.once("close", () => {
         open--
-        w.closedBytes += dataBytesOf(stream) ?? w.openBytes.get(stream) ?? 0
+        w.closedBytes += w.openBytes.get(stream) ?? 0
         w.openBytes.delete(stream)
         if (open === 0) idle()
         // reset before any answer: by the client (the proxy answers every stream it accepts)

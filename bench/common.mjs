@@ -84,15 +84,21 @@ http.createServer((q, s) => { if (q.url === "/small") s.end("1234567890123456789
 
 /**
  * Sentinel's benchmark configuration, written to `work/sentinel-<name>.kdl`: the full pipeline
- * (routing, header policy, JSON access log to a file, metrics), optionally with the `echo` agent.
+ * (routing, header policy, JSON access log to a file, metrics), optionally with the `echo` agent,
+ * and optionally on an `https` listener (`tls`).
  */
-export const sentinelConfig = (work, name, { port, upstreamPort, agentSocket, accessLog = true }) => {
+export const sentinelConfig = (work, name, { port, upstreamPort, agentSocket, accessLog = true, tls }) => {
   const path = join(work, `sentinel-${name}.kdl`)
+  // With `tls: { certFile, keyFile, sessionResumption }` the listener is `https` (ALPN h2 and
+  // http/1.1 on one port); `sessionResumption: false` turns tickets and resumption off.
+  const listener = tls
+    ? `listener "bench" { address "127.0.0.1:${port}"; protocol "https"; tls { cert-file "${tls.certFile}"; key-file "${tls.keyFile}"${tls.sessionResumption === false ? "; session-resumption #false" : ""} } }`
+    : `listener "bench" { address "127.0.0.1:${port}" }`
   writeFileSync(
     path,
     `schema-version "1.0"
 system { graceful-shutdown-timeout-secs 1 }
-listeners { listener "bench" { address "127.0.0.1:${port}" } }
+listeners { ${listener} }
 upstreams { upstream "origin" { target "127.0.0.1:${upstreamPort}" } }
 ${agentSocket ? `agents { agent "echo" { unix-socket "${agentSocket}"; events "request_headers"; timeout-ms 1000 } }
 filters { filter "echo" { type "agent"; agent "echo" } }` : ""}

@@ -133,14 +133,17 @@ export const ListenerTlsConfig = Schema.Struct({
   cipherSuites: defaulted(Schema.Array(Schema.NonEmptyString), () => []),
   /** `session-resumption`: session tickets (and TLS 1.3 PSK resumption). Default #true. */
   sessionResumption: defaulted(Schema.Boolean, () => true),
-  /** `ocsp-stapling`: only #false is accepted (stapling is not supported yet). Default #false. */
+  /**
+   * `ocsp-stapling`: staple a cached OCSP response, fetched from the certificate's responder
+   * (its issuer must follow it in `cert-file`), to handshakes that ask (server/Ocsp.ts). Default
+   * #false (Sentinel's is #true: most public CAs have stopped running OCSP responders).
+   */
   ocspStapling: defaulted(Schema.Boolean, () => false),
   /** `sni { ... }` (repeated): certificates chosen by server name. Default none. */
   sni: defaulted(Schema.Array(SniCertificateConfig), () => [])
 }).pipe(
   Schema.filter((t) => !t.clientAuth || t.caFile !== undefined || "client-auth #true needs a ca-file"),
-  Schema.filter((t) => tlsVersionRank(t.minVersion) <= tlsVersionRank(t.maxVersion) || "min-version must not exceed max-version"),
-  Schema.filter((t) => !t.ocspStapling || "ocsp-stapling #true is not supported yet")
+  Schema.filter((t) => tlsVersionRank(t.minVersion) <= tlsVersionRank(t.maxVersion) || "min-version must not exceed max-version")
 )
 export type ListenerTlsConfig = typeof ListenerTlsConfig.Type
 

@@ -23,7 +23,7 @@ import type * as http2 from "node:http2"
 import * as https from "node:https"
 import type { Socket } from "node:net"
 import type { TLSSocket } from "node:tls"
-import { Data, Duration, Effect, Scope } from "effect"
+import { Data, Duration, Effect, Runtime, Scope } from "effect"
 import type { LimitsConfig, ListenerConfig } from "../config/Schema.js"
 import { errorBody, statusText } from "../pipeline/ErrorResponse.js"
 import { Admission, ConnectionTracker, defaultAdmissionConfig, type AdmissionConfig, type ConnectionLimits } from "./Admission.js"
@@ -33,6 +33,7 @@ import { nodeServerOptionsFor } from "./RequestValidation.js"
 import { onResponseClose } from "./ResponseClose.js"
 import { sniffPreface, startHttp2 } from "./Http2.js"
 import { onTicketKeys, ticketKeys } from "./TicketKeys.js"
+import { startOcspStapler, type OcspStapler } from "./Ocsp.js"
 
 export class ListenerBindFailed extends Data.TaggedError("ListenerBindFailed")<{
   readonly listener: string
@@ -290,6 +291,30 @@ export const startListener = (
       const stop = onTicketKeys((keys) => (server as https.Server).setTicketKeys(keys))
       yield* Effect.addFinalizer(() => Effect.sync(stop))
     }
+    // OCSP stapling (Ocsp.ts): a cached response or none, never a wait
+    const logWarning = Runtime.runFork(yield* Effect.runtime<never>())
+    const startStapling = (previous?: OcspStapler): OcspStapler | undefined => {
+      const c = config.tls
+      if (protocol !== "https" || c === undefined || !c.ocspStapling) return undefined
+      return startOcspStapler([c.certFile, ...c.sni.map((s) => s.certFile)], {
+        ...(previous !== undefined ? { previous } : {}),
+        onProblem: (certFile, message) =>
+          void logWarning(Effect.logWarning("OCSP stapling").pipe(Effect.annotateLogs({ listener: config.id, cert_file: certFile, problem: message })))
+      })
+    }
+    let stapler = startStapling()
+    if (stapler !== undefined) {
+      server.on("OCSPRequest", (cert: Buffer, _issuer: Buffer, cb: (err: Error | null, response: Buffer | null) => void) => {
+        let response: Buffer | undefined
+        try {
+          response = stapler?.responseFor(cert)
+        } catch {
+          response = undefined
+        }
+        cb(null, response ?? null)
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(() => stapler?.stop()))
+    }
     const admission = hooks.admission ?? new Admission(admissionConfigFor(limits))
     const connections = hooks.connections ?? new ConnectionTracker(connectionLimitsFor(limits))
     const onDefence = hooks.onDefence ?? (() => undefined)
@@ -545,6 +570,12 @@ export const startListener = (
       http2Sessions: () => h2?.count() ?? 0,
       setTls: (next) => {
         tls = next
+        // new certificate files: fetch their responses, keeping the old ones meanwhile
+        if (stapler !== undefined) {
+          const old = stapler
+          stapler = startStapling(old)
+          old.stop()
+        }
         // the default certificate (no SNI, or an unknown name) and the settings of new handshakes
         // (a new context would otherwise get keys of its own: resumption across workers would break)
         ;(server as unknown as https.Server).setSecureContext({ ...next.serverOptions, ticketKeys: ticketKeys() })

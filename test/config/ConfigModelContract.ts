@@ -52,7 +52,7 @@ export interface ListenerTlsConfig {
   readonly maxVersion: TlsVersion                // "1.3"
   readonly cipherSuites: ReadonlyArray<string>   // IANA names; [] = node's defaults
   readonly sessionResumption: boolean            // #true
-  readonly ocspStapling: boolean                 // #false (#true: not supported yet)
+  readonly ocspStapling: boolean                 // #false (staple OCSP responses from the certificate's responder)
   readonly sni: ReadonlyArray<SniCertificateConfig>
 }
 export interface SniCertificateConfig {

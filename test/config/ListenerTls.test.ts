@@ -74,7 +74,6 @@ describe("listener protocol and max-concurrent-streams", () => {
     expect(() => makeConfig({ listeners: [{ ...base, protocol: "https" }] })).toThrow(/protocol "https" needs a tls block/)
     expect(() => makeConfig({ listeners: [{ ...base, protocol: "h2", tls: { certFile: "/c", keyFile: "/k" } }] })).toThrow(/a tls block needs protocol "https"/)
     expect(() => makeConfig({ listeners: [{ ...base, protocol: "https", tls: { certFile: "/c", keyFile: "/k", clientAuth: true } }] })).toThrow(/client-auth #true needs a ca-file/)
-    expect(() => makeConfig({ listeners: [{ ...base, protocol: "https", tls: { certFile: "/c", keyFile: "/k", ocspStapling: true } }] })).toThrow(/ocsp-stapling #true is not supported yet/)
     expect(() => makeConfig({ listeners: [{ ...base, protocol: "https", tls: { certFile: "/c", keyFile: "/k", minVersion: "1.3", maxVersion: "1.2" } }] })).toThrow(/min-version must not exceed max-version/)
   })
 })
@@ -123,7 +122,7 @@ sni { cert-file "/s.crt"; key-file "/s.key"; }`)).listeners[0].tls
     expect(errs(H(`${CK}\nmin-version "1.3"\nmax-version "tls1.2"`))).toEqual(["t.kdl:8:13: `min-version` \"1.3\" is above `max-version` \"1.2\""])
   })
 
-  it("client-auth without ca-file; cert-file and key-file required; ocsp-stapling #true and acme not supported yet", () => {
+  it("client-auth without ca-file; cert-file and key-file required; acme not supported yet; ocsp-stapling decoded", () => {
     expect(errs(H(`${CK}\nclient-auth #true`))).toEqual([
       "t.kdl:8:13: `client-auth` #true needs `ca-file` (the CAs client certificates are verified against)"
     ])
@@ -134,10 +133,10 @@ sni { cert-file "/s.crt"; key-file "/s.key"; }`)).listeners[0].tls
       "t.kdl:5:9: `tls` needs `cert-file` and `key-file` (the default certificate; missing `key-file`)"
     ])
     expect(errs(H(`${CK}\nocsp-stapling #true\nacme { }\nsni { cert-file "/a"; key-file "/b"; acme { }; }`))).toEqual([
-      "t.kdl:8:27: `ocsp-stapling` #true is not supported yet (write #false or leave `ocsp-stapling` out)",
       "t.kdl:9:13: `acme` is not supported yet",
       "t.kdl:10:50: `acme` is not supported yet"
     ])
+    expect(errs(H(`${CK}\nocsp-stapling "on"`))).toEqual(["t.kdl:8:27: `ocsp-stapling` must be #true or #false, got \"on\""])
     expect(errs(H(`${CK}\nsession-resumption "yes"\nkey-flie "/x"`))).toEqual([
       "t.kdl:8:32: `session-resumption` must be #true or #false, got \"yes\"",
       "t.kdl:9:13: unknown node `key-flie` in `tls`; did you mean `key-file`?"

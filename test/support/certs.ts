@@ -6,7 +6,7 @@
  * wildcard, an expired one, a client certificate, a mismatched key).
  */
 import { execFileSync, spawnSync } from "node:child_process"
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 
@@ -25,6 +25,10 @@ export interface CertSpec {
   readonly notAfterDays?: number
   /** Write the key of this other entry (listed before) as this entry's key: a key that does not match. */
   readonly keyOf?: string
+  /** An OCSP responder URL in the certificate's Authority Information Access. */
+  readonly ocspUrl?: string
+  /** Append the issuer's certificate to the `.crt` file (a chain, as a served cert-file has). */
+  readonly chain?: boolean
 }
 
 export interface CertFiles {
@@ -35,6 +39,8 @@ export interface CertFiles {
 export interface CertSet<K extends string> {
   readonly dir: string
   readonly files: { readonly [N in K]: CertFiles }
+  /** The signing CA's database (`openssl ca` index), e.g. for an `openssl ocsp` responder. */
+  readonly index: string
   /** Removes the directory. */
   readonly cleanup: () => void
 }
@@ -94,7 +100,8 @@ export const makeCerts = <K extends string>(specs: { readonly [N in K]: CertSpec
       ? ["basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign,cRLSign", "subjectKeyIdentifier=hash"]
       : [
         "basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature",
-        `extendedKeyUsage=${spec.client ? "clientAuth" : "serverAuth"}`, ...(sans.length > 0 ? [`subjectAltName=${sans.join(",")}`] : [])
+        `extendedKeyUsage=${spec.client ? "clientAuth" : "serverAuth"}`, ...(sans.length > 0 ? [`subjectAltName=${sans.join(",")}`] : []),
+        ...(spec.ocspUrl !== undefined ? [`authorityInfoAccess=OCSP;URI:${spec.ocspUrl}`] : [])
       ]
     const extFile = join(work, `${name}.ext`)
     writeFileSync(extFile, `[ext]\n${ext.join("\n")}\n`)
@@ -114,12 +121,14 @@ export const makeCerts = <K extends string>(specs: { readonly [N in K]: CertSpec
       const other = files[spec.keyOf] ?? fail(`${name}: keyOf ${spec.keyOf} is not listed before it`)
       copyFileSync(other.key, key)
     } else copyFileSync(ownKey, key)
+    if (spec.chain === true && issuer !== undefined) writeFileSync(cert, readFileSync(cert, "latin1") + readFileSync(files[issuer].cert, "latin1"))
     if (spec.ca) cas.push(name)
     files[name] = { cert, key }
   }
   return {
     dir: root,
     files: files as { readonly [N in K]: CertFiles },
+    index: join(work, "index.txt"),
     cleanup: () => rmSync(root, { recursive: true, force: true })
   }
 }

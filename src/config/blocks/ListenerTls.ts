@@ -46,11 +46,6 @@ const serverName: Val<string> = (v, at, cx, what) => {
   return problem === undefined ? normalizeServerName(s) : cx.error(at, `${what} entry ${JSON.stringify(s)} ${problem}`)
 }
 
-const noFalse = (name: string): Val<boolean> => (v, at, cx, what) => {
-  const b = bool(v, at, cx, what)
-  return b === true ? cx.error(at, `${what} #true is not supported yet (write #false or leave \`${name}\` out)`) : b
-}
-
 interface SniFields {
   readonly hostnames: ReadonlyArray<ReadonlyArray<string>>
   readonly priorityHostnames: ReadonlyArray<ReadonlyArray<string>>
@@ -115,7 +110,7 @@ export const listenerTlsSpec: BlockSpec<TlsFields> = {
     maxVersion: scalar("max-version", tlsVersion),
     cipherSuites: many(scalar("cipher-suite", cipherSuite)),
     sessionResumption: scalar("session-resumption", bool),
-    ocspStapling: scalar("ocsp-stapling", noFalse("ocsp-stapling")),
+    ocspStapling: scalar("ocsp-stapling", bool),
     sni: sniField
   }
 }

@@ -70,7 +70,8 @@ afterAll(async () => {
 const stapled = (port: number, servername: string) =>
   new Promise<Buffer | null>((resolve, reject) => {
     let response: Buffer | null = null
-    const s = tls.connect({ host: "127.0.0.1", port, ca, servername, requestOCSP: true })
+    // requestOCSP is a tls.connect option node documents but its types lack
+    const s = tls.connect({ host: "127.0.0.1", port, ca, servername, requestOCSP: true } as tls.ConnectionOptions)
     s.on("OCSPResponse", (r: Buffer) => (response = r))
     s.on("secureConnect", () => {
       s.destroy()

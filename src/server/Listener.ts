@@ -661,25 +661,31 @@ export const startListener = (
       }
     }
 
-    /** An HTTP/2 stream: the same admission and in-flight accounting as an HTTP/1.1 request. */
-    const onHttp2Request = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
-      const hreq = req as unknown as http.IncomingMessage
-      const hres = res as unknown as http.ServerResponse
+    /**
+     * In-flight admission, then the pipeline; the slot is given back when the response closes.
+     * The handler runs first so that its own close handling (client gone, logging) comes
+     * before the slot is given back.
+     */
+    const admitAndHandle = (req: http.IncomingMessage, res: http.ServerResponse) => {
       inFlight++
       if (admission.tryEnter()) {
-        handler(hreq, hres)
-        onResponseClose(hres, leaveAndSettle)
+        handler(req, res)
+        onResponseClose(res, leaveAndSettle)
         return
       }
       const ticket = admission.admit(
-        () => handler(hreq, hres),
-        (why) => refuse(hreq, hres, why)
+        () => handler(req, res),
+        (why) => refuse(req, res, why)
       )
-      onResponseClose(hres, () => {
+      onResponseClose(res, () => {
         ticket.release()
         settled()
       })
     }
+
+    /** An HTTP/2 stream: the same admission and in-flight accounting as an HTTP/1.1 request. */
+    const onHttp2Request = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) =>
+      admitAndHandle(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse)
     const queueTimeoutMs = admissionConfigFor(limits).queueTimeoutMs
     const refuse = (req: http.IncomingMessage, res: http.ServerResponse, reason: string) => {
       hooks.onClientError({
@@ -732,24 +738,9 @@ export const startListener = (
       }
       // pipelined behind a refused request: never served (node closes after the refusal)
       if (isClosing(socket)) return
-      inFlight++
       if (res.socket === null) settleQueuedOnClose(res, socket)
       if (t.bodyIdleMs > 0) watchBody(req, res, socket)
-      // The handler runs first so that its own close handling (client gone, logging) comes
-      // before the slot is given back.
-      if (admission.tryEnter()) {
-        handler(req, res)
-        onResponseClose(res, leaveAndSettle)
-        return
-      }
-      const ticket = admission.admit(
-        () => handler(req, res),
-        (why) => refuse(req, res, why)
-      )
-      onResponseClose(res, () => {
-        ticket.release()
-        settled()
-      })
+      admitAndHandle(req, res)
     })
 
     const port = yield* Effect.async<number, ListenerBindFailed>((resume) => {

@@ -14,7 +14,7 @@ import { Duration, Effect, Exit, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { SentinelConfigInput } from "../../src/config/Schema.js"
 import { patternBytes, sha256, startEchoOrigin, type EchoOrigin } from "../support/origins.js"
-import { metricSum, request, startProxy, testConfig, type ProxyHandle } from "../support/proxy.js"
+import { metricSum, request, startProxy, testConfig, type ProxyHandle, jsonLines, waitUntil } from "../support/proxy.js"
 
 let origin: EchoOrigin
 let dir: string
@@ -55,13 +55,6 @@ export const startH2 = async (listener: Record<string, unknown> = {}, extra: Par
   return { proxy, accessLog, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
 }
 
-const until = async (cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> => {
-  const deadline = Date.now() + timeoutMs
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
 
 interface H2Reply {
   readonly status: number
@@ -100,8 +93,6 @@ const connectH2 = (port: number): Promise<http2.ClientHttp2Session> =>
     s.once("error", reject)
   })
 
-const accessLines = (file: string): Array<Record<string, unknown>> =>
-  fs.existsSync(file) ? fs.readFileSync(file, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as Record<string, unknown>) : []
 
 describe("HTTP/2 with prior knowledge, HTTP/1.1 on the same port", () => {
   let env: Env
@@ -128,8 +119,8 @@ describe("HTTP/2 with prior knowledge, HTTP/1.1 on the same port", () => {
       expect(Object.keys(seen.headers).some((k) => k.startsWith(":"))).toBe(false)
       const h1 = await request(env.proxy.port, { path: "/h1", headers: { host: "app.example" } })
       expect(h1.status).toBe(200)
-      await until(() => accessLines(env.accessLog).some((l) => l.path === "/api/one"), "the access line")
-      const line = accessLines(env.accessLog).find((l) => l.path === "/api/one")!
+      await waitUntil(() => jsonLines(env.accessLog).some((l) => l.path === "/api/one"), "the access line")
+      const line = jsonLines(env.accessLog).find((l) => l.path === "/api/one")!
       expect([line.protocol, line.route_id, line.status]).toEqual(["HTTP/2.0", "api", 200])
       // metrics carry the protocol
       expect(await metricSum(env.proxy, "sentinel_requests_by_protocol_total", { listener: "main", protocol: "HTTP/2" })).toBeGreaterThanOrEqual(1)
@@ -194,8 +185,8 @@ describe("HTTP/2 with prior knowledge, HTTP/1.1 on the same port", () => {
       await origin.arrived("/r/hold")
       req.close(http2.constants.NGHTTP2_CANCEL)
       await origin.aborted("/r/hold")
-      await until(() => accessLines(env.accessLog).some((l) => l.path === "/r/hold"), "the access line")
-      expect(accessLines(env.accessLog).find((l) => l.path === "/r/hold")!.status).toBe(499)
+      await waitUntil(() => jsonLines(env.accessLog).some((l) => l.path === "/r/hold"), "the access line")
+      expect(jsonLines(env.accessLog).find((l) => l.path === "/r/hold")!.status).toBe(499)
     } finally {
       s.close()
     }
@@ -282,7 +273,7 @@ describe("HTTP/2 defences", () => {
         if (i % 10 === 9) await new Promise((r) => setImmediate(r))
       }
       expect(await goaway).toBe(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
-      await until(() => s.destroyed || s.closed, "the session closed")
+      await waitUntil(() => s.destroyed || s.closed, "the session closed")
       // at most the threshold plus one window of concurrent streams ever reached the origin
       expect(origin.requests.length - before).toBeLessThanOrEqual(20 + 10)
       expect(await metricSum(env.proxy, "sentinel_http2_defences_total", { reason: "rapid_reset" })).toBe(1)
@@ -342,8 +333,8 @@ describe("HTTP/2 defences", () => {
       expect(stuck.rstCode).not.toBe(http2.constants.NGHTTP2_NO_ERROR)
       expect((await h2request(s, { ":path": "/w/after", ":authority": "app.example" })).status).toBe(200)
       s.close()
-      await until(() => accessLines(env.accessLog).some((l) => l.path === "/w/big"), "the access line")
-      expect(accessLines(env.accessLog).find((l) => l.path === "/w/big")!.error).toBe("slow_reader")
+      await waitUntil(() => jsonLines(env.accessLog).some((l) => l.path === "/w/big"), "the access line")
+      expect(jsonLines(env.accessLog).find((l) => l.path === "/w/big")!.error).toBe("slow_reader")
     } finally {
       await env.close()
     }

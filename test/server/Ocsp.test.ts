@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { ocspRequest, readOcspResponse } from "../../src/server/Ocsp.js"
 import { makeCerts, type CertSet } from "../support/certs.js"
 import { startEchoOrigin, type EchoOrigin } from "../support/origins.js"
-import { startProxy, testConfig } from "../support/proxy.js"
+import { startProxy, testConfig, waitUntil } from "../support/proxy.js"
 
 const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
@@ -26,13 +26,6 @@ const freePort = (): Promise<number> =>
     })
   })
 
-const until = async (cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> => {
-  const deadline = Date.now() + timeoutMs
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 25))
-  }
-}
 
 let origin: EchoOrigin
 let certs: CertSet<"ca" | "stapled" | "unreachable">
@@ -58,7 +51,7 @@ beforeAll(async () => {
   // it says ACCEPT once it listens (a probe connection would hold up its one-at-a-time loop)
   let out = ""
   responder.stdout!.on("data", (d: Buffer) => (out += d.toString()))
-  await until(() => out.includes("ACCEPT"), "the OCSP responder")
+  await waitUntil(() => out.includes("ACCEPT"), "the OCSP responder")
 })
 afterAll(async () => {
   responder?.kill("SIGKILL")
@@ -118,7 +111,7 @@ describe("OCSP", () => {
         ).pipe(Scope.extend(scope))
       )
       let response: Buffer | null = null
-      await until(async () => (response = await stapled(proxy.port, "localhost")) !== null, "a stapled response")
+      await waitUntil(async () => (response = await stapled(proxy.port, "localhost")) !== null, "a stapled response")
       const { serial } = ocspRequest(leafOf(certs.files.stapled.cert), leafOf(certs.files.ca.cert))
       expect(readOcspResponse(response!, serial).status).toBe("good")
       // the responder of this one refuses connections: the handshake does not wait for it

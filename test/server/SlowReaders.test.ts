@@ -23,7 +23,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { SentinelConfigInput } from "../../src/config/Schema.js"
 import { bigBody, startBigOrigin, type BigOrigin } from "../support/bigOrigin.js"
 import { sha256 } from "../support/origins.js"
-import { metricSum, startProxy, testConfig, type ProxyHandle } from "../support/proxy.js"
+import { metricSum, startProxy, testConfig, type ProxyHandle, jsonLines, waitUntil } from "../support/proxy.js"
 import { connect } from "../support/rawHttp.js"
 
 const MiB = 1024 * 1024
@@ -77,13 +77,6 @@ const start = async (
 }
 
 /** Polls `cond` until it holds or the bound expires (then fails with `what`). */
-const until = async (cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> => {
-  const deadline = Date.now() + timeoutMs
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
 
 const within = <A>(p: Promise<A>, ms: number, what: string): Promise<A> =>
   Promise.race([p, new Promise<A>((_, reject) => setTimeout(() => reject(new Error(`${what} not within ${ms} ms`)), ms).unref())])
@@ -161,10 +154,13 @@ const nonReader = async (port: number, p: string): Promise<net.Socket> => {
   return s
 }
 
-const accessLines = (file: string): Array<{ path: string; status: number; error: string | null }> =>
-  fs.existsSync(file)
-    ? fs.readFileSync(file, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as { path: string; status: number; error: string | null })
-    : []
+
+interface AccessLine {
+  readonly path: string
+  readonly status: number
+  readonly error: string | null
+}
+const access = (env: Env) => jsonLines<AccessLine>(env.accessLog)
 
 const breakerOpened = (proxy: ProxyHandle) => metricSum(proxy, "sentinel_circuit_breaker_transitions_total", { to: "open" })
 
@@ -204,7 +200,7 @@ describe("D2: slow readers and the upstream pool", () => {
       const before = origin.arrived.length
       for (let i = 0; i < 6; i++) slow.push(await nonReader(env.proxy.port, `/share${i}?n=${64 * MiB}`))
       // two of them get connections (half of four) and stall; the other four wait for their own share
-      await until(() => origin.arrived.length - before >= 2, "two slow responses under way")
+      await waitUntil(() => origin.arrived.length - before >= 2, "two slow responses under way")
       await within(Promise.all(origin.arrived.slice(before, before + 2).map(origin.stalled)), 5000, "both paused on their clients")
       const r = await within(probe(env.proxy.port, "/probe?n=100"), 3000, "the probe from another address")
       expect(r.status).toBe(200)
@@ -228,7 +224,7 @@ describe("D2: slow readers and the upstream pool", () => {
       await within(origin.stalled("/hold"), 5000, "the only connection held by a non-reader")
       const gate = env.proxy.dataplane().upstreams.get("o")!.targets[0].pool.gate
       const waiting = probe(env.proxy.port, "/waits?n=10")
-      await until(() => gate.pending === 1, "the second request waiting for a connection")
+      await waitUntil(() => gate.pending === 1, "the second request waiting for a connection")
       const full = await within(probe(env.proxy.port, "/full?n=10"), 2000, "the answer to a request beyond the queue")
       expect([full.status, full.retryAfter, JSON.parse(full.body).reason]).toEqual([503, "1", "upstream_queue_full"])
       const timedOut = await within(waiting, 3000, "the answer at the queue deadline")
@@ -238,10 +234,10 @@ describe("D2: slow readers and the upstream pool", () => {
       expect(await metricSum(env.proxy, "sentinel_rejected_requests_total", { reason: "upstream_queue_timeout" })).toBe(1)
       // our own limit, not the target's fault: its breaker (threshold 1) stayed closed
       holder.destroy()
-      await until(() => gate.running === 0, "the held connection given back")
+      await waitUntil(() => gate.running === 0, "the held connection given back")
       expect((await probe(env.proxy.port, "/after?n=10")).status).toBe(200)
       expect(await breakerOpened(env.proxy)).toBe(0)
-      const log = accessLines(env.accessLog)
+      const log = access(env)
       expect(log.filter((l) => l.status === 503).map((l) => l.error).sort()).toEqual(["upstream_queue_full", "upstream_queue_timeout"])
     } finally {
       holder?.destroy()
@@ -262,8 +258,8 @@ describe("D2: slow readers and the upstream pool", () => {
       // the slow client's connection was closed (it sees the end once it reads)
       s.resume()
       await within(new Promise((r) => s!.once("close", r)), 5000, "the slow client's connection closed")
-      await until(() => accessLines(env.accessLog).some((l) => l.path === "/cut"), "the access line")
-      const line = accessLines(env.accessLog).find((l) => l.path === "/cut")!
+      await waitUntil(() => access(env).some((l) => l.path === "/cut"), "the access line")
+      const line = access(env).find((l) => l.path === "/cut")!
       expect([line.status, line.error]).toEqual([200, "slow_reader"])
       expect(await metricSum(env.proxy, "sentinel_rejected_requests_total", { reason: "slow_reader" })).toBe(1)
       expect(await metricSum(env.proxy, "sentinel_upstream_failures_total")).toBe(0)
@@ -302,7 +298,7 @@ describe("D2: slow readers and the upstream pool", () => {
         up.on("error", () => undefined)
         up.write(`POST /up${i}?n=10 HTTP/1.1\r\nHost: a.example\r\nContent-Length: ${4 * MiB}\r\n\r\n`)
         up.write(Buffer.alloc(MiB, 1))
-        await until(() => origin.arrived.includes(`/up${i}`), "the upload under way")
+        await waitUntil(() => origin.arrived.includes(`/up${i}`), "the upload under way")
         up.destroy()
         // a download dropped while paused on the client
         const down = await nonReader(env.proxy.port, `/down${i}?n=${64 * MiB}`)
@@ -310,8 +306,8 @@ describe("D2: slow readers and the upstream pool", () => {
         down.destroy()
         await within(origin.aborted(`/down${i}`), 5000, "the download's exchange aborted")
       }
-      await until(() => accessLines(env.accessLog).filter((l) => /^\/(up|down)/.test(l.path)).length === 6, "six access lines")
-      expect(accessLines(env.accessLog).filter((l) => /^\/(up|down)/.test(l.path)).map((l) => l.status)).toEqual(Array(6).fill(499))
+      await waitUntil(() => access(env).filter((l) => /^\/(up|down)/.test(l.path)).length === 6, "six access lines")
+      expect(access(env).filter((l) => /^\/(up|down)/.test(l.path)).map((l) => l.status)).toEqual(Array(6).fill(499))
       expect(await metricSum(env.proxy, "sentinel_upstream_failures_total")).toBe(0)
       expect(await breakerOpened(env.proxy)).toBe(0)
       expect((await probe(env.proxy.port, "/after?n=10")).status).toBe(200)

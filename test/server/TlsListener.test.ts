@@ -17,7 +17,7 @@ import { Duration, Effect, Exit, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { SentinelConfig, SentinelConfigInput } from "../../src/config/Schema.js"
 import { startEchoOrigin, type EchoOrigin } from "../support/origins.js"
-import { metricSum, startProxy, testConfig, type ProxyHandle } from "../support/proxy.js"
+import { metricSum, startProxy, testConfig, type ProxyHandle, jsonLines, waitUntil } from "../support/proxy.js"
 import { makeCerts, standardCerts, type CertSet } from "../support/certs.js"
 
 let origin: EchoOrigin
@@ -111,16 +111,7 @@ const presented = (port: number, servername?: string) =>
     s.on("error", reject)
   })
 
-const accessLines = (file: string): Array<Record<string, unknown>> =>
-  fs.existsSync(file) ? fs.readFileSync(file, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as Record<string, unknown>) : []
 
-const until = async (cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> => {
-  const deadline = Date.now() + timeoutMs
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
 
 const fingerprintOf = (file: string) => new X509Certificate(fs.readFileSync(file)).fingerprint256
 
@@ -159,8 +150,8 @@ describe("https listener", () => {
       expect(reply.status).toBe(200)
       expect((session.socket as tls.TLSSocket).alpnProtocol).toBe("h2")
       expect(JSON.parse(reply.body).headers["x-forwarded-proto"]).toBe("https")
-      await until(() => accessLines(env.accessLog).some((l) => l.path === "/h2-over-tls"), "the access line")
-      expect(accessLines(env.accessLog).find((l) => l.path === "/h2-over-tls")!.protocol).toBe("HTTP/2.0")
+      await waitUntil(() => jsonLines(env.accessLog).some((l) => l.path === "/h2-over-tls"), "the access line")
+      expect(jsonLines(env.accessLog).find((l) => l.path === "/h2-over-tls")!.protocol).toBe("HTTP/2.0")
       expect(await metricSum(env.proxy, "sentinel_requests_by_protocol_total", { listener: "tls", protocol: "HTTP/2+TLS" })).toBeGreaterThanOrEqual(1)
     } finally {
       session.close()
@@ -192,7 +183,7 @@ describe("https listener", () => {
       s.on("close", () => resolve())
       s.resume()
     })
-    await until(async () => (await metricSum(env.proxy, "sentinel_tls_handshake_errors_total")) > before, "the handshake error counted")
+    await waitUntil(async () => (await metricSum(env.proxy, "sentinel_tls_handshake_errors_total")) > before, "the handshake error counted")
     expect((await get(env.proxy.port, "/after")).status).toBe(200)
   })
 
@@ -209,7 +200,7 @@ describe("mTLS", () => {
     try {
       await expect(get(env.proxy.port, "/no-cert")).rejects.toThrow()
       expect(origin.requests.some((q) => q.url === "/no-cert")).toBe(false)
-      await until(async () => (await metricSum(env.proxy, "sentinel_tls_handshake_errors_total", { listener: "tls" })) >= 1, "the refusal counted")
+      await waitUntil(async () => (await metricSum(env.proxy, "sentinel_tls_handshake_errors_total", { listener: "tls" })) >= 1, "the refusal counted")
       const r = await get(env.proxy.port, "/with-cert", {
         cert: fs.readFileSync(certs.files.client.cert),
         key: fs.readFileSync(certs.files.client.key),
@@ -221,8 +212,8 @@ describe("mTLS", () => {
       expect(h["x-client-cert-issuer"]).toContain("CN=Sentinel Test CA")
       expect(h["x-client-cert-fingerprint"]).toBe(fingerprintOf(certs.files.client.cert))
       expect(h["x-client-cert-serial"]).toMatch(/^[0-9A-F]+$/)
-      await until(() => accessLines(env.accessLog).some((l) => l.path === "/with-cert"), "the access line")
-      expect(accessLines(env.accessLog).find((l) => l.path === "/with-cert")!.client_cert_fingerprint).toBe(fingerprintOf(certs.files.client.cert))
+      await waitUntil(() => jsonLines(env.accessLog).some((l) => l.path === "/with-cert"), "the access line")
+      expect(jsonLines(env.accessLog).find((l) => l.path === "/with-cert")!.client_cert_fingerprint).toBe(fingerprintOf(certs.files.client.cert))
     } finally {
       await env.close()
     }
@@ -234,7 +225,7 @@ describe("TLS versions", () => {
     const env = await start({ ...base(), minVersion: "1.3" })
     try {
       await expect(get(env.proxy.port, "/v12", { maxVersion: "TLSv1.2" })).rejects.toThrow()
-      await until(async () => (await metricSum(env.proxy, "sentinel_tls_handshake_errors_total", { reason: "version" })) >= 1, "the version failure counted")
+      await waitUntil(async () => (await metricSum(env.proxy, "sentinel_tls_handshake_errors_total", { reason: "version" })) >= 1, "the version failure counted")
       const ok = await get(env.proxy.port, "/v13")
       expect([ok.status, ok.version]).toEqual([200, "TLSv1.3"])
     } finally {

@@ -2,6 +2,7 @@
  * Start the proxy in-process for a test: from a config value, on port 0,
  * inside a scope the test closes. `fetchVia` sends real HTTP through it.
  */
+import * as fs from "node:fs"
 import * as http from "node:http"
 import { Effect, Logger, LogLevel, type Scope } from "effect"
 import * as App from "../../src/App.js"
@@ -98,3 +99,16 @@ export const request = (
 
 export const get = (port: number, path: string, headers?: http.OutgoingHttpHeaders) =>
   Effect.promise(() => request(port, { path, headers }))
+
+/** Polls `cond` every 10 ms until it holds; fails with `what` after `timeoutMs` (bounded, no fixed sleeps). */
+export const waitUntil = async (cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> => {
+  const deadline = Date.now() + timeoutMs
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+/** The JSON lines of a log file written so far (none when it does not exist yet). */
+export const jsonLines = <A = Record<string, unknown>>(file: string): Array<A> =>
+  fs.existsSync(file) ? fs.readFileSync(file, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as A) : []

@@ -400,22 +400,24 @@ export const decodeBlock = <T>(parent: Node | ReadonlyArray<Node>, cx: Cx, spec:
 export const entity = <T, B>(
   kind: string,
   spec: BlockSpec<T>,
-  build: (id: string, fields: Partial<T>, node: Node, cx: Cx) => B | undefined
+  build: (id: string, fields: Partial<T>, node: Node, cx: Cx) => B | undefined,
+  /** `props`: properties `build` reads from the node; `blockOptional`: the `{ ... }` may be left out. */
+  opts: { readonly props?: ReadonlyArray<string>; readonly blockOptional?: boolean } = {}
 ): Field<B> => ({
   names: [kind],
   many: true,
   nested: spec,
   decode: (node, cx) => {
-    if (!shape(node, cx, { args: [1, 1], children: true })) return undefined
+    if (!shape(node, cx, { args: [1, 1], props: opts.props, children: true })) return undefined
     const e = node.getArgumentEntry(0)!
     const id = ident(e.getValue(), e, cx, `${kind} id`)
     if (id === undefined) return undefined
     cx.define(kind, id, e)
-    if (node.children === null) return cx.error(node, `${kind} "${id}" needs a { ... } block`)
+    if (node.children === null && !opts.blockOptional) return cx.error(node, `${kind} "${id}" needs a { ... } block`)
     const outer = cx.owner
     cx.owner = `${kind} "${id}"`
     try {
-      return build(id, decodeBlock(node, cx, spec).fields, node, cx)
+      return build(id, node.children === null ? {} : decodeBlock(node, cx, spec).fields, node, cx)
     } finally {
       cx.owner = outer
     }

@@ -194,8 +194,8 @@ describe("Kdl decoder: every error class, with file:line:col", () => {
     expect(errs(L + `observability { logging { level "verbose"; }; }`)).toEqual([
       "t.kdl:2:33: `level` must be one of \"trace\", \"debug\", \"info\", \"warn\", \"error\", got \"verbose\""
     ])
-    expect(errs(L + `upstreams { upstream "u" { target "h:1"; load-balancing "round-robin"; }; }`)).toEqual([
-      expect.stringMatching(/^t\.kdl:2:57: `load-balancing` must be one of .*, got "round-robin"; did you mean `round_robin`\?$/)
+    expect(errs(L + `upstreams { upstream "u" { target "h:1"; load-balancing "round-robbin"; }; }`)).toEqual([
+      expect.stringMatching(/^t\.kdl:2:57: `load-balancing` must be one of .*, got "round-robbin"; did you mean `round_robin`\?$/)
     ])
   })
 

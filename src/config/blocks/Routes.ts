@@ -187,6 +187,10 @@ const nameValue = (name: string, tag: "Header" | "QueryParam", nameVal: Val<stri
     const args = node.getArgumentEntries()
     const np = node.getPropertyEntry("name")
     const vp = node.getPropertyEntry("value")
+    if (np === undefined && args.length === 0) {
+      shape(node, cx, { args: [0, 0], props: ["name", "value"] })
+      return cx.error(node, `\`${name}\` needs a name: \`${name} "X-Name"\` or \`${name} name="X-Name"\``)
+    }
     const range: readonly [number, number] = np !== undefined ? [0, 0] : vp !== undefined ? [1, 1] : [1, 2]
     if (!shape(node, cx, { args: range, props: ["name", "value"] })) return undefined
     const n = np ?? args[0]

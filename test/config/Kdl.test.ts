@@ -134,7 +134,7 @@ routes {
 
 describe("Kdl decoder: every error class, with file:line:col", () => {
   it("syntax errors carry the parser's position", () => {
-    expect(errs(`listeners {\n  listener "a" {\n`)).toEqual(["t.kdl:3:1: invalid KDL: Invalid node children"])
+    expect(errs(`listeners {\n  listener "a" {\n`)).toEqual(["t.kdl:3:1: invalid KDL: the file ends inside a { } block: the `{` at 2:16 is never closed (missing `}`)"])
   })
 
   it("unknown nodes at every level, with a hint", () => {

@@ -8,6 +8,11 @@ export interface ConfigIssue {
   readonly line: number
   readonly col: number
   readonly message: string
+  /**
+   * Follows only from other issues (e.g. "no listener defined" when a file could not be read):
+   * listed after every other issue, so the real cause is read first.
+   */
+  readonly secondary?: true
 }
 
 // Text from a config file (ids, paths, values quoted in messages) must not be able to start a
@@ -33,10 +38,11 @@ export const escapeText = (s: string): string => s.replace(unprintableAll, escap
 /** `file:line:col: message` on one line, whatever the config put into the file name or message. */
 export const formatIssue = (i: ConfigIssue): string => escapeText(`${i.file}:${i.line}:${i.col}: ${i.message}`)
 
-/** Orders issues by file, then position, so output reads top to bottom. */
+/** Orders issues by file, then position, so output reads top to bottom; `secondary` ones come last. */
 export const sortIssues = (issues: ReadonlyArray<ConfigIssue>): Array<ConfigIssue> =>
   [...issues].sort((a, b) =>
-    a.file === b.file ? (a.line - b.line) || (a.col - b.col) : a.file < b.file ? -1 : 1
+    (a.secondary ? 1 : 0) - (b.secondary ? 1 : 0) ||
+    (a.file === b.file ? (a.line - b.line) || (a.col - b.col) : a.file < b.file ? -1 : 1)
   )
 
 /** The configuration could not be loaded; `issues` lists every problem found (not just the first). */

@@ -6,8 +6,8 @@
 import { type Document, getLocation, InvalidKdlError, type Node, parse } from "@bgotink/kdl"
 import { parse as parseV1 } from "@bgotink/kdl/v1-compat"
 import { Either, ParseResult, Schema } from "effect"
-import { type ConfigIssue, hint, sortIssues } from "./ConfigIssue.js"
-import { type BlockSpec, children, Cx, custom, decodeBlock, many, shape, Sink, str } from "./KdlDecoder.js"
+import { closest, type ConfigIssue, hint, sortIssues } from "./ConfigIssue.js"
+import { type BlockSpec, children, Cx, custom, decodeBlock, many, registerRootSpec, shape, Sink, str } from "./KdlDecoder.js"
 import { currentSchemaVersion, SentinelConfig } from "./Schema.js"
 import { agentsField } from "./blocks/Agents.js"
 import { filtersField } from "./blocks/Filters.js"
@@ -57,7 +57,7 @@ export const parseKdl = (
         warnings: [{ file, line: 1, col: 1, message: "parsed as KDL v1; KDL v2 syntax (#true, #false, #null) is preferred" }]
       }
     } catch {
-      return { document: undefined, errors: kdlErrors(e, file), warnings: [] }
+      return { document: undefined, errors: kdlErrors(e, file, text), warnings: [] }
     }
   }
 }
@@ -74,15 +74,22 @@ const isNewline = (c: number): boolean => c === 0x0a || c === 0x0d || c === 0x0c
  * (`//`, nested block comments) do not count. On malformed text the scan may miscount, but a false
  * refusal still needs more than `maxNesting` unbalanced `{`, which no real config has.
  */
-const tooDeep = (text: string): number | undefined => {
+const tooDeep = (text: string): number | undefined => scanBraces(text).tooDeepAt
+
+/**
+ * Walks the `{` and `}` of a text outside strings and comments (see `tooDeep`): where nesting
+ * first exceeds `maxNesting`, and the offsets of the `{` never closed (innermost last).
+ */
+const scanBraces = (text: string): { readonly tooDeepAt: number | undefined; readonly unclosed: ReadonlyArray<number> } => {
   const n = text.length
-  let depth = 0
+  const open: Array<number> = []
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i)
     if (c === 0x7b /* { */) {
-      if (++depth > maxNesting) return i
+      open.push(i)
+      if (open.length > maxNesting) return { tooDeepAt: i, unclosed: open }
     } else if (c === 0x7d /* } */) {
-      if (depth > 0) depth--
+      open.pop()
     } else if (c === 0x2f /* / */ && text.startsWith("//", i)) {
       while (i + 1 < n && !isNewline(text.charCodeAt(i + 1))) i++
     } else if (c === 0x2f && text.startsWith("/*", i)) {
@@ -110,7 +117,7 @@ const tooDeep = (text: string): number | undefined => {
       i = j + close.length - 1
     }
   }
-  return undefined
+  return { tooDeepAt: undefined, unclosed: open }
 }
 
 /** 1-based line and column of an offset, counting newlines as KDL does (CRLF is one). */
@@ -127,7 +134,32 @@ const position = (text: string, offset: number): { readonly line: number; readon
   return { line, col: offset - start + 1 }
 }
 
-const kdlErrors = (e: unknown, file: string): Array<ConfigIssue> => {
+/**
+ * The parser's message, said in words where it is terse: a node after `}` on the same line
+ * (a missing `;`), and a `{` never closed (named by its position).
+ */
+const explain = (message: string, x: InvalidKdlError, text: string): string => {
+  const offset = x.start?.offset
+  if (offset === undefined) return message
+  if (/^(Invalid node children|Unexpected token|Expected a property or argument|Invalid argument)/.test(message)) {
+    let i = offset - 1
+    while (i >= 0 && (text[i] === " " || text[i] === "\t")) i--
+    const word = /^[^\s{}();=]+/.exec(text.slice(offset))?.[0]
+    if (text[i] === "}" && word !== undefined) {
+      return `missing \`;\` or a newline between two nodes: \`${word}\` follows \`}\` on the same line (write \`} ${word}\` as \`}; ${word}\`, or start \`${word}\` on a new line)`
+    }
+  }
+  if (message.startsWith("Invalid node children") && text.slice(offset).trim() === "") {
+    const unclosed = scanBraces(text).unclosed
+    if (unclosed.length > 0) {
+      const at = position(text, unclosed[unclosed.length - 1])
+      return `the file ends inside a { } block: the \`{\` at ${at.line}:${at.col} is never closed (missing \`}\`)`
+    }
+  }
+  return message
+}
+
+const kdlErrors = (e: unknown, file: string, text: string): Array<ConfigIssue> => {
   if (e instanceof InvalidKdlError) {
     return [...e.flat()].map((x) => ({
       file,
@@ -135,7 +167,7 @@ const kdlErrors = (e: unknown, file: string): Array<ConfigIssue> => {
       line: Math.max(1, x.start?.line ?? 1),
       col: Math.max(1, x.start?.column ?? 1),
       // the library appends " at L:C" / " at end of input"; the prefix already says where
-      message: `invalid KDL: ${x.message.replace(/ at (\d+:\d+|end of input)$/, "")}`
+      message: `invalid KDL: ${explain(x.message.replace(/ at (\d+:\d+|end of input)$/, ""), x, text)}`
     }))
   }
   return [{ file, line: 1, col: 1, message: `invalid KDL: ${e instanceof Error ? e.message : String(e)}` }]
@@ -230,6 +262,8 @@ export const topSpec: BlockSpec<{
   }
 }
 
+registerRootSpec(topSpec)
+
 const collections = new Set(["listeners", "upstreams", "routes", "filters", "agents"])
 
 /**
@@ -272,18 +306,22 @@ export const decodeNodes = (
       out[key] = value
     }
   }
+  // When part of the configuration could not be read, a reference to an id defined there is
+  // a consequence, not a cause: it is listed after the real problems.
+  const consequence = sink.incomplete ? ({ secondary: true } as const) : {}
   for (const ref of sink.refs) {
     const ids = sink.defs.get(ref.kind) ?? new Map()
     if (!ids.has(ref.id)) {
-      sink.errors.push({ ...ref.at, message: `${ref.what} unknown ${ref.kind} "${ref.id}"${hint(ref.id, ids.keys())}` })
+      sink.errors.push({ ...ref.at, message: `${ref.what} unknown ${ref.kind} "${ref.id}"${hint(ref.id, ids.keys())}`, ...consequence })
     }
   }
   for (const need of sink.needs) {
-    if (!sink.facts.has(need.fact)) sink.errors.push({ ...need.at, message: need.message })
+    if (!sink.facts.has(need.fact)) sink.errors.push({ ...need.at, message: need.message, ...consequence })
   }
   const listenerWritten = nodes.some((n) => n.node.getName() === "listeners" && children(n.node).some((c) => c.getName() === "listener"))
-  if (!listenerWritten) {
-    sink.errors.push({ file: mainFile, line: 1, col: 1, message: "no listener defined: add `listeners { listener \"main\" { address \"0.0.0.0:8080\" } }`" })
+  if (!listenerWritten && !listenerMisspelt(nodes) && !sink.incomplete) {
+    // at 1:1 of the main file, but listed after any other problem
+    sink.errors.push({ file: mainFile, line: 1, col: 1, message: "no listener defined: add `listeners { listener \"main\" { address \"0.0.0.0:8080\" } }`", secondary: true })
   }
   const warnings = sortIssues(sink.warnings)
   if (sink.errors.length > 0) return { config: undefined, errors: sortIssues(sink.errors), warnings }
@@ -294,6 +332,19 @@ export const decodeNodes = (
     return { config: undefined, errors: [{ file: mainFile, line: 1, col: 1, message }], warnings }
   }
   return { config: decoded.right, errors: [], warnings }
+}
+
+/**
+ * A listener was written but misspelt (`listners { }`, `listener` at the top level, `listners`
+ * inside `listeners`): its did-you-mean error is the cause, "no listener defined" only repeats it.
+ */
+const listenerMisspelt = (nodes: ReadonlyArray<SourcedNode>): boolean => {
+  const topNames = Object.values(topSpec.fields).flatMap((f) => (f as { names: ReadonlyArray<string> }).names)
+  return nodes.some(({ node }) => {
+    const name = node.getName()
+    if (name === "listeners") return children(node).some((c) => c.getName() !== "listener" && closest(c.getName(), ["listener"]) !== undefined)
+    return !topNames.includes(name) && closest(name, topNames) === "listeners"
+  })
 }
 
 /** Parses and decodes one KDL text (no includes). Never throws. */

@@ -39,6 +39,11 @@ export class Sink {
   readonly facts = new Set<string>()
   /** Requirements on facts: an error at `at` unless the fact is established. */
   readonly needs: Array<{ fact: string; at: Pos; message: string }> = []
+  /**
+   * Some configuration could not be read (a file with a syntax error, a missing or unreadable
+   * include): what is "missing" from the rest (a listener, a referenced id) may be in it.
+   */
+  incomplete = false
 }
 
 /** Decoding context: the file being read plus the shared sink. */
@@ -243,7 +248,12 @@ export const shape = (
   if (args.length < min) {
     ok = cx.error(node, min === 1 && max === 1 ? `\`${name}\` needs a value` : `\`${name}\` needs at least ${min} argument${min === 1 ? "" : "s"}, got ${args.length}`) ?? false
   } else if (args.length > max) {
-    ok = cx.error(args[max], max === 0 ? `\`${name}\` takes no arguments` : `\`${name}\` takes at most ${max} argument${max === 1 ? "" : "s"}, got ${args.length}`) ?? false
+    // KDL v2 reads a bare word as a string: `worker-threads 1 max-connections 5` is one node with three arguments
+    const extra = args[max]
+    const rep = extra.value.representation
+    const bare = typeof extra.getValue() === "string" && rep !== undefined && /^[A-Za-z_][A-Za-z0-9_-]*$/.test(rep)
+    const next = bare ? `; if \`${rep}\` starts the next node, put a \`;\` or a newline before it` : ""
+    ok = cx.error(extra, (max === 0 ? `\`${name}\` takes no arguments` : `\`${name}\` takes at most ${max} argument${max === 1 ? "" : "s"}, got ${args.length}`) + next) ?? false
   }
   const allowed = opts.props ?? []
   const seen = new Set<string>()
@@ -346,6 +356,73 @@ export const custom = <A>(
 /** Marks a field repeatable: its value becomes the list of items. */
 export const many = <A>(f: Field<A>): Field<ReadonlyArray<A>> => ({ ...f, many: true }) as unknown as Field<ReadonlyArray<A>>
 
+// ---------------------------------------------------------------------------
+// Keys in the wrong block
+
+let rootSpec: BlockSpec<any> | undefined
+let placements: Map<string, Array<string>> | undefined
+
+/** Registers the top-level spec, so an unknown key can be looked up in every other block. */
+export const registerRootSpec = (spec: BlockSpec<any>): void => {
+  rootSpec = spec
+  placements = undefined
+}
+
+/** KDL name -> dotted paths of the blocks that have it (canonical names and aliases). */
+const placementIndex = (): Map<string, Array<string>> => {
+  if (placements !== undefined) return placements
+  const index = new Map<string, Array<string>>()
+  const seen = new Set<BlockSpec<any>>()
+  const walk = (spec: BlockSpec<any>, path: string) => {
+    if (seen.has(spec)) return
+    seen.add(spec)
+    for (const field of Object.values(spec.fields) as Array<Field<unknown>>) {
+      for (const n of field.names) {
+        const at = index.get(n) ?? []
+        if (!at.includes(path)) at.push(path)
+        index.set(n, at)
+      }
+      if (field.nested !== undefined) walk(field.nested, path === "" ? field.names[0] : `${path}.${field.names[0]}`)
+    }
+  }
+  if (rootSpec !== undefined) walk(rootSpec, "")
+  placements = index
+  return index
+}
+
+/** `routes.route.policies` -> "`routes { route { policies { timeout-secs ... } } }`". */
+const chain = (path: string, name: string): string => {
+  const parts = path === "" ? [] : path.split(".")
+  return `\`${parts.map((p) => `${p} { `).join("")}${name} ...${" }".repeat(parts.length)}\``
+}
+
+/**
+ * `"; it belongs in ..."` when `name` is a key of another block (e.g. `timeout-secs` written
+ * directly in a route belongs in its `policies`), nearest blocks first (inside this one, then
+ * those sharing most of its path); `""` when no block has it.
+ */
+export const belongsElsewhere = (name: string, here: string): string => {
+  const at = (placementIndex().get(name) ?? []).filter((p) => p !== here)
+  if (at.length === 0) return ""
+  const hereParts = here === "" ? [] : here.split(".")
+  const shared = (p: string) => {
+    const parts = p === "" ? [] : p.split(".")
+    let k = 0
+    while (k < parts.length && k < hereParts.length && parts[k] === hereParts[k]) k++
+    return k
+  }
+  const inside = (p: string) => (here === "" ? p !== "" : p.startsWith(`${here}.`))
+  const depth = (p: string) => (p === "" ? 0 : p.split(".").length)
+  const ranked = [...at].sort((a, b) =>
+    Number(inside(b)) - Number(inside(a)) || shared(b) - shared(a) || depth(a) - depth(b) || (a < b ? -1 : 1))
+  const best = ranked.filter((p) => inside(p) === inside(ranked[0]) && shared(p) === shared(ranked[0])).slice(0, 2)
+  if (here !== "" && inside(best[0])) {
+    const rel = best.map((p) => chain(p.slice(here.length + 1), name)).join(" or ")
+    return `; it belongs in ${rel} inside this \`${hereParts[hereParts.length - 1]}\``
+  }
+  return `; it belongs in ${best.map((p) => chain(p, name)).join(" or ")}`
+}
+
 /** Decoded children, plus their order (for blocks where order matters, like `matches`). */
 export interface Decoded<T> {
   readonly fields: Partial<T>
@@ -372,7 +449,13 @@ export const decodeBlock = <T>(parent: Node | ReadonlyArray<Node>, cx: Cx, spec:
     const hit = byName.get(name)
     if (hit === undefined) {
       if (unsupported.includes(name)) cx.error(node, `\`${name}\` is not supported yet`)
-      else cx.error(node, `unknown node \`${name}\` ${where}${hint(name, byName.keys())}`)
+      else {
+        // `timeout` where the block has `timeout-secs`: a unit suffix left out, not a key of another block
+        const canonical = (Object.values(spec.fields) as Array<Field<unknown>>).map((f) => f.names[0])
+        const longer = [...canonical, ...byName.keys()].find((k) => k.startsWith(`${name}-`))
+        const here = hint(name, byName.keys()) || (longer === undefined ? "" : `; did you mean \`${longer}\`?`)
+        cx.error(node, `unknown node \`${name}\` ${where}${here || belongsElsewhere(name, spec.path)}`)
+      }
       continue
     }
     const { key, field } = hit
@@ -400,22 +483,24 @@ export const decodeBlock = <T>(parent: Node | ReadonlyArray<Node>, cx: Cx, spec:
 export const entity = <T, B>(
   kind: string,
   spec: BlockSpec<T>,
-  build: (id: string, fields: Partial<T>, node: Node, cx: Cx) => B | undefined
+  build: (id: string, fields: Partial<T>, node: Node, cx: Cx) => B | undefined,
+  /** `props`: properties `build` reads from the node; `blockOptional`: the `{ ... }` may be left out. */
+  opts: { readonly props?: ReadonlyArray<string>; readonly blockOptional?: boolean } = {}
 ): Field<B> => ({
   names: [kind],
   many: true,
   nested: spec,
   decode: (node, cx) => {
-    if (!shape(node, cx, { args: [1, 1], children: true })) return undefined
+    if (!shape(node, cx, { args: [1, 1], props: opts.props, children: true })) return undefined
     const e = node.getArgumentEntry(0)!
     const id = ident(e.getValue(), e, cx, `${kind} id`)
     if (id === undefined) return undefined
     cx.define(kind, id, e)
-    if (node.children === null) return cx.error(node, `${kind} "${id}" needs a { ... } block`)
+    if (node.children === null && !opts.blockOptional) return cx.error(node, `${kind} "${id}" needs a { ... } block`)
     const outer = cx.owner
     cx.owner = `${kind} "${id}"`
     try {
-      return build(id, decodeBlock(node, cx, spec).fields, node, cx)
+      return build(id, node.children === null ? {} : decodeBlock(node, cx, spec).fields, node, cx)
     } finally {
       cx.owner = outer
     }

@@ -200,6 +200,9 @@ export const encodeKdl = (c: SentinelConfig): string => {
     w.line(`auto-reload ${bool(s.autoReload)}`)
     w.line(`route-cache-size ${s.routeCacheSize}`)
     if (s.pidFile !== undefined) w.line(`pid-file ${kdlString(s.pidFile)}`)
+    if (s.user !== undefined) w.line(`user ${kdlString(s.user)}`)
+    if (s.group !== undefined) w.line(`group ${kdlString(s.group)}`)
+    if (s.workingDirectory !== undefined) w.line(`working-directory ${kdlString(s.workingDirectory)}`)
     w.block("dns", () => {
       w.line(`refresh-secs ${msSecs(s.dns.refreshMs)}`)
       w.line(`timeout-secs ${msSecs(s.dns.timeoutMs)}`)

@@ -66,6 +66,7 @@ const collect = async (mainFile: string, env: Readonly<Record<string, string | u
 
   const visit = async (file: string, stack: ReadonlyArray<string>, from: { cx: Cx; node: Node; pattern: string } | undefined) => {
     const fail = (message: string) => {
+      sink.incomplete = true
       if (from === undefined) sink.errors.push({ file, line: 1, col: 1, message })
       else from.cx.error(from.node, message)
     }
@@ -82,6 +83,7 @@ const collect = async (mainFile: string, env: Readonly<Record<string, string | u
       return fail(`cannot read config file ${file}: ${code ?? (e as Error).message}`)
     }
     if (stack.includes(real)) {
+      sink.incomplete = true
       const chain = [...stack.slice(stack.indexOf(real)), real].map((f) => path.relative(process.cwd(), f) || f)
       from?.cx.error(from.node, `include cycle: ${chain.join(" -> ")}`)
       return
@@ -91,6 +93,7 @@ const collect = async (mainFile: string, env: Readonly<Record<string, string | u
       return
     }
     if (files.length >= maxFiles) {
+      sink.incomplete = true
       from?.cx.error(from.node, `too many config files (more than ${maxFiles})`)
       return
     }
@@ -99,7 +102,10 @@ const collect = async (mainFile: string, env: Readonly<Record<string, string | u
     const parsed = parseKdl(text, file)
     sink.errors.push(...parsed.errors)
     sink.warnings.push(...parsed.warnings)
-    if (parsed.document === undefined) return
+    if (parsed.document === undefined) {
+      sink.incomplete = true
+      return
+    }
     substituteEnv(parsed.document.nodes, file, env, sink.errors)
     const cx = new Cx(file, sink)
     for (const node of parsed.document.nodes) {

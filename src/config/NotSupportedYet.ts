@@ -9,7 +9,6 @@
  */
 export const notSupportedYet: Readonly<Record<string, ReadonlyArray<string>>> = {
   "": ["waf", "namespace", "rate-limits", "cache"],
-  "system": ["daemon", "user", "group", "working-directory"],
   "listeners.listener": ["namespace"],
   "listeners.listener.tls": ["acme"],
   "listeners.listener.tls.sni": ["acme"],
@@ -17,11 +16,16 @@ export const notSupportedYet: Readonly<Record<string, ReadonlyArray<string>>> = 
   "upstreams.upstream.health-check.type": ["service", "endpoint", "expected-models", "readiness"],
   "routes.route": [
     "api-schema", "inference", "cache", "shadow", "fallback", "circuit-breaker", "waf-enabled", "websocket",
-    "websocket-inspection", "service-type", "agents", "agent", "rate-limit"
+    "websocket-inspection", "agents", "agent", "rate-limit"
   ],
   "routes.route.policies": ["rate-limit", "max-body-size", "buffer-requests", "buffer-responses", "cache"],
-  "filters.filter": ["timeout-ms", "inspect-body", "max-body-bytes", "algorithms", "min-size", "level", "database-path"],
-  "agents.agent": ["grpc", "http", "chunk-timeout-ms", "request-body-mode", "response-body-mode", "protocol-version"],
+  "filters.filter": [
+    "timeout-ms", "inspect-body", "max-body-bytes", "algorithms", "min-size", "level", "database-path",
+    // rate-limit `backend "redis"` / `"memcached"` and their settings (shared counters for a fleet)
+    "redis-url", "redis-prefix", "redis-pool-size", "redis-timeout-ms", "redis-fallback", "redis-fallback-local",
+    "memcached-url", "memcached-prefix", "memcached-pool-size", "memcached-timeout-ms", "memcached-fallback", "memcached-ttl"
+  ],
+  "agents.agent": ["grpc", "http", "chunk-timeout-ms"],
   "observability": [],
   "observability.metrics": ["high-cardinality"],
   "observability.logging": ["file"],

@@ -77,6 +77,15 @@ export const SystemConfig = Schema.Struct({
   routeCacheSize: defaulted(Count, () => 1000),
   /** `pid-file`: path to write the primary's pid to. Default: none. */
   pidFile: Schema.optional(Schema.String),
+  /**
+   * `user`: user name (or numeric uid) the process switches to after binding its listeners,
+   * as Sentinel's `system { user }`. Default: none (keep the user it was started as).
+   */
+  user: Schema.optional(Schema.NonEmptyString),
+  /** `group`: group name (or numeric gid) switched to together with `user`. Default: none (the user's, or keep the current). */
+  group: Schema.optional(Schema.NonEmptyString),
+  /** `working-directory`: directory the process changes to at startup. Default: none (stay where started). */
+  workingDirectory: Schema.optional(Schema.NonEmptyString),
   /** `dns { refresh-secs; timeout-secs; max-stale-secs; max-hosts }`: the resolver cache of upstream host names. */
   dns: defaultedStruct(DnsConfig)
 })

@@ -23,10 +23,35 @@ export const loadBalancingAlgorithms = algorithms
 export const LoadBalancingAlgorithm = Schema.Literal(...loadBalancingAlgorithms)
 export type LoadBalancingAlgorithm = typeof LoadBalancingAlgorithm.Type
 
-/** Sentinel algorithms rejected with "not supported yet". */
+/** Sentinel algorithms (and the aliases its parser has for them) rejected with "not supported yet". */
 export const loadBalancingNotSupportedYet: ReadonlyArray<string> = [
-  "adaptive", "least_tokens_queued", "locality_aware", "deterministic_subset"
+  "adaptive", "least_tokens_queued", "leasttokensqueued", "least_tokens", "locality_aware", "localityaware", "locality",
+  "deterministic_subset", "subset", "subsetting"
 ]
+
+/**
+ * Every alias Sentinel's parser (`parse_load_balancing`) has for an algorithm this build
+ * implements. Names are matched case-insensitively with `-` read as `_`, so `Least-Connections`
+ * is `least_connections` (Sentinel would silently run round robin for it) and `sticky-session`
+ * is `sticky_session`.
+ */
+export const loadBalancingAliases: Readonly<Record<string, LoadBalancingAlgorithm>> = {
+  roundrobin: "round_robin",
+  leastconnections: "least_connections",
+  weighted_round_robin: "weighted",
+  iphash: "ip_hash",
+  consistenthash: "consistent_hash",
+  p2c: "power_of_two_choices",
+  peakewma: "peak_ewma",
+  ewma: "peak_ewma",
+  weighted_least_conn: "weighted_least_connections",
+  wlc: "weighted_least_connections",
+  sticky_session: "sticky",
+  stickysession: "sticky"
+}
+
+/** A `load-balancing` name as the decoder compares it: lower case, `-` read as `_`, surrounding blanks ignored. */
+export const normaliseAlgorithmName = (name: string): string => name.trim().toLowerCase().replace(/-/g, "_")
 
 /** Where consistent_hash / maglev take their key from (`hash-key "client-ip"|"path"|"header:<n>"|"cookie:<n>"`). */
 export const HashKey = Schema.Union(

@@ -23,6 +23,9 @@ export interface SystemConfig {
   readonly autoReload: boolean                   // #false
   readonly routeCacheSize: number                // 1000
   readonly pidFile?: string
+  readonly user?: string                         // user "sentinel" (name or numeric uid)
+  readonly group?: string                        // group "sentinel"
+  readonly workingDirectory?: string             // working-directory "/var/lib/sentinel"
   readonly dns: S.DnsConfig
 }
 export interface ListenerConfig {

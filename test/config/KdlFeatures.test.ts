@@ -70,7 +70,7 @@ describe("upstream resilience blocks", () => {
     expect(errs(U(`health-check { type "grpc"; interval-secs 0; expected-status 200; };`))).toEqual([
       "t.kdl:2:62: health-check `type` \"grpc\" is not supported yet",
       "t.kdl:2:84: `interval-secs` must be greater than 0",
-      "t.kdl:2:87: unknown node `expected-status` in `health-check`"
+      "t.kdl:2:87: unknown node `expected-status` in `health-check`; it belongs in `type { expected-status ... }` inside this `health-check`"
     ])
     expect(errs(U(`health-check { type "http" { path "x"; expected-status 99; }; };`))).toEqual([
       "t.kdl:2:76: `path` must start with \"/\" and contain no spaces or control characters, got \"x\"",
@@ -79,7 +79,7 @@ describe("upstream resilience blocks", () => {
     expect(errs(U(`health-check { type "tcp" { }; };`))).toEqual(["t.kdl:2:57: `type \"tcp\"` takes no { ... } block"])
     expect(errs(U(`circuit-breaker { failure-threshold 0; timeout "1s"; };`))).toEqual([
       "t.kdl:2:78: `failure-threshold` must be at least 1, got 0",
-      "t.kdl:2:81: unknown node `timeout` in `circuit-breaker`"
+      "t.kdl:2:81: unknown node `timeout` in `circuit-breaker`; did you mean `timeout-seconds`?"
     ])
     expect(errs(U(`passive-health { failure-ratio 1.5; }; retry-budget { ratio -1; };`))).toEqual([
       "t.kdl:2:73: `failure-ratio` must be at most 1, got 1.5",

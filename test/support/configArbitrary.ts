@@ -300,6 +300,9 @@ export const arbitraryConfig: fc.Arbitrary<SentinelConfig> = fc
         autoReload: fc.boolean(),
         routeCacheSize: count(),
         pidFile: opt(text),
+        user: opt(fc.constantFrom("sentinel", "www-data", "nobody", "1000", "svc.proxy")),
+        group: opt(fc.constantFrom("sentinel", "www-data", "nogroup", "1000")),
+        workingDirectory: opt(text.filter((t) => t !== "")),
         dns: fc.record({ refreshMs: ms(), timeoutMs: ms(), maxStaleMs: count(3_600_000), maxHosts: positive() })
       }).map(compact),
       listeners,

@@ -12,6 +12,7 @@ import {
   oneOf, positive, positiveMs, scalar, shape, str
 } from "../KdlDecoder.js"
 import { circuitBreakerSpec } from "./Resilience.js"
+import { hint } from "../ConfigIssue.js"
 
 /** sun_path is 108 bytes on Linux (104 on macOS) including the terminating NUL. */
 const maxSocketPath = 103
@@ -103,11 +104,56 @@ const configField = custom("config", (node, cx) => {
 
 // --- agent ---------------------------------------------------------------------------
 
-type AgentFields = Omit<AgentConfig, "id" | "type">
+/**
+ * `protocol-version`: this build speaks agent protocol v2 only (Sentinel ignores the key, with a
+ * deprecation warning, since all its agents use v2). `2`, `"2"` and `"v2"` are accepted; any
+ * other version is refused, since an agent written for it would not understand us.
+ */
+const protocolVersion: Val<2> = (v, at, cx, what) => {
+  if (v === 2 || (typeof v === "string" && /^\s*v?2\s*$/i.test(v))) return 2
+  const shown = typeof v === "string" ? JSON.stringify(v) : String(v)
+  return cx.error(at, `${what} ${shown} is not supported: this proxy speaks agent protocol v2 only (write \`protocol-version 2\` or leave it out)`)
+}
+
+/**
+ * `request-body-mode` / `response-body-mode`: agents here get bodies buffered (up to
+ * `max-request-body-bytes` / `max-response-body-bytes`), Sentinel's default "buffer" mode.
+ * Its "stream" and "hybrid" modes are not supported yet.
+ */
+const bodyMode: Val<"buffer"> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  const n = s.trim().toLowerCase()
+  if (n === "buffer") return "buffer"
+  if (n === "stream" || n === "hybrid" || n.startsWith("hybrid:")) {
+    return cx.error(at, `${what} ${JSON.stringify(s)} is not supported yet (agents get the body buffered: "buffer")`)
+  }
+  return cx.error(at, `${what} must be "buffer", got ${JSON.stringify(s)}${hint(n, ["buffer", "stream", "hybrid"])}`)
+}
+
+const agentType: Val<string> = (v, at, cx, what) => {
+  const s = nonEmpty(v, at, cx, what)
+  if (s === undefined) return undefined
+  return /^[A-Za-z0-9_.-]{1,64}$/.test(s) ? s : cx.error(at, `${what} must be a short label (letters, digits, "-", "_", "."), got ${JSON.stringify(s)}`)
+}
+
+type AgentFields = Omit<AgentConfig, "id" | "type"> & {
+  /** `type "waf"` as a child node (also accepted as the `type=` property). */
+  readonly type: string
+  /** Checked only (always 2 here). */
+  readonly protocolVersion: 2
+  /** Checked only (always "buffer" here). */
+  readonly requestBodyMode: "buffer"
+  readonly responseBodyMode: "buffer"
+}
 
 export const agentSpec: BlockSpec<AgentFields> = {
   path: "agents.agent",
   fields: {
+    type: scalar("type", agentType),
+    protocolVersion: scalar("protocol-version", protocolVersion),
+    requestBodyMode: scalar("request-body-mode", bodyMode),
+    responseBodyMode: scalar("response-body-mode", bodyMode),
     socketPath: unixSocketField,
     events: list("events", event),
     timeoutMs: scalar("timeout-ms", positiveMs(1)),
@@ -131,13 +177,7 @@ export const agentSpec: BlockSpec<AgentFields> = {
   }
 }
 
-const agentType: Val<string> = (v, at, cx, what) => {
-  const s = nonEmpty(v, at, cx, what)
-  if (s === undefined) return undefined
-  return /^[A-Za-z0-9_.-]{1,64}$/.test(s) ? s : cx.error(at, `${what} must be a short label (letters, digits, "-", "_", "."), got ${JSON.stringify(s)}`)
-}
-
-/** `agent "<id>" [type="waf"] { ... }` (like `entity`, plus the `type` property). */
+/** `agent "<id>" [type="waf"] { ... }` (like `entity`, plus the `type` property; `type "waf"` may also be a child). */
 export const agentField = custom("agent", (node, cx): unknown => {
   if (!shape(node, cx, { args: [1, 1], props: ["type"], children: true })) return undefined
   const e = node.getArgumentEntry(0)!
@@ -150,18 +190,22 @@ export const agentField = custom("agent", (node, cx): unknown => {
   const outer = cx.owner
   cx.owner = `agent "${id}"`
   try {
-    const f = decodeBlock(node, cx, agentSpec).fields
+    const { type: childType, protocolVersion: _v, requestBodyMode: _rq, responseBodyMode: _rs, ...f } = decodeBlock(node, cx, agentSpec).fields
+    const typeChild = node.children.nodes.find((n) => n.getName() === "type")
+    if (t !== undefined && typeChild !== undefined) {
+      return cx.error(typeChild, `agent "${id}" has \`type\` both as a property and as a child; write it once`)
+    }
     if (f.socketPath === undefined) {
       if (!node.children.nodes.some((n) => n.getName() === "unix-socket")) {
         cx.error(node, `agent "${id}" needs a \`unix-socket "/path/to/agent.sock"\``)
       }
       return undefined
     }
-    if (t !== undefined && type === undefined) return undefined
+    if ((t !== undefined && type === undefined) || (typeChild !== undefined && childType === undefined)) return undefined
     const base = f.reconnectBaseMs ?? 100
     const max = f.reconnectMaxMs ?? 5000
     if (max < base) return cx.error(node, `agent "${id}": \`reconnect-max-ms\` (${max}) must not be less than \`reconnect-base-ms\` (${base})`)
-    return compact({ id, type, ...f })
+    return compact({ id, type: type ?? childType, ...f })
   } finally {
     cx.owner = outer
   }

@@ -16,6 +16,7 @@ import {
   nullable, num, oneOf, positive, scalar, shape, status, str
 } from "../KdlDecoder.js"
 import { flattenHeaderOps, headerName, pairs, removeField, token } from "./Routes.js"
+import { hint } from "../ConfigIssue.js"
 
 
 const headerValue: Val<string> = (v, at, cx, what) => {
@@ -43,6 +44,20 @@ const method: Val<string> = (v, at, cx, what) => {
   if (s === undefined) return undefined
   return token.test(s) ? s.toUpperCase() : cx.error(at, `${what} ${JSON.stringify(s)} is not a valid HTTP method`)
 }
+/**
+ * Rate-limit `backend`: where the counters live. "local" (in this process, the default) is the
+ * only one here; Sentinel's "redis" and "memcached" (shared by a fleet) are not supported yet.
+ */
+const rateLimitBackend: Val<"local"> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  const n = s.trim().toLowerCase()
+  if (n === "local") return "local"
+  if (n === "redis" || n === "memcached" || n === "memcache") {
+    return cx.error(at, `${what} ${JSON.stringify(s)} is not supported yet (counters are per process; use "local" or leave \`backend\` out)`)
+  }
+  return cx.error(at, `${what} must be "local", got ${JSON.stringify(s)}${hint(n, ["local", "redis", "memcached"])}`)
+}
 const secsNumber = num({ min: 0, max: 365 * 86400, exclusiveMin: true })
 
 /** Every key any filter type reads (the cors and security-headers keys are their modules' configs). */
@@ -61,6 +76,7 @@ interface FilterFields extends CorsConfig, SecurityHeadersConfig {
   readonly message: string
   readonly maxDelayMs: number
   readonly maxKeys: number
+  readonly backend: "local"
   readonly scheme: "http" | "https"
   readonly hostname: string
   readonly port: number
@@ -90,6 +106,7 @@ export const filterSpec: BlockSpec<FilterFields> = {
     message: scalar("message", str),
     maxDelayMs: scalar("max-delay-ms", millis),
     maxKeys: scalar("max-keys", positive),
+    backend: scalar("backend", rateLimitBackend),
     allowedOrigins: list("allowed-origins", nonEmpty),
     allowedMethods: list("allowed-methods", method),
     allowedHeaders: list("allowed-headers", (v, at, cx, what) => (v === "*" ? "*" : headerName(v, at, cx, what))),
@@ -128,7 +145,7 @@ export const filterSpec: BlockSpec<FilterFields> = {
 /** Keys each type accepts (besides `type`). */
 const keysOf: Record<FilterType, ReadonlyArray<keyof FilterFields>> = {
   headers: ["phase", "rename", "set", "add", "remove"],
-  "rate-limit": ["maxRps", "burst", "key", "onLimit", "statusCode", "message", "maxDelayMs", "maxKeys"],
+  "rate-limit": ["maxRps", "burst", "key", "onLimit", "statusCode", "message", "maxDelayMs", "maxKeys", "backend"],
   cors: ["allowedOrigins", "allowedMethods", "allowedHeaders", "exposeHeaders", "allowCredentials", "maxAgeSecs"],
   redirect: ["statusCode", "scheme", "hostname", "port", "replaceFullPath", "replacePrefixMatch"],
   "url-rewrite": ["hostname", "replaceFullPath", "replacePrefixMatch"],
@@ -218,7 +235,8 @@ const build = (id: string, f: Partial<FilterFields>, node: Node, cx: Cx): Filter
       break
     default: {
       // rate-limit, cors, security-headers: the schema fills the defaults
-      const picked = Object.fromEntries(allowed.map((k) => [k, f[k]]))
+      // `backend "local"` is what this build always does: checked, nothing to carry into the model
+      const picked = Object.fromEntries(allowed.filter((k) => k !== "backend").map((k) => [k, f[k]]))
       out = compact({ id, type, ...picked }) as unknown as FilterConfig
     }
   }

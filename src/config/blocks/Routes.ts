@@ -113,6 +113,25 @@ const headerValueStr: Val<string> = (v, at, cx, what) => {
   return /[\r\n\0]/.test(s) ? cx.error(at, `${what} must not contain CR, LF or NUL`) : s
 }
 
+/**
+ * `fallback`: the file served when the requested one does not exist (an SPA's shell). Written as
+ * Sentinel documents it, a name relative to `root` (`fallback "index.html"`), or as a URL path
+ * (`"/index.html"`); both mean the file `index.html` under `root`. The model keeps the URL path
+ * the handler resolves under `root` ("/" + the name, each segment percent-encoded), so a name
+ * with a space or `%` still names that file. `..` segments are refused: the file stays under root.
+ */
+const fallbackPath: Val<string> = (v, at, cx, what) => {
+  const s = nonEmpty(v, at, cx, what)
+  if (s === undefined) return undefined
+  if (s.startsWith("/")) return urlPath(s, at, cx, what)
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x1f\x7f\\]/.test(s)) return cx.error(at, `${what} must be a file name under \`root\` without control characters or "\\", got ${JSON.stringify(s)}`)
+  const segments = s.split("/").filter((x) => x !== "" && x !== ".")
+  if (segments.includes("..")) return cx.error(at, `${what} must name a file under \`root\` (no ".." segments), got ${JSON.stringify(s)}`)
+  if (segments.length === 0) return cx.error(at, `${what} must name a file under \`root\`, got ${JSON.stringify(s)}`)
+  return "/" + segments.map(encodeURIComponent).join("/")
+}
+
 export const staticFilesSpec: BlockSpec<StaticFilesConfig> = {
   path: "routes.route.static-files",
   fields: {
@@ -122,7 +141,7 @@ export const staticFilesSpec: BlockSpec<StaticFilesConfig> = {
     cacheControl: scalar("cache-control", headerValueStr),
     compress: scalar("compress", bool),
     compressMinSize: scalar("compress-min-size", bytes),
-    fallback: scalar("fallback", urlPath),
+    fallback: scalar("fallback", fallbackPath),
     allowDotfiles: scalar("allow-dotfiles", bool)
   }
 }
@@ -158,10 +177,24 @@ const one = (name: string, build: (s: string) => RouteMatch, val: Val<string> = 
     return s === undefined ? undefined : build(s)
   }, { many: true })
 
+/**
+ * `header "X-Api" "v1"`, or with properties as Sentinel's docs write it: `header name="X-Api"
+ * value="v1"` (each of name and value as an argument or a property, not both; value optional:
+ * then the header or parameter only has to be present).
+ */
 const nameValue = (name: string, tag: "Header" | "QueryParam", nameVal: Val<string>) =>
   custom(name, (node, cx): RouteMatch | undefined => {
-    if (!shape(node, cx, { args: [1, 2] })) return undefined
-    const [n, v] = node.getArgumentEntries()
+    const args = node.getArgumentEntries()
+    const np = node.getPropertyEntry("name")
+    const vp = node.getPropertyEntry("value")
+    if (np === undefined && args.length === 0) {
+      shape(node, cx, { args: [0, 0], props: ["name", "value"] })
+      return cx.error(node, `\`${name}\` needs a name: \`${name} "X-Name"\` or \`${name} name="X-Name"\``)
+    }
+    const range: readonly [number, number] = np !== undefined ? [0, 0] : vp !== undefined ? [1, 1] : [1, 2]
+    if (!shape(node, cx, { args: range, props: ["name", "value"] })) return undefined
+    const n = np ?? args[0]
+    const v = vp ?? (np === undefined ? args[1] : undefined)
     const nm = nameVal(n.getValue(), n, cx, `\`${name}\` name`)
     const value = v === undefined ? undefined : str(v.getValue(), v, cx, `\`${name}\` value`)
     if (nm === undefined || (v !== undefined && value === undefined)) return undefined
@@ -216,7 +249,8 @@ const matchesField = custom("matches", (node: Node, cx: Cx): ReadonlyArray<Route
 
 const priority: Val<number> = (v, at, cx, what) => {
   if (typeof v === "string") {
-    const p = namedPriorities[v as keyof typeof namedPriorities]
+    // case-insensitive, as Sentinel's `parse_priority` ("HIGH", "Critical")
+    const p = Object.hasOwn(namedPriorities, v.toLowerCase()) ? namedPriorities[v.toLowerCase() as keyof typeof namedPriorities] : undefined
     if (p !== undefined) return p
     return cx.error(at, `${what} must be "low", "normal", "high", "critical" or an integer, got ${JSON.stringify(v)}${hint(v, Object.keys(namedPriorities))}`)
   }
@@ -224,7 +258,40 @@ const priority: Val<number> = (v, at, cx, what) => {
   return Number.isSafeInteger(v) ? v : cx.error(at, `${what} is too large (integers must be below 2^53)`)
 }
 
+/** Sentinel's spellings of builtin handlers besides ours (`builtin-handler "not_found"`); `_` reads as `-`. */
+export const builtinHandlerName = (s: string): string => s.trim().toLowerCase().replace(/_/g, "-")
+
+const builtinHandler: Val<BuiltinHandler> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  const n = builtinHandlerName(s)
+  if ((BuiltinHandler.literals as ReadonlyArray<string>).includes(n)) return n as BuiltinHandler
+  if (builtinHandlersNotSupportedYet.includes(n)) return cx.error(at, `${what} ${JSON.stringify(s)} is not supported yet`)
+  return cx.error(at, `${what} must be one of ${BuiltinHandler.literals.map((h) => `"${h}"`).join(", ")}, got ${JSON.stringify(s)}${hint(n, BuiltinHandler.literals)}`)
+}
+
+/**
+ * `service-type`: Sentinel infers a route's type from what it does and ignores this key. Here it
+ * is a check: accepted when it agrees with the route (`static` with `static-files`, `builtin`
+ * with `builtin-handler`, `web` or `api` with `upstream`), an error when it contradicts it.
+ */
+export const serviceTypes = ["web", "api", "static", "builtin"] as const
+export type ServiceType = (typeof serviceTypes)[number]
+
+const serviceType: Val<ServiceType> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  const n = s.trim().toLowerCase()
+  if ((serviceTypes as ReadonlyArray<string>).includes(n)) return n as ServiceType
+  if (n === "inference") return cx.error(at, `${what} "inference" is not supported yet (no inference routing in this build)`)
+  return cx.error(at, `${what} must be one of ${serviceTypes.map((t) => `"${t}"`).join(", ")}, got ${JSON.stringify(s)}${hint(n, serviceTypes)}`)
+}
+
+/** The service types a route with this target may declare. */
+const serviceTypesFor = { upstream: ["web", "api"], "builtin-handler": ["builtin"], "static-files": ["static"] } as const
+
 interface RouteFields {
+  readonly serviceType: ServiceType
   readonly priority: number
   readonly matches: ReadonlyArray<RouteMatch>
   readonly upstream: string
@@ -238,6 +305,7 @@ interface RouteFields {
 export const routeSpec: BlockSpec<RouteFields> = {
   path: "routes.route",
   fields: {
+    serviceType: scalar("service-type", serviceType),
     priority: scalar("priority", priority),
     matches: matchesField,
     upstream: custom("upstream", (node, cx) => {
@@ -250,7 +318,7 @@ export const routeSpec: BlockSpec<RouteFields> = {
     builtinHandler: custom("builtin-handler", (node, cx) => {
       if (!shape(node, cx, { args: [1, 1] })) return undefined
       const e = node.getArgumentEntry(0)!
-      const h = oneOf(BuiltinHandler.literals, { notSupported: builtinHandlersNotSupportedYet })(e.getValue(), e, cx, "`builtin-handler`")
+      const h = builtinHandler(e.getValue(), e, cx, "`builtin-handler`")
       if (h === "config") {
         cx.need("admin-listener", e, "builtin-handler \"config\" is served only on admin listeners; add `admin #true` to a listener (bound to a private address)")
       }
@@ -272,6 +340,15 @@ export const routeField = entity("route", routeSpec, (id, f, node, cx) => {
   if (targets.length === 0) {
     return cx.error(node, `route "${id}" needs an \`upstream\`, a \`builtin-handler\` or \`static-files\``)
   }
+  const { serviceType: declared, ...fields } = f
+  const target = targets[0] as keyof typeof serviceTypesFor
+  const fits: ReadonlyArray<ServiceType> = serviceTypesFor[target]
+  if (declared !== undefined && !fits.includes(declared)) {
+    const needs = declared === "static" ? "`static-files { root ... }`" : declared === "builtin" ? "a `builtin-handler`" : "an `upstream`"
+    const at = node.children?.nodes.find((c) => c.getName() === "service-type") ?? node
+    return cx.error(at, `route "${id}": \`service-type "${declared}"\` contradicts the route's \`${target}\`: a ${declared} route has ${needs}` +
+      ` (for this route write ${fits.map((t) => `"${t}"`).join(" or ")}, or leave \`service-type\` out: it is inferred)`)
+  }
   const filters = (f.filters as unknown as ReadonlyArray<ReadonlyArray<string>> | undefined)?.flat()
   if (filters !== undefined) {
     const seen = new Set<string>()
@@ -280,7 +357,7 @@ export const routeField = entity("route", routeSpec, (id, f, node, cx) => {
       seen.add(x)
     }
   }
-  return compact({ id, ...f, filters })
+  return compact({ id, ...fields, filters })
 })
 
 export const routesSpec: BlockSpec<{ route: ReadonlyArray<unknown> }> = {

@@ -1,7 +1,7 @@
 /** `upstreams { upstream "id" { ... } }`: the origins requests are forwarded to. */
 import {
-  type HashKey, type HttpVersionConfig, type LoadBalancingAlgorithm, loadBalancingAlgorithms, loadBalancingNotSupportedYet,
-  type StickyConfig, type UpstreamConfig, type UpstreamTlsConfig
+  type HashKey, type HttpVersionConfig, type LoadBalancingAlgorithm, loadBalancingAlgorithms, loadBalancingAliases,
+  loadBalancingNotSupportedYet, normaliseAlgorithmName, type StickyConfig, type UpstreamConfig, type UpstreamTlsConfig
 } from "../Schema.js"
 import {
   type BlockSpec, type Cx, type Val, block, bool, compact, count, custom, decodeBlock, entity, hostPort, int, many,
@@ -9,6 +9,7 @@ import {
 } from "../KdlDecoder.js"
 import { circuitBreakerSpec, healthCheckSpec, passiveHealthSpec, retryBudgetSpec } from "./Resilience.js"
 import type { Node } from "@bgotink/kdl"
+import { hint } from "../ConfigIssue.js"
 
 interface TargetInput {
   readonly address: string
@@ -21,32 +22,55 @@ const targetAddress: Val<string> = (v, at, cx) => {
   return s !== undefined && hostPort(s, at, cx, "target address") !== undefined ? s : undefined
 }
 
-export const targetBlockSpec: BlockSpec<TargetInput> = {
+/** `weight=N` on `node`, if written: undefined when absent, null when it does not decode. */
+const weightProp = (node: Node, cx: Cx): number | null | undefined => {
+  const w = node.getPropertyEntry("weight")
+  return w === undefined ? undefined : positive(w.getValue(), w, cx, "`weight`") ?? null
+}
+
+/** `address "host:port"` (with an optional `weight=N`, as Sentinel's docs write it) inside `target { }`. */
+const targetAddressField = custom("address", (node, cx): { address: string; weight?: number } | undefined => {
+  if (!shape(node, cx, { args: [1, 1], props: ["weight"] })) return undefined
+  const a = node.getArgumentEntry(0)!
+  const address = targetAddress(a.getValue(), a, cx, "target address")
+  const weight = weightProp(node, cx)
+  if (address === undefined || weight === null) return undefined
+  return compact({ address, weight })
+})
+
+export const targetBlockSpec: BlockSpec<{ address: { address: string; weight?: number }; weight: number }> = {
   path: "upstreams.upstream.target",
   fields: {
-    address: scalar("address", targetAddress),
+    address: targetAddressField,
     weight: scalar("weight", positive)
   }
 }
 
-/** `target "host:port" weight=N` or `target { address "host:port"; weight N }`. */
+/**
+ * Every target form Sentinel's `parse_upstream_targets` accepts: the address as the argument
+ * (`target "h:80"`), as a property (`target address="h:80"`) or as a child (`target { address
+ * "h:80" }`); the weight as a property (`weight=2`, also on the `address` child) or as a child
+ * (`target "h:80" { weight 2 }`). Each may be written once: two addresses or two weights are an error.
+ */
 const decodeTarget = (node: Node, cx: Cx): TargetInput | undefined => {
-  if (node.children !== null) {
-    if (!shape(node, cx, { args: [0, 0], children: true })) return undefined
-    const f = decodeBlock(node, cx, targetBlockSpec).fields
-    if (f.address === undefined) {
-      if (!node.children.nodes.some((n) => n.getName() === "address")) cx.error(node, "`target` needs an `address`")
-      return undefined
-    }
-    return compact({ address: f.address, weight: f.weight })
-  }
-  if (!shape(node, cx, { args: [1, 1], props: ["weight"] })) return undefined
-  const a = node.getArgumentEntry(0)!
-  const address = targetAddress(a.getValue(), a, cx, "target address")
-  const w = node.getPropertyEntry("weight")
-  const weight = w === undefined ? undefined : positive(w.getValue(), w, cx, "`weight`")
-  if (address === undefined || (w !== undefined && weight === undefined)) return undefined
-  return compact({ address, weight })
+  if (!shape(node, cx, { args: [0, 1], props: ["address", "weight"], children: true })) return undefined
+  const fields = node.children === null ? {} : decodeBlock(node, cx, targetBlockSpec).fields
+  const inner = fields.address
+  const arg = node.getArgumentEntry(0)
+  const prop = node.getPropertyEntry("address")
+  const written = (n: string) => node.children?.nodes.some((c) => c.getName() === n) ?? false
+  const addresses = [arg, prop, written("address") ? "child" : undefined].filter((x) => x !== undefined)
+  if (addresses.length > 1) return cx.error(node, "`target` has more than one address (argument, `address=` property, `address` child); write it once")
+  if (addresses.length === 0) return cx.error(node, "`target` needs an address: `target \"host:port\"`")
+  const weights = [node.getPropertyEntry("weight"), inner?.weight, written("weight") ? "child" : undefined]
+    .filter((x) => x !== undefined)
+  if (weights.length > 1) return cx.error(node, "`target` has more than one `weight`; write it once")
+  const topWeight = weightProp(node, cx)
+  const e = arg ?? prop
+  const address = e !== undefined ? targetAddress(e.getValue(), e, cx, "target address") : inner?.address
+  if (address === undefined || topWeight === null) return undefined
+  if (written("weight") && fields.weight === undefined) return undefined
+  return compact({ address, weight: topWeight ?? inner?.weight ?? fields.weight })
 }
 
 const targetField = many(custom("target", decodeTarget, { nested: targetBlockSpec }))
@@ -79,14 +103,24 @@ export const connectionPoolSpec: BlockSpec<UpstreamConfig["connectionPool"]> = {
   }
 }
 
-const aliases = {
-  weighted_round_robin: "weighted",
-  "weighted-round-robin": "weighted",
-  p2c: "power_of_two_choices",
-  wlc: "weighted_least_connections"
-} as const
-
-const algorithm = oneOf(loadBalancingAlgorithms, { aliases, notSupported: loadBalancingNotSupportedYet })
+/**
+ * `load-balancing "<name>"`: case-insensitive, `-` and `_` alike, with every alias of Sentinel's
+ * parser (`loadBalancingAliases`). Sentinel turns any other name into round robin; here an
+ * unknown name is an error with a did-you-mean, and Sentinel's algorithms this build lacks say
+ * "not supported yet".
+ */
+const algorithm: Val<LoadBalancingAlgorithm> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  const n = normaliseAlgorithmName(s)
+  if ((loadBalancingAlgorithms as ReadonlyArray<string>).includes(n)) return n as LoadBalancingAlgorithm
+  const alias = loadBalancingAliases[n]
+  if (alias !== undefined) return alias
+  if (loadBalancingNotSupportedYet.includes(n)) return cx.error(at, `${what} ${JSON.stringify(s)} is not supported yet`)
+  const names = [...loadBalancingAlgorithms, ...Object.keys(loadBalancingAliases)]
+  return cx.error(at,
+    `${what} must be one of ${loadBalancingAlgorithms.map((a) => `"${a}"`).join(", ")} (or an alias such as "p2c", "wlc"), got ${JSON.stringify(s)}${hint(n, names)}`)
+}
 
 const token = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 
@@ -271,7 +305,14 @@ export const upstreamSpec: BlockSpec<UpstreamFields> = {
 }
 
 export const upstreamField = entity("upstream", upstreamSpec, (id, f, node, cx) => {
-  const targets = [...(f.target ?? []).flat(), ...(f.targets ?? []).flat(), ...(f.address ?? []).flat()]
+  // Sentinel's single-target shorthand also reads `address=` on the upstream node itself
+  const prop = node.getPropertyEntry("address")
+  const propTarget = prop === undefined ? undefined : targetAddress(prop.getValue(), prop, cx, "target address")
+  if (prop !== undefined && propTarget === undefined) return undefined
+  const targets = [
+    ...(propTarget === undefined ? [] : [{ address: propTarget }]),
+    ...(f.target ?? []).flat(), ...(f.targets ?? []).flat(), ...(f.address ?? []).flat()
+  ]
   if (targets.length === 0) {
     const written = node.children?.nodes.some((n) => ["target", "targets", "address"].includes(n.getName()))
     if (!written) cx.error(node, `upstream "${id}" needs at least one \`target\``)
@@ -290,7 +331,7 @@ export const upstreamField = entity("upstream", upstreamSpec, (id, f, node, cx) 
     tls: f.tls,
     httpVersion: f.httpVersion
   })
-})
+}, { props: ["address"], blockOptional: true })
 
 export const upstreamsSpec: BlockSpec<{ upstream: ReadonlyArray<unknown> }> = {
   path: "upstreams",

@@ -25,12 +25,21 @@ import { runCluster, type ClusterEvent } from "./server/Cluster.js"
 import { startMetricsListenerUnscoped, type MetricsListenerHandle } from "./server/MetricsListener.js"
 import { VERSION } from "./Version.js"
 
+/**
+ * `run --listen --upstream`: one listener, one upstream, and the proxy's own `/health` and
+ * `/status` answered locally (as `config/sentinel.kdl` does, and as a user of a one-line
+ * proxy expects), everything else forwarded.
+ */
 const quickConfig = (listen: string, upstream: string): SentinelConfig => {
   const url = new URL(upstream.includes("://") ? upstream : `http://${upstream}`)
   return makeConfig({
     listeners: [{ id: "quick", address: listen }],
     upstreams: [{ id: "upstream", targets: [{ address: url.host }] }],
-    routes: [{ id: "all", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "upstream" }]
+    routes: [
+      { id: "health", priority: 1000, matches: [{ _tag: "Path", path: "/health" }], builtinHandler: "health" },
+      { id: "status", priority: 100, matches: [{ _tag: "Path", path: "/status" }], builtinHandler: "status" },
+      { id: "all", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "upstream" }
+    ]
   } as never)
 }
 

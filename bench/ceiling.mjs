@@ -1,5 +1,5 @@
 // The Node ceiling: node:http + one undici Pool, Pool.stream, hop-by-hop stripped, nothing else.
-// Same as ../shared/bench/peers/node-ceiling.js, with the project's own undici.
+// The same ceiling the side-by-side comparisons in bench/README.md use, with the project's own undici.
 import http from "node:http"
 import { Pool } from "undici"
 

@@ -31,7 +31,8 @@ Usage:
                                     resolve and accept TCP, certificates load, agent sockets answer
   sentinel lint -c FILE             best-practice warnings (always exit 0 if the config parses)
   sentinel run --listen HOST:PORT --upstream URL
-                                    proxy everything on one listener to one upstream (no config file)
+                                    proxy everything on one listener to one upstream (no config
+                                    file); /health and /status are answered by the proxy itself
   sentinel --version | --help
 
 Options:

@@ -25,17 +25,47 @@ import { runCluster, type ClusterEvent } from "./server/Cluster.js"
 import { startMetricsListenerUnscoped, type MetricsListenerHandle } from "./server/MetricsListener.js"
 import { VERSION } from "./Version.js"
 
+/**
+ * `run --listen --upstream`: one listener, one upstream, and the proxy's own `/health` and
+ * `/status` answered locally (as `config/sentinel.kdl` does, and as a user of a one-line
+ * proxy expects), everything else forwarded.
+ */
 const quickConfig = (listen: string, upstream: string): SentinelConfig => {
   const url = new URL(upstream.includes("://") ? upstream : `http://${upstream}`)
   return makeConfig({
     listeners: [{ id: "quick", address: listen }],
     upstreams: [{ id: "upstream", targets: [{ address: url.host }] }],
-    routes: [{ id: "all", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "upstream" }]
+    routes: [
+      { id: "health", priority: 1000, matches: [{ _tag: "Path", path: "/health" }], builtinHandler: "health" },
+      { id: "status", priority: 100, matches: [{ _tag: "Path", path: "/status" }], builtinHandler: "status" },
+      { id: "all", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "upstream" }
+    ]
   } as never)
 }
 
+/**
+ * A line of the process's own (start, signals, stop, failures) on stderr, in the error log's
+ * JSON format: in `run` every line the process writes is one JSON object. Written at once
+ * (stderr is synchronous for files and pipes), so a line before `process.exit` is not lost.
+ */
 const stderrLine = (level: "info" | "warn" | "error", message: string, fields: Record<string, unknown> = {}) =>
   process.stderr.write(`${formatErrorLine(level, message, { pid: process.pid, ...fields })}\n`)
+
+/** Each line of a multi-line report (config problems, TLS problems) as its own JSON line. */
+const stderrLines = (level: "warn" | "error", text: string, fields: Record<string, unknown> = {}) => {
+  for (const line of text.split("\n")) if (line.trim() !== "") stderrLine(level, line, fields)
+}
+
+/**
+ * Node's own warnings (deprecations, MaxListeners, ...) as JSON lines instead of its
+ * `(node:PID) Warning: ...` text: its default printer is replaced, for `run` only.
+ */
+const jsonWarnings = (): void => {
+  process.removeAllListeners("warning")
+  process.on("warning", (w: Error & { code?: string }) =>
+    stderrLine("warn", w.message, { warning: w.name, ...(w.code !== undefined ? { code: w.code } : {}) })
+  )
+}
 
 // ---------------------------------------------------------------------------
 // One proxy process (single mode, or one cluster worker)
@@ -177,7 +207,7 @@ const startProxy = async (
 const runSingle = (loaded: Pick<Loaded, "config" | "files" | "warnings">, file: string | undefined): void => {
   const started = startProxy(loaded, file, { serveMetrics: true })
   started.catch((e: unknown) => {
-    process.stderr.write(`sentinel: ${e instanceof Error ? e.message : String(e)}\n`)
+    stderrLine("error", `not started: ${e instanceof Error ? e.message : String(e)}`)
     process.exit(1)
   })
   // Handlers go in before the proxy is up: a signal during start-up waits for it instead of
@@ -192,16 +222,16 @@ const runSingle = (loaded: Pick<Loaded, "config" | "files" | "warnings">, file: 
     lastSignal = now
     signals++
     if (signals > 1) {
-      process.stderr.write(`sentinel: second ${sig}, exiting now\n`)
+      stderrLine("warn", `second ${sig}, exiting now`, { signal: sig })
       process.exit(1)
     }
-    process.stderr.write(`sentinel: ${sig} received, draining (up to the graceful shutdown timeout)\n`)
+    stderrLine("info", `${sig} received, draining (up to the graceful shutdown timeout)`, { signal: sig })
     started
       .then((proxy) => proxy.shutdown())
       .then(
         () => process.exit(0),
         (e: unknown) => {
-          process.stderr.write(`sentinel: shutdown failed: ${String(e)}\n`)
+          stderrLine("error", `shutdown failed: ${String(e)}`)
           process.exit(1)
         }
       )
@@ -275,12 +305,13 @@ const load = (file: string): Promise<Either.Either<Loaded, string>> =>
   )
 
 const runCommand = (command: Extract<Command, { _tag: "Run" }>): void => {
+  jsonWarnings()
   if (command.quick !== undefined) {
     let config: SentinelConfig
     try {
       config = quickConfig(command.quick.listen, command.quick.upstream)
     } catch (err) {
-      process.stderr.write(`sentinel: ${(err as Error).message}\n`)
+      stderrLine("error", `not started: ${(err as Error).message}`)
       process.exit(2)
     }
     return runSingle({ config, files: [], warnings: [] }, undefined)
@@ -288,14 +319,16 @@ const runCommand = (command: Extract<Command, { _tag: "Run" }>): void => {
   if (cluster.isWorker) return runWorker(command.config)
   load(command.config).then((result) => {
     if (Either.isLeft(result)) {
-      process.stderr.write(`${result.left}\nsentinel: not started, configuration invalid: ${command.config}\n`)
+      stderrLines("error", result.left, { config: command.config })
+      stderrLine("error", "not started: configuration invalid", { config: command.config })
       process.exit(1)
     }
     const loaded = result.right
     // Certificates that do not load (or a key that does not match) never start a listener half-configured.
     const tlsProblems = listenerTlsProblems(loaded.config)
     if (tlsProblems.length > 0) {
-      process.stderr.write(`${tlsProblems.map(escapeText).join("\n")}\nsentinel: not started, TLS certificates invalid: ${command.config}\n`)
+      for (const problem of tlsProblems) stderrLine("error", escapeText(problem), { config: command.config })
+      stderrLine("error", "not started: TLS certificates invalid", { config: command.config })
       process.exit(1)
     }
     // Workers get the heap flag through execArgv: no re-exec needed for the primary.

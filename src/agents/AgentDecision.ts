@@ -7,6 +7,7 @@ import type { AgentEvent, FailureMode } from "./AgentConfig.js"
 import { PROTECTED_HEADERS } from "./AgentHeaders.js"
 import type { AgentFailure } from "./AgentRuntime.js"
 import type { AgentResponse, Decision, HeaderOp } from "./Protocol.js"
+import { errorBody } from "../pipeline/ErrorResponse.js"
 
 export type AgentPhase = Extract<
   AgentEvent,
@@ -122,12 +123,6 @@ export const resultOfFailure = (e: AgentFailure): AgentResult => {
   }
 }
 
-const statusText: Record<number, string> = {
-  413: "Payload Too Large",
-  503: "Service Unavailable",
-  504: "Gateway Timeout"
-}
-
 /** Printable ASCII only: the value goes into a header. */
 const headerSafe = (s: string): string => s.replace(/[^\x20-\x7e]/g, "")
 
@@ -182,15 +177,24 @@ export const respondFor = (
 export const resultOfDecision = (decision: Decision): AgentResult =>
   decision === "allow" ? "allow" : "block" in decision ? "block" : "redirect" in decision ? "redirect" : "challenge"
 
-/** The answer to the client when an agent failed and its failure mode is closed. */
-export const failureRespond = (agent: string, result: AgentResult, error: AgentFailure | undefined): AgentRespond => {
+/**
+ * The answer to the client when an agent failed and its failure mode is closed: proxy-made,
+ * so JSON with the trace id like every other error the proxy answers (`errorBody`).
+ */
+export const failureRespond = (
+  agent: string,
+  result: AgentResult,
+  error: AgentFailure | undefined,
+  traceId: string
+): AgentRespond => {
   const status = result === "body-too-large" ? 413 : result === "timeout" ? 504 : 503
+  const reason = result === "body-too-large" ? "agent-body-too-large" : "agent-failure"
   return {
     _tag: "Respond",
     status,
-    headers: [["content-type", "text/plain; charset=utf-8"]],
-    body: `${statusText[status]}\n`,
-    reason: result === "body-too-large" ? "agent-body-too-large" : "agent-failure",
+    headers: [["content-type", "application/json"]],
+    body: errorBody(status, reason, traceId),
+    reason,
     agent,
     ...(error ? { error } : {})
   }

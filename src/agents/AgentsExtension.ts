@@ -29,6 +29,7 @@
  */
 import type { IncomingMessage } from "node:http"
 import { readBodyUpTo } from "../pipeline/BodyRead.js"
+import { errorBody } from "../pipeline/ErrorResponse.js"
 import { withContentLength } from "../pipeline/Headers.js"
 import { Readable } from "node:stream"
 import { Duration, Effect, Exit, Scope } from "effect"
@@ -134,20 +135,14 @@ const prefixedBody = (ctx: RequestContext, prefix: Buffer, limit: number): Reada
     { objectMode: false }
   )
 
-const BODY_READ_FAILED: Answer = {
-  status: 400,
+/** A proxy-made answer of the body phase: JSON with the trace id, like every other error. */
+const errorAnswerFor = (ctx: RequestContext, status: number, reason: string): Answer => ({
+  status,
   headers: [],
-  body: "Bad Request\n",
-  contentType: "text/plain; charset=utf-8",
-  reason: "request_body_read_failed"
-}
-const BODY_TOO_LARGE: Answer = {
-  status: 413,
-  headers: [],
-  body: "Payload Too Large\n",
-  contentType: "text/plain; charset=utf-8",
-  reason: "body_too_large"
-}
+  body: errorBody(status, reason, ctx.traceId),
+  contentType: "application/json",
+  reason
+})
 
 /** Per-request state of agent routes (response-header mutations decided in the request phase, body size). */
 interface RequestState {
@@ -292,11 +287,11 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
           return noop
         }
         let cancel = readBodyUpTo(ctx.req, requestCap, (read) => {
-          if (read._tag === "Failed") return done(BODY_READ_FAILED)
+          if (read._tag === "Failed") return done(errorAnswerFor(ctx, 400, "request_body_read_failed"))
           if (read.data.length > maxBodySize) {
             ctx.bodyTooLarge = true
             ctx.res.shouldKeepAlive = false
-            return done(BODY_TOO_LARGE)
+            return done(errorAnswerFor(ctx, 413, "body_too_large"))
           }
           // Over the largest cap, every agent sees cap + 1 bytes: the Manager resolves each by failure mode.
           cancel = manager.startRequestBody(refs, read.data, pc, (d) => {

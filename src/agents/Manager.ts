@@ -242,7 +242,7 @@ class Manager implements AgentManagerService {
       this.emit(this.entry(ref, phase, ctx, started, result, "fail-open", undefined, undefined, message), true)
       return { response: undefined }
     }
-    const respond = failureRespond(ref.agent, result, error)
+    const respond = failureRespond(ref.agent, result, error, ctx.traceId)
     this.emit(this.entry(ref, phase, ctx, started, result, "fail-closed", respond.status, undefined, message), false)
     return { respond }
   }

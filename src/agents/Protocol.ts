@@ -1,7 +1,7 @@
 /**
  * Sentinel agent protocol v2 over Unix domain sockets: framing, message
- * types and the JSON shapes of every message (see
- * shared/reference/agent-protocol.md, the byte-exact contract).
+ * types and the JSON shapes of every message, byte for byte as Sentinel's
+ * (its protocol reference is the contract).
  *
  * Frame: `[u32 BE L][u8 type][L-1 bytes of UTF-8 JSON]`, `L` counting the
  * type byte. Used by both sides: the proxy's Client and the agent SDK.

@@ -111,7 +111,7 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
       try {
         fs.writeSync(
           2,
-          `sentinel: log "${options.name}" sink failed (${e.message}); retrying every ${retryMs} ms, lines are dropped and counted\n`
+          `${formatErrorLine("error", `log "${options.name}" sink failed (${e.message}); retrying every ${retryMs} ms, lines are dropped and counted`, { pid: process.pid, log: options.name })}\n`
         )
       } catch {
         /* stderr gone too */

@@ -40,6 +40,7 @@ import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import * as os from "node:os"
 import type { Registry } from "prom-client"
+import { formatErrorLine } from "../observability/Logs.js"
 import { ClusterMetrics, collectClusterMetrics, installWorkerMetricsResponder } from "../observability/Metrics.js"
 import { newTicketKeys, setTicketKeys, TICKET_KEY_ROTATION_MS, TICKET_KEYS_ENV } from "./TicketKeys.js"
 
@@ -186,6 +187,11 @@ const send = (target: Worker | NodeJS.Process, cmd: Command, keys?: string) => {
   }
 }
 
+/** A worker's own failure line on stderr, JSON like every other line of the process. */
+const workerLine = (message: string, fields: Record<string, unknown> = {}): void => {
+  process.stderr.write(`${formatErrorLine("error", message, { pid: process.pid, worker: true, ...fields })}\n`)
+}
+
 const runWorker = (options: ClusterOptions): Promise<number> =>
   new Promise<number>((resolve) => {
     const started = options.workerMain()
@@ -209,7 +215,7 @@ const runWorker = (options: ClusterOptions): Promise<number> =>
         .then(
           () => 0,
           (e: unknown) => {
-            console.error(`sentinel worker ${process.pid}: shutdown failed: ${String(e)}`)
+            workerLine(`shutdown failed: ${String(e)}`)
             return 1
           }
         )
@@ -222,7 +228,7 @@ const runWorker = (options: ClusterOptions): Promise<number> =>
       if (stopping) return
       started
         .then(f)
-        .catch((e: unknown) => console.error(`sentinel worker ${process.pid}: ${String(e)}`))
+        .catch((e: unknown) => workerLine(String(e)))
     }
     const reload = run((h) => h.reload?.())
     const reopen = run((h) => h.reopenLogs?.())
@@ -250,7 +256,7 @@ const runWorker = (options: ClusterOptions): Promise<number> =>
         send(process, "ready")
       },
       (e: unknown) => {
-        console.error(`sentinel worker ${process.pid}: failed to start: ${e instanceof Error ? e.stack : String(e)}`)
+        workerLine(`failed to start: ${e instanceof Error ? e.message : String(e)}`, e instanceof Error && e.stack !== undefined ? { stack: e.stack } : {})
         stopping = true
         cleanup()
         resolve(1)

@@ -5,7 +5,10 @@
  * "Enabled by the operator" is kept apart from "healthy" (Pingora): an operator-disabled
  * target stays disabled whatever its checks say, and re-enabling it does not forge health.
  * Active health flips only after N consecutive results. A passively ejected target comes
- * back after a cool-down (otherwise it would get no traffic and so never recover).
+ * back after a cool-down (otherwise it would get no traffic and so never recover), or as soon
+ * as it passes an active check that started after the ejection (Envoy's
+ * `successful_active_health_check_uneject_host`, on by default there too); the same pass
+ * closes the target's circuit breaker (`onActivePass`, wired in `Upstreams.ts`).
  *
  * Reads on the request path (`eligible()`) are plain synchronous calls.
  */
@@ -114,6 +117,8 @@ export class TargetHealth {
   private count = 0
   private failures = 0
   private ejectedUntil = 0
+  /** When the current passive ejection began (`now()`); meaningful while `ejectedUntil !== 0`. */
+  private ejectedAt = 0
   private enabledByOperator = true
   private reported: boolean
 
@@ -124,7 +129,13 @@ export class TargetHealth {
     private readonly activeCfg: Pick<ActiveHealthConfig, "healthyThreshold" | "unhealthyThreshold">,
     private readonly passiveCfg: PassiveHealthConfig,
     private readonly onChange: (change: HealthChange) => void,
-    private readonly now: () => number
+    /** The clock (ms) ejections, probes and the target's breaker share. */
+    readonly now: () => number,
+    /**
+     * Called when an active check that started at `startedAt` passed and the target is
+     * healthy by active checks: the target's breaker closes if it opened before then.
+     */
+    private readonly onActivePass?: (startedAt: number) => void
   ) {
     this.window = new Uint8Array(Math.max(1, Math.min(passiveCfg.windowSize, 10_000)))
     this.reported = true
@@ -155,8 +166,25 @@ export class TargetHealth {
     this.report("operator", enabled ? "enabled" : "disabled")
   }
 
-  recordActive(ok: boolean, reason: string): void {
+  /**
+   * One active check's result. `startedAt` (default now) is when the probe began: a pass
+   * lifts only a passive ejection (and, through `onActivePass`, a breaker opening) that is
+   * older than the probe, so a probe answered just before the target died cannot undo what
+   * traffic found after.
+   */
+  recordActive(ok: boolean, reason: string, startedAt: number = this.now()): void {
     this.active = stepActive(this.active, ok, this.activeCfg)
+    if (ok && this.active.healthy) {
+      if (this.ejectedUntil !== 0 && this.ejectedAt <= startedAt) {
+        this.ejectedUntil = 0
+        this.clearWindow()
+      }
+      try {
+        this.onActivePass?.(startedAt)
+      } catch {
+        // an observer must not break health tracking
+      }
+    }
     this.report("active", reason)
   }
 
@@ -172,7 +200,8 @@ export class TargetHealth {
       this.count >= Math.min(this.passiveCfg.minRequests, this.window.length) &&
       this.failures / this.count > this.passiveCfg.failureRatio
     ) {
-      this.ejectedUntil = this.now() + Math.max(1, this.passiveCfg.cooldownMs)
+      this.ejectedAt = this.now()
+      this.ejectedUntil = this.ejectedAt + Math.max(1, this.passiveCfg.cooldownMs)
       this.report("passive", `failure ratio ${(this.failures / this.count).toFixed(2)} (last: ${outcome})`)
     }
   }
@@ -345,9 +374,13 @@ export const runActiveHealthChecks = (
     const round = Effect.forEach(
       targets,
       (t, i) =>
-        probe(t, config, dispatcher).pipe(
-          Effect.tap((r) => Effect.sync(() => health.targets[i]?.recordActive(r.ok, r.reason)))
-        ),
+        Effect.suspend(() => {
+          const target = health.targets[i]
+          const startedAt = target?.now() ?? 0
+          return probe(t, config, dispatcher).pipe(
+            Effect.tap((r) => Effect.sync(() => target?.recordActive(r.ok, r.reason, startedAt)))
+          )
+        }),
       { concurrency: 8, discard: true }
     )
     const schedule = Schedule.spaced(Duration.millis(Math.max(1, config.intervalMs))).pipe(

@@ -150,13 +150,14 @@ export const makeUpstreamRuntime = (
         index,
         active,
         config.passiveHealth,
-        (change) => {
-          // Active checks proved the target is back: let traffic in again at once instead of
-          // waiting out the breaker's open timeout (the healthy-threshold already was the gentle part).
-          if (change.source === "active" && change.eligible && circuit.state !== "closed") circuit.reset()
-          observer.healthChanged(change)
-        },
-        now
+        (change) => observer.healthChanged(change),
+        now,
+        (startedAt) => {
+          // The target passed an active check that began after its breaker opened: let traffic
+          // in again at once instead of waiting out the open timeout (Envoy un-ejects a host
+          // that passes an active health check; the healthy-threshold already was the gentle part).
+          if (circuit.state !== "closed" && circuit.snapshot.openedAt <= startedAt) circuit.reset()
+        }
       )
       state = new TargetState(index, key, t.weight, health, circuit, { now })
     }

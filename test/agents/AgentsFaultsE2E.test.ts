@@ -119,6 +119,31 @@ describe("agent faults through the proxy", () => {
   })
 })
 
+describe("fail-closed answers are proxy-made errors", () => {
+  /** JSON with the status, the reason and the trace id the client got in X-Request-Id (errorBody). */
+  const expectJsonError = (reply: { status: number; headers: Record<string, unknown>; body: Buffer }, status: number, error: string) => {
+    expect(reply.status).toBe(status)
+    expect(reply.headers["content-type"]).toBe("application/json")
+    const body = JSON.parse(reply.body.toString())
+    expect(body).toEqual({ error, reason: "agent-failure", trace_id: reply.headers["x-request-id"] })
+    expect(typeof body.trace_id).toBe("string")
+  }
+
+  it("a dead agent (no socket) answers 503 JSON with the trace id", async () => {
+    const { env } = await setup(undefined)
+    expectJsonError(await env.get("/closed/dead", { "x-request-id": "trace-dead-1" }), 503, "503 Service Unavailable")
+    expect(reached(env)).toEqual([])
+  })
+
+  it("a hanging agent answers 504 JSON with the trace id at the agent's timeout", async () => {
+    const { env, agent } = await setup(["--mode", "allow"])
+    agent!.signal("SIGSTOP")
+    const reply = await env.get("/closed/hang")
+    expectJsonError(reply, 504, "504 Gateway Timeout")
+    expect(reached(env)).toEqual([])
+  })
+})
+
 describe("agent load and leaks", () => {
   it("max-concurrent-calls bounds the calls in flight; a full queue fails by failure mode", async () => {
     const dir = socketDir()

@@ -73,6 +73,33 @@ describe("Health", () => {
     assert.deepInclude(changes[1], { eligible: true, source: "passive" })
   })
 
+  it("a passing active check that started after a passive ejection lifts it; one that started before does not", () => {
+    let t = 0
+    const changes: HealthChange[] = []
+    const h = new UpstreamHealth("api", ["a:1"], {
+      passive: { windowSize: 10, failureRatio: 0.5, minRequests: 4, cooldownMs: 60_000 },
+      onChange: (c) => changes.push(c),
+      now: () => t
+    }).targets[0]
+    const probeStarted = t
+    t = 10
+    for (let i = 0; i < 4; i++) h.recordPassive("connect-failure")
+    assert.isFalse(h.eligible())
+    // answered by the target before traffic found it dead: no say over the ejection
+    h.recordActive(true, "connected", probeStarted)
+    assert.isFalse(h.eligible())
+    t = 20
+    h.recordActive(true, "connected")
+    assert.isTrue(h.eligible(), "un-ejected long before the 60 s cool-down")
+    assert.deepInclude(changes.at(-1), { eligible: true, source: "active" })
+    assert.strictEqual(h.snapshot.passive.outcomes, 0, "with a clean window")
+    // a failed check lifts nothing
+    for (let i = 0; i < 4; i++) h.recordPassive("timeout")
+    t = 30
+    h.recordActive(false, "ECONNREFUSED")
+    assert.isFalse(h.eligible())
+  })
+
   it("operator disable is kept apart from health", () => {
     const h = new UpstreamHealth("api", ["a:1"]).targets[0]
     h.setEnabled(false)

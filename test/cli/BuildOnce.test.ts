@@ -1,0 +1,86 @@
+/**
+ * The quick start builds once: `npm ci` builds (`prepare`), and `npm start`'s pre-step
+ * (`scripts/build-if-stale.mjs`) builds again only when a source changed since the last
+ * successful build. Exercised in a scratch package whose `build` only counts its runs.
+ */
+import { describe, expect, it } from "vitest"
+import { spawnSync } from "node:child_process"
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join, resolve } from "node:path"
+
+const SCRIPT = resolve("scripts/build-if-stale.mjs")
+
+const scratch = () => {
+  const dir = mkdtempSync(join(tmpdir(), "sentinel-build-once-"))
+  const build = `node -e "require('fs').appendFileSync('builds.txt', 'x')" && node ${JSON.stringify(SCRIPT)} --stamp`
+  writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "scratch", private: true, scripts: { build } }))
+  writeFileSync(join(dir, "tsconfig.json"), "{}")
+  mkdirSync(join(dir, "src"))
+  mkdirSync(join(dir, "agents"))
+  writeFileSync(join(dir, "src", "a.ts"), "export {}\n")
+  writeFileSync(join(dir, "agents", "b.ts"), "export {}\n")
+  // every input a minute in the past: the stamp written now is clearly newer
+  const past = new Date(Date.now() - 60_000)
+  for (const p of ["package.json", "tsconfig.json", "src/a.ts", "agents/b.ts", "src", "agents"]) utimesSync(join(dir, p), past, past)
+  return dir
+}
+
+const prestart = (dir: string) => {
+  const r = spawnSync(process.execPath, [SCRIPT], { cwd: dir, encoding: "utf8", timeout: 60_000 })
+  expect(r.status, r.stderr).toBe(0)
+  return existsSync(join(dir, "builds.txt")) ? readFileSync(join(dir, "builds.txt"), "utf8").length : 0
+}
+
+describe("npm start builds only when the build is not current", () => {
+  it("package.json: `build` records its success, `prestart` builds only if stale, `pretest` always builds", () => {
+    const pkg = JSON.parse(readFileSync("package.json", "utf8"))
+    expect(pkg.scripts.prepare).toBe("npm run build")
+    expect(pkg.scripts.build).toMatch(/&& node scripts\/build-if-stale\.mjs --stamp$/)
+    expect(pkg.scripts.prestart).toBe("node scripts/build-if-stale.mjs")
+    expect(pkg.scripts.pretest).toBe("npm run build")
+  })
+
+  it("no stamp builds; a current stamp does not; a changed, added or removed source builds again", () => {
+    const dir = scratch()
+    try {
+      expect(prestart(dir)).toBe(1) // nothing built yet (e.g. a checkout without npm ci)
+      expect(prestart(dir)).toBe(1) // current: `npm start` right after `npm ci` does not rebuild
+      // from here on: the last build 30 s ago, inputs 60 s ago, a change 10 s ago
+      const at = (secondsAgo: number) => new Date(Date.now() - secondsAgo * 1000)
+      const touch = (p: string, secondsAgo: number) => utimesSync(join(dir, p), at(secondsAgo), at(secondsAgo))
+      touch("dist/.build-stamp", 30)
+      expect(prestart(dir)).toBe(1)
+      touch("src/a.ts", 10)
+      expect(prestart(dir)).toBe(2) // an edited source
+      touch("dist/.build-stamp", 5)
+      expect(prestart(dir)).toBe(2)
+      writeFileSync(join(dir, "agents", "c.ts"), "export {}\n")
+      touch("agents/c.ts", 60)
+      touch("agents", 2) // a file added (or removed): its directory changed
+      expect(prestart(dir)).toBe(3)
+      touch("dist/.build-stamp", 1)
+      touch("package.json", 0)
+      expect(prestart(dir)).toBe(4) // package settings changed
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it("a failed build leaves no stamp, so the next start builds again", () => {
+    const dir = scratch()
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8"))
+      pkg.scripts.build = `node -e "require('fs').appendFileSync('builds.txt', 'x'); process.exit(1)" && node ${JSON.stringify(SCRIPT)} --stamp`
+      writeFileSync(join(dir, "package.json"), JSON.stringify(pkg))
+      utimesSync(join(dir, "package.json"), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000))
+      const r = spawnSync(process.execPath, [SCRIPT], { cwd: dir, encoding: "utf8", timeout: 60_000 })
+      expect(r.status).not.toBe(0)
+      expect(existsSync(join(dir, "dist", ".build-stamp"))).toBe(false)
+      spawnSync(process.execPath, [SCRIPT], { cwd: dir, encoding: "utf8", timeout: 60_000 })
+      expect(readFileSync(join(dir, "builds.txt"), "utf8")).toBe("xx")
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})

@@ -24,6 +24,7 @@ import { tracingLayerOptional } from "./observability/Tracing.js"
 import { runCluster, type ClusterEvent } from "./server/Cluster.js"
 import { startMetricsListenerUnscoped, type MetricsListenerHandle } from "./server/MetricsListener.js"
 import { VERSION } from "./Version.js"
+import { dropPrivileges, enterWorkingDirectory } from "./server/Privileges.js"
 
 /**
  * `run --listen --upstream`: one listener, one upstream, and the proxy's own `/health` and
@@ -99,6 +100,8 @@ const startProxy = async (
   options: { readonly serveMetrics: boolean }
 ): Promise<RunningProxy> => {
   const config = loaded.config
+  // relative paths of the configuration resolve against working-directory from here on
+  file = enterWorkingDirectory(config.system, file)
   // One registry per process, with the default process metrics (they install process-wide observers).
   const metrics = makeMetrics({
     version: VERSION,
@@ -150,6 +153,14 @@ const startProxy = async (
     const tracing = yield* Layer.build(tracingLayerOptional(tracingConfigOf(config)))
     const service = yield* App.make(config, { metrics }).pipe(Effect.provide(tracing))
     yield* syncMetricsListener(config, true)
+    // everything this process serves is bound: the user and group it runs as from now on
+    const dropped = dropPrivileges(config.system)
+    if (dropped._tag === "Dropped") yield* Effect.logInfo("running as user").pipe(Effect.annotateLogs({ user: dropped.user, group: dropped.group }))
+    else if (dropped._tag === "NotRoot") {
+      yield* Effect.logWarning("system user/group ignored: only a process started as root can switch user").pipe(
+        Effect.annotateLogs({ uid: dropped.uid })
+      )
+    }
     yield* Effect.addFinalizer(() => Effect.promise(async () => metricsListener?.close()))
     const reloader =
       file === undefined

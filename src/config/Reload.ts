@@ -78,6 +78,9 @@ export const restartOnlyChanges = (prev: SentinelConfig, next: SentinelConfig): 
   const out: Array<string> = []
   const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)
   if (prev.system.workerThreads !== next.system.workerThreads) out.push("system.worker-threads")
+  if (prev.system.user !== next.system.user) out.push("system.user")
+  if (prev.system.group !== next.system.group) out.push("system.group")
+  if (prev.system.workingDirectory !== next.system.workingDirectory) out.push("system.working-directory")
   if (!same(prev.observability.tracing, next.observability.tracing)) out.push("observability.tracing")
   if (prev.observability.metrics.maxSeriesPerMetric !== next.observability.metrics.maxSeriesPerMetric) {
     out.push("observability.metrics.max-series-per-metric")

@@ -455,7 +455,7 @@ export const make = (
         upstreams = nextUpstreams
         // a changed agents block gets a new manager; routes compiled below capture it
         yield* agents.reload(next)
-        current = compileDataplane(next, runtimes(), extensions)
+        current = compileDataplane(next, runtimes(), extensions, current)
         admission.configure(admissionConfigFor(next.limits))
         connections.configure(connectionLimitsFor(next.limits))
         const previousConfig = config

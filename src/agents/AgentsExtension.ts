@@ -241,9 +241,10 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
         }
         return cap
       }
-      const requestCap = Math.min(capOf("request_body"), config.limits.maxBodySize)
+      // the route's own body limit (`policies { max-body-size }`) when it has one
+      const maxBodySize = route.policies.maxBodySize ?? config.limits.maxBodySize
+      const requestCap = Math.min(capOf("request_body"), maxBodySize)
       const responseCap = capOf("response_body")
-      const maxBodySize = config.limits.maxBodySize
 
       const states = new WeakMap<RequestContext, RequestState>()
       const stateOf = (ctx: RequestContext): RequestState => {

@@ -360,7 +360,10 @@ export const encodeKdl = (c: SentinelConfig): string => {
             headerOps(w, "response-headers", r.policies.responseHeaders)
             if (r.policies.timeout !== undefined) w.line(`timeout-secs ${secs(r.policies.timeout)}`)
             if (r.policies.failureMode !== undefined) w.line(`failure-mode ${kdlString(r.policies.failureMode)}`)
+            if (r.policies.maxBodySize !== undefined) w.line(`max-body-size ${r.policies.maxBodySize}`)
+            w.line(`buffer-requests ${bool(r.policies.bufferRequests)}`)
           })
+          if (r.circuitBreaker !== undefined) circuitBreaker(w, r.circuitBreaker)
         })
       }
     })

@@ -15,10 +15,10 @@ export const notSupportedYet: Readonly<Record<string, ReadonlyArray<string>>> = 
   "upstreams.upstream": ["retry-policy"],
   "upstreams.upstream.health-check.type": ["service", "endpoint", "expected-models", "readiness"],
   "routes.route": [
-    "api-schema", "inference", "cache", "shadow", "fallback", "circuit-breaker", "waf-enabled", "websocket",
+    "api-schema", "inference", "cache", "shadow", "fallback", "waf-enabled", "websocket",
     "websocket-inspection", "agents", "agent", "rate-limit"
   ],
-  "routes.route.policies": ["rate-limit", "max-body-size", "buffer-requests", "buffer-responses", "cache"],
+  "routes.route.policies": ["rate-limit", "buffer-responses", "cache"],
   "filters.filter": [
     "timeout-ms", "inspect-body", "max-body-bytes", "algorithms", "min-size", "level", "database-path",
     // rate-limit `backend "redis"` / `"memcached"` and their settings (shared counters for a fleet)

@@ -384,7 +384,20 @@ export const RoutePolicies = Schema.Struct({
   /** `timeout-secs`: whole-request deadline for this route. Default: none. */
   timeout: Schema.optional(NonNegativeDuration),
   /** `failure-mode "open"|"closed"`: agent failure policy for this route's agent filters that set none. Default: the agent's. */
-  failureMode: Schema.optional(FailureMode)
+  failureMode: Schema.optional(FailureMode),
+  /**
+   * `max-body-size` (or `max-body-size-bytes`): request body bytes on this route, instead of
+   * `limits { max-body-size }` (larger or smaller): 413, before any of a declared body is read.
+   * Default: the limits' value.
+   */
+  maxBodySize: Schema.optional(Count),
+  /**
+   * `buffer-requests`: every request body (declared, chunked or HTTP/2) is read whole, up to
+   * the route's max-body-size, before it goes upstream (nginx's `proxy_request_buffering`, for
+   * all bodies): the upstream gets it in one piece and a failed attempt can replay it.
+   * Default #false (only declared bodies up to `limits { request-buffer-size }`).
+   */
+  bufferRequests: defaulted(Schema.Boolean, () => false)
 })
 
 /** Route `static-files { ... }` (src/handlers/StaticFiles.ts `StaticFilesConfig`). */
@@ -425,8 +438,15 @@ export const RouteConfig = Schema.Struct({
   filters: defaulted(Schema.Array(Schema.NonEmptyString), () => []),
   /** `retry-policy { ... }`. Default: none (one attempt, as Retry.ts `noRetryPolicy`). */
   retryPolicy: Schema.optional(RetryPolicyConfig),
-  /** `policies { request-headers; response-headers; timeout-secs; failure-mode }`. */
-  policies: defaultedStruct(RoutePolicies)
+  /** `policies { request-headers; response-headers; timeout-secs; failure-mode; max-body-size; buffer-requests }`. */
+  policies: defaultedStruct(RoutePolicies),
+  /**
+   * `circuit-breaker { ... }` on a route (the upstream's keys): one breaker around the route's
+   * upstream calls as a whole, besides the per-target ones. Open: 503 `route_circuit_open`
+   * with `Retry-After`. A failure is an upstream fault or a 5xx; the client's side never counts.
+   * Default: none.
+   */
+  circuitBreaker: Schema.optional(CircuitBreakerConfig)
 }).pipe(
   Schema.filter((r) =>
     [r.upstream, r.builtinHandler, r.staticFiles].filter((x) => x !== undefined).length === 1 ||

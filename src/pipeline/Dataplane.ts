@@ -12,6 +12,17 @@ import type { UpstreamRuntime } from "../upstream/Upstreams.js"
 import { compileHeaderOps, type HeaderPolicy } from "./Headers.js"
 import type { CompleteStage, LocalHandler, RequestStage, ResponseHook, ResponseStage, RouteExtension } from "./Stage.js"
 import { makeTraceIdGenerator } from "./TraceId.js"
+import { CircuitBreaker } from "../upstream/Circuit.js"
+import type { RouteConfig } from "../config/Schema.js"
+
+/** The route's breaker: the previous one while its settings are the same (a reload keeps its state). */
+const routeBreaker = (route: RouteConfig, previous: Dataplane | undefined): CircuitBreaker | undefined => {
+  const c = route.circuitBreaker
+  if (c === undefined) return undefined
+  const old = previous?.plans.get(route.id)?.breaker
+  if (old !== undefined && JSON.stringify(previous!.config.routes.find((r) => r.id === route.id)?.circuitBreaker) === JSON.stringify(c)) return old
+  return new CircuitBreaker(c)
+}
 
 export interface RoutePlan {
   readonly id: string
@@ -34,6 +45,12 @@ export interface RoutePlan {
   readonly local: LocalHandler | undefined
   /** Set when an extension must see the upstream response before the client does (response-phase agents). */
   readonly responseHook?: ResponseHook | undefined
+  /** Request body bytes allowed on this route (`policies { max-body-size }`, else `limits`). */
+  readonly maxBodySize: number
+  /** `policies { buffer-requests }`: every body is read whole (up to `maxBodySize`) before going upstream. */
+  readonly bufferRequests: boolean
+  /** The route's own `circuit-breaker`, around its upstream calls; kept across reloads while its settings stay. */
+  readonly breaker: CircuitBreaker | undefined
 }
 
 export interface Dataplane {
@@ -50,7 +67,9 @@ export interface Dataplane {
 export const compileDataplane = (
   config: SentinelConfig,
   upstreams: ReadonlyMap<string, UpstreamRuntime>,
-  extensions: ReadonlyArray<RouteExtension> = []
+  extensions: ReadonlyArray<RouteExtension> = [],
+  /** The dataplane being replaced (a reload): route breakers whose settings did not change keep their state. */
+  previous?: Dataplane
 ): Dataplane => {
   const plans = new Map<string, RoutePlan>()
   for (const route of config.routes) {
@@ -87,7 +106,10 @@ export const compileDataplane = (
       builtin: route.builtinHandler,
       requestPolicy: compileHeaderOps(route.policies.requestHeaders),
       responsePolicy: compileHeaderOps(route.policies.responseHeaders),
-      timeoutMs
+      timeoutMs,
+      maxBodySize: route.policies.maxBodySize ?? config.limits.maxBodySize,
+      bufferRequests: route.policies.bufferRequests,
+      breaker: routeBreaker(route, previous)
     })
   }
   return {

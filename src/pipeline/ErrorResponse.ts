@@ -50,6 +50,8 @@ export const errorAnswer = (error: ProxyError): ErrorAnswer => {
         reason: "no_healthy_upstream",
         headers: [["retry-after", String(error.retryAfterSecs)]]
       }
+    case "RouteCircuitOpen":
+      return { status: 503, reason: "route_circuit_open", headers: [["retry-after", String(error.retryAfterSecs)]] }
     case "UpstreamSaturated":
       return { status: 503, reason: `upstream_${error.reason}`, headers: [["retry-after", "1"]] }
     case "ClientClosed":

@@ -82,6 +82,12 @@ export class NoHealthyUpstream extends Data.TaggedError("NoHealthyUpstream")<{
   readonly retryAfterSecs: number
 }> {}
 
+/** The route's own circuit breaker (`route { circuit-breaker }`) is open: 503 with `Retry-After`. */
+export class RouteCircuitOpen extends Data.TaggedError("RouteCircuitOpen")<{
+  readonly route: string
+  readonly retryAfterSecs: number
+}> {}
+
 /** The client went away before the response was complete (logged as 499). */
 export class ClientClosed extends Data.TaggedError("ClientClosed")<{}> {}
 
@@ -116,6 +122,7 @@ export type ProxyError =
   | UpstreamProtocolError
   | NoHealthyUpstream
   | UpstreamSaturated
+  | RouteCircuitOpen
   | ClientClosed
   | DownstreamError
   | RequestTimeout

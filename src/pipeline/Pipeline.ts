@@ -166,11 +166,14 @@ const checkHead = (ctx: RequestContext, dp: Dataplane, env: PipelineEnv): Reques
     return new RequestRejected({ status: result.status, reason: result.reason.replace(/-/g, "_") })
   }
   const v = result.request
-  if (v.contentLength !== null && v.contentLength > dp.limits.maxBodySize) {
-    return new RequestRejected({ status: 413, reason: "body_too_large" })
-  }
   if (v.droppedHeaders.length > 0) env.hooks.onReject(ctx, "underscore_header_dropped", 0)
   return undefined
+}
+
+/** A declared body over the route's limit (`policies { max-body-size }`, else `limits`): 413 before any of it is read. */
+const bodyTooLarge = (ctx: RequestContext, max: number): boolean => {
+  const v = ((ctx.edge as Head).result as { readonly request: ValidatedRequest }).request
+  return v.contentLength !== null && v.contentLength > max
 }
 
 /** Send a proxy-made answer (errors and rejections); never throws. */
@@ -221,7 +224,9 @@ const sendError = (
   const answer = errorAnswer(error)
   ctx.error ??= answer.reason
   // our own limits refusing or cutting the request: counted with the other refusals
-  if (error._tag === "DownstreamError" || error._tag === "UpstreamSaturated") env.hooks.onReject(ctx, answer.reason, answer.status)
+  if (error._tag === "DownstreamError" || error._tag === "UpstreamSaturated" || error._tag === "RouteCircuitOpen") {
+    env.hooks.onReject(ctx, answer.reason, answer.status)
+  }
   const headers = answer.headers.flat()
   if (answer.body !== undefined) {
     sendAnswer(ctx, env, answer.status, headers, answer.body, "text/plain; charset=utf-8", plan)
@@ -572,6 +577,17 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     }
     ctx.routeId = route.id
     const plan = dp.plans.get(route.id)!
+    if (bodyTooLarge(ctx, plan.maxBodySize)) {
+      const rejected = new RequestRejected({ status: 413, reason: "body_too_large" })
+      env.hooks.onReject(ctx, rejected.reason, rejected.status)
+      // the body will not be read: close after the answer (as for the head's refusals)
+      if (!ctx.http2) {
+        ctx.res.shouldKeepAlive = false
+        markClosing(req.socket)
+      }
+      sendError(ctx, env, rejected, plan)
+      return complete(ctx, plan)
+    }
     if (plan.upstream !== undefined) ctx.upstreamHeaders = buildUpstreamHeaders(ctx, plan)
 
     handleStep(ctx, dp, plan, runStages(ctx, plan.request, 0))

@@ -40,6 +40,7 @@ import { errorAnswer } from "./ErrorResponse.js"
 import {
   ClientClosed,
   type DownstreamError,
+  RouteCircuitOpen,
   NoHealthyUpstream,
   RequestRejected,
   RequestTimeout,
@@ -101,14 +102,17 @@ const headersEndedStream = (req: IncomingMessage): boolean =>
   (req as unknown as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders === true
 
 /** The body to send: at hand, or `"buffer"` when it must be read into memory first (replayable). */
-const requestBody = (ctx: RequestContext, dp: Dataplane, bufferLimit: number): BodySource | "buffer" => {
+const requestBody = (ctx: RequestContext, plan: RoutePlan, bufferLimit: number): BodySource | "buffer" => {
   const pre = ctx.upstreamBody
   if (pre !== undefined) return pre === null || Buffer.isBuffer(pre) ? { body: pre, replayable: true } : { body: pre, replayable: false }
   const h = ctx.req.headers
   // HTTP/2 frames a body without Content-Length (unless the headers ended the stream): it
   // streams upstream chunked, bounded like a chunked HTTP/1.1 body
-  if (h["transfer-encoding"] !== undefined || (ctx.http2 && h["content-length"] === undefined && !headersEndedStream(ctx.req))) {
-    const limited = new BodyLimit(dp.limits.maxBodySize, ctx)
+  const unframed = h["transfer-encoding"] !== undefined || (ctx.http2 && h["content-length"] === undefined && !headersEndedStream(ctx.req))
+  // buffer-requests: every body is read whole first, within the route's limit
+  if (unframed && plan.bufferRequests) return "buffer"
+  if (unframed) {
+    const limited = new BodyLimit(plan.maxBodySize, ctx)
     ctx.req.pipe(limited)
     return { body: limited, replayable: false }
   }
@@ -260,10 +264,12 @@ const retryPlanOf = (dp: Dataplane, plan: RoutePlan, upstream: UpstreamRuntime):
     failover: policy.maxAttempts >= failoverAttempts ? policy : { ...policy, maxAttempts: failoverAttempts },
     // Small declared bodies are read whole first (limits.request-buffer-size, nginx-like): one
     // piece upstream, replayable on failover; a route that retries buffers at least 64 KiB.
-    bufferLimit: Math.min(
-      dp.limits.maxBodySize,
-      policy.maxAttempts > 1 ? Math.max(dp.limits.requestBufferSize, DEFAULT_RETRY_BUFFER_BYTES) : dp.limits.requestBufferSize
-    ),
+    bufferLimit: plan.bufferRequests
+      ? plan.maxBodySize
+      : Math.min(
+          plan.maxBodySize,
+          policy.maxAttempts > 1 ? Math.max(dp.limits.requestBufferSize, DEFAULT_RETRY_BUFFER_BYTES) : dp.limits.requestBufferSize
+        ),
     headersTimeoutMs: perAttempt > 0 && (read <= 0 || perAttempt < read) ? perAttempt : read
   }
   retryPlans.set(plan, compiled)
@@ -446,6 +452,8 @@ class UpstreamCall {
   current: Attempt | undefined = undefined
   /** Otherwise what is in progress: a body read, a backoff timer, a held response. */
   inProgress: (() => void) | undefined = undefined
+  /** The route's breaker admitted this request: exactly one of success, failure or release follows. */
+  private breakerHeld = false
 
   constructor(
     readonly ctx: RequestContext,
@@ -461,7 +469,14 @@ class UpstreamCall {
   }
 
   run(): void {
-    const prepared = requestBody(this.ctx, this.dp, this.retry.bufferLimit)
+    const breaker = this.plan.breaker
+    if (breaker !== undefined) {
+      if (!breaker.tryAcquire()) {
+        return this.finish(new RouteCircuitOpen({ route: this.plan.id, retryAfterSecs: Math.max(1, Math.ceil(breaker.config.openTimeoutMs / 1000)) }))
+      }
+      this.breakerHeld = true
+    }
+    const prepared = requestBody(this.ctx, this.plan, this.retry.bufferLimit)
     if (prepared !== "buffer") return this.attempt(1, prepared, undefined)
     this.inProgress = bufferBody(this.ctx.req, this.retry.bufferLimit, (error, body) => {
       this.inProgress = undefined
@@ -471,8 +486,30 @@ class UpstreamCall {
     })
   }
 
+  /** The route breaker's outcome: upstream faults and 5xx answers fail; the client's side and our own limits are neither. */
+  private settleBreaker(error: ProxyError | undefined, cancelled: boolean): void {
+    if (!this.breakerHeld) return
+    this.breakerHeld = false
+    const b = this.plan.breaker!
+    if (cancelled) return b.release()
+    if (error === undefined) return this.ctx.status >= 500 ? b.onFailure() : b.onSuccess()
+    switch (error._tag) {
+      case "UpstreamConnectFailed":
+      case "UpstreamTimeout":
+      case "UpstreamProtocolError":
+      case "NoHealthyUpstream":
+        return b.onFailure()
+      case "RequestRejected":
+        // a retried 5xx answer that stayed one is the upstream's; our own refusals (413) are not
+        return error.reason.startsWith("upstream_") ? b.onFailure() : b.release()
+      default:
+        return b.release()
+    }
+  }
+
   finish(error: ProxyError | undefined): void {
     if (this.finished) return
+    this.settleBreaker(error, false)
     this.finished = true
     this.inProgress = undefined
     this.current = undefined
@@ -482,6 +519,7 @@ class UpstreamCall {
   /** Client gone or outer deadline: abort whatever is in progress; `done` is not called. */
   cancel(): void {
     if (this.finished) return
+    this.settleBreaker(undefined, true)
     this.finished = true
     const c = this.inProgress
     const a = this.current

@@ -129,7 +129,10 @@ export interface RouteConfig {
     readonly responseHeaders: HeaderOps
     readonly timeout?: Duration.Duration         // timeout-secs: whole-request deadline for this route
     readonly failureMode?: "open" | "closed"
+    readonly maxBodySize?: number                // max-body-size: this route's body limit (413)
+    readonly bufferRequests: boolean             // buffer-requests #false: every body read whole first
   }
+  readonly circuitBreaker?: S.CircuitBreakerConfig // a breaker around the route's upstream calls
 }
 export interface LimitsConfig {
   readonly maxHeaderSize: number                 // 8192 bytes (also accept max-header-size-bytes)

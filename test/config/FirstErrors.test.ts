@@ -119,7 +119,7 @@ describe("syntax errors in words, at their position", () => {
 describe("a key in the wrong block names the block where it belongs", () => {
   it("inside the block (timeout-secs in a route belongs in its policies)", () => {
     expect(errs(`${L}upstreams { upstream "u" { target "h:1"; }; }\nroutes {\n    route "r" {\n        upstream "u"\n        timeout-secs 30\n    }\n}`)).toEqual([
-      "t.kdl:6:9: unknown node `timeout-secs` in `route`; it belongs in `policies { timeout-secs ... }` inside this `route`"
+      "t.kdl:6:9: unknown node `timeout-secs` in `route`; it belongs in `circuit-breaker { timeout-secs ... }` or `policies { timeout-secs ... }` inside this `route`"
     ])
     expect(errs(`${L}upstreams { upstream "u" { target "h:1"; interval-secs 5; }; }`)).toEqual([
       "t.kdl:2:42: unknown node `interval-secs` in `upstream`; it belongs in `health-check { interval-secs ... }` inside this `upstream`"

@@ -265,7 +265,11 @@ export const arbitraryConfig: fc.Arbitrary<SentinelConfig> = fc
         ),
         filters: filterIds.length > 0 ? fc.shuffledSubarray([...filterIds]) : fc.constant([]),
         retryPolicy: opt(retryPolicy),
-        policies: fc.record({ requestHeaders: headerOps, responseHeaders: headerOps, timeout: opt(millis), failureMode: opt(failureMode) })
+        circuitBreaker: opt(circuitBreaker),
+        policies: fc.record({
+          requestHeaders: headerOps, responseHeaders: headerOps, timeout: opt(millis), failureMode: opt(failureMode),
+          maxBodySize: opt(count(1 << 30)), bufferRequests: fc.boolean()
+        })
       }).map(({ to, policies, ...r }) => compact({ id: rid, ...r, ...to, policies: compact(policies) }) as RouteConfig)
     ))
     const listeners = fc.tuple(...listenerIds.map((lid) =>

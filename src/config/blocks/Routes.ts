@@ -1,10 +1,10 @@
 /** `routes { route "id" { ... } }`: which requests go where. */
 import type { Node } from "@bgotink/kdl"
 import {
-  BuiltinHandler, type HeaderOps, namedPriorities, type RetryPolicyConfig, type RouteConfig, type RouteMatch,
+  BuiltinHandler, type CircuitBreakerConfig, type HeaderOps, namedPriorities, type RetryPolicyConfig, type RouteConfig, type RouteMatch,
   type StaticFilesConfig
 } from "../Schema.js"
-import { retryPolicyField } from "./Resilience.js"
+import { circuitBreakerSpec, retryPolicyField } from "./Resilience.js"
 import { builtinHandlersNotSupportedYet } from "../NotSupportedYet.js"
 import { hint } from "../ConfigIssue.js"
 import {
@@ -88,7 +88,9 @@ const policiesSpec: BlockSpec<RouteConfig["policies"]> = {
     timeout: scalar(["timeout-secs", "timeout"], secs),
     failureMode: scalar("failure-mode", oneOf(["open", "closed"] as const, {
       aliases: { "fail-open": "open", fail_open: "open", "fail-closed": "closed", fail_closed: "closed" }
-    }))
+    })),
+    maxBodySize: scalar(["max-body-size", "max-body-size-bytes"], bytes),
+    bufferRequests: scalar("buffer-requests", bool)
   }
 }
 
@@ -300,6 +302,7 @@ interface RouteFields {
   readonly filters: ReadonlyArray<string>
   readonly retryPolicy: Partial<RetryPolicyConfig>
   readonly policies: Partial<RouteConfig["policies"]>
+  readonly circuitBreaker: CircuitBreakerConfig
 }
 
 export const routeSpec: BlockSpec<RouteFields> = {
@@ -327,7 +330,8 @@ export const routeSpec: BlockSpec<RouteFields> = {
     staticFiles: staticFilesField,
     filters: filtersField,
     retryPolicy: retryPolicyField,
-    policies: block("policies", policiesSpec)
+    policies: block("policies", policiesSpec),
+    circuitBreaker: block("circuit-breaker", circuitBreakerSpec("routes.route.circuit-breaker"))
   }
 }
 

@@ -362,6 +362,7 @@ export const encodeKdl = (c: SentinelConfig): string => {
             if (r.policies.failureMode !== undefined) w.line(`failure-mode ${kdlString(r.policies.failureMode)}`)
             if (r.policies.maxBodySize !== undefined) w.line(`max-body-size ${r.policies.maxBodySize}`)
             w.line(`buffer-requests ${bool(r.policies.bufferRequests)}`)
+            w.line(`buffer-responses ${bool(r.policies.bufferResponses)}`)
           })
           if (r.circuitBreaker !== undefined) circuitBreaker(w, r.circuitBreaker)
         })

@@ -18,7 +18,7 @@ export const notSupportedYet: Readonly<Record<string, ReadonlyArray<string>>> = 
     "api-schema", "inference", "cache", "shadow", "fallback", "waf-enabled", "websocket",
     "websocket-inspection", "agents", "agent", "rate-limit"
   ],
-  "routes.route.policies": ["rate-limit", "buffer-responses", "cache"],
+  "routes.route.policies": ["rate-limit", "cache"],
   "filters.filter": [
     "timeout-ms", "inspect-body", "max-body-bytes", "algorithms", "min-size", "level", "database-path",
     // rate-limit `backend "redis"` / `"memcached"` and their settings (shared counters for a fleet)

@@ -397,7 +397,14 @@ export const RoutePolicies = Schema.Struct({
    * all bodies): the upstream gets it in one piece and a failed attempt can replay it.
    * Default #false (only declared bodies up to `limits { request-buffer-size }`).
    */
-  bufferRequests: defaulted(Schema.Boolean, () => false)
+  bufferRequests: defaulted(Schema.Boolean, () => false),
+  /**
+   * `buffer-responses`: the upstream's response is read whole, up to `limits {
+   * response-buffer-size }`, before the client gets its head: it then goes out with a
+   * Content-Length, and an upstream that fails mid-body is answered with a clean 502 instead of
+   * a cut response. A larger response streams once the bound is reached. Default #false.
+   */
+  bufferResponses: defaulted(Schema.Boolean, () => false)
 })
 
 /** Route `static-files { ... }` (src/handlers/StaticFiles.ts `StaticFilesConfig`). */

@@ -49,6 +49,8 @@ export interface RoutePlan {
   readonly maxBodySize: number
   /** `policies { buffer-requests }`: every body is read whole (up to `maxBodySize`) before going upstream. */
   readonly bufferRequests: boolean
+  /** `policies { buffer-responses }`: the response is held whole (bounded) before its head goes out. */
+  readonly bufferResponses: boolean
   /** The route's own `circuit-breaker`, around its upstream calls; kept across reloads while its settings stay. */
   readonly breaker: CircuitBreaker | undefined
 }
@@ -109,6 +111,7 @@ export const compileDataplane = (
       timeoutMs,
       maxBodySize: route.policies.maxBodySize ?? config.limits.maxBodySize,
       bufferRequests: route.policies.bufferRequests,
+      bufferResponses: route.policies.bufferResponses,
       breaker: routeBreaker(route, previous)
     })
   }

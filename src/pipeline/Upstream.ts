@@ -207,6 +207,75 @@ class DirectSink implements ResponseSink {
 
 const latin1 = (v: Buffer | string): string => (typeof v === "string" ? v : v.toString("latin1"))
 
+/** No body may follow these heads (RFC 9110 §6.4.1): their Content-Length is never rewritten. */
+const bodiless = (status: number, method: string): boolean => method === "HEAD" || status === 204 || status === 304 || status < 200
+
+/**
+ * `policies { buffer-responses }`: the head and body wait here until the response is complete
+ * (then the head goes out with its real Content-Length) or `limit` bytes arrived (then what is
+ * held goes out and the rest streams). Until the head goes out, an upstream failure is still
+ * answered cleanly (the pipeline's 502), never a cut response.
+ */
+class BufferedSink implements ResponseSink {
+  private status = 0
+  private raw: Array<Buffer> = []
+  private held: Array<Buffer> | undefined = []
+  private size = 0
+  private passed = true
+
+  constructor(
+    private readonly base: ResponseSink,
+    private readonly limit: number,
+    private readonly method: string
+  ) {}
+
+  start(status: number, raw: Array<Buffer>): boolean {
+    this.status = status
+    this.raw = raw
+    return true
+  }
+
+  /** The head and what is held go out; from now on chunks pass straight through. */
+  private flush(raw: Array<Buffer>): boolean {
+    const held = this.held!
+    this.held = undefined
+    this.passed = this.base.start(this.status, raw)
+    // an unusable head (invalid header): the exchange fails as the client's side, answered 502
+    if (!this.passed) throw new Error("response head refused")
+    let more = true
+    for (const c of held) more = this.base.data(c)
+    return more
+  }
+
+  data(chunk: Buffer): boolean {
+    if (this.held === undefined) return this.passed ? this.base.data(chunk) : true
+    this.held.push(chunk)
+    this.size += chunk.length
+    return this.size <= this.limit ? true : this.flush(this.raw)
+  }
+
+  onDrain(resume: () => void): void {
+    if (this.held === undefined && this.passed) this.base.onDrain(resume)
+    else resume()
+  }
+
+  end(trailers?: ReadonlyArray<Buffer | string> | null): void {
+    if (this.held !== undefined) {
+      let raw = this.raw
+      if (!bodiless(this.status, this.method)) {
+        raw = []
+        for (let i = 0; i + 1 < this.raw.length; i += 2) {
+          if (this.raw[i].length === 14 && this.raw[i].toString("latin1").toLowerCase() === "content-length") continue
+          raw.push(this.raw[i], this.raw[i + 1])
+        }
+        raw.push(Buffer.from("content-length"), Buffer.from(String(this.size)))
+      }
+      this.flush(raw)
+    }
+    if (this.passed) this.base.end(trailers)
+  }
+}
+
 /** Value of cookie `name` in a `Cookie` header, or undefined. */
 export const cookieValue = (header: string | undefined, name: string): string | undefined => {
   if (header === undefined) return undefined
@@ -578,7 +647,8 @@ class UpstreamCall {
     target.state.begin()
     upstream.observer.attempt(upstream.id, plan.id)
 
-    const direct = new DirectSink(ctx, this.draining, plan, picked.setCookie, this.dp.limits.responseBufferSize)
+    const directSink = new DirectSink(ctx, this.draining, plan, picked.setCookie, this.dp.limits.responseBufferSize)
+    const direct: ResponseSink = plan.bufferResponses ? new BufferedSink(directSink, this.dp.limits.responseBufferSize, ctx.method) : directSink
     // response-phase agents: the head waits for their decision (ResponseHold.ts)
     const held = plan.responseHook === undefined ? undefined : holdResponse(ctx, plan.responseHook, direct)
     // sampled requests: a span per attempt, its traceparent set in ctx.upstreamHeaders

@@ -131,6 +131,7 @@ export interface RouteConfig {
     readonly failureMode?: "open" | "closed"
     readonly maxBodySize?: number                // max-body-size: this route's body limit (413)
     readonly bufferRequests: boolean             // buffer-requests #false: every body read whole first
+    readonly bufferResponses: boolean            // buffer-responses #false: the response read whole (bounded) first
   }
   readonly circuitBreaker?: S.CircuitBreakerConfig // a breaker around the route's upstream calls
 }

@@ -110,3 +110,77 @@ describe("route circuit-breaker", () => {
     expect((await request(proxy.port, { path: "/fine" })).status).toBe(200)
   })
 })
+
+describe("policies { buffer-responses }", () => {
+  it("a chunked response is read whole and goes out with a Content-Length; a larger one streams", async () => {
+    const env = Effect.runSync(Scope.make())
+    const chunkedOrigin = await import("node:http").then(
+      (http) =>
+        new Promise<import("node:http").Server>((resolve) => {
+          const s = http.createServer((req, res) => {
+            const n = Number(new URL(req.url ?? "/", "http://x").searchParams.get("n") ?? "1000")
+            res.writeHead(200, { "content-type": "application/octet-stream" })
+            for (let at = 0; at < n; at += 4096) res.write(patternBytes(Math.min(4096, n - at), at))
+            res.end()
+          })
+          s.listen(0, "127.0.0.1", () => resolve(s))
+        })
+    )
+    try {
+      const port = (chunkedOrigin.address() as import("node:net").AddressInfo).port
+      const p = await Effect.runPromise(
+        startProxy(
+          testConfig({
+            upstreams: [{ id: "c", targets: [{ address: `127.0.0.1:${port}` }] }],
+            routes: [
+              { id: "held", priority: 100, matches: [{ _tag: "PathPrefix", prefix: "/held" }], upstream: "c", policies: { bufferResponses: true } },
+              { id: "all", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "c" }
+            ],
+            limits: { responseBufferSize: 64 * 1024 } as never
+          } as Partial<SentinelConfigInput>)
+        ).pipe(Scope.extend(env))
+      )
+      const small = await request(p.port, { path: "/held/a?n=40000" })
+      expect([small.status, small.headers["content-length"], small.headers["transfer-encoding"]]).toEqual([200, "40000", undefined])
+      expect(sha256(small.body)).toBe(sha256(patternBytes(40000)))
+      // over the bound: streamed as it came (chunked), still whole
+      const big = await request(p.port, { path: "/held/b?n=300000" })
+      expect([big.status, big.headers["transfer-encoding"]]).toEqual([200, "chunked"])
+      expect(sha256(big.body)).toBe(sha256(patternBytes(300000)))
+      // without the policy the small one streams chunked
+      expect((await request(p.port, { path: "/plain?n=40000" })).headers["transfer-encoding"]).toBe("chunked")
+    } finally {
+      await Effect.runPromise(Scope.close(env, Exit.void))
+      await new Promise<void>((r) => chunkedOrigin.close(() => r()))
+    }
+  })
+})
+
+describe("policies { buffer-responses } and a failing upstream", () => {
+  it("an upstream reset mid-body is answered with a clean 502 (the head never went out), not a cut 200", async () => {
+    const { resettingOrigin } = await import("../support/faults.js")
+    const bad = await resettingOrigin({ declaredLength: 1000, sentBytes: 100 })
+    const env = Effect.runSync(Scope.make())
+    try {
+      const p = await Effect.runPromise(
+        startProxy(
+          testConfig({
+            upstreams: [{ id: "r", targets: [{ address: `127.0.0.1:${bad.port}` }] }],
+            routes: [
+              { id: "held", priority: 100, matches: [{ _tag: "PathPrefix", prefix: "/held" }], upstream: "r", policies: { bufferResponses: true } },
+              { id: "all", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "r" }
+            ]
+          } as Partial<SentinelConfigInput>)
+        ).pipe(Scope.extend(env))
+      )
+      const held = await request(p.port, { path: "/held/x" })
+      expect(held.status).toBe(502)
+      expect(JSON.parse(held.body.toString()).reason).toMatch(/^upstream_(reset|closed)$/)
+      // without the policy the client got the 200 head and a cut body
+      await expect(request(p.port, { path: "/plain" })).rejects.toThrow()
+    } finally {
+      await Effect.runPromise(Scope.close(env, Exit.void))
+      await bad.close()
+    }
+  })
+})

@@ -268,7 +268,7 @@ export const arbitraryConfig: fc.Arbitrary<SentinelConfig> = fc
         circuitBreaker: opt(circuitBreaker),
         policies: fc.record({
           requestHeaders: headerOps, responseHeaders: headerOps, timeout: opt(millis), failureMode: opt(failureMode),
-          maxBodySize: opt(count(1 << 30)), bufferRequests: fc.boolean()
+          maxBodySize: opt(count(1 << 30)), bufferRequests: fc.boolean(), bufferResponses: fc.boolean()
         })
       }).map(({ to, policies, ...r }) => compact({ id: rid, ...r, ...to, policies: compact(policies) }) as RouteConfig)
     ))

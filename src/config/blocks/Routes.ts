@@ -90,7 +90,8 @@ const policiesSpec: BlockSpec<RouteConfig["policies"]> = {
       aliases: { "fail-open": "open", fail_open: "open", "fail-closed": "closed", fail_closed: "closed" }
     })),
     maxBodySize: scalar(["max-body-size", "max-body-size-bytes"], bytes),
-    bufferRequests: scalar("buffer-requests", bool)
+    bufferRequests: scalar("buffer-requests", bool),
+    bufferResponses: scalar("buffer-responses", bool)
   }
 }
 

@@ -6,7 +6,7 @@
  */
 import * as os from "node:os"
 import { Duration } from "effect"
-import { suitesWithoutForwardSecrecy } from "../server/TlsNames.js"
+import { suitesWithoutForwardSecrecy } from "./TlsNames.js"
 import { escapeText } from "./ConfigIssue.js"
 import type { SentinelConfig } from "./Schema.js"
 

@@ -13,7 +13,13 @@
  * raw request bytes are never forwarded.
  */
 import { BlockList, isIP } from "node:net"
-import { HOP_BY_HOP } from "../pipeline/Headers.js"
+import { HOP_BY_HOP } from "../http/HopByHop.js"
+import { ALNUM, table } from "../http/Chars.js"
+import { formatAuthority, parseAuthority, sameAuthority, trimOws, type Authority } from "../http/Authority.js"
+import { parseCidr, unmapIpv4, type Cidr } from "../http/Cidr.js"
+
+export { parseAuthority, trimOws, type Authority } from "../http/Authority.js"
+export { parseCidr, unmapIpv4, type Cidr } from "../http/Cidr.js"
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -179,13 +185,6 @@ const reject = (status: RejectStatus, reason: RejectReason): Rejected => ({ _tag
 // Character tables
 // ---------------------------------------------------------------------------------------------
 
-const table = (chars: string, ranges: ReadonlyArray<readonly [number, number]> = []): Uint8Array => {
-  const t = new Uint8Array(128)
-  for (const c of chars) t[c.charCodeAt(0)] = 1
-  for (const [a, b] of ranges) for (let i = a; i <= b; i++) t[i] = 1
-  return t
-}
-const ALNUM: ReadonlyArray<readonly [number, number]> = [[48, 57], [65, 90], [97, 122]]
 /** RFC 9110 tchar. */
 const TCHAR = table("!#$%&'*+-.^_`|~", ALNUM)
 /**
@@ -209,18 +208,6 @@ const isBadValue = (v: string): boolean => {
   return false
 }
 
-/**
- * Trims RFC 9110 OWS (SP, HTAB) only. `String.prototype.trim` also strips NBSP (\xa0) and other
- * Unicode spaces, which turns `\xa0chunked` into `chunked` (a known TE smuggling vector).
- */
-export const trimOws = (s: string): string => {
-  let a = 0
-  let b = s.length
-  while (a < b && (s.charCodeAt(a) === 32 || s.charCodeAt(a) === 9)) a++
-  while (b > a && (s.charCodeAt(b - 1) === 32 || s.charCodeAt(b - 1) === 9)) b--
-  return a === 0 && b === s.length ? s : s.slice(a, b)
-}
-
 const isToken = (s: string): boolean => {
   if (s.length === 0) return false
   for (let i = 0; i < s.length; i++) {
@@ -236,57 +223,6 @@ const CONNECTION_PROTECTED = new Set(["host", "content-length"])
 // ---------------------------------------------------------------------------------------------
 // Authority (Host) parsing
 // ---------------------------------------------------------------------------------------------
-
-export interface Authority {
-  readonly hostname: string
-  readonly port: number | null
-}
-
-const HOSTNAME_CHAR = table("-._~", ALNUM)
-
-/**
- * `uri-host [":" port]` restricted to what a real host name can be: reg-name letters/digits/`-._~`
- * or a bracketed IPv6 literal. Userinfo, spaces, `/`, `\`, `%` and sub-delims are rejected
- * (`Host: a@evil`, `Host: a b` pass Node, edge-security.md §2.1 #21). Lower-cases the name.
- */
-export const parseAuthority = (s: string): Authority | null => {
-  if (s.length === 0 || s.length > 255 + 6) return null
-  let hostEnd: number
-  let hostname: string
-  if (s.charCodeAt(0) === 91 /* [ */) {
-    const close = s.indexOf("]")
-    if (close < 0) return null
-    const inner = s.slice(1, close)
-    if (isIP(inner) !== 6) return null
-    hostname = `[${inner.toLowerCase()}]`
-    hostEnd = close + 1
-  } else {
-    hostEnd = s.indexOf(":")
-    if (hostEnd < 0) hostEnd = s.length
-    if (hostEnd === 0) return null
-    for (let i = 0; i < hostEnd; i++) {
-      const c = s.charCodeAt(i)
-      if (c > 127 || HOSTNAME_CHAR[c] === 0) return null
-    }
-    hostname = s.slice(0, hostEnd).toLowerCase()
-  }
-  if (hostEnd === s.length) return { hostname, port: null }
-  if (s.charCodeAt(hostEnd) !== 58 /* : */) return null
-  const portText = s.slice(hostEnd + 1)
-  if (portText.length === 0 || portText.length > 5) return null
-  for (let i = 0; i < portText.length; i++) {
-    const c = portText.charCodeAt(i)
-    if (c < 48 || c > 57) return null
-  }
-  const port = Number(portText)
-  if (port > 65535) return null
-  return { hostname, port }
-}
-
-const formatAuthority = (a: Authority): string => (a.port === null ? a.hostname : `${a.hostname}:${a.port}`)
-
-const sameAuthority = (a: Authority, b: Authority, defaultPort: number): boolean =>
-  a.hostname === b.hostname && (a.port ?? defaultPort) === (b.port ?? defaultPort)
 
 // ---------------------------------------------------------------------------------------------
 // Path
@@ -615,35 +551,6 @@ export interface ForwardingConfig {
 }
 
 export const defaultForwardingConfig: ForwardingConfig = { trustedProxies: [] }
-
-export interface Cidr {
-  readonly address: string
-  readonly prefix: number
-  readonly family: "ipv4" | "ipv6"
-}
-
-/** Parses `a.b.c.d/n`, `x::y/n` or a bare address (full-length prefix). null when invalid (for the config decoder). */
-export const parseCidr = (text: string): Cidr | null => {
-  const slash = text.indexOf("/")
-  const address = unmapIpv4(slash < 0 ? trimOws(text) : trimOws(text.slice(0, slash)))
-  const fam = isIP(address)
-  if (fam === 0) return null
-  const max = fam === 4 ? 32 : 128
-  let prefix = max
-  if (slash >= 0) {
-    const p = trimOws(text.slice(slash + 1))
-    if (!/^[0-9]{1,3}$/.test(p)) return null
-    prefix = Number(p)
-    if (prefix > max) return null
-  }
-  return { address, prefix, family: fam === 4 ? "ipv4" : "ipv6" }
-}
-
-/** `::ffff:1.2.3.4` (IPv4 on a dual-stack socket) -> `1.2.3.4`. */
-export const unmapIpv4 = (ip: string): string => {
-  if (ip.length > 7 && ip.slice(0, 7).toLowerCase() === "::ffff:" && isIP(ip.slice(7)) === 4) return ip.slice(7)
-  return ip
-}
 
 export interface TrustedProxies {
   /** Whether `ip` (any textual form; IPv4-mapped IPv6 accepted) is a trusted proxy. */

@@ -26,12 +26,12 @@ import * as fs from "node:fs"
 import * as tls from "node:tls"
 import { Either } from "effect"
 import type { ListenerTlsConfig, SentinelConfig } from "../config/Schema.js"
-import { nodeCiphers, nodeTlsVersion, normalizeServerName, serverNamePatternProblem } from "./TlsNames.js"
+import { nodeCiphers, nodeTlsVersion, normalizeServerName, serverNamePatternProblem } from "../config/TlsNames.js"
 
 export {
   type CipherSuite, cipherSuiteNames, cipherSuites, mapCipherSuite, matchServerName, nodeCiphers, nodeTlsVersion,
   normalizeServerName, parseTlsVersion, serverNamePatternProblem, suitesWithoutForwardSecrecy, tlsVersionRank
-} from "./TlsNames.js"
+} from "../config/TlsNames.js"
 
 export interface TlsCertificateInfo {
   /** Names this certificate is chosen for (SNI), normalized; for the default certificate, its SAN DNS names (CN when none). */

@@ -11,7 +11,7 @@ import { hint } from "../ConfigIssue.js"
 import type { ListenerTlsConfig, SniCertificateConfig, TlsVersion } from "../Schema.js"
 import {
   cipherSuiteNames, mapCipherSuite, normalizeServerName, parseTlsVersion, serverNamePatternProblem, tlsVersionRank
-} from "../../server/TlsNames.js"
+} from "../TlsNames.js"
 import {
   type BlockSpec, bool, children, compact, type Cx, custom, decodeBlock, list, many, nodeName, nonEmpty, scalar, shape,
   str, type Val

@@ -1,7 +1,7 @@
 /** `listeners { listener "id" { ... } }`: where the proxy accepts connections. */
 import type { ListenerConfig } from "../Schema.js"
 import { protocolsNotSupportedYet } from "../NotSupportedYet.js"
-import { parseCidr } from "../../server/RequestValidation.js"
+import { parseCidr } from "../../http/Cidr.js"
 import {
   type BlockSpec, type Val, block, bool, children, compact, custom, entity, hostPort, ident, int, list, oneOf, positive, scalar,
   secs, shape, str

@@ -6,7 +6,7 @@
  * the same tables at load time.
  */
 import * as net from "node:net"
-import type { TlsVersion } from "../config/Schema.js"
+import type { TlsVersion } from "./Schema.js"
 
 // ---------------------------------------------------------------------------
 // Versions

@@ -4,12 +4,15 @@
  */
 import type { ServerResponse } from "node:http"
 
+/** A message of node's HTTP/2 compat API (`Http2ServerRequest`/`Response` have a `stream`). */
+export const isHttp2Message = (m: object): boolean => (m as { stream?: unknown }).stream !== undefined
+
 /**
  * HTTP/1.1: the connection is closed (a response cut short is never framed as complete).
  * HTTP/2: the stream is reset with INTERNAL_ERROR; a plain `destroy()` sends RST_STREAM
  * with NO_ERROR, which a client may take for the end of a complete response.
  */
 export const abortResponse = (res: ServerResponse): void => {
-  if ((res as unknown as { stream?: unknown }).stream !== undefined) res.destroy(new Error("response cut short"))
+  if (isHttp2Message(res)) res.destroy(new Error("response cut short"))
   else res.destroy()
 }

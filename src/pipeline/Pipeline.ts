@@ -21,7 +21,7 @@ import { RequestRejected, RequestTimeout, type ProxyError } from "./Errors.js"
 import { connectionTls, splitTarget, type RequestContext } from "./RequestContext.js"
 import { edgePolicyFor, markClosing, type EdgePolicy } from "../server/EdgePolicy.js"
 import { onResponseClose } from "../server/ResponseClose.js"
-import { abortResponse } from "../http/Response.js"
+import { abortResponse, isHttp2Message } from "../http/Response.js"
 import { closedEarly, cutOf, settleEarlyClose } from "../server/ListenerCut.js"
 import {
   appendUpstreamHeaders,
@@ -94,7 +94,7 @@ interface Head {
 
 
 const makeContext = (env: PipelineEnv, dp: Dataplane, edge: EdgePolicy, req: IncomingMessage, res: ServerResponse): RequestContext => {
-  const http2 = (req as { stream?: unknown }).stream !== undefined
+  const http2 = isHttp2Message(req)
   const result = validateRequest(req, edge.validation, env.scheme === "https", http2)
   const header =
     result._tag === "Valid" && result.request.droppedHeaders.length > 0
@@ -546,6 +546,22 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     }
   }
 
+  /**
+   * A refusal of a request whose body will not be read: counted, answered, logged. Over HTTP/1.1
+   * the stream may be desynchronised: the answer carries `Connection: close` (node writes it when
+   * keep-alive is off) and requests pipelined behind this one are never served. An HTTP/2 stream
+   * ends on its own.
+   */
+  const refuseUnread = (ctx: RequestContext, rejected: RequestRejected, plan?: RoutePlan): void => {
+    env.hooks.onReject(ctx, rejected.reason, rejected.status)
+    if (!ctx.http2) {
+      ctx.res.shouldKeepAlive = false
+      markClosing(ctx.req.socket)
+    }
+    sendError(ctx, env, rejected, plan)
+    complete(ctx, plan)
+  }
+
   // the edge policy of the configuration in force, looked up again only when it changes
   let edgeOf: Dataplane | undefined
   let edge: EdgePolicy | undefined
@@ -559,16 +575,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     if (env.tracing !== undefined) startRequestTrace(ctx, env.tracing)
 
     const rejected = checkHead(ctx, dp, env)
-    if (rejected !== undefined) {
-      env.hooks.onReject(ctx, rejected.reason, rejected.status)
-      // The body will not be read and the stream may be desynchronised: answer with
-      // `Connection: close` (node writes it when keep-alive is off) and close; requests
-      // pipelined behind this one are never served.
-      res.shouldKeepAlive = false
-      markClosing(req.socket)
-      sendError(ctx, env, rejected)
-      return complete(ctx)
-    }
+    if (rejected !== undefined) return refuseUnread(ctx, rejected)
 
     const route = dp.router.match(ctx)
     if (route === undefined) {
@@ -577,17 +584,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     }
     ctx.routeId = route.id
     const plan = dp.plans.get(route.id)!
-    if (bodyTooLarge(ctx, plan.maxBodySize)) {
-      const rejected = new RequestRejected({ status: 413, reason: "body_too_large" })
-      env.hooks.onReject(ctx, rejected.reason, rejected.status)
-      // the body will not be read: close after the answer (as for the head's refusals)
-      if (!ctx.http2) {
-        ctx.res.shouldKeepAlive = false
-        markClosing(req.socket)
-      }
-      sendError(ctx, env, rejected, plan)
-      return complete(ctx, plan)
-    }
+    if (bodyTooLarge(ctx, plan.maxBodySize)) return refuseUnread(ctx, new RequestRejected({ status: 413, reason: "body_too_large" }), plan)
     if (plan.upstream !== undefined) ctx.upstreamHeaders = buildUpstreamHeaders(ctx, plan)
 
     handleStep(ctx, dp, plan, runStages(ctx, plan.request, 0))

@@ -32,6 +32,7 @@ import { markCut } from "./ListenerCut.js"
 import { nodeServerOptionsFor } from "./RequestValidation.js"
 import { onResponseClose } from "./ResponseClose.js"
 import { sniffPreface, startHttp2 } from "./Http2.js"
+import { isHttp2Message } from "../http/Response.js"
 import { onTicketKeys, ticketKeys } from "./TicketKeys.js"
 import { startOcspStapler, type OcspStapler } from "./Ocsp.js"
 
@@ -127,6 +128,9 @@ const CLIENT_ERRORS: Record<string, readonly [number, string]> = {
   HPE_HEADERS_TIMEOUT: [408, "headers_timeout"],
   ERR_HTTP_HEADERS_TIMEOUT: [408, "headers_timeout"]
 }
+
+/** The TCP socket under a server-side TLS socket (node keeps it as `_parent`), else the socket itself. */
+const tcpSocketOf = (socket: Socket): Socket => (socket as unknown as { _parent?: Socket })._parent ?? socket
 
 /** A failed TLS handshake, by what went wrong (the `reason` of `sentinel_tls_handshake_errors_total`). */
 export const tlsErrorReason = (err: NodeJS.ErrnoException): string => {
@@ -363,7 +367,7 @@ export const startListener = (
       // before https's own listener, which re-emits it as a clientError
       server.prependListener("tlsClientError", (err: NodeJS.ErrnoException, socket: TLSSocket) => {
         tlsFailed.add(socket)
-        if (refused.has((socket as unknown as { _parent?: Socket })._parent ?? socket)) return
+        if (refused.has(tcpSocketOf(socket))) return
         onDefence(`tls_handshake_${tlsErrorReason(err)}`, socket.remoteAddress ?? "")
       })
     }
@@ -648,7 +652,7 @@ export const startListener = (
       if (protocol === "https") {
         server.on("secureConnection", (socket: TLSSocket) => {
           // the write-timeout sweep watches what the TLS socket has not yet flushed
-          const entry = entries.get((socket as unknown as { _parent?: Socket })._parent ?? socket)
+          const entry = entries.get(tcpSocketOf(socket))
           if (entry !== undefined) (entry as { socket: Socket }).socket = socket
           if (socket.alpnProtocol === "h2") h2.accept(socket)
           else http1.call(server, socket)
@@ -701,7 +705,7 @@ export const startListener = (
       })
       if (res.headersSent || res.destroyed) return
       const body = errorBody(503, reason, "-")
-      const h2req = (req as { stream?: unknown }).stream !== undefined
+      const h2req = isHttp2Message(req)
       const head: http.OutgoingHttpHeaders = {
         "content-type": "application/json",
         "content-length": Buffer.byteLength(body),

@@ -297,13 +297,18 @@ class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle, GateWaiter
   }
 
   /**
-   * Our side failed while handing the response on (the sink threw: the client connection is
-   * broken). Not the upstream's fault: tear the exchange down and say so.
+   * The client's side ends the exchange: the response could not be handed on (the sink threw:
+   * the client connection is broken), or a slow reader held the connection too long. Not the
+   * upstream's fault: tear the exchange down (the upstream connection is released) and say so.
    */
-  private sinkFailed(): void {
+  private downstreamFailed(reason: "client_write_failed" | "slow_reader", why: string): void {
     if (this.done) return
-    this.finish(new DownstreamError({ status: this.status || 502, reason: "client_write_failed" }))
-    this.abortFn?.(new AbortedByProxy("response could not be written"))
+    this.finish(new DownstreamError({ status: this.status || 502, reason }))
+    this.abortFn?.(new AbortedByProxy(why))
+  }
+
+  private sinkFailed(): void {
+    this.downstreamFailed("client_write_failed", "response could not be written")
   }
 
   private fireTimeout(which: UpstreamTimeout["phase"]): void {
@@ -352,9 +357,7 @@ class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle, GateWaiter
       }
       // The client has not taken what is buffered for it for that long: it does not get to
       // hold an upstream connection any longer. The rest of the response is dropped with it.
-      this.finish(new DownstreamError({ status: this.status || 502, reason: "slow_reader" }))
-      this.abortFn?.(new AbortedByProxy("client not reading"))
-      return
+      return this.downstreamFailed("slow_reader", "client not reading")
     }
     if (now >= this.deadline) return this.fireTimeout("request")
     if (this.phaseMs > 0 && now >= this.since + this.phaseMs) {

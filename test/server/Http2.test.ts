@@ -10,11 +10,11 @@ import * as http2 from "node:http2"
 import type { AddressInfo } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Duration, Effect, Exit, Scope } from "effect"
+import { Duration } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { SentinelConfigInput } from "../../src/config/Schema.js"
 import { patternBytes, sha256, startEchoOrigin, type EchoOrigin } from "../support/origins.js"
-import { metricSum, request, startProxy, testConfig, type ProxyHandle, jsonLines, waitUntil } from "../support/proxy.js"
+import { accessLogTo, jsonLines, metricSum, openProxy, request, testConfig, waitUntil, type ProxyHandle } from "../support/proxy.js"
 
 let origin: EchoOrigin
 let dir: string
@@ -36,23 +36,20 @@ interface Env {
 let n = 0
 export const startH2 = async (listener: Record<string, unknown> = {}, extra: Partial<SentinelConfigInput> = {}): Promise<Env> => {
   const accessLog = path.join(dir, `access-${n++}.log`)
-  const scope = Effect.runSync(Scope.make())
-  const proxy = await Effect.runPromise(
-    startProxy(
-      testConfig({
-        listeners: [{ id: "main", address: "127.0.0.1:0", protocol: "h2", ...listener }] as never,
-        upstreams: [{ id: "o", targets: [{ address: origin.address }] }],
-        routes: [
-          { id: "api", matches: [{ _tag: "PathPrefix", prefix: "/api" }], upstream: "o", priority: 100 },
-          { id: "all", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "o" }
-        ] as never,
-        system: { gracefulShutdownTimeout: Duration.millis(200) } as never,
-        observability: { logging: { accessLog: { enabled: true, file: accessLog, flushIntervalMs: 0 } } } as never,
-        ...extra
-      })
-    ).pipe(Scope.extend(scope))
+  const { proxy, close } = await openProxy(
+    testConfig({
+      listeners: [{ id: "main", address: "127.0.0.1:0", protocol: "h2", ...listener }] as never,
+      upstreams: [{ id: "o", targets: [{ address: origin.address }] }],
+      routes: [
+        { id: "api", matches: [{ _tag: "PathPrefix", prefix: "/api" }], upstream: "o", priority: 100 },
+        { id: "all", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "o" }
+      ] as never,
+      system: { gracefulShutdownTimeout: Duration.millis(200) } as never,
+      observability: accessLogTo(accessLog),
+      ...extra
+    })
   )
-  return { proxy, accessLog, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
+  return { proxy, accessLog, close }
 }
 
 

@@ -18,12 +18,12 @@ import * as http from "node:http"
 import type * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Duration, Effect, Exit, Scope } from "effect"
+import { Duration } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { SentinelConfigInput } from "../../src/config/Schema.js"
 import { bigBody, startBigOrigin, type BigOrigin } from "../support/bigOrigin.js"
 import { sha256 } from "../support/origins.js"
-import { metricSum, startProxy, testConfig, type ProxyHandle, jsonLines, waitUntil } from "../support/proxy.js"
+import { accessLogTo, jsonLines, metricSum, openProxy, testConfig, waitUntil, type ProxyHandle } from "../support/proxy.js"
 import { connect } from "../support/rawHttp.js"
 
 const MiB = 1024 * 1024
@@ -52,31 +52,26 @@ const start = async (
   extra: Partial<SentinelConfigInput> = {}
 ): Promise<Env> => {
   const accessLog = path.join(dir, `access-${n++}.log`)
-  const scope = Effect.runSync(Scope.make())
-  const proxy = await Effect.runPromise(
-    startProxy(
-      testConfig({
-        upstreams: [
-          {
-            id: "o",
-            targets: [{ address: origin.address }],
-            connectionPool: pool,
-            // one failure would open it: a client-side failure counted against the target shows
-            circuitBreaker: { failureThreshold: 1 }
-          }
-        ] as never,
-        routes: [{ id: "all", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "o" }],
-        limits: limits as never,
-        system: { gracefulShutdownTimeout: Duration.millis(100) } as never,
-        observability: { logging: { accessLog: { enabled: true, file: accessLog, flushIntervalMs: 0 } } } as never,
-        ...extra
-      })
-    ).pipe(Scope.extend(scope))
+  const { proxy, close } = await openProxy(
+    testConfig({
+      upstreams: [
+        {
+          id: "o",
+          targets: [{ address: origin.address }],
+          connectionPool: pool,
+          // one failure would open it: a client-side failure counted against the target shows
+          circuitBreaker: { failureThreshold: 1 }
+        }
+      ] as never,
+      routes: [{ id: "all", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "o" }],
+      limits: limits as never,
+      system: { gracefulShutdownTimeout: Duration.millis(100) } as never,
+      observability: accessLogTo(accessLog),
+      ...extra
+    })
   )
-  return { proxy, accessLog, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
+  return { proxy, accessLog, close }
 }
-
-/** Polls `cond` until it holds or the bound expires (then fails with `what`). */
 
 const within = <A>(p: Promise<A>, ms: number, what: string): Promise<A> =>
   Promise.race([p, new Promise<A>((_, reject) => setTimeout(() => reject(new Error(`${what} not within ${ms} ms`)), ms).unref())])

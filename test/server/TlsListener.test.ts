@@ -13,11 +13,11 @@ import * as os from "node:os"
 import * as path from "node:path"
 import * as tls from "node:tls"
 import { X509Certificate } from "node:crypto"
-import { Duration, Effect, Exit, Scope } from "effect"
+import { Duration, Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { SentinelConfig, SentinelConfigInput } from "../../src/config/Schema.js"
 import { startEchoOrigin, type EchoOrigin } from "../support/origins.js"
-import { metricSum, startProxy, testConfig, type ProxyHandle, jsonLines, waitUntil } from "../support/proxy.js"
+import { accessLogTo, jsonLines, metricSum, openProxy, testConfig, waitUntil, type ProxyHandle } from "../support/proxy.js"
 import { makeCerts, standardCerts, type CertSet } from "../support/certs.js"
 
 let origin: EchoOrigin
@@ -57,11 +57,10 @@ const start = async (tlsBlock: Record<string, unknown>, listener: Record<string,
       upstreams: [{ id: "o", targets: [{ address: origin.address }] }],
       routes: [{ id: "all", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "o" }] as never,
       system: { gracefulShutdownTimeout: Duration.millis(200) } as never,
-      observability: { logging: { accessLog: { enabled: true, file: accessLog, flushIntervalMs: 0 } } } as never
+      observability: accessLogTo(accessLog)
     } as Partial<SentinelConfigInput>)
-  const scope = Effect.runSync(Scope.make())
-  const proxy = await Effect.runPromise(startProxy(config(tlsBlock)).pipe(Scope.extend(scope)))
-  return { proxy, accessLog, config, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
+  const { proxy, close } = await openProxy(config(tlsBlock))
+  return { proxy, accessLog, config, close }
 }
 
 const base = () => ({ certFile: certs.files.default.cert, keyFile: certs.files.default.key })

@@ -4,7 +4,7 @@
  */
 import * as fs from "node:fs"
 import * as http from "node:http"
-import { Effect, Logger, LogLevel, type Scope } from "effect"
+import { Effect, Exit, Logger, LogLevel, Scope } from "effect"
 import * as App from "../../src/App.js"
 import { makeConfig, type SentinelConfig, type SentinelConfigInput } from "../../src/config/Schema.js"
 
@@ -112,3 +112,13 @@ export const waitUntil = async (cond: () => boolean | Promise<boolean>, what: st
 /** The JSON lines of a log file written so far (none when it does not exist yet). */
 export const jsonLines = <A = Record<string, unknown>>(file: string): Array<A> =>
   fs.existsSync(file) ? fs.readFileSync(file, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as A) : []
+
+/** The proxy started in a scope of its own; `close` drains and stops it. */
+export const openProxy = async (config: SentinelConfig): Promise<{ readonly proxy: ProxyHandle; readonly close: () => Promise<void> }> => {
+  const scope = Effect.runSync(Scope.make())
+  const proxy = await Effect.runPromise(startProxy(config).pipe(Scope.extend(scope)))
+  return { proxy, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
+}
+
+/** `observability` writing the access log to `file`, each line at once (tests read it back). */
+export const accessLogTo = (file: string) => ({ logging: { accessLog: { enabled: true, file, flushIntervalMs: 0 } } }) as never

@@ -441,11 +441,10 @@ export const make = (
         }
 
         // Listeners: stop removed/changed ones first (a rebind may reuse the address), then start new ones.
-        const wanted = wantedKeys
         let stopped = 0
         let opened = 0
         for (const [id, entry] of [...listeners]) {
-          if (wanted.get(id) !== entry.key) {
+          if (wantedKeys.get(id) !== entry.key) {
             yield* closeListener(id)
             stopped++
           }

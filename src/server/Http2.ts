@@ -87,7 +87,7 @@ const dataBytesOf = (stream: http2.ServerHttp2Stream): number | undefined => {
 interface Watched {
   readonly session: http2.ServerHttp2Session
   readonly ip: string
-  /** DATA bytes of the streams that closed, and the last count of those still open. */
+  /** DATA bytes of the streams that closed, and the last count of those still open (one entry per open stream). */
   closedBytes: number
   readonly openBytes: Map<http2.ServerHttp2Stream, number>
   opened: number
@@ -154,14 +154,12 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
       sweeper = setInterval(sweep, SWEEP_MS)
       sweeper.unref()
     }
-    let opened = 0
     let earlyResets = 0
-    let open = 0
     let idleTimer: NodeJS.Timeout | undefined
     const idle = () => {
       if (limits.idleTimeoutMs <= 0 || session.destroyed) return
       idleTimer = setTimeout(() => {
-        if (open === 0 && !session.closed) {
+        if (w.openBytes.size === 0 && !session.closed) {
           hooks.onDefence("idle_timeout", ip)
           session.close()
         }
@@ -195,8 +193,6 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
     if (closing) session.close()
     idle()
     session.on("stream", (stream: http2.ServerHttp2Stream) => {
-      opened++
-      open++
       w.opened++
       w.openBytes.set(stream, 0)
       clearTimeout(idleTimer)
@@ -205,25 +201,24 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
       // request body ended (or was cut), else an upload between two sweeps would count as overhead
       const record = () => {
         const n = dataBytesOf(stream)
-        if (n !== undefined) w.openBytes.set(stream, n)
+        if (n !== undefined && w.openBytes.has(stream)) w.openBytes.set(stream, n)
       }
       stream.once("end", record)
       stream.once("aborted", record)
       stream.once("close", () => {
-        open--
         w.closedBytes += w.openBytes.get(stream) ?? 0
         w.openBytes.delete(stream)
-        if (open === 0) idle()
+        if (w.openBytes.size === 0) idle()
         // reset before any answer: by the client (the proxy answers every stream it accepts)
         if (!stream.headersSent && stream.rstCode !== NGHTTP2_NO_ERROR) {
           // mostly resets, and more than the bound: a session that also completes its streams
           // (a browser cancelling some) is left alone
-          if (++earlyResets > limits.maxEarlyResets && earlyResets * 2 > opened && !session.destroyed) {
+          if (++earlyResets > limits.maxEarlyResets && earlyResets * 2 > w.opened && !session.destroyed) {
             calm(session, "rapid_reset", ip)
           }
         }
       })
-      if (limits.maxStreamsPerSession > 0 && opened === limits.maxStreamsPerSession && !session.closed) {
+      if (limits.maxStreamsPerSession > 0 && w.opened === limits.maxStreamsPerSession && !session.closed) {
         hooks.onDefence("max_requests", ip)
         // graceful: the streams already open finish, no new ones
         session.close()

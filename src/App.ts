@@ -1,67 +1,63 @@
 /**
- * The proxy as an Effect service: `layer(config)` starts every listener on a
- * dataplane compiled from `config`; closing the layer's scope drains the
- * listeners (in-flight requests finish, up to `system {
- * graceful-shutdown-timeout-secs }`), then closes the upstream pools and the
- * logs. Nothing is left behind: no socket, timer or fiber.
+ * The proxy as Effect layers. `App.layer(options)` is the composition of the proxy's
+ * long-lived parts, each a service with its own `layer`:
  *
- * `reload(config)` swaps the dataplane atomically: requests in flight finish
- * on the configuration they started with; upstreams whose definition did not
- * change keep their pools (and health/circuit state); the others are drained
- * and closed after the grace period; listeners are added, removed or rebound;
- * the access and audit logs are switched on/off, moved or reformatted.
+ *   Logs          access and audit logs (+ the error log when provided)   observability/ProxyLogs.ts
+ *   Upstreams     pools, health checks, breakers, DNS                     upstream/UpstreamSet.ts
+ *   Agents        agent managers and their route extension                agents/Agents.ts
+ *   RequestPath   the dataplane and the request handler                   pipeline/RequestPath.ts
+ *   Listeners     sockets, TLS, HTTP/2, admission, drain                  server/ListenerSet.ts
+ *   Sentinel      reloads across all of them; follows the ConfigSource    here
  *
- * Programs embed the proxy by providing this layer, or by calling `make`
- * inside their own scope.
+ * and requires what it does not build: `ConfigSource` (a value or a file), `MetricsService`
+ * (a registry), optionally `Tracing` and `ErrorLogService`, and whatever services your own
+ * Effect stages need. `App.layerFrom(config)` is the default wiring (a fresh registry,
+ * tracing from `observability { tracing }`); `Program.ts` wires the command line.
+ *
+ * Closing the layer's scope drains the listeners (in-flight requests finish, up to `system {
+ * graceful-shutdown-timeout-secs }`), then closes agents, upstream pools and logs, in the
+ * reverse order they were built. Nothing is left behind: no socket, timer or fiber.
+ *
+ * `reload(config)` swaps the dataplane atomically: requests in flight finish on the
+ * configuration they started with; upstreams whose definition did not change keep their pools
+ * (and health/circuit state); the others are drained and closed after the grace period;
+ * listeners are added, removed or rebound; the logs are switched on/off, moved or reformatted.
  */
-import { isIP } from "node:net"
-import { performance } from "node:perf_hooks"
-import { Context, Duration, Effect, Either, Exit, Layer, Option, Runtime, Scope } from "effect"
-import type { LimitsConfig, ListenerConfig, SentinelConfig } from "./config/Schema.js"
-import type { BuiltinView } from "./handlers/Builtin.js"
-import { CircuitStateValue, makeMetrics, type Metrics } from "./observability/Metrics.js"
-import { compileDataplane, type Dataplane } from "./pipeline/Dataplane.js"
-import { makeRequestHandler, type PipelineHooks } from "./pipeline/Pipeline.js"
-import type { RequestContext } from "./pipeline/RequestContext.js"
-import type { RouteExtension } from "./pipeline/Stage.js"
-import { admissionConfigFor, connectionLimitsFor, ListenerBindFailed, startListener, type ListenerHandle } from "./server/Listener.js"
-import { Admission, ConnectionTracker } from "./server/Admission.js"
-import { loadListenerTls, type ListenerTls } from "./server/Tls.js"
-import { makeFilterChain } from "./filters/Chain.js"
-import { makeStaticFilesRoute } from "./handlers/StaticFilesRoute.js"
-import { makeDnsCache } from "./upstream/Dns.js"
-import {
-  describeUpstream,
-  launchUpstream,
-  upstreamConnections,
-  type UpstreamObserver,
-  type UpstreamRuntime
-} from "./upstream/Upstreams.js"
-import { makeAccessLog, makeRejectionLog, type AccessLog } from "./observability/AccessLog.js"
+import { Context, Effect, Exit, Layer, type Scope } from "effect"
+import type { SentinelConfig } from "./config/Schema.js"
+import { ConfigSource } from "./config/ConfigSource.js"
+import type { ConfigReloader } from "./config/Reload.js"
+import { type Metrics, makeMetrics, MetricsService } from "./observability/Metrics.js"
+import { Logs } from "./observability/ProxyLogs.js"
 import { Tracing, tracingLayer, type RequestTracing } from "./observability/Tracing.js"
-import { makeAuditLog } from "./observability/AuditLog.js"
-import { combineLogSwaps, type LogOpenFailed, type LogSwap } from "./observability/Logs.js"
-import { makeAgents } from "./agents/AgentsExtension.js"
+import type { LogOpenFailed } from "./observability/Logs.js"
+import type { Dataplane } from "./pipeline/Dataplane.js"
+import type { PhaseEdit } from "./pipeline/Phases.js"
+import { RequestPath } from "./pipeline/RequestPath.js"
+import type { RouteExtension } from "./pipeline/Stage.js"
+import type { ListenerBindFailed } from "./server/Listener.js"
+import { type BoundAddress, Listeners } from "./server/ListenerSet.js"
+import { Upstreams } from "./upstream/UpstreamSet.js"
+import { Agents } from "./agents/Agents.js"
 import type { AgentStatus } from "./agents/Manager.js"
 import type { ChallengePolicy } from "./agents/AgentDecision.js"
 import { VERSION } from "./Version.js"
 
-export interface BoundAddress {
-  readonly host: string
-  readonly port: number
-}
+export type { BoundAddress }
 
-export interface SentinelOptions {
-  /** Metrics registry to use (default: a fresh one per proxy). */
+export interface SentinelOptions<R = never> {
+  /** Metrics registry to use (`layerFrom`/`make` only; with `layer`, provide `MetricsService`). Default: a fresh one. */
   readonly metrics?: Metrics
-  /** Extra route features (stages) besides the built-in ones. */
-  readonly extensions?: ReadonlyArray<RouteExtension>
+  /** Stages before or after a built-in phase, or replacing one (`before`, `after`, `replace` of Phases.ts). */
+  readonly phases?: ReadonlyArray<PhaseEdit<R>>
+  /** Extra route features (stages) after the built-in phases. */
+  readonly extensions?: ReadonlyArray<RouteExtension<R>>
   /** What an agent's challenge decision becomes. Default: 403 with the type in `x-sentinel-challenge`. */
   readonly agentChallenge?: Partial<ChallengePolicy>
   /**
-   * The request path's tracer. Default: the `Tracing` service when the caller
-   * provides one (main.ts: `tracingLayerOptional`), else one built from
-   * `observability { tracing }` for the proxy's lifetime; none without that block.
+   * The request path's tracer (`layerFrom`/`make` only). Default: the `Tracing` service when the
+   * caller provides one, else one built from `observability { tracing }` for the proxy's
+   * lifetime; none without that block.
    */
   readonly tracing?: RequestTracing
 }
@@ -91,439 +87,166 @@ export interface SentinelService {
   readonly reopenLogs: () => Effect.Effect<void>
   /** Connection, queue and circuit state of each agent of the current manager. */
   readonly agentStatus: () => ReadonlyArray<AgentStatus>
+  /**
+   * The configuration source followed: `reload(trigger)` re-reads and applies the file (SIGHUP),
+   * `current` is the configuration in force. A value source never changes (`Unchanged`).
+   */
+  readonly config: ConfigReloader
 }
 
 export class Sentinel extends Context.Tag("sentinel/App/Sentinel")<Sentinel, SentinelService>() {}
 
-interface ListenerEntry {
-  readonly key: string
-  readonly handle: ListenerHandle
-  readonly scope: Scope.CloseableScope
-}
+/** Every service `App.layer` builds. */
+export type Services = Sentinel | Listeners | RequestPath | Agents | Upstreams | Logs
 
-/** Identity of an upstream definition: same key = reuse pools and state across a reload. */
-const upstreamKey = (u: SentinelConfig["upstreams"][number]): string => JSON.stringify(u)
-/** A listener is rebound when its own settings or the limits its server was built with change. */
-const listenerKey = (l: ListenerConfig, limits: LimitsConfig): string => JSON.stringify([l, limits])
+/** The reload across every part, and the source followed. */
+const makeSentinel: Effect.Effect<
+  SentinelService,
+  never,
+  Scope.Scope | ConfigSource | MetricsService | Logs | Upstreams | Agents | RequestPath | Listeners
+> = Effect.gen(function* () {
+  const source = yield* ConfigSource
+  const metrics = yield* MetricsService
+  const logs = yield* Logs
+  const upstreams = yield* Upstreams
+  const agents = yield* Agents
+  const path = yield* RequestPath
+  const listeners = yield* Listeners
 
-const PROTOCOL_LABELS = {
-  http: { "1.0": "HTTP/1.0", "1.1": "HTTP/1.1", "2.0": "HTTP/2" },
-  https: { "1.0": "HTTP/1.0+TLS", "1.1": "HTTP/1.1+TLS", "2.0": "HTTP/2+TLS" }
-} as const
-/** The `protocol` label of a request: its HTTP version, and whether it came over TLS. */
-const protocolLabel = (ctx: RequestContext): string =>
-  PROTOCOL_LABELS[ctx.scheme][ctx.http2 ? "2.0" : ctx.req.httpVersion === "1.0" ? "1.0" : "1.1"]
-
-/** Upstream events to metrics and log lines (every health and circuit change is logged). */
-const upstreamObserver = (metrics: Metrics, log: (effect: Effect.Effect<void>) => void): UpstreamObserver => ({
-  healthChanged: (c) => {
-    metrics.upstreamHealth.set(c.eligible ? 1 : 0, c.upstream, c.target)
-    const message = c.eligible ? "upstream target back in rotation" : "upstream target taken out of rotation"
-    log(
-      (c.eligible ? Effect.logInfo(message) : Effect.logWarning(message)).pipe(
-        Effect.annotateLogs({ upstream: c.upstream, target: c.target, source: c.source, reason: c.reason })
+  const swap = (next: SentinelConfig): Effect.Effect<ReloadSummary, ListenerBindFailed> =>
+    Effect.gen(function* () {
+      // certificates of kept listeners are re-read first: one that fails changes nothing
+      const bound = yield* listeners.stage(next)
+      const staged = yield* upstreams.stage(next)
+      const previous = path.dataplane()
+      // a changed agents block gets a new manager; routes compiled below capture it
+      yield* agents.reload(next)
+      path.set(path.compile(next, staged.runtimes))
+      const { started, stopped } = yield* bound.rebind().pipe(
+        Effect.tapError(() =>
+          Effect.sync(() => {
+            // Roll back the swap: the old configuration keeps serving.
+            path.set(previous)
+            staged.rollback()
+          })
+        )
       )
-    )
-  },
-  circuitChanged: (upstream, target, from, to) => {
-    const component = `upstream:${upstream}`
-    metrics.circuitState.set(CircuitStateValue[to], component, target)
-    metrics.circuitTransitions.inc(component, target, to)
-    const message = `circuit breaker ${from} -> ${to}`
-    log((to === "open" ? Effect.logWarning(message) : Effect.logInfo(message)).pipe(Effect.annotateLogs({ upstream, target, from, to })))
-  },
-  // per attempt: pre-bound children by (upstream, route|target), no key string built
-  attempt: (upstream, route) => metrics.upstreamAttempt(upstream, route),
-  settled: (upstream, target, ms) => metrics.upstreamAttemptDuration(upstream, target, ms),
-  failure: (upstream, route, reason) => metrics.upstreamFailures.inc(upstream, route, reason),
-  retry: (upstream, route, reason) => metrics.upstreamRetries.inc(upstream, route, reason)
+      yield* bound.renew()
+      // series of targets and agents this configuration no longer has stop being exported
+      metrics.retain(next)
+      yield* staged.commit()
+      return {
+        upstreamsKept: staged.kept,
+        upstreamsStarted: staged.started,
+        upstreamsRetired: staged.retired,
+        listenersStarted: started,
+        listenersStopped: stopped
+      }
+    })
+
+  /** Logs switch after the rest succeeded (requests in flight log to either sink, each line once). */
+  const reload = (next: SentinelConfig): Effect.Effect<ReloadSummary, ListenerBindFailed | LogOpenFailed> =>
+    Effect.gen(function* () {
+      const swapLogs = yield* logs.prepare(next)
+      return yield* swap(next).pipe(
+        Effect.onExit((exit) => Effect.sync(() => (Exit.isSuccess(exit) ? swapLogs.commit() : swapLogs.abort())))
+      )
+    })
+
+  const config = yield* source.follow(
+    (next) =>
+      reload(next).pipe(
+        Effect.tap((summary) => Effect.logInfo("configuration applied").pipe(Effect.annotateLogs({ ...summary }))),
+        Effect.mapError((e) => ({
+          message:
+            e._tag === "LogOpenFailed"
+              ? `${e.log} log cannot be opened: ${e.file}: ${e.message}`
+              : `listener "${e.listener}" cannot bind ${e.address}: ${e.message}`
+        })),
+        Effect.asVoid
+      ),
+    metrics
+  )
+
+  yield* Effect.logInfo("sentinel started").pipe(
+    Effect.annotateLogs({
+      version: VERSION,
+      listeners: [...listeners.addresses].map(([id, a]) => `${id}=${a.host}:${a.port}`).join(" ")
+    })
+  )
+  return {
+    addresses: listeners.addresses,
+    dataplane: path.dataplane,
+    metrics,
+    reload,
+    agentStatus: agents.status,
+    reopenLogs: logs.reopen,
+    config
+  }
 })
 
-export const make = (
-  initial: SentinelConfig,
-  options: SentinelOptions = {}
-): Effect.Effect<SentinelService, ListenerBindFailed, Scope.Scope> =>
+/**
+ * The proxy, built from its parts; requires `ConfigSource`, `MetricsService` and the services
+ * of your Effect stages (`R`), optionally `Tracing` and `ErrorLogService`.
+ */
+export const layer = <R = never>(
+  options: SentinelOptions<R> = {}
+): Layer.Layer<Services, ListenerBindFailed, ConfigSource | MetricsService | R> => {
+  // Stages' services come from the layer's context (the request path's runtime carries them).
+  const requestPath = RequestPath.layer({
+    version: VERSION,
+    phases: options.phases as ReadonlyArray<PhaseEdit> | undefined,
+    extensions: options.extensions as ReadonlyArray<RouteExtension> | undefined
+  }) as Layer.Layer<RequestPath, never, ConfigSource | MetricsService | Logs | Agents | Upstreams | R>
+  return Layer.scoped(Sentinel, makeSentinel).pipe(
+    Layer.provideMerge(Listeners.layer),
+    Layer.provideMerge(requestPath),
+    Layer.provideMerge(Agents.layer({ challenge: options.agentChallenge, proxyVersion: VERSION })),
+    Layer.provideMerge(Upstreams.layer),
+    Layer.provideMerge(Logs.layer)
+  )
+}
+
+/**
+ * Tracing as `observability { tracing }` of the source's initial configuration asks (restart-only),
+ * unless a `Tracing` service is provided already. Provides `Tracing` when configured.
+ */
+export const tracingFromConfig: Layer.Layer<never, never, ConfigSource> = Layer.unwrapEffect(
   Effect.gen(function* () {
-    const scope = yield* Effect.scope
-    const startedAt = Date.now()
-    // First, so that it is closed (spans flushed) after the listeners drained.
-    const tracing: RequestTracing | undefined =
-      options.tracing ??
-      Option.getOrUndefined(yield* Effect.serviceOption(Tracing)) ??
-      (initial.observability.tracing === undefined
-        ? undefined
-        : Context.get(yield* Layer.build(tracingLayer({ serviceVersion: VERSION, ...initial.observability.tracing })), Tracing))
-    const metrics =
-      options.metrics ??
-      makeMetrics({ version: VERSION, defaultMetrics: false, maxSeriesPerMetric: initial.observability.metrics.maxSeriesPerMetric })
-    const accessLog: AccessLog = yield* makeAccessLog(initial.observability.logging.accessLog, metrics)
-
-    let config = initial
-    const graceMs = () => Duration.toMillis(config.system.gracefulShutdownTimeout)
-    // Agents (and the audit log) close after the listeners drained: their finalizers come first.
-    const auditLog = yield* makeAuditLog(initial.observability.logging.auditLog, metrics)
-    const agents = yield* makeAgents(initial, {
-      metrics,
-      audit: auditLog,
-      graceMs,
-      proxyVersion: VERSION,
-      ...(options.agentChallenge ? { challenge: options.agentChallenge } : {})
-    })
-    // Filters run in each route's `filters` order, agent filters (one stage) at their position.
-    const filterChain = makeFilterChain({
-      agents: agents.extension,
-      onDecision: (ctx, d) => {
-        if (d.reason === "rate-limited") metrics.rateLimited.inc(ctx.routeId)
-        else if (d.status === 403) metrics.blocked.inc(d.reason)
-        // answers are counted as `rejected` by the pipeline; continued-but-altered ones here
-        if (d.status === 0) metrics.rejected.inc(d.reason)
-      }
-    })
-    const staticFiles = makeStaticFilesRoute({ responseStages: (ctx) => current.plans.get(ctx.routeId)?.response ?? [] })
-    const extensions = [filterChain, staticFiles, ...(options.extensions ?? [])]
-    // One in-flight admission and one connection count for all listeners of the process.
-    const admission = new Admission(admissionConfigFor(initial.limits))
-    const connections = new ConnectionTracker(connectionLimitsFor(initial.limits))
-    const runSync = Runtime.runSync(yield* Effect.runtime<never>())
-    const log = (effect: Effect.Effect<void>) => {
-      try {
-        runSync(effect)
-      } catch {
-        // a log line must never break the request path
-      }
-    }
-    // Host names of targets resolve here, off the request path; the cache's fiber keeps them fresh.
-    const hostNames = new Set(initial.upstreams.flatMap((u) => u.targets.map((t) => t.host)).filter((h) => isIP(h) === 0))
-    const dns = yield* makeDnsCache([...hostNames], initial.system.dns)
-    const upstreamDeps = { dns, observer: upstreamObserver(metrics, log) }
-    // Each upstream runs its active health checks in a scope of its own (ended by `close`).
-    const launch = (u: SentinelConfig["upstreams"][number], previous?: UpstreamRuntime) =>
-      launchUpstream(u, upstreamDeps, scope, previous).pipe(
-        Effect.tap((rt) =>
-          Effect.sync(() => {
-            for (const t of rt.targets) {
-              metrics.upstreamHealth.set(t.state.health.eligible() ? 1 : 0, rt.id, t.key)
-              metrics.circuitState.set(CircuitStateValue[t.state.circuit.state], `upstream:${rt.id}`, t.key)
-            }
-          })
-        )
-      )
-    let upstreams = new Map<string, { key: string; runtime: UpstreamRuntime }>()
-    for (const u of initial.upstreams) upstreams.set(u.id, { key: upstreamKey(u), runtime: yield* launch(u) })
-    const retiring = new Set<UpstreamRuntime>()
-    // Pools close after the listeners drained (finalizers run in reverse order of addition).
-    yield* Effect.addFinalizer(() =>
-      Effect.promise(() =>
-        Promise.all([...[...upstreams.values()].map((u) => u.runtime), ...retiring].map((u) => u.close(graceMs())))
-      ).pipe(Effect.asVoid)
-    )
-
-    // Pool sizes are read when scraped (every scrape path: builtin, metrics listener, cluster),
-    // through prom-client's `collect` hook of the gauge, instead of a timer.
-    const poolGauge = metrics.connectionPoolSize.metric as { collect?: () => void }
-    poolGauge.collect = () => {
-      for (const u of current.upstreams.values()) metrics.connectionPoolSize.set(upstreamConnections(u), u.id)
-    }
-    yield* Effect.addFinalizer(() => Effect.sync(() => void (poolGauge.collect = undefined)))
-
-    const runtimes = () => new Map([...upstreams].map(([id, u]) => [id, u.runtime]))
-    let current = compileDataplane(initial, runtimes(), extensions)
-    const dataplane = () => current
-
-    const builtinView = (): BuiltinView => ({
-      version: VERSION,
-      startedAt,
-      routes: current.config.routes.map((r) => ({
-        id: r.id,
-        priority: r.priority,
-        kind: r.builtinHandler !== undefined ? "builtin" : "upstream"
-      })),
-      upstreams: [...current.upstreams.values()].map(describeUpstream),
-      metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() })
-    })
-
-    const hooks: PipelineHooks = {
-      onComplete: (ctx: RequestContext) => {
-        const route = ctx.routeId === "" ? "none" : ctx.routeId
-        metrics.completed(route, ctx.method, ctx.status, (performance.now() - ctx.start) / 1000)
-        metrics.requestsByProtocol.inc(ctx.listenerId, protocolLabel(ctx))
-        accessLog.write(ctx)
-      },
-      onReject: (_ctx, reason) => {
-        metrics.rejected.inc(reason)
-      }
-    }
-
-    // Sampled requests end their server span as they complete; nothing is added when tracing is off.
-    const pipelineHooks: PipelineHooks =
-      tracing === undefined
-        ? hooks
-        : {
-            ...hooks,
-            onComplete: (ctx) => {
-              ctx.trace?.end(ctx)
-              hooks.onComplete(ctx)
-            }
-          }
-
-    // Refusals made by the listeners before the pipeline: counted exactly, logged per
-    // AccessLog.ts (access log, or rate-limited warn lines). Its finalizer runs after the
-    // listeners drained (added before them) and reports what was still suppressed.
-    const rejections = makeRejectionLog({
-      accessLog,
-      newTraceId: () => current.newTraceId(),
-      warn: (message, fields) => log(Effect.logWarning(message).pipe(Effect.annotateLogs(fields)))
-    })
-    yield* Effect.addFinalizer(() => Effect.sync(() => rejections.close()))
-
-    const runtime = (yield* Effect.runtime<never>()) as Runtime.Runtime<never>
-    const addresses = new Map<string, BoundAddress>()
-    const listeners = new Map<string, ListenerEntry>()
-    // Read at scrape time from the listeners' own in-flight counts: nothing per request.
-    metrics.readActiveRequestsFrom(() => {
-      let n = 0
-      for (const l of listeners.values()) n += l.handle.inFlight()
-      return n
-    })
-
-    /** A listener's certificates, read now: a failure is the listener's (startup or reload fails, nothing changes). */
-    const loadTls = (listener: ListenerConfig): Effect.Effect<ListenerTls | undefined, ListenerBindFailed> =>
-      listener.protocol !== "https" || listener.tls === undefined
-        ? Effect.succeed(undefined)
-        : Either.match(loadListenerTls(listener.id, listener.tls), {
-            onLeft: (problems) =>
-              Effect.fail(
-                new ListenerBindFailed({
-                  listener: listener.id,
-                  address: `${listener.address.host}:${listener.address.port}`,
-                  message: problems.join("; ")
-                })
-              ),
-            onRight: (material) => Effect.succeed(material)
-          })
-
-    /** Served certificates by listener, for the expiry gauge (refreshed every minute) and the reload log. */
-    const served = new Map<string, ListenerTls>()
-    const refreshExpiry = () => {
-      const now = Date.now()
-      for (const [id, material] of served) {
-        for (const c of material.certificates) {
-          for (const h of c.hostnames.length > 0 ? c.hostnames : [c.subject]) {
-            metrics.tlsCertificateExpiry.set(Math.round((c.notAfter.getTime() - now) / 1000), id, h)
-          }
-        }
-      }
-    }
-    const expiryTimer = setInterval(refreshExpiry, 60_000)
-    expiryTimer.unref()
-    yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(expiryTimer)))
-
-    /** Names (and fingerprints) whose certificate a reload changed, for the log. */
-    const certificateChanges = (before: ListenerTls, after: ListenerTls): Array<string> => {
-      const fp = (m: ListenerTls) => new Map(m.certificates.flatMap((c) => c.hostnames.map((h) => [h, c.fingerprint256] as const)))
-      const a = fp(before)
-      const b = fp(after)
-      const changed: Array<string> = []
-      for (const [h, f] of b) if (a.get(h) !== f) changed.push(`${h} ${f.slice(0, 23)}...`)
-      for (const h of a.keys()) if (!b.has(h)) changed.push(`${h} removed`)
-      return changed
-    }
-
-    const openListener = (listener: ListenerConfig, limits: LimitsConfig) =>
-      Effect.gen(function* () {
-        const tls = yield* loadTls(listener)
-        const child = yield* Scope.fork(scope, { _tag: "Sequential" } as never)
-        const handle = yield* startListener(
-          listener,
-          limits,
-          (h) =>
-            makeRequestHandler({
-              listenerId: listener.id,
-              scheme: listener.protocol === "https" ? "https" : "http",
-              runtime,
-              dataplane,
-              builtinView,
-              hooks: pipelineHooks,
-              draining: h.draining,
-              tracing
-            }),
-          {
-            onClientError: (rejection) => {
-              metrics.rejected.inc(rejection.reason)
-              rejections.record(rejection)
-            },
-            onConnection: () => metrics.openConnections.set(connections.count),
-            onDefence: (reason, clientIp) => {
-              if (reason.startsWith("tls_handshake_")) metrics.tlsHandshakeErrors.inc(listener.id, reason.slice("tls_handshake_".length))
-              else metrics.http2Defences.inc(listener.id, reason)
-              rejections.record({ listener: listener.id, status: 0, reason, clientIp, stage: "connection" })
-            },
-            admission,
-            connections,
-            ...(tls !== undefined ? { tls } : {})
-          }
-        ).pipe(
-          Scope.extend(child),
-          Effect.tapError(() => Scope.close(child, Exit.void))
-        )
-        yield* Scope.addFinalizer(child, Effect.promise(() => handle.drain(graceMs())))
-        listeners.set(listener.id, { key: listenerKey(listener, limits), handle, scope: child })
-        addresses.set(listener.id, { host: handle.host, port: handle.port })
-        if (tls !== undefined) {
-          served.set(listener.id, tls)
-          refreshExpiry()
-        }
-        return handle
-      })
-
-    const closeListener = (id: string) =>
-      Effect.suspend(() => {
-        const entry = listeners.get(id)
-        if (entry === undefined) return Effect.void
-        listeners.delete(id)
-        addresses.delete(id)
-        return Scope.close(entry.scope, Exit.void)
-      })
-
-    for (const listener of initial.listeners) yield* openListener(listener, initial.limits)
-
-    /** Close retired upstream runtimes once their in-flight requests are done (or after the grace period). */
-    const retire = (runtime: UpstreamRuntime) => {
-      retiring.add(runtime)
-      return Effect.forkIn(
-        Effect.promise(() => runtime.close(graceMs())).pipe(Effect.ensuring(Effect.sync(() => retiring.delete(runtime)))),
-        scope
-      )
-    }
-
-    /** Opens the logs `next` asks for, first: a log that cannot be opened refuses the reload. */
-    const prepareLogs = (next: SentinelConfig): Effect.Effect<LogSwap, LogOpenFailed> =>
-      Effect.suspend(() => {
-        const logging = next.observability.logging
-        const access = accessLog.prepare(logging.accessLog)
-        if (Either.isLeft(access)) return Effect.fail(access.left)
-        const audit = auditLog.prepare(logging.auditLog)
-        if (Either.isLeft(audit)) {
-          access.right.abort()
-          return Effect.fail(audit.left)
-        }
-        return Effect.succeed(combineLogSwaps([access.right, audit.right]))
-      })
-
-    const swap = (next: SentinelConfig): Effect.Effect<ReloadSummary, ListenerBindFailed> =>
-      Effect.gen(function* () {
-        let kept = 0
-        let started = 0
-        const nextUpstreams = new Map<string, { key: string; runtime: UpstreamRuntime }>()
-        for (const u of next.upstreams) {
-          const key = upstreamKey(u)
-          const old = upstreams.get(u.id)
-          if (old !== undefined && old.key === key) {
-            nextUpstreams.set(u.id, old)
-            kept++
-          } else {
-            // a changed upstream keeps the pools and breaker/health state of unchanged targets
-            nextUpstreams.set(u.id, { key, runtime: yield* launch(u, old?.runtime) })
-            started++
-          }
-        }
-        const retired = [...upstreams.values()].filter((u) => nextUpstreams.get(u.runtime.id) !== u)
-
-        // Listeners kept as they are re-read their certificate files (same paths, new contents):
-        // all of them first, so that one that fails changes nothing
-        const wantedKeys = new Map(next.listeners.map((l) => [l.id, listenerKey(l, next.limits)]))
-        const renewed: Array<readonly [ListenerConfig, ListenerTls]> = []
-        for (const l of next.listeners) {
-          if (l.protocol === "https" && listeners.get(l.id)?.key === wantedKeys.get(l.id)) {
-            const material = yield* loadTls(l)
-            if (material !== undefined) renewed.push([l, material])
-          }
-        }
-
-        // Listeners: stop removed/changed ones first (a rebind may reuse the address), then start new ones.
-        let stopped = 0
-        let opened = 0
-        for (const [id, entry] of [...listeners]) {
-          if (wantedKeys.get(id) !== entry.key) {
-            yield* closeListener(id)
-            stopped++
-          }
-        }
-        const previous = current
-        const previousUpstreams = upstreams
-        upstreams = nextUpstreams
-        // a changed agents block gets a new manager; routes compiled below capture it
-        yield* agents.reload(next)
-        current = compileDataplane(next, runtimes(), extensions, current)
-        admission.configure(admissionConfigFor(next.limits))
-        connections.configure(connectionLimitsFor(next.limits))
-        const previousConfig = config
-        config = next
-        for (const l of next.listeners) {
-          if (!listeners.has(l.id)) {
-            yield* openListener(l, next.limits).pipe(
-              Effect.tapError(() =>
-                Effect.sync(() => {
-                  // Roll back the swap: the old configuration keeps serving.
-                  current = previous
-                  upstreams = previousUpstreams
-                  config = previousConfig
-                  for (const u of nextUpstreams.values()) {
-                    if (![...previousUpstreams.values()].includes(u)) void u.runtime.close(0)
-                  }
-                })
-              )
-            )
-            opened++
-          }
-        }
-        // new handshakes get the new certificates; open connections keep theirs
-        for (const [l, material] of renewed) {
-          const changes = certificateChanges(served.get(l.id)!, material)
-          listeners.get(l.id)!.handle.setTls(material)
-          served.set(l.id, material)
-          if (changes.length > 0) {
-            yield* Effect.logInfo("listener certificates changed").pipe(Effect.annotateLogs({ listener: l.id, changed: changes.join(", ") }))
-          }
-        }
-        for (const id of [...served.keys()]) if (!listeners.has(id)) served.delete(id)
-        refreshExpiry()
-        // series of targets and agents this configuration no longer has stop being exported
-        metrics.retain(next)
-        for (const u of retired) yield* retire(u.runtime)
-        return {
-          upstreamsKept: kept,
-          upstreamsStarted: started,
-          upstreamsRetired: retired.length,
-          listenersStarted: opened,
-          listenersStopped: stopped
-        }
-      })
-
-    /** Logs switch after the rest succeeded (requests in flight log to either sink, each line once). */
-    const reload = (next: SentinelConfig): Effect.Effect<ReloadSummary, ListenerBindFailed | LogOpenFailed> =>
-      Effect.gen(function* () {
-        const logs = yield* prepareLogs(next)
-        return yield* swap(next).pipe(
-          Effect.onExit((exit) => Effect.sync(() => (Exit.isSuccess(exit) ? logs.commit() : logs.abort())))
-        )
-      })
-
-    yield* Effect.logInfo("sentinel started").pipe(
-      Effect.annotateLogs({
-        version: VERSION,
-        listeners: [...listeners.values()].map((l) => `${l.handle.id}=${l.handle.host}:${l.handle.port}`).join(" ")
-      })
-    )
-    return {
-      addresses,
-      dataplane,
-      metrics,
-      reload,
-      agentStatus: agents.status,
-      reopenLogs: () => Effect.promise(() => Promise.all([accessLog.reopen(), auditLog.reopen()])).pipe(Effect.asVoid)
-    }
+    const existing = yield* Effect.serviceOption(Tracing)
+    if (existing._tag === "Some") return Layer.succeed(Tracing, existing.value) as Layer.Layer<never>
+    const t = (yield* ConfigSource).initial.config.observability.tracing
+    return t === undefined ? Layer.empty : (tracingLayer({ serviceVersion: VERSION, ...t }) as Layer.Layer<never>)
   })
+)
 
-export const layer = (config: SentinelConfig, options?: SentinelOptions): Layer.Layer<Sentinel, ListenerBindFailed> =>
-  Layer.scoped(Sentinel, make(config, options))
+/** A fresh registry sized by the source's `observability { metrics { max-series-per-metric } }`. */
+export const metricsFromConfig = (options: { readonly defaultMetrics?: boolean } = {}): Layer.Layer<MetricsService, never, ConfigSource> =>
+  Layer.effect(
+    MetricsService,
+    Effect.map(ConfigSource, (source) =>
+      makeMetrics({
+        version: VERSION,
+        defaultMetrics: options.defaultMetrics ?? false,
+        maxSeriesPerMetric: source.initial.config.observability.metrics.maxSeriesPerMetric
+      })
+    )
+  )
+
+/** The default wiring around `layer`: the configuration value, a fresh registry (or `options.metrics`), tracing from the config. */
+export const layerFrom = <R = never>(
+  config: SentinelConfig,
+  options: SentinelOptions<R> = {}
+): Layer.Layer<Services | MetricsService, ListenerBindFailed, R> =>
+  layer(options).pipe(
+    Layer.provideMerge(options.metrics !== undefined ? Layer.succeed(MetricsService, options.metrics) : metricsFromConfig()),
+    Layer.provide(options.tracing !== undefined ? (Layer.succeed(Tracing, options.tracing) as Layer.Layer<never>) : tracingFromConfig),
+    Layer.provide(ConfigSource.fromValue(config))
+  )
+
+/** The proxy in the caller's scope, from a configuration value (`layerFrom`'s wiring). */
+export const make = <R = never>(
+  config: SentinelConfig,
+  options: SentinelOptions<R> = {}
+): Effect.Effect<SentinelService, ListenerBindFailed, Scope.Scope | R> =>
+  Effect.map(Layer.build(layerFrom(config, options)), (ctx) => Context.get(ctx, Sentinel))

@@ -6,21 +6,21 @@
  * log files.
  */
 import cluster from "node:cluster"
-import { Duration, Effect, Either, Exit, Layer, Runtime, Scope } from "effect"
+import { Cause, Duration, Effect, Either, Exit, Fiber, Layer, Runtime, Scope, Stream, SubscriptionRef } from "effect"
 import type { Registry } from "prom-client"
 import { HELP, parseCommand, type Command } from "./Cli.js"
 import { escapeText, formatIssue } from "./config/ConfigIssue.js"
 import { formatLint, lintConfig } from "./config/Lint.js"
 import { formatInvalid, loadConfigDetailed, summarize, type Loaded } from "./config/Load.js"
-import { makeReloader } from "./config/Reload.js"
 import { makeConfig, type SentinelConfig } from "./config/Schema.js"
 import { formatFinding, validateConfig } from "./config/Validate.js"
 import * as App from "./App.js"
 import { PROXY_V8_FLAGS } from "./RuntimeFlags.js"
 import { listenerTlsProblems } from "./server/Tls.js"
-import { appLoggerLayer, formatErrorLine, makeErrorLog, type ErrorLogSettings } from "./observability/Logs.js"
-import { makeMetrics } from "./observability/Metrics.js"
-import { tracingLayerOptional } from "./observability/Tracing.js"
+import { formatErrorLine } from "./observability/Logs.js"
+import { type Metrics, MetricsService } from "./observability/Metrics.js"
+import { ErrorLogService } from "./observability/ProxyLogs.js"
+import { ConfigSource } from "./config/ConfigSource.js"
 import { runCluster, type ClusterEvent } from "./server/Cluster.js"
 import { startMetricsListenerUnscoped, type MetricsListenerHandle } from "./server/MetricsListener.js"
 import { VERSION } from "./Version.js"
@@ -71,158 +71,126 @@ const jsonWarnings = (): void => {
 // ---------------------------------------------------------------------------
 // One proxy process (single mode, or one cluster worker)
 
-interface RunningProxy {
-  /** Drain in-flight requests, close everything, flush the logs. */
-  readonly shutdown: () => Promise<void>
-  /** Reload the configuration file (no-op in quick mode). */
+/** What signals (or the cluster primary's IPC) do to the running proxy. */
+interface ProcessOps {
+  /** Reload the configuration file (a warning in quick mode). */
   readonly reload: () => Promise<void>
   /** Reopen every log file. */
   readonly reopenLogs: () => Promise<void>
   readonly registry: () => Registry
 }
 
-/** `observability { tracing }` with this build's version, or undefined when tracing is off. */
-const tracingConfigOf = (config: SentinelConfig) => {
-  const t = config.observability.tracing
-  return t === undefined ? undefined : { serviceVersion: VERSION, ...t }
-}
+/**
+ * The command line's wiring of the proxy: the configuration as loaded (followed by the
+ * reloader when it came from a file), the error log as Effect's logger, one registry with
+ * the process metrics, tracing from `observability { tracing }`.
+ */
+const proxyLayer = (loaded: Loaded, file: string | undefined) =>
+  App.layer().pipe(
+    Layer.provide(App.tracingFromConfig),
+    Layer.provideMerge(ErrorLogService.layer),
+    Layer.provideMerge(App.metricsFromConfig({ defaultMetrics: true })),
+    Layer.provideMerge(ConfigSource.fromLoaded(file, loaded))
+  )
 
-/** The error log: its file at its level, or stderr at `logging.level`. Reloads apply it. */
-const errorLogSettings = (config: SentinelConfig): ErrorLogSettings => {
-  const e = config.observability.logging.errorLog
-  if (e.enabled && e.file !== undefined && e.file !== "-") return { file: e.file, level: e.level, bufferSize: e.bufferSize }
-  return { level: config.observability.logging.level, bufferSize: e.bufferSize }
-}
-
-const startProxy = async (
-  loaded: Pick<Loaded, "config" | "files" | "warnings">,
-  file: string | undefined,
-  options: { readonly serveMetrics: boolean }
-): Promise<RunningProxy> => {
-  const config = loaded.config
-  // relative paths of the configuration resolve against working-directory from here on
-  file = enterWorkingDirectory(config.system, file)
-  // One registry per process, with the default process metrics (they install process-wide observers).
-  const metrics = makeMetrics({
-    version: VERSION,
-    defaultMetrics: true,
-    maxSeriesPerMetric: config.observability.metrics.maxSeriesPerMetric
-  })
-  const errorLog = makeErrorLog(errorLogSettings(config), { onDrop: (n: number) => metrics.logDropped.add(n, "error") })
-  const runtime = await Effect.runPromise(Effect.scoped(Layer.toRuntime(appLoggerLayer({ errorLog }))))
-  const run = Runtime.runPromise(runtime)
-  const scope = await run(Scope.make())
-
-  // The metrics listener follows reloads: moved, re-pathed, started or stopped.
-  let metricsListener: MetricsListenerHandle | undefined
-  let metricsServed: string | undefined
-  const render = async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() })
-  const syncMetricsListener = (next: SentinelConfig, atStart = false) =>
-    Effect.promise(async () => {
-      if (!options.serveMetrics) return undefined
-      const m = next.observability.metrics
-      const want = m.enabled ? `${m.address.host}:${m.address.port}${m.path}` : undefined
-      if (want === metricsServed) return undefined
-      await metricsListener?.close()
-      metricsListener = undefined
-      metricsServed = undefined
-      if (!m.enabled) return undefined
-      try {
-        const h = await startMetricsListenerUnscoped({ host: m.address.host, port: m.address.port, path: m.path }, render)
-        metricsListener = h
-        metricsServed = want
-        return h
-      } catch (e) {
-        return e as Error
-      }
-    }).pipe(
-      Effect.flatMap((r) =>
-        r instanceof Error
-          ? atStart
-            ? Effect.die(new Error(`metrics listener cannot bind: ${r.message}`))
-            : Effect.logError(`metrics listener failed to bind: ${r.message}`)
-          : r === undefined
-            ? Effect.void
-            : Effect.logInfo("metrics listening").pipe(Effect.annotateLogs({ address: `${r.host}:${r.port}`, path: r.path }))
+/**
+ * The metrics listener of a single process, following reloads (moved, re-pathed, started or
+ * stopped). At start a bind failure stops the process; after a reload it is logged.
+ */
+const followMetricsListener = (sentinel: App.SentinelService, metrics: Metrics) =>
+  Effect.gen(function* () {
+    let listener: MetricsListenerHandle | undefined
+    let served: string | undefined
+    const render = async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() })
+    const sync = (next: SentinelConfig) =>
+      Effect.promise(async () => {
+        const m = next.observability.metrics
+        const want = m.enabled ? `${m.address.host}:${m.address.port}${m.path}` : undefined
+        if (want === served) return undefined
+        await listener?.close()
+        listener = undefined
+        served = undefined
+        if (!m.enabled) return undefined
+        try {
+          listener = await startMetricsListenerUnscoped({ host: m.address.host, port: m.address.port, path: m.path }, render)
+          served = want
+          return listener
+        } catch (e) {
+          return e as Error
+        }
+      })
+    yield* Effect.addFinalizer(() => Effect.promise(async () => listener?.close()))
+    const first = yield* sync(yield* SubscriptionRef.get(sentinel.config.current))
+    if (first instanceof Error) return yield* Effect.dieMessage(`metrics listener cannot bind: ${first.message}`)
+    if (first !== undefined) yield* Effect.logInfo("metrics listening").pipe(Effect.annotateLogs({ address: `${first.host}:${first.port}`, path: first.path }))
+    yield* Effect.forkScoped(
+      Stream.runForEach(Stream.drop(sentinel.config.current.changes, 1), (next) =>
+        Effect.flatMap(sync(next), (r) =>
+          r instanceof Error
+            ? Effect.logError(`metrics listener failed to bind: ${r.message}`)
+            : r === undefined
+              ? Effect.void
+              : Effect.logInfo("metrics listening").pipe(Effect.annotateLogs({ address: `${r.host}:${r.port}`, path: r.path }))
+        )
       )
     )
-
-  const program = Effect.gen(function* () {
-    for (const w of loaded.warnings) yield* Effect.logWarning(formatIssue(w))
-    // Tracing lives as long as the proxy (closed, spans flushed, after it); restart-only.
-    const tracing = yield* Layer.build(tracingLayerOptional(tracingConfigOf(config)))
-    const service = yield* App.make(config, { metrics }).pipe(Effect.provide(tracing))
-    yield* syncMetricsListener(config, true)
-    // everything this process serves is bound: the user and group it runs as from now on
-    const dropped = dropPrivileges(config.system)
-    if (dropped._tag === "Dropped") yield* Effect.logInfo("running as user").pipe(Effect.annotateLogs({ user: dropped.user, group: dropped.group }))
-    else if (dropped._tag === "NotRoot") {
-      yield* Effect.logWarning("system user/group ignored: only a process started as root can switch user").pipe(
-        Effect.annotateLogs({ uid: dropped.uid })
-      )
-    }
-    yield* Effect.addFinalizer(() => Effect.promise(async () => metricsListener?.close()))
-    const reloader =
-      file === undefined
-        ? undefined
-        : yield* makeReloader({
-            file,
-            initial: loaded,
-            metrics,
-            apply: (next) =>
-              Effect.gen(function* () {
-                // The error log opens first (nginx: a log it cannot open fails the reload), switches last.
-                const errorSwap = errorLog.prepare(errorLogSettings(next))
-                if (Either.isLeft(errorSwap)) {
-                  const e = errorSwap.left
-                  return yield* Effect.fail({ message: `${e.log} log cannot be opened: ${e.file}: ${e.message}` })
-                }
-                const summary = yield* service.reload(next).pipe(
-                  Effect.mapError((e) => ({
-                    message:
-                      e._tag === "LogOpenFailed"
-                        ? `${e.log} log cannot be opened: ${e.file}: ${e.message}`
-                        : `listener "${e.listener}" cannot bind ${e.address}: ${e.message}`
-                  })),
-                  Effect.onExit((exit) => Effect.sync(() => (Exit.isSuccess(exit) ? errorSwap.right.commit() : errorSwap.right.abort())))
-                )
-                yield* Effect.logInfo("configuration applied").pipe(Effect.annotateLogs({ ...summary }))
-                yield* syncMetricsListener(next)
-              })
-          })
-    return { service, reloader }
   })
-  const { service, reloader } = await run(Scope.extend(program, scope))
-  return {
-    shutdown: async () => {
-      await run(Scope.close(scope, Exit.void))
-      await errorLog.close()
-    },
-    reload: async () => {
-      if (reloader === undefined) {
-        await run(Effect.logWarning("SIGHUP ignored: no configuration file (quick mode)"))
-        return
+
+/**
+ * The process around the proxy: the metrics listener (single mode), then the user and group
+ * it runs as from now on (everything it serves is bound), then the operations signals map to.
+ */
+const processLayer = (loaded: Loaded, file: string | undefined, options: { readonly serveMetrics: boolean; readonly ready: (ops: ProcessOps) => void }) =>
+  Layer.scopedDiscard(
+    Effect.gen(function* () {
+      const sentinel = yield* App.Sentinel
+      const metrics = yield* MetricsService
+      for (const w of loaded.warnings) yield* Effect.logWarning(formatIssue(w))
+      if (options.serveMetrics) yield* followMetricsListener(sentinel, metrics)
+      const dropped = dropPrivileges(loaded.config.system)
+      if (dropped._tag === "Dropped") yield* Effect.logInfo("running as user").pipe(Effect.annotateLogs({ user: dropped.user, group: dropped.group }))
+      else if (dropped._tag === "NotRoot") {
+        yield* Effect.logWarning("system user/group ignored: only a process started as root can switch user").pipe(
+          Effect.annotateLogs({ uid: dropped.uid })
+        )
       }
-      await run(reloader.reload("signal"))
-    },
-    reopenLogs: async () => {
-      await run(service.reopenLogs())
-      await errorLog.writer.reopen()
-      await run(Effect.logInfo("log files reopened"))
-    },
-    registry: () => metrics.registry
+      // operations run on this runtime: its logger is the error log
+      const run = Runtime.runPromise(yield* Effect.runtime<never>())
+      options.ready({
+        reload: () =>
+          run(file === undefined ? Effect.logWarning("SIGHUP ignored: no configuration file (quick mode)") : Effect.asVoid(sentinel.config.reload("signal"))),
+        reopenLogs: () => run(Effect.zipRight(sentinel.reopenLogs(), Effect.logInfo("log files reopened"))),
+        registry: () => metrics.registry
+      })
+    })
+  ).pipe(Layer.provide(proxyLayer(loaded, file)))
+
+/** Why the proxy did not start (or stopped), as the process's exit code and last line: the one place failures become exit codes. */
+const exitOf = (exit: Exit.Exit<unknown, unknown>): { readonly code: number; readonly message?: string } => {
+  if (Exit.isSuccess(exit) || Cause.isInterruptedOnly(exit.cause)) return { code: 0 }
+  const failure = Cause.failureOption(exit.cause)
+  if (failure._tag === "Some") {
+    const e = failure.value as { _tag?: string; listener?: string; address?: string; message?: string }
+    if (e._tag === "ListenerBindFailed") return { code: 1, message: `not started: listener "${e.listener}" cannot bind ${e.address}: ${e.message}` }
+    if (e._tag === "ConfigInvalid") return { code: 1, message: `not started: configuration invalid: ${formatInvalid(e as never)}` }
+    return { code: 1, message: `not started: ${String(e.message ?? e._tag ?? e)}` }
   }
+  const defect = Cause.squash(exit.cause)
+  return { code: 1, message: `not started: ${defect instanceof Error ? defect.message : String(defect)}` }
 }
 
-/** Single-process mode: the proxy plus this process's signal handling. */
-const runSingle = (loaded: Pick<Loaded, "config" | "files" | "warnings">, file: string | undefined): void => {
-  const started = startProxy(loaded, file, { serveMetrics: true })
-  started.catch((e: unknown) => {
-    stderrLine("error", `not started: ${e instanceof Error ? e.message : String(e)}`)
-    process.exit(1)
+/** Single-process mode: the proxy launched as one layer, and this process's signal handling. */
+const runSingle = (loaded: Loaded, file: string | undefined): void => {
+  file = enterWorkingDirectory(loaded.config.system, file)
+  let ops: ProcessOps | undefined
+  const fiber = Effect.runFork(Layer.launch(processLayer(loaded, file, { serveMetrics: true, ready: (o) => void (ops = o) })))
+  fiber.addObserver((exit) => {
+    const { code, message } = exitOf(exit)
+    if (message !== undefined) stderrLine("error", message)
+    process.exit(code)
   })
-  // Handlers go in before the proxy is up: a signal during start-up waits for it instead of
-  // taking Node's default action (SIGHUP would terminate the process).
+  // Handlers go in before the proxy is up: a signal during start-up stops it (draining what
+  // started) instead of taking Node's default action (SIGHUP would terminate the process).
   let signals = 0
   let lastSignal = 0
   const onStop = (sig: NodeJS.Signals) => {
@@ -237,15 +205,7 @@ const runSingle = (loaded: Pick<Loaded, "config" | "files" | "warnings">, file: 
       process.exit(1)
     }
     stderrLine("info", `${sig} received, draining (up to the graceful shutdown timeout)`, { signal: sig })
-    started
-      .then((proxy) => proxy.shutdown())
-      .then(
-        () => process.exit(0),
-        (e: unknown) => {
-          stderrLine("error", `shutdown failed: ${String(e)}`)
-          process.exit(1)
-        }
-      )
+    Effect.runFork(Fiber.interrupt(fiber))
   }
   process.on("SIGTERM", onStop)
   process.on("SIGINT", onStop)
@@ -257,10 +217,10 @@ const runSingle = (loaded: Pick<Loaded, "config" | "files" | "warnings">, file: 
   }
   // Reloads are serialized by the reloader; a failure is logged there and never ends the process.
   process.on("SIGHUP", () => {
-    if (signals === 0) void started.then((p) => p.reload()).catch((e: unknown) => stderrLine("error", `reload failed: ${String(e)}`))
+    if (signals === 0) void ops?.reload().catch((e: unknown) => stderrLine("error", `reload failed: ${String(e)}`))
   })
   process.on("SIGUSR1", () => {
-    void started.then((p) => p.reopenLogs()).catch((e: unknown) => stderrLine("error", `reopen failed: ${String(e)}`))
+    void ops?.reopenLogs().catch((e: unknown) => stderrLine("error", `reopen failed: ${String(e)}`))
   })
 }
 
@@ -296,12 +256,19 @@ const runWorker = (file: string): void => {
     workerMain: async () => {
       const loaded = await Effect.runPromise(Effect.either(loadConfigDetailed(file)))
       if (Either.isLeft(loaded)) throw new Error(formatInvalid(loaded.left))
-      const proxy = await startProxy(loaded.right, file, { serveMetrics: false })
+      const dir = enterWorkingDirectory(loaded.right.config.system, file)
+      let ops: ProcessOps | undefined
+      const scope = Effect.runSync(Scope.make())
+      const built = await Effect.runPromiseExit(
+        Layer.buildWithScope(processLayer(loaded.right, dir, { serveMetrics: false, ready: (o) => void (ops = o) }), scope)
+      )
+      if (Exit.isFailure(built)) throw new Error(exitOf(built).message ?? "not started")
+      const started = ops!
       return {
-        shutdown: proxy.shutdown,
-        reload: proxy.reload,
-        reopenLogs: proxy.reopenLogs,
-        metricsRegistry: proxy.registry
+        shutdown: () => Effect.runPromise(Scope.close(scope, Exit.void)),
+        reload: started.reload,
+        reopenLogs: started.reopenLogs,
+        metricsRegistry: started.registry
       }
     }
   }).then((code) => process.exit(code))
@@ -351,7 +318,8 @@ const runCommand = (command: Extract<Command, { _tag: "Run" }>): void => {
   })
 }
 
-const main = (): void => {
+/** The command line (`main.ts` calls it; importing this module does nothing). */
+export const main = (): void => {
   const command = parseCommand(process.argv.slice(2), process.env)
   switch (command._tag) {
     case "Help":
@@ -422,4 +390,3 @@ const main = (): void => {
   }
 }
 
-main()

@@ -31,4 +31,4 @@ const respawn = (): void => {
 }
 
 if (parseCommand(process.argv.slice(2), process.env)._tag === "Run" && needsRespawn()) respawn()
-else await import("./Program.js")
+else (await import("./Program.js")).main()

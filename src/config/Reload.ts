@@ -22,7 +22,7 @@
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { Context, Effect, Either, Runtime, type Scope, SubscriptionRef } from "effect"
+import { Effect, Either, Runtime, type Scope, SubscriptionRef } from "effect"
 import type { Metrics } from "../observability/Metrics.js"
 import { formatIssue, sortIssues } from "./ConfigIssue.js"
 import { loadConfigDetailed, type Loaded } from "./Load.js"
@@ -65,8 +65,6 @@ export interface ConfigReloader {
   /** Whether files are being watched (auto-reload of the configuration in force). */
   readonly watching: () => boolean
 }
-
-export class ConfigSource extends Context.Tag("sentinel/config/ConfigSource")<ConfigSource, ConfigReloader>() {}
 
 /**
  * Settings a reload cannot apply to a running process; changing them logs a

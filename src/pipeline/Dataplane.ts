@@ -12,6 +12,7 @@ import type { UpstreamRuntime } from "../upstream/Upstreams.js"
 import { compileHeaderOps, type HeaderPolicy } from "./Headers.js"
 import type { CompleteStage, LocalHandler, RequestStage, ResponseHook, ResponseStage, RouteExtension } from "./Stage.js"
 import { makeTraceIdGenerator } from "./TraceId.js"
+import { mergeContributions } from "./Phases.js"
 import { CircuitBreaker } from "../upstream/Circuit.js"
 import type { RouteConfig } from "../config/Schema.js"
 
@@ -75,26 +76,15 @@ export const compileDataplane = (
 ): Dataplane => {
   const plans = new Map<string, RoutePlan>()
   for (const route of config.routes) {
-    const request: Array<RequestStage> = []
-    const response: Array<ResponseStage> = []
-    const complete: Array<CompleteStage> = []
-    let local: LocalHandler | undefined
-    let timeoutMs = route.policies.timeout === undefined ? 0 : Duration.toMillis(route.policies.timeout)
-    let responseHook: ResponseHook | undefined
-    let upstreamTimeoutMs = 0
-    let connectTimeoutMs = 0
-    for (const extension of extensions) {
-      const c = extension.compile(route, config)
-      if (c === undefined) continue
-      if (c.request) request.push(...c.request)
-      if (c.response) response.push(...c.response)
-      if (c.complete) complete.push(...c.complete)
-      if (c.handler) local = c.handler
-      if (c.timeoutMs !== undefined) timeoutMs = c.timeoutMs
-      if (c.upstreamTimeoutMs !== undefined) upstreamTimeoutMs = c.upstreamTimeoutMs
-      if (c.connectTimeoutMs !== undefined) connectTimeoutMs = c.connectTimeoutMs
-      if (c.responseHook) responseHook = c.responseHook
-    }
+    const c = mergeContributions(extensions.map((e) => e.compile(route, config))) ?? {}
+    const request: ReadonlyArray<RequestStage> = c.request ?? []
+    const response: ReadonlyArray<ResponseStage> = c.response ?? []
+    const complete: ReadonlyArray<CompleteStage> = c.complete ?? []
+    const local: LocalHandler | undefined = c.handler
+    const timeoutMs = c.timeoutMs ?? (route.policies.timeout === undefined ? 0 : Duration.toMillis(route.policies.timeout))
+    const responseHook: ResponseHook | undefined = c.responseHook
+    const upstreamTimeoutMs = c.upstreamTimeoutMs ?? 0
+    const connectTimeoutMs = c.connectTimeoutMs ?? 0
     plans.set(route.id, {
       upstreamTimeoutMs,
       connectTimeoutMs,

@@ -54,7 +54,11 @@ export const callbackAsEffect = <A>(start: (done: (a: A) => void) => () => void)
 export const isPendingStep = (u: unknown): u is PendingStep =>
   typeof u === "object" && u !== null && (u as { _tag?: unknown })._tag === "PendingStep"
 
-export type RequestStage = (ctx: RequestContext) => StageStep | PendingStep | Effect.Effect<StageStep>
+/**
+ * `R`: services an Effect stage needs. They come from the layer the proxy is built in
+ * (`App.layer`'s requirements): an embedder provides them beside `ConfigSource`.
+ */
+export type RequestStage<R = never> = (ctx: RequestContext) => StageStep | PendingStep | Effect.Effect<StageStep, never, R>
 
 /** Edits the response head (flat list) before it goes to the client; runs for proxied and proxy-made answers. */
 export type ResponseStage = (ctx: RequestContext, status: number, headers: Array<string>) => void
@@ -107,8 +111,8 @@ export interface ResponseHook {
 /** Serves the request itself (static files); resolves when the response is finished. */
 export type LocalHandler = (ctx: RequestContext) => Promise<void>
 
-export interface RouteContribution {
-  readonly request?: ReadonlyArray<RequestStage>
+export interface RouteContribution<R = never> {
+  readonly request?: ReadonlyArray<RequestStage<R>>
   readonly response?: ReadonlyArray<ResponseStage>
   readonly complete?: ReadonlyArray<CompleteStage>
   /** Replaces the upstream/builtin handler of the route. */
@@ -124,7 +128,7 @@ export interface RouteContribution {
 }
 
 /** A feature that adds stages to routes when a configuration is compiled. */
-export interface RouteExtension {
+export interface RouteExtension<R = never> {
   readonly name: string
-  readonly compile: (route: RouteConfig, config: SentinelConfig) => RouteContribution | undefined
+  readonly compile: (route: RouteConfig, config: SentinelConfig) => RouteContribution<R> | undefined
 }

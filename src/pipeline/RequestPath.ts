@@ -1,0 +1,167 @@
+/**
+ * The request path as a service: the dataplane compiled from the configuration in force
+ * (router, route plans built from the named phases, upstream runtimes), and the request
+ * handler each listener serves with. What a request does, in order (Pipeline.ts): validate,
+ * trace, route, the route's phases (filters, agents, static files, your stages: Phases.ts),
+ * upstream or handler, response stages, log (metrics, access line, span end).
+ *
+ * A reload compiles the next dataplane (`compile`) and puts it in force (`set`); requests
+ * read the dataplane once when they arrive, so one in flight finishes on the configuration
+ * it started with.
+ */
+import { performance } from "node:perf_hooks"
+import { Context, Effect, Layer, Option, Runtime } from "effect"
+import type { SentinelConfig } from "../config/Schema.js"
+import { ConfigSource } from "../config/ConfigSource.js"
+import { Agents } from "../agents/Agents.js"
+import { makeFilterChain } from "../filters/Chain.js"
+import type { BuiltinView } from "../handlers/Builtin.js"
+import { makeStaticFilesRoute } from "../handlers/StaticFilesRoute.js"
+import { MetricsService } from "../observability/Metrics.js"
+import { Logs } from "../observability/ProxyLogs.js"
+import { Tracing, type RequestTracing } from "../observability/Tracing.js"
+import { describeUpstream, type UpstreamRuntime } from "../upstream/Upstreams.js"
+import { Upstreams } from "../upstream/UpstreamSet.js"
+import { compileDataplane, type Dataplane } from "./Dataplane.js"
+import { combineExtensions, editedPhase, type PhaseEdit, phaseEditProblems } from "./Phases.js"
+import { makeRequestHandler, type PipelineHooks } from "./Pipeline.js"
+import type { RequestContext } from "./RequestContext.js"
+import type { RouteExtension } from "./Stage.js"
+
+export interface RequestPathOptions {
+  /** Edits of the built-in phases: stages before or after one, or a replacement. */
+  readonly phases?: ReadonlyArray<PhaseEdit> | undefined
+  /** Route features after the built-in phases. */
+  readonly extensions?: ReadonlyArray<RouteExtension> | undefined
+  readonly version: string
+}
+
+export interface RequestPathService {
+  /** The dataplane requests arriving now use. */
+  readonly dataplane: () => Dataplane
+  /** The next configuration's dataplane, not yet in force (route breakers of unchanged routes carried over). */
+  readonly compile: (next: SentinelConfig, upstreams: ReadonlyMap<string, UpstreamRuntime>) => Dataplane
+  readonly set: (dataplane: Dataplane) => void
+  /** The request handler of one listener (`draining`: its drain flag). */
+  readonly handlerFor: (
+    listener: { readonly id: string; readonly protocol: string },
+    draining: () => boolean
+  ) => ReturnType<typeof makeRequestHandler>
+  readonly tracing: RequestTracing | undefined
+}
+
+/** The `protocol` label of a request: its HTTP version, and whether it came over TLS. */
+const PROTOCOL_LABELS = {
+  http: { "1.0": "HTTP/1.0", "1.1": "HTTP/1.1", "2.0": "HTTP/2" },
+  https: { "1.0": "HTTP/1.0+TLS", "1.1": "HTTP/1.1+TLS", "2.0": "HTTP/2+TLS" }
+} as const
+const protocolLabel = (ctx: RequestContext): string =>
+  PROTOCOL_LABELS[ctx.scheme][ctx.http2 ? "2.0" : ctx.req.httpVersion === "1.0" ? "1.0" : "1.1"]
+
+export class RequestPath extends Context.Tag("sentinel/pipeline/RequestPath")<RequestPath, RequestPathService>() {
+  static readonly layer = (
+    options: RequestPathOptions
+  ): Layer.Layer<RequestPath, never, ConfigSource | MetricsService | Logs | Agents | Upstreams> =>
+    Layer.effect(
+      RequestPath,
+      Effect.gen(function* () {
+        const initial = (yield* ConfigSource).initial.config
+        const metrics = yield* MetricsService
+        const logs = yield* Logs
+        const agents = yield* Agents
+        const upstreams = yield* Upstreams
+        const tracing = Option.getOrUndefined(yield* Effect.serviceOption(Tracing))
+        const edits = options.phases ?? []
+        const problems = phaseEditProblems(edits)
+        if (problems.length > 0) return yield* Effect.dieMessage(`phase edits: ${problems.join("; ")}`)
+        const startedAt = Date.now()
+
+        // Filters run in each route's `filters` order, the agents' slot at its position.
+        const agentsSlot = editedPhase("agents", agents.extension, edits)
+        const filterChain = makeFilterChain({
+          ...(agentsSlot !== undefined ? { agents: agentsSlot } : {}),
+          onDecision: (ctx, d) => {
+            if (d.reason === "rate-limited") metrics.rateLimited.inc(ctx.routeId)
+            else if (d.status === 403) metrics.blocked.inc(d.reason)
+            // answers are counted as `rejected` by the pipeline; continued-but-altered ones here
+            if (d.status === 0) metrics.rejected.inc(d.reason)
+          }
+        })
+        // a replaced `filters` phase keeps the agents' slot, right after the replacement
+        const filtersPhase = editedPhase(
+          "filters",
+          filterChain,
+          edits.map((e) =>
+            e.phase === "filters" && e.at === "replace" && agentsSlot !== undefined
+              ? { ...e, extension: combineExtensions("filters", [e.extension, agentsSlot])! }
+              : e
+          )
+        )
+        const staticFiles = makeStaticFilesRoute({ responseStages: (ctx) => current.plans.get(ctx.routeId)?.response ?? [] })
+        const extensions = [
+          filtersPhase,
+          editedPhase("static-files", staticFiles, edits),
+          ...(options.extensions ?? [])
+        ].filter((e): e is RouteExtension => e !== undefined)
+
+        let current = compileDataplane(initial, upstreams.runtimes(), extensions)
+
+        const builtinView = (): BuiltinView => ({
+          version: options.version,
+          startedAt,
+          routes: current.config.routes.map((r) => ({
+            id: r.id,
+            priority: r.priority,
+            kind: r.builtinHandler !== undefined ? "builtin" : "upstream"
+          })),
+          upstreams: [...current.upstreams.values()].map(describeUpstream),
+          metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() })
+        })
+
+        const log: PipelineHooks = {
+          onComplete: (ctx: RequestContext) => {
+            const route = ctx.routeId === "" ? "none" : ctx.routeId
+            metrics.completed(route, ctx.method, ctx.status, (performance.now() - ctx.start) / 1000)
+            metrics.requestsByProtocol.inc(ctx.listenerId, protocolLabel(ctx))
+            logs.access.write(ctx)
+          },
+          onReject: (_ctx, reason) => {
+            metrics.rejected.inc(reason)
+          }
+        }
+        // Sampled requests end their server span as they complete; nothing is added when tracing is off.
+        const hooks: PipelineHooks =
+          tracing === undefined
+            ? log
+            : {
+                ...log,
+                onComplete: (ctx) => {
+                  ctx.trace?.end(ctx)
+                  log.onComplete(ctx)
+                }
+              }
+        // Effect stages run on this runtime: it carries the services the layer was built with.
+        const runtime = (yield* Effect.runtime<never>()) as Runtime.Runtime<never>
+        return {
+          dataplane: () => current,
+          compile: (next, runtimes) => compileDataplane(next, runtimes, extensions, current),
+          set: (d) => {
+            current = d
+          },
+          handlerFor: (listener, draining) =>
+            makeRequestHandler({
+              listenerId: listener.id,
+              scheme: listener.protocol === "https" ? "https" : "http",
+              runtime,
+              dataplane: () => current,
+              builtinView,
+              hooks,
+              draining,
+              tracing
+            }),
+          tracing
+        }
+      })
+    )
+}
+

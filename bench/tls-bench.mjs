@@ -39,6 +39,7 @@ const { values: opt } = parseArgs({
     warmup: { type: "string", default: "2" },
     "hs-conns": { type: "string", default: "20" },
     scenarios: { type: "string", default: "h1-small,h2-small,handshake" },
+    proxies: { type: "string", default: "sentinel,node,nginx" },
     keep: { type: "boolean", default: false } // keep the work directory (configs, logs)
   }
 })
@@ -109,6 +110,19 @@ const proxies = [
           sentinelConfig(work, String(port), { port, upstreamPort: UPSTREAM_PORT, tls: { certFile, keyFile, sessionResumption: resume } })]),
         { SENTINEL_NO_RESPAWN: "1" }
       )
+  },
+  {
+    // the Node ceiling (bench/tls-ceiling.mjs): what node's TLS + HTTP/2 + undici cost alone
+    name: "node",
+    port: 18683,
+    start: (port, resume) =>
+      start(pin(0, [process.execPath, ...PROXY_V8_FLAGS, join(root, "bench/tls-ceiling.mjs")]), {
+        PORT: String(port),
+        UPSTREAM_URL: `http://127.0.0.1:${UPSTREAM_PORT}`,
+        CERT: certFile,
+        KEY: keyFile,
+        RESUME: resume ? "1" : "0"
+      })
   },
   {
     name: "nginx",
@@ -272,8 +286,9 @@ const stop = async (child) => {
   child.kill("SIGTERM")
   await new Promise((r) => child.once("exit", r))
 }
+const chosen = proxies.filter((p) => opt.proxies.split(",").includes(p.name))
 for (let round = 1; round <= ROUNDS; round++) {
-  const order = round % 2 === 1 ? proxies : [...proxies].reverse()
+  const order = round % 2 === 1 ? chosen : [...chosen].reverse()
   for (const proxy of order) {
     for (const resume of [true, false]) {
       const names = Object.keys(scenarios).filter((s) => SCENARIOS.includes(s) && scenarios[s].resume === resume)
@@ -330,6 +345,23 @@ for (const name of Object.keys(scenarios)) {
     `| ${label[name]} | ${fmt(m(s, "rate"))} | ${fmt(m(n, "rate"))} | ${fmt(ratio, 2)} | ${fmt(m(s, "cpuPerOp"), 1)} / ${fmt(m(n, "cpuPerOp"), 1)} | ${fmt(perCore, 2)} | ` +
       `${fmt(100 * m(s, "cpuShare"))} % / ${fmt(100 * m(n, "cpuShare"))} % | ${fmt(m(s, "p99"), 2)} / ${fmt(m(n, "p99"), 2)} | ${fmt(100 * m(s, "psi"))} % / ${fmt(100 * m(n, "psi"))} % | ${sum(s)} / ${sum(n)} |`
   )
+}
+if (results.node) {
+  lines.push(
+    "",
+    "The Node ceiling (bench/tls-ceiling.mjs: node's TLS + HTTP/2 compat server + one undici Pool, nothing else), same rounds:",
+    "",
+    "| scenario | node ceiling | CPU µs/op | Sentinel per core vs the ceiling | the ceiling per core vs nginx |",
+    "|---|---|---|---|---|"
+  )
+  for (const name of Object.keys(scenarios)) {
+    const c = results.node[name], s = results.sentinel?.[name], n = results.nginx?.[name]
+    if (!c) continue
+    const m = (runs, k) => median(runs.map((r) => r[k]))
+    lines.push(
+      `| ${label[name]} | ${fmt(m(c, "rate"))} | ${fmt(m(c, "cpuPerOp"), 1)} | ${s ? fmt(m(c, "cpuPerOp") / m(s, "cpuPerOp"), 2) : "—"} | ${n ? fmt(m(n, "cpuPerOp") / m(c, "cpuPerOp"), 2) : "—"} |`
+    )
+  }
 }
 lines.push(
   "",

@@ -28,6 +28,7 @@ import { admissionConfigFor, connectionLimitsFor, ListenerBindFailed, startListe
 import { Admission, ConnectionTracker } from "./server/Admission.js"
 import { loadListenerTls, type ListenerTls } from "./server/Tls.js"
 import { makeFilterChain } from "./filters/Chain.js"
+import type { RedisBackendHooks } from "./filters/RedisRateLimit.js"
 import { makeStaticFilesRoute } from "./handlers/StaticFilesRoute.js"
 import { makeDnsCache } from "./upstream/Dns.js"
 import {
@@ -139,6 +140,21 @@ const upstreamObserver = (metrics: Metrics, log: (effect: Effect.Effect<void>) =
   retry: (upstream, route, reason) => metrics.upstreamRetries.inc(upstream, route, reason)
 })
 
+/** Redis-backed rate limits to metrics and (already throttled) log lines. */
+const redisHooks = (metrics: Metrics, log: (effect: Effect.Effect<void>) => void): RedisBackendHooks => ({
+  backendError: (filterId, reason) => metrics.rateLimitBackendErrors.inc(filterId, reason),
+  circuitChanged: (backend, from, to) => {
+    if (from === to) {
+      metrics.circuitState.set(CircuitStateValue[to], "ratelimit-redis", backend)
+      return
+    }
+    metrics.circuitChanged("ratelimit-redis", backend, to)
+  },
+  backendClosed: (backend) => void metrics.circuitState.remove("ratelimit-redis", backend),
+  log: (level, message, fields) =>
+    log((level === "warn" ? Effect.logWarning(message) : Effect.logInfo(message)).pipe(Effect.annotateLogs(fields)))
+})
+
 export const make = (
   initial: SentinelConfig,
   options: SentinelOptions = {}
@@ -169,21 +185,6 @@ export const make = (
       proxyVersion: VERSION,
       ...(options.agentChallenge ? { challenge: options.agentChallenge } : {})
     })
-    // Filters run in each route's `filters` order, agent filters (one stage) at their position.
-    const filterChain = makeFilterChain({
-      agents: agents.extension,
-      onDecision: (ctx, d) => {
-        if (d.reason === "rate-limited") metrics.rateLimited.inc(ctx.routeId)
-        else if (d.status === 403) metrics.blocked.inc(d.reason)
-        // answers are counted as `rejected` by the pipeline; continued-but-altered ones here
-        if (d.status === 0) metrics.rejected.inc(d.reason)
-      }
-    })
-    const staticFiles = makeStaticFilesRoute({ responseStages: (ctx) => current.plans.get(ctx.routeId)?.response ?? [] })
-    const extensions = [filterChain, staticFiles, ...(options.extensions ?? [])]
-    // One in-flight admission and one connection count for all listeners of the process.
-    const admission = new Admission(admissionConfigFor(initial.limits))
-    const connections = new ConnectionTracker(connectionLimitsFor(initial.limits))
     const runSync = Runtime.runSync(yield* Effect.runtime<never>())
     const log = (effect: Effect.Effect<void>) => {
       try {
@@ -192,6 +193,24 @@ export const make = (
         // a log line must never break the request path
       }
     }
+    // Filters run in each route's `filters` order, agent filters (one stage) at their position.
+    const filterChain = makeFilterChain({
+      agents: agents.extension,
+      onDecision: (ctx, d) => {
+        if (d.reason === "rate-limited") metrics.rateLimited.inc(ctx.routeId)
+        else if (d.status === 403) metrics.blocked.inc(d.reason)
+        // answers are counted as `rejected` by the pipeline; continued-but-altered ones here
+        if (d.status === 0) metrics.rejected.inc(d.reason)
+      },
+      redis: redisHooks(metrics, (effect) => log(effect))
+    })
+    // Redis connections close after the listeners drained (finalizers run in reverse order).
+    yield* Effect.addFinalizer(() => Effect.sync(() => filterChain.close()))
+    const staticFiles = makeStaticFilesRoute({ responseStages: (ctx) => current.plans.get(ctx.routeId)?.response ?? [] })
+    const extensions = [filterChain, staticFiles, ...(options.extensions ?? [])]
+    // One in-flight admission and one connection count for all listeners of the process.
+    const admission = new Admission(admissionConfigFor(initial.limits))
+    const connections = new ConnectionTracker(connectionLimitsFor(initial.limits))
     // Host names of targets resolve here, off the request path; the cache's fiber keeps them fresh.
     const hostNames = new Set(initial.upstreams.flatMap((u) => u.targets.map((t) => t.host)).filter((h) => isIP(h) === 0))
     const dns = yield* makeDnsCache([...hostNames], initial.system.dns)

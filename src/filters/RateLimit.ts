@@ -146,6 +146,28 @@ export class TokenBuckets {
     return this.buckets.size
   }
 
+  /**
+   * Sets `key`'s bucket to `tokens` now (a shared backend's answer), so that a fallback to this
+   * table goes on from the fleet's state rather than from a full bucket.
+   */
+  sync(key: string, tokens: number): void {
+    const t = this.now()
+    let b = this.buckets.get(key)
+    if (b === undefined) {
+      if (this.buckets.size >= Math.max(1, this.maxKeys)) {
+        const oldest = this.buckets.keys().next().value
+        if (oldest !== undefined) this.buckets.delete(oldest)
+        this.evictions++
+      }
+      b = { tokens, last: t }
+    } else {
+      this.buckets.delete(key)
+      b.tokens = Math.min(this.capacity, tokens)
+      b.last = t
+    }
+    this.buckets.set(key, b)
+  }
+
   /** Takes one token for `key`. With `maxDelayMs` > 0 a missing token is borrowed if it comes within that time. */
   take(key: string, maxDelayMs = 0): TakeResult {
     const t = this.now()

@@ -320,8 +320,12 @@ export class RedisStore {
     // one deadline for the calls of this turn
     let open = go.length
     const calls: Array<{ settle: (r: TakeReply | RedisFailure) => void }> = []
+    // A reply that arrived while the event loop was busy past the deadline is read in the poll
+    // phase, which runs before `setImmediate`'s: it wins over the timeout.
     const timer = setTimeout(() => {
-      for (const c of calls) c.settle("timeout")
+      setImmediate(() => {
+        for (const c of calls) c.settle("timeout")
+      })
     }, this.connection.timeoutMs)
     for (const { batch: b, client } of go) {
       let settled = false
@@ -459,6 +463,8 @@ export const makeRedisRateLimiter = (
     const key = rateLimitKeyOf(config.key, req)
     store.take(filterId, prefix + key, perMs, capacity, maxDelayMs, (reply, index) => {
       if (typeof reply !== "string") {
+        // the fallback table follows Redis, so a fallback goes on from the fleet's state (once per batch)
+        if (index === 0 && fallback === "local") buckets.sync(key, reply.before - reply.granted)
         // only this request's result of the batch is built
         done(outcomeOf(takeResultAt(reply.before, reply.granted, index, perMs, capacity)))
         return

@@ -36,6 +36,28 @@ export const RateLimitKey = Schema.Union(
   Schema.TemplateLiteral(Schema.Literal("header:"), Schema.String)
 )
 
+/** `backend "redis"` and its `redis-*` keys (RateLimit.ts `RedisBackendConfig`). */
+export const RedisBackendConfig = Schema.Struct({
+  type: Schema.Literal("redis"),
+  /** `redis-url`: redis:// or rediss:// URL. Default "redis://127.0.0.1:6379". */
+  url: defaulted(Schema.String.pipe(Schema.filter((u) => /^rediss?:\/\/[^\s]+$/.test(u) || "a redis:// or rediss:// URL")), () => "redis://127.0.0.1:6379"),
+  /** `redis-prefix`: prepended to every key. Default "sentinel:ratelimit:". */
+  prefix: defaulted(Schema.String, () => "sentinel:ratelimit:"),
+  /** `redis-pool-size`: connections to this Redis. Default 10. */
+  poolSize: defaulted(PositiveCount, () => 10),
+  /** `redis-timeout-ms`: deadline of one decision. Default 50. */
+  timeoutMs: defaulted(PositiveCount, () => 50),
+  /** `redis-fallback`: "local" (#true), "open" (#false) or "closed". Default "local". */
+  fallback: defaulted(Schema.Literal("local", "open", "closed"), () => "local" as const),
+  /** `redis-failure-threshold`: consecutive failures that open the circuit. Default 3. */
+  failureThreshold: defaulted(PositiveCount, () => 3),
+  /** `redis-circuit-open-ms`: how long the open circuit skips Redis. Default 1000. */
+  circuitOpenMs: defaulted(PositiveCount, () => 1000)
+})
+
+/** `backend`: "local" (this process) or "redis" (shared by a fleet). */
+export const RateLimitBackend = Schema.Union(Schema.Struct({ type: Schema.Literal("local") }), RedisBackendConfig)
+
 /** `type "rate-limit"` (RateLimit.ts `RateLimitConfig`): a token bucket per key. */
 export const RateLimitFilterConfig = Schema.Struct({
   id,
@@ -55,8 +77,38 @@ export const RateLimitFilterConfig = Schema.Struct({
   /** `max-delay-ms`: longest wait with `on-limit "delay"`. Default 5000. */
   maxDelayMs: defaulted(Count, () => 5000),
   /** `max-keys`: keys tracked at once (LRU above). Default 100000. */
-  maxKeys: defaulted(PositiveCount, () => 100_000)
+  maxKeys: defaulted(PositiveCount, () => 100_000),
+  /** `backend "local"|"redis"` with the `redis-*` keys. Default local. */
+  backend: defaulted(RateLimitBackend, () => ({ type: "local" as const }))
 })
+
+/** `rate-limits { global { max-rps; burst; key } }`: one limit for every routed request, before the route's filters. */
+export const GlobalRateLimitConfig = Schema.Struct({
+  /** `max-rps`: requests per second per key. Required. */
+  maxRps: PositiveNumber,
+  /** `burst`: bucket capacity. Default 10. */
+  burst: defaulted(PositiveCount, () => 10),
+  /** `key`. Default "client-ip". */
+  key: defaulted(RateLimitKey, () => "client-ip" as const)
+})
+export type GlobalRateLimitConfig = typeof GlobalRateLimitConfig.Type
+
+/**
+ * Top-level `rate-limits { default-rps; default-burst; key; global { ... } }` (RateLimits in
+ * src/filters/Chain.ts): `default-*` limit each route that lists no rate-limit filter (a bucket per
+ * route and `key`), `global` limits every routed request first. Both are this process's buckets.
+ */
+export const RateLimitsConfig = Schema.Struct({
+  /** `default-rps`: the limit of each route without a rate-limit filter. Default: none. */
+  defaultRps: Schema.optional(PositiveNumber),
+  /** `default-burst`: its bucket capacity (needs `default-rps`). Default 10. */
+  defaultBurst: Schema.optional(PositiveCount),
+  /** `key` of the default limits. Default "client-ip". */
+  key: defaulted(RateLimitKey, () => "client-ip" as const),
+  /** `global { max-rps; burst; key }`. Default: none. */
+  global: Schema.optional(GlobalRateLimitConfig)
+}).pipe(Schema.filter((r) => r.defaultBurst === undefined || r.defaultRps !== undefined || "default-burst needs default-rps"))
+export type RateLimitsConfig = typeof RateLimitsConfig.Type
 
 /** `type "cors"` (Cors.ts `CorsConfig`). */
 export const CorsFilterConfig = Schema.Struct({

@@ -14,6 +14,7 @@ import { filtersField } from "./blocks/Filters.js"
 import { limitsField } from "./blocks/Limits.js"
 import { listenersField } from "./blocks/Listeners.js"
 import { observabilityField } from "./blocks/Observability.js"
+import { rateLimitsField } from "./blocks/RateLimits.js"
 import { routesField } from "./blocks/Routes.js"
 import { systemField } from "./blocks/System.js"
 import { upstreamsField } from "./blocks/Upstreams.js"
@@ -247,6 +248,7 @@ export const topSpec: BlockSpec<{
   observability: unknown
   filters: unknown
   agents: unknown
+  rateLimits: unknown
 }> = {
   path: "",
   fields: {
@@ -258,7 +260,8 @@ export const topSpec: BlockSpec<{
     limits: limitsField,
     observability: observabilityField,
     filters: many(filtersField),
-    agents: many(agentsField)
+    agents: many(agentsField),
+    rateLimits: rateLimitsField
   }
 }
 

@@ -83,6 +83,17 @@ const filter = (w: Writer, f: FilterConfig): void =>
         w.line(`message ${kdlString(f.message)}`)
         w.line(`max-delay-ms ${f.maxDelayMs}`)
         w.line(`max-keys ${f.maxKeys}`)
+        w.line(`backend ${kdlString(f.backend.type)}`)
+        if (f.backend.type === "redis") {
+          const b = f.backend
+          w.line(`redis-url ${kdlString(b.url)}`)
+          w.line(`redis-prefix ${kdlString(b.prefix)}`)
+          w.line(`redis-pool-size ${b.poolSize}`)
+          w.line(`redis-timeout-ms ${b.timeoutMs}`)
+          w.line(`redis-fallback ${kdlString(b.fallback)}`)
+          w.line(`redis-failure-threshold ${b.failureThreshold}`)
+          w.line(`redis-circuit-open-ms ${b.circuitOpenMs}`)
+        }
         break
       case "cors":
         if (f.allowedOrigins.length > 0) w.line(`allowed-origins ${strings(f.allowedOrigins)}`)
@@ -437,6 +448,20 @@ export const encodeKdl = (c: SentinelConfig): string => {
     }
   })
   if (c.filters.length > 0) w.block("filters", () => c.filters.forEach((f) => filter(w, f)))
+  const rl = c.rateLimits
+  w.block("rate-limits", () => {
+    if (rl.defaultRps !== undefined) w.line(`default-rps ${rl.defaultRps}`)
+    if (rl.defaultBurst !== undefined) w.line(`default-burst ${rl.defaultBurst}`)
+    w.line(`key ${kdlString(rl.key)}`)
+    const g = rl.global
+    if (g !== undefined) {
+      w.block("global", () => {
+        w.line(`max-rps ${g.maxRps}`)
+        w.line(`burst ${g.burst}`)
+        w.line(`key ${kdlString(g.key)}`)
+      })
+    }
+  })
   if (c.agents.length > 0) {
     w.block("agents", () => {
       for (const a of c.agents) {

@@ -8,7 +8,7 @@
  * here — a test fails if a name is both known and listed.
  */
 export const notSupportedYet: Readonly<Record<string, ReadonlyArray<string>>> = {
-  "": ["waf", "namespace", "rate-limits", "cache"],
+  "": ["waf", "namespace", "cache"],
   "listeners.listener": ["namespace"],
   "listeners.listener.tls": ["acme"],
   "listeners.listener.tls.sni": ["acme"],
@@ -21,9 +21,9 @@ export const notSupportedYet: Readonly<Record<string, ReadonlyArray<string>>> = 
   "routes.route.policies": ["rate-limit", "cache"],
   "filters.filter": [
     "timeout-ms", "inspect-body", "max-body-bytes", "algorithms", "min-size", "level", "database-path",
-    // rate-limit `backend "redis"` / `"memcached"` and their settings (shared counters for a fleet)
-    "redis-url", "redis-prefix", "redis-pool-size", "redis-timeout-ms", "redis-fallback", "redis-fallback-local",
-    "memcached-url", "memcached-prefix", "memcached-pool-size", "memcached-timeout-ms", "memcached-fallback", "memcached-ttl"
+    // rate-limit `backend "memcached"` and its settings (Redis is the shared backend here)
+    "memcached-url", "memcached-prefix", "memcached-pool-size", "memcached-timeout-ms", "memcached-fallback", "memcached-fallback-local",
+    "memcached-ttl", "memcached-ttl-secs"
   ],
   "agents.agent": ["grpc", "http", "chunk-timeout-ms"],
   "observability": [],

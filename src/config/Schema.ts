@@ -11,7 +11,7 @@
 import { Duration, Either, ParseResult, Schema } from "effect"
 
 import { AgentConfig, FailureMode } from "./AgentSchema.js"
-import { FilterConfig } from "./FilterSchema.js"
+import { FilterConfig, RateLimitsConfig } from "./FilterSchema.js"
 import {
   Count, defaulted, defaultedStruct, NonNegativeDuration, Port, PositiveCount, Ratio, SafeInt
 } from "./SchemaPrimitives.js"
@@ -696,7 +696,9 @@ export const SentinelConfig = Schema.Struct({
   /** `filters { filter "id" { type "..."; ... } }`. */
   filters: defaulted(Schema.Array(FilterConfig), () => []),
   /** `agents { agent "id" { unix-socket "..."; ... } }`. */
-  agents: defaulted(Schema.Array(AgentConfig), () => [])
+  agents: defaulted(Schema.Array(AgentConfig), () => []),
+  /** `rate-limits { default-rps; default-burst; key; global {…} }`. */
+  rateLimits: defaultedStruct(RateLimitsConfig)
 }).pipe(
   Schema.filter((c) => {
     const problems = crossCheck(c)

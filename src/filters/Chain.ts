@@ -13,11 +13,21 @@
  *   agent             not compiled here (see `agents` below)
  *
  * Hot path: every stage is a plain synchronous function (DESIGN.md §2); only a rate limit in
- * `on-limit "delay"` mode returns an Effect, and only for the request it actually delays.
+ * `on-limit "delay"` mode returns an Effect, and only for the request it actually delays; a
+ * `backend "redis"` rate limit is a `PendingStep` (callbacks, no fiber) waiting for Redis's
+ * answer (RedisRateLimit.ts), its delay included.
+ *
+ * The top-level `rate-limits` block adds its stages first: `global` (one bucket table for every
+ * routed request) then, on routes that list no rate-limit filter, the `default-rps` limit (a
+ * bucket per route and key). Both answer like a rate-limit filter (429, `Retry-After`,
+ * `X-RateLimit-*`); their decisions carry the filter ids "rate-limits.global" and
+ * "rate-limits.default".
  *
  * State: one limiter per rate-limit filter (shared by every route listing it), kept across
  * requests and across reloads while the filter's definition is unchanged. Filters removed by a
- * reload are forgotten (the map holds only filters of the latest configuration).
+ * reload are forgotten (the map holds only filters of the latest configuration); Redis
+ * connections are shared by the filters naming the same Redis and closed when none does any
+ * more, or by `close()`.
  *
  * Agents: filters of `type "agent"` belong to the agents extension, which calls every agent of
  * a route in one stage. Pass that extension as `agents`: its request stages are put where the
@@ -28,12 +38,19 @@
 import { Effect } from "effect"
 import type { FilterConfig, RouteConfig, SentinelConfig } from "../config/Schema.js"
 import type { RequestContext } from "../pipeline/RequestContext.js"
-import type { Answer, RequestStage, ResponseStage, RouteContribution, RouteExtension, StageStep } from "../pipeline/Stage.js"
+import { errorBody } from "../pipeline/ErrorResponse.js"
+import {
+  type Answer, pendingStep, type RequestStage, type ResponseStage, type RouteContribution, type RouteExtension, type StageStep
+} from "../pipeline/Stage.js"
 import { parseAuthority } from "../http/Authority.js"
 import { compileCors } from "./Cors.js"
 import type { Continue, FilterOutcome, Respond } from "./FilterOutcome.js"
 import { makeHeadersFilter } from "./Headers.js"
-import { makeRateLimiter, type RateLimiter } from "./RateLimit.js"
+import {
+  defaultRateLimitConfig, makeOutcomeOf, makeRateLimiter, rateLimitKeyOf, type RateLimitConfig, type RateLimiter, type RedisBackendConfig,
+  TokenBuckets
+} from "./RateLimit.js"
+import { makeRedisRateLimiter, type RedisBackendHooks, type RedisRateLimiter, RedisStores, type RedisStoreOptions } from "./RedisRateLimit.js"
 import { redirect } from "./Redirect.js"
 import { applySecurityHeaders } from "./SecurityHeaders.js"
 import { urlRewrite } from "./UrlRewrite.js"
@@ -58,6 +75,10 @@ export interface FilterChainOptions {
   readonly onDecision?: (ctx: RequestContext, decision: FilterDecision) => void
   /** Clock of the rate limiters, ms (tests). Default `performance.now`. */
   readonly now?: () => number
+  /** Where `backend "redis"` limits report failures, circuit changes and log lines (metrics, error log). */
+  readonly redis?: RedisBackendHooks
+  /** Extra ioredis options (tests). */
+  readonly redisClientOptions?: RedisStoreOptions["clientOptions"]
 }
 
 /** The route's filters resolved to their definitions, in the route's order (unknown ids skipped). */
@@ -123,13 +144,8 @@ const sleep = (ms: number): Effect.Effect<StageStep> =>
 
 type Notify = (ctx: RequestContext, decision: FilterDecision) => void
 
-/** Applies a request-phase outcome: `undefined` to continue, an Answer, or (delay) an Effect. */
-const applyOutcome = (
-  ctx: RequestContext,
-  f: FilterConfig,
-  outcome: FilterOutcome,
-  notify: Notify
-): StageStep | Effect.Effect<StageStep> => {
+/** Applies a request-phase outcome: `undefined` to continue, an Answer, or the ms to wait first (delay). */
+const applyOutcomeStep = (ctx: RequestContext, f: { readonly id: string; readonly type: FilterConfig["type"] }, outcome: FilterOutcome, notify: Notify): StageStep | number => {
   if (outcome._tag === "Respond") {
     notify(ctx, { filterId: f.id, type: f.type, reason: outcome.reason, status: outcome.status })
     return answerOf(outcome)
@@ -144,8 +160,53 @@ const applyOutcome = (
     ctx.error ??= c.note
     notify(ctx, { filterId: f.id, type: f.type, reason: c.note, status: 0 })
   }
-  if (c.delayMs !== undefined && c.delayMs > 0) return sleep(c.delayMs)
+  if (c.delayMs !== undefined && c.delayMs > 0) return c.delayMs
   return undefined
+}
+
+/** Applies a request-phase outcome: `undefined` to continue, an Answer, or (delay) an Effect. */
+const applyOutcome = (
+  ctx: RequestContext,
+  f: { readonly id: string; readonly type: FilterConfig["type"] },
+  outcome: FilterOutcome,
+  notify: Notify
+): StageStep | Effect.Effect<StageStep> => {
+  const step = applyOutcomeStep(ctx, f, outcome, notify)
+  return typeof step === "number" ? sleep(step) : step
+}
+
+/** Reason of a `redis-fallback "closed"` refusal (access log `error`, metrics, audit). */
+export const RATE_LIMIT_BACKEND_UNAVAILABLE = "rate-limit-backend-unavailable"
+
+/** A Redis-backed limit as a stage: a wait on callbacks for Redis's answer (or the fallback's), then its delay if any. */
+const redisStage = (f: { readonly id: string; readonly type: "rate-limit" }, limiter: RedisRateLimiter, notify: Notify): RequestStage => {
+  const retryAfter = String(Math.max(1, Math.ceil(limiter.config.backend.circuitOpenMs / 1000)))
+  return (ctx) =>
+    pendingStep((done) => {
+      let live = true
+      let timer: ReturnType<typeof setTimeout> | undefined
+      limiter.decide(ctx, (outcome) => {
+        if (!live) return
+        if (outcome === "unavailable") {
+          notify(ctx, { filterId: f.id, type: f.type, reason: RATE_LIMIT_BACKEND_UNAVAILABLE, status: 503 })
+          done({
+            status: 503,
+            headers: ["Retry-After", retryAfter],
+            body: errorBody(503, RATE_LIMIT_BACKEND_UNAVAILABLE, ctx.traceId),
+            contentType: "application/json",
+            reason: RATE_LIMIT_BACKEND_UNAVAILABLE
+          })
+          return
+        }
+        const step = applyOutcomeStep(ctx, f, outcome, notify)
+        if (typeof step === "number") timer = setTimeout(() => done(undefined), step)
+        else done(step)
+      })
+      return () => {
+        live = false
+        if (timer !== undefined) clearTimeout(timer)
+      }
+    })
 }
 
 interface Compiled {
@@ -154,29 +215,84 @@ interface Compiled {
 }
 
 export interface FilterChain extends RouteExtension {
-  /** The limiter of a rate-limit filter (tests, admin views). */
+  /** The limiter of a local rate-limit filter (tests, admin views). */
   readonly limiter: (filterId: string) => RateLimiter | undefined
+  /** The limiter of a `backend "redis"` rate-limit filter (tests, admin views). */
+  readonly redisLimiter: (filterId: string) => RedisRateLimiter | undefined
+  /** Closes the Redis connections (the proxy's scope, after the listeners drained). */
+  readonly close: () => void
 }
+
+type AnyLimiter =
+  | { readonly kind: "local"; readonly limiter: RateLimiter }
+  | { readonly kind: "redis"; readonly limiter: RedisRateLimiter }
+
+/** A `rate-limits` limit as a filter config: reject with 429, Sentinel's defaults. */
+const topLevelLimit = (maxRps: number, burst: number, key: RateLimitConfig["key"]): RateLimitConfig => ({
+  ...defaultRateLimitConfig, maxRps, burst, key
+})
 
 export const makeFilterChain = (options: FilterChainOptions = {}): FilterChain => {
   const notify: Notify = options.onDecision ?? (() => undefined)
-  const limiters = new Map<string, { readonly key: string; readonly limiter: RateLimiter }>()
+  const limiters = new Map<string, { readonly key: string; readonly limiter: AnyLimiter }>()
+  const stores = new RedisStores({ hooks: options.redis, clientOptions: options.redisClientOptions, now: options.now })
   let lastConfig: SentinelConfig | undefined
 
-  const limiterFor = (f: Extract<FilterConfig, { type: "rate-limit" }>): RateLimiter => {
+  const release = (l: AnyLimiter) => {
+    if (l.kind === "redis") stores.release(l.limiter.store)
+  }
+
+  const limiterFor = (f: Extract<FilterConfig, { type: "rate-limit" }>): AnyLimiter => {
     const key = JSON.stringify(f)
     const cached = limiters.get(f.id)
     if (cached !== undefined && cached.key === key) return cached.limiter
-    const limiter = makeRateLimiter(f, options.now)
+    const backend = f.backend
+    const limiter: AnyLimiter = backend.type === "redis"
+      ? { kind: "redis", limiter: makeRedisRateLimiter(f.id, f as RateLimitConfig & { backend: RedisBackendConfig }, stores.acquire(backend), options.now) }
+      : { kind: "local", limiter: makeRateLimiter(f, options.now) }
+    if (cached !== undefined) release(cached.limiter)
     limiters.set(f.id, { key, limiter })
     return limiter
+  }
+
+  // `rate-limits`: the global limit and the routes' default limit, kept while their settings are unchanged
+  let globalLimit: { readonly key: string; readonly stage: RequestStage } | undefined
+  let defaultLimit: { readonly key: string; readonly stage: RequestStage } | undefined
+  const globalStage = (config: SentinelConfig): RequestStage | undefined => {
+    const g = config.rateLimits.global
+    if (g === undefined) return (globalLimit = undefined)
+    const key = JSON.stringify(g)
+    if (globalLimit?.key === key) return globalLimit.stage
+    const limiter = makeRateLimiter(topLevelLimit(g.maxRps, g.burst, g.key), options.now)
+    const id = { id: "rate-limits.global", type: "rate-limit" as const }
+    const stage: RequestStage = (ctx) => applyOutcome(ctx, id, limiter.check(ctx), notify)
+    globalLimit = { key, stage }
+    return stage
+  }
+  const defaultStage = (config: SentinelConfig): RequestStage | undefined => {
+    const r = config.rateLimits
+    if (r.defaultRps === undefined) return (defaultLimit = undefined)
+    const key = JSON.stringify([r.defaultRps, r.defaultBurst, r.key])
+    if (defaultLimit?.key === key) return defaultLimit.stage
+    const c = topLevelLimit(r.defaultRps, r.defaultBurst ?? defaultRateLimitConfig.burst, r.key)
+    const buckets = new TokenBuckets(c.maxRps, c.burst, c.maxKeys, options.now)
+    const outcomeOf = makeOutcomeOf(c)
+    const id = { id: "rate-limits.default", type: "rate-limit" as const }
+    // a bucket per route and key
+    const stage: RequestStage = (ctx) => applyOutcome(ctx, id, outcomeOf(buckets.take(`${ctx.routeId}\u0000${rateLimitKeyOf(c.key, ctx)}`)), notify)
+    defaultLimit = { key, stage }
+    return stage
   }
 
   const forgetRemoved = (config: SentinelConfig) => {
     if (config === lastConfig) return
     lastConfig = config
     const ids = new Set((config.filters ?? []).map((f) => f.id))
-    for (const id of limiters.keys()) if (!ids.has(id)) limiters.delete(id)
+    for (const [id, entry] of limiters) {
+      if (ids.has(id)) continue
+      limiters.delete(id)
+      release(entry.limiter)
+    }
   }
 
   const compileOne = (f: FilterConfig, route: RouteConfig): Compiled | undefined => {
@@ -194,7 +310,9 @@ export const makeFilterChain = (options: FilterChainOptions = {}): FilterChain =
       case "security-headers":
         return { response: (ctx, _status, headers) => applySecurityHeaders(f, headers, ctx.scheme) }
       case "rate-limit": {
-        const limiter = limiterFor(f)
+        const l = limiterFor(f)
+        if (l.kind === "redis") return { request: redisStage(f, l.limiter, notify) }
+        const limiter = l.limiter
         return { request: (ctx) => applyOutcome(ctx, f, limiter.check(ctx), notify) }
       }
       case "cors": {
@@ -225,8 +343,12 @@ export const makeFilterChain = (options: FilterChainOptions = {}): FilterChain =
     forgetRemoved(config)
     const filters = routeFilters(route, config)
     const agents = options.agents?.compile(route, config)
-    if (filters.length === 0 && agents === undefined) return undefined
+    const global = globalStage(config)
+    const byDefault = filters.some((f) => f.type === "rate-limit") ? undefined : defaultStage(config)
+    if (filters.length === 0 && agents === undefined && global === undefined && byDefault === undefined) return undefined
     const request: Array<RequestStage> = []
+    if (global !== undefined) request.push(global)
+    if (byDefault !== undefined) request.push(byDefault)
     const response: Array<ResponseStage> = []
     let agentsPlaced = false
     const placeAgents = () => {
@@ -261,6 +383,17 @@ export const makeFilterChain = (options: FilterChainOptions = {}): FilterChain =
   return {
     name: "filters",
     compile,
-    limiter: (id) => limiters.get(id)?.limiter
+    limiter: (id) => {
+      const l = limiters.get(id)?.limiter
+      return l?.kind === "local" ? l.limiter : undefined
+    },
+    redisLimiter: (id) => {
+      const l = limiters.get(id)?.limiter
+      return l?.kind === "redis" ? l.limiter : undefined
+    },
+    close: () => {
+      limiters.clear()
+      stores.closeAll()
+    }
   }
 }

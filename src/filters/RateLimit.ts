@@ -12,6 +12,42 @@ import type { FilterOutcome, FilterRequest } from "./FilterOutcome.js"
 export type RateLimitKey = "client-ip" | "path" | "route" | "client-ip-and-path" | `header:${string}`
 export type OnLimit = "reject" | "delay" | "log-only"
 
+/** What a Redis-backed limit decides when Redis cannot answer: the local limiter, admit, or refuse (503). */
+export type RedisFallback = "local" | "open" | "closed"
+
+/** KDL `backend "redis"` and its `redis-*` keys (RedisRateLimit.ts). */
+export interface RedisBackendConfig {
+  readonly type: "redis"
+  /** `redis-url`: `redis://[user:password@]host:port[/db]` or `rediss://` (TLS). Default "redis://127.0.0.1:6379". */
+  readonly url: string
+  /** `redis-prefix`: prepended to every key (then the filter id and the limit key). Default "sentinel:ratelimit:". */
+  readonly prefix: string
+  /** `redis-pool-size`: connections to Redis, shared by the filters that name the same Redis. Default 10. */
+  readonly poolSize: number
+  /** `redis-timeout-ms`: deadline of one decision in Redis; past it the fallback decides. Default 50. */
+  readonly timeoutMs: number
+  /** `redis-fallback` (`redis-fallback-local`): #true / "local", #false / "open", or "closed". Default "local". */
+  readonly fallback: RedisFallback
+  /** `redis-failure-threshold`: consecutive failures that open the circuit around Redis. Default 3. */
+  readonly failureThreshold: number
+  /** `redis-circuit-open-ms`: how long an open circuit skips Redis before one probe. Default 1000. */
+  readonly circuitOpenMs: number
+}
+
+/** KDL `backend`: where the buckets live. */
+export type RateLimitBackend = { readonly type: "local" } | RedisBackendConfig
+
+export const defaultRedisBackend: RedisBackendConfig = {
+  type: "redis",
+  url: "redis://127.0.0.1:6379",
+  prefix: "sentinel:ratelimit:",
+  poolSize: 10,
+  timeoutMs: 50,
+  fallback: "local",
+  failureThreshold: 3,
+  circuitOpenMs: 1000
+}
+
 export interface RateLimitConfig {
   /** KDL `max-rps`: sustained requests per second per key (refill rate). Default 100. */
   readonly maxRps: number
@@ -29,6 +65,8 @@ export interface RateLimitConfig {
   readonly maxDelayMs: number
   /** KDL `max-keys`: keys tracked at once (LRU eviction above). Default 100000. */
   readonly maxKeys: number
+  /** KDL `backend "local"|"redis"` (+ `redis-*` keys): this process's buckets, or Redis's shared by a fleet. Default local. */
+  readonly backend: RateLimitBackend
 }
 
 export const defaultRateLimitConfig: RateLimitConfig = {
@@ -39,7 +77,8 @@ export const defaultRateLimitConfig: RateLimitConfig = {
   statusCode: 429,
   message: "Too Many Requests",
   maxDelayMs: 5000,
-  maxKeys: 100_000
+  maxKeys: 100_000,
+  backend: { type: "local" }
 }
 
 /** Keys longer than this are cut (a huge header value must not grow the table's memory). */
@@ -107,6 +146,28 @@ export class TokenBuckets {
     return this.buckets.size
   }
 
+  /**
+   * Sets `key`'s bucket to `tokens` now (a shared backend's answer), so that a fallback to this
+   * table goes on from the fleet's state rather than from a full bucket.
+   */
+  sync(key: string, tokens: number): void {
+    const t = this.now()
+    let b = this.buckets.get(key)
+    if (b === undefined) {
+      if (this.buckets.size >= Math.max(1, this.maxKeys)) {
+        const oldest = this.buckets.keys().next().value
+        if (oldest !== undefined) this.buckets.delete(oldest)
+        this.evictions++
+      }
+      b = { tokens, last: t }
+    } else {
+      this.buckets.delete(key)
+      b.tokens = Math.min(this.capacity, tokens)
+      b.last = t
+    }
+    this.buckets.set(key, b)
+  }
+
   /** Takes one token for `key`. With `maxDelayMs` > 0 a missing token is borrowed if it comes within that time. */
   take(key: string, maxDelayMs = 0): TakeResult {
     const t = this.now()
@@ -151,18 +212,10 @@ export class TokenBuckets {
   }
 }
 
-export interface RateLimiter {
-  readonly config: RateLimitConfig
-  readonly buckets: TokenBuckets
-  /** Decides one request: Continue (maybe delayed / noted) with rate-limit headers, or Respond 429. */
-  readonly check: (req: FilterRequest) => FilterOutcome
-}
-
-export const makeRateLimiter = (config: RateLimitConfig, now?: () => number): RateLimiter => {
-  const buckets = new TokenBuckets(config.maxRps, config.burst, config.maxKeys, now)
+/** The filter's answer to one take, the same on every backend: Continue with X-RateLimit-*, or the rejection. */
+export const makeOutcomeOf = (config: RateLimitConfig): ((r: TakeResult) => FilterOutcome) => {
   const limit = String(config.maxRps)
-  const check = (req: FilterRequest): FilterOutcome => {
-    const r = buckets.take(rateLimitKeyOf(config.key, req), config.onLimit === "delay" ? config.maxDelayMs : 0)
+  return (r) => {
     const headers = [
       "X-RateLimit-Limit", limit,
       "X-RateLimit-Remaining", String(r.remaining),
@@ -180,5 +233,19 @@ export const makeRateLimiter = (config: RateLimitConfig, now?: () => number): Ra
       reason: "rate-limited"
     }
   }
+}
+
+export interface RateLimiter {
+  readonly config: RateLimitConfig
+  readonly buckets: TokenBuckets
+  /** Decides one request: Continue (maybe delayed / noted) with rate-limit headers, or Respond 429. */
+  readonly check: (req: FilterRequest) => FilterOutcome
+}
+
+export const makeRateLimiter = (config: RateLimitConfig, now?: () => number): RateLimiter => {
+  const buckets = new TokenBuckets(config.maxRps, config.burst, config.maxKeys, now)
+  const outcomeOf = makeOutcomeOf(config)
+  const maxDelayMs = config.onLimit === "delay" ? config.maxDelayMs : 0
+  const check = (req: FilterRequest): FilterOutcome => outcomeOf(buckets.take(rateLimitKeyOf(config.key, req), maxDelayMs))
   return { config, buckets, check }
 }

@@ -384,6 +384,8 @@ export class Metrics {
   readonly blocked: BoundedCounter<readonly ["reason"]>
   /** sentinel_rate_limited_total{route} */
   readonly rateLimited: BoundedCounter<readonly ["route"]>
+  /** sentinel_ratelimit_backend_errors_total{filter,reason}: rate-limit decisions Redis did not make (the fallback did) */
+  readonly rateLimitBackendErrors: BoundedCounter<readonly ["filter", "reason"]>
   /** sentinel_config_reload_total{result} ("success" | "error"), counted by config/Reload.ts */
   readonly configReloads: BoundedCounter<readonly ["result"]>
   /** sentinel_log_dropped_total{log} ("access" | "error" | "audit" | ...) */
@@ -650,6 +652,11 @@ export class Metrics {
     this.rateLimited = counter("sentinel_rate_limited_total", "Requests refused by a rate limit, by route.", [
       "route"
     ] as const)
+    this.rateLimitBackendErrors = counter(
+      "sentinel_ratelimit_backend_errors_total",
+      "Rate-limit decisions the shared backend (Redis) did not make, so the fallback did, by filter and reason (timeout, error, not_connected, circuit_open).",
+      ["filter", "reason"] as const
+    )
     this.configReloads = counter("sentinel_config_reload_total", "Configuration reloads, by result.", [
       "result"
     ] as const)

@@ -15,13 +15,14 @@ import type { SentinelConfig } from "../config/Schema.js"
 import { ConfigSource } from "../config/ConfigSource.js"
 import { Agents } from "../agents/Agents.js"
 import { makeFilterChain } from "../filters/Chain.js"
+import type { RedisBackendHooks } from "../filters/RedisRateLimit.js"
 import type { BuiltinView } from "../handlers/Builtin.js"
 import { makeStaticFilesRoute } from "../handlers/StaticFilesRoute.js"
-import { MetricsService } from "../observability/Metrics.js"
+import { CircuitStateValue, type Metrics, MetricsService } from "../observability/Metrics.js"
 import { Logs } from "../observability/ProxyLogs.js"
 import { Tracing, type RequestTracing } from "../observability/Tracing.js"
 import { describeUpstream, type UpstreamRuntime } from "../upstream/Upstreams.js"
-import { Upstreams } from "../upstream/UpstreamSet.js"
+import { callbackLogger, Upstreams } from "../upstream/UpstreamSet.js"
 import { compileDataplane, type Dataplane } from "./Dataplane.js"
 import { combineExtensions, editedPhase, type PhaseEdit, phaseEditProblems } from "./Phases.js"
 import { makeRequestHandler, type PipelineHooks } from "./Pipeline.js"
@@ -58,11 +59,26 @@ const PROTOCOL_LABELS = {
 const protocolLabel = (ctx: RequestContext): string =>
   PROTOCOL_LABELS[ctx.scheme][ctx.http2 ? "2.0" : ctx.req.httpVersion === "1.0" ? "1.0" : "1.1"]
 
+/** Redis-backed rate limits to metrics and (already throttled) log lines. */
+const redisHooks = (metrics: Metrics, log: (effect: Effect.Effect<void>) => void): RedisBackendHooks => ({
+  backendError: (filterId, reason) => metrics.rateLimitBackendErrors.inc(filterId, reason),
+  circuitChanged: (backend, from, to) => {
+    if (from === to) {
+      metrics.circuitState.set(CircuitStateValue[to], "ratelimit-redis", backend)
+      return
+    }
+    metrics.circuitChanged("ratelimit-redis", backend, to)
+  },
+  backendClosed: (backend) => void metrics.circuitState.remove("ratelimit-redis", backend),
+  log: (level, message, fields) =>
+    log((level === "warn" ? Effect.logWarning(message) : Effect.logInfo(message)).pipe(Effect.annotateLogs(fields)))
+})
+
 export class RequestPath extends Context.Tag("sentinel/pipeline/RequestPath")<RequestPath, RequestPathService>() {
   static readonly layer = (
     options: RequestPathOptions
   ): Layer.Layer<RequestPath, never, ConfigSource | MetricsService | Logs | Agents | Upstreams> =>
-    Layer.effect(
+    Layer.scoped(
       RequestPath,
       Effect.gen(function* () {
         const initial = (yield* ConfigSource).initial.config
@@ -85,8 +101,11 @@ export class RequestPath extends Context.Tag("sentinel/pipeline/RequestPath")<Re
             else if (d.status === 403) metrics.blocked.inc(d.reason)
             // answers are counted as `rejected` by the pipeline; continued-but-altered ones here
             if (d.status === 0) metrics.rejected.inc(d.reason)
-          }
+          },
+          redis: redisHooks(metrics, callbackLogger(yield* Effect.runtime<never>()))
         })
+        // Redis connections close after the listeners drained (finalizers run in reverse order).
+        yield* Effect.addFinalizer(() => Effect.sync(() => filterChain.close()))
         // a replaced `filters` phase keeps the agents' slot, right after the replacement
         const filtersPhase = editedPhase(
           "filters",

@@ -14,6 +14,7 @@ export interface SentinelConfig {
   readonly observability: ObservabilityConfig
   readonly filters: ReadonlyArray<S.FilterConfig>
   readonly agents: ReadonlyArray<S.AgentConfig>
+  readonly rateLimits: S.RateLimitsConfig       // rate-limits { default-rps; default-burst; key; global {…} }
 }
 export interface SystemConfig {
   readonly workerThreads: number                 // 1 here means single process; 0 = cores (issue 6)

@@ -131,7 +131,7 @@ describe("a key in the wrong block names the block where it belongs", () => {
       "t.kdl:1:51: unknown node `worker-threads` in `listener`; it belongs in `system { worker-threads ... }`"
     ])
     expect(errs(`${L}routes { route "r" { builtin-handler "status"; max-rps 5; }; }`)).toEqual([
-      "t.kdl:2:48: unknown node `max-rps` in `route`; it belongs in `filters { filter { max-rps ... } }`"
+      "t.kdl:2:48: unknown node `max-rps` in `route`; it belongs in `filters { filter { max-rps ... } }` or `rate-limits { global { max-rps ... } }`"
     ])
     expect(errs(`${L}routes { route "r" { builtin-handler "status"; matches { upstream "u"; }; }; }`)).toEqual([
       "t.kdl:2:58: unknown node `upstream` in `matches`; it belongs in `routes { route { upstream ... } }`"

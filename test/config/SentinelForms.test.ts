@@ -258,11 +258,12 @@ describe("filters (parse_rate_limit_backend)", () => {
     expect(a).toMatchObject({ type: "rate-limit", maxRps: 10, burst: 15, key: "client-ip", onLimit: "reject" })
   })
 
-  it("redis and memcached (config/examples/distributed-rate-limit.kdl) say not supported yet, never unknown node", () => {
-    const e = errs(L + `filters {
+  it("redis (config/examples/distributed-rate-limit.kdl) is accepted with Sentinel's keys; memcached says not supported yet", () => {
+    const c = ok(L + `filters {
     filter "redis-rate-limit" {
         type "rate-limit"
         max-rps 100
+        burst 200
         backend "redis"
         redis-url "redis://redis-cluster.internal:6379"
         redis-prefix "zentinel:ratelimit:"
@@ -270,27 +271,82 @@ describe("filters (parse_rate_limit_backend)", () => {
         redis-timeout-ms 50
         redis-fallback-local #true
     }
+    filter "defaults" {
+        type "rate-limit"
+        backend "redis"
+    }
+    filter "open" {
+        type "rate-limit"
+        backend "REDIS"
+        redis-fallback #false
+    }
+}`)
+    expect(c.filters.map((f) => (f as { backend: unknown }).backend)).toEqual([
+      { type: "redis", url: "redis://redis-cluster.internal:6379", prefix: "zentinel:ratelimit:", poolSize: 10, timeoutMs: 50, fallback: "local", failureThreshold: 3, circuitOpenMs: 1000 },
+      { type: "redis", url: "redis://127.0.0.1:6379", prefix: "sentinel:ratelimit:", poolSize: 10, timeoutMs: 50, fallback: "local", failureThreshold: 3, circuitOpenMs: 1000 },
+      { type: "redis", url: "redis://127.0.0.1:6379", prefix: "sentinel:ratelimit:", poolSize: 10, timeoutMs: 50, fallback: "open", failureThreshold: 3, circuitOpenMs: 1000 }
+    ])
+    const e = errs(L + `filters {
     filter "mc" {
         type "rate-limit"
         backend "memcached"
         memcached-url "memcache://127.0.0.1:11211"
         memcached-ttl 2
+        memcached-fallback-local #true
     }
 }`)
     expect(e).toEqual([
-      "t.kdl:6:17: `backend` \"redis\" is not supported yet (counters are per process; use \"local\" or leave `backend` out)",
-      "t.kdl:7:9: `redis-url` is not supported yet",
-      "t.kdl:8:9: `redis-prefix` is not supported yet",
-      "t.kdl:9:9: `redis-pool-size` is not supported yet",
-      "t.kdl:10:9: `redis-timeout-ms` is not supported yet",
-      "t.kdl:11:9: `redis-fallback-local` is not supported yet",
-      "t.kdl:15:17: `backend` \"memcached\" is not supported yet (counters are per process; use \"local\" or leave `backend` out)",
-      "t.kdl:16:9: `memcached-url` is not supported yet",
-      "t.kdl:17:9: `memcached-ttl` is not supported yet"
+      "t.kdl:5:17: `backend` \"memcached\" is not supported yet (use \"redis\" for counters a fleet shares, or \"local\")",
+      "t.kdl:6:9: `memcached-url` is not supported yet",
+      "t.kdl:7:9: `memcached-ttl` is not supported yet",
+      "t.kdl:8:9: `memcached-fallback-local` is not supported yet"
     ])
     expect(errs(L + `filters { filter "f" { type "headers"; backend "local"; }; }`)).toEqual([
       expect.stringMatching(/^t\.kdl:2:40: `backend` does not apply to a filter of type "headers"/)
     ])
+  })
+
+  it("redis keys: checked values, only with backend \"redis\"", () => {
+    const f = (body: string) => errs(L + `filters { filter "f" { type "rate-limit"; ${body}; }; }`)
+    expect(f(`redis-url "redis://h:6379"`)).toEqual([
+      expect.stringMatching(/`redis-url` applies only with `backend "redis"` \(filter "f" has no `backend`, so it is local\)/)
+    ])
+    expect(f(`backend "local"; redis-timeout-ms 10`)).toEqual([expect.stringMatching(/`redis-timeout-ms` applies only with `backend "redis"` \(filter "f" is local\)/)])
+    expect(f(`backend "redis"; redis-url "http://h:6379"`)).toEqual([expect.stringMatching(/`redis-url` must be a URL like "redis:\/\/host:6379"/)])
+    expect(f(`backend "redis"; redis-url "redis://h:6379/x"`)).toEqual([expect.stringMatching(/the path is the database number/)])
+    expect(f(`backend "redis"; redis-fallback "cloesd"`)).toEqual([expect.stringMatching(/got "cloesd"; did you mean `closed`\?/)])
+    expect(f(`backend "redis"; redis-pool-size 0`)).toEqual([expect.stringMatching(/`redis-pool-size` must be at least 1/)])
+    expect(f(`backend "redis"; redis-timeout-ms 0`)).toEqual([expect.stringMatching(/`redis-timeout-ms` must be greater than 0/)])
+    expect(f(`backend "redis"; redis-fallback #true; redis-fallback-local #false`)).toEqual([expect.stringMatching(/duplicate `redis-fallback-local` \(already set as `redis-fallback`/)])
+    expect(f(`backend "reddis"`)).toEqual([expect.stringMatching(/`backend` must be "local" or "redis", got "reddis"; did you mean `redis`\?/)])
+    const ok1 = ok(L + `filters { filter "f" { type "rate-limit"; backend "redis"; redis-fallback "closed"; redis-timeout-ms "20ms"; redis-circuit-open-ms "2s"; redis-failure-threshold 5; }; }`)
+    expect(ok1.filters[0]).toMatchObject({ backend: { fallback: "closed", timeoutMs: 20, circuitOpenMs: 2000, failureThreshold: 5 } })
+  })
+})
+
+describe("rate-limits (parse_rate_limits_config)", () => {
+  it("default-rps, default-burst, key and global { max-rps burst key } (Sentinel's doc comment)", () => {
+    const c = ok(L + `rate-limits {
+    default-rps 100
+    default-burst 20
+    key "client-ip"
+    global {
+        max-rps 10000
+        burst 1000
+        key "header:X-Api-Key"
+    }
+}`)
+    expect(c.rateLimits).toEqual({ defaultRps: 100, defaultBurst: 20, key: "client-ip", global: { maxRps: 10000, burst: 1000, key: "header:X-Api-Key" } })
+    expect(ok(L + `rate-limits {}`).rateLimits).toEqual({ key: "client-ip" })
+    expect(ok(L).rateLimits).toEqual({ key: "client-ip" })
+    expect(ok(L + `rate-limits { global { max-rps 5; }; }`).rateLimits.global).toEqual({ maxRps: 5, burst: 10, key: "client-ip" })
+  })
+
+  it("global needs max-rps; default-burst needs default-rps; unknown keys are errors", () => {
+    expect(errs(L + `rate-limits { global { burst 5; }; }`)).toEqual([expect.stringMatching(/`global` needs `max-rps`/)])
+    expect(errs(L + `rate-limits { default-burst 5; }`)).toEqual([expect.stringMatching(/`default-burst` needs `default-rps`/)])
+    expect(errs(L + `rate-limits { default-rsp 5; }`)).toEqual([expect.stringMatching(/unknown node `default-rsp` in `rate-limits`; did you mean `default-rps`\?/)])
+    expect(errs(L + `rate-limits { key "ip-address"; }`)).toEqual([expect.stringMatching(/`key` must be "client-ip"/)])
   })
 })
 

@@ -4,9 +4,9 @@ import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { ClusterMetrics, makeMetrics } from "../../src/observability/Metrics.js"
 
-const file = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../config/grafana-dashboard.json")
+const file = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../deploy/grafana/sentinel.json")
 
-describe("config/grafana-dashboard.json", () => {
+describe("deploy/grafana/sentinel.json", () => {
   it("queries only metrics that Metrics.ts defines, and has unique panel ids", async () => {
     // Invariant: renaming a metric without updating the dashboard fails here.
     const dashboard = JSON.parse(fs.readFileSync(file, "utf8"))
@@ -31,7 +31,9 @@ describe("config/grafana-dashboard.json", () => {
       "sentinel_rejected_requests_total",
       "sentinel_blocked_requests_total",
       "sentinel_config_reload_total",
-      "sentinel_log_dropped_total"
+      "sentinel_log_dropped_total",
+      "sentinel_rate_limited_total",
+      "sentinel_ratelimit_backend_errors_total"
     ]) {
       expect(used).toContain(needed)
     }

@@ -30,10 +30,20 @@ export interface SentinelProcess {
   readonly stop: () => Promise<void>
 }
 
-export const startSentinel = (args: ReadonlyArray<string>, env: Record<string, string> = {}): SentinelProcess => {
-  const child = spawn(process.execPath, [MAIN, ...args], {
+export const startSentinel = (args: ReadonlyArray<string>, env: Record<string, string> = {}): SentinelProcess =>
+  startCommand(process.execPath, [MAIN, ...args], env)
+
+/** Any command line that runs the proxy (a Dockerfile's CMD, a unit's ExecStart), watched the same way. */
+export const startCommand = (
+  file: string,
+  argv: ReadonlyArray<string>,
+  env: Record<string, string> = {},
+  options: { readonly cwd?: string } = {}
+): SentinelProcess => {
+  const child = spawn(file, [...argv], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ...env }
+    env: { ...process.env, ...env },
+    ...(options.cwd !== undefined ? { cwd: options.cwd } : {})
   })
   let err = ""
   let out = ""

@@ -122,6 +122,11 @@ const pathModifier: fc.Arbitrary<PathModifier | null> = nullable(fc.oneof(
 const printable = fc.stringMatching(/^[ -~]{0,16}$/)
 const secsNum = fc.integer({ min: 1, max: 100_000 }).map((n) => n / 100)
 
+const rlKey = fc.oneof(
+  fc.constantFrom("client-ip" as const, "path" as const, "route" as const, "client-ip-and-path" as const),
+  token.map((t) => `header:${t}` as const)
+)
+
 const filterBody = (agentIds: ReadonlyArray<string>): fc.Arbitrary<Omit<FilterConfig, "id">> => {
   const kinds: Array<fc.Arbitrary<Omit<FilterConfig, "id">>> = [
     fc.record({
@@ -134,7 +139,17 @@ const filterBody = (agentIds: ReadonlyArray<string>): fc.Arbitrary<Omit<FilterCo
       type: fc.constant("rate-limit" as const), maxRps: fc.integer({ min: 1, max: 1_000_000 }).map((n) => n / 10), burst: positive(),
       key: fc.oneof(fc.constantFrom("client-ip" as const, "path" as const, "route" as const, "client-ip-and-path" as const), token.map((t) => `header:${t}` as const)),
       onLimit: fc.constantFrom("reject" as const, "delay" as const, "log-only" as const), statusCode: status, message: text,
-      maxDelayMs: count(100_000), maxKeys: positive()
+      maxDelayMs: count(100_000), maxKeys: positive(),
+      backend: fc.oneof(
+        fc.constant({ type: "local" as const }),
+        fc.record({
+          type: fc.constant("redis" as const),
+          url: fc.constantFrom("redis://127.0.0.1:6379", "rediss://user:pw@redis.internal:6380/2", "redis://[::1]:7000"),
+          prefix: printable, poolSize: fc.integer({ min: 1, max: 256 }), timeoutMs: positive(100_000),
+          fallback: fc.constantFrom("local" as const, "open" as const, "closed" as const),
+          failureThreshold: positive(), circuitOpenMs: positive(100_000)
+        })
+      )
     }),
     fc.record({
       type: fc.constant("cors" as const), allowedOrigins: fc.array(fc.webUrl().map((u) => new URL(u).origin), { minLength: 1, maxLength: 2 }),
@@ -314,6 +329,11 @@ export const arbitraryConfig: fc.Arbitrary<SentinelConfig> = fc
       agents,
       upstreams,
       routes,
+      rateLimits: fc.record({
+        defaultRps: opt(fc.integer({ min: 1, max: 1_000_000 }).map((n) => n / 10)), key: rlKey,
+        global: opt(fc.record({ maxRps: fc.integer({ min: 1, max: 1_000_000 }).map((n) => n / 10), burst: positive(), key: rlKey }))
+      }).chain((r) => (r.defaultRps === undefined ? fc.constant(r) : opt(positive()).map((defaultBurst) => ({ ...r, defaultBurst }))))
+        .map(compact),
       limits: fc.record({
         maxHeaderSize: positive(), maxHeaderCount: positive(), maxBodySize: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
         requestBufferSize: fc.nat({ max: 1 << 24 }), responseBufferSize: fc.nat({ max: 1 << 24 }), slowReaderTimeout: millis,

@@ -13,7 +13,7 @@ import { validateTimeoutFilter } from "../../filters/Timeout.js"
 import { type FilterConfig, type FilterType, filterTypes, filterTypesNotSupportedYet, type HeaderOps } from "../Schema.js"
 import {
   type BlockSpec, type Cx, type Field, type Val, block, bool, compact, count, custom, entity, ident, int, list, millis, nonEmpty,
-  nullable, num, oneOf, positive, scalar, shape, status, str
+  nullable, num, oneOf, positive, positiveMs, scalar, shape, status, str
 } from "../KdlDecoder.js"
 import { flattenHeaderOps, headerName, pairs, removeField, token } from "./Routes.js"
 import { hint } from "../ConfigIssue.js"
@@ -25,7 +25,7 @@ const headerValue: Val<string> = (v, at, cx, what) => {
   // eslint-disable-next-line no-control-regex
   return /[\x00-\x08\x0a-\x1f\x7f]/.test(s) ? cx.error(at, `${what} must not contain control characters`) : s
 }
-const rateLimitKey: Val<string> = (v, at, cx, what) => {
+export const rateLimitKey: Val<string> = (v, at, cx, what) => {
   const s = str(v, at, cx, what)
   if (s === undefined) return undefined
   if (["client-ip", "path", "route", "client-ip-and-path"].includes(s)) return s
@@ -45,18 +45,45 @@ const method: Val<string> = (v, at, cx, what) => {
   return token.test(s) ? s.toUpperCase() : cx.error(at, `${what} ${JSON.stringify(s)} is not a valid HTTP method`)
 }
 /**
- * Rate-limit `backend`: where the counters live. "local" (in this process, the default) is the
- * only one here; Sentinel's "redis" and "memcached" (shared by a fleet) are not supported yet.
+ * Rate-limit `backend`: where the buckets live. "local" (in this process, the default) or
+ * "redis" (shared by a fleet, the `redis-*` keys); Sentinel's "memcached" is not supported yet.
  */
-const rateLimitBackend: Val<"local"> = (v, at, cx, what) => {
+const rateLimitBackend: Val<"local" | "redis"> = (v, at, cx, what) => {
   const s = str(v, at, cx, what)
   if (s === undefined) return undefined
   const n = s.trim().toLowerCase()
-  if (n === "local") return "local"
-  if (n === "redis" || n === "memcached" || n === "memcache") {
-    return cx.error(at, `${what} ${JSON.stringify(s)} is not supported yet (counters are per process; use "local" or leave \`backend\` out)`)
+  if (n === "local" || n === "redis") return n
+  if (n === "memcached" || n === "memcache") {
+    return cx.error(at, `${what} ${JSON.stringify(s)} is not supported yet (use "redis" for counters a fleet shares, or "local")`)
   }
-  return cx.error(at, `${what} must be "local", got ${JSON.stringify(s)}${hint(n, ["local", "redis", "memcached"])}`)
+  return cx.error(at, `${what} must be "local" or "redis", got ${JSON.stringify(s)}${hint(n, ["local", "redis", "memcached"])}`)
+}
+const redisUrl: Val<string> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  let u: URL | undefined
+  try {
+    u = new URL(s)
+  } catch {
+    u = undefined
+  }
+  if (u === undefined || (u.protocol !== "redis:" && u.protocol !== "rediss:") || u.hostname === "" || /\s/.test(s)) {
+    return cx.error(at, `${what} must be a URL like "redis://host:6379" or "rediss://user:password@host:6380/0", got ${JSON.stringify(s)}`)
+  }
+  const db = u.pathname.replace(/^\//, "")
+  if (db !== "" && !/^\d{1,2}$/.test(db)) return cx.error(at, `${what}: the path is the database number (0-99), got ${JSON.stringify(u.pathname)}`)
+  return s
+}
+/** `redis-fallback #true` (local limiter, as Sentinel) / `#false` (admit, as Sentinel) / "local" | "open" | "closed". */
+const redisFallback: Val<"local" | "open" | "closed"> = (v, at, cx, what) => {
+  if (v === true) return "local"
+  if (v === false) return "open"
+  if (typeof v === "string") {
+    const n = v.trim().toLowerCase()
+    if (n === "local" || n === "open" || n === "closed") return n
+    return cx.error(at, `${what} must be #true (the local limiter), #false or "open" (admit), "local" or "closed" (503), got ${JSON.stringify(v)}${hint(n, ["local", "open", "closed"])}`)
+  }
+  return cx.error(at, `${what} must be #true, #false, "local", "open" or "closed", got ${String(v)}`)
 }
 const secsNumber = num({ min: 0, max: 365 * 86400, exclusiveMin: true })
 
@@ -76,7 +103,14 @@ interface FilterFields extends CorsConfig, SecurityHeadersConfig {
   readonly message: string
   readonly maxDelayMs: number
   readonly maxKeys: number
-  readonly backend: "local"
+  readonly backend: "local" | "redis"
+  readonly redisUrl: string
+  readonly redisPrefix: string
+  readonly redisPoolSize: number
+  readonly redisTimeoutMs: number
+  readonly redisFallback: "local" | "open" | "closed"
+  readonly redisFailureThreshold: number
+  readonly redisCircuitOpenMs: number
   readonly scheme: "http" | "https"
   readonly hostname: string
   readonly port: number
@@ -107,6 +141,13 @@ export const filterSpec: BlockSpec<FilterFields> = {
     maxDelayMs: scalar("max-delay-ms", millis),
     maxKeys: scalar("max-keys", positive),
     backend: scalar("backend", rateLimitBackend),
+    redisUrl: scalar("redis-url", redisUrl),
+    redisPrefix: scalar("redis-prefix", str),
+    redisPoolSize: scalar("redis-pool-size", int({ min: 1, max: 256 })),
+    redisTimeoutMs: scalar("redis-timeout-ms", positiveMs(1)),
+    redisFallback: scalar(["redis-fallback", "redis-fallback-local"], redisFallback),
+    redisFailureThreshold: scalar("redis-failure-threshold", positive),
+    redisCircuitOpenMs: scalar("redis-circuit-open-ms", positiveMs(1)),
     allowedOrigins: list("allowed-origins", nonEmpty),
     allowedMethods: list("allowed-methods", method),
     allowedHeaders: list("allowed-headers", (v, at, cx, what) => (v === "*" ? "*" : headerName(v, at, cx, what))),
@@ -142,10 +183,16 @@ export const filterSpec: BlockSpec<FilterFields> = {
   }
 }
 
+const REDIS_KEYS = [
+  "redisUrl", "redisPrefix", "redisPoolSize", "redisTimeoutMs", "redisFallback", "redisFailureThreshold", "redisCircuitOpenMs"
+] as const
+
 /** Keys each type accepts (besides `type`). */
 const keysOf: Record<FilterType, ReadonlyArray<keyof FilterFields>> = {
   headers: ["phase", "rename", "set", "add", "remove"],
-  "rate-limit": ["maxRps", "burst", "key", "onLimit", "statusCode", "message", "maxDelayMs", "maxKeys", "backend"],
+  "rate-limit": [
+    "maxRps", "burst", "key", "onLimit", "statusCode", "message", "maxDelayMs", "maxKeys", "backend", ...REDIS_KEYS
+  ],
   cors: ["allowedOrigins", "allowedMethods", "allowedHeaders", "exposeHeaders", "allowCredentials", "maxAgeSecs"],
   redirect: ["statusCode", "scheme", "hostname", "port", "replaceFullPath", "replacePrefixMatch"],
   "url-rewrite": ["hostname", "replaceFullPath", "replacePrefixMatch"],
@@ -233,10 +280,31 @@ const build = (id: string, f: Partial<FilterFields>, node: Node, cx: Cx): Filter
       }
       out = compact({ id, type, agent: f.agent, failureMode: f.failureMode })
       break
+    case "rate-limit": {
+      const redisSet = REDIS_KEYS.filter((k) => f[k] !== undefined)
+      if (f.backend !== "redis" && redisSet.length > 0) {
+        const child = node.children!.nodes.find((c) => filterSpec.fields[redisSet[0]].names.includes(c.getName()))
+        return cx.error(child ?? node, `\`${child?.getName() ?? kdlName(redisSet[0])}\` applies only with \`backend "redis"\` (filter "${id}" ${f.backend === undefined ? "has no `backend`, so it is local" : "is local"})`)
+      }
+      const picked = Object.fromEntries(allowed.filter((k) => k !== "backend" && !(REDIS_KEYS as ReadonlyArray<string>).includes(k)).map((k) => [k, f[k]]))
+      const backend = f.backend === "redis"
+        ? compact({
+            type: "redis" as const,
+            url: f.redisUrl,
+            prefix: f.redisPrefix,
+            poolSize: f.redisPoolSize,
+            timeoutMs: f.redisTimeoutMs,
+            fallback: f.redisFallback,
+            failureThreshold: f.redisFailureThreshold,
+            circuitOpenMs: f.redisCircuitOpenMs
+          })
+        : f.backend === "local" ? { type: "local" as const } : undefined
+      out = compact({ id, type, ...picked, backend }) as unknown as FilterConfig
+      break
+    }
     default: {
-      // rate-limit, cors, security-headers: the schema fills the defaults
-      // `backend "local"` is what this build always does: checked, nothing to carry into the model
-      const picked = Object.fromEntries(allowed.filter((k) => k !== "backend").map((k) => [k, f[k]]))
+      // cors, security-headers: the schema fills the defaults
+      const picked = Object.fromEntries(allowed.map((k) => [k, f[k]]))
       out = compact({ id, type, ...picked }) as unknown as FilterConfig
     }
   }

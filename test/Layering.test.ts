@@ -37,7 +37,8 @@ const KNOWN_DEBTS = new Set([
   "pipeline/Pipeline.ts -> server/EdgePolicy.ts",
   "pipeline/Pipeline.ts -> server/ListenerCut.ts",
   "pipeline/Pipeline.ts -> server/RequestValidation.ts",
-  "pipeline/Pipeline.ts -> server/ResponseClose.ts"
+  "pipeline/Pipeline.ts -> server/ResponseClose.ts",
+  "pipeline/RequestContext.ts -> server/RequestValidation.ts"
 ])
 
 const STAGES = new Set(["pipeline", "routing", "filters", "upstream", "agents", "handlers", "config", "observability"])

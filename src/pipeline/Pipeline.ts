@@ -17,7 +17,7 @@ import { callbackAsEffect, isPendingStep, type Answer, type PendingStep, type Re
 import { proxyToUpstream, runUpstream, withDeadline } from "./Upstream.js"
 import type { UpstreamRuntime } from "../upstream/Upstreams.js"
 import { errorAnswer, errorBody } from "./ErrorResponse.js"
-import { RequestRejected, RequestTimeout, type ProxyError } from "./Errors.js"
+import { BodyTooLarge, InternalError, NoRoute, NoUpstream, RequestRejected, RequestTimeout, type ProxyError } from "./Errors.js"
 import { connectionTls, splitTarget, type RequestContext } from "./RequestContext.js"
 import { edgePolicyFor, markClosing, type EdgePolicy } from "../server/EdgePolicy.js"
 import { onResponseClose } from "../server/ResponseClose.js"
@@ -28,8 +28,7 @@ import {
   resolveForwarded,
   validateRequest,
   type ForwardedInfo,
-  type ValidatedRequest,
-  type ValidationResult
+  type Valid
 } from "../server/RequestValidation.js"
 import { incomingTraceId } from "./TraceId.js"
 import { startRequestTrace } from "../observability/RequestTrace.js"
@@ -81,17 +80,6 @@ const headerLookupWithout = (req: IncomingMessage, dropped: ReadonlyArray<string
   const lookup = headerLookup(req)
   return (lowerName: string): string | undefined => (dropped.includes(lowerName) ? undefined : lookup(lowerName))
 }
-
-/**
- * The request head as the edge validated it (RequestValidation.ts): routing, logs and the
- * upstream all use the validated, normalised host and path; `X-Forwarded-*` is believed only
- * from the listener's `trusted-proxies`. A rejected head keeps the raw values for the log.
- */
-interface Head {
-  readonly result: ValidationResult
-  readonly forwarded: ForwardedInfo | undefined
-}
-
 
 const makeContext = (env: PipelineEnv, dp: Dataplane, edge: EdgePolicy, req: IncomingMessage, res: ServerResponse): RequestContext => {
   const http2 = isHttp2Message(req)
@@ -145,12 +133,11 @@ const makeContext = (env: PipelineEnv, dp: Dataplane, edge: EdgePolicy, req: Inc
     upstreamHeaders: [],
     upstreamPath: result._tag === "Valid" ? result.request.target : req.url ?? "/",
     upstreamBody: undefined,
-    edge: undefined,
+    edge: { result, forwarded },
     trace: undefined,
     responseHeaders: undefined,
     header
   }
-  ctx.edge = { result, forwarded } satisfies Head
   return ctx
 }
 
@@ -159,9 +146,8 @@ const makeContext = (env: PipelineEnv, dp: Dataplane, edge: EdgePolicy, req: Inc
  * 501/505 from the validator, 413 for a declared body over `limits { max-body-size }` (answered
  * before any of the body is read). Headers dropped for an underscore are counted.
  */
-const checkHead = (ctx: RequestContext, dp: Dataplane, env: PipelineEnv): RequestRejected | undefined => {
-  const head = ctx.edge as Head
-  const result = head.result
+const checkHead = (ctx: RequestContext, env: PipelineEnv): RequestRejected | undefined => {
+  const result = ctx.edge.result
   if (result._tag === "Rejected") {
     return new RequestRejected({ status: result.status, reason: result.reason.replace(/-/g, "_") })
   }
@@ -172,7 +158,7 @@ const checkHead = (ctx: RequestContext, dp: Dataplane, env: PipelineEnv): Reques
 
 /** A declared body over the route's limit (`policies { max-body-size }`, else `limits`): 413 before any of it is read. */
 const bodyTooLarge = (ctx: RequestContext, max: number): boolean => {
-  const v = ((ctx.edge as Head).result as { readonly request: ValidatedRequest }).request
+  const v = (ctx.edge.result as Valid).request
   return v.contentLength !== null && v.contentLength > max
 }
 
@@ -227,12 +213,7 @@ const sendError = (
   if (error._tag === "DownstreamError" || error._tag === "UpstreamSaturated" || error._tag === "RouteCircuitOpen") {
     env.hooks.onReject(ctx, answer.reason, answer.status)
   }
-  const headers = answer.headers.flat()
-  if (answer.body !== undefined) {
-    sendAnswer(ctx, env, answer.status, headers, answer.body, "text/plain; charset=utf-8", plan)
-  } else {
-    sendAnswer(ctx, env, answer.status, headers, errorBody(answer.status, answer.reason, ctx.traceId), "application/json", plan)
-  }
+  sendAnswer(ctx, env, answer.status, answer.headers.flat(), errorBody(answer.status, answer.reason, ctx.traceId), "application/json", plan)
 }
 
 /** Answer decided by a stage (filters, agents). */
@@ -254,8 +235,8 @@ const viaOf = (httpVersion: string): string =>
   httpVersion === "1.1" ? "1.1 sentinel" : httpVersion === "2.0" ? "2 sentinel" : `${httpVersion} sentinel`
 
 const buildUpstreamHeaders = (ctx: RequestContext, plan: RoutePlan): Array<string> => {
-  const head = ctx.edge as Head
-  const v = (head.result as { readonly request: ValidatedRequest }).request
+  const head = ctx.edge
+  const v = (head.result as Valid).request
   const out = appendUpstreamHeaders([], v, head.forwarded!)
   // the client's Via is merged into ours, its trace-id headers replaced (names are lower-case here)
   let via: string | undefined
@@ -363,7 +344,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
         complete(ctx, plan)
       },
       () => {
-        sendError(ctx, env, new RequestRejected({ status: 500, reason: "builtin_failed" }), plan)
+        sendError(ctx, env, new InternalError({ reason: "builtin_failed" }), plan)
         complete(ctx, plan)
       }
     )
@@ -373,7 +354,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     plan.local!(ctx).then(
       () => complete(ctx, plan),
       () => {
-        sendError(ctx, env, new RequestRejected({ status: 500, reason: "handler_failed" }), plan)
+        sendError(ctx, env, new InternalError({ reason: "handler_failed" }), plan)
         complete(ctx, plan)
       }
     )
@@ -391,7 +372,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     }
     const upstream = plan.upstream
     if (upstream === undefined) {
-      sendError(ctx, env, new RequestRejected({ status: 502, reason: "no_upstream" }), plan)
+      sendError(ctx, env, new NoUpstream({ route: plan.id }), plan)
       complete(ctx, plan)
       return undefined
     }
@@ -423,7 +404,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
       cancel = runUpstream(ctx, env.draining, dp, plan, upstream, end)
     } catch {
       ctx.error ??= "internal"
-      return end(new RequestRejected({ status: 500, reason: "internal" }))
+      return end(new InternalError({ reason: "internal" }))
     }
     if (over) return
     if (plan.timeoutMs > 0) {
@@ -460,7 +441,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
               settleEarlyClose(ctx, socket)
             } else {
               ctx.error ??= "internal"
-              sendError(ctx, env, new RequestRejected({ status: 500, reason: "internal" }), plan)
+              sendError(ctx, env, new InternalError({ reason: "internal" }), plan)
             }
           }
           complete(ctx, plan)
@@ -524,7 +505,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     })
     const failed = () => {
       ctx.error ??= "internal"
-      sendError(ctx, env, new RequestRejected({ status: 500, reason: "internal" }), plan)
+      sendError(ctx, env, new InternalError({ reason: "internal" }), plan)
       complete(ctx, plan)
     }
     const resume = (s: StageStep): void => {
@@ -552,8 +533,9 @@ export const makeRequestHandler = (env: PipelineEnv) => {
    * keep-alive is off) and requests pipelined behind this one are never served. An HTTP/2 stream
    * ends on its own.
    */
-  const refuseUnread = (ctx: RequestContext, rejected: RequestRejected, plan?: RoutePlan): void => {
-    env.hooks.onReject(ctx, rejected.reason, rejected.status)
+  const refuseUnread = (ctx: RequestContext, rejected: RequestRejected | BodyTooLarge, plan?: RoutePlan): void => {
+    const answer = errorAnswer(rejected)
+    env.hooks.onReject(ctx, answer.reason, answer.status)
     if (!ctx.http2) {
       ctx.res.shouldKeepAlive = false
       markClosing(ctx.req.socket)
@@ -574,17 +556,17 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     const ctx = makeContext(env, dp, edge!, req, res)
     if (env.tracing !== undefined) startRequestTrace(ctx, env.tracing)
 
-    const rejected = checkHead(ctx, dp, env)
+    const rejected = checkHead(ctx, env)
     if (rejected !== undefined) return refuseUnread(ctx, rejected)
 
     const route = dp.router.match(ctx)
     if (route === undefined) {
-      sendError(ctx, env, new RequestRejected({ status: 404, reason: "no_route" }))
+      sendError(ctx, env, new NoRoute({ host: ctx.host, path: ctx.path }))
       return complete(ctx)
     }
     ctx.routeId = route.id
     const plan = dp.plans.get(route.id)!
-    if (bodyTooLarge(ctx, plan.maxBodySize)) return refuseUnread(ctx, new RequestRejected({ status: 413, reason: "body_too_large" }), plan)
+    if (bodyTooLarge(ctx, plan.maxBodySize)) return refuseUnread(ctx, new BodyTooLarge(), plan)
     if (plan.upstream !== undefined) ctx.upstreamHeaders = buildUpstreamHeaders(ctx, plan)
 
     handleStep(ctx, dp, plan, runStages(ctx, plan.request, 0))

@@ -15,7 +15,8 @@ import { Effect } from "effect"
 import { abortResponse } from "../http/Response.js"
 import type { ResponseSink } from "../upstream/Forward.js"
 import { withContentLength } from "./Headers.js"
-import { RequestRejected, type ProxyError } from "./Errors.js"
+import type { ProxyError } from "./Errors.js"
+import { UpstreamBadAnswer } from "../upstream/Errors.js"
 import type { RequestContext } from "./RequestContext.js"
 import type { Answer, ResponseHook, ResponseHookStep } from "./Stage.js"
 
@@ -97,7 +98,7 @@ export const holdResponse = (ctx: RequestContext, hook: ResponseHook, base: Resp
     phase = "drop"
     queued.length = 0
     ctx.error ??= reason
-    const error = new RequestRejected({ status: 502, reason })
+    const error = new UpstreamBadAnswer({ reason })
     settle(Effect.fail(error), error)
     resumeUpstream(true)
   }

@@ -26,7 +26,6 @@ import {
   startExchange,
   type ExchangeDone,
   type ExchangeHandle,
-  type ForwardError,
   type ForwardOutcome,
   type ForwardRequest,
   type ResponseSink
@@ -37,15 +36,14 @@ import type { UpstreamRuntime, UpstreamTarget } from "../upstream/Upstreams.js"
 import type { StageSpan } from "../observability/RequestTrace.js"
 import type { Dataplane, RoutePlan } from "./Dataplane.js"
 import { errorAnswer } from "./ErrorResponse.js"
+import { BodyTooLarge, ClientClosed, RequestTimeout, type ProxyError } from "./Errors.js"
 import {
-  ClientClosed,
   type DownstreamError,
-  RouteCircuitOpen,
+  type ExchangeError,
   NoHealthyUpstream,
-  RequestRejected,
-  RequestTimeout,
-  type ProxyError
-} from "./Errors.js"
+  RouteCircuitOpen,
+  UpstreamBadAnswer
+} from "../upstream/Errors.js"
 import { connectionTokens, isHopByHop, removeHeaders } from "./Headers.js"
 import type { RequestContext } from "./RequestContext.js"
 import { holdResponse, type HeldSink } from "./ResponseHold.js"
@@ -93,7 +91,7 @@ const bufferBody = (
   readBodyUpTo(req, limit, (read) => {
     if (read._tag === "Failed") return done(new ClientClosed(), undefined)
     // over the limit cannot happen with a correct Content-Length (the parser frames the body); be safe
-    if (!read.complete) return done(new RequestRejected({ status: 413, reason: "body_too_large" }), undefined)
+    if (!read.complete) return done(new BodyTooLarge(), undefined)
     done(undefined, { body: read.data, replayable: true })
   })
 
@@ -348,7 +346,7 @@ const retryPlanOf = (dp: Dataplane, plan: RoutePlan, upstream: UpstreamRuntime):
 const nothingSentKinds: ReadonlySet<FailureKind> = new Set(["connect-refused", "connect-timeout", "reset-before-send"])
 
 /** Failures of the target's exchange (the client's side, `DownstreamError`, is handled apart). */
-type TargetError = Exclude<ForwardError, DownstreamError>
+type TargetError = Exclude<ExchangeError, DownstreamError>
 
 const failureKind = (e: TargetError): FailureKind => {
   switch (e._tag) {
@@ -454,7 +452,7 @@ class Attempt implements ResponseSink {
     this.call.retried(d, this.n, this.body, error)
   }
 
-  private exchangeDone(error: ForwardError | undefined, outcome: ForwardOutcome | undefined): void {
+  private exchangeDone(error: ExchangeError | undefined, outcome: ForwardOutcome | undefined): void {
     const call = this.call
     if (call.current === this) call.current = undefined
     if (call.finished) return
@@ -465,11 +463,11 @@ class Attempt implements ResponseSink {
       this.settle(resultOfStatus(o.status))
       if (this.statusRetry.retry) {
         upstream.observer.failure(upstream.id, routeId, `status_${o.status}`)
-        return this.again(this.statusRetry, new RequestRejected({ status: 502, reason: `upstream_status_${o.status}` }))
+        return this.again(this.statusRetry, new UpstreamBadAnswer({ reason: `upstream_status_${o.status}` }))
       }
       if (o.discarded) {
         this.held?.dispose()
-        return call.finish(new RequestRejected({ status: 502, reason: call.ctx.error ?? "upstream_discarded" }))
+        return call.finish(new UpstreamBadAnswer({ reason: call.ctx.error ?? "upstream_discarded" }))
       }
       const held = this.held
       if (held === undefined) return call.finish(undefined)
@@ -489,7 +487,7 @@ class Attempt implements ResponseSink {
       // our own limit tore the upload down: not the target's fault
       this.settle("aborted")
       this.held?.dispose()
-      return call.finish(new RequestRejected({ status: 413, reason: "body_too_large" }))
+      return call.finish(new BodyTooLarge())
     }
     if (this.statusRetry.retry) {
       // the discarded retryable answer then failed while draining: retry as decided
@@ -568,9 +566,9 @@ class UpstreamCall {
       case "UpstreamProtocolError":
       case "NoHealthyUpstream":
         return b.onFailure()
-      case "RequestRejected":
-        // a retried 5xx answer that stayed one is the upstream's; our own refusals (413) are not
-        return error.reason.startsWith("upstream_") ? b.onFailure() : b.release()
+      case "UpstreamBadAnswer":
+        // a retried 5xx answer that stayed one is the upstream's; a failed response hook is not
+        return error.upstreamFault ? b.onFailure() : b.release()
       default:
         return b.release()
     }

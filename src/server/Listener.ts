@@ -25,7 +25,8 @@ import type { Socket } from "node:net"
 import type { TLSSocket } from "node:tls"
 import { Data, Duration, Effect, Runtime, Scope } from "effect"
 import type { LimitsConfig, ListenerConfig } from "../config/Schema.js"
-import { errorBody, statusText } from "../pipeline/ErrorResponse.js"
+import { errorAnswer, errorBody, statusText, type ErrorAnswer } from "../pipeline/ErrorResponse.js"
+import { ClientTooSlow, Overloaded, RequestRejected } from "../pipeline/Errors.js"
 import { Admission, ConnectionTracker, defaultAdmissionConfig, type AdmissionConfig, type ConnectionLimits } from "./Admission.js"
 import { isClosing, markClosing, validationConfigFor } from "./EdgePolicy.js"
 import { markCut } from "./ListenerCut.js"
@@ -122,12 +123,18 @@ export interface ListenerHandle {
   readonly drain: (graceMs: number) => Promise<void>
 }
 
-const CLIENT_ERRORS: Record<string, readonly [number, string]> = {
-  HPE_HEADER_OVERFLOW: [431, "header_too_large"],
-  ERR_HTTP_REQUEST_TIMEOUT: [408, "request_timeout"],
-  HPE_HEADERS_TIMEOUT: [408, "headers_timeout"],
-  ERR_HTTP_HEADERS_TIMEOUT: [408, "headers_timeout"]
+/** The parser's refusals by error code (anything else: 400 `bad_request`), answered from the error table. */
+const CLIENT_ERRORS: Record<string, ErrorAnswer> = {
+  HPE_HEADER_OVERFLOW: errorAnswer(new RequestRejected({ status: 431, reason: "header_too_large" })),
+  ERR_HTTP_REQUEST_TIMEOUT: errorAnswer(new ClientTooSlow({ reason: "request_timeout" })),
+  HPE_HEADERS_TIMEOUT: errorAnswer(new ClientTooSlow({ reason: "headers_timeout" })),
+  ERR_HTTP_HEADERS_TIMEOUT: errorAnswer(new ClientTooSlow({ reason: "headers_timeout" }))
 }
+const BAD_REQUEST = errorAnswer(new RequestRejected({ status: 400, reason: "bad_request" }))
+/** CONNECT: a reverse proxy does not tunnel (nginx answers 405 too). */
+const METHOD_CONNECT = errorAnswer(new RequestRejected({ status: 405, reason: "method_connect" }))
+const WRITE_TIMEOUT = errorAnswer(new ClientTooSlow({ reason: "write_timeout" }))
+const BODY_IDLE_TIMEOUT = errorAnswer(new ClientTooSlow({ reason: "body_idle_timeout" }))
 
 /** The TCP socket under a server-side TLS socket (node keeps it as `_parent`), else the socket itself. */
 const tcpSocketOf = (socket: Socket): Socket => (socket as unknown as { _parent?: Socket })._parent ?? socket
@@ -146,16 +153,25 @@ export const tlsErrorReason = (err: NodeJS.ErrnoException): string => {
   return "other"
 }
 
-/** Body bytes of `rawAnswer(status, reason)` (for the log line; refusal paths only). */
-const answerBytes = (status: number, reason: string): number => Buffer.byteLength(errorBody(status, reason, "-"))
+/** Body bytes of `rawAnswer(answer)` (for the log line; refusal paths only). */
+const answerBytes = (answer: ErrorAnswer): number => Buffer.byteLength(errorBody(answer.status, answer.reason, "-"))
 
-const rawAnswer = (status: number, reason: string, extra = ""): string => {
-  const body = errorBody(status, reason, "-")
-  return (
-    `HTTP/1.1 ${status} ${statusText(status)}\r\n` +
-    `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n` +
-    body
-  )
+/** The listener's answer written on the socket itself (no `ServerResponse`), closing the connection. */
+const rawAnswer = (answer: ErrorAnswer, extra = ""): string => {
+  const body = errorBody(answer.status, answer.reason, "-")
+  let head = `HTTP/1.1 ${answer.status} ${statusText(answer.status)}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n`
+  for (const [name, value] of answer.headers) head += `${name}: ${value}\r\n`
+  return `${head}${extra}connection: close\r\n\r\n${body}`
+}
+
+/** The listener's answer through node's response (an admitted request, or one whose body it gave up on). */
+const writeAnswer = (res: http.ServerResponse, answer: ErrorAnswer, closing: boolean): string => {
+  const body = errorBody(answer.status, answer.reason, "-")
+  const head: http.OutgoingHttpHeaders = { "content-type": "application/json", "content-length": Buffer.byteLength(body) }
+  for (const [name, value] of answer.headers) head[name] = value
+  if (closing) head.connection = "close"
+  res.writeHead(answer.status, head)
+  return body
 }
 
 /** `limits {…}` -> admission settings (defaults documented in Schema.ts / Admission.ts). */
@@ -339,11 +355,12 @@ export const startListener = (
       const refusal = connections.tryOpen(ip)
       if (refusal !== undefined) {
         refused.add(socket)
-        hooks.onClientError({ listener: config.id, status: 503, reason: refusal, clientIp: ip, stage: "connection" })
+        const overloaded = errorAnswer(new Overloaded({ reason: refusal }))
+        hooks.onClientError({ listener: config.id, status: overloaded.status, reason: refusal, clientIp: ip, stage: "connection" })
         socket.on("error", () => socket.destroy())
         // an HTTP answer means nothing before a TLS handshake: just close
         if (protocol === "https") return void socket.destroy()
-        socket.end(rawAnswer(503, refusal, "retry-after: 1\r\n"))
+        socket.end(rawAnswer(overloaded))
         // do not wait for the client to read: a flood must not hold sockets open
         const timer = setTimeout(() => socket.destroy(), 1000)
         socket.once("close", () => clearTimeout(timer))
@@ -377,8 +394,8 @@ export const startListener = (
         socket.destroy()
         return
       }
-      const known = CLIENT_ERRORS[err.code ?? ""]
-      const [status, reason] = known ?? [400, "bad_request"]
+      const known = CLIENT_ERRORS[err.code ?? ""] ?? BAD_REQUEST
+      const { status, reason } = known
       if (err.code === "ECONNRESET" || !socket.writable || refused.has(socket)) {
         socket.destroy()
         return
@@ -386,7 +403,7 @@ export const startListener = (
       // after a refusal on this connection, whatever follows is not answered again
       const alreadyClosing = isClosing(socket)
       markClosing(socket)
-      const answer = alreadyClosing ? "" : rawAnswer(status, reason)
+      const answer = alreadyClosing ? "" : rawAnswer(known)
       // a head deadline: the client had the whole header timeout (node checks every checkMs)
       const waited = status === 408 ? t.headerMs : 0
       const pending = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage
@@ -403,7 +420,7 @@ export const startListener = (
             stage: "head",
             rawPacket: Buffer.isBuffer(rawPacket) ? rawPacket : undefined,
             durationMs: waited,
-            bytesSent: answerBytes(status, reason)
+            bytesSent: answerBytes(known)
           })
         }
         socket.end(answer)
@@ -422,7 +439,7 @@ export const startListener = (
             stage: owned ? "in-flight" : "head",
             req: owned ? current : undefined,
             durationMs: status === 408 ? (owned ? t.requestMs : t.headerMs) : 0,
-            bytesSent: pending.headersSent ? 0 : answerBytes(status, reason)
+            bytesSent: pending.headersSent ? 0 : answerBytes(known)
           })
         }
         // The error is in the request being answered (its body, or its deadline). If its answer
@@ -437,7 +454,7 @@ export const startListener = (
             reason,
             // a later head's deadline (not owned) has its own access line, with the answer's bytes
             answered: answering && owned ? pending : undefined,
-            bytesSent: answering && owned ? answerBytes(status, reason) : 0
+            bytesSent: answering && owned ? answerBytes(known) : 0
           })
         }
         if (answering) socket.end(answer)
@@ -462,15 +479,15 @@ export const startListener = (
     server.on("connect", (req: http.IncomingMessage, socket: Socket) => {
       hooks.onClientError({
         listener: config.id,
-        status: 405,
-        reason: "method_connect",
+        status: METHOD_CONNECT.status,
+        reason: METHOD_CONNECT.reason,
         clientIp: socket.remoteAddress ?? "",
         stage: "request",
         req,
-        bytesSent: answerBytes(405, "method_connect")
+        bytesSent: answerBytes(METHOD_CONNECT)
       })
       socket.on("error", () => socket.destroy())
-      socket.end(rawAnswer(405, "method_connect", "allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"))
+      socket.end(rawAnswer(METHOD_CONNECT, "allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"))
     })
 
     // Slow read: a connection whose pending output does not move for `writeMs` is abandoned.
@@ -498,11 +515,11 @@ export const startListener = (
               if (now - w.stalledSince >= t.writeMs) {
                 // the response being written (and any queued behind it) is logged by the pipeline
                 // with the status already sent and this reason
-                markCut(socket, { status: 408, reason: "write_timeout", answered: undefined, bytesSent: 0 })
+                markCut(socket, { status: WRITE_TIMEOUT.status, reason: WRITE_TIMEOUT.reason, answered: undefined, bytesSent: 0 })
                 hooks.onClientError({
                   listener: config.id,
-                  status: 408,
-                  reason: "write_timeout",
+                  status: WRITE_TIMEOUT.status,
+                  reason: WRITE_TIMEOUT.reason,
                   clientIp: socket.remoteAddress ?? "",
                   stage: "connection",
                   durationMs: now - w.stalledSince
@@ -527,10 +544,11 @@ export const startListener = (
           socket.setTimeout(t.bodyIdleMs)
           return
         }
+        const idle = BODY_IDLE_TIMEOUT
         hooks.onClientError({
           listener: config.id,
-          status: 408,
-          reason: "body_idle_timeout",
+          status: idle.status,
+          reason: idle.reason,
           clientIp: socket.remoteAddress ?? "",
           stage: "in-flight",
           req,
@@ -538,12 +556,11 @@ export const startListener = (
         })
         markClosing(socket)
         if (!res.headersSent) {
-          const body = errorBody(408, "body_idle_timeout", "-")
           try {
             res.shouldKeepAlive = false
-            res.writeHead(408, { "content-type": "application/json", "content-length": Buffer.byteLength(body), connection: "close" })
+            const body = writeAnswer(res, idle, true)
             // this 408 is the request's answer: the pipeline logs it (ListenerCut.ts)
-            markCut(socket, { status: 408, reason: "body_idle_timeout", answered: res, bytesSent: Buffer.byteLength(body) })
+            markCut(socket, { status: idle.status, reason: idle.reason, answered: res, bytesSent: Buffer.byteLength(body) })
             res.end(body, () => socket.destroy())
             const timer = setTimeout(() => socket.destroy(), 1000)
             socket.once("close", () => clearTimeout(timer))
@@ -552,7 +569,7 @@ export const startListener = (
             // fall through
           }
         }
-        markCut(socket, { status: 408, reason: "body_idle_timeout", answered: undefined, bytesSent: 0 })
+        markCut(socket, { status: idle.status, reason: idle.reason, answered: undefined, bytesSent: 0 })
         socket.destroy()
       }
       // A listener on res stops node's default (destroy on socket timeout) during this request.
@@ -692,32 +709,25 @@ export const startListener = (
       admitAndHandle(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse)
     const queueTimeoutMs = admissionConfigFor(limits).queueTimeoutMs
     const refuse = (req: http.IncomingMessage, res: http.ServerResponse, reason: string) => {
+      const answer = errorAnswer(new Overloaded({ reason }))
       hooks.onClientError({
         listener: config.id,
-        status: 503,
+        status: answer.status,
         reason,
         clientIp: req.socket.remoteAddress ?? "",
         stage: "request",
         req,
         // a queue timeout waited the whole queue deadline; a full queue refuses at once
         durationMs: reason === "in_flight_queue_timeout" ? queueTimeoutMs : 0,
-        bytesSent: res.headersSent || res.destroyed ? 0 : answerBytes(503, reason)
+        bytesSent: res.headersSent || res.destroyed ? 0 : answerBytes(answer)
       })
       if (res.headersSent || res.destroyed) return
-      const body = errorBody(503, reason, "-")
-      const h2req = isHttp2Message(req)
-      const head: http.OutgoingHttpHeaders = {
-        "content-type": "application/json",
-        "content-length": Buffer.byteLength(body),
-        "retry-after": "1"
-      }
-      if (!h2req) {
+      const h1 = !isHttp2Message(req)
+      if (h1) {
         res.shouldKeepAlive = false
         markClosing(req.socket)
-        head.connection = "close"
       }
-      res.writeHead(503, head)
-      res.end(body)
+      res.end(writeAnswer(res, answer, h1))
     }
 
     /** A request's response closed: one fewer in flight (drain waits for none). */

@@ -10,20 +10,13 @@ import type { Dispatcher } from "undici"
 import type { Readable } from "node:stream"
 import {
   DownstreamError,
+  type ExchangeError,
   UpstreamConnectFailed,
   UpstreamProtocolError,
   UpstreamSaturated,
   UpstreamTimeout
-} from "../pipeline/Errors.js"
+} from "./Errors.js"
 import type { GateWaiter, PoolGate } from "./PoolGate.js"
-
-/**
- * How an exchange failed. The upstream's faults (connect, timeout, protocol) count against
- * its target; `UpstreamSaturated` (our own connection limits: nothing was sent) and
- * `DownstreamError` (the client's side: a slow reader, a response that could not be written)
- * never do.
- */
-export type ForwardError = UpstreamConnectFailed | UpstreamTimeout | UpstreamProtocolError | UpstreamSaturated | DownstreamError
 
 export interface ForwardRequest {
   readonly method: string
@@ -115,7 +108,7 @@ const CONNECT_CODES: Record<string, UpstreamConnectFailed["reason"]> = {
 }
 
 /** Map an undici/socket error onto the typed upstream failures. */
-export const classifyUpstreamError = (ref: TargetRef, err: unknown, headersSeen: boolean): ForwardError => {
+export const classifyUpstreamError = (ref: TargetRef, err: unknown, headersSeen: boolean): ExchangeError => {
   const e = err as { code?: string; message?: string; name?: string }
   const code = e?.code ?? ""
   const message = e?.message ?? String(err)
@@ -145,7 +138,7 @@ export const classifyUpstreamError = (ref: TargetRef, err: unknown, headersSeen:
 }
 
 /** Called exactly once per exchange: an error, or the outcome. */
-export type ExchangeDone = (error: ForwardError | undefined, outcome: ForwardOutcome | undefined) => void
+export type ExchangeDone = (error: ExchangeError | undefined, outcome: ForwardOutcome | undefined) => void
 
 type Phase = "headers" | "write" | "body-idle"
 
@@ -282,7 +275,7 @@ class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle, GateWaiter
     else if (was === Admission.Waiting) this.gate!.remove(this)
   }
 
-  private finish(error: ForwardError | undefined, outcome?: ForwardOutcome): void {
+  private finish(error: ExchangeError | undefined, outcome?: ForwardOutcome): void {
     if (this.done) return
     this.done = true
     this.clearTimers()
@@ -547,8 +540,8 @@ export const forward = (
   request: ForwardRequest,
   sink: ResponseSink,
   gate?: PoolGate
-): Effect.Effect<ForwardOutcome, ForwardError> =>
-  Effect.async<ForwardOutcome, ForwardError>((resume) => {
+): Effect.Effect<ForwardOutcome, ExchangeError> =>
+  Effect.async<ForwardOutcome, ExchangeError>((resume) => {
     const cancel = exchange(
       dispatcher,
       ref,

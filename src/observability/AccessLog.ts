@@ -12,7 +12,7 @@
  * at warn, at most `REJECTION_LOG_LINES_PER_SECOND` lines per second per reason
  * plus one "suppressed" summary line. A request cut short that way has its one
  * access line from the pipeline, with the listener's status and reason
- * (`src/server/ListenerCut.ts`).
+ * (`src/pipeline/Connection.ts`).
  */
 import { hostname } from "node:os"
 import { performance } from "node:perf_hooks"

@@ -3,36 +3,28 @@
  * request. The synchronous stages (limits, trace id, route match, builtin
  * answers) are plain code; only the upstream exchange runs as a fiber, forked
  * once on the runtime built at start-up. The response's early `close` (the
- * client left, or the listener cut the connection: ListenerCut.ts) interrupts
+ * client left, or the listener cut the connection: Connection.ts) interrupts
  * it, which aborts the upstream request. Logging always runs, exactly once.
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
-import type { Socket } from "node:net"
-import { performance } from "node:perf_hooks"
 import { Cause, Effect, Exit, Runtime } from "effect"
 import { runBuiltin, type BuiltinView } from "../handlers/Builtin.js"
-import { normalizeHost } from "../routing/Router.js"
-import type { Dataplane, RoutePlan } from "./Dataplane.js"
-import { callbackAsEffect, isPendingStep, type Answer, type PendingStep, type RequestStage, type StageStep } from "./Stage.js"
-import { proxyToUpstream, runUpstream, withDeadline } from "./Upstream.js"
-import type { UpstreamRuntime } from "../upstream/Upstreams.js"
-import { errorAnswer, errorBody } from "./ErrorResponse.js"
-import { BodyTooLarge, InternalError, NoRoute, NoUpstream, RequestRejected, RequestTimeout, type ProxyError } from "./Errors.js"
-import { connectionTls, splitTarget, type RequestContext } from "./RequestContext.js"
-import { edgePolicyFor, markClosing, type EdgePolicy } from "../server/EdgePolicy.js"
-import { onResponseClose } from "../server/ResponseClose.js"
-import { abortResponse, isHttp2Message } from "../http/Response.js"
-import { closedEarly, cutOf, settleEarlyClose } from "../server/ListenerCut.js"
-import {
-  appendUpstreamHeaders,
-  resolveForwarded,
-  validateRequest,
-  type ForwardedInfo,
-  type Valid
-} from "../server/RequestValidation.js"
-import { incomingTraceId } from "./TraceId.js"
+import { onResponseClose } from "../http/ResponseClose.js"
 import { startRequestTrace } from "../observability/RequestTrace.js"
 import type { RequestTracing } from "../observability/Tracing.js"
+import type { UpstreamRuntime } from "../upstream/Upstreams.js"
+import { sendAnswer, sendError, sendStageAnswer } from "./Answer.js"
+import { closedEarly, cutOf, markClosing, settleEarlyClose } from "./Connection.js"
+import type { Dataplane, RoutePlan } from "./Dataplane.js"
+import { errorAnswer } from "./ErrorResponse.js"
+import { BodyTooLarge, InternalError, NoRoute, NoUpstream, RequestRejected, RequestTimeout, type ProxyError } from "./Errors.js"
+import type { RequestContext } from "./RequestContext.js"
+import { runStages, Waiting } from "./Stages.js"
+import type { StageStep } from "./Stage.js"
+import { proxyToUpstream, runUpstream, withDeadline } from "./Upstream.js"
+import { buildUpstreamHeaders } from "./UpstreamHeaders.js"
+import { checkHead, declaredBodyOver, makeContext } from "./validate/Context.js"
+import { edgePolicyFor, type EdgePolicy } from "./validate/EdgePolicy.js"
 
 /** Hooks the pipeline reports to; metrics and logs plug in here. */
 export interface PipelineHooks {
@@ -55,258 +47,6 @@ export interface PipelineEnv {
    * Absent = nothing is done.
    */
   readonly tracing?: RequestTracing | undefined
-}
-
-/**
- * The client's own trace-id headers are replaced by ours upstream; Via is merged; the mTLS
- * headers are only ever the proxy's (a client cannot claim a certificate it did not present).
- */
-const SET_BY_PROXY = new Set([
-  "x-request-id", "x-correlation-id", "via",
-  "x-client-cert-subject", "x-client-cert-issuer", "x-client-cert-serial", "x-client-cert-fingerprint"
-])
-
-const headerLookup = (req: IncomingMessage) => (lowerName: string): string | undefined => {
-  const v = req.headers[lowerName]
-  return Array.isArray(v) ? v[0] : v
-}
-
-/**
- * `headerLookup` for a request whose head lost headers at the edge (underscore names under
- * `underscores-in-headers "drop"`): routing, filters, agents and balancing must not see what
- * never reaches the upstream.
- */
-const headerLookupWithout = (req: IncomingMessage, dropped: ReadonlyArray<string>) => {
-  const lookup = headerLookup(req)
-  return (lowerName: string): string | undefined => (dropped.includes(lowerName) ? undefined : lookup(lowerName))
-}
-
-const makeContext = (env: PipelineEnv, dp: Dataplane, edge: EdgePolicy, req: IncomingMessage, res: ServerResponse): RequestContext => {
-  const http2 = isHttp2Message(req)
-  const result = validateRequest(req, edge.validation, env.scheme === "https", http2)
-  const header =
-    result._tag === "Valid" && result.request.droppedHeaders.length > 0
-      ? headerLookupWithout(req, result.request.droppedHeaders)
-      : headerLookup(req)
-  let host: string
-  let path: string
-  let query: string
-  let clientIp: string
-  let forwarded: ForwardedInfo | undefined
-  if (result._tag === "Valid") {
-    const v = result.request
-    forwarded = resolveForwarded(v, { remoteAddress: req.socket.remoteAddress, encrypted: env.scheme === "https" }, edge.trusted)
-    host = v.hostname ?? ""
-    path = v.path
-    query = v.query ?? ""
-    clientIp = forwarded.clientIp
-  } else {
-    const target = splitTarget(req.url ?? "/")
-    host = normalizeHost(target.authority ?? req.headers.host)
-    path = target.path
-    query = target.query
-    clientIp = req.socket.remoteAddress ?? ""
-  }
-  const ctx: RequestContext = {
-    req,
-    res,
-    start: performance.now(),
-    traceId: incomingTraceId(header) ?? dp.newTraceId(),
-    clientIp,
-    method: req.method ?? "GET",
-    host,
-    path,
-    query,
-    listenerId: env.listenerId,
-    scheme: env.scheme,
-    http2,
-    tls: env.scheme === "https" ? connectionTls(req) : undefined,
-    routeId: "",
-    upstreamId: "",
-    upstreamAddr: "",
-    attempts: 0,
-    status: 0,
-    bytesSent: 0,
-    error: undefined,
-    bodyTooLarge: false,
-    clientGone: false,
-    upstreamHeaders: [],
-    upstreamPath: result._tag === "Valid" ? result.request.target : req.url ?? "/",
-    upstreamBody: undefined,
-    edge: { result, forwarded },
-    trace: undefined,
-    responseHeaders: undefined,
-    header
-  }
-  return ctx
-}
-
-/**
- * Edge validation and the limits that can be judged from the head alone: 400/405/414/417/431/
- * 501/505 from the validator, 413 for a declared body over `limits { max-body-size }` (answered
- * before any of the body is read). Headers dropped for an underscore are counted.
- */
-const checkHead = (ctx: RequestContext, env: PipelineEnv): RequestRejected | undefined => {
-  const result = ctx.edge.result
-  if (result._tag === "Rejected") {
-    return new RequestRejected({ status: result.status, reason: result.reason.replace(/-/g, "_") })
-  }
-  const v = result.request
-  if (v.droppedHeaders.length > 0) env.hooks.onReject(ctx, "underscore_header_dropped", 0)
-  return undefined
-}
-
-/** A declared body over the route's limit (`policies { max-body-size }`, else `limits`): 413 before any of it is read. */
-const bodyTooLarge = (ctx: RequestContext, max: number): boolean => {
-  const v = (ctx.edge.result as Valid).request
-  return v.contentLength !== null && v.contentLength > max
-}
-
-/** Send a proxy-made answer (errors and rejections); never throws. */
-const sendAnswer = (
-  ctx: RequestContext,
-  env: PipelineEnv,
-  status: number,
-  headers: ReadonlyArray<string>,
-  body: string | Buffer,
-  contentType: string,
-  plan?: RoutePlan
-): void => {
-  const res = ctx.res
-  ctx.status = status
-  if (res.headersSent || res.destroyed) {
-    abortResponse(res)
-    return
-  }
-  const flat: Array<string> = ["content-type", contentType, "x-request-id", ctx.traceId, "x-correlation-id", ctx.traceId]
-  for (let i = 0; i < headers.length; i++) flat.push(headers[i])
-  if (ctx.responseHeaders !== undefined) flat.push(...ctx.responseHeaders)
-  if (plan !== undefined) for (const stage of plan.response) stage(ctx, status, flat)
-  if (env.draining() && !ctx.http2) flat.push("connection", "close")
-  const buf = typeof body === "string" ? Buffer.from(body) : body
-  flat.push("content-length", String(buf.length))
-  try {
-    res.writeHead(status, flat)
-    res.end(ctx.method === "HEAD" ? undefined : buf)
-    ctx.bytesSent += ctx.method === "HEAD" ? 0 : buf.length
-  } catch {
-    abortResponse(res)
-  }
-}
-
-const sendError = (
-  ctx: RequestContext,
-  env: PipelineEnv,
-  error: ProxyError,
-  plan?: RoutePlan,
-  /** The request's connection, when `ctx.req.socket` may be gone already (`settleEarlyClose`). */
-  socket: Socket | null = ctx.req.socket
-): void => {
-  if (error._tag === "ClientClosed") {
-    // 499, or what the listener answered when it cut the request (its body stopped, ...)
-    settleEarlyClose(ctx, socket)
-    return
-  }
-  const answer = errorAnswer(error)
-  ctx.error ??= answer.reason
-  // our own limits refusing or cutting the request: counted with the other refusals
-  if (error._tag === "DownstreamError" || error._tag === "UpstreamSaturated" || error._tag === "RouteCircuitOpen") {
-    env.hooks.onReject(ctx, answer.reason, answer.status)
-  }
-  sendAnswer(ctx, env, answer.status, answer.headers.flat(), errorBody(answer.status, answer.reason, ctx.traceId), "application/json", plan)
-}
-
-/** Answer decided by a stage (filters, agents). */
-const sendStageAnswer = (ctx: RequestContext, env: PipelineEnv, answer: Answer, plan: RoutePlan): void => {
-  ctx.error ??= answer.reason
-  env.hooks.onReject(ctx, answer.reason, answer.status)
-  sendAnswer(ctx, env, answer.status, answer.headers, answer.body, answer.contentType ?? "application/json", plan)
-}
-
-/**
- * Request headers for the upstream, re-serialised from the validated head (never the raw
- * client bytes): Host, end-to-end headers, X-Forwarded-* as `resolveForwarded` decided,
- * a decimal Content-Length when the request had one (a chunked body is re-chunked by the
- * client: one canonical `Transfer-Encoding: chunked`), Via and our trace id; then the route's
- * header policy.
- */
-/** Our Via entry (RFC 9110 §7.6.3: received-protocol and pseudonym). */
-const viaOf = (httpVersion: string): string =>
-  httpVersion === "1.1" ? "1.1 sentinel" : httpVersion === "2.0" ? "2 sentinel" : `${httpVersion} sentinel`
-
-const buildUpstreamHeaders = (ctx: RequestContext, plan: RoutePlan): Array<string> => {
-  const head = ctx.edge
-  const v = (head.result as Valid).request
-  const out = appendUpstreamHeaders([], v, head.forwarded!)
-  // the client's Via is merged into ours, its trace-id headers replaced (names are lower-case here)
-  let via: string | undefined
-  let w = 0
-  for (let r = 0; r < out.length; r += 2) {
-    const n = out[r]
-    if (SET_BY_PROXY.has(n)) {
-      if (n === "via") via = via === undefined ? out[r + 1] : `${via}, ${out[r + 1]}`
-      continue
-    }
-    out[w++] = n
-    out[w++] = out[r + 1]
-  }
-  out.length = w
-  out.push(
-    "via", via === undefined ? viaOf(v.httpVersion) : `${via}, ${viaOf(v.httpVersion)}`,
-    "x-request-id", ctx.traceId,
-    "x-correlation-id", ctx.traceId
-  )
-  const cert = ctx.tls?.clientCert
-  if (cert !== undefined) {
-    out.push(
-      "x-client-cert-subject", cert.subject,
-      "x-client-cert-issuer", cert.issuer,
-      "x-client-cert-serial", cert.serial,
-      "x-client-cert-fingerprint", cert.fingerprint256
-    )
-  }
-  plan.requestPolicy?.(out)
-  return out
-}
-
-
-/** Request stages stopped at a `PendingStep`; the stages from `next` run once it is done. */
-class Waiting {
-  constructor(
-    readonly pending: PendingStep,
-    readonly next: number
-  ) {}
-}
-
-/** The stages from `i` as one Effect (a fiber already runs the request). */
-const stagesAsEffect = (ctx: RequestContext, stages: ReadonlyArray<RequestStage>, i: number): Effect.Effect<StageStep> => {
-  const rest = runStages(ctx, stages, i)
-  if (rest instanceof Waiting) {
-    return Effect.flatMap(callbackAsEffect(rest.pending.start), (s) => (s !== undefined ? Effect.succeed(s) : stagesAsEffect(ctx, stages, rest.next)))
-  }
-  return Effect.isEffect(rest) ? rest : Effect.succeed(rest)
-}
-
-/**
- * Run request stages from `i`; synchronous until a stage has to wait: a `PendingStep` stops
- * here (`Waiting`, driven on callbacks), an Effect takes the rest of the stages with it.
- */
-const runStages = (
-  ctx: RequestContext,
-  stages: ReadonlyArray<RequestStage>,
-  i: number
-): StageStep | Effect.Effect<StageStep> | Waiting => {
-  for (; i < stages.length; i++) {
-    const step = stages[i](ctx)
-    if (step === undefined) continue
-    if (isPendingStep(step)) return new Waiting(step, i + 1)
-    if (Effect.isEffect(step)) {
-      const next = i + 1
-      return Effect.flatMap(step, (s): Effect.Effect<StageStep> => (s !== undefined ? Effect.succeed(s) : stagesAsEffect(ctx, stages, next)))
-    }
-    return step
-  }
-  return undefined
 }
 
 /** Build the `request` listener for one listener. */
@@ -556,7 +296,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     const ctx = makeContext(env, dp, edge!, req, res)
     if (env.tracing !== undefined) startRequestTrace(ctx, env.tracing)
 
-    const rejected = checkHead(ctx, env)
+    const rejected = checkHead(ctx, env.hooks.onReject)
     if (rejected !== undefined) return refuseUnread(ctx, rejected)
 
     const route = dp.router.match(ctx)
@@ -566,7 +306,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     }
     ctx.routeId = route.id
     const plan = dp.plans.get(route.id)!
-    if (bodyTooLarge(ctx, plan.maxBodySize)) return refuseUnread(ctx, new BodyTooLarge(), plan)
+    if (declaredBodyOver(ctx, plan.maxBodySize)) return refuseUnread(ctx, new BodyTooLarge(), plan)
     if (plan.upstream !== undefined) ctx.upstreamHeaders = buildUpstreamHeaders(ctx, plan)
 
     handleStep(ctx, dp, plan, runStages(ctx, plan.request, 0))

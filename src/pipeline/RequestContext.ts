@@ -5,7 +5,8 @@
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { Readable } from "node:stream"
 import type { RequestTrace } from "../observability/RequestTrace.js"
-import type { ForwardedInfo, ValidationResult } from "../server/RequestValidation.js"
+import type { ForwardedInfo } from "../http/Forwarded.js"
+import type { ValidationResult } from "./validate/RequestHead.js"
 
 /**
  * The request head as the edge validated it: routing, logs and the upstream all use the

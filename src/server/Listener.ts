@@ -28,10 +28,9 @@ import type { LimitsConfig, ListenerConfig } from "../config/Schema.js"
 import { errorAnswer, errorBody, statusText, type ErrorAnswer } from "../pipeline/ErrorResponse.js"
 import { ClientTooSlow, Overloaded, RequestRejected } from "../pipeline/Errors.js"
 import { Admission, ConnectionTracker, defaultAdmissionConfig, type AdmissionConfig, type ConnectionLimits } from "./Admission.js"
-import { isClosing, markClosing, validationConfigFor } from "./EdgePolicy.js"
-import { markCut } from "./ListenerCut.js"
-import { nodeServerOptionsFor } from "./RequestValidation.js"
-import { onResponseClose } from "./ResponseClose.js"
+import { isClosing, markClosing, markCut } from "../pipeline/Connection.js"
+import { nodeServerOptionsFor, validationConfigFor } from "../pipeline/validate/Settings.js"
+import { onResponseClose } from "../http/ResponseClose.js"
 import { sniffPreface, startHttp2 } from "./Http2.js"
 import { isHttp2Message } from "../http/Response.js"
 import { onTicketKeys, ticketKeys } from "./TicketKeys.js"
@@ -55,7 +54,7 @@ export class ListenerBindFailed extends Data.TaggedError("ListenerBindFailed")<{
  *   `req` is set -> access log;
  * - `in-flight`: a request the pipeline already has cut short by a body deadline or a broken
  *   body; `req` is set -> error log. The pipeline logs that request's access line, with this
- *   status and reason (`markCut`, ListenerCut.ts).
+ *   status and reason (`markCut`, pipeline/Connection.ts).
  */
 export type RejectionStage = "connection" | "head" | "request" | "in-flight"
 
@@ -277,7 +276,7 @@ export const startListener = (
       headersTimeout: t.headerMs,
       keepAliveTimeout: t.keepAliveMs,
       connectionsCheckingInterval: t.checkMs,
-      // parser settings of the edge policy (RequestValidation.ts says why)
+      // parser settings of the edge policy (pipeline/validate/Settings.ts says why)
       insecureHTTPParser: nodeOptions.insecureHTTPParser,
       requireHostHeader: nodeOptions.requireHostHeader,
       joinDuplicateHeaders: false,
@@ -559,7 +558,7 @@ export const startListener = (
           try {
             res.shouldKeepAlive = false
             const body = writeAnswer(res, idle, true)
-            // this 408 is the request's answer: the pipeline logs it (ListenerCut.ts)
+            // this 408 is the request's answer: the pipeline logs it (pipeline/Connection.ts)
             markCut(socket, { status: idle.status, reason: idle.reason, answered: res, bytesSent: Buffer.byteLength(body) })
             res.end(body, () => socket.destroy())
             const timer = setTimeout(() => socket.destroy(), 1000)

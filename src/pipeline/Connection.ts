@@ -1,4 +1,12 @@
 /**
+ * What the listener and the pipeline tell each other about a connection, so that each acts on
+ * the other's decision without reaching into it:
+ * - closing: a request on the connection was refused (the pipeline's head or body limits, the
+ *   listener's own refusals) or a deadline hit; requests node already parsed behind it
+ *   (pipelining) are never served, and the connection closes once the refusal is written
+ *   (`markClosing`; the listener checks `isClosing` before it hands a request on);
+ * - cut: the listener ended the connection under a request the pipeline has (below).
+ *
  * Requests the listener cuts short. When a deadline or a broken body makes the listener end a
  * connection under a request the pipeline has (body idle, the total request deadline, a body
  * the parser refused, a stalled reader), it records why on the socket *before* it answers,
@@ -12,7 +20,15 @@
  */
 import type { ServerResponse } from "node:http"
 import type { Socket } from "node:net"
-import type { RequestContext } from "../pipeline/RequestContext.js"
+import type { RequestContext } from "./RequestContext.js"
+
+const closing = new WeakSet<object>()
+
+/** No further request is served on this connection; it closes after the current answer. */
+export const markClosing = (socket: object): void => {
+  closing.add(socket)
+}
+export const isClosing = (socket: object): boolean => closing.has(socket)
 
 export interface ListenerCut {
   /** Status the listener answered, or would have (408) when it could only close. */

@@ -19,7 +19,7 @@ import { performance } from "node:perf_hooks"
 import { Effect, Either, type Scope } from "effect"
 import type { AccessLogConfig } from "../config/Schema.js"
 import type { ClientCertificate, RequestContext } from "../pipeline/RequestContext.js"
-import type { ClientRejection } from "../server/Listener.js"
+import type { ClientRejection } from "../pipeline/Connection.js"
 import {
   accessFormatter,
   makeLogSlot,

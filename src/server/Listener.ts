@@ -28,7 +28,7 @@ import type { LimitsConfig, ListenerConfig } from "../config/Schema.js"
 import { errorAnswer, errorBody, statusText, type ErrorAnswer } from "../pipeline/ErrorResponse.js"
 import { ClientTooSlow, Overloaded, RequestRejected } from "../pipeline/Errors.js"
 import { Admission, ConnectionTracker, defaultAdmissionConfig, type AdmissionConfig, type ConnectionLimits } from "./Admission.js"
-import { isClosing, markClosing, markCut } from "../pipeline/Connection.js"
+import { isClosing, markClosing, markCut, type ClientRejection } from "../pipeline/Connection.js"
 import { nodeServerOptionsFor, validationConfigFor } from "../pipeline/validate/Settings.js"
 import { onResponseClose } from "../http/ResponseClose.js"
 import { sniffPreface, startHttp2 } from "./Http2.js"
@@ -41,41 +41,6 @@ export class ListenerBindFailed extends Data.TaggedError("ListenerBindFailed")<{
   readonly address: string
   readonly message: string
 }> {}
-
-/**
- * Where a refusal was decided, which says what is known about it and where it is logged
- * (App.ts / AccessLog.ts `makeRejectionLog`, nginx's split):
- * - `connection`: a connection refused at accept (connection limits), or one closed because
- *   it stopped reading its response (slow read; the request being answered, if any, is
- *   logged by the pipeline with this reason) -> error log;
- * - `head`: a request head refused by the parser or whose head deadline expired; `rawPacket`
- *   holds the bytes being parsed when they reliably start at its request line -> access log;
- * - `request`: a complete head refused before the pipeline (CONNECT, in-flight admission);
- *   `req` is set -> access log;
- * - `in-flight`: a request the pipeline already has cut short by a body deadline or a broken
- *   body; `req` is set -> error log. The pipeline logs that request's access line, with this
- *   status and reason (`markCut`, pipeline/Connection.ts).
- */
-export type RejectionStage = "connection" | "head" | "request" | "in-flight"
-
-/** A request or connection refused (or cut short) by the listener, with what is known of it. */
-export interface ClientRejection {
-  readonly listener: string
-  /** Status answered (or that would have been, when the connection could only be closed). */
-  readonly status: number
-  /** Machine-readable reason: the `rejected{reason}` label and the access log's `error`. */
-  readonly reason: string
-  readonly clientIp: string
-  readonly stage: RejectionStage
-  /** The parsed request, when there is one. */
-  readonly req?: http.IncomingMessage | undefined
-  /** The parser's input at the error, only when it starts at the refused request's line. */
-  readonly rawPacket?: Buffer | undefined
-  /** How long the client had when the decision was made (a deadline's length); 0/absent = at once. */
-  readonly durationMs?: number | undefined
-  /** Body bytes of the answer written (the JSON error body). */
-  readonly bytesSent?: number | undefined
-}
 
 /** What a TLS listener needs of its certificates (built by `Tls.ts` from the listener's `tls` block). */
 export interface ListenerTls {

@@ -20,14 +20,9 @@ import { Effect, Either, type Scope } from "effect"
 import type { AccessLogConfig } from "../config/Schema.js"
 import type { ClientCertificate, RequestContext } from "../pipeline/RequestContext.js"
 import type { ClientRejection } from "../pipeline/Connection.js"
-import {
-  accessFormatter,
-  makeLogSlot,
-  type AccessLogEntry,
-  type LogDestination,
-  type LogOpenFailed,
-  type LogSwap
-} from "./Logs.js"
+import { accessFormatter, type AccessLogEntry } from "./AccessFormat.js"
+import { makeLogSlot, type LogDestination, type LogSwap } from "./LogSlot.js"
+import type { LogOpenFailed } from "./LogWriter.js"
 import type { Metrics } from "./Metrics.js"
 
 export interface AccessLog {

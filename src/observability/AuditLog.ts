@@ -12,7 +12,9 @@
  */
 import { Effect, Either, type Scope } from "effect"
 import type { AuditLogConfig } from "../config/Schema.js"
-import { formatAudit, makeLogSlot, type LogDestination, type LogOpenFailed, type LogSwap } from "./Logs.js"
+import { formatAudit } from "./AuditFormat.js"
+import { makeLogSlot, type LogDestination, type LogSwap } from "./LogSlot.js"
+import type { LogOpenFailed } from "./LogWriter.js"
 import type { Metrics } from "./Metrics.js"
 
 /**

@@ -17,11 +17,11 @@ import { sendAnswer, sendError, sendStageAnswer } from "./Answer.js"
 import { closedEarly, cutOf, markClosing, settleEarlyClose } from "./Connection.js"
 import type { Dataplane, RoutePlan } from "./Dataplane.js"
 import { errorAnswer } from "./ErrorResponse.js"
-import { BodyTooLarge, InternalError, NoRoute, NoUpstream, RequestRejected, RequestTimeout, type ProxyError } from "./Errors.js"
+import { BodyTooLarge, InternalError, NoRoute, NoUpstream, RequestRejected, type ProxyError } from "./Errors.js"
 import type { RequestContext } from "./RequestContext.js"
 import { runStages, Waiting } from "./Stages.js"
 import type { StageStep } from "./Stage.js"
-import { proxyToUpstream, runUpstream, withDeadline } from "./Upstream.js"
+import { proxyToUpstream, runUpstream } from "./Upstream.js"
 import { buildUpstreamHeaders } from "./UpstreamHeaders.js"
 import { checkHead, declaredBodyOver, makeContext } from "./validate/Context.js"
 import { edgePolicyFor, type EdgePolicy } from "./validate/EdgePolicy.js"
@@ -117,7 +117,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
       return undefined
     }
     ctx.upstreamId = upstream.id
-    return withDeadline(proxyToUpstream(ctx, env.draining, dp, plan, upstream), plan)
+    return proxyToUpstream(ctx, env.draining, dp, plan, upstream)
   }
 
   /**
@@ -131,11 +131,9 @@ export const makeRequestHandler = (env: PipelineEnv) => {
   const proxyDirect = (ctx: RequestContext, dp: Dataplane, plan: RoutePlan, upstream: UpstreamRuntime) => {
     ctx.upstreamId = upstream.id
     let over = false
-    let timer: NodeJS.Timeout | undefined
     const end = (error: ProxyError | undefined) => {
       if (over) return
       over = true
-      if (timer !== undefined) clearTimeout(timer)
       if (error !== undefined) sendError(ctx, env, error, plan)
       complete(ctx, plan)
     }
@@ -147,16 +145,9 @@ export const makeRequestHandler = (env: PipelineEnv) => {
       return end(new InternalError({ reason: "internal" }))
     }
     if (over) return
-    if (plan.timeoutMs > 0) {
-      timer = setTimeout(() => {
-        cancel()
-        end(new RequestTimeout({ phase: "route" }))
-      }, plan.timeoutMs)
-    }
     onResponseClose(ctx.res, () => {
       if (over || !closedEarly(ctx)) return
       over = true
-      if (timer !== undefined) clearTimeout(timer)
       clientLeft(ctx, plan, cancel)
     })
   }

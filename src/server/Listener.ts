@@ -23,12 +23,16 @@ import type * as http2 from "node:http2"
 import * as https from "node:https"
 import type { Socket } from "node:net"
 import type { TLSSocket } from "node:tls"
-import { Data, Duration, Effect, Runtime, Scope } from "effect"
+import { Data, Effect, Runtime, Scope } from "effect"
 import type { LimitsConfig, ListenerConfig } from "../config/Schema.js"
-import { errorAnswer, errorBody, statusText, type ErrorAnswer } from "../pipeline/ErrorResponse.js"
-import { ClientTooSlow, Overloaded, RequestRejected } from "../pipeline/Errors.js"
-import { Admission, ConnectionTracker, defaultAdmissionConfig, type AdmissionConfig, type ConnectionLimits } from "./Admission.js"
-import { isClosing, markClosing, markCut, type ClientRejection } from "../pipeline/Connection.js"
+import { errorAnswer } from "../pipeline/ErrorResponse.js"
+import { Overloaded } from "../pipeline/Errors.js"
+import { Admission, ConnectionTracker } from "./Admission.js"
+import { isClosing, markClosing, type ClientRejection } from "../pipeline/Connection.js"
+import { handleClientError } from "./ClientErrors.js"
+import { answerBytes, METHOD_CONNECT, rawAnswer, writeAnswer } from "./ListenerAnswers.js"
+import { admissionConfigFor, connectionLimitsFor, listenerTimeouts } from "./ListenerSettings.js"
+import { OpenConnections, startWriteSweep, watchBody, type OpenConnection } from "./SlowClients.js"
 import { nodeServerOptionsFor, validationConfigFor } from "../pipeline/validate/Settings.js"
 import { onResponseClose } from "../http/ResponseClose.js"
 import { sniffPreface, startHttp2 } from "./Http2.js"
@@ -87,19 +91,6 @@ export interface ListenerHandle {
   readonly drain: (graceMs: number) => Promise<void>
 }
 
-/** The parser's refusals by error code (anything else: 400 `bad_request`), answered from the error table. */
-const CLIENT_ERRORS: Record<string, ErrorAnswer> = {
-  HPE_HEADER_OVERFLOW: errorAnswer(new RequestRejected({ status: 431, reason: "header_too_large" })),
-  ERR_HTTP_REQUEST_TIMEOUT: errorAnswer(new ClientTooSlow({ reason: "request_timeout" })),
-  HPE_HEADERS_TIMEOUT: errorAnswer(new ClientTooSlow({ reason: "headers_timeout" })),
-  ERR_HTTP_HEADERS_TIMEOUT: errorAnswer(new ClientTooSlow({ reason: "headers_timeout" }))
-}
-const BAD_REQUEST = errorAnswer(new RequestRejected({ status: 400, reason: "bad_request" }))
-/** CONNECT: a reverse proxy does not tunnel (nginx answers 405 too). */
-const METHOD_CONNECT = errorAnswer(new RequestRejected({ status: 405, reason: "method_connect" }))
-const WRITE_TIMEOUT = errorAnswer(new ClientTooSlow({ reason: "write_timeout" }))
-const BODY_IDLE_TIMEOUT = errorAnswer(new ClientTooSlow({ reason: "body_idle_timeout" }))
-
 /** The TCP socket under a server-side TLS socket (node keeps it as `_parent`), else the socket itself. */
 const tcpSocketOf = (socket: Socket): Socket => (socket as unknown as { _parent?: Socket })._parent ?? socket
 
@@ -117,111 +108,6 @@ export const tlsErrorReason = (err: NodeJS.ErrnoException): string => {
   return "other"
 }
 
-/** Body bytes of `rawAnswer(answer)` (for the log line; refusal paths only). */
-const answerBytes = (answer: ErrorAnswer): number => Buffer.byteLength(errorBody(answer.status, answer.reason, "-"))
-
-/** The listener's answer written on the socket itself (no `ServerResponse`), closing the connection. */
-const rawAnswer = (answer: ErrorAnswer, extra = ""): string => {
-  const body = errorBody(answer.status, answer.reason, "-")
-  let head = `HTTP/1.1 ${answer.status} ${statusText(answer.status)}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n`
-  for (const [name, value] of answer.headers) head += `${name}: ${value}\r\n`
-  return `${head}${extra}connection: close\r\n\r\n${body}`
-}
-
-/** The listener's answer through node's response (an admitted request, or one whose body it gave up on). */
-const writeAnswer = (res: http.ServerResponse, answer: ErrorAnswer, closing: boolean): string => {
-  const body = errorBody(answer.status, answer.reason, "-")
-  const head: http.OutgoingHttpHeaders = { "content-type": "application/json", "content-length": Buffer.byteLength(body) }
-  for (const [name, value] of answer.headers) head[name] = value
-  if (closing) head.connection = "close"
-  res.writeHead(answer.status, head)
-  return body
-}
-
-/** `limits {…}` -> admission settings (defaults documented in Schema.ts / Admission.ts). */
-export const admissionConfigFor = (limits: LimitsConfig): AdmissionConfig => ({
-  maxInFlight: limits.maxInFlightRequests,
-  queueSize: limits.inFlightQueueSize ?? defaultAdmissionConfig.queueSize,
-  queueTimeoutMs:
-    limits.inFlightQueueTimeout === undefined ? defaultAdmissionConfig.queueTimeoutMs : Duration.toMillis(limits.inFlightQueueTimeout)
-})
-
-export const connectionLimitsFor = (limits: LimitsConfig): ConnectionLimits => ({
-  maxTotal: limits.maxTotalConnections,
-  maxPerClient: limits.maxConnectionsPerClient
-})
-
-/** Timer settings of one listener, in milliseconds (0 = off). */
-export interface ListenerTimeouts {
-  readonly headerMs: number
-  readonly requestMs: number
-  readonly bodyIdleMs: number
-  readonly writeMs: number
-  readonly keepAliveMs: number
-  /** How often node's header/request deadlines and our write deadline are checked. */
-  readonly checkMs: number
-}
-
-const ms = (d: Duration.Duration | undefined, fallback: number): number => (d === undefined ? fallback : Duration.toMillis(d))
-
-export const listenerTimeouts = (config: ListenerConfig): ListenerTimeouts => {
-  const requestMs = ms(config.requestTimeout, 60_000)
-  let headerMs = ms(config.headerTimeout, 10_000)
-  // node refuses headersTimeout > requestTimeout; the head is part of the request anyway
-  if (requestMs > 0 && (headerMs === 0 || headerMs > requestMs)) headerMs = requestMs
-  const bodyIdleMs = ms(config.bodyIdleTimeout, 30_000)
-  const writeMs = ms(config.writeTimeout, 30_000)
-  const shortest = Math.min(...[headerMs, requestMs, bodyIdleMs, writeMs].filter((n) => n > 0), 2000)
-  return {
-    headerMs,
-    requestMs,
-    bodyIdleMs,
-    writeMs,
-    keepAliveMs: ms(config.keepaliveTimeout, 75_000),
-    checkMs: Math.max(50, Math.min(500, Math.floor(shortest / 4)))
-  }
-}
-
-/** One open connection: its slow-read watch and its place in `OpenConnections`. */
-interface OpenConnection {
-  readonly socket: Socket
-  /** Bytes the socket had flushed at the last check. */
-  flushed: number
-  /** When the pending output stopped making progress (0 = it is making progress). */
-  stalledSince: number
-  index: number
-}
-
-/**
- * The listener's open connections: an array with swap-remove, O(1) both ways. Not a `Set` or
- * `Map`: measured on node 20 (V8 11.3), a hash table with one add and one delete per
- * connection kept closed sockets reachable for the young-generation GC, so under connection
- * churn (no keep-alive) every connection's objects were copied and promoted (3.5 MB per
- * scavenge at 3.6k connections/s).
- */
-class OpenConnections {
-  private readonly list: Array<OpenConnection> = []
-
-  add(socket: Socket): OpenConnection {
-    const c: OpenConnection = { socket, flushed: 0, stalledSince: 0, index: this.list.length }
-    this.list.push(c)
-    return c
-  }
-
-  remove(c: OpenConnection): void {
-    const last = this.list.pop()!
-    if (last !== c) {
-      this.list[c.index] = last
-      last.index = c.index
-    }
-    c.index = -1
-  }
-
-  /** A copy: callers may close connections while they go through it. */
-  all(): Array<OpenConnection> {
-    return this.list.slice()
-  }
-}
 
 export const startListener = (
   config: ListenerConfig,
@@ -353,90 +239,10 @@ export const startListener = (
       })
     }
 
-    server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
-      if (tlsFailed.has(socket)) {
-        socket.destroy()
-        return
-      }
-      const known = CLIENT_ERRORS[err.code ?? ""] ?? BAD_REQUEST
-      const { status, reason } = known
-      if (err.code === "ECONNRESET" || !socket.writable || refused.has(socket)) {
-        socket.destroy()
-        return
-      }
-      // after a refusal on this connection, whatever follows is not answered again
-      const alreadyClosing = isClosing(socket)
-      markClosing(socket)
-      const answer = alreadyClosing ? "" : rawAnswer(known)
-      // a head deadline: the client had the whole header timeout (node checks every checkMs)
-      const waited = status === 408 ? t.headerMs : 0
-      const pending = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage
-      if (pending === null || pending === undefined || pending.writableFinished) {
-        if (!alreadyClosing) {
-          // Nothing pending on the connection: the chunk being parsed starts at this request's
-          // line (or at a later chunk of its head, which `rawPacket` readers must tolerate).
-          const rawPacket = (err as { rawPacket?: unknown }).rawPacket
-          hooks.onClientError({
-            listener: config.id,
-            status,
-            reason,
-            clientIp: socket.remoteAddress ?? "",
-            stage: "head",
-            rawPacket: Buffer.isBuffer(rawPacket) ? rawPacket : undefined,
-            durationMs: waited,
-            bytesSent: answerBytes(known)
-          })
-        }
-        socket.end(answer)
-        return
-      }
-      const current = (pending as { req?: http.IncomingMessage }).req
-      if (status === 408 || (current !== undefined && !current.complete)) {
-        // a request whose body is still arriving is the pipeline's: it logs that request
-        const owned = current !== undefined && !current.complete
-        if (!alreadyClosing) {
-          hooks.onClientError({
-            listener: config.id,
-            status,
-            reason,
-            clientIp: socket.remoteAddress ?? "",
-            stage: owned ? "in-flight" : "head",
-            req: owned ? current : undefined,
-            durationMs: status === 408 ? (owned ? t.requestMs : t.headerMs) : 0,
-            bytesSent: pending.headersSent ? 0 : answerBytes(known)
-          })
-        }
-        // The error is in the request being answered (its body, or its deadline). If its answer
-        // has not started, the raw answer is its answer; closing the socket then interrupts the
-        // pipeline, which aborts the upstream exchange (never completed with a broken body) and
-        // logs the request with this status and reason; a body ended by the client's FIN is
-        // the client leaving first (499).
-        const answering = !pending.headersSent && !alreadyClosing
-        if (err.code !== "HPE_INVALID_EOF_STATE") {
-          markCut(socket, {
-            status,
-            reason,
-            // a later head's deadline (not owned) has its own access line, with the answer's bytes
-            answered: answering && owned ? pending : undefined,
-            bytesSent: answering && owned ? answerBytes(known) : 0
-          })
-        }
-        if (answering) socket.end(answer)
-        else socket.destroy()
-        return
-      }
-      // Garbage pipelined behind a request still being answered: a raw answer now would be
-      // taken as that request's response (desync). Let it finish, then refuse and close.
-      if (!alreadyClosing) {
-        hooks.onClientError({ listener: config.id, status, reason, clientIp: socket.remoteAddress ?? "", stage: "head" })
-      }
-      pending.once("finish", () => {
-        if (socket.writable) socket.end(answer)
-      })
-      pending.once("close", () => {
-        if (!pending.writableFinished) socket.destroy()
-      })
-    })
+    server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) =>
+      handleClientError(err, socket, { listenerId: config.id, t, onClientError: hooks.onClientError, refused, tlsFailed })
+    )
+
 
     // CONNECT never reaches the request handler in node (it is an upgrade); without a listener
     // the socket would just be dropped. A reverse proxy does not tunnel: 405 (nginx).
@@ -454,96 +260,8 @@ export const startListener = (
       socket.end(rawAnswer(METHOD_CONNECT, "allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"))
     })
 
-    // Slow read: a connection whose pending output does not move for `writeMs` is abandoned.
-    // State is kept per connection (long-lived), not per request: a per-request map entry
-    // made every request's objects outlive young-generation collections (measured: scavenges
-    // of 60-80 ms promoting ~10 MB each at 6k req/s, versus 1-2 ms without).
-    const sweep =
-      t.writeMs > 0
-        ? setInterval(() => {
-            const now = Date.now()
-            for (const w of connectionsOpen.all()) {
-              const socket = w.socket
-              if (socket.destroyed) continue
-              const pending = socket.writableLength
-              if (pending === 0) {
-                w.stalledSince = 0
-                continue
-              }
-              const flushed = socket.bytesWritten - pending
-              if (flushed !== w.flushed || w.stalledSince === 0) {
-                w.flushed = flushed
-                w.stalledSince = now
-                continue
-              }
-              if (now - w.stalledSince >= t.writeMs) {
-                // the response being written (and any queued behind it) is logged by the pipeline
-                // with the status already sent and this reason
-                markCut(socket, { status: WRITE_TIMEOUT.status, reason: WRITE_TIMEOUT.reason, answered: undefined, bytesSent: 0 })
-                hooks.onClientError({
-                  listener: config.id,
-                  status: WRITE_TIMEOUT.status,
-                  reason: WRITE_TIMEOUT.reason,
-                  clientIp: socket.remoteAddress ?? "",
-                  stage: "connection",
-                  durationMs: now - w.stalledSince
-                })
-                socket.destroy()
-              }
-            }
-          }, t.checkMs)
-        : undefined
-    sweep?.unref()
+    const sweep = startWriteSweep(config.id, t, connectionsOpen, hooks.onClientError)
     yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(sweep)))
-
-    /** Slow POST: the socket's inactivity timer runs while the body is being received. */
-    const watchBody = (req: http.IncomingMessage, res: http.ServerResponse, socket: Socket) => {
-      const te = req.headers["transfer-encoding"]
-      const cl = req.headers["content-length"]
-      if (te === undefined && (cl === undefined || cl === "0")) return
-      const onTimeout = () => {
-        if (req.complete || res.writableEnded) return
-        // We are the ones not reading (back-pressure from the upstream): not the client's fault.
-        if (req.readableLength > 0) {
-          socket.setTimeout(t.bodyIdleMs)
-          return
-        }
-        const idle = BODY_IDLE_TIMEOUT
-        hooks.onClientError({
-          listener: config.id,
-          status: idle.status,
-          reason: idle.reason,
-          clientIp: socket.remoteAddress ?? "",
-          stage: "in-flight",
-          req,
-          durationMs: t.bodyIdleMs
-        })
-        markClosing(socket)
-        if (!res.headersSent) {
-          try {
-            res.shouldKeepAlive = false
-            const body = writeAnswer(res, idle, true)
-            // this 408 is the request's answer: the pipeline logs it (pipeline/Connection.ts)
-            markCut(socket, { status: idle.status, reason: idle.reason, answered: res, bytesSent: Buffer.byteLength(body) })
-            res.end(body, () => socket.destroy())
-            const timer = setTimeout(() => socket.destroy(), 1000)
-            socket.once("close", () => clearTimeout(timer))
-            return
-          } catch {
-            // fall through
-          }
-        }
-        markCut(socket, { status: idle.status, reason: idle.reason, answered: undefined, bytesSent: 0 })
-        socket.destroy()
-      }
-      // A listener on res stops node's default (destroy on socket timeout) during this request.
-      res.on("timeout", onTimeout)
-      socket.setTimeout(t.bodyIdleMs)
-      req.once("end", () => {
-        // node arms its keep-alive timer when the response finishes; never clear that one
-        if (!res.writableFinished) socket.setTimeout(0)
-      })
-    }
 
     const handle: ListenerHandle = {
       id: config.id,
@@ -717,7 +435,7 @@ export const startListener = (
       // pipelined behind a refused request: never served (node closes after the refusal)
       if (isClosing(socket)) return
       if (res.socket === null) settleQueuedOnClose(res, socket)
-      if (t.bodyIdleMs > 0) watchBody(req, res, socket)
+      if (t.bodyIdleMs > 0) watchBody(req, res, socket, config.id, t, hooks.onClientError)
       admitAndHandle(req, res)
     })
 

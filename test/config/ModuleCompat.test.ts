@@ -4,7 +4,7 @@
  * and its defaults must be the module's defaults (checked at run time).
  */
 import { Duration } from "effect"
-import { DEFAULT_RETRY_BUFFER_BYTES } from "../../src/pipeline/Upstream.js"
+import { DEFAULT_RETRY_BUFFER_BYTES } from "../../src/pipeline/RetryPlan.js"
 import { describe, expect, it } from "vitest"
 import * as S from "../../src/config/Schema.js"
 import { type AgentConfig, agentConfigDefaults, type AgentFilterRef } from "../../src/agents/AgentConfig.js"

@@ -1,10 +1,28 @@
 /**
- * The request's way through the proxy (DESIGN.md §3), as one function per
- * request. The synchronous stages (limits, trace id, route match, builtin
- * answers) are plain code; only the upstream exchange runs as a fiber, forked
- * once on the runtime built at start-up. The response's early `close` (the
- * client left, or the listener cut the connection: Connection.ts) interrupts
- * it, which aborts the upstream request. Logging always runs, exactly once.
+ * The request's way through the proxy (DESIGN.md §3), one function per request, in named
+ * phases:
+ *   1. validate  (`validate/`: the head against the edge rules, the request's context, the
+ *                 limits judged from the head alone; a refusal closes an HTTP/1.1 connection)
+ *   2. trace     (the trace id and, when tracing is configured, the request's spans)
+ *   3. route     (`dp.router.match`; 404 `NoRoute`)
+ *   4. stages    (`Stages.ts`: the route's filters, agents and extensions, in order)
+ *   5. upstream  (`Upstream.ts`: select, send, retry, within the route's deadline), or the
+ *                 route's builtin / local handler
+ *   6. response  (`ResponseSinks.ts` for the upstream's answer, `Answer.ts` for the proxy's
+ *                 own: errors through the one error table, `ErrorResponse.ts`)
+ *   7. log       (`complete`: the route's complete stages, then `hooks.onComplete`, exactly once)
+ *
+ * Callbacks and Effects. The request path runs on plain callbacks: every phase above is a
+ * function call, and a wait is a callback with a cancel function (`PendingStep`,
+ * `runUpstream`, the exchange, the agents' `start*` calls). A fiber per request costs more CPU
+ * than the whole rest of the pipeline (bench/README.md), so none is made unless a stage hands
+ * back an Effect (an extension's own stage, a rate-limit delay). Then the rest of that request
+ * runs as one fiber forked on the runtime built at start-up, and each callback wait it meets is
+ * entered through a thin wrapper (`callbackAsEffect`, `proxyToUpstream`): the behaviour is
+ * written once, on callbacks, and Effect code only wraps it. The boundary is therefore the
+ * stage's return value, never the upstream or the agents. Either way the response's early
+ * `close` (the client left, or the listener cut the connection: Connection.ts) cancels what is
+ * under way (or interrupts the fiber), which aborts the upstream request.
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { Cause, Effect, Exit, Runtime } from "effect"

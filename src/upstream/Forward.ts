@@ -1,11 +1,10 @@
 /**
- * One upstream exchange: a single `Effect.async` around undici's `dispatch`
- * that owns its deadlines (headers, write, body idle, total) and its abort, as DESIGN.md §2
- * asks for the hot path. The response streams into a `ResponseSink` with
+ * One upstream exchange on plain callbacks around undici's `dispatch` (`startExchange`): it
+ * owns its deadlines (headers, write, body idle, total) and its abort, as DESIGN.md §2 asks
+ * for the hot path. The response streams into a `ResponseSink` with
  * back-pressure both ways; interruption (client gone, outer deadline) aborts
  * the upstream request and clears every timer.
  */
-import { Effect } from "effect"
 import type { Dispatcher } from "undici"
 import type { Readable } from "node:stream"
 import {
@@ -495,27 +494,11 @@ class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle, GateWaiter
 }
 
 /**
- * Send one request through `dispatcher` and stream the answer into `sink`;
- * `onDone` reports the outcome or a typed upstream error exactly once.
- * Returns a cancel function (client gone, outer deadline): it aborts the
- * exchange and clears every timer, and `onDone` is not called afterwards.
- *
- * Plain callbacks, because this is the hot path (DESIGN.md §2); `forward` is
- * the same exchange as one `Effect.async`.
+ * Send one request through `dispatcher` and stream the answer into `sink`; `onDone` reports
+ * the outcome or a typed upstream error exactly once. Returns the exchange itself (no closure)
+ * as the handle to cancel it (client gone, the route's deadline): that aborts the exchange and
+ * clears every timer, and `onDone` is not called afterwards.
  */
-export const exchange = (
-  dispatcher: Dispatcher,
-  ref: TargetRef,
-  request: ForwardRequest,
-  sink: ResponseSink,
-  onDone: ExchangeDone,
-  gate?: PoolGate
-): (() => void) => {
-  const x = startExchange(dispatcher, ref, request, sink, onDone, gate)
-  return () => x.cancel()
-}
-
-/** `exchange`, returning the exchange itself (no closure) as the handle to cancel it. */
 export const startExchange = (
   dispatcher: Dispatcher,
   ref: TargetRef,
@@ -529,26 +512,3 @@ export const startExchange = (
   x.start()
   return x
 }
-
-/**
- * `exchange` as one `Effect.async`: succeeds when the response completed,
- * fails with a typed upstream error; interruption cancels the exchange.
- */
-export const forward = (
-  dispatcher: Dispatcher,
-  ref: TargetRef,
-  request: ForwardRequest,
-  sink: ResponseSink,
-  gate?: PoolGate
-): Effect.Effect<ForwardOutcome, ExchangeError> =>
-  Effect.async<ForwardOutcome, ExchangeError>((resume) => {
-    const cancel = exchange(
-      dispatcher,
-      ref,
-      request,
-      sink,
-      (error, outcome) => resume(error !== undefined ? Effect.fail(error) : Effect.succeed(outcome!)),
-      gate
-    )
-    return Effect.sync(cancel)
-  })

@@ -23,7 +23,7 @@ export { RequestPath, type RequestPathService } from "./pipeline/RequestPath.js"
 export { Agents, type AgentsService } from "./agents/Agents.js"
 export { Upstreams, type UpstreamsService } from "./upstream/UpstreamSet.js"
 export { Logs, ErrorLogService, type LogsService } from "./observability/ProxyLogs.js"
-export { LogOpenFailed } from "./observability/Logs.js"
+export { LogOpenFailed } from "./observability/LogWriter.js"
 export { MetricsService, makeMetrics, type Metrics, type MetricsOptions } from "./observability/Metrics.js"
 export { Tracing, tracingLayer, type RequestTracing, type TracingConfig } from "./observability/Tracing.js"
 

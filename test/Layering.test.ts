@@ -1,9 +1,8 @@
 /**
- * Folders import one way (README "Extending"; issue 12 finishes the job): pure HTTP syntax in
- * `src/http/` imports no other folder; the pipeline, the stage folders (routing, filters,
- * upstream, agents, handlers), config/ and observability/ never import `server/` or the entry files; nothing
- * but the entry files imports the entry files. The imports that still break a rule are listed
- * by name below, so that no new one slips in and each removed one must leave the list.
+ * Folders import one way (README "Layout", issue 12): the entry files may import everything;
+ * server/ (sockets) -> pipeline/ -> the stage folders (routing, filters, agents, upstream,
+ * handlers) and observability/ -> http/ and config/. The test reads every `from "./x.js"`
+ * import of src/ and fails on an arrow the rules below forbid, so the shape cannot drift back.
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -19,51 +18,70 @@ const files = (dir: string): Array<string> =>
   })
 
 /** `from "./x.js"` imports of a file, as paths relative to src/ (".ts"). */
-const importsOf = (file: string): Array<string> => {
-  const text = fs.readFileSync(file, "utf8")
-  return [...text.matchAll(/from\s+"(\.{1,2}\/[^"]+)\.js"/g)].map((m) =>
+const importsOf = (text: string, file: string): Array<string> =>
+  [...text.matchAll(/from\s+"(\.{1,2}\/[^"]+)\.js"/g)].map((m) =>
     path.relative(root, path.resolve(path.dirname(file), m[1] + ".ts")).split(path.sep).join("/")
   )
-}
 
 const folderOf = (rel: string): string => (rel.includes("/") ? rel.slice(0, rel.indexOf("/")) : "")
 
-/** Imports that break a rule today, to be removed by issue 12; an entry that no longer exists fails too. */
-const KNOWN_DEBTS = new Set([
-  "config/Validate.ts -> server/Tls.ts",
-  "handlers/StaticFilesRoute.ts -> server/ListenerCut.ts",
-  "observability/AccessLog.ts -> server/Listener.ts",
-  // the request's validation and the listener's cut records belong in the pipeline (issue 12)
-  "pipeline/Pipeline.ts -> server/EdgePolicy.ts",
-  "pipeline/Pipeline.ts -> server/ListenerCut.ts",
-  "pipeline/Pipeline.ts -> server/RequestValidation.ts",
-  "pipeline/Pipeline.ts -> server/ResponseClose.ts"
+/** Folders that are not the socket layer: they never import server/ (nor the entry files). */
+const NOT_SERVER = new Set(["pipeline", "routing", "filters", "upstream", "agents", "handlers", "config", "observability", "tls", "http"])
+
+/** What observability/ may see of the stages: the per-request context, the stage seams, the errors, the listener's reports. */
+const STAGE_INTERFACE = new Set([
+  "pipeline/RequestContext.ts",
+  "pipeline/Stage.ts",
+  "pipeline/Errors.ts",
+  "pipeline/ErrorResponse.ts",
+  "pipeline/Connection.ts",
+  "upstream/Errors.ts"
 ])
 
-const STAGES = new Set(["pipeline", "routing", "filters", "upstream", "agents", "handlers", "config", "observability"])
+/** node: modules http/ may use as pure functions (address syntax); others only as types. */
+const HTTP_PURE_NODE = new Set(["node:net"])
 
 describe("layering", () => {
-  const all = files(root).map((f) => ({ rel: path.relative(root, f).split(path.sep).join("/"), imports: importsOf(f) }))
+  const all = files(root).map((f) => {
+    const text = fs.readFileSync(f, "utf8")
+    return { rel: path.relative(root, f).split(path.sep).join("/"), text, imports: importsOf(text, f) }
+  })
+  const arrows = (keep: (from: string, to: string) => boolean) =>
+    all.flatMap((f) => f.imports.filter((i) => keep(f.rel, i)).map((i) => `${f.rel} -> ${i}`))
 
-  it("http/ is pure: it imports nothing from another folder of src/", () => {
-    const bad = all.filter((f) => folderOf(f.rel) === "http").flatMap((f) => f.imports.filter((i) => folderOf(i) !== "http").map((i) => `${f.rel} -> ${i}`))
-    expect(bad).toEqual([])
+  it("http/ is pure: it imports no other folder of src/, and node: I/O modules only as types", () => {
+    expect(arrows((from, to) => folderOf(from) === "http" && folderOf(to) !== "http")).toEqual([])
+    const io = all
+      .filter((f) => folderOf(f.rel) === "http")
+      .flatMap((f) =>
+        [...f.text.matchAll(/^import\s+(type\s+)?[^;]*?from\s+"(node:[^"]+)"/gm)]
+          .filter((m) => m[1] === undefined && !HTTP_PURE_NODE.has(m[2]))
+          .map((m) => `${f.rel} -> ${m[2]}`)
+      )
+    expect(io).toEqual([])
   })
 
-  it("the pipeline, stage folders, config/ and observability/ never import server/ or the entry files (known debts aside); only entry files import entry files", () => {
-    const violations: Array<string> = []
-    for (const f of all) {
-      const from = folderOf(f.rel)
-      for (const i of f.imports) {
-        const to = folderOf(i)
-        const entry = to === "" && ENTRY.has(i)
-        if (entry && !(from === "" && ENTRY.has(f.rel))) violations.push(`${f.rel} -> ${i}`)
-        else if (STAGES.has(from) && to === "server") violations.push(`${f.rel} -> ${i}`)
-      }
-    }
-    const unexpected = violations.filter((v) => !KNOWN_DEBTS.has(v))
-    expect(unexpected).toEqual([])
-    // a debt paid must leave the list
-    expect([...KNOWN_DEBTS].filter((d) => !violations.includes(d))).toEqual([])
+  it("no folder but server/ and the entry files imports server/; only entry files import entry files", () => {
+    expect(arrows((from, to) => NOT_SERVER.has(folderOf(from)) && folderOf(to) === "server")).toEqual([])
+    expect(arrows((from, to) => folderOf(to) === "" && ENTRY.has(to) && !(folderOf(from) === "" && ENTRY.has(from)))).toEqual([])
+  })
+
+  it("observability/ sees the stages only through their interface (context, stage seams, errors)", () => {
+    expect(
+      arrows((from, to) => {
+        if (folderOf(from) !== "observability") return false
+        const folder = folderOf(to)
+        return !(folder === "observability" || folder === "http" || folder === "config" || STAGE_INTERFACE.has(to))
+      })
+    ).toEqual([])
+  })
+
+  it("config/blocks/ (the KDL decoder's blocks) imports only config/ and http/, no runtime module", () => {
+    expect(arrows((from, to) => from.startsWith("config/blocks/") && !["config", "http"].includes(folderOf(to)))).toEqual([])
+  })
+
+  it("the stage folders never import the pipeline's machinery, only its interface", () => {
+    const machinery = new Set(["pipeline/Pipeline.ts", "pipeline/Answer.ts", "pipeline/Stages.ts", "pipeline/Upstream.ts"])
+    expect(arrows((from, to) => ["routing", "filters", "agents", "upstream", "handlers"].includes(folderOf(from)) && machinery.has(to))).toEqual([])
   })
 })

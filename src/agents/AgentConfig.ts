@@ -78,27 +78,6 @@ export const agentConfigDefaults: Omit<AgentConfig, "id" | "socketPath"> = {
   reconnectMaxMs: 5000
 }
 
-/** Maps Sentinel's spellings (`request-headers`, `log`, ...) to an `AgentEvent`, or undefined. */
-export const normaliseEvent = (name: string): AgentEvent | undefined => {
-  const n = name.trim().toLowerCase().replace(/-/g, "_")
-  switch (n) {
-    case "request_headers":
-    case "request_body":
-    case "response_headers":
-    case "response_body":
-    case "request_complete":
-    case "websocket_frame":
-    case "guardrail":
-      return n
-    case "log":
-      return "request_complete"
-    case "guardrail_inspect":
-      return "guardrail"
-    default:
-      return undefined
-  }
-}
-
 /** A full config from the required fields plus any overrides. */
 export const agentConfig = (
   fields: Pick<AgentConfig, "id" | "socketPath"> & Partial<Omit<AgentConfig, "circuitBreaker">> & {

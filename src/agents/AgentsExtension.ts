@@ -29,7 +29,8 @@
  */
 import type { IncomingMessage } from "node:http"
 import { readBodyUpTo } from "../pipeline/BodyRead.js"
-import { errorBody } from "../pipeline/ErrorResponse.js"
+import { errorAnswer, errorBody } from "../pipeline/ErrorResponse.js"
+import { BodyTooLarge, RequestRejected, type ProxyError } from "../pipeline/Errors.js"
 import { withContentLength } from "../pipeline/Headers.js"
 import { Readable } from "node:stream"
 import { Duration, Effect, Exit, Scope } from "effect"
@@ -136,13 +137,10 @@ const prefixedBody = (ctx: RequestContext, prefix: Buffer, limit: number): Reada
   )
 
 /** A proxy-made answer of the body phase: JSON with the trace id, like every other error. */
-const errorAnswerFor = (ctx: RequestContext, status: number, reason: string): Answer => ({
-  status,
-  headers: [],
-  body: errorBody(status, reason, ctx.traceId),
-  contentType: "application/json",
-  reason
-})
+const errorAnswerFor = (ctx: RequestContext, error: ProxyError): Answer => {
+  const { status, reason, headers } = errorAnswer(error)
+  return { status, headers: headers.flat(), body: errorBody(status, reason, ctx.traceId), contentType: "application/json", reason }
+}
 
 /** Per-request state of agent routes (response-header mutations decided in the request phase, body size). */
 interface RequestState {
@@ -288,11 +286,11 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
           return noop
         }
         let cancel = readBodyUpTo(ctx.req, requestCap, (read) => {
-          if (read._tag === "Failed") return done(errorAnswerFor(ctx, 400, "request_body_read_failed"))
+          if (read._tag === "Failed") return done(errorAnswerFor(ctx, new RequestRejected({ status: 400, reason: "request_body_read_failed" })))
           if (read.data.length > maxBodySize) {
             ctx.bodyTooLarge = true
             ctx.res.shouldKeepAlive = false
-            return done(errorAnswerFor(ctx, 413, "body_too_large"))
+            return done(errorAnswerFor(ctx, new BodyTooLarge()))
           }
           // Over the largest cap, every agent sees cap + 1 bytes: the Manager resolves each by failure mode.
           cancel = manager.startRequestBody(refs, read.data, pc, (d) => {

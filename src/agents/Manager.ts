@@ -15,11 +15,11 @@
  * - decisions: block -> its status/body/headers; redirect -> status +
  *   Location; challenge -> 403 (configurable) with the challenge in a header.
  *
- * Each phase is one `Effect.async` over plain callbacks (DESIGN.md §2).
+ * Each phase runs on plain callbacks (`start*`: done once, or cancelled), no fiber
+ * (DESIGN.md §2).
  */
 import { Context, Effect, Either, Layer, type Scope } from "effect"
 import type { CircuitState } from "../upstream/Circuit.js"
-import { callbackAsEffect } from "../pipeline/Stage.js"
 import { type AgentConfig, type AgentFilterRef, type FailureMode, resolveFailureMode } from "./AgentConfig.js"
 import {
   type Acc,
@@ -80,15 +80,10 @@ export interface AgentStatus {
 }
 
 export interface AgentManagerService {
-  /** RequestHeaders to the route's agents, in parallel. */
-  readonly runRequestHeaders: (
-    filters: ReadonlyArray<AgentFilterRef>,
-    event: RequestHeadersEvent,
-    ctx: PhaseContext
-  ) => Effect.Effect<AgentDecision>
   /**
-   * `runRequestHeaders` on plain callbacks (the request path without a fiber): `done` is
-   * called exactly once, unless the returned cancel (client gone) is called first.
+   * RequestHeaders to the route's agents, in parallel: `done` is called exactly once, unless
+   * the returned cancel (client gone) is called first. Code that runs as a fiber wraps a phase
+   * with `callbackAsEffect` (pipeline/Stage.ts).
    */
   readonly startRequestHeaders: (
     filters: ReadonlyArray<AgentFilterRef>,
@@ -96,39 +91,21 @@ export interface AgentManagerService {
     ctx: PhaseContext,
     done: (decision: AgentDecision) => void
   ) => () => void
-  /** The buffered request body, as one RequestBodyChunk, to each subscribed agent in turn. */
-  readonly runRequestBody: (
-    filters: ReadonlyArray<AgentFilterRef>,
-    body: Buffer,
-    ctx: PhaseContext
-  ) => Effect.Effect<AgentDecision>
-  /** ResponseHeaders to each subscribed agent in turn. */
-  readonly runResponseHeaders: (
-    filters: ReadonlyArray<AgentFilterRef>,
-    event: ResponseHeadersEvent,
-    ctx: PhaseContext
-  ) => Effect.Effect<AgentDecision>
-  /** The buffered response body, as one ResponseBodyChunk, to each subscribed agent in turn. */
-  readonly runResponseBody: (
-    filters: ReadonlyArray<AgentFilterRef>,
-    body: Buffer,
-    ctx: PhaseContext
-  ) => Effect.Effect<AgentDecision>
-  /** `runRequestBody` on plain callbacks (as `startRequestHeaders`). */
+  /** The buffered request body, as one RequestBodyChunk, to each subscribed agent in turn (callbacks as `startRequestHeaders`). */
   readonly startRequestBody: (
     filters: ReadonlyArray<AgentFilterRef>,
     body: Buffer,
     ctx: PhaseContext,
     done: (decision: AgentDecision) => void
   ) => () => void
-  /** `runResponseHeaders` on plain callbacks (as `startRequestHeaders`). */
+  /** ResponseHeaders to each subscribed agent in turn. */
   readonly startResponseHeaders: (
     filters: ReadonlyArray<AgentFilterRef>,
     event: ResponseHeadersEvent,
     ctx: PhaseContext,
     done: (decision: AgentDecision) => void
   ) => () => void
-  /** `runResponseBody` on plain callbacks (as `startRequestHeaders`). */
+  /** The buffered response body, as one ResponseBodyChunk, to each subscribed agent in turn. */
   readonly startResponseBody: (
     filters: ReadonlyArray<AgentFilterRef>,
     body: Buffer,
@@ -356,12 +333,6 @@ class Manager implements AgentManagerService {
     }
   }
 
-  readonly runRequestHeaders = (
-    filters: ReadonlyArray<AgentFilterRef>,
-    event: RequestHeadersEvent,
-    ctx: PhaseContext
-  ): Effect.Effect<AgentDecision> => callbackAsEffect((done) => this.startRequestHeaders(filters, event, ctx, done))
-
   /**
    * Agents of `phase` one after the other, in filter order: `done` once, unless the returned
    * cancel runs first.
@@ -444,15 +415,6 @@ class Manager implements AgentManagerService {
       current?.(CancelReason.ClientDisconnect)
     }
   }
-
-  readonly runRequestBody = (filters: ReadonlyArray<AgentFilterRef>, body: Buffer, ctx: PhaseContext) =>
-    callbackAsEffect((done: (d: AgentDecision) => void) => this.startRequestBody(filters, body, ctx, done))
-
-  readonly runResponseHeaders = (filters: ReadonlyArray<AgentFilterRef>, event: ResponseHeadersEvent, ctx: PhaseContext) =>
-    callbackAsEffect((done: (d: AgentDecision) => void) => this.startResponseHeaders(filters, event, ctx, done))
-
-  readonly runResponseBody = (filters: ReadonlyArray<AgentFilterRef>, body: Buffer, ctx: PhaseContext) =>
-    callbackAsEffect((done: (d: AgentDecision) => void) => this.startResponseBody(filters, body, ctx, done))
 
   readonly startRequestBody = (
     filters: ReadonlyArray<AgentFilterRef>,

@@ -11,6 +11,28 @@ export const agentEvents = [
   "request_headers", "request_body", "response_headers", "response_body", "request_complete", "websocket_frame", "guardrail"
 ] as const
 export const AgentEvent = Schema.Literal(...agentEvents)
+export type AgentEventName = (typeof agentEvents)[number]
+
+/** Maps Sentinel's spellings (`request-headers`, `log`, ...) to an event name, or undefined. */
+export const normaliseEvent = (name: string): AgentEventName | undefined => {
+  const n = name.trim().toLowerCase().replace(/-/g, "_")
+  switch (n) {
+    case "request_headers":
+    case "request_body":
+    case "response_headers":
+    case "response_body":
+    case "request_complete":
+    case "websocket_frame":
+    case "guardrail":
+      return n
+    case "log":
+      return "request_complete"
+    case "guardrail_inspect":
+      return "guardrail"
+    default:
+      return undefined
+  }
+}
 
 export const FailureMode = Schema.Literal("open", "closed")
 export type FailureMode = typeof FailureMode.Type

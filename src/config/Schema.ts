@@ -124,7 +124,7 @@ export type SniCertificateConfig = typeof SniCertificateConfig.Type
 
 const tlsVersionRank = (v: TlsVersion): number => TlsVersion.literals.indexOf(v)
 
-/** A listener's `tls { ... }` (Sentinel's keys). Files are read by `src/server/Tls.ts`, not by the decoder. */
+/** A listener's `tls { ... }` (Sentinel's keys). Files are read by `src/tls/Certificates.ts`, not by the decoder. */
 export const ListenerTlsConfig = Schema.Struct({
   /** `cert-file`: PEM certificate (chain) served by default (no SNI, or a name no `sni` block has). Required. */
   certFile: Schema.NonEmptyString,

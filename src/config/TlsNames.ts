@@ -2,7 +2,7 @@
  * The names a listener's `tls { }` block is written in, and what they mean to
  * node: TLS versions, IANA cipher suite names (mapped to OpenSSL's), and SNI
  * host name patterns (RFC 6125 wildcards). Pure and dependency-free, so the
- * KDL decoder can check them with positions and `src/server/Tls.ts` can use
+ * KDL decoder can check them with positions and `src/tls/Certificates.ts` can use
  * the same tables at load time.
  */
 import * as net from "node:net"

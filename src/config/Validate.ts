@@ -18,7 +18,7 @@ import * as net from "node:net"
 import * as path from "node:path"
 import * as tls from "node:tls"
 import { Either } from "effect"
-import { loadListenerTls, readPemFile } from "../server/Tls.js"
+import { loadListenerTls, readPemFile } from "../tls/Certificates.js"
 import { escapeText } from "./ConfigIssue.js"
 import type { SentinelConfig } from "./Schema.js"
 

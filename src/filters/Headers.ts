@@ -2,7 +2,7 @@
  * `filter "<id>" { type "headers"; phase "request"|"response"|"both"; rename {…}; set {…}; add {…}; remove "A" "B" }`.
  * Operations run in Sentinel's order: rename, set (replace every value), add (append), remove.
  * Names are matched case-insensitively; framing and hop-by-hop headers cannot be set or added
- * (that would let configuration desync the connection), which `validateHeadersFilter` reports.
+ * (that would let configuration desync the connection), which `validateHeadersFilter` (config/FilterChecks.ts) reports.
  */
 import { appliesTo, type FilterPhase } from "./FilterOutcome.js"
 
@@ -20,31 +20,6 @@ export interface HeadersFilterConfig {
 }
 
 export const defaultHeadersFilterConfig: HeadersFilterConfig = { phase: "request", rename: [], set: [], add: [], remove: [] }
-
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
-// eslint-disable-next-line no-control-regex
-const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/
-/** Headers a filter must not write: they frame the message or belong to one connection. */
-const FORBIDDEN = new Set(["content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "proxy-connection"])
-
-/** Problems with a config, as messages for the config decoder (empty = valid). */
-export const validateHeadersFilter = (c: HeadersFilterConfig): Array<string> => {
-  const errors: Array<string> = []
-  const checkName = (n: string, what: string, writes: boolean) => {
-    if (!TOKEN.test(n)) errors.push(`${what}: invalid header name ${JSON.stringify(n)}`)
-    else if (writes && FORBIDDEN.has(n.toLowerCase())) errors.push(`${what}: header ${n} cannot be written by a filter`)
-  }
-  for (const [from, to] of c.rename) {
-    checkName(from, "rename", true)
-    checkName(to, "rename", true)
-  }
-  for (const [n, v] of [...c.set, ...c.add]) {
-    checkName(n, "set/add", true)
-    if (BAD_VALUE.test(v)) errors.push(`set/add: header ${n} has a control character in its value`)
-  }
-  for (const n of c.remove) checkName(n, "remove", false)
-  return errors
-}
 
 /** A compiled edit: mutates a flat header list in place. */
 export type HeaderEdit = (flat: Array<string>) => void

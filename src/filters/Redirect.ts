@@ -21,19 +21,6 @@ export interface RedirectConfig {
 
 export const defaultRedirectConfig: RedirectConfig = { statusCode: 302, scheme: null, hostname: null, port: null, path: null }
 
-const HOST = /^(?:[a-z0-9._~-]+|\[[0-9a-f:.]+\])$/i
-
-/** Problems for the config decoder (empty = valid): the Location header must never carry junk. */
-export const validateRedirect = (c: RedirectConfig): Array<string> => {
-  const errors: Array<string> = []
-  if (c.hostname !== null && !HOST.test(c.hostname)) errors.push(`hostname ${JSON.stringify(c.hostname)} is not a valid host name`)
-  if (c.port !== null && (!Number.isInteger(c.port) || c.port < 1 || c.port > 65535)) errors.push(`port ${c.port} is out of range`)
-  const p = c.path === null ? null : c.path._tag === "ReplaceFullPath" ? c.path.path : c.path.prefix
-  // eslint-disable-next-line no-control-regex
-  if (p !== null && (!p.startsWith("/") || /[\x00-\x20\x7f#?]/.test(p))) errors.push(`path ${JSON.stringify(p)} must start with "/" and contain no spaces, controls, "?" or "#"`)
-  return errors
-}
-
 /**
  * `requestPort` is the port the client addressed (from Host), null when it used the default.
  * `matchedPrefix` is the route's path-prefix (for replace-prefix-match), "/" otherwise.

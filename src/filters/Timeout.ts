@@ -35,15 +35,3 @@ export const effectiveTimeouts = (base: StageTimeoutsMs, filters: ReadonlyArray<
   }
   return { requestMs, upstreamMs, connectMs }
 }
-
-/** Problems for the config decoder: every value positive and finite. */
-export const validateTimeoutFilter = (c: TimeoutFilterConfig): Array<string> =>
-  (
-    [
-      ["request-timeout-secs", c.requestTimeoutSecs],
-      ["upstream-timeout-secs", c.upstreamTimeoutSecs],
-      ["connect-timeout-secs", c.connectTimeoutSecs]
-    ] as const
-  )
-    .filter(([, v]) => v !== null && !(Number.isFinite(v) && v > 0))
-    .map(([k, v]) => `${k} must be a positive number of seconds (got ${v})`)

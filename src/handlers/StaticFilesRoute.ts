@@ -10,7 +10,7 @@ import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:
 import type { RouteConfig } from "../config/Schema.js"
 import type { RequestContext } from "../pipeline/RequestContext.js"
 import type { LocalHandler, ResponseStage, RouteExtension } from "../pipeline/Stage.js"
-import { settleEarlyClose } from "../server/ListenerCut.js"
+import { settleEarlyClose } from "../pipeline/Connection.js"
 import { serveStatic, type StaticFilesConfig } from "./StaticFiles.js"
 
 export interface StaticFilesRouteOptions {

@@ -12,22 +12,17 @@
  * at warn, at most `REJECTION_LOG_LINES_PER_SECOND` lines per second per reason
  * plus one "suppressed" summary line. A request cut short that way has its one
  * access line from the pipeline, with the listener's status and reason
- * (`src/server/ListenerCut.ts`).
+ * (`src/pipeline/Connection.ts`).
  */
 import { hostname } from "node:os"
 import { performance } from "node:perf_hooks"
 import { Effect, Either, type Scope } from "effect"
 import type { AccessLogConfig } from "../config/Schema.js"
 import type { ClientCertificate, RequestContext } from "../pipeline/RequestContext.js"
-import type { ClientRejection } from "../server/Listener.js"
-import {
-  accessFormatter,
-  makeLogSlot,
-  type AccessLogEntry,
-  type LogDestination,
-  type LogOpenFailed,
-  type LogSwap
-} from "./Logs.js"
+import type { ClientRejection } from "../pipeline/Connection.js"
+import { accessFormatter, type AccessLogEntry } from "./AccessFormat.js"
+import { makeLogSlot, type LogDestination, type LogSwap } from "./LogSlot.js"
+import type { LogOpenFailed } from "./LogWriter.js"
 import type { Metrics } from "./Metrics.js"
 
 export interface AccessLog {

@@ -11,10 +11,38 @@
  * fields (agent, filter_id, phase, result, action, reason_codes, duration_ms).
  */
 import { Effect, Either, type Scope } from "effect"
-import type { AgentAuditEntry } from "../agents/AgentDecision.js"
 import type { AuditLogConfig } from "../config/Schema.js"
-import { formatAudit, makeLogSlot, type LogDestination, type LogOpenFailed, type LogSwap } from "./Logs.js"
+import { formatAudit } from "./AuditFormat.js"
+import { makeLogSlot, type LogDestination, type LogSwap } from "./LogSlot.js"
+import type { LogOpenFailed } from "./LogWriter.js"
 import type { Metrics } from "./Metrics.js"
+
+/**
+ * One agent outcome as the audit log records it (the agents' `AgentAuditEntry` is one): what
+ * the audit line needs, declared here so that the log depends on no stage's internals.
+ */
+export interface AgentAuditEntry {
+  readonly traceId: string
+  readonly routeId: string | undefined
+  readonly agent: string
+  readonly filterId: string | undefined
+  /** `request_headers`, `request_body`, ... */
+  readonly phase: string
+  /** `allow`, `block`, `timeout`, ... */
+  readonly result: string
+  /** What the proxy did with it: `continue`, `respond`, `fail-open`, `fail-closed`, `ignored`. */
+  readonly action: string
+  readonly status: number | undefined
+  readonly ruleIds: ReadonlyArray<string>
+  readonly tags: ReadonlyArray<string>
+  readonly reasonCodes: ReadonlyArray<string>
+  readonly confidence: number | undefined
+  readonly reason: string | undefined
+  readonly durationMs: number
+  readonly clientIp?: string | undefined
+  readonly method?: string | undefined
+  readonly path?: string | undefined
+}
 
 export interface AuditLog {
   /** Writes the entry if the config asks for it. Never throws, never blocks. */

@@ -17,7 +17,9 @@ import { ConfigSource } from "../config/ConfigSource.js"
 import type { SentinelConfig } from "../config/Schema.js"
 import { type AccessLog, makeAccessLog } from "./AccessLog.js"
 import { type AuditLog, makeAuditLog } from "./AuditLog.js"
-import { appLoggerLayer, combineLogSwaps, type ErrorLog, type ErrorLogSettings, type LogOpenFailed, type LogSwap, makeErrorLog } from "./Logs.js"
+import { combineLogSwaps, type LogSwap } from "./LogSlot.js"
+import type { LogOpenFailed } from "./LogWriter.js"
+import { appLoggerLayer, type ErrorLog, type ErrorLogSettings, makeErrorLog } from "./Logs.js"
 import { MetricsService } from "./Metrics.js"
 
 /** The error log `config` asks for: its file at its level, or stderr at `logging.level`. */

@@ -38,7 +38,6 @@ import { errorAnswer } from "../pipeline/ErrorResponse.js"
 import type { ProxyError } from "../pipeline/Errors.js"
 import type { RequestContext } from "../pipeline/RequestContext.js"
 import type { StageStep } from "../pipeline/Stage.js"
-import type { ForwardOutcome } from "../upstream/Forward.js"
 import { decideSampled, formatTraceparent, parseTraceparent, type RequestTracing, type TraceContext } from "./Tracing.js"
 
 /**
@@ -135,7 +134,12 @@ export class StageSpan {
    * `onDone`). An exchange cancelled instead (client gone, route deadline)
    * never reports: its span is closed with the request (`RequestTrace.end`).
    */
-  endExchange(error: ProxyError | undefined, outcome: ForwardOutcome | undefined, ctx: RequestContext): void {
+  endExchange(
+    error: ProxyError | undefined,
+    /** The exchange's outcome (`upstream/Forward.ts`): the upstream's status, and whether the response path dropped it. */
+    outcome: { readonly status: number; readonly discarded: boolean } | undefined,
+    ctx: RequestContext
+  ): void {
     if (error === undefined) {
       if (outcome !== undefined) {
         this.span.setAttribute("http.response.status_code", outcome.status)

@@ -5,6 +5,19 @@
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { Readable } from "node:stream"
 import type { RequestTrace } from "../observability/RequestTrace.js"
+import type { ForwardedInfo } from "../http/Forwarded.js"
+import type { ValidationResult } from "./validate/RequestHead.js"
+
+/**
+ * The request head as the edge validated it: routing, logs and the upstream all use the
+ * validated, normalised host and path; `forwarded` (X-Forwarded-* believed only from the
+ * listener's `trusted-proxies`) is set for a valid head. A rejected head keeps the raw values
+ * in the context for the log.
+ */
+export interface EdgeHead {
+  readonly result: ValidationResult
+  readonly forwarded: ForwardedInfo | undefined
+}
 
 export interface RequestContext {
   readonly req: IncomingMessage
@@ -54,10 +67,10 @@ export interface RequestContext {
   /** Replaces the streamed client body (e.g. a body buffered for inspection). */
   upstreamBody: Readable | Buffer | null | undefined
   /**
-   * The head as the edge validated it (`Pipeline.ts`); a plain field rather than
-   * a WeakMap entry, which the young-generation GC could only drop much later.
+   * The head as the edge validated it; a plain field rather than a WeakMap entry, which the
+   * young-generation GC could only drop much later.
    */
-  edge: unknown
+  readonly edge: EdgeHead
   /** Extra response headers decided during the request phase (rate-limit, CORS), flat list. */
   responseHeaders: Array<string> | undefined
   /** The request's spans; set only when tracing is configured and this request is sampled. */

@@ -3,11 +3,11 @@
  * agents) decides, then lets it through (head edited in place), replaces its
  * body, or answers the client instead.
  *
- * It wraps the pipeline's `ResponseSink` and needs nothing from `forward`
+ * It wraps the pipeline's `ResponseSink` and needs nothing from the exchange
  * but its back-pressure contract: while the hook runs, `data` returns false,
  * which pauses the upstream until the `onDrain` resume is called. Body bytes
- * are buffered only up to the hook's `bufferBytes` (+1). `settled` is the
- * one wait the request fiber adds after `forward` finished: the held
+ * are buffered only up to the hook's `bufferBytes` (+1). `onSettled` is the
+ * one wait the upstream call adds after the exchange finished: the held
  * response has been written (or failed). Routes without a hook never get
  * here.
  */
@@ -15,14 +15,13 @@ import { Effect } from "effect"
 import { abortResponse } from "../http/Response.js"
 import type { ResponseSink } from "../upstream/Forward.js"
 import { withContentLength } from "./Headers.js"
-import { RequestRejected, type ProxyError } from "./Errors.js"
+import type { ProxyError } from "./Errors.js"
+import { UpstreamBadAnswer } from "../upstream/Errors.js"
 import type { RequestContext } from "./RequestContext.js"
 import type { Answer, ResponseHook, ResponseHookStep } from "./Stage.js"
 
 export interface HeldSink extends ResponseSink {
-  /** Succeeds once the held response went to the client; fails if it could not. */
-  readonly settled: Effect.Effect<void, ProxyError>
-  /** The same as `settled`, as a callback (`undefined` = written). Called once. */
+  /** `cb` once the held response went to the client (`undefined`) or could not (the error). */
   readonly onSettled: (cb: (error: ProxyError | undefined) => void) => void
   /** Stops the hook (the exchange was interrupted or failed). Idempotent. */
   readonly dispose: () => void
@@ -45,7 +44,6 @@ export const holdResponse = (ctx: RequestContext, hook: ResponseHook, base: Resp
   let cancel: (() => void) | undefined
   let disposed = false
   let result: Effect.Effect<void, ProxyError> | undefined
-  let waiter: ((e: Effect.Effect<void, ProxyError>) => void) | undefined
   /** Whether the client took the last chunk written by `decided` (a hook may decide synchronously). */
   let lastCanWrite = true
 
@@ -55,9 +53,6 @@ export const holdResponse = (ctx: RequestContext, hook: ResponseHook, base: Resp
     if (result !== undefined) return
     result = r
     settledError = error
-    const w = waiter
-    waiter = undefined
-    w?.(r)
     const cbs = callbacks
     callbacks = []
     for (const cb of cbs) cb(error)
@@ -97,7 +92,7 @@ export const holdResponse = (ctx: RequestContext, hook: ResponseHook, base: Resp
     phase = "drop"
     queued.length = 0
     ctx.error ??= reason
-    const error = new RequestRejected({ status: 502, reason })
+    const error = new UpstreamBadAnswer({ reason })
     settle(Effect.fail(error), error)
     resumeUpstream(true)
   }
@@ -202,13 +197,6 @@ export const holdResponse = (ctx: RequestContext, hook: ResponseHook, base: Resp
       if (result !== undefined) cb(settledError)
       else callbacks.push(cb)
     },
-    settled: Effect.async<void, ProxyError>((resume) => {
-      if (result !== undefined) return resume(result)
-      waiter = resume
-      return Effect.sync(() => {
-        waiter = undefined
-      })
-    }),
     dispose() {
       if (disposed) return
       disposed = true

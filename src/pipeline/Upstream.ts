@@ -12,286 +12,31 @@
  *   only with a replayable body (none, or buffered), drawing on the budget;
  * - never once response headers went to the client.
  *
- * One fiber per request runs it; each attempt is one `Effect.async`
- * (`forward`) that owns its deadlines, the per-attempt timeout included.
- * Interruption (client gone) aborts the exchange and reports the attempt to
- * the target as "aborted" (neither success nor failure).
+ * On plain callbacks (`runUpstream`): one `UpstreamCall` object per request,
+ * one `Attempt` per target tried, each attempt one exchange (`Forward.ts`)
+ * that owns its own deadlines, the per-attempt timeout included. The route's
+ * deadline is armed here, once. Cancelling (client gone) aborts the exchange
+ * and reports the attempt to the target as "aborted" (neither success nor
+ * failure).
  */
-import { Transform, type TransformCallback } from "node:stream"
-import type { IncomingMessage } from "node:http"
 import { performance } from "node:perf_hooks"
 import { Effect } from "effect"
+import { cookieValue } from "../http/Cookie.js"
+import type { StageSpan } from "../observability/RequestTrace.js"
 import type { BalancerContext } from "../upstream/Balancer.js"
-import {
-  startExchange,
-  type ExchangeDone,
-  type ExchangeHandle,
-  type ForwardError,
-  type ForwardOutcome,
-  type ForwardRequest,
-  type ResponseSink
-} from "../upstream/Forward.js"
-import { noRetryPolicy, shouldRetry, type FailureKind, type RetryPolicy } from "../upstream/Retry.js"
+import { NoHealthyUpstream, RouteCircuitOpen, UpstreamBadAnswer, type ExchangeError } from "../upstream/Errors.js"
+import { startExchange, type ExchangeDone, type ExchangeHandle, type ForwardOutcome, type ForwardRequest, type ResponseSink } from "../upstream/Forward.js"
+import { shouldRetry, type FailureKind } from "../upstream/Retry.js"
 import { resultOfStatus, type AttemptResult } from "../upstream/Target.js"
 import type { UpstreamRuntime, UpstreamTarget } from "../upstream/Upstreams.js"
-import type { StageSpan } from "../observability/RequestTrace.js"
 import type { Dataplane, RoutePlan } from "./Dataplane.js"
 import { errorAnswer } from "./ErrorResponse.js"
-import {
-  ClientClosed,
-  type DownstreamError,
-  RouteCircuitOpen,
-  NoHealthyUpstream,
-  RequestRejected,
-  RequestTimeout,
-  type ProxyError
-} from "./Errors.js"
-import { connectionTokens, isHopByHop, removeHeaders } from "./Headers.js"
+import { BodyTooLarge, RequestTimeout, type ProxyError } from "./Errors.js"
 import type { RequestContext } from "./RequestContext.js"
 import { holdResponse, type HeldSink } from "./ResponseHold.js"
-import { readBodyUpTo } from "./BodyRead.js"
-
-/**
- * Smallest buffering limit of a route whose retry-policy allows more than one attempt: a
- * declared body up to this (or up to `limits { request-buffer-size }`, if larger) is read
- * into memory before the first attempt so that a retry can replay it. Larger or chunked
- * bodies stream and are not replayed. Also the default of `request-buffer-size`.
- */
-export const DEFAULT_RETRY_BUFFER_BYTES = 64 * 1024
-
-/** Counts streamed request bytes and fails the upload once it passes the limit. */
-class BodyLimit extends Transform {
-  private seen = 0
-  constructor(private readonly limit: number, private readonly ctx: RequestContext) {
-    super()
-  }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.seen += chunk.length
-    if (this.seen > this.limit) {
-      this.ctx.bodyTooLarge = true
-      cb(new Error("request body over limit"))
-      return
-    }
-    cb(null, chunk)
-  }
-}
-
-interface BodySource {
-  readonly body: ForwardRequest["body"]
-  /** The same bytes can be sent again (no body, or a Buffer). */
-  readonly replayable: boolean
-}
-
-const NO_BODY: BodySource = { body: null, replayable: true }
-
-/** Reads a declared-length body into memory; the client going away fails it. Returns a cancel function. */
-const bufferBody = (
-  req: IncomingMessage,
-  limit: number,
-  done: (error: ProxyError | undefined, body: BodySource | undefined) => void
-): (() => void) =>
-  readBodyUpTo(req, limit, (read) => {
-    if (read._tag === "Failed") return done(new ClientClosed(), undefined)
-    // over the limit cannot happen with a correct Content-Length (the parser frames the body); be safe
-    if (!read.complete) return done(new RequestRejected({ status: 413, reason: "body_too_large" }), undefined)
-    done(undefined, { body: read.data, replayable: true })
-  })
-
-/** An HTTP/2 request whose HEADERS frame carried END_STREAM: it has no body. */
-const headersEndedStream = (req: IncomingMessage): boolean =>
-  (req as unknown as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders === true
-
-/** The body to send: at hand, or `"buffer"` when it must be read into memory first (replayable). */
-const requestBody = (ctx: RequestContext, plan: RoutePlan, bufferLimit: number): BodySource | "buffer" => {
-  const pre = ctx.upstreamBody
-  if (pre !== undefined) return pre === null || Buffer.isBuffer(pre) ? { body: pre, replayable: true } : { body: pre, replayable: false }
-  const h = ctx.req.headers
-  // HTTP/2 frames a body without Content-Length (unless the headers ended the stream): it
-  // streams upstream chunked, bounded like a chunked HTTP/1.1 body
-  const unframed = h["transfer-encoding"] !== undefined || (ctx.http2 && h["content-length"] === undefined && !headersEndedStream(ctx.req))
-  // buffer-requests: every body is read whole first, within the route's limit
-  if (unframed && plan.bufferRequests) return "buffer"
-  if (unframed) {
-    const limited = new BodyLimit(plan.maxBodySize, ctx)
-    ctx.req.pipe(limited)
-    return { body: limited, replayable: false }
-  }
-  const cl = h["content-length"]
-  if (cl === undefined || cl === "0") return NO_BODY
-  if (bufferLimit > 0 && Number(cl) <= bufferLimit) return "buffer"
-  return { body: ctx.req, replayable: false }
-}
-
-/**
- * The response written to the client: head filtered and extended, body with back-pressure.
- * A client slower than the upstream gets up to `bufferLimit` bytes held for it (node's
- * writable buffer) before the upstream is paused, so a response of that size frees its
- * upstream connection at the upstream's pace, not the client's (nginx's proxy buffering,
- * in memory only).
- */
-class DirectSink implements ResponseSink {
-  constructor(
-    private readonly ctx: RequestContext,
-    private readonly draining: () => boolean,
-    private readonly plan: RoutePlan,
-    private readonly setCookie: string | undefined,
-    private readonly bufferLimit: number
-  ) {}
-
-  start(status: number, raw: Array<Buffer>): boolean {
-    const ctx = this.ctx
-    const flat: Array<string> = []
-    let connection: string | undefined
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i].toString("latin1")
-      if (isHopByHop(name)) {
-        if (name.length === 10 && name.toLowerCase() === "connection") {
-          const v = raw[i + 1].toString("latin1")
-          connection = connection === undefined ? v : `${connection}, ${v}`
-        }
-        continue
-      }
-      flat.push(name, raw[i + 1].toString("latin1"))
-    }
-    // names listed in Connection are hop-by-hop too (rare beyond keep-alive/close)
-    const named = connectionTokens(connection)
-    if (named !== undefined) removeHeaders(flat, named)
-    flat.push("x-request-id", ctx.traceId, "x-correlation-id", ctx.traceId)
-    if (this.setCookie !== undefined) flat.push("set-cookie", this.setCookie)
-    if (ctx.responseHeaders !== undefined) flat.push(...ctx.responseHeaders)
-    this.plan.responsePolicy?.(flat)
-    for (const stage of this.plan.response) stage(ctx, status, flat)
-    if (this.draining() && !ctx.http2) flat.push("connection", "close")
-    try {
-      ctx.res.writeHead(status, flat)
-    } catch {
-      ctx.error = "upstream_invalid_header"
-      return false
-    }
-    ctx.status = status
-    return true
-  }
-
-  data(chunk: Buffer): boolean {
-    this.ctx.bytesSent += chunk.length
-    const res = this.ctx.res
-    // once write() says full, node emits `drain` when the buffer empties, which resumes us
-    return res.write(chunk) || res.writableLength < this.bufferLimit
-  }
-
-  onDrain(resume: () => void): void {
-    this.ctx.res.once("drain", resume)
-  }
-
-  end(trailers?: ReadonlyArray<Buffer | string> | null): void {
-    const res = this.ctx.res
-    // Trailer fields pass through (HTTP/2, or a chunked HTTP/1.1 response); node drops them
-    // for a client that cannot take them (HTTP/1.0, a response with a Content-Length)
-    if (trailers !== undefined && trailers !== null) {
-      const fields: Record<string, string> = {}
-      for (let i = 0; i + 1 < trailers.length; i += 2) {
-        const name = latin1(trailers[i]).toLowerCase()
-        if (isHopByHop(name) || name === "content-length" || name === "host") continue
-        const v = latin1(trailers[i + 1])
-        fields[name] = fields[name] === undefined ? v : `${fields[name]}, ${v}`
-      }
-      try {
-        res.addTrailers(fields)
-      } catch {
-        // invalid trailer fields are dropped, the body is still complete
-      }
-    }
-    res.end()
-  }
-}
-
-const latin1 = (v: Buffer | string): string => (typeof v === "string" ? v : v.toString("latin1"))
-
-/** No body may follow these heads (RFC 9110 §6.4.1): their Content-Length is never rewritten. */
-const bodiless = (status: number, method: string): boolean => method === "HEAD" || status === 204 || status === 304 || status < 200
-
-/**
- * `policies { buffer-responses }`: the head and body wait here until the response is complete
- * (then the head goes out with its real Content-Length) or `limit` bytes arrived (then what is
- * held goes out and the rest streams). Until the head goes out, an upstream failure is still
- * answered cleanly (the pipeline's 502), never a cut response.
- */
-class BufferedSink implements ResponseSink {
-  private status = 0
-  private raw: Array<Buffer> = []
-  private held: Array<Buffer> | undefined = []
-  private size = 0
-  private passed = true
-
-  constructor(
-    private readonly base: ResponseSink,
-    private readonly limit: number,
-    private readonly method: string
-  ) {}
-
-  start(status: number, raw: Array<Buffer>): boolean {
-    this.status = status
-    this.raw = raw
-    return true
-  }
-
-  /** The head and what is held go out; from now on chunks pass straight through. */
-  private flush(raw: Array<Buffer>): boolean {
-    const held = this.held!
-    this.held = undefined
-    this.passed = this.base.start(this.status, raw)
-    // an unusable head (invalid header): the exchange fails as the client's side, answered 502
-    if (!this.passed) throw new Error("response head refused")
-    let more = true
-    for (const c of held) more = this.base.data(c)
-    return more
-  }
-
-  data(chunk: Buffer): boolean {
-    if (this.held === undefined) return this.passed ? this.base.data(chunk) : true
-    this.held.push(chunk)
-    this.size += chunk.length
-    return this.size <= this.limit ? true : this.flush(this.raw)
-  }
-
-  onDrain(resume: () => void): void {
-    if (this.held === undefined && this.passed) this.base.onDrain(resume)
-    else resume()
-  }
-
-  end(trailers?: ReadonlyArray<Buffer | string> | null): void {
-    if (this.held !== undefined) {
-      let raw = this.raw
-      if (!bodiless(this.status, this.method)) {
-        raw = []
-        for (let i = 0; i + 1 < this.raw.length; i += 2) {
-          if (this.raw[i].length === 14 && this.raw[i].toString("latin1").toLowerCase() === "content-length") continue
-          raw.push(this.raw[i], this.raw[i + 1])
-        }
-        raw.push(Buffer.from("content-length"), Buffer.from(String(this.size)))
-      }
-      this.flush(raw)
-    }
-    if (this.passed) this.base.end(trailers)
-  }
-}
-
-/** Value of cookie `name` in a `Cookie` header, or undefined. */
-export const cookieValue = (header: string | undefined, name: string): string | undefined => {
-  if (header === undefined) return undefined
-  let at = 0
-  while (at < header.length) {
-    let end = header.indexOf(";", at)
-    if (end === -1) end = header.length
-    const eq = header.indexOf("=", at)
-    if (eq !== -1 && eq < end && header.slice(at, eq).trim() === name) {
-      const v = header.slice(eq + 1, end).trim()
-      return v.length >= 2 && v.startsWith('"') && v.endsWith('"') ? v.slice(1, -1) : v
-    }
-    at = end + 1
-  }
-  return undefined
-}
+import { BufferedSink, DirectSink } from "./ResponseSinks.js"
+import { failureKind, NO, nothingSentKinds, requestSentOf, retryPlanOf, targetResult, type Decision, type RetryPlan } from "./RetryPlan.js"
+import { bufferBody, requestBody, type BodySource } from "./UpstreamBody.js"
 
 /** What the balancer may read of the request (hash keys, sticky cookies). */
 class BalancerView implements BalancerContext {
@@ -309,79 +54,6 @@ class BalancerView implements BalancerContext {
     return cookieValue(this.ctx.header("cookie"), name)
   }
 }
-
-/** A route's retry settings, compiled once per (plan, configuration). */
-interface RetryPlan {
-  readonly policy: RetryPolicy
-  /** The policy used when nothing was sent: at least min(targets, 3) attempts. */
-  readonly failover: RetryPolicy
-  readonly bufferLimit: number
-  readonly headersTimeoutMs: number
-}
-
-const retryPlans = new WeakMap<RoutePlan, RetryPlan>()
-
-const retryPlanOf = (dp: Dataplane, plan: RoutePlan, upstream: UpstreamRuntime): RetryPlan => {
-  const cached = retryPlans.get(plan)
-  if (cached !== undefined) return cached
-  const policy: RetryPolicy = dp.config.routes.find((r) => r.id === plan.id)?.retryPolicy ?? noRetryPolicy
-  const failoverAttempts = Math.min(upstream.targets.length, 3)
-  const perAttempt = policy.perAttemptTimeoutMs ?? 0
-  const read = plan.upstreamTimeoutMs > 0 ? plan.upstreamTimeoutMs : upstream.headersTimeoutMs
-  const compiled: RetryPlan = {
-    policy,
-    failover: policy.maxAttempts >= failoverAttempts ? policy : { ...policy, maxAttempts: failoverAttempts },
-    // Small declared bodies are read whole first (limits.request-buffer-size, nginx-like): one
-    // piece upstream, replayable on failover; a route that retries buffers at least 64 KiB.
-    bufferLimit: plan.bufferRequests
-      ? plan.maxBodySize
-      : Math.min(
-          plan.maxBodySize,
-          policy.maxAttempts > 1 ? Math.max(dp.limits.requestBufferSize, DEFAULT_RETRY_BUFFER_BYTES) : dp.limits.requestBufferSize
-        ),
-    headersTimeoutMs: perAttempt > 0 && (read <= 0 || perAttempt < read) ? perAttempt : read
-  }
-  retryPlans.set(plan, compiled)
-  return compiled
-}
-
-const nothingSentKinds: ReadonlySet<FailureKind> = new Set(["connect-refused", "connect-timeout", "reset-before-send"])
-
-/** Failures of the target's exchange (the client's side, `DownstreamError`, is handled apart). */
-type TargetError = Exclude<ForwardError, DownstreamError>
-
-const failureKind = (e: TargetError): FailureKind => {
-  switch (e._tag) {
-    case "UpstreamConnectFailed":
-    case "UpstreamSaturated":
-      // nothing was sent: another target may take it
-      return "connect-refused"
-    case "UpstreamTimeout":
-      return e.phase === "connect" ? "connect-timeout" : "timeout"
-    case "UpstreamProtocolError":
-      return e.requestSent ? "reset-after-send" : "reset-before-send"
-  }
-}
-
-const requestSentOf = (e: TargetError): boolean =>
-  e._tag === "UpstreamConnectFailed" || e._tag === "UpstreamSaturated" ? false : e.requestSent
-
-const targetResult = (e: TargetError): AttemptResult => {
-  switch (e._tag) {
-    case "UpstreamSaturated":
-      // our own connection limits: the target did nothing wrong
-      return "aborted"
-    case "UpstreamConnectFailed":
-      return "connect-failure"
-    case "UpstreamTimeout":
-      return e.phase === "connect" ? "connect-failure" : "timeout"
-    case "UpstreamProtocolError":
-      return "server-error"
-  }
-}
-
-type Decision = { readonly retry: true; readonly delayMs: number; readonly reason: string } | { readonly retry: false }
-const NO: Decision = { retry: false }
 
 /**
  * One attempt on one target: the sink the exchange writes into (the route's sink, seen
@@ -454,7 +126,7 @@ class Attempt implements ResponseSink {
     this.call.retried(d, this.n, this.body, error)
   }
 
-  private exchangeDone(error: ForwardError | undefined, outcome: ForwardOutcome | undefined): void {
+  private exchangeDone(error: ExchangeError | undefined, outcome: ForwardOutcome | undefined): void {
     const call = this.call
     if (call.current === this) call.current = undefined
     if (call.finished) return
@@ -465,11 +137,11 @@ class Attempt implements ResponseSink {
       this.settle(resultOfStatus(o.status))
       if (this.statusRetry.retry) {
         upstream.observer.failure(upstream.id, routeId, `status_${o.status}`)
-        return this.again(this.statusRetry, new RequestRejected({ status: 502, reason: `upstream_status_${o.status}` }))
+        return this.again(this.statusRetry, new UpstreamBadAnswer({ reason: `upstream_status_${o.status}` }))
       }
       if (o.discarded) {
         this.held?.dispose()
-        return call.finish(new RequestRejected({ status: 502, reason: call.ctx.error ?? "upstream_discarded" }))
+        return call.finish(new UpstreamBadAnswer({ reason: call.ctx.error ?? "upstream_discarded" }))
       }
       const held = this.held
       if (held === undefined) return call.finish(undefined)
@@ -489,7 +161,7 @@ class Attempt implements ResponseSink {
       // our own limit tore the upload down: not the target's fault
       this.settle("aborted")
       this.held?.dispose()
-      return call.finish(new RequestRejected({ status: 413, reason: "body_too_large" }))
+      return call.finish(new BodyTooLarge())
     }
     if (this.statusRetry.retry) {
       // the discarded retryable answer then failed while draining: retry as decided
@@ -523,6 +195,8 @@ class UpstreamCall {
   inProgress: (() => void) | undefined = undefined
   /** The route's breaker admitted this request: exactly one of success, failure or release follows. */
   private breakerHeld = false
+  /** The route's deadline (`policies { timeout-secs }`, the `timeout` filter), armed once in `run`. */
+  private deadline: NodeJS.Timeout | undefined = undefined
 
   constructor(
     readonly ctx: RequestContext,
@@ -538,6 +212,7 @@ class UpstreamCall {
   }
 
   run(): void {
+    if (this.plan.timeoutMs > 0) this.deadline = setTimeout(routeDeadline, this.plan.timeoutMs, this)
     const breaker = this.plan.breaker
     if (breaker !== undefined) {
       if (!breaker.tryAcquire()) {
@@ -568,9 +243,9 @@ class UpstreamCall {
       case "UpstreamProtocolError":
       case "NoHealthyUpstream":
         return b.onFailure()
-      case "RequestRejected":
-        // a retried 5xx answer that stayed one is the upstream's; our own refusals (413) are not
-        return error.reason.startsWith("upstream_") ? b.onFailure() : b.release()
+      case "UpstreamBadAnswer":
+        // a retried 5xx answer that stayed one is the upstream's; a failed response hook is not
+        return error.upstreamFault ? b.onFailure() : b.release()
       default:
         return b.release()
     }
@@ -580,22 +255,31 @@ class UpstreamCall {
     if (this.finished) return
     this.settleBreaker(error, false)
     this.finished = true
+    if (this.deadline !== undefined) clearTimeout(this.deadline)
     this.inProgress = undefined
     this.current = undefined
     this.done(error)
   }
 
-  /** Client gone or outer deadline: abort whatever is in progress; `done` is not called. */
+  /** Client gone: abort whatever is in progress; `done` is not called. */
   cancel(): void {
     if (this.finished) return
     this.settleBreaker(undefined, true)
     this.finished = true
+    if (this.deadline !== undefined) clearTimeout(this.deadline)
     const c = this.inProgress
     const a = this.current
     this.inProgress = undefined
     this.current = undefined
     c?.()
     a?.abort()
+  }
+
+  /** The route's deadline passed: whatever is in progress is aborted (as when the client leaves), then 504. */
+  expired(): void {
+    if (this.finished) return
+    this.cancel()
+    this.done(new RequestTimeout({ phase: "route" }))
   }
 
   decide(attempt: number, body: BodySource, kind: FailureKind, requestSent: boolean, handedOn: boolean, status?: number): Decision {
@@ -673,15 +357,19 @@ class UpstreamCall {
   }
 }
 
+/** The route deadline's timer callback (one function for every call: no closure per request). */
+const routeDeadline = (call: UpstreamCall): void => call.expired()
+
 /**
  * Forward to the upstream: select, send, and retry while policy, safety and
- * budget allow. `done` is called exactly once (undefined = the response went
- * to the client) unless the returned cancel function is called first (client
- * gone, outer deadline), which aborts whatever is in progress: a body read, a
- * backoff timer or an exchange (reported to its target as "aborted").
+ * budget allow, within the route's deadline. `done` is called exactly once
+ * (undefined = the response went to the client; `RequestTimeout` at the route
+ * deadline) unless the returned cancel function is called first (client gone),
+ * which aborts whatever is in progress: a body read, a backoff timer or an
+ * exchange (reported to its target as "aborted").
  *
- * Plain callbacks, the hot path (DESIGN.md §2); `proxyToUpstream` is the same
- * stage as one `Effect.async` for Effect compositions.
+ * Plain callbacks, the hot path (DESIGN.md §2); `proxyToUpstream` wraps it for
+ * requests that already run as a fiber.
  */
 export const runUpstream = (
   ctx: RequestContext,
@@ -696,7 +384,7 @@ export const runUpstream = (
   return () => call.cancel()
 }
 
-/** The upstream stage as one `Effect.async`; interruption cancels it. */
+/** `runUpstream` for a request that already runs as a fiber: one `Effect.async`; interruption cancels it. */
 export const proxyToUpstream = (
   ctx: RequestContext,
   draining: () => boolean,
@@ -710,11 +398,3 @@ export const proxyToUpstream = (
     )
     return Effect.sync(cancel)
   })
-
-export const withDeadline = (effect: Effect.Effect<void, ProxyError>, plan: RoutePlan): Effect.Effect<void, ProxyError> =>
-  plan.timeoutMs > 0
-    ? Effect.timeoutFail(effect, {
-        duration: plan.timeoutMs,
-        onTimeout: (): ProxyError => new RequestTimeout({ phase: "route" })
-      })
-    : effect

@@ -40,8 +40,9 @@ import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import * as os from "node:os"
 import type { Registry } from "prom-client"
-import { formatErrorLine } from "../observability/Logs.js"
-import { ClusterMetrics, collectClusterMetrics, installWorkerMetricsResponder } from "../observability/Metrics.js"
+import { formatErrorLine } from "../observability/ErrorLine.js"
+import { ClusterMetrics } from "../observability/Metrics.js"
+import { collectClusterMetrics, installWorkerMetricsResponder } from "../observability/ClusterIpc.js"
 import { newTicketKeys, setTicketKeys, TICKET_KEY_ROTATION_MS, TICKET_KEYS_ENV } from "./TicketKeys.js"
 
 // ---------------------------------------------------------------------------

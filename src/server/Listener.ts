@@ -23,14 +23,18 @@ import type * as http2 from "node:http2"
 import * as https from "node:https"
 import type { Socket } from "node:net"
 import type { TLSSocket } from "node:tls"
-import { Data, Duration, Effect, Runtime, Scope } from "effect"
+import { Data, Effect, Runtime, Scope } from "effect"
 import type { LimitsConfig, ListenerConfig } from "../config/Schema.js"
-import { errorBody, statusText } from "../pipeline/ErrorResponse.js"
-import { Admission, ConnectionTracker, defaultAdmissionConfig, type AdmissionConfig, type ConnectionLimits } from "./Admission.js"
-import { isClosing, markClosing, validationConfigFor } from "./EdgePolicy.js"
-import { markCut } from "./ListenerCut.js"
-import { nodeServerOptionsFor } from "./RequestValidation.js"
-import { onResponseClose } from "./ResponseClose.js"
+import { errorAnswer } from "../pipeline/ErrorResponse.js"
+import { Overloaded } from "../pipeline/Errors.js"
+import { Admission, ConnectionTracker } from "./Admission.js"
+import { isClosing, markClosing, type ClientRejection } from "../pipeline/Connection.js"
+import { handleClientError } from "./ClientErrors.js"
+import { answerBytes, METHOD_CONNECT, rawAnswer, writeAnswer } from "./ListenerAnswers.js"
+import { admissionConfigFor, connectionLimitsFor, listenerTimeouts } from "./ListenerSettings.js"
+import { OpenConnections, startWriteSweep, watchBody, type OpenConnection } from "./SlowClients.js"
+import { nodeServerOptionsFor, validationConfigFor } from "../pipeline/validate/Settings.js"
+import { onResponseClose } from "../http/ResponseClose.js"
 import { sniffPreface, startHttp2 } from "./Http2.js"
 import { isHttp2Message } from "../http/Response.js"
 import { onTicketKeys, ticketKeys } from "./TicketKeys.js"
@@ -41,41 +45,6 @@ export class ListenerBindFailed extends Data.TaggedError("ListenerBindFailed")<{
   readonly address: string
   readonly message: string
 }> {}
-
-/**
- * Where a refusal was decided, which says what is known about it and where it is logged
- * (App.ts / AccessLog.ts `makeRejectionLog`, nginx's split):
- * - `connection`: a connection refused at accept (connection limits), or one closed because
- *   it stopped reading its response (slow read; the request being answered, if any, is
- *   logged by the pipeline with this reason) -> error log;
- * - `head`: a request head refused by the parser or whose head deadline expired; `rawPacket`
- *   holds the bytes being parsed when they reliably start at its request line -> access log;
- * - `request`: a complete head refused before the pipeline (CONNECT, in-flight admission);
- *   `req` is set -> access log;
- * - `in-flight`: a request the pipeline already has cut short by a body deadline or a broken
- *   body; `req` is set -> error log. The pipeline logs that request's access line, with this
- *   status and reason (`markCut`, ListenerCut.ts).
- */
-export type RejectionStage = "connection" | "head" | "request" | "in-flight"
-
-/** A request or connection refused (or cut short) by the listener, with what is known of it. */
-export interface ClientRejection {
-  readonly listener: string
-  /** Status answered (or that would have been, when the connection could only be closed). */
-  readonly status: number
-  /** Machine-readable reason: the `rejected{reason}` label and the access log's `error`. */
-  readonly reason: string
-  readonly clientIp: string
-  readonly stage: RejectionStage
-  /** The parsed request, when there is one. */
-  readonly req?: http.IncomingMessage | undefined
-  /** The parser's input at the error, only when it starts at the refused request's line. */
-  readonly rawPacket?: Buffer | undefined
-  /** How long the client had when the decision was made (a deadline's length); 0/absent = at once. */
-  readonly durationMs?: number | undefined
-  /** Body bytes of the answer written (the JSON error body). */
-  readonly bytesSent?: number | undefined
-}
 
 /** What a TLS listener needs of its certificates (built by `Tls.ts` from the listener's `tls` block). */
 export interface ListenerTls {
@@ -122,13 +91,6 @@ export interface ListenerHandle {
   readonly drain: (graceMs: number) => Promise<void>
 }
 
-const CLIENT_ERRORS: Record<string, readonly [number, string]> = {
-  HPE_HEADER_OVERFLOW: [431, "header_too_large"],
-  ERR_HTTP_REQUEST_TIMEOUT: [408, "request_timeout"],
-  HPE_HEADERS_TIMEOUT: [408, "headers_timeout"],
-  ERR_HTTP_HEADERS_TIMEOUT: [408, "headers_timeout"]
-}
-
 /** The TCP socket under a server-side TLS socket (node keeps it as `_parent`), else the socket itself. */
 const tcpSocketOf = (socket: Socket): Socket => (socket as unknown as { _parent?: Socket })._parent ?? socket
 
@@ -146,102 +108,6 @@ export const tlsErrorReason = (err: NodeJS.ErrnoException): string => {
   return "other"
 }
 
-/** Body bytes of `rawAnswer(status, reason)` (for the log line; refusal paths only). */
-const answerBytes = (status: number, reason: string): number => Buffer.byteLength(errorBody(status, reason, "-"))
-
-const rawAnswer = (status: number, reason: string, extra = ""): string => {
-  const body = errorBody(status, reason, "-")
-  return (
-    `HTTP/1.1 ${status} ${statusText(status)}\r\n` +
-    `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n` +
-    body
-  )
-}
-
-/** `limits {…}` -> admission settings (defaults documented in Schema.ts / Admission.ts). */
-export const admissionConfigFor = (limits: LimitsConfig): AdmissionConfig => ({
-  maxInFlight: limits.maxInFlightRequests,
-  queueSize: limits.inFlightQueueSize ?? defaultAdmissionConfig.queueSize,
-  queueTimeoutMs:
-    limits.inFlightQueueTimeout === undefined ? defaultAdmissionConfig.queueTimeoutMs : Duration.toMillis(limits.inFlightQueueTimeout)
-})
-
-export const connectionLimitsFor = (limits: LimitsConfig): ConnectionLimits => ({
-  maxTotal: limits.maxTotalConnections,
-  maxPerClient: limits.maxConnectionsPerClient
-})
-
-/** Timer settings of one listener, in milliseconds (0 = off). */
-export interface ListenerTimeouts {
-  readonly headerMs: number
-  readonly requestMs: number
-  readonly bodyIdleMs: number
-  readonly writeMs: number
-  readonly keepAliveMs: number
-  /** How often node's header/request deadlines and our write deadline are checked. */
-  readonly checkMs: number
-}
-
-const ms = (d: Duration.Duration | undefined, fallback: number): number => (d === undefined ? fallback : Duration.toMillis(d))
-
-export const listenerTimeouts = (config: ListenerConfig): ListenerTimeouts => {
-  const requestMs = ms(config.requestTimeout, 60_000)
-  let headerMs = ms(config.headerTimeout, 10_000)
-  // node refuses headersTimeout > requestTimeout; the head is part of the request anyway
-  if (requestMs > 0 && (headerMs === 0 || headerMs > requestMs)) headerMs = requestMs
-  const bodyIdleMs = ms(config.bodyIdleTimeout, 30_000)
-  const writeMs = ms(config.writeTimeout, 30_000)
-  const shortest = Math.min(...[headerMs, requestMs, bodyIdleMs, writeMs].filter((n) => n > 0), 2000)
-  return {
-    headerMs,
-    requestMs,
-    bodyIdleMs,
-    writeMs,
-    keepAliveMs: ms(config.keepaliveTimeout, 75_000),
-    checkMs: Math.max(50, Math.min(500, Math.floor(shortest / 4)))
-  }
-}
-
-/** One open connection: its slow-read watch and its place in `OpenConnections`. */
-interface OpenConnection {
-  readonly socket: Socket
-  /** Bytes the socket had flushed at the last check. */
-  flushed: number
-  /** When the pending output stopped making progress (0 = it is making progress). */
-  stalledSince: number
-  index: number
-}
-
-/**
- * The listener's open connections: an array with swap-remove, O(1) both ways. Not a `Set` or
- * `Map`: measured on node 20 (V8 11.3), a hash table with one add and one delete per
- * connection kept closed sockets reachable for the young-generation GC, so under connection
- * churn (no keep-alive) every connection's objects were copied and promoted (3.5 MB per
- * scavenge at 3.6k connections/s).
- */
-class OpenConnections {
-  private readonly list: Array<OpenConnection> = []
-
-  add(socket: Socket): OpenConnection {
-    const c: OpenConnection = { socket, flushed: 0, stalledSince: 0, index: this.list.length }
-    this.list.push(c)
-    return c
-  }
-
-  remove(c: OpenConnection): void {
-    const last = this.list.pop()!
-    if (last !== c) {
-      this.list[c.index] = last
-      last.index = c.index
-    }
-    c.index = -1
-  }
-
-  /** A copy: callers may close connections while they go through it. */
-  all(): Array<OpenConnection> {
-    return this.list.slice()
-  }
-}
 
 export const startListener = (
   config: ListenerConfig,
@@ -261,7 +127,7 @@ export const startListener = (
       headersTimeout: t.headerMs,
       keepAliveTimeout: t.keepAliveMs,
       connectionsCheckingInterval: t.checkMs,
-      // parser settings of the edge policy (RequestValidation.ts says why)
+      // parser settings of the edge policy (pipeline/validate/Settings.ts says why)
       insecureHTTPParser: nodeOptions.insecureHTTPParser,
       requireHostHeader: nodeOptions.requireHostHeader,
       joinDuplicateHeaders: false,
@@ -339,11 +205,12 @@ export const startListener = (
       const refusal = connections.tryOpen(ip)
       if (refusal !== undefined) {
         refused.add(socket)
-        hooks.onClientError({ listener: config.id, status: 503, reason: refusal, clientIp: ip, stage: "connection" })
+        const overloaded = errorAnswer(new Overloaded({ reason: refusal }))
+        hooks.onClientError({ listener: config.id, status: overloaded.status, reason: refusal, clientIp: ip, stage: "connection" })
         socket.on("error", () => socket.destroy())
         // an HTTP answer means nothing before a TLS handshake: just close
         if (protocol === "https") return void socket.destroy()
-        socket.end(rawAnswer(503, refusal, "retry-after: 1\r\n"))
+        socket.end(rawAnswer(overloaded))
         // do not wait for the client to read: a flood must not hold sockets open
         const timer = setTimeout(() => socket.destroy(), 1000)
         socket.once("close", () => clearTimeout(timer))
@@ -372,197 +239,29 @@ export const startListener = (
       })
     }
 
-    server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
-      if (tlsFailed.has(socket)) {
-        socket.destroy()
-        return
-      }
-      const known = CLIENT_ERRORS[err.code ?? ""]
-      const [status, reason] = known ?? [400, "bad_request"]
-      if (err.code === "ECONNRESET" || !socket.writable || refused.has(socket)) {
-        socket.destroy()
-        return
-      }
-      // after a refusal on this connection, whatever follows is not answered again
-      const alreadyClosing = isClosing(socket)
-      markClosing(socket)
-      const answer = alreadyClosing ? "" : rawAnswer(status, reason)
-      // a head deadline: the client had the whole header timeout (node checks every checkMs)
-      const waited = status === 408 ? t.headerMs : 0
-      const pending = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage
-      if (pending === null || pending === undefined || pending.writableFinished) {
-        if (!alreadyClosing) {
-          // Nothing pending on the connection: the chunk being parsed starts at this request's
-          // line (or at a later chunk of its head, which `rawPacket` readers must tolerate).
-          const rawPacket = (err as { rawPacket?: unknown }).rawPacket
-          hooks.onClientError({
-            listener: config.id,
-            status,
-            reason,
-            clientIp: socket.remoteAddress ?? "",
-            stage: "head",
-            rawPacket: Buffer.isBuffer(rawPacket) ? rawPacket : undefined,
-            durationMs: waited,
-            bytesSent: answerBytes(status, reason)
-          })
-        }
-        socket.end(answer)
-        return
-      }
-      const current = (pending as { req?: http.IncomingMessage }).req
-      if (status === 408 || (current !== undefined && !current.complete)) {
-        // a request whose body is still arriving is the pipeline's: it logs that request
-        const owned = current !== undefined && !current.complete
-        if (!alreadyClosing) {
-          hooks.onClientError({
-            listener: config.id,
-            status,
-            reason,
-            clientIp: socket.remoteAddress ?? "",
-            stage: owned ? "in-flight" : "head",
-            req: owned ? current : undefined,
-            durationMs: status === 408 ? (owned ? t.requestMs : t.headerMs) : 0,
-            bytesSent: pending.headersSent ? 0 : answerBytes(status, reason)
-          })
-        }
-        // The error is in the request being answered (its body, or its deadline). If its answer
-        // has not started, the raw answer is its answer; closing the socket then interrupts the
-        // pipeline, which aborts the upstream exchange (never completed with a broken body) and
-        // logs the request with this status and reason; a body ended by the client's FIN is
-        // the client leaving first (499).
-        const answering = !pending.headersSent && !alreadyClosing
-        if (err.code !== "HPE_INVALID_EOF_STATE") {
-          markCut(socket, {
-            status,
-            reason,
-            // a later head's deadline (not owned) has its own access line, with the answer's bytes
-            answered: answering && owned ? pending : undefined,
-            bytesSent: answering && owned ? answerBytes(status, reason) : 0
-          })
-        }
-        if (answering) socket.end(answer)
-        else socket.destroy()
-        return
-      }
-      // Garbage pipelined behind a request still being answered: a raw answer now would be
-      // taken as that request's response (desync). Let it finish, then refuse and close.
-      if (!alreadyClosing) {
-        hooks.onClientError({ listener: config.id, status, reason, clientIp: socket.remoteAddress ?? "", stage: "head" })
-      }
-      pending.once("finish", () => {
-        if (socket.writable) socket.end(answer)
-      })
-      pending.once("close", () => {
-        if (!pending.writableFinished) socket.destroy()
-      })
-    })
+    server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) =>
+      handleClientError(err, socket, { listenerId: config.id, t, onClientError: hooks.onClientError, refused, tlsFailed })
+    )
+
 
     // CONNECT never reaches the request handler in node (it is an upgrade); without a listener
     // the socket would just be dropped. A reverse proxy does not tunnel: 405 (nginx).
     server.on("connect", (req: http.IncomingMessage, socket: Socket) => {
       hooks.onClientError({
         listener: config.id,
-        status: 405,
-        reason: "method_connect",
+        status: METHOD_CONNECT.status,
+        reason: METHOD_CONNECT.reason,
         clientIp: socket.remoteAddress ?? "",
         stage: "request",
         req,
-        bytesSent: answerBytes(405, "method_connect")
+        bytesSent: answerBytes(METHOD_CONNECT)
       })
       socket.on("error", () => socket.destroy())
-      socket.end(rawAnswer(405, "method_connect", "allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"))
+      socket.end(rawAnswer(METHOD_CONNECT, "allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"))
     })
 
-    // Slow read: a connection whose pending output does not move for `writeMs` is abandoned.
-    // State is kept per connection (long-lived), not per request: a per-request map entry
-    // made every request's objects outlive young-generation collections (measured: scavenges
-    // of 60-80 ms promoting ~10 MB each at 6k req/s, versus 1-2 ms without).
-    const sweep =
-      t.writeMs > 0
-        ? setInterval(() => {
-            const now = Date.now()
-            for (const w of connectionsOpen.all()) {
-              const socket = w.socket
-              if (socket.destroyed) continue
-              const pending = socket.writableLength
-              if (pending === 0) {
-                w.stalledSince = 0
-                continue
-              }
-              const flushed = socket.bytesWritten - pending
-              if (flushed !== w.flushed || w.stalledSince === 0) {
-                w.flushed = flushed
-                w.stalledSince = now
-                continue
-              }
-              if (now - w.stalledSince >= t.writeMs) {
-                // the response being written (and any queued behind it) is logged by the pipeline
-                // with the status already sent and this reason
-                markCut(socket, { status: 408, reason: "write_timeout", answered: undefined, bytesSent: 0 })
-                hooks.onClientError({
-                  listener: config.id,
-                  status: 408,
-                  reason: "write_timeout",
-                  clientIp: socket.remoteAddress ?? "",
-                  stage: "connection",
-                  durationMs: now - w.stalledSince
-                })
-                socket.destroy()
-              }
-            }
-          }, t.checkMs)
-        : undefined
-    sweep?.unref()
+    const sweep = startWriteSweep(config.id, t, connectionsOpen, hooks.onClientError)
     yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(sweep)))
-
-    /** Slow POST: the socket's inactivity timer runs while the body is being received. */
-    const watchBody = (req: http.IncomingMessage, res: http.ServerResponse, socket: Socket) => {
-      const te = req.headers["transfer-encoding"]
-      const cl = req.headers["content-length"]
-      if (te === undefined && (cl === undefined || cl === "0")) return
-      const onTimeout = () => {
-        if (req.complete || res.writableEnded) return
-        // We are the ones not reading (back-pressure from the upstream): not the client's fault.
-        if (req.readableLength > 0) {
-          socket.setTimeout(t.bodyIdleMs)
-          return
-        }
-        hooks.onClientError({
-          listener: config.id,
-          status: 408,
-          reason: "body_idle_timeout",
-          clientIp: socket.remoteAddress ?? "",
-          stage: "in-flight",
-          req,
-          durationMs: t.bodyIdleMs
-        })
-        markClosing(socket)
-        if (!res.headersSent) {
-          const body = errorBody(408, "body_idle_timeout", "-")
-          try {
-            res.shouldKeepAlive = false
-            res.writeHead(408, { "content-type": "application/json", "content-length": Buffer.byteLength(body), connection: "close" })
-            // this 408 is the request's answer: the pipeline logs it (ListenerCut.ts)
-            markCut(socket, { status: 408, reason: "body_idle_timeout", answered: res, bytesSent: Buffer.byteLength(body) })
-            res.end(body, () => socket.destroy())
-            const timer = setTimeout(() => socket.destroy(), 1000)
-            socket.once("close", () => clearTimeout(timer))
-            return
-          } catch {
-            // fall through
-          }
-        }
-        markCut(socket, { status: 408, reason: "body_idle_timeout", answered: undefined, bytesSent: 0 })
-        socket.destroy()
-      }
-      // A listener on res stops node's default (destroy on socket timeout) during this request.
-      res.on("timeout", onTimeout)
-      socket.setTimeout(t.bodyIdleMs)
-      req.once("end", () => {
-        // node arms its keep-alive timer when the response finishes; never clear that one
-        if (!res.writableFinished) socket.setTimeout(0)
-      })
-    }
 
     const handle: ListenerHandle = {
       id: config.id,
@@ -692,32 +391,25 @@ export const startListener = (
       admitAndHandle(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse)
     const queueTimeoutMs = admissionConfigFor(limits).queueTimeoutMs
     const refuse = (req: http.IncomingMessage, res: http.ServerResponse, reason: string) => {
+      const answer = errorAnswer(new Overloaded({ reason }))
       hooks.onClientError({
         listener: config.id,
-        status: 503,
+        status: answer.status,
         reason,
         clientIp: req.socket.remoteAddress ?? "",
         stage: "request",
         req,
         // a queue timeout waited the whole queue deadline; a full queue refuses at once
         durationMs: reason === "in_flight_queue_timeout" ? queueTimeoutMs : 0,
-        bytesSent: res.headersSent || res.destroyed ? 0 : answerBytes(503, reason)
+        bytesSent: res.headersSent || res.destroyed ? 0 : answerBytes(answer)
       })
       if (res.headersSent || res.destroyed) return
-      const body = errorBody(503, reason, "-")
-      const h2req = isHttp2Message(req)
-      const head: http.OutgoingHttpHeaders = {
-        "content-type": "application/json",
-        "content-length": Buffer.byteLength(body),
-        "retry-after": "1"
-      }
-      if (!h2req) {
+      const h1 = !isHttp2Message(req)
+      if (h1) {
         res.shouldKeepAlive = false
         markClosing(req.socket)
-        head.connection = "close"
       }
-      res.writeHead(503, head)
-      res.end(body)
+      res.end(writeAnswer(res, answer, h1))
     }
 
     /** A request's response closed: one fewer in flight (drain waits for none). */
@@ -743,7 +435,7 @@ export const startListener = (
       // pipelined behind a refused request: never served (node closes after the refusal)
       if (isClosing(socket)) return
       if (res.socket === null) settleQueuedOnClose(res, socket)
-      if (t.bodyIdleMs > 0) watchBody(req, res, socket)
+      if (t.bodyIdleMs > 0) watchBody(req, res, socket, config.id, t, hooks.onClientError)
       admitAndHandle(req, res)
     })
 

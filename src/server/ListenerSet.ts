@@ -18,8 +18,9 @@ import { MetricsService } from "../observability/Metrics.js"
 import { Logs } from "../observability/ProxyLogs.js"
 import { RequestPath } from "../pipeline/RequestPath.js"
 import { Admission, ConnectionTracker } from "./Admission.js"
-import { admissionConfigFor, connectionLimitsFor, ListenerBindFailed, startListener, type ListenerHandle } from "./Listener.js"
-import { loadListenerTls, type ListenerTls } from "./Tls.js"
+import { ListenerBindFailed, startListener, type ListenerHandle } from "./Listener.js"
+import { admissionConfigFor, connectionLimitsFor } from "./ListenerSettings.js"
+import { loadListenerTls, type ListenerTls } from "../tls/Certificates.js"
 import { callbackLogger } from "../upstream/UpstreamSet.js"
 
 export interface BoundAddress {

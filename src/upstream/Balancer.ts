@@ -169,23 +169,28 @@ export interface Picked {
 }
 
 /**
- * Runs the balancer and returns the first eligible candidate, or undefined (all candidates
- * ineligible: the caller answers 503). `eligible()` is called lazily, in order, so a half-open
- * probe slot is only taken on the target actually chosen.
+ * Runs the balancer and returns the first eligible candidate not in `tried` (the targets a
+ * retry already used), falling back to a tried one when every untried candidate is
+ * ineligible; undefined when none is eligible (the caller answers 503). `eligible()` is called
+ * lazily, in order, so a half-open probe slot is only taken on the target actually chosen.
+ * The upstream stage selects with this (`Upstreams.ts` `select`).
  */
 export const pick = (
   balancer: Balancer,
   ctx: BalancerContext,
   targets: ReadonlyArray<TargetView>,
-  max: number = targets.length
+  max: number = targets.length,
+  tried: ReadonlyArray<number> = []
 ): Picked | undefined => {
-  for (const i of balancer.select(ctx, targets, max)) {
-    if (targets[i].eligible()) {
-      const setCookie = balancer.onPicked(ctx, targets, i)
-      return setCookie === undefined ? { index: i } : { index: i, setCookie }
-    }
-  }
+  const order = balancer.select(ctx, targets, max)
+  for (const i of order) if (!tried.includes(i) && targets[i].eligible()) return picked(balancer, ctx, targets, i)
+  if (tried.length > 0) for (const i of order) if (tried.includes(i) && targets[i].eligible()) return picked(balancer, ctx, targets, i)
   return undefined
+}
+
+const picked = (balancer: Balancer, ctx: BalancerContext, targets: ReadonlyArray<TargetView>, i: number): Picked => {
+  const setCookie = balancer.onPicked(ctx, targets, i)
+  return setCookie === undefined ? { index: i } : { index: i, setCookie }
 }
 
 const live = (t: TargetView) => t.weight > 0

@@ -13,7 +13,6 @@
  *   its slot forever: `release()` gives it back, and a slot older than `probeTimeoutMs` is
  *   reclaimed.
  */
-import { Cause, Data, Effect, Exit } from "effect"
 
 export type CircuitState = "closed" | "open" | "half-open"
 
@@ -258,33 +257,3 @@ export class CircuitBreaker {
     this.notify(before, "closed")
   }
 }
-
-/** The breaker refused the call (open, or half-open with its probes taken). */
-export class CircuitOpen extends Data.TaggedError("CircuitOpen")<{
-  /** Label of the guarded thing (upstream target, agent). */
-  readonly name: string
-  readonly state: CircuitState
-}> {
-  readonly retryable = true
-}
-
-/**
- * Wraps an effect with a breaker (for cold paths and agents; the request path calls the
- * methods directly). Success -> `onSuccess`; a failure `isFailure` accepts (default: all)
- * -> `onFailure`; other failures, defects and interruption -> `release` (not the target's
- * fault, and the probe slot must come back).
- */
-export const withCircuit =
-  <E>(breaker: CircuitBreaker, name: string, isFailure: (e: E) => boolean = () => true) =>
-  <A, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | CircuitOpen, R> =>
-    Effect.suspend((): Effect.Effect<A, E | CircuitOpen, R> => {
-      if (!breaker.tryAcquire()) return Effect.fail(new CircuitOpen({ name, state: breaker.state }))
-      return Effect.onExit(self, (exit) =>
-        Effect.sync(() => {
-          if (Exit.isSuccess(exit)) return breaker.onSuccess()
-          const failure = Cause.failureOption(exit.cause)
-          if (failure._tag === "Some" && isFailure(failure.value)) return breaker.onFailure()
-          breaker.release()
-        })
-      )
-    })

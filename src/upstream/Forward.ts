@@ -1,29 +1,21 @@
 /**
- * One upstream exchange: a single `Effect.async` around undici's `dispatch`
- * that owns its deadlines (headers, write, body idle, total) and its abort, as DESIGN.md §2
- * asks for the hot path. The response streams into a `ResponseSink` with
+ * One upstream exchange on plain callbacks around undici's `dispatch` (`startExchange`): it
+ * owns its deadlines (headers, write, body idle, total) and its abort, as DESIGN.md §2 asks
+ * for the hot path. The response streams into a `ResponseSink` with
  * back-pressure both ways; interruption (client gone, outer deadline) aborts
  * the upstream request and clears every timer.
  */
-import { Effect } from "effect"
 import type { Dispatcher } from "undici"
 import type { Readable } from "node:stream"
 import {
   DownstreamError,
+  type ExchangeError,
   UpstreamConnectFailed,
   UpstreamProtocolError,
   UpstreamSaturated,
   UpstreamTimeout
-} from "../pipeline/Errors.js"
+} from "./Errors.js"
 import type { GateWaiter, PoolGate } from "./PoolGate.js"
-
-/**
- * How an exchange failed. The upstream's faults (connect, timeout, protocol) count against
- * its target; `UpstreamSaturated` (our own connection limits: nothing was sent) and
- * `DownstreamError` (the client's side: a slow reader, a response that could not be written)
- * never do.
- */
-export type ForwardError = UpstreamConnectFailed | UpstreamTimeout | UpstreamProtocolError | UpstreamSaturated | DownstreamError
 
 export interface ForwardRequest {
   readonly method: string
@@ -115,7 +107,7 @@ const CONNECT_CODES: Record<string, UpstreamConnectFailed["reason"]> = {
 }
 
 /** Map an undici/socket error onto the typed upstream failures. */
-export const classifyUpstreamError = (ref: TargetRef, err: unknown, headersSeen: boolean): ForwardError => {
+export const classifyUpstreamError = (ref: TargetRef, err: unknown, headersSeen: boolean): ExchangeError => {
   const e = err as { code?: string; message?: string; name?: string }
   const code = e?.code ?? ""
   const message = e?.message ?? String(err)
@@ -145,7 +137,7 @@ export const classifyUpstreamError = (ref: TargetRef, err: unknown, headersSeen:
 }
 
 /** Called exactly once per exchange: an error, or the outcome. */
-export type ExchangeDone = (error: ForwardError | undefined, outcome: ForwardOutcome | undefined) => void
+export type ExchangeDone = (error: ExchangeError | undefined, outcome: ForwardOutcome | undefined) => void
 
 type Phase = "headers" | "write" | "body-idle"
 
@@ -282,7 +274,7 @@ class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle, GateWaiter
     else if (was === Admission.Waiting) this.gate!.remove(this)
   }
 
-  private finish(error: ForwardError | undefined, outcome?: ForwardOutcome): void {
+  private finish(error: ExchangeError | undefined, outcome?: ForwardOutcome): void {
     if (this.done) return
     this.done = true
     this.clearTimers()
@@ -502,27 +494,11 @@ class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle, GateWaiter
 }
 
 /**
- * Send one request through `dispatcher` and stream the answer into `sink`;
- * `onDone` reports the outcome or a typed upstream error exactly once.
- * Returns a cancel function (client gone, outer deadline): it aborts the
- * exchange and clears every timer, and `onDone` is not called afterwards.
- *
- * Plain callbacks, because this is the hot path (DESIGN.md §2); `forward` is
- * the same exchange as one `Effect.async`.
+ * Send one request through `dispatcher` and stream the answer into `sink`; `onDone` reports
+ * the outcome or a typed upstream error exactly once. Returns the exchange itself (no closure)
+ * as the handle to cancel it (client gone, the route's deadline): that aborts the exchange and
+ * clears every timer, and `onDone` is not called afterwards.
  */
-export const exchange = (
-  dispatcher: Dispatcher,
-  ref: TargetRef,
-  request: ForwardRequest,
-  sink: ResponseSink,
-  onDone: ExchangeDone,
-  gate?: PoolGate
-): (() => void) => {
-  const x = startExchange(dispatcher, ref, request, sink, onDone, gate)
-  return () => x.cancel()
-}
-
-/** `exchange`, returning the exchange itself (no closure) as the handle to cancel it. */
 export const startExchange = (
   dispatcher: Dispatcher,
   ref: TargetRef,
@@ -536,26 +512,3 @@ export const startExchange = (
   x.start()
   return x
 }
-
-/**
- * `exchange` as one `Effect.async`: succeeds when the response completed,
- * fails with a typed upstream error; interruption cancels the exchange.
- */
-export const forward = (
-  dispatcher: Dispatcher,
-  ref: TargetRef,
-  request: ForwardRequest,
-  sink: ResponseSink,
-  gate?: PoolGate
-): Effect.Effect<ForwardOutcome, ForwardError> =>
-  Effect.async<ForwardOutcome, ForwardError>((resume) => {
-    const cancel = exchange(
-      dispatcher,
-      ref,
-      request,
-      sink,
-      (error, outcome) => resume(error !== undefined ? Effect.fail(error) : Effect.succeed(outcome!)),
-      gate
-    )
-    return Effect.sync(cancel)
-  })

@@ -4,9 +4,9 @@
  * `TargetView`, so `pick(balancer, ctx, targets)` works on it directly.
  *
  * Protocol for one attempt (plain calls, no Effect, request path):
- *   const picked = pick(balancer, ctx, targets)   // eligible() may take a half-open probe slot
+ *   const picked = pick(balancer, ctx, targets, n, tried)   // eligible() may take a half-open probe slot
  *   const t = targets[picked.index]; t.begin()
- *   ... forward ...
+ *   ... the exchange (Forward.ts) ...
  *   t.end(outcome, latencyMs)                      // exactly once
  */
 import type { TargetView } from "./Balancer.js"

@@ -17,7 +17,7 @@
  */
 import { Duration, Effect, ExecutionStrategy, Exit, Scope } from "effect"
 import type { UpstreamConfig } from "../config/Schema.js"
-import { makeBalancer, type Balancer, type BalancerContext } from "./Balancer.js"
+import { makeBalancer, pick, type Balancer, type BalancerContext, type Picked } from "./Balancer.js"
 import { type CircuitState, CircuitBreaker } from "./Circuit.js"
 import type { DnsCache } from "./Dns.js"
 import {
@@ -97,7 +97,7 @@ export interface UpstreamRuntime {
    * The first eligible candidate not in `tried` (falls back to a tried one when every
    * untried candidate is ineligible), or undefined: no target can take the request.
    */
-  readonly select: (ctx: BalancerContext, tried: ReadonlyArray<number>) => { index: number; setCookie?: string } | undefined
+  readonly select: (ctx: BalancerContext, tried: ReadonlyArray<number>) => Picked | undefined
   /** Lets go of this runtime's pools (a pool taken over by a newer runtime stays open) and stops its health checks. */
   readonly close: (graceMs: number) => Promise<void>
 }
@@ -179,17 +179,7 @@ export const makeUpstreamRuntime = (
     ? previous.budget
     : new RetryBudget(config.retryBudget, now)
 
-  const chosen = (ctx: BalancerContext, i: number) => {
-    const setCookie = balancer.onPicked(ctx, states, i)
-    return setCookie === undefined ? { index: i } : { index: i, setCookie }
-  }
-  const select: UpstreamRuntime["select"] = (ctx, tried) => {
-    const order = balancer.select(ctx, states, states.length)
-    // eligible() is evaluated lazily, in order: a half-open probe slot is only taken on the winner
-    for (const i of order) if (!tried.includes(i) && states[i].eligible()) return chosen(ctx, i)
-    if (tried.length > 0) for (const i of order) if (tried.includes(i) && states[i].eligible()) return chosen(ctx, i)
-    return undefined
-  }
+  const select: UpstreamRuntime["select"] = (ctx, tried) => pick(balancer, ctx, states, states.length, tried)
 
   const recoveryMs = Math.min(
     config.circuitBreaker.openTimeoutMs,

@@ -1,4 +1,5 @@
 import { Effect, Exit, Scope } from "effect"
+import { callbackAsEffect } from "../../src/pipeline/Stage.js"
 import * as path from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { type AgentConfig, agentConfig, type AgentFilterRef } from "../../src/agents/AgentConfig.js"
@@ -65,7 +66,7 @@ let n = 0
 const ctxOf = (extra: Partial<PhaseContext> = {}): PhaseContext => ({ traceId: `t-${process.pid}-${++n}`, routeId: "r1", ...extra })
 
 const headersPhase = (manager: Awaited<ReturnType<typeof setup>>["manager"], filters: Array<AgentFilterRef>, ctx = ctxOf(), headers: Record<string, Array<string>> = {}) =>
-  Effect.runPromise(manager.runRequestHeaders(filters, requestHeadersEvent(headers, ctx.traceId), ctx))
+  Effect.runPromise(callbackAsEffect((done: (d: AgentDecision) => void) => manager.startRequestHeaders(filters, requestHeadersEvent(headers, ctx.traceId), ctx, done)))
 
 const respond = (d: AgentDecision) => {
   if (d._tag !== "Respond") throw new Error(`expected Respond, got ${JSON.stringify(d)}`)
@@ -294,7 +295,7 @@ describe("agent Manager: body, response and completion phases", () => {
       { id: "rb", args: ["--mode", "replace-body"], config: { events: ["request_body"] } },
       { id: "hdr", args: ["--mode", "allow"], config: { events: ["request_headers"] } }
     ])
-    const d = cont(await Effect.runPromise(manager.runRequestBody(refs("rb", "hdr"), Buffer.from("secret=1"), ctxOf())))
+    const d = cont(await Effect.runPromise(callbackAsEffect((done: (d: AgentDecision) => void) => manager.startRequestBody(refs("rb", "hdr"), Buffer.from("secret=1"), ctxOf(), done))))
     expect(d.body?.toString()).toBe("replaced by rawAgent")
     const frame = await byId.rb.proc!.waitFor((l) => l.event === "frame")
     expect(frame.type).toBe(0x11)
@@ -310,10 +311,10 @@ describe("agent Manager: body, response and completion phases", () => {
       { id: "cap", args: ["--mode", "allow"], config: { events: ["request_body", "response_body"], maxRequestBodyBytes: 4, maxResponseBodyBytes: 4 } }
     ])
     const big = Buffer.from("0123456789")
-    const closed = respond(await Effect.runPromise(manager.runRequestBody(refs({ agent: "cap", failureMode: "closed" }), big, ctxOf())))
+    const closed = respond(await Effect.runPromise(callbackAsEffect((done: (d: AgentDecision) => void) => manager.startRequestBody(refs({ agent: "cap", failureMode: "closed" }), big, ctxOf(), done))))
     expect(closed.status).toBe(413)
     expect(closed.reason).toBe("agent-body-too-large")
-    const open = cont(await Effect.runPromise(manager.runResponseBody(refs({ agent: "cap", failureMode: "open" }), big, ctxOf())))
+    const open = cont(await Effect.runPromise(callbackAsEffect((done: (d: AgentDecision) => void) => manager.startResponseBody(refs({ agent: "cap", failureMode: "open" }), big, ctxOf(), done))))
     expect(open.body).toBeUndefined()
     expect(audits.map((e) => [e.phase, e.result, e.action])).toEqual([
       ["request_body", "body-too-large", "fail-closed"],
@@ -330,9 +331,9 @@ describe("agent Manager: body, response and completion phases", () => {
     ])
     const ctx = ctxOf()
     const event = { correlation_id: ctx.traceId, status: 200, headers: { "content-type": ["text/html"] } }
-    const ok = cont(await Effect.runPromise(manager.runResponseHeaders(refs("mut"), event, ctx)))
+    const ok = cont(await Effect.runPromise(callbackAsEffect((done: (d: AgentDecision) => void) => manager.startResponseHeaders(refs("mut"), event, ctx, done))))
     expect(ok.responseHeaders).toEqual([{ add: { name: "x-scanned-response", value: "yes" } }])
-    const blocked = respond(await Effect.runPromise(manager.runResponseHeaders(refs("mut", "blk"), event, ctxOf())))
+    const blocked = respond(await Effect.runPromise(callbackAsEffect((done: (d: AgentDecision) => void) => manager.startResponseHeaders(refs("mut", "blk"), event, ctxOf(), done))))
     expect(blocked.agent).toBe("blk")
     await close()
   })

@@ -12,7 +12,7 @@ import { encodeKdl } from "../../src/config/KdlEncode.js"
 import { lintConfig } from "../../src/config/Lint.js"
 import { makeConfig, type SentinelConfig } from "../../src/config/Schema.js"
 import { checkCertificates, localChecks } from "../../src/config/Validate.js"
-import { listenerTlsProblems } from "../../src/server/Tls.js"
+import { listenerTlsProblems } from "../../src/tls/Certificates.js"
 import { type CertSet, standardCerts } from "../support/certs.js"
 
 const decode = (text: string) => decodeKdl(text, { file: "t.kdl" })

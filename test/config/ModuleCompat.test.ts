@@ -4,7 +4,7 @@
  * and its defaults must be the module's defaults (checked at run time).
  */
 import { Duration } from "effect"
-import { DEFAULT_RETRY_BUFFER_BYTES } from "../../src/pipeline/Upstream.js"
+import { DEFAULT_RETRY_BUFFER_BYTES } from "../../src/pipeline/RetryPlan.js"
 import { describe, expect, it } from "vitest"
 import * as S from "../../src/config/Schema.js"
 import { type AgentConfig, agentConfigDefaults, type AgentFilterRef } from "../../src/agents/AgentConfig.js"
@@ -17,9 +17,8 @@ import { defaultTimeoutFilterConfig, type TimeoutFilterConfig } from "../../src/
 import { defaultUrlRewriteConfig, type UrlRewriteConfig } from "../../src/filters/UrlRewrite.js"
 import { defaultStaticFilesConfig, type StaticFilesConfig } from "../../src/handlers/StaticFiles.js"
 import { DEFAULT_SAMPLING_RATE, DEFAULT_SERVICE_NAME, type TracingConfig } from "../../src/observability/Tracing.js"
-import {
-  defaultRequestValidationConfig, type ForwardingConfig, type RequestValidationConfig
-} from "../../src/server/RequestValidation.js"
+import { defaultRequestValidationConfig, type RequestValidationConfig } from "../../src/pipeline/validate/Settings.js"
+import type { ForwardingConfig } from "../../src/http/Forwarded.js"
 import { type Algorithm, type BalancerConfig, defaultStickyConfig, type StickyConfig } from "../../src/upstream/Balancer.js"
 import { type CircuitConfig, defaultCircuitConfig } from "../../src/upstream/Circuit.js"
 import { defaultDnsConfig, type DnsConfig } from "../../src/upstream/Dns.js"

@@ -1,6 +1,7 @@
 import * as fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { compileHeaderEdit, defaultHeadersFilterConfig, makeHeadersFilter, validateHeadersFilter } from "../../src/filters/Headers.js"
+import { validateHeadersFilter } from "../../src/config/FilterChecks.js"
+import { compileHeaderEdit, defaultHeadersFilterConfig, makeHeadersFilter } from "../../src/filters/Headers.js"
 import { applySecurityHeaders, defaultSecurityHeadersConfig } from "../../src/filters/SecurityHeaders.js"
 import { headerMap } from "../support/filterRequest.js"
 

@@ -1,8 +1,9 @@
 import * as fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { applyPathModifier } from "../../src/filters/PathModifier.js"
-import { defaultRedirectConfig, redirect, validateRedirect } from "../../src/filters/Redirect.js"
-import { effectiveTimeouts, validateTimeoutFilter } from "../../src/filters/Timeout.js"
+import { validateRedirect, validateTimeoutFilter } from "../../src/config/FilterChecks.js"
+import { defaultRedirectConfig, redirect } from "../../src/filters/Redirect.js"
+import { effectiveTimeouts } from "../../src/filters/Timeout.js"
 import { urlRewrite } from "../../src/filters/UrlRewrite.js"
 import { filterRequest, headerMap } from "../support/filterRequest.js"
 

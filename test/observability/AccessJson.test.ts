@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import fc from "fast-check"
-import { formatAccessJson, isoTimestamp, msText, type AccessLogEntry } from "../../src/observability/Logs.js"
+import { formatAccessJson, isoTimestamp, msText, type AccessLogEntry } from "../../src/observability/AccessFormat.js"
 
 const reference = (e: AccessLogEntry): string =>
   JSON.stringify({

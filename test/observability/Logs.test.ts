@@ -6,17 +6,10 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { Writable } from "node:stream"
 import { afterEach, beforeEach } from "vitest"
-import {
-  appLoggerLayer,
-  clfEscape,
-  formatAccessCombined,
-  formatAccessJson,
-  formatAudit,
-  makeLogWriter,
-  makeLogWriterScoped,
-  type AccessLogEntry,
-  type LogWriter
-} from "../../src/observability/Logs.js"
+import { clfEscape, formatAccessCombined, formatAccessJson, type AccessLogEntry } from "../../src/observability/AccessFormat.js"
+import { formatAudit } from "../../src/observability/AuditFormat.js"
+import { appLoggerLayer } from "../../src/observability/Logs.js"
+import { makeLogWriter, makeLogWriterScoped, type LogWriter } from "../../src/observability/LogWriter.js"
 import { stalledSink } from "../support/stalledSink.js"
 
 let dir: string

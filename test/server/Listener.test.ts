@@ -5,7 +5,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect } from "effect"
 import { makeConfig } from "../../src/config/Schema.js"
-import { listenerTimeouts, startListener } from "../../src/server/Listener.js"
+import { startListener } from "../../src/server/Listener.js"
+import { listenerTimeouts } from "../../src/server/ListenerSettings.js"
 
 const config = makeConfig({ listeners: [{ id: "l", address: "127.0.0.1:0" }] })
 

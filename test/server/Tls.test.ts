@@ -1,5 +1,5 @@
 /**
- * src/server/Tls.ts: loading a listener's certificates, the SNI lookup, and
+ * src/tls/Certificates.ts: loading a listener's certificates, the SNI lookup, and
  * real handshakes against `tls.createServer(serverOptions)` on 127.0.0.1:0
  * (certificates made by openssl at test time, test/support/certs.ts).
  */
@@ -14,7 +14,7 @@ import { ListenerTlsConfig } from "../../src/config/Schema.js"
 import {
   certificateNames, type ListenerTls, loadListenerTls, mapCipherSuite, matchServerName, nodeCiphers, parseTlsVersion,
   serverNamePatternProblem
-} from "../../src/server/Tls.js"
+} from "../../src/tls/Certificates.js"
 import { type CertSet, makeCerts } from "../support/certs.js"
 
 const specs = {

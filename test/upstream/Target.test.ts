@@ -1,7 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit } from "effect"
 import { type BalancerContext, makeBalancer, pick } from "../../src/upstream/Balancer.js"
-import { CircuitBreaker, CircuitOpen, withCircuit } from "../../src/upstream/Circuit.js"
+import { CircuitBreaker } from "../../src/upstream/Circuit.js"
 import { UpstreamHealth } from "../../src/upstream/Health.js"
 import { resultOfStatus, TargetState } from "../../src/upstream/Target.js"
 
@@ -67,19 +66,27 @@ describe("Target", () => {
     assert.strictEqual(resultOfStatus(0), "server-error")
   })
 
-  it.effect("withCircuit: failures open it, CircuitOpen while open, interruption releases the slot", () =>
-    Effect.gen(function* () {
-      let t = 0
-      const cb = new CircuitBreaker({ failureThreshold: 2, openTimeoutMs: 100 }, undefined, () => t)
-      const guarded = withCircuit<string>(cb, "agent:waf")
-      for (let i = 0; i < 2; i++) yield* Effect.exit(guarded(Effect.fail("boom")))
-      const refused = yield* Effect.exit(guarded(Effect.succeed(1)))
-      assert.isTrue(Exit.isFailure(refused))
-      if (Exit.isFailure(refused)) assert.instanceOf((refused.cause as { error?: unknown }).error, CircuitOpen)
-      t += 100
-      yield* Effect.exit(guarded(Effect.interrupt))
-      assert.strictEqual(cb.state, "half-open")
-      assert.isTrue(cb.wouldAdmit(), "interrupted probe released its slot")
-      assert.strictEqual(yield* guarded(Effect.succeed(7)), 7)
-    }))
+  it("an aborted attempt (client gone) gives a half-open probe slot back; a retry skips the tried target while another is eligible", () => {
+    const { targets, tick, balancer } = setup(2)
+    for (let i = 0; i < 2; i++) {
+      assert.isTrue(targets[0].eligible())
+      targets[0].begin()
+      targets[0].end("server-error")
+    }
+    assert.strictEqual(targets[0].circuit.state, "open")
+    assert.isFalse(targets[0].eligible())
+    tick(1000)
+    // half-open: one probe; the client leaves before it is settled
+    assert.isTrue(targets[0].eligible())
+    targets[0].begin()
+    assert.isFalse(targets[0].circuit.wouldAdmit(), "the probe slot is taken")
+    targets[0].end("aborted")
+    assert.strictEqual(targets[0].circuit.state, "half-open")
+    assert.isTrue(targets[0].circuit.wouldAdmit(), "the aborted probe released its slot")
+    // the selection the upstream stage makes (Upstreams.select): untried first, a tried one as the fall-back
+    assert.strictEqual(pick(balancer, ctx, targets, 2, [0])?.index, 1)
+    targets[1].circuit.onFailure()
+    targets[1].circuit.onFailure()
+    assert.strictEqual(pick(balancer, ctx, targets, 2, [0])?.index, 0)
+  })
 })

@@ -5,7 +5,7 @@
  * arguments an array, properties only an object.
  */
 import type { Node, Primitive } from "@bgotink/kdl"
-import { normaliseEvent } from "../../agents/AgentConfig.js"
+import { normaliseEvent } from "../AgentSchema.js"
 import type { AgentConfig } from "../Schema.js"
 import {
   type BlockSpec, type Cx, type Val, block, bytes, children, compact, count, custom, decodeBlock, ident, list, millis, nonEmpty,

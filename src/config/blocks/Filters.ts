@@ -5,11 +5,9 @@
  * the result, so the decoder and the runtime agree on what is valid.
  */
 import type { Node } from "@bgotink/kdl"
-import type { CorsConfig } from "../../filters/Cors.js"
-import { validateHeadersFilter } from "../../filters/Headers.js"
-import { validateRedirect } from "../../filters/Redirect.js"
-import type { SecurityHeadersConfig } from "../../filters/SecurityHeaders.js"
-import { validateTimeoutFilter } from "../../filters/Timeout.js"
+import type { Schema } from "effect"
+import { validateHeadersFilter, validateRedirect, validateTimeoutFilter } from "../FilterChecks.js"
+import type { CorsFilterConfig, SecurityHeadersFilterConfig } from "../FilterSchema.js"
 import { type FilterConfig, type FilterType, filterTypes, filterTypesNotSupportedYet, type HeaderOps } from "../Schema.js"
 import {
   type BlockSpec, type Cx, type Field, type Val, block, bool, compact, count, custom, entity, ident, int, list, millis, nonEmpty,
@@ -87,8 +85,11 @@ const redisFallback: Val<"local" | "open" | "closed"> = (v, at, cx, what) => {
 }
 const secsNumber = num({ min: 0, max: 365 * 86400, exclusiveMin: true })
 
-/** Every key any filter type reads (the cors and security-headers keys are their modules' configs). */
-interface FilterFields extends CorsConfig, SecurityHeadersConfig {
+type CorsFields = Omit<Schema.Schema.Type<typeof CorsFilterConfig>, "id" | "type">
+type SecurityHeadersFields = Omit<Schema.Schema.Type<typeof SecurityHeadersFilterConfig>, "id" | "type">
+
+/** Every key any filter type reads (the cors and security-headers keys are their filters' configs). */
+interface FilterFields extends CorsFields, SecurityHeadersFields {
   readonly type: FilterType
   readonly phase: "request" | "response" | "both"
   readonly rename: ReadonlyArray<readonly [string, string]>

@@ -3,7 +3,7 @@
  * checked without reading a file (the decoder stays pure). Everything that
  * needs the files (readable, key matches certificate, the SANs of
  * `priority-hostnames` blocks, names claimed twice once SANs are known) is
- * checked by `loadListenerTls` (src/server/Tls.ts), which `sentinel test`,
+ * checked by `loadListenerTls` (src/tls/Certificates.ts), which `sentinel test`,
  * `sentinel validate`, a reload and startup run.
  */
 import type { Node, Primitive } from "@bgotink/kdl"

@@ -11,7 +11,7 @@ import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import * as fc from "fast-check"
 import { Effect, Exit, Scope } from "effect"
-import { validateRequest } from "../../src/server/RequestValidation.js"
+import { validateRequest } from "../../src/pipeline/validate/RequestHead.js"
 import { request, startProxy, testConfig, type ProxyHandle } from "../support/proxy.js"
 import { rawRequest } from "../support/rawHttp.js"
 

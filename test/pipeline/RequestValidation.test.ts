@@ -2,20 +2,16 @@ import * as fc from "fast-check"
 import * as http from "node:http"
 import * as net from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { parseAuthority } from "../../src/http/Authority.js"
+import { parseCidr } from "../../src/http/Cidr.js"
+import { compileTrustedProxies, resolveForwarded, upstreamHeaders } from "../../src/http/Forwarded.js"
+import { normalizePath } from "../../src/http/Path.js"
+import { type IncomingRequestHead, type ValidatedRequest, validateRequest } from "../../src/pipeline/validate/RequestHead.js"
 import {
-  compileTrustedProxies,
   defaultRequestValidationConfig as defaults,
-  type IncomingRequestHead,
   nodeServerOptionsFor,
-  normalizePath,
-  parseAuthority,
-  parseCidr,
-  type RequestValidationConfig,
-  resolveForwarded,
-  upstreamHeaders,
-  type ValidatedRequest,
-  validateRequest
-} from "../../src/server/RequestValidation.js"
+  type RequestValidationConfig
+} from "../../src/pipeline/validate/Settings.js"
 
 const head = (
   method: string,

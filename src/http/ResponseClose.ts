@@ -2,7 +2,8 @@
  * One `close` listener per response, however many parts of the proxy wait for it (the
  * listener's admission and in-flight count, the pipeline's client-gone handling). A second
  * `once("close")` on the same response costs a wrapper, a listener array and its copy at
- * every emit; on the request path that is measurable (DESIGN.md §2).
+ * every emit; on the request path that is measurable (DESIGN.md §2). Registers a listener,
+ * does no I/O.
  */
 import type { ServerResponse } from "node:http"
 

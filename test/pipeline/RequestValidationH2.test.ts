@@ -6,7 +6,8 @@
  */
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { defaultRequestValidationConfig, validateRequest } from "../../src/server/RequestValidation.js"
+import { validateRequest } from "../../src/pipeline/validate/RequestHead.js"
+import { defaultRequestValidationConfig } from "../../src/pipeline/validate/Settings.js"
 
 const h2 = (rawHeaders: Array<string>, method = "GET", url = "/p?q=1") =>
   validateRequest({ method, url, httpVersion: "2.0", rawHeaders: [":method", method, ":path", url, ":scheme", "https", ...rawHeaders] }, defaultRequestValidationConfig, true, true)

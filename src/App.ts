@@ -45,6 +45,7 @@ import { makeAgents } from "./agents/AgentsExtension.js"
 import type { AgentStatus } from "./agents/Manager.js"
 import type { ChallengePolicy } from "./agents/AgentDecision.js"
 import { VERSION } from "./Version.js"
+import { makeWebSockets } from "./websocket/WebSockets.js"
 
 export interface BoundAddress {
   readonly host: string
@@ -180,7 +181,9 @@ export const make = (
       }
     })
     const staticFiles = makeStaticFilesRoute({ responseStages: (ctx) => current.plans.get(ctx.routeId)?.response ?? [] })
-    const extensions = [filterChain, staticFiles, ...(options.extensions ?? [])]
+    // WebSocket handshakes and tunnels (src/websocket/): every route gets its upgrade policy
+    const websockets = makeWebSockets(initial, { metrics, audit: auditLog, frameAgents: agents.websocketFrames })
+    const extensions = [filterChain, staticFiles, websockets.extension, ...(options.extensions ?? [])]
     // One in-flight admission and one connection count for all listeners of the process.
     const admission = new Admission(admissionConfigFor(initial.limits))
     const connections = new ConnectionTracker(connectionLimitsFor(initial.limits))
@@ -247,6 +250,8 @@ export const make = (
         const route = ctx.routeId === "" ? "none" : ctx.routeId
         metrics.completed(route, ctx.method, ctx.status, (performance.now() - ctx.start) / 1000)
         metrics.requestsByProtocol.inc(ctx.listenerId, protocolLabel(ctx))
+        // a WebSocket handshake that became a tunnel is logged when the tunnel ends (nginx does so)
+        if (ctx.websocket !== undefined && ctx.websocket.deferLog(() => accessLog.write(ctx))) return
         accessLog.write(ctx)
       },
       onReject: (_ctx, reason) => {
@@ -360,6 +365,7 @@ export const make = (
             },
             admission,
             connections,
+            tunnels: websockets.tunnels,
             ...(tls !== undefined ? { tls } : {})
           }
         ).pipe(
@@ -456,6 +462,7 @@ export const make = (
         yield* agents.reload(next)
         current = compileDataplane(next, runtimes(), extensions, current)
         admission.configure(admissionConfigFor(next.limits))
+        websockets.configure(next.limits)
         connections.configure(connectionLimitsFor(next.limits))
         const previousConfig = config
         config = next

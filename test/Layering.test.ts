@@ -40,7 +40,7 @@ const KNOWN_DEBTS = new Set([
   "pipeline/Pipeline.ts -> server/ResponseClose.ts"
 ])
 
-const STAGES = new Set(["pipeline", "routing", "filters", "upstream", "agents", "handlers", "config", "observability"])
+const STAGES = new Set(["pipeline", "routing", "filters", "upstream", "agents", "handlers", "config", "observability", "websocket"])
 
 describe("layering", () => {
   const all = files(root).map((f) => ({ rel: path.relative(root, f).split(path.sep).join("/"), imports: importsOf(f) }))

@@ -20,7 +20,9 @@ import { Effect, Either, type Scope } from "effect"
 import type { AccessLogConfig } from "../config/Schema.js"
 import type { ClientCertificate, RequestContext } from "../pipeline/RequestContext.js"
 import type { ClientRejection } from "../server/Listener.js"
+import type { TunnelSummary } from "../websocket/Tunnel.js"
 import {
+  type AccessWebSocket,
   accessFormatter,
   makeLogSlot,
   type AccessLogEntry,
@@ -72,9 +74,24 @@ export const toAccessEntry = (ctx: RequestContext): AccessLogEntry => {
     instance_id: instanceId,
     body_bytes_sent: ctx.bytesSent,
     error: ctx.error,
-    ...(ctx.tls?.clientCert !== undefined ? clientCertFields(ctx.tls.clientCert) : undefined)
+    ...(ctx.tls?.clientCert !== undefined ? clientCertFields(ctx.tls.clientCert) : undefined),
+    ...(ctx.websocket?.summary !== undefined ? { websocket: websocketFields(ctx.websocket.summary) } : undefined)
   }
 }
+
+const websocketFields = (s: TunnelSummary): AccessWebSocket => ({
+  bytes_from_client: s.bytesFromClient,
+  bytes_to_client: s.bytesToClient,
+  bytes_from_upstream: s.bytesFromUpstream,
+  bytes_to_upstream: s.bytesToUpstream,
+  frames_from_client: s.framesFromClient,
+  frames_from_upstream: s.framesFromUpstream,
+  frames_dropped: s.framesDropped,
+  close_code: s.closeCode ?? null,
+  close_reason: s.closeReason,
+  closed_by: s.closedBy,
+  end_reason: s.reason
+})
 
 const clientCertFields = (c: ClientCertificate) => ({
   client_cert_subject: c.subject,

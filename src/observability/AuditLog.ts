@@ -13,12 +13,17 @@
 import { Effect, Either, type Scope } from "effect"
 import type { AgentAuditEntry } from "../agents/AgentDecision.js"
 import type { AuditLogConfig } from "../config/Schema.js"
-import { formatAudit, makeLogSlot, type LogDestination, type LogOpenFailed, type LogSwap } from "./Logs.js"
+import { formatAudit, makeLogSlot, type AuditEntry, type LogDestination, type LogOpenFailed, type LogSwap } from "./Logs.js"
 import type { Metrics } from "./Metrics.js"
 
 export interface AuditLog {
   /** Writes the entry if the config asks for it. Never throws, never blocks. */
   readonly agent: (entry: AgentAuditEntry) => void
+  /**
+   * A refusal decided by the proxy itself (a WebSocket handshake on a route without
+   * `websocket`, a tunnel closed for breaking the protocol): written when `log-blocked`.
+   */
+  readonly proxy: (entry: AuditEntry) => void
   /** Resolves once every line written so far reached the sink (tests, shutdown). */
   readonly flush: () => Promise<void>
   readonly reopen: () => Promise<void>
@@ -86,6 +91,10 @@ export const makeAuditLog = (config: AuditLogConfig, metrics: Metrics): Effect.E
         agent: (e) => {
           const writer = slot.current
           if (writer !== undefined && auditsAgentEntry(current, e)) writer.write(formatAgentAudit(e))
+        },
+        proxy: (e) => {
+          const writer = slot.current
+          if (writer !== undefined && current.logBlocked) writer.write(formatAudit(e))
         },
         flush: async () => {
           await Promise.all([slot.current?.flush(), slot.retired()])

@@ -10,7 +10,7 @@ import type { BuiltinHandler, LimitsConfig, SentinelConfig } from "../config/Sch
 import { makeRouter, type Router } from "../routing/Router.js"
 import type { UpstreamRuntime } from "../upstream/Upstreams.js"
 import { compileHeaderOps, type HeaderPolicy } from "./Headers.js"
-import type { CompleteStage, LocalHandler, RequestStage, ResponseHook, ResponseStage, RouteExtension } from "./Stage.js"
+import type { CompleteStage, LocalHandler, RequestStage, ResponseHook, ResponseStage, RouteExtension, UpgradePolicy } from "./Stage.js"
 import { makeTraceIdGenerator } from "./TraceId.js"
 import { CircuitBreaker } from "../upstream/Circuit.js"
 import type { RouteConfig } from "../config/Schema.js"
@@ -53,6 +53,8 @@ export interface RoutePlan {
   readonly bufferResponses: boolean
   /** The route's own `circuit-breaker`, around its upstream calls; kept across reloads while its settings stay. */
   readonly breaker: CircuitBreaker | undefined
+  /** WebSocket handshakes (src/websocket/); undefined without the extension: every one is refused (403). */
+  readonly upgrade?: UpgradePolicy | undefined
 }
 
 export interface Dataplane {
@@ -81,6 +83,7 @@ export const compileDataplane = (
     let local: LocalHandler | undefined
     let timeoutMs = route.policies.timeout === undefined ? 0 : Duration.toMillis(route.policies.timeout)
     let responseHook: ResponseHook | undefined
+    let upgrade: UpgradePolicy | undefined
     let upstreamTimeoutMs = 0
     let connectTimeoutMs = 0
     for (const extension of extensions) {
@@ -94,6 +97,7 @@ export const compileDataplane = (
       if (c.upstreamTimeoutMs !== undefined) upstreamTimeoutMs = c.upstreamTimeoutMs
       if (c.connectTimeoutMs !== undefined) connectTimeoutMs = c.connectTimeoutMs
       if (c.responseHook) responseHook = c.responseHook
+      if (c.upgrade) upgrade = c.upgrade
     }
     plans.set(route.id, {
       upstreamTimeoutMs,
@@ -103,6 +107,7 @@ export const compileDataplane = (
       complete,
       local,
       responseHook,
+      upgrade,
       id: route.id,
       upstream: route.upstream === undefined ? undefined : upstreams.get(route.upstream),
       builtin: route.builtinHandler,

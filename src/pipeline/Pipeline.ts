@@ -32,6 +32,7 @@ import {
   type ValidationResult
 } from "../server/RequestValidation.js"
 import { incomingTraceId } from "./TraceId.js"
+import { isUpgradeRequest } from "../websocket/Upgrade.js"
 import { startRequestTrace } from "../observability/RequestTrace.js"
 import type { RequestTracing } from "../observability/Tracing.js"
 
@@ -288,6 +289,15 @@ const buildUpstreamHeaders = (ctx: RequestContext, plan: RoutePlan): Array<strin
   return out
 }
 
+
+/** A WebSocket handshake on a dataplane without the websocket extension: 403, as on a route without `websocket`. */
+const upgradeRefused = (ctx: RequestContext): Answer => ({
+  status: 403,
+  headers: [],
+  body: errorBody(403, "websocket_not_enabled", ctx.traceId),
+  contentType: "application/json",
+  reason: "websocket_not_enabled"
+})
 
 /** Request stages stopped at a `PendingStep`; the stages from `next` run once it is done. */
 class Waiting {
@@ -586,6 +596,14 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     const plan = dp.plans.get(route.id)!
     if (bodyTooLarge(ctx, plan.maxBodySize)) return refuseUnread(ctx, new RequestRejected({ status: 413, reason: "body_too_large" }), plan)
     if (plan.upstream !== undefined) ctx.upstreamHeaders = buildUpstreamHeaders(ctx, plan)
+    // WebSocket handshakes (src/websocket/): the route's policy refuses them or prepares the upgrade
+    if (ctx.header("upgrade") !== undefined) {
+      const refusal = plan.upgrade !== undefined ? plan.upgrade.check(ctx) : isUpgradeRequest(req) ? upgradeRefused(ctx) : undefined
+      if (refusal !== undefined) {
+        sendStageAnswer(ctx, env, refusal, plan)
+        return complete(ctx, plan)
+      }
+    }
 
     handleStep(ctx, dp, plan, runStages(ctx, plan.request, 0))
   }

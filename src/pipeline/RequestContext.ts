@@ -5,6 +5,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { Readable } from "node:stream"
 import type { RequestTrace } from "../observability/RequestTrace.js"
+import type { WebSocketSession } from "../websocket/Session.js"
 
 export interface RequestContext {
   readonly req: IncomingMessage
@@ -60,6 +61,8 @@ export interface RequestContext {
   edge: unknown
   /** Extra response headers decided during the request phase (rate-limit, CORS), flat list. */
   responseHeaders: Array<string> | undefined
+  /** A WebSocket handshake its route accepted (src/websocket/), and then its tunnel. */
+  websocket?: WebSocketSession | undefined
   /** The request's spans; set only when tracing is configured and this request is sampled. */
   trace?: RequestTrace | undefined
   header(lowerName: string): string | undefined

@@ -231,6 +231,8 @@ export class FrameScanner {
   private remaining = -1
   private current: FrameHeader | undefined = undefined
   private closeParts: Array<Buffer> | undefined = undefined
+  /** Where the current frame started in the chunk being scanned; -1 = in an earlier chunk. */
+  private frameStart = -1
   private broken = false
   readonly state: MessageState
   /** Frames completed so far. */
@@ -251,6 +253,7 @@ export class FrameScanner {
   scan(chunk: Buffer): ScanResult {
     const out: ScanResult = { frames: 0, close: undefined, violation: undefined }
     if (this.broken) return out
+    this.frameStart = -1
     let i = 0
     const n = chunk.length
     while (i < n) {
@@ -273,6 +276,7 @@ export class FrameScanner {
           return out
         }
         const fh = h as FrameHeader
+        this.frameStart = start
         // the bytes of this chunk that belonged to the header
         i += fh.headerLength - this.headerHave
         this.headerHave = 0
@@ -297,8 +301,8 @@ export class FrameScanner {
           const c = decodeClosePayload(payload)
           if (isViolation(c)) {
             this.broken = true
-            // the close frame is already (partly) handed on: the violation starts after it
-            out.violation = { ...c, at: i, clean: false }
+            // the bad close frame does not pass (unless it began in an earlier chunk, already handed on)
+            out.violation = { ...c, at: Math.max(0, this.frameStart), clean: this.frameStart >= 0 }
             return out
           }
           out.close ??= c

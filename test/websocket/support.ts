@@ -77,7 +77,7 @@ export const wsConfig = (port: number, route: object = { websocket: true }, extr
     listeners: [{ id: "main", address: "127.0.0.1:0" }],
     upstreams: [{ id: "ws", targets: [{ address: `127.0.0.1:${port}` }] }],
     routes: [{ id: "r", matches: [{ _tag: "PathPrefix", prefix: "/" }], upstream: "ws", ...route }],
-    observability: { logging: { accessLog: { enabled: false } } },
+    observability: { logging: { accessLog: { enabled: false }, auditLog: { enabled: false } } },
     ...extra
   } as SentinelConfigInput)
 

@@ -28,7 +28,8 @@ export class UpgradeAwareRequest extends IncomingMessage {
   private sentinelUpgrade: boolean | null = null
   get upgrade(): boolean {
     // node reads this once the headers are in: only a WebSocket upgrade leaves the HTTP parser
-    return this.sentinelUpgrade === true && asksForWebSocket(this.headers.upgrade)
+    // (CONNECT keeps node's own handling: the listener's `connect` event answers it)
+    return this.sentinelUpgrade === true && (this.method === "CONNECT" || asksForWebSocket(this.headers.upgrade))
   }
   set upgrade(value: boolean) {
     this.sentinelUpgrade = value

@@ -10,7 +10,8 @@
  *   frame size) without copying or holding payloads;
  * - inspection: a `FrameParser` per direction cuts whole frames, each goes to the agents
  *   (`FrameInspector`, one call at a time per tunnel: frames stay in order) and is forwarded
- *   as it came (allow), discarded (drop), or the tunnel is closed with the agent's code.
+ *   as it came (allow), discarded (drop; a fragment of a message is replaced by an empty one,
+ *   so that the message stays well formed), or the tunnel is closed with the agent's code.
  *
  * Closing:
  * - a close frame passes like any frame; a side's FIN is passed on as a FIN once its bytes are
@@ -27,6 +28,7 @@ import { randomBytes } from "node:crypto"
 import {
   CloseCode,
   encodeClose,
+  encodeFrame,
   FrameParser,
   FrameScanner,
   isViolation,
@@ -224,6 +226,11 @@ class Flow {
         if (verdict._tag === "drop" && frame.opcode !== Opcode.Close) {
           this.dropped++
           t.report(this.direction, "drop", 1)
+          // a fragment of a message leaves an empty one in its place: the message stays well formed
+          if (frame.opcode === Opcode.Continuation || (!frame.fin && frame.opcode < 0x8)) {
+            const mask = this.sender === "client" ? randomBytes(4) : undefined
+            this.write(encodeFrame({ opcode: frame.opcode, fin: frame.fin, payload: Buffer.alloc(0), mask }))
+          }
         } else {
           if (frame.opcode === Opcode.Close && !this.sentClose) {
             this.sentClose = true

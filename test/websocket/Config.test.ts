@@ -48,3 +48,14 @@ describe("WebSocket configuration", () => {
     expect(errs(`${L}limits { max-websocket-tunnels 0; }`)[0]).toMatch(/at least 1/)
   })
 })
+
+describe("WebSocket lint", () => {
+  it("websocket-inspection without a websocket_frame agent is a warning", async () => {
+    const { lintConfig } = await import("../../src/config/Lint.js")
+    const base = `${L}agents { agent "a" { unix-socket "/tmp/a.sock"; events "request_headers"; } }\nfilters { filter "f" { type "agent"; agent "a"; } }\n`
+    const c = ok(`${base}routes { route "ws" { matches { path-prefix "/ws"; }; upstream "app"; filters "f"; websocket #true; websocket-inspection #true; } }`)
+    expect(lintConfig(c).map((w) => w.rule)).toContain("websocket-inspection-without-agent")
+    const d = ok(`${base.replace('events "request_headers"', 'events "websocket_frame"')}routes { route "ws" { matches { path-prefix "/ws"; }; upstream "app"; filters "f"; websocket #true; websocket-inspection #true; } }`)
+    expect(lintConfig(d).map((w) => w.rule)).not.toContain("websocket-inspection-without-agent")
+  })
+})

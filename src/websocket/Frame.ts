@@ -87,8 +87,8 @@ export interface FrameHeader {
   readonly length: number
   /** Bytes of the header, mask key included (2-14). */
   readonly headerLength: number
-  /** The masking key (4 bytes) or undefined. */
-  readonly mask: Buffer | undefined
+  /** The masking key as a big-endian 32-bit number (0 when not `masked`). */
+  readonly mask: number
 }
 
 /** A rule broken: close the tunnel with `code`. */
@@ -101,35 +101,36 @@ export interface Violation {
 const violation = (code: number, reason: string): Violation => ({ _tag: "Violation", code, reason })
 
 /**
- * Decodes a header at `buf[0..]`: the header, undefined when more bytes are needed, or a
- * violation of the length encoding.
+ * Decodes a header at `buf[off..end)`: the header, undefined when more bytes are needed, or a
+ * violation of the length encoding. No allocation but the header object (the mask is a number).
  */
-export const decodeHeader = (buf: Buffer): FrameHeader | Violation | undefined => {
-  if (buf.length < 2) return undefined
-  const b0 = buf[0]
-  const b1 = buf[1]
+export const decodeHeader = (buf: Buffer, off = 0, end = buf.length): FrameHeader | Violation | undefined => {
+  const avail = end - off
+  if (avail < 2) return undefined
+  const b0 = buf[off]
+  const b1 = buf[off + 1]
   const masked = (b1 & 0x80) !== 0
   let length = b1 & 0x7f
   let at = 2
   if (length === 126) {
-    if (buf.length < 4) return undefined
-    length = buf.readUInt16BE(2)
+    if (avail < 4) return undefined
+    length = buf.readUInt16BE(off + 2)
     at = 4
     if (length < 126) return violation(CloseCode.ProtocolError, "non-minimal length encoding")
   } else if (length === 127) {
-    if (buf.length < 10) return undefined
-    const high = buf.readUInt32BE(2)
+    if (avail < 10) return undefined
+    const high = buf.readUInt32BE(off + 2)
     if (high & 0x80000000) return violation(CloseCode.ProtocolError, "64-bit length with its top bit set")
     // lengths past 2^53 cannot be represented (and are far over any limit): too big
     if (high > 0x1fffff) return violation(CloseCode.TooBig, "frame too large")
-    length = high * 0x100000000 + buf.readUInt32BE(6)
+    length = high * 0x100000000 + buf.readUInt32BE(off + 6)
     at = 10
     if (length <= 0xffff) return violation(CloseCode.ProtocolError, "non-minimal length encoding")
   }
-  let mask: Buffer | undefined
+  let mask = 0
   if (masked) {
-    if (buf.length < at + 4) return undefined
-    mask = Buffer.from(buf.subarray(at, at + 4))
+    if (avail < at + 4) return undefined
+    mask = buf.readUInt32BE(off + at)
     at += 4
   }
   return { fin: (b0 & 0x80) !== 0, rsv: b0 & 0x70, opcode: b0 & 0x0f, masked, length, headerLength: at, mask }
@@ -181,9 +182,10 @@ export class MessageState {
   }
 }
 
-/** Unmasks (or masks: the same XOR) `data` in place with a 4-byte key, starting at key offset `phase`. */
-export const applyMask = (data: Buffer, mask: Buffer, phase = 0): void => {
-  for (let i = 0; i < data.length; i++) data[i] ^= mask[(i + phase) & 3]
+/** Unmasks (or masks: the same XOR) `data` in place with a 4-byte key (bytes, or a big-endian 32-bit number). */
+export const applyMask = (data: Buffer, mask: Buffer | number): void => {
+  const k = typeof mask === "number" ? [mask >>> 24, (mask >>> 16) & 255, (mask >>> 8) & 255, mask & 255] : mask
+  for (let i = 0; i < data.length; i++) data[i] ^= k[i & 3]
 }
 
 /** Code and reason of a close frame's (unmasked) payload, or a violation. Empty payload: 1005 (no status). */
@@ -258,16 +260,30 @@ export class FrameScanner {
     const n = chunk.length
     while (i < n) {
       if (this.remaining === -1) {
-        const start = i - this.headerHave
-        // collect header bytes (at most 14) in the scratch buffer
-        const take = Math.min(MAX_HEADER - this.headerHave, n - i)
-        chunk.copy(this.header, this.headerHave, i, i + take)
-        const have = this.headerHave + take
-        const h = decodeHeader(this.header.subarray(0, have))
-        if (h === undefined) {
-          this.headerHave = have
-          i += take
-          continue
+        let h: FrameHeader | Violation | undefined
+        let start: number
+        if (this.headerHave === 0) {
+          // the usual case: the whole header is in this chunk, read in place
+          start = i
+          h = decodeHeader(chunk, i, n)
+          if (h === undefined) {
+            chunk.copy(this.header, 0, i, n)
+            this.headerHave = n - i
+            i = n
+            continue
+          }
+        } else {
+          // a header split across chunks: collected in the scratch buffer
+          start = i - this.headerHave
+          const take = Math.min(MAX_HEADER - this.headerHave, n - i)
+          chunk.copy(this.header, this.headerHave, i, i + take)
+          const have = this.headerHave + take
+          h = decodeHeader(this.header, 0, have)
+          if (h === undefined) {
+            this.headerHave = have
+            i += take
+            continue
+          }
         }
         const bad = isViolation(h) ? h : this.state.check(h)
         if (bad !== undefined) {
@@ -297,7 +313,7 @@ export class FrameScanner {
         if (this.closeParts !== undefined) {
           const payload = Buffer.concat(this.closeParts)
           this.closeParts = undefined
-          if (fh.mask !== undefined) applyMask(payload, fh.mask)
+          if (fh.masked) applyMask(payload, fh.mask)
           const c = decodeClosePayload(payload)
           if (isViolation(c)) {
             this.broken = true
@@ -387,7 +403,7 @@ export class FrameParser {
     this.size = rest.length
     this.pending = undefined
     const payload = Buffer.from(raw.subarray(h.headerLength))
-    if (h.mask !== undefined) applyMask(payload, h.mask)
+    if (h.masked) applyMask(payload, h.mask)
     if (h.opcode === Opcode.Close) {
       const c = decodeClosePayload(payload)
       if (isViolation(c)) {

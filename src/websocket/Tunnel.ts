@@ -160,7 +160,7 @@ class Flow {
   readonly onData = (chunk: Buffer): void => {
     const t = this.tunnel
     if (t.closing) return
-    t.lastActivity = Date.now()
+    t.active = true
     this.bytesIn += chunk.length
     if (this.parser !== undefined) {
       this.parser.push(chunk)
@@ -268,6 +268,8 @@ class Flow {
 export class Tunnel {
   readonly started = Date.now()
   lastActivity = Date.now()
+  /** Bytes came since the last sweep (a flag, not a clock read per chunk). */
+  active = false
   closing = false
   private done = false
   private readonly up: Flow
@@ -335,6 +337,10 @@ export class Tunnel {
   /** The registry's sweep: idle timeout and maximum lifetime. */
   tick(now: number): void {
     if (this.closing || this.done) return
+    if (this.active) {
+      this.active = false
+      this.lastActivity = now
+    }
     const l = this.options.limits
     if (l.maxLifetimeMs > 0 && now - this.started >= l.maxLifetimeMs) return this.proxyClose(CloseCode.GoingAway, "maximum lifetime reached", "max_lifetime")
     if (l.idleTimeoutMs > 0 && now - this.lastActivity >= l.idleTimeoutMs) return this.proxyClose(CloseCode.GoingAway, "idle timeout", "idle_timeout")

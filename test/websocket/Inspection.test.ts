@@ -182,3 +182,48 @@ describe("WebSocket frame inspection", () => {
     expect(fs.existsSync(socket)).toBe(true)
   })
 })
+
+describe("WebSocket handshakes and the route's request stages", () => {
+  it("a request-header agent's block answers the handshake with its status; the upstream never sees it", async () => {
+    const dir = socketDir()
+    const socket = path.join(dir, "block.sock")
+    const agent = await spawnRawAgent(socket, ["--mode", "block", "--status", "451"])
+    const origin = await startWsOrigin()
+    cleanups.push(origin.close)
+    const { proxy, close } = await openProxy(
+      wsConfig(origin.port, { websocket: true, filters: ["gate"] }, {
+        system: { gracefulShutdownTimeout: Duration.millis(200) },
+        agents: [{ id: "gate", socketPath: socket, events: ["request_headers"] }],
+        filters: [{ id: "gate", type: "agent", agent: "gate", failureMode: "closed" }]
+      })
+    )
+    cleanups.push(close)
+    await agent.waitFor((l) => l.event === "handshake")
+    const err = (await connectWs(proxy.port).catch((e) => e)) as { status: number; body: string; headers: Record<string, string> }
+    expect(err.status).toBe(451)
+    expect(err.body).toBe("blocked by rawAgent")
+    expect(err.headers["x-blocked-by"]).toBe("raw-agent")
+    expect(origin.handshakes).toEqual([])
+    const seen = await agent.waitFor((l) => l.event === "frame" && l.type === 0x10)
+    // the agent saw the handshake's headers as they go upstream (Upgrade is hop-by-hop)
+    expect(seen.payload.headers["sec-websocket-key"]).toBeDefined()
+  })
+
+  it("a reload leaves an open tunnel on its configuration; new handshakes get the new one", async () => {
+    const origin = await startWsOrigin()
+    cleanups.push(origin.close)
+    const config = wsConfig(origin.port, { websocket: true }, { system: { gracefulShutdownTimeout: Duration.millis(200) } })
+    const { proxy, close } = await openProxy(config)
+    cleanups.push(close)
+    const ws = await connectWs(proxy.port)
+    cleanups.push(async () => ws.terminate())
+    const { Effect } = await import("effect")
+    await Effect.runPromise(proxy.reload(wsConfig(origin.port, { websocket: false }, { system: { gracefulShutdownTimeout: Duration.millis(200) } })))
+    ws.send("still here")
+    expect((await nextMessage(ws)).data.toString()).toBe("still here")
+    const err = (await connectWs(proxy.port).catch((e) => e)) as { status: number }
+    expect(err.status).toBe(403)
+    ws.close()
+    await closed(ws)
+  })
+})

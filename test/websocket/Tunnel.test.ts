@@ -216,6 +216,33 @@ describe("WebSocket tunnels: failures on either side", () => {
     expect(err.status).toBe(502)
   })
 
+  it("a client leaving during the handshake aborts the upstream's (hanging) handshake and frees its slot", async () => {
+    const upstreamClosed: Array<boolean> = []
+    const s = net.createServer((socket) => {
+      socket.on("error", () => undefined)
+      socket.on("close", () => upstreamClosed.push(true))
+      // read (and ignore) the handshake: a FIN from the proxy is then noticed
+      socket.resume()
+    })
+    s.listen(0, "127.0.0.1")
+    await once(s, "listening")
+    cleanups.push(() => new Promise((r) => s.close(() => r())))
+    const proxy = await proxyFor(
+      wsConfig((s.address() as net.AddressInfo).port, { websocket: true }, { ...short, limits: { maxWebsocketTunnelsPerClient: 1 } })
+    )
+    const raw = await rawSocket(proxy.port)
+    raw.socket.write(handshake())
+    await sleep(100)
+    raw.socket.destroy()
+    await until(() => upstreamClosed.length >= 1, "upstream handshake aborted")
+    // the slot is free again: a second handshake is not refused for the limit (it hangs upstream, then we leave)
+    const again = await rawSocket(proxy.port)
+    again.socket.write(handshake())
+    await sleep(150)
+    expect(again.received().toString()).not.toContain("503")
+    again.socket.destroy()
+  })
+
   it("an upstream dying mid-tunnel closes the client (1011)", async () => {
     const o = await origin()
     const proxy = await proxyFor(wsConfig(o.port, { websocket: true }, short))

@@ -199,12 +199,14 @@ describe("WebSocket handshakes and the route's request stages", () => {
     )
     cleanups.push(close)
     await agent.waitFor((l) => l.event === "handshake")
+    // the agent answers (a plain request is blocked too) before the handshake is tried
+    await until(async () => (await fetch(`${proxy.url}/`)).status === 451, "agent ready")
     const err = (await connectWs(proxy.port).catch((e) => e)) as { status: number; body: string; headers: Record<string, string> }
     expect(err.status).toBe(451)
     expect(err.body).toBe("blocked by rawAgent")
     expect(err.headers["x-blocked-by"]).toBe("raw-agent")
     expect(origin.handshakes).toEqual([])
-    const seen = await agent.waitFor((l) => l.event === "frame" && l.type === 0x10)
+    const seen = await agent.waitFor((l) => l.event === "frame" && l.type === 0x10 && l.payload.headers["sec-websocket-key"] !== undefined)
     // the agent saw the handshake's headers as they go upstream (Upgrade is hop-by-hop)
     expect(seen.payload.headers["sec-websocket-key"]).toBeDefined()
   })

@@ -253,3 +253,49 @@ export class BodyScanner {
     this.states.delete(correlationId)
   }
 }
+
+/**
+ * Which WebSocket frames carry text, and the text to scan: a text frame, or a continuation of
+ * a text message (the proxy sends frames, not reassembled messages). Per tunnel (correlation
+ * id) and direction, a fragmented text message in progress keeps its last `CHUNK_OVERLAP`
+ * characters, scanned again with the next fragment, so a payload split across fragments is
+ * still seen. At most `maxTracked` messages are tracked (the oldest is forgotten first).
+ */
+export class WebSocketTextScanner {
+  /** key -> tail of the text message in progress */
+  private readonly open = new Map<string, string>()
+
+  constructor(readonly maxTracked: number) {}
+
+  get tracked(): number {
+    return this.open.size
+  }
+
+  /** The text to scan for this frame, or undefined (binary and control frames). */
+  frame(correlationId: string, clientToServer: boolean, opcode: string, fin: boolean, payload: Buffer): string | undefined {
+    const key = `${correlationId}\u0000${clientToServer ? "c" : "s"}`
+    let prefix: string
+    if (opcode === "text") prefix = ""
+    else if (opcode === "continuation") {
+      const tail = this.open.get(key)
+      if (tail === undefined) return undefined
+      prefix = tail
+    } else return undefined
+    const text = prefix + payload.toString("utf8")
+    this.open.delete(key)
+    if (!fin) {
+      if (this.open.size >= this.maxTracked) {
+        const oldest = this.open.keys().next().value
+        if (oldest !== undefined) this.open.delete(oldest)
+      }
+      this.open.set(key, text.slice(-CHUNK_OVERLAP))
+    }
+    return text
+  }
+
+  /** The tunnel ended (request_complete): its messages are forgotten. */
+  forget(correlationId: string): void {
+    this.open.delete(`${correlationId}\u0000c`)
+    this.open.delete(`${correlationId}\u0000s`)
+  }
+}

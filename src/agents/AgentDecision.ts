@@ -11,8 +11,39 @@ import { errorBody } from "../pipeline/ErrorResponse.js"
 
 export type AgentPhase = Extract<
   AgentEvent,
-  "request_headers" | "request_body" | "response_headers" | "response_body" | "request_complete"
+  "request_headers" | "request_body" | "response_headers" | "response_body" | "request_complete" | "websocket_frame"
 >
+
+/**
+ * What the agents decided about one WebSocket frame: forward it as it came, discard it, or
+ * close the tunnel with `code` both ways (`why`: an agent's `close`, or a failure under
+ * failure mode closed, 1011).
+ */
+export type WebSocketVerdict =
+  | { readonly _tag: "allow" }
+  | { readonly _tag: "drop" }
+  | { readonly _tag: "close"; readonly code: number; readonly reason: string; readonly why: "agent_close" | "agent_failure" }
+
+export const WEBSOCKET_ALLOW: WebSocketVerdict = { _tag: "allow" }
+
+/**
+ * An answer to a `websocket_frame` event: its `websocket_decision` (null = allow, as Sentinel
+ * reads it). A Sentinel agent that answers a frame with a plain `block` (and no
+ * `websocket_decision`) gets the tunnel closed with 1008 (policy violation): never an allow.
+ */
+export const websocketVerdictOf = (response: AgentResponse): WebSocketVerdict => {
+  const d = response.websocket_decision
+  if (d === "allow") return WEBSOCKET_ALLOW
+  if (d === "drop") return { _tag: "drop" }
+  if (d !== null) {
+    const code = d.close.code
+    // a code an endpoint may not send (1005, 1006, out of range) becomes 1008
+    const valid = (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999)
+    return { _tag: "close", code: valid ? code : 1008, reason: d.close.reason, why: "agent_close" }
+  }
+  if (response.decision === "allow") return WEBSOCKET_ALLOW
+  return { _tag: "close", code: 1008, reason: "blocked by agent", why: "agent_close" }
+}
 
 /** Go on; apply these mutations (in order) and, when set, use `body` instead of the original. */
 export interface AgentContinue {
@@ -52,6 +83,8 @@ export type AgentResult =
   | "overloaded"
   | "circuit-open"
   | "body-too-large"
+  | "drop"
+  | "close"
 
 /** One audit line per agent outcome (every security decision is logged). */
 export interface AgentAuditEntry {

@@ -51,11 +51,11 @@ import type {
   StageStep
 } from "../pipeline/Stage.js"
 import type { AgentConfig, AgentFilterRef } from "./AgentConfig.js"
-import type { AgentDecision, AgentMetric, AgentRespond, ChallengePolicy, PhaseContext } from "./AgentDecision.js"
+import type { AgentDecision, AgentMetric, AgentRespond, ChallengePolicy, PhaseContext, WebSocketVerdict } from "./AgentDecision.js"
 import { requestCompleteEvent, requestHeadersEvent, responseHeadersEvent } from "./AgentEvents.js"
 import { applyHeaderOps } from "./AgentHeaders.js"
 import { type AgentManagerService, type AgentStatus, make as makeManager } from "./Manager.js"
-import type { HeaderOp, RequestHeadersEvent } from "./Protocol.js"
+import type { HeaderOp, RequestHeadersEvent, WebSocketFrameEvent } from "./Protocol.js"
 
 export interface AgentsOptions {
   readonly metrics: Metrics
@@ -75,6 +75,17 @@ export interface Agents {
   /** The manager routes compiled now will use. */
   readonly manager: () => AgentManagerService
   readonly status: () => ReadonlyArray<AgentStatus>
+  /**
+   * The route's agents that subscribe to `websocket_frame` (filter order), with the manager of
+   * the configuration being compiled; undefined when there are none. A tunnel keeps what it
+   * got at its handshake (a reload leaves open tunnels on their configuration).
+   */
+  readonly websocketFrames: (route: RouteConfig, config: SentinelConfig) => WebSocketFrameAgents | undefined
+}
+
+/** One frame to a route's `websocket_frame` agents; `done` once unless the returned cancel runs first. */
+export interface WebSocketFrameAgents {
+  readonly start: (event: WebSocketFrameEvent, ctx: PhaseContext, done: (verdict: WebSocketVerdict) => void) => () => void
 }
 
 /** The decoded config is the manager's config (same fields and units). */
@@ -417,10 +428,18 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
       }
     }
 
+    const websocketFrames = (route: RouteConfig, config: SentinelConfig): WebSocketFrameAgents | undefined => {
+      const refs = agentRefs(route, filtersOf(config))
+      const manager = current.manager
+      if (refs.length === 0 || !manager.wants(refs, "websocket_frame")) return undefined
+      return { start: (event, pc, done) => manager.startWebSocketFrame(refs, event, pc, done) }
+    }
+
     return {
       extension: { name: "agents", compile },
       reload,
       manager: () => current.manager,
-      status: () => current.manager.status()
+      status: () => current.manager.status(),
+      websocketFrames
     }
   })

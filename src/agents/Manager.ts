@@ -29,6 +29,9 @@ import {
   type AgentPhase,
   type AgentResult,
   type ChallengePolicy,
+  WEBSOCKET_ALLOW,
+  type WebSocketVerdict,
+  websocketVerdictOf,
   CONTINUE,
   failureRespond,
   merge,
@@ -53,7 +56,8 @@ import {
   MessageType,
   type RequestCompleteEvent,
   type RequestHeadersEvent,
-  type ResponseHeadersEvent
+  type ResponseHeadersEvent,
+  type WebSocketFrameEvent
 } from "./Protocol.js"
 
 // ---------------------------------------------------------------------------
@@ -114,6 +118,18 @@ export interface AgentManagerService {
   ) => () => void
   /** RequestComplete to subscribed agents, fire and forget (answers only audited). */
   readonly notifyComplete: (filters: ReadonlyArray<AgentFilterRef>, event: RequestCompleteEvent, ctx: PhaseContext) => void
+  /**
+   * One WebSocket frame to the agents subscribed to `websocket_frame`, one after the other in
+   * filter order; the first that does not allow decides. A failure: failure mode closed closes
+   * the tunnel (1011), open lets the frame pass (audited, counted). `done` once, unless the
+   * returned cancel (tunnel gone) runs first.
+   */
+  readonly startWebSocketFrame: (
+    filters: ReadonlyArray<AgentFilterRef>,
+    event: WebSocketFrameEvent,
+    ctx: PhaseContext,
+    done: (verdict: WebSocketVerdict) => void
+  ) => () => void
   /** Whether any of these agents subscribes to `phase` (lets the pipeline skip buffering). */
   readonly wants: (filters: ReadonlyArray<AgentFilterRef>, phase: AgentPhase) => boolean
   readonly status: () => ReadonlyArray<AgentStatus>
@@ -131,7 +147,8 @@ const typeOf: Record<AgentPhase, MessageType> = {
   request_body: MessageType.RequestBodyChunk,
   response_headers: MessageType.ResponseHeaders,
   response_body: MessageType.ResponseBodyChunk,
-  request_complete: MessageType.RequestComplete
+  request_complete: MessageType.RequestComplete,
+  websocket_frame: MessageType.WebSocketFrame
 }
 
 
@@ -436,6 +453,73 @@ class Manager implements AgentManagerService {
     ctx: PhaseContext,
     done: (decision: AgentDecision) => void
   ): (() => void) => this.startSequential(filters, "response_body", ctx, undefined, body, done)
+
+  readonly startWebSocketFrame = (
+    filters: ReadonlyArray<AgentFilterRef>,
+    event: WebSocketFrameEvent,
+    ctx: PhaseContext,
+    done: (verdict: WebSocketVerdict) => void
+  ): (() => void) => {
+    let i = 0
+    let finished = false
+    let current: CancelCall | undefined
+    const next = (): void => {
+      while (!finished) {
+        if (i >= filters.length) {
+          finished = true
+          return done(WEBSOCKET_ALLOW)
+        }
+        const ref = filters[i++]
+        if (!this.subscribed(ref, "websocket_frame")) continue
+        current = this.oneFrame(ref, ctx, event, (v) => {
+          if (finished) return
+          if (v._tag !== "allow") {
+            finished = true
+            return done(v)
+          }
+          next()
+        })
+        return
+      }
+    }
+    next()
+    return () => {
+      if (finished) return
+      finished = true
+      current?.(CancelReason.ClientDisconnect)
+    }
+  }
+
+  /** One agent's look at one frame, resolved by failure mode when the call fails. */
+  private oneFrame(
+    ref: AgentFilterRef,
+    ctx: PhaseContext,
+    event: WebSocketFrameEvent,
+    done: (verdict: WebSocketVerdict) => void
+  ): CancelCall {
+    const started = performance.now()
+    const rt = this.runtimes.get(ref.agent)
+    const failed = (result: AgentResult, message: string): void => {
+      if (this.failureMode(ref, ctx, rt) === "open") {
+        this.emit(this.entry(ref, "websocket_frame", ctx, started, result, "fail-open", undefined, undefined, message), true)
+        return done(WEBSOCKET_ALLOW)
+      }
+      this.emit(this.entry(ref, "websocket_frame", ctx, started, result, "fail-closed", undefined, undefined, message), false)
+      done({ _tag: "close", code: 1011, reason: "agent failure", why: "agent_failure" })
+    }
+    if (rt === undefined) {
+      failed("unavailable", `agent "${ref.agent}" is not configured`)
+      return noop
+    }
+    return rt.invoke(MessageType.WebSocketFrame, event, (result) => {
+      if (Either.isLeft(result)) return failed(resultOfFailure(result.left), result.left.message)
+      const v = websocketVerdictOf(result.right)
+      const label: AgentResult = v._tag === "allow" ? "allow" : v._tag
+      const reason = v._tag === "close" ? `close ${v.code}${v.reason !== "" ? `: ${v.reason}` : ""}` : undefined
+      this.emit(this.entry(ref, "websocket_frame", ctx, started, label, v._tag === "allow" ? "continue" : "respond", undefined, result.right, reason), false)
+      done(v)
+    })
+  }
 
   readonly notifyComplete = (
     filters: ReadonlyArray<AgentFilterRef>,

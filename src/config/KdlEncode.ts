@@ -376,6 +376,8 @@ export const encodeKdl = (c: SentinelConfig): string => {
             w.line(`buffer-responses ${bool(r.policies.bufferResponses)}`)
           })
           if (r.circuitBreaker !== undefined) circuitBreaker(w, r.circuitBreaker)
+          if (r.websocket) w.line("websocket #true")
+          if (r.websocketInspection) w.line("websocket-inspection #true")
         })
       }
     })
@@ -400,6 +402,12 @@ export const encodeKdl = (c: SentinelConfig): string => {
     w.line(`merge-slashes ${bool(l.mergeSlashes)}`)
     w.line(`normalize-path ${bool(l.normalizePath)}`)
     w.line(`escaped-slashes ${kdlString(l.escapedSlashes)}`)
+    w.line(`websocket-max-frame-size ${l.websocketMaxFrameSize}`)
+    w.line(`websocket-max-message-size ${l.websocketMaxMessageSize}`)
+    w.line(`websocket-idle-timeout-secs ${secs(l.websocketIdleTimeout)}`)
+    w.line(`websocket-max-lifetime-secs ${secs(l.websocketMaxLifetime)}`)
+    w.line(`max-websocket-tunnels ${l.maxWebsocketTunnels}`)
+    w.line(`max-websocket-tunnels-per-client ${l.maxWebsocketTunnelsPerClient}`)
   })
   const g = c.observability.logging
   w.block("observability", () => {

@@ -41,6 +41,21 @@ export const lintConfig = (config: SentinelConfig, cores: number = os.availableP
     if (!usedAgents.has(a.id)) warn("unused-agent", `agent "${a.id}"`, "no filter uses it")
   }
 
+  // WebSocket inspection with nobody to inspect: the tunnel relays unexamined.
+  const agentsById = new Map(config.agents.map((a) => [a.id, a]))
+  const filtersById = new Map(config.filters.map((f) => [f.id, f]))
+  for (const r of config.routes) {
+    if (!r.websocketInspection) continue
+    const inspecting = r.filters.some((id) => {
+      const f = filtersById.get(id)
+      return f !== undefined && f.type === "agent" && agentsById.get(f.agent)?.events.includes("websocket_frame") === true
+    })
+    if (!inspecting) {
+      warn("websocket-inspection-without-agent", `route "${r.id}"`,
+        "websocket-inspection #true but none of its agent filters has an agent with `events \"websocket_frame\"`: frames are relayed uninspected (and extensions pass)")
+    }
+  }
+
   // Routes that can never match: same priority and the same conditions as an earlier one.
   const seen = new Map<string, string>()
   for (const r of config.routes) {

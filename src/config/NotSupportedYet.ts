@@ -15,8 +15,7 @@ export const notSupportedYet: Readonly<Record<string, ReadonlyArray<string>>> = 
   "upstreams.upstream": ["retry-policy"],
   "upstreams.upstream.health-check.type": ["service", "endpoint", "expected-models", "readiness"],
   "routes.route": [
-    "api-schema", "inference", "cache", "shadow", "fallback", "waf-enabled", "websocket",
-    "websocket-inspection", "agents", "agent", "rate-limit"
+    "api-schema", "inference", "cache", "shadow", "fallback", "waf-enabled", "agents", "agent", "rate-limit"
   ],
   "routes.route.policies": ["rate-limit", "cache"],
   "filters.filter": [

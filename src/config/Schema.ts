@@ -453,11 +453,26 @@ export const RouteConfig = Schema.Struct({
    * with `Retry-After`. A failure is an upstream fault or a 5xx; the client's side never counts.
    * Default: none.
    */
-  circuitBreaker: Schema.optional(CircuitBreakerConfig)
+  circuitBreaker: Schema.optional(CircuitBreakerConfig),
+  /**
+   * `websocket #true`: WebSocket handshakes on this route are tunnelled to its upstream (RFC 6455;
+   * HTTP/1.1 upgrade). Without it a handshake is refused with 403. Default #false.
+   */
+  websocket: defaulted(Schema.Boolean, () => false),
+  /**
+   * `websocket-inspection #true` (with `websocket`): every frame goes to the route's agents that
+   * subscribe to `websocket_frame`, and `Sec-WebSocket-Extensions` is removed from the upstream
+   * handshake (no compression can hide a payload from them). Default #false.
+   */
+  websocketInspection: defaulted(Schema.Boolean, () => false)
 }).pipe(
   Schema.filter((r) =>
     [r.upstream, r.builtinHandler, r.staticFiles].filter((x) => x !== undefined).length === 1 ||
     `route "${r.id}" needs exactly one of upstream, builtinHandler or staticFiles`
+  ),
+  Schema.filter((r) => (r.websocket && r.upstream === undefined ? `route "${r.id}": \`websocket\` needs an \`upstream\`` : true)),
+  Schema.filter((r) =>
+    r.websocketInspection && !r.websocket ? `route "${r.id}": \`websocket-inspection\` needs \`websocket #true\`` : true
   )
 )
 export type RouteConfig = typeof RouteConfig.Type
@@ -517,7 +532,25 @@ export const LimitsConfig = Schema.Struct({
   /** `normalize-path`: decode unreserved escapes, remove `.`/`..` segments. Default #true. */
   normalizePath: defaulted(Schema.Boolean, () => true),
   /** `escaped-slashes "keep"|"reject"`: `%2F` in a path segment. Default "keep". */
-  escapedSlashes: defaulted(Schema.Literal("keep", "reject"), () => "keep" as const)
+  escapedSlashes: defaulted(Schema.Literal("keep", "reject"), () => "keep" as const),
+  /** `websocket-max-frame-size`: payload bytes of one WebSocket frame; a larger one closes the tunnel with 1009. Default 1 MiB (Sentinel's). */
+  websocketMaxFrameSize: defaulted(PositiveCount, () => 1024 * 1024),
+  /**
+   * `websocket-max-message-size`: payload bytes of one (fragmented) message on an inspected
+   * tunnel; past it 1009. 0 = no bound. Default 16 MiB.
+   */
+  websocketMaxMessageSize: defaulted(Count, () => 16 * 1024 * 1024),
+  /** `websocket-idle-timeout-secs`: a tunnel with no byte either way for this long is closed (1001). 0 = never. Default 300s. */
+  websocketIdleTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(300)),
+  /** `websocket-max-lifetime-secs`: a tunnel is closed (1001) this long after it opened. 0 = never (the default). */
+  websocketMaxLifetime: defaulted(NonNegativeDuration, () => Duration.zero),
+  /**
+   * `max-websocket-tunnels`: WebSocket tunnels (and handshakes under way) at once; past it a
+   * handshake gets 503. Each also holds a connection of `max-total-connections`. Default 10000.
+   */
+  maxWebsocketTunnels: defaulted(PositiveCount, () => 10000),
+  /** `max-websocket-tunnels-per-client`: the same per client IP. Default 100. */
+  maxWebsocketTunnelsPerClient: defaulted(PositiveCount, () => 100)
 })
 export type LimitsConfig = typeof LimitsConfig.Type
 

@@ -47,6 +47,29 @@ export interface AccessLogEntry {
   readonly client_cert_issuer?: string | undefined
   readonly client_cert_serial?: string | undefined
   readonly client_cert_fingerprint?: string | undefined
+  /**
+   * A WebSocket handshake's tunnel, when it had one (JSON only): the line is written when the
+   * tunnel ends, `duration_ms` is the whole tunnel and `body_bytes_sent` what went to the client.
+   */
+  readonly websocket?: AccessWebSocket | undefined
+}
+
+/** The `websocket` object of an access line. */
+export interface AccessWebSocket {
+  readonly bytes_from_client: number
+  readonly bytes_to_client: number
+  readonly bytes_from_upstream: number
+  readonly bytes_to_upstream: number
+  readonly frames_from_client: number
+  readonly frames_from_upstream: number
+  readonly frames_dropped: number
+  /** The first close frame's code (null: none was sent). */
+  readonly close_code: number | null
+  readonly close_reason: string
+  /** "client" | "upstream" | "proxy" */
+  readonly closed_by: string
+  /** Why the tunnel ended (`sentinel_websocket_closes_total{reason}`). */
+  readonly end_reason: string
 }
 
 /** Access log formats, as in `access-log { format "json" | "combined" }`. */
@@ -127,6 +150,7 @@ export const formatAccessJson = (e: AccessLogEntry): string =>
     ? `,"client_cert_subject":${jstr(e.client_cert_subject)},"client_cert_issuer":${jstr(e.client_cert_issuer)}` +
       `,"client_cert_serial":${jstr(e.client_cert_serial)},"client_cert_fingerprint":${jstr(e.client_cert_fingerprint)}`
     : "") +
+  (e.websocket !== undefined ? `,"websocket":${JSON.stringify(e.websocket)}` : "") +
   (e.error !== undefined ? `,"error":${jstrKnown(e.error)}}` : "}")
 
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]

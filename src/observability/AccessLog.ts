@@ -20,7 +20,7 @@ import { Effect, Either, type Scope } from "effect"
 import type { AccessLogConfig } from "../config/Schema.js"
 import type { ClientCertificate, RequestContext } from "../pipeline/RequestContext.js"
 import type { ClientRejection } from "../pipeline/Connection.js"
-import { accessFormatter, type AccessLogEntry } from "./AccessFormat.js"
+import { type AccessWebSocket, accessFormatter, type AccessLogEntry } from "./AccessFormat.js"
 import { makeLogSlot, type LogDestination, type LogSwap } from "./LogSlot.js"
 import type { LogOpenFailed } from "./LogWriter.js"
 import type { Metrics } from "./Metrics.js"
@@ -67,9 +67,27 @@ export const toAccessEntry = (ctx: RequestContext): AccessLogEntry => {
     instance_id: instanceId,
     body_bytes_sent: ctx.bytesSent,
     error: ctx.error,
-    ...(ctx.tls?.clientCert !== undefined ? clientCertFields(ctx.tls.clientCert) : undefined)
+    ...(ctx.tls?.clientCert !== undefined ? clientCertFields(ctx.tls.clientCert) : undefined),
+    ...(ctx.websocket?.summary !== undefined ? { websocket: websocketFields(ctx.websocket.summary) } : undefined)
   }
 }
+
+/** What a tunnel reports when it ends (websocket/Tunnel.ts `TunnelSummary`), as the access line reads it. */
+type TunnelSummary = NonNullable<NonNullable<RequestContext["websocket"]>["summary"]>
+
+const websocketFields = (s: TunnelSummary): AccessWebSocket => ({
+  bytes_from_client: s.bytesFromClient,
+  bytes_to_client: s.bytesToClient,
+  bytes_from_upstream: s.bytesFromUpstream,
+  bytes_to_upstream: s.bytesToUpstream,
+  frames_from_client: s.framesFromClient,
+  frames_from_upstream: s.framesFromUpstream,
+  frames_dropped: s.framesDropped,
+  close_code: s.closeCode ?? null,
+  close_reason: s.closeReason,
+  closed_by: s.closedBy,
+  end_reason: s.reason
+})
 
 const clientCertFields = (c: ClientCertificate) => ({
   client_cert_subject: c.subject,

@@ -12,7 +12,7 @@
  */
 import { Effect, Either, type Scope } from "effect"
 import type { AuditLogConfig } from "../config/Schema.js"
-import { formatAudit } from "./AuditFormat.js"
+import { type AuditEntry, formatAudit } from "./AuditFormat.js"
 import { makeLogSlot, type LogDestination, type LogSwap } from "./LogSlot.js"
 import type { LogOpenFailed } from "./LogWriter.js"
 import type { Metrics } from "./Metrics.js"
@@ -47,6 +47,11 @@ export interface AgentAuditEntry {
 export interface AuditLog {
   /** Writes the entry if the config asks for it. Never throws, never blocks. */
   readonly agent: (entry: AgentAuditEntry) => void
+  /**
+   * A refusal decided by the proxy itself (a WebSocket handshake on a route without
+   * `websocket`, a tunnel closed for breaking the protocol): written when `log-blocked`.
+   */
+  readonly proxy: (entry: AuditEntry) => void
   /** Resolves once every line written so far reached the sink (tests, shutdown). */
   readonly flush: () => Promise<void>
   readonly reopen: () => Promise<void>
@@ -114,6 +119,10 @@ export const makeAuditLog = (config: AuditLogConfig, metrics: Metrics): Effect.E
         agent: (e) => {
           const writer = slot.current
           if (writer !== undefined && auditsAgentEntry(current, e)) writer.write(formatAgentAudit(e))
+        },
+        proxy: (e) => {
+          const writer = slot.current
+          if (writer !== undefined && current.logBlocked) writer.write(formatAudit(e))
         },
         flush: async () => {
           await Promise.all([slot.current?.flush(), slot.retired()])

@@ -129,6 +129,16 @@ export class Metrics {
   readonly rateLimited: BoundedCounter<readonly ["route"]>
   /** sentinel_ratelimit_backend_errors_total{filter,reason}: rate-limit decisions Redis did not make (the fallback did) */
   readonly rateLimitBackendErrors: BoundedCounter<readonly ["filter", "reason"]>
+  /** sentinel_websocket_connections_total{route}: WebSocket tunnels opened (upstream answered 101) */
+  readonly websocketConnections: BoundedCounter<readonly ["route"]>
+  /** sentinel_websocket_connections_active: WebSocket tunnels open now */
+  readonly websocketActive: Gauge<string>
+  /** sentinel_websocket_frames_total{route,direction,decision}: frames relayed ("allow"), dropped or closed on */
+  readonly websocketFrames: BoundedCounter<readonly ["route", "direction", "decision"]>
+  /** sentinel_websocket_bytes_total{route,direction}: tunnel bytes received, by direction */
+  readonly websocketBytes: BoundedCounter<readonly ["route", "direction"]>
+  /** sentinel_websocket_closes_total{route,reason}: tunnels ended, by why */
+  readonly websocketCloses: BoundedCounter<readonly ["route", "reason"]>
   /** sentinel_config_reload_total{result} ("success" | "error"), counted by config/Reload.ts */
   readonly configReloads: BoundedCounter<readonly ["result"]>
   /** sentinel_log_dropped_total{log} ("access" | "error" | "audit" | ...) */
@@ -399,6 +409,32 @@ export class Metrics {
       "sentinel_ratelimit_backend_errors_total",
       "Rate-limit decisions the shared backend (Redis) did not make, so the fallback did, by filter and reason (timeout, error, not_connected, circuit_open).",
       ["filter", "reason"] as const
+    )
+    this.websocketConnections = counter(
+      "sentinel_websocket_connections_total",
+      "WebSocket tunnels opened (the upstream answered the handshake with 101), by route.",
+      ["route"] as const
+    )
+    this.websocketActive = new Gauge({
+      name: "sentinel_websocket_connections_active",
+      help: "WebSocket tunnels open now.",
+      registers,
+      aggregator: "sum"
+    })
+    this.websocketFrames = counter(
+      "sentinel_websocket_frames_total",
+      "WebSocket frames, by route, direction (client_to_server, server_to_client) and decision (allow, drop, close).",
+      ["route", "direction", "decision"] as const
+    )
+    this.websocketBytes = counter(
+      "sentinel_websocket_bytes_total",
+      "WebSocket tunnel bytes received, by route and direction (client_to_server, server_to_client).",
+      ["route", "direction"] as const
+    )
+    this.websocketCloses = counter(
+      "sentinel_websocket_closes_total",
+      "WebSocket tunnels ended, by route and reason (close_handshake, client_gone, upstream_gone, idle_timeout, max_lifetime, protocol_error, too_big, agent_close, agent_failure, going_away).",
+      ["route", "reason"] as const
     )
     this.configReloads = counter("sentinel_config_reload_total", "Configuration reloads, by result.", [
       "result"

@@ -10,7 +10,7 @@ import type { BuiltinHandler, LimitsConfig, SentinelConfig } from "../config/Sch
 import { makeRouter, type Router } from "../routing/Router.js"
 import type { UpstreamRuntime } from "../upstream/Upstreams.js"
 import { compileHeaderOps, type HeaderPolicy } from "./Headers.js"
-import type { CompleteStage, LocalHandler, RequestStage, ResponseHook, ResponseStage, RouteExtension } from "./Stage.js"
+import type { CompleteStage, LocalHandler, RequestStage, ResponseHook, ResponseStage, RouteExtension, UpgradePolicy } from "./Stage.js"
 import { makeTraceIdGenerator } from "./TraceId.js"
 import { mergeContributions } from "./Phases.js"
 import { CircuitBreaker } from "../upstream/Circuit.js"
@@ -54,6 +54,8 @@ export interface RoutePlan {
   readonly bufferResponses: boolean
   /** The route's own `circuit-breaker`, around its upstream calls; kept across reloads while its settings stay. */
   readonly breaker: CircuitBreaker | undefined
+  /** WebSocket handshakes (src/websocket/); undefined without the extension: every one is refused (403). */
+  readonly upgrade?: UpgradePolicy | undefined
 }
 
 export interface Dataplane {
@@ -85,6 +87,7 @@ export const compileDataplane = (
     const responseHook: ResponseHook | undefined = c.responseHook
     const upstreamTimeoutMs = c.upstreamTimeoutMs ?? 0
     const connectTimeoutMs = c.connectTimeoutMs ?? 0
+    const upgrade: UpgradePolicy | undefined = c.upgrade
     plans.set(route.id, {
       upstreamTimeoutMs,
       connectTimeoutMs,
@@ -93,6 +96,7 @@ export const compileDataplane = (
       complete,
       local,
       responseHook,
+      upgrade,
       id: route.id,
       upstream: route.upstream === undefined ? undefined : upstreams.get(route.upstream),
       builtin: route.builtinHandler,

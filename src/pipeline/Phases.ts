@@ -36,7 +36,7 @@ type MutableContribution = { -readonly [K in keyof RouteContribution]: RouteCont
 
 /**
  * Contributions merged in order: stages are concatenated; the handler, the deadlines and the
- * response hook of a later contribution replace an earlier one's.
+ * response hook and the upgrade policy of a later contribution replace an earlier one's.
  */
 export const mergeContributions = (contributions: ReadonlyArray<RouteContribution | undefined>): RouteContribution | undefined => {
   let out: MutableContribution | undefined
@@ -51,6 +51,7 @@ export const mergeContributions = (contributions: ReadonlyArray<RouteContributio
     if (c.upstreamTimeoutMs !== undefined) out.upstreamTimeoutMs = c.upstreamTimeoutMs
     if (c.connectTimeoutMs !== undefined) out.connectTimeoutMs = c.connectTimeoutMs
     if (c.responseHook) out.responseHook = c.responseHook
+    if (c.upgrade) out.upgrade = c.upgrade
   }
   return out
 }

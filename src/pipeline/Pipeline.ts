@@ -34,7 +34,9 @@ import type { UpstreamRuntime } from "../upstream/Upstreams.js"
 import { sendAnswer, sendError, sendStageAnswer } from "./Answer.js"
 import { closedEarly, cutOf, markClosing, settleEarlyClose } from "./Connection.js"
 import type { Dataplane, RoutePlan } from "./Dataplane.js"
-import { errorAnswer } from "./ErrorResponse.js"
+import { errorAnswer, errorBody } from "./ErrorResponse.js"
+import { isUpgradeRequest } from "../websocket/Upgrade.js"
+import type { Answer } from "./Stage.js"
 import { BodyTooLarge, InternalError, NoRoute, NoUpstream, RequestRejected, type ProxyError } from "./Errors.js"
 import type { RequestContext } from "./RequestContext.js"
 import { runStages, Waiting } from "./Stages.js"
@@ -68,6 +70,15 @@ export interface PipelineEnv {
 }
 
 /** Build the `request` listener for one listener. */
+/** A WebSocket handshake on a dataplane without the websocket extension: 403, as on a route without `websocket`. */
+const upgradeRefused = (ctx: RequestContext): Answer => ({
+  status: 403,
+  headers: [],
+  body: errorBody(403, "websocket_not_enabled", ctx.traceId),
+  contentType: "application/json",
+  reason: "websocket_not_enabled"
+})
+
 export const makeRequestHandler = (env: PipelineEnv) => {
   const runFork = Runtime.runFork(env.runtime)
 
@@ -317,6 +328,14 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     const plan = dp.plans.get(route.id)!
     if (declaredBodyOver(ctx, plan.maxBodySize)) return refuseUnread(ctx, new BodyTooLarge(), plan)
     if (plan.upstream !== undefined) ctx.upstreamHeaders = buildUpstreamHeaders(ctx, plan)
+    // WebSocket handshakes (src/websocket/): the route's policy refuses them or prepares the upgrade
+    if (ctx.header("upgrade") !== undefined) {
+      const refusal = plan.upgrade !== undefined ? plan.upgrade.check(ctx) : isUpgradeRequest(req) ? upgradeRefused(ctx) : undefined
+      if (refusal !== undefined) {
+        sendStageAnswer(ctx, env, refusal, plan)
+        return complete(ctx, plan)
+      }
+    }
 
     handleStep(ctx, dp, plan, runStages(ctx, plan.request, 0))
   }

@@ -18,6 +18,7 @@ export interface EdgeHead {
   readonly result: ValidationResult
   readonly forwarded: ForwardedInfo | undefined
 }
+import type { WebSocketSession } from "../websocket/Session.js"
 
 export interface RequestContext {
   readonly req: IncomingMessage
@@ -73,6 +74,8 @@ export interface RequestContext {
   readonly edge: EdgeHead
   /** Extra response headers decided during the request phase (rate-limit, CORS), flat list. */
   responseHeaders: Array<string> | undefined
+  /** A WebSocket handshake its route accepted (src/websocket/), and then its tunnel. */
+  websocket?: WebSocketSession | undefined
   /** The request's spans; set only when tracing is configured and this request is sampled. */
   trace?: RequestTrace | undefined
   header(lowerName: string): string | undefined

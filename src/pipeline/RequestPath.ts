@@ -28,6 +28,7 @@ import { combineExtensions, editedPhase, type PhaseEdit, phaseEditProblems } fro
 import { makeRequestHandler, type PipelineHooks } from "./Pipeline.js"
 import type { RequestContext } from "./RequestContext.js"
 import type { RouteExtension } from "./Stage.js"
+import { makeWebSockets, type WebSockets } from "../websocket/WebSockets.js"
 
 export interface RequestPathOptions {
   /** Edits of the built-in phases: stages before or after one, or a replacement. */
@@ -49,6 +50,8 @@ export interface RequestPathService {
     draining: () => boolean
   ) => ReturnType<typeof makeRequestHandler>
   readonly tracing: RequestTracing | undefined
+  /** WebSocket tunnels: their registry (drained with the listeners) and limits (`configure` on reload). */
+  readonly websockets: WebSockets
 }
 
 /** The `protocol` label of a request: its HTTP version, and whether it came over TLS. */
@@ -117,9 +120,12 @@ export class RequestPath extends Context.Tag("sentinel/pipeline/RequestPath")<Re
           )
         )
         const staticFiles = makeStaticFilesRoute({ responseStages: (ctx) => current.plans.get(ctx.routeId)?.response ?? [] })
+        // WebSocket handshakes and tunnels (src/websocket/): every route gets its upgrade policy
+        const websockets = makeWebSockets(initial, { metrics, audit: logs.audit, frameAgents: agents.websocketFrames })
         const extensions = [
           filtersPhase,
           editedPhase("static-files", staticFiles, edits),
+          websockets.extension,
           ...(options.extensions ?? [])
         ].filter((e): e is RouteExtension => e !== undefined)
 
@@ -142,6 +148,8 @@ export class RequestPath extends Context.Tag("sentinel/pipeline/RequestPath")<Re
             const route = ctx.routeId === "" ? "none" : ctx.routeId
             metrics.completed(route, ctx.method, ctx.status, (performance.now() - ctx.start) / 1000)
             metrics.requestsByProtocol.inc(ctx.listenerId, protocolLabel(ctx))
+            // a WebSocket handshake that became a tunnel is logged when the tunnel ends (nginx does so)
+            if (ctx.websocket !== undefined && ctx.websocket.deferLog(() => logs.access.write(ctx))) return
             logs.access.write(ctx)
           },
           onReject: (_ctx, reason) => {
@@ -178,7 +186,8 @@ export class RequestPath extends Context.Tag("sentinel/pipeline/RequestPath")<Re
               draining,
               tracing
             }),
-          tracing
+          tracing,
+          websockets
         }
       })
     )

@@ -12,6 +12,7 @@
  * costs more than the rest of the pipeline); an Effect runs the rest of the
  * request as one fiber.
  */
+import type { Socket } from "node:net"
 import { Effect } from "effect"
 import type { RouteConfig, SentinelConfig } from "../config/Schema.js"
 import type { RequestContext } from "./RequestContext.js"
@@ -111,6 +112,31 @@ export interface ResponseHook {
 /** Serves the request itself (static files); resolves when the response is finished. */
 export type LocalHandler = (ctx: RequestContext) => Promise<void>
 
+/**
+ * How a route treats WebSocket handshakes (contributed by src/websocket/ for every route). The
+ * pipeline asks `check` for a request that asks for a WebSocket, before the route's request
+ * stages; the upstream exchange is then made as an upgrade, and its 101 goes to `accept`.
+ */
+export interface UpgradePolicy {
+  /**
+   * The answer refusing the handshake (403 on a route without `websocket`, 400/426 for a
+   * malformed one, 503 over the tunnel limits), or undefined: go on, with `ctx.websocket` set
+   * and the upstream headers prepared.
+   */
+  readonly check: (ctx: RequestContext) => Answer | undefined
+  /**
+   * The upstream answered 101 on `upstream`: write the 101 to the client (`editHead` applies the
+   * route's response-header stages to its flat head) and start the tunnel. Undefined = done;
+   * "upstream": its answer does not fit the handshake (502); "client": the client is gone.
+   */
+  readonly accept: (
+    ctx: RequestContext,
+    rawHeaders: ReadonlyArray<Buffer>,
+    upstream: Socket,
+    editHead: (status: number, flat: Array<string>) => void
+  ) => "upstream" | "client" | undefined
+}
+
 export interface RouteContribution<R = never> {
   readonly request?: ReadonlyArray<RequestStage<R>>
   readonly response?: ReadonlyArray<ResponseStage>
@@ -125,6 +151,8 @@ export interface RouteContribution<R = never> {
   readonly connectTimeoutMs?: number
   /** Holds the upstream response until it resolves (one per route; the last extension's wins). */
   readonly responseHook?: ResponseHook
+  /** WebSocket handshakes on this route (src/websocket/; the last extension's wins). */
+  readonly upgrade?: UpgradePolicy
 }
 
 /** A feature that adds stages to routes when a configuration is compiled. */

@@ -19,6 +19,7 @@
  * and reports the attempt to the target as "aborted" (neither success nor
  * failure).
  */
+import type { Socket } from "node:net"
 import { performance } from "node:perf_hooks"
 import { Effect } from "effect"
 import { cookieValue } from "../http/Cookie.js"
@@ -65,6 +66,8 @@ class Attempt implements ResponseSink {
   private settled = false
   private statusRetry: Decision = NO
   private handedOn = false
+  /** The upstream's 101 went to the route's upgrade policy (a WebSocket tunnel). */
+  private upgraded = false
   /** Aborts the exchange; set once it is under way. */
   exchange: ExchangeHandle | undefined = undefined
   readonly onDone: ExchangeDone = (e, o) => {
@@ -106,6 +109,18 @@ class Attempt implements ResponseSink {
     this.base.end(trailers)
   }
 
+  /** A WebSocket handshake answered 101: the route's upgrade policy takes both connections. */
+  upgrade(status: number, raw: ReadonlyArray<Buffer>, socket: Socket): "upstream" | "client" | undefined {
+    const { ctx, plan } = this.call
+    if (plan.upgrade === undefined || ctx.websocket === undefined) return "upstream"
+    const taken = plan.upgrade.accept(ctx, raw, socket, (s, flat) => {
+      plan.responsePolicy?.(flat)
+      for (const stage of plan.response) stage(ctx, s, flat)
+    })
+    if (taken === undefined) this.handedOn = this.upgraded = true
+    return taken
+  }
+
   private settle(result: AttemptResult): void {
     if (this.settled) return
     this.settled = true
@@ -142,6 +157,11 @@ class Attempt implements ResponseSink {
       if (o.discarded) {
         this.held?.dispose()
         return call.finish(new UpstreamBadAnswer({ reason: call.ctx.error ?? "upstream_discarded" }))
+      }
+      if (this.upgraded) {
+        // the 101 went out and the tunnel has the sockets: no response phase follows
+        this.held?.dispose()
+        return call.finish(undefined)
       }
       const held = this.held
       if (held === undefined) return call.finish(undefined)
@@ -349,7 +369,8 @@ class UpstreamCall {
       writeTimeoutMs: upstream.writeTimeoutMs,
       connectTimeoutMs: plan.connectTimeoutMs,
       client: ctx.clientIp,
-      clientStallTimeoutMs: this.dp.slowReaderTimeoutMs
+      clientStallTimeoutMs: this.dp.slowReaderTimeoutMs,
+      upgrade: ctx.websocket !== undefined ? "websocket" : undefined
     }
     // current before the exchange starts: it may end synchronously (and clear it)
     this.current = attempt

@@ -39,6 +39,7 @@ import { sniffPreface, startHttp2 } from "./Http2.js"
 import { isHttp2Message } from "../http/Response.js"
 import { onTicketKeys, ticketKeys } from "./TicketKeys.js"
 import { startOcspStapler, type OcspStapler } from "./Ocsp.js"
+import { handleUpgrade, UpgradeAwareRequest } from "../websocket/Upgrade.js"
 
 export class ListenerBindFailed extends Data.TaggedError("ListenerBindFailed")<{
   readonly listener: string
@@ -74,6 +75,11 @@ export interface ListenerHooks {
   readonly onDefence?: (reason: string, clientIp: string) => void
   /** `protocol "https"`: the certificates and TLS settings (Tls.ts), loaded before the listener starts. */
   readonly tls?: ListenerTls
+  /**
+   * WebSocket tunnels (src/websocket/Tunnels.ts): a drain gives this listener's tunnels what is
+   * left of the grace period, then closes them with 1001, before the sockets are destroyed.
+   */
+  readonly tunnels?: { readonly drain: (listener: string, graceMs: number) => Promise<void> }
 }
 
 export interface ListenerHandle {
@@ -131,7 +137,9 @@ export const startListener = (
       insecureHTTPParser: nodeOptions.insecureHTTPParser,
       requireHostHeader: nodeOptions.requireHostHeader,
       joinDuplicateHeaders: false,
-      noDelay: true
+      noDelay: true,
+      // only `Upgrade: websocket` leaves the HTTP parser (the `upgrade` event below)
+      IncomingMessage: UpgradeAwareRequest
     }
     const server: http.Server =
       protocol === "https"
@@ -260,6 +268,13 @@ export const startListener = (
       socket.end(rawAnswer(METHOD_CONNECT, "allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"))
     })
 
+    // WebSocket handshakes (src/websocket/Upgrade.ts): node hands the connection over; the request
+    // runs the pipeline like any other, on a response of its own, and may become a tunnel.
+    server.on("upgrade", (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
+      if (refused.has(socket) || isClosing(socket)) return void socket.destroy()
+      handleUpgrade(req, socket, head, admitAndHandle)
+    })
+
     const sweep = startWriteSweep(config.id, t, connectionsOpen, hooks.onClientError)
     yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(sweep)))
 
@@ -284,6 +299,7 @@ export const startListener = (
         ;(server as unknown as https.Server).setSecureContext({ ...next.serverOptions, ticketKeys: ticketKeys() })
       },
       drain: async (graceMs) => {
+        const deadline = Date.now() + graceMs
         draining = true
         const closed = new Promise<void>((resolve) => server.close(() => resolve()))
         server.closeIdleConnections()
@@ -300,6 +316,7 @@ export const startListener = (
           clearTimeout(timer)
           idle = undefined
         }
+        if (hooks.tunnels !== undefined) await hooks.tunnels.drain(config.id, Math.max(0, deadline - Date.now()))
         server.closeAllConnections()
         h2?.destroyAll()
         for (const c of connectionsOpen.all()) c.socket.destroy()

@@ -149,6 +149,7 @@ export class Listeners extends Context.Tag("sentinel/server/Listeners")<Listener
               },
               admission,
               connections,
+              tunnels: path.websockets.tunnels,
               ...(tls !== undefined ? { tls } : {})
             }).pipe(
               Scope.extend(child),
@@ -199,6 +200,7 @@ export class Listeners extends Context.Tag("sentinel/server/Listeners")<Listener
                   }
                 }
                 admission.configure(admissionConfigFor(next.limits))
+                path.websockets.configure(next.limits)
                 connections.configure(connectionLimitsFor(next.limits))
                 graceMs = Duration.toMillis(next.system.gracefulShutdownTimeout)
                 for (const l of next.listeners) {

@@ -6,6 +6,7 @@
  * the upstream request and clears every timer.
  */
 import type { Dispatcher } from "undici"
+import type { Socket } from "node:net"
 import type { Readable } from "node:stream"
 import {
   DownstreamError,
@@ -60,6 +61,11 @@ export interface ForwardRequest {
    * exchange fails with `DownstreamError` "slow_reader" (the client connection is closed).
    */
   readonly clientStallTimeoutMs?: number
+  /**
+   * An upgrade to ask for (`"websocket"`: undici sends `Connection: upgrade` and `Upgrade`). A
+   * 101 goes to the sink's `upgrade`; any other answer is an ordinary response.
+   */
+  readonly upgrade?: string | undefined
 }
 
 /** Where the response goes. Implemented by the pipeline over `ServerResponse`. */
@@ -72,6 +78,12 @@ export interface ResponseSink {
   readonly onDrain: (resume: () => void) => void
   /** The body is complete; `trailers` are the upstream's trailer fields (flat raw list), if any. */
   readonly end: (trailers?: ReadonlyArray<Buffer | string> | null) => void
+  /**
+   * The upstream switched protocols (an `upgrade` request answered 101): the socket is the
+   * sink's now. Undefined = taken; "upstream": the answer does not fit (the exchange fails as a
+   * protocol error); "client": the client side is gone.
+   */
+  readonly upgrade?: (status: number, rawHeaders: ReadonlyArray<Buffer>, socket: Socket) => "upstream" | "client" | undefined
 }
 
 export interface ForwardOutcome {
@@ -257,7 +269,8 @@ class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle, GateWaiter
           headersTimeout: 0,
           bodyTimeout: 0,
           // Redirects, retries and caching are decisions of the proxy, not of the client library.
-          idempotent: false
+          idempotent: false,
+          ...(request.upgrade !== undefined ? { upgrade: request.upgrade } : {})
         } as Dispatcher.DispatchOptions,
         this
       )
@@ -476,6 +489,26 @@ class Exchange implements Dispatcher.DispatchHandler, ExchangeHandle, GateWaiter
       }
     }
     this.finish(undefined, { status: this.status, bytes: this.bytes, discarded: this.discarded })
+  }
+
+  /** A 101 to an `upgrade` request: the socket goes to the sink, the exchange is over. */
+  onUpgrade(statusCode: number, rawHeaders: Array<Buffer> | null, socket: Socket): void {
+    if (this.done) {
+      socket.destroy()
+      return
+    }
+    this.headersSeen = true
+    this.status = statusCode
+    let taken: "upstream" | "client" | undefined = "upstream"
+    try {
+      if (this.sink.upgrade !== undefined) taken = this.sink.upgrade(statusCode, rawHeaders ?? [], socket)
+    } catch {
+      taken = "client"
+    }
+    if (taken === undefined) return this.finish(undefined, { status: statusCode, bytes: 0, discarded: false })
+    socket.destroy()
+    if (taken === "client") return this.finish(new DownstreamError({ status: 502, reason: "client_write_failed" }))
+    this.finish(new UpstreamProtocolError({ ...this.ref, reason: "malformed", message: "upgrade answer does not fit the handshake", requestSent: true }))
   }
 
   onError(err: Error): void {

@@ -135,6 +135,8 @@ export interface RouteConfig {
     readonly bufferResponses: boolean            // buffer-responses #false: the response read whole (bounded) first
   }
   readonly circuitBreaker?: S.CircuitBreakerConfig // a breaker around the route's upstream calls
+  readonly websocket: boolean                    // websocket #false: WebSocket handshakes tunnelled (needs upstream)
+  readonly websocketInspection: boolean          // websocket-inspection #false: frames to websocket_frame agents
 }
 export interface LimitsConfig {
   readonly maxHeaderSize: number                 // 8192 bytes (also accept max-header-size-bytes)
@@ -155,6 +157,12 @@ export interface LimitsConfig {
   readonly mergeSlashes: boolean
   readonly normalizePath: boolean
   readonly escapedSlashes: "keep" | "reject"
+  readonly websocketMaxFrameSize: number         // 1 MiB (frame payload; over it 1009)
+  readonly websocketMaxMessageSize: number       // 16 MiB (inspected message; 0 = unbounded)
+  readonly websocketIdleTimeout: Duration.Duration  // 300s (0 = never)
+  readonly websocketMaxLifetime: Duration.Duration  // 0 = never
+  readonly maxWebsocketTunnels: number           // 10000
+  readonly maxWebsocketTunnelsPerClient: number  // 100
 }
 export interface AccessLogConfig {
   readonly enabled: boolean                      // #true

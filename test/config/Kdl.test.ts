@@ -31,7 +31,9 @@ describe("Kdl decoder: values and defaults", () => {
       slowReaderTimeout: Duration.seconds(10), maxUriLength: 8192,
       maxConnectionsPerClient: 100, maxTotalConnections: 10000, maxInFlightRequests: 10000,
       inFlightQueueSize: 1000, inFlightQueueTimeout: Duration.seconds(5), maxHeaderLineSize: 8192,
-      underscoresInHeaders: "drop", allowTrace: false, mergeSlashes: true, normalizePath: true, escapedSlashes: "keep"
+      underscoresInHeaders: "drop", allowTrace: false, mergeSlashes: true, normalizePath: true, escapedSlashes: "keep",
+      websocketMaxFrameSize: 1048576, websocketMaxMessageSize: 16777216, websocketIdleTimeout: Duration.seconds(300),
+      websocketMaxLifetime: Duration.zero, maxWebsocketTunnels: 10000, maxWebsocketTunnelsPerClient: 100
     })
     expect(c.observability.logging).toEqual({
       level: "info", format: "json", accessLog: { enabled: true, format: "json", bufferSize: 8192, flushIntervalMs: 50 },

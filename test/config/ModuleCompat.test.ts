@@ -101,10 +101,13 @@ describe("config model vs feature modules", () => {
     expect(strip(c.agents[0], "id", "socketPath")).toEqual(agentConfigDefaults)
     // documented difference: the header-size default stays Sentinel's 8192 (RequestValidation's is 16384)
     expect({ ...strip(c.limits, "maxBodySize", "requestBufferSize", "responseBufferSize", "slowReaderTimeout", "maxConnectionsPerClient", "maxTotalConnections", "maxInFlightRequests",
-      "inFlightQueueSize", "inFlightQueueTimeout"), maxHeaderSize: 16384 }).toEqual(defaultRequestValidationConfig)
+      "inFlightQueueSize", "inFlightQueueTimeout", "websocketMaxFrameSize", "websocketMaxMessageSize", "websocketIdleTimeout", "websocketMaxLifetime",
+      "maxWebsocketTunnels", "maxWebsocketTunnelsPerClient"), maxHeaderSize: 16384 }).toEqual(defaultRequestValidationConfig)
     expect(c.observability.tracing?.samplingRate).toBe(DEFAULT_SAMPLING_RATE)
     expect(c.observability.tracing?.serviceName).toBe(DEFAULT_SERVICE_NAME)
     expect(c.limits.inFlightQueueTimeout).toEqual(Duration.seconds(5))
     expect(c.limits.requestBufferSize).toBe(DEFAULT_RETRY_BUFFER_BYTES)
+    // Sentinel's codec limit (crates/proxy/src/websocket/codec.rs)
+    expect(c.limits.websocketMaxFrameSize).toBe(1024 * 1024)
   })
 })

@@ -284,8 +284,14 @@ export const arbitraryConfig: fc.Arbitrary<SentinelConfig> = fc
         policies: fc.record({
           requestHeaders: headerOps, responseHeaders: headerOps, timeout: opt(millis), failureMode: opt(failureMode),
           maxBodySize: opt(count(1 << 30)), bufferRequests: fc.boolean(), bufferResponses: fc.boolean()
-        })
-      }).map(({ to, policies, ...r }) => compact({ id: rid, ...r, ...to, policies: compact(policies) }) as RouteConfig)
+        }),
+        websocket: fc.boolean(),
+        websocketInspection: fc.boolean()
+      }).map(({ to, policies, websocket, websocketInspection, ...r }) => {
+        // a WebSocket route has an upstream; inspection needs websocket
+        const ws = websocket && "upstream" in to
+        return compact({ id: rid, ...r, ...to, policies: compact(policies), websocket: ws, websocketInspection: ws && websocketInspection }) as RouteConfig
+      })
     ))
     const listeners = fc.tuple(...listenerIds.map((lid) =>
       fc.record({
@@ -340,7 +346,9 @@ export const arbitraryConfig: fc.Arbitrary<SentinelConfig> = fc
         maxUriLength: positive(), maxConnectionsPerClient: positive(), maxTotalConnections: positive(), maxInFlightRequests: positive(),
         inFlightQueueSize: count(), inFlightQueueTimeout: millis, maxHeaderLineSize: positive(),
         underscoresInHeaders: fc.constantFrom("drop" as const, "reject" as const, "allow" as const), allowTrace: fc.boolean(),
-        mergeSlashes: fc.boolean(), normalizePath: fc.boolean(), escapedSlashes: fc.constantFrom("keep" as const, "reject" as const)
+        mergeSlashes: fc.boolean(), normalizePath: fc.boolean(), escapedSlashes: fc.constantFrom("keep" as const, "reject" as const),
+        websocketMaxFrameSize: positive(), websocketMaxMessageSize: count(), websocketIdleTimeout: millis, websocketMaxLifetime: millis,
+        maxWebsocketTunnels: positive(), maxWebsocketTunnelsPerClient: positive()
       }),
       observability: fc.record({
         logging: fc.record({

@@ -13,7 +13,9 @@
 //       --delay N delays every answer; "garbage:KIND" with KIND bad-json |
 //       unknown-type | oversize | zero-length | malformed). Env RAW_AGENT_MODE etc. work too.
 // A request header `x-raw-mode: MODE` in a RequestHeaders event overrides the
-// mode for that one request.
+// mode for that one request. A WebSocketFrame event answers by its payload's text:
+// "drop..." -> websocket_decision drop, "close..." -> close 4000, "block..." ->
+// a plain block (no websocket_decision), "hang..." -> never answers, else allow.
 // Lines printed: {"event":"listening"} {"event":"connection"} {"event":"handshake",...}
 // {"event":"frame","type":16,"correlation_id":...,"inflight":n} {"event":"cancel",...}
 // {"event":"ping"} {"event":"answer",...} {"event":"close"}
@@ -121,6 +123,16 @@ const garbage = (kind, cid) => {
   }
 }
 
+const wsAnswer = (payload, cid) => {
+  const text = Buffer.from(payload.data ?? "", "base64").toString("utf8")
+  const audit = { tags: ["raw"], rule_ids: [], reason_codes: [], custom: { correlation_id: cid } }
+  if (text.startsWith("hang")) return undefined
+  if (text.startsWith("drop")) return { version: 2, decision: "allow", websocket_decision: "drop", audit }
+  if (text.startsWith("close")) return { version: 2, decision: "allow", websocket_decision: { close: { code: 4000, reason: "agent says no" } }, audit }
+  if (text.startsWith("block")) return { version: 2, decision: { block: { status: 403 } }, audit }
+  return { version: 2, decision: "allow", websocket_decision: "allow", audit }
+}
+
 const modeOf = (type, payload) => {
   if (type === 0x10 && payload.headers && payload.headers["x-raw-mode"]) return parseMode(payload.headers["x-raw-mode"][0])
   return parseMode(defaultMode)
@@ -200,6 +212,14 @@ const server = net.createServer((sock) => {
         inflight--
       }
       log({ event: "cancel", correlation_id: payload.correlation_id, reason: payload.reason })
+      return
+    }
+    if (type === 0x15) {
+      const cid = payload.correlation_id
+      const text = Buffer.from(payload.data ?? "", "base64").toString("utf8")
+      log({ event: "ws_frame", correlation_id: cid, opcode: payload.opcode, client_to_server: payload.client_to_server, frame_index: payload.frame_index, fin: payload.fin, route_id: payload.route_id, client_ip: payload.client_ip, text })
+      const answer = wsAnswer(payload, cid)
+      if (answer !== undefined) sock.write(frame(0x20, answer))
       return
     }
     if (type >= 0x10 && type <= 0x17) {

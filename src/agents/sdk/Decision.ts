@@ -227,3 +227,22 @@ export const redirect = (url: string, status = 302): AgentDecision =>
 /** Ask the client to solve a challenge (captcha, js, ...): the proxy decides how to present it. */
 export const challenge = (challengeType: string, params: Readonly<Record<string, unknown>> = {}): AgentDecision =>
   AgentDecision.of({ challenge: { challenge_type: challengeType, params } })
+
+// -- WebSocket frames (`onWebSocketFrame`): the answer's `websocket_decision` ---------------
+
+/** A close code an endpoint may send (RFC 6455 §7.4). */
+const checkCloseCode = (code: number): number => {
+  const ok = Number.isInteger(code) && ((code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999))
+  if (!ok) throw new RangeError(`WebSocket close code ${code} is not one an endpoint may send (1000-1014 less 1004-1006, or 3000-4999)`)
+  return code
+}
+
+/** A WebSocket frame goes on as it came. */
+export const frameAllow = (): AgentDecision => allow().withWebSocketDecision("allow")
+
+/** A WebSocket frame is discarded; the tunnel stays open. */
+export const frameDrop = (): AgentDecision => allow().withWebSocketDecision("drop")
+
+/** The WebSocket tunnel is closed, both ways, with `code` (default 1008, policy violation) and `reason`. */
+export const frameClose = (code = 1008, reason = ""): AgentDecision =>
+  allow().withWebSocketDecision({ close: { code: checkCloseCode(code), reason } })

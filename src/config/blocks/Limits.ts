@@ -28,7 +28,16 @@ export const limitsSpec: BlockSpec<LimitsConfig> = {
     allowTrace: scalar("allow-trace", bool),
     mergeSlashes: scalar("merge-slashes", bool),
     normalizePath: scalar("normalize-path", bool),
-    escapedSlashes: scalar("escaped-slashes", oneOf(["keep", "reject"] as const))
+    escapedSlashes: scalar("escaped-slashes", oneOf(["keep", "reject"] as const)),
+    websocketMaxFrameSize: scalar("websocket-max-frame-size", (v, at, cx, what) => {
+      const n = bytes(v, at, cx, what)
+      return n === 0 ? cx.error(at, `${what} must be at least 1`) : n
+    }),
+    websocketMaxMessageSize: scalar("websocket-max-message-size", bytes),
+    websocketIdleTimeout: scalar(["websocket-idle-timeout-secs", "websocket-idle-timeout"], secs),
+    websocketMaxLifetime: scalar(["websocket-max-lifetime-secs", "websocket-max-lifetime"], secs),
+    maxWebsocketTunnels: scalar("max-websocket-tunnels", positive),
+    maxWebsocketTunnelsPerClient: scalar("max-websocket-tunnels-per-client", positive)
   }
 }
 

@@ -293,6 +293,25 @@ const serviceType: Val<ServiceType> = (v, at, cx, what) => {
 /** The service types a route with this target may declare. */
 const serviceTypesFor = { upstream: ["web", "api"], "builtin-handler": ["builtin"], "static-files": ["static"] } as const
 
+/**
+ * `websocket #true` / `websocket-inspection #true`: scalars. Sentinel reads a block form
+ * (`websocket { ... }`, as its own example once had it) silently as off (#369): refused here,
+ * with the form that works.
+ */
+const websocketFlag = (name: string) =>
+  custom(name, (node, cx): boolean | undefined => {
+    if (node.children !== null) {
+      return cx.error(node, `\`${name}\` is a flag, not a block: write \`${name} #true\`` +
+        (name === "websocket" ? " (the limits are in `limits { websocket-max-frame-size ... }`)" : ""))
+    }
+    if (node.getArgumentEntries().length === 0 && node.getPropertyEntries().length === 0) {
+      return cx.error(node, `\`${name}\` needs a value: \`${name} #true\``)
+    }
+    if (!shape(node, cx, { args: [1, 1] })) return undefined
+    const e = node.getArgumentEntry(0)!
+    return bool(e.getValue(), e, cx, `\`${name}\``)
+  })
+
 interface RouteFields {
   readonly serviceType: ServiceType
   readonly priority: number
@@ -304,6 +323,8 @@ interface RouteFields {
   readonly retryPolicy: Partial<RetryPolicyConfig>
   readonly policies: Partial<RouteConfig["policies"]>
   readonly circuitBreaker: CircuitBreakerConfig
+  readonly websocket: boolean
+  readonly websocketInspection: boolean
 }
 
 export const routeSpec: BlockSpec<RouteFields> = {
@@ -332,7 +353,9 @@ export const routeSpec: BlockSpec<RouteFields> = {
     filters: filtersField,
     retryPolicy: retryPolicyField,
     policies: block("policies", policiesSpec),
-    circuitBreaker: block("circuit-breaker", circuitBreakerSpec("routes.route.circuit-breaker"))
+    circuitBreaker: block("circuit-breaker", circuitBreakerSpec("routes.route.circuit-breaker")),
+    websocket: websocketFlag("websocket"),
+    websocketInspection: websocketFlag("websocket-inspection")
   }
 }
 
@@ -353,6 +376,13 @@ export const routeField = entity("route", routeSpec, (id, f, node, cx) => {
     const at = node.children?.nodes.find((c) => c.getName() === "service-type") ?? node
     return cx.error(at, `route "${id}": \`service-type "${declared}"\` contradicts the route's \`${target}\`: a ${declared} route has ${needs}` +
       ` (for this route write ${fits.map((t) => `"${t}"`).join(" or ")}, or leave \`service-type\` out: it is inferred)`)
+  }
+  if (f.websocket === true && target !== "upstream") {
+    return cx.error(node, `route "${id}": \`websocket #true\` needs an \`upstream\` (a ${target} route cannot take WebSocket tunnels)`)
+  }
+  if (f.websocketInspection === true && f.websocket !== true) {
+    const at = node.children?.nodes.find((c) => c.getName() === "websocket-inspection") ?? node
+    return cx.error(at, `route "${id}": \`websocket-inspection #true\` needs \`websocket #true\` on the route`)
   }
   const filters = (f.filters as unknown as ReadonlyArray<ReadonlyArray<string>> | undefined)?.flat()
   if (filters !== undefined) {

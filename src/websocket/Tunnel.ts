@@ -1,0 +1,498 @@
+/**
+ * One WebSocket tunnel after the 101: the client's connection and the upstream's, bytes both
+ * ways with back-pressure (a side that does not read pauses the other: at most a socket
+ * buffer and one chunk are held per direction), the limits of `limits { websocket-* }`, close
+ * relaying, and one summary when it ends (logged and counted by the caller).
+ *
+ * Two ways to carry frames:
+ * - relay (no inspection): chunks pass as they came; a `FrameScanner` per direction follows
+ *   frame boundaries (counts frames, reads close codes, enforces the framing rules and the
+ *   frame size) without copying or holding payloads;
+ * - inspection: a `FrameParser` per direction cuts whole frames, each goes to the agents
+ *   (`FrameInspector`, one call at a time per tunnel: frames stay in order) and is forwarded
+ *   as it came (allow), discarded (drop; a fragment of a message is replaced by an empty one,
+ *   so that the message stays well formed), or the tunnel is closed with the agent's code.
+ *
+ * Closing:
+ * - a close frame passes like any frame; a side's FIN is passed on as a FIN once its bytes are
+ *   written;
+ * - a side that goes away without a close frame (reset, FIN without close): the other side
+ *   gets a close frame from the proxy (1001 towards the upstream: the client went away; 1011
+ *   towards the client: the upstream went away) when its stream is at a frame boundary;
+ * - the proxy's own closes (a broken rule 1002/1007, too big 1009, idle timeout and maximum
+ *   lifetime 1001, an agent's close, drain 1001): a close frame each way (masked towards the
+ *   upstream), then FIN; sockets still open `CLOSE_GRACE_MS` later are destroyed.
+ */
+import type { Socket } from "node:net"
+import { randomBytes } from "node:crypto"
+import {
+  CloseCode,
+  encodeClose,
+  encodeFrame,
+  FrameParser,
+  FrameScanner,
+  isViolation,
+  Opcode,
+  type FrameLimits,
+  type ParsedFrame,
+  type Sender
+} from "./Frame.js"
+
+/** How long the sockets get to finish after the proxy closed a tunnel, before they are destroyed. */
+export const CLOSE_GRACE_MS = 1000
+
+/** Bytes of unparsed input held per direction while inspecting before its sender is paused. */
+const INSPECT_HIGH_WATER = 64 * 1024
+
+export interface TunnelLimits extends Omit<FrameLimits, "allowedRsv"> {
+  /** No byte either way for this long closes the tunnel (1001), ms; 0 = never. */
+  readonly idleTimeoutMs: number
+  /** The tunnel is closed (1001) this long after it opened, ms; 0 = never. */
+  readonly maxLifetimeMs: number
+}
+
+export type Direction = "client_to_server" | "server_to_client"
+
+export type FrameVerdict =
+  | { readonly _tag: "allow" }
+  | { readonly _tag: "drop" }
+  | { readonly _tag: "close"; readonly code: number; readonly reason: string; readonly why: string }
+
+/** One frame to the agents; `done` once unless the returned cancel (tunnel gone) runs first. */
+export interface FrameInspector {
+  readonly inspect: (
+    frame: ParsedFrame,
+    clientToServer: boolean,
+    frameIndex: number,
+    done: (verdict: FrameVerdict) => void
+  ) => () => void
+}
+
+/** Why a tunnel ended (`sentinel_websocket_closes_total{reason}`, the access log). */
+export type EndReason =
+  | "close_handshake"
+  | "client_gone"
+  | "upstream_gone"
+  | "idle_timeout"
+  | "max_lifetime"
+  | "protocol_error"
+  | "too_big"
+  | "agent_close"
+  | "agent_failure"
+  | "going_away"
+
+export interface TunnelSummary {
+  readonly durationMs: number
+  readonly bytesFromClient: number
+  readonly bytesToClient: number
+  readonly bytesFromUpstream: number
+  readonly bytesToUpstream: number
+  readonly framesFromClient: number
+  readonly framesFromUpstream: number
+  readonly framesDropped: number
+  /** The first close frame's code (whoever sent it, the proxy included); undefined = none. */
+  readonly closeCode: number | undefined
+  readonly closeReason: string
+  /** Who sent that close frame, or who went away first. */
+  readonly closedBy: "client" | "upstream" | "proxy"
+  readonly reason: EndReason
+}
+
+export interface TunnelOptions {
+  readonly client: Socket
+  /** Client bytes read before the tunnel started (after the handshake request). */
+  readonly clientHead: ReadonlyArray<Buffer>
+  readonly upstream: Socket
+  readonly limits: TunnelLimits
+  /** RSV bits of the negotiated extensions (0 when inspecting: no extension is negotiated). */
+  readonly allowedRsv: number
+  readonly inspector?: FrameInspector | undefined
+  /** Counts as they accrue (flushed by the registry's sweep and at the end). */
+  readonly onFrames?: (direction: Direction, decision: "allow" | "drop" | "close", n: number) => void
+  readonly onEnd: (summary: TunnelSummary) => void
+}
+
+const noop = (): void => {}
+
+/** One direction: bytes read from `src`, written to `dst`. */
+class Flow {
+  bytesIn = 0
+  bytesOut = 0
+  frames = 0
+  dropped = 0
+  /** Counted but not yet reported through `onFrames`. */
+  unreported = 0
+  /** `src` sent its FIN. */
+  ended = false
+  /** `src` sent a close frame. */
+  sentClose = false
+  /** The proxy wrote a close frame of its own to `dst`. */
+  injected = false
+  readonly scanner: FrameScanner | undefined
+  readonly parser: FrameParser | undefined
+  /** Inspecting: a frame of this direction is with the agents. */
+  busy = false
+  /** `dst` said full: `src` waits for its drain. */
+  blocked = false
+  private frameIndex = 0
+
+  constructor(
+    readonly tunnel: Tunnel,
+    readonly src: Socket,
+    readonly dst: Socket,
+    readonly sender: Sender,
+    limits: FrameLimits,
+    inspecting: boolean
+  ) {
+    if (inspecting) this.parser = new FrameParser(sender, limits)
+    else this.scanner = new FrameScanner(sender, limits)
+  }
+
+  get direction(): Direction {
+    return this.sender === "client" ? "client_to_server" : "server_to_client"
+  }
+
+  /** What went to `dst` ends at a frame boundary: a frame of the proxy's own may follow. */
+  get atBoundary(): boolean {
+    return this.scanner === undefined ? true : this.scanner.atBoundary
+  }
+
+  readonly onData = (chunk: Buffer): void => {
+    const t = this.tunnel
+    if (t.closing) return
+    t.active = true
+    this.bytesIn += chunk.length
+    if (this.parser !== undefined) {
+      this.parser.push(chunk)
+      this.pump()
+      if (this.parser.buffered > INSPECT_HIGH_WATER) this.src.pause()
+      return
+    }
+    const r = this.scanner!.scan(chunk)
+    this.frames += r.frames
+    this.unreported += r.frames
+    if (r.close !== undefined && !this.sentClose) {
+      this.sentClose = true
+      t.noteClose(this, r.close.code, r.close.reason)
+    }
+    if (r.violation !== undefined) {
+      if (r.violation.at > 0) this.write(chunk.subarray(0, r.violation.at))
+      t.violation(this, r.violation.code, r.violation.reason, r.violation.clean)
+      return
+    }
+    this.write(chunk)
+  }
+
+  write(chunk: Buffer): void {
+    this.bytesOut += chunk.length
+    if (this.dst.write(chunk)) return
+    if (this.blocked) return
+    this.blocked = true
+    this.src.pause()
+    this.dst.once("drain", this.onDrain)
+  }
+
+  private readonly onDrain = (): void => {
+    this.blocked = false
+    if (this.tunnel.closing) return
+    if (this.parser !== undefined) {
+      this.pump()
+      if (this.parser.buffered <= INSPECT_HIGH_WATER && !this.blocked) this.src.resume()
+      return
+    }
+    this.src.resume()
+  }
+
+  /** Inspecting: the next whole frames to the agents, one at a time. */
+  pump(): void {
+    const t = this.tunnel
+    const parser = this.parser!
+    while (!this.busy && !this.blocked && !t.closing) {
+      const next = parser.next()
+      if (next === undefined) break
+      if (isViolation(next)) return t.violation(this, next.code, next.reason, true)
+      const frame = next
+      this.frames++
+      const index = this.frameIndex++
+      this.busy = true
+      t.inspect(frame, this.sender === "client", index, (verdict) => {
+        this.busy = false
+        if (t.closing) return
+        if (verdict._tag === "close") {
+          t.report(this.direction, "close", 1)
+          return t.proxyClose(verdict.code, verdict.reason, verdict.why === "agent_failure" ? "agent_failure" : "agent_close")
+        }
+        // a close frame always passes: the close handshake is not the agents' to break
+        if (verdict._tag === "drop" && frame.opcode !== Opcode.Close) {
+          this.dropped++
+          t.report(this.direction, "drop", 1)
+          // a fragment of a message leaves an empty one in its place: the message stays well formed
+          if (frame.opcode === Opcode.Continuation || (!frame.fin && frame.opcode < 0x8)) {
+            const mask = this.sender === "client" ? randomBytes(4) : undefined
+            this.write(encodeFrame({ opcode: frame.opcode, fin: frame.fin, payload: Buffer.alloc(0), mask }))
+          }
+        } else {
+          if (frame.opcode === Opcode.Close && !this.sentClose) {
+            this.sentClose = true
+            const code = frame.payload.length >= 2 ? frame.payload.readUInt16BE(0) : CloseCode.NoStatus
+            t.noteClose(this, code, frame.payload.length > 2 ? frame.payload.subarray(2).toString("utf8") : "")
+          }
+          this.unreported++
+          this.write(frame.raw)
+        }
+        this.pump()
+      })
+    }
+    if (t.closing || this.busy || this.blocked) return
+    if (parser.buffered <= INSPECT_HIGH_WATER && this.src.isPaused()) this.src.resume()
+    // every whole frame is through: the FIN follows (a partial frame left at the end is discarded)
+    if (this.ended) this.finishEnd()
+  }
+
+  /** `src` sent its FIN: pass it on once what it sent before is written. */
+  readonly onEnd = (): void => {
+    this.ended = true
+    // inspecting: frames still with the agents (or waiting for `dst`) go first, `pump` ends it
+    if (this.parser !== undefined && (this.busy || this.blocked)) return
+    this.finishEnd()
+  }
+
+  private endPassed = false
+  finishEnd(): void {
+    if (this.endPassed) return
+    this.endPassed = true
+    this.tunnel.sideEnded(this)
+  }
+}
+
+export class Tunnel {
+  readonly started = Date.now()
+  lastActivity = Date.now()
+  /** Bytes came since the last sweep (a flag, not a clock read per chunk). */
+  active = false
+  closing = false
+  private done = false
+  private readonly up: Flow
+  private readonly down: Flow
+  private closeCode: number | undefined = undefined
+  private closeReason = ""
+  private closedBy: TunnelSummary["closedBy"] | undefined = undefined
+  private reason: EndReason | undefined = undefined
+  private clientClosed = false
+  private upstreamClosed = false
+  private graceTimer: NodeJS.Timeout | undefined = undefined
+  /** Inspection calls, one at a time (both directions share the agents' correlation id). */
+  private readonly lane: Array<() => void> = []
+  private laneBusy = false
+  private cancelCall: (() => void) | undefined = undefined
+
+  constructor(readonly options: TunnelOptions) {
+    const { client, upstream, limits, allowedRsv } = options
+    const inspecting = options.inspector !== undefined
+    const frameLimits: FrameLimits = {
+      maxFrameSize: limits.maxFrameSize,
+      maxMessageSize: inspecting ? limits.maxMessageSize : 0,
+      allowedRsv: inspecting ? 0 : allowedRsv
+    }
+    this.up = new Flow(this, client, upstream, "client", frameLimits, inspecting)
+    this.down = new Flow(this, upstream, client, "server", frameLimits, inspecting)
+    for (const s of [client, upstream]) {
+      s.setTimeout(0)
+      s.setNoDelay(true)
+      s.on("error", noop)
+    }
+    client.on("close", () => this.socketClosed("client"))
+    upstream.on("close", () => this.socketClosed("upstream"))
+    client.on("end", this.up.onEnd)
+    upstream.on("end", this.down.onEnd)
+    for (const chunk of options.clientHead) this.up.onData(chunk)
+    client.on("data", this.up.onData)
+    upstream.on("data", this.down.onData)
+    client.resume()
+    upstream.resume()
+    if (client.destroyed) this.socketClosed("client")
+    if (upstream.destroyed) this.socketClosed("upstream")
+  }
+
+  /** Frames dropped or closed on, reported at once (relayed ones are counted and reported by `flush`). */
+  report(direction: Direction, decision: "drop" | "close", n: number): void {
+    this.options.onFrames?.(direction, decision, n)
+  }
+
+  /** Reports the frames relayed since the last flush. */
+  flush(): void {
+    for (const f of [this.up, this.down]) {
+      if (f.unreported > 0) {
+        this.options.onFrames?.(f.direction, "allow", f.unreported)
+        f.unreported = 0
+      }
+    }
+  }
+
+  /** Bytes received so far in each direction (for the registry's periodic metrics). */
+  bytes(): { readonly fromClient: number; readonly fromUpstream: number } {
+    return { fromClient: this.up.bytesIn, fromUpstream: this.down.bytesIn }
+  }
+
+  /** The registry's sweep: idle timeout and maximum lifetime. */
+  tick(now: number): void {
+    if (this.closing || this.done) return
+    if (this.active) {
+      this.active = false
+      this.lastActivity = now
+    }
+    const l = this.options.limits
+    if (l.maxLifetimeMs > 0 && now - this.started >= l.maxLifetimeMs) return this.proxyClose(CloseCode.GoingAway, "maximum lifetime reached", "max_lifetime")
+    if (l.idleTimeoutMs > 0 && now - this.lastActivity >= l.idleTimeoutMs) return this.proxyClose(CloseCode.GoingAway, "idle timeout", "idle_timeout")
+  }
+
+  inspect(frame: ParsedFrame, clientToServer: boolean, index: number, done: (v: FrameVerdict) => void): void {
+    const run = () => {
+      this.laneBusy = true
+      let settled = false
+      this.cancelCall = this.options.inspector!.inspect(frame, clientToServer, index, (v) => {
+        if (settled) return
+        settled = true
+        this.cancelCall = undefined
+        this.laneBusy = false
+        done(v)
+        const next = this.lane.shift()
+        if (next !== undefined && !this.closing) next()
+      })
+    }
+    if (this.laneBusy) this.lane.push(run)
+    else run()
+  }
+
+  /** A side sent a close frame (first one decides the summary's code). */
+  noteClose(flow: Flow, code: number, reason: string): void {
+    if (this.closeCode !== undefined) return
+    this.closeCode = code
+    this.closeReason = reason
+    this.closedBy = flow.sender === "client" ? "client" : "upstream"
+  }
+
+  violation(flow: Flow, code: number, reason: string, clean: boolean): void {
+    // the offending side's stream to the other side is cut: a close frame there only if it is clean
+    if (!clean) flow.injected = true
+    this.proxyClose(code, reason, code === CloseCode.TooBig ? "too_big" : "protocol_error")
+  }
+
+  /**
+   * The proxy closes the tunnel: a close frame to each side whose stream is at a frame
+   * boundary (masked towards the upstream), then FIN; destroyed after the grace period.
+   */
+  proxyClose(code: number, reason: string, why: EndReason): void {
+    if (this.closing || this.done) return
+    this.closing = true
+    this.reason ??= why
+    if (this.closeCode === undefined) {
+      this.closeCode = code
+      this.closeReason = reason
+      this.closedBy = "proxy"
+    }
+    this.cancelCall?.()
+    this.cancelCall = undefined
+    this.lane.length = 0
+    const { client, upstream } = this.options
+    // keep reading (and discarding, `closing`): the peers' close frames and FINs end the sockets
+    client.resume()
+    upstream.resume()
+    this.sendClose(this.down, client, code, reason, undefined)
+    this.sendClose(this.up, upstream, code, reason, randomBytes(4))
+    this.armGrace()
+  }
+
+  private sendClose(flow: Flow, dst: Socket, code: number, reason: string, mask: Buffer | undefined): void {
+    if (!dst.destroyed && dst.writable && !flow.injected && flow.atBoundary) {
+      flow.injected = true
+      const frame = encodeClose(code, reason, mask)
+      flow.bytesOut += frame.length
+      dst.write(frame)
+    }
+    if (!dst.destroyed) dst.end()
+  }
+
+  private armGrace(): void {
+    if (this.graceTimer !== undefined) return
+    this.graceTimer = setTimeout(() => {
+      this.options.client.destroy()
+      this.options.upstream.destroy()
+    }, CLOSE_GRACE_MS)
+    this.graceTimer.unref()
+  }
+
+  /** A side's FIN (after its pending frames): passed on, with a close frame first if it never sent one. */
+  sideEnded(flow: Flow): void {
+    if (this.closing) return
+    if (!flow.sentClose) return this.goneWithoutClose(flow)
+    this.reason ??= "close_handshake"
+    if (!flow.dst.destroyed) flow.dst.end()
+    // the close handshake is done or under way: the other side has the grace period to finish
+    this.armGrace()
+  }
+
+  /** `flow`'s sender left without a close frame: the other side is told, then its stream ends. */
+  private goneWithoutClose(flow: Flow): void {
+    const fromClient = flow.sender === "client"
+    this.reason ??= fromClient ? "client_gone" : "upstream_gone"
+    if (this.closeCode === undefined) {
+      this.closedBy = fromClient ? "client" : "upstream"
+    }
+    const code = fromClient ? CloseCode.GoingAway : CloseCode.InternalError
+    const text = fromClient ? "client went away" : "upstream went away"
+    this.sendClose(flow, flow.dst, code, text, fromClient ? randomBytes(4) : undefined)
+    flow.dst.resume()
+    this.armGrace()
+  }
+
+  private socketClosed(side: "client" | "upstream"): void {
+    if (side === "client") {
+      if (this.clientClosed) return
+      this.clientClosed = true
+    } else {
+      if (this.upstreamClosed) return
+      this.upstreamClosed = true
+    }
+    const flow = side === "client" ? this.up : this.down
+    if (!flow.ended && !this.closing && !this.done) {
+      // a reset, or closed without its FIN reaching us
+      flow.ended = true
+      this.cancelCall?.()
+      this.goneWithoutClose(flow)
+    }
+    if (this.clientClosed && this.upstreamClosed) this.finish()
+  }
+
+  private finish(): void {
+    if (this.done) return
+    this.done = true
+    this.closing = true
+    if (this.graceTimer !== undefined) clearTimeout(this.graceTimer)
+    this.cancelCall?.()
+    this.flush()
+    this.options.onEnd({
+      durationMs: Date.now() - this.started,
+      bytesFromClient: this.up.bytesIn,
+      bytesToClient: this.down.bytesOut,
+      bytesFromUpstream: this.down.bytesIn,
+      bytesToUpstream: this.up.bytesOut,
+      framesFromClient: this.up.frames,
+      framesFromUpstream: this.down.frames,
+      framesDropped: this.up.dropped + this.down.dropped,
+      closeCode: this.closeCode,
+      closeReason: this.closeReason,
+      closedBy: this.closedBy ?? "client",
+      reason: this.reason ?? "client_gone"
+    })
+  }
+
+  /** Drain, reload or shutdown: 1001 both ways. */
+  goAway(): void {
+    this.proxyClose(CloseCode.GoingAway, "server going away", "going_away")
+  }
+
+  get ended(): boolean {
+    return this.done
+  }
+}

@@ -49,7 +49,7 @@ import type {
   RouteExtension,
   StageStep
 } from "../pipeline/Stage.js"
-import type { AgentConfig, AgentFilterRef } from "./AgentConfig.js"
+import { type AgentConfig, type AgentFilterRef, filterBodyCap, filterSubscribes } from "./AgentConfig.js"
 import type { AgentDecision, AgentMetric, AgentRespond, ChallengePolicy, PhaseContext } from "./AgentDecision.js"
 import { requestCompleteEvent, requestHeadersEvent, responseHeadersEvent } from "./AgentEvents.js"
 import { applyHeaderOps } from "./AgentHeaders.js"
@@ -85,7 +85,14 @@ const agentRefs = (route: RouteConfig, filters: ReadonlyMap<string, FilterConfig
   for (const id of route.filters) {
     const f = filters.get(id)
     if (f === undefined || f.type !== "agent") continue
-    refs.push(f.failureMode === undefined ? { agent: f.agent, filterId: f.id } : { agent: f.agent, filterId: f.id, failureMode: f.failureMode })
+    refs.push({
+      agent: f.agent,
+      filterId: f.id,
+      ...(f.failureMode !== undefined ? { failureMode: f.failureMode } : {}),
+      ...(f.timeoutMs !== undefined ? { timeoutMs: f.timeoutMs } : {}),
+      ...(f.inspectBody !== undefined ? { inspectBody: f.inspectBody } : {}),
+      ...(f.maxBodyBytes !== undefined ? { maxBodyBytes: f.maxBodyBytes } : {})
+    })
   }
   return refs
 }
@@ -236,8 +243,8 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
         let cap = 0
         for (const r of refs) {
           const a = agentsById.get(r.agent)
-          if (a === undefined || !a.events.includes(phase)) continue
-          cap = Math.max(cap, phase === "request_body" ? a.maxRequestBodyBytes : a.maxResponseBodyBytes)
+          if (a === undefined || !filterSubscribes(r, a.events, phase)) continue
+          cap = Math.max(cap, filterBodyCap(r, a, phase))
         }
         return cap
       }

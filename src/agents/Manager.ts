@@ -20,7 +20,14 @@
 import { Context, Effect, Either, Layer, type Scope } from "effect"
 import type { CircuitState } from "../upstream/Circuit.js"
 import { callbackAsEffect } from "../pipeline/Stage.js"
-import { type AgentConfig, type AgentFilterRef, type FailureMode, resolveFailureMode } from "./AgentConfig.js"
+import {
+  type AgentConfig,
+  type AgentFilterRef,
+  type FailureMode,
+  filterBodyCap,
+  filterSubscribes,
+  resolveFailureMode
+} from "./AgentConfig.js"
 import {
   type Acc,
   type AgentAuditEntry,
@@ -41,12 +48,14 @@ import {
 } from "./AgentDecision.js"
 import { type AgentFailure, AgentRuntime, type AgentRuntimeStatus } from "./AgentRuntime.js"
 import {
+  type AgentClient,
   type AgentClientStatus,
   AgentUnavailable,
   type CancelCall,
   type ClientEvent,
   make as makeClient
 } from "./Client.js"
+import { make as makeGrpcClient } from "./GrpcTransport.js"
 import {
   type AgentResponse,
   CancelReason,
@@ -292,19 +301,23 @@ class Manager implements AgentManagerService {
       done(this.failed(ref, phase, ctx, rt, started, "unavailable", error, error.message))
       return noop
     }
-    return rt.invoke(typeOf[phase], event, (result) =>
-      done(
-        Either.isRight(result)
-          ? this.answered(ref, phase, ctx, started, result.right)
-          : this.failed(ref, phase, ctx, rt, started, resultOfFailure(result.left), result.left, result.left.message)
-      )
+    return rt.invoke(
+      typeOf[phase],
+      event,
+      (result) =>
+        done(
+          Either.isRight(result)
+            ? this.answered(ref, phase, ctx, started, result.right)
+            : this.failed(ref, phase, ctx, rt, started, resultOfFailure(result.left), result.left, result.left.message)
+        ),
+      ref.timeoutMs
     )
   }
 
   private subscribed(ref: AgentFilterRef, phase: AgentPhase): boolean {
     const rt = this.runtimes.get(ref.agent)
     // an unknown agent is "subscribed" so that its absence is resolved by failure mode, not ignored
-    return rt === undefined ? phase === "request_headers" : rt.config.events.includes(phase)
+    return rt === undefined ? phase === "request_headers" : filterSubscribes(ref, rt.config.events, phase)
   }
 
   readonly wants = (filters: ReadonlyArray<AgentFilterRef>, phase: AgentPhase): boolean =>
@@ -399,7 +412,7 @@ class Manager implements AgentManagerService {
         }
         const rt = this.runtimes.get(ref.agent)!
         const data = acc.body ?? body ?? EMPTY
-        const cap = phase === "request_body" ? rt.config.maxRequestBodyBytes : rt.config.maxResponseBodyBytes
+        const cap = filterBodyCap(ref, rt.config, phase)
         if (data.length > cap) {
           const o = this.failed(
             ref,
@@ -494,6 +507,30 @@ class Manager implements AgentManagerService {
 
 const noop: CancelCall = () => {}
 
+/** The agent's transport: a Unix-socket pool (Client.ts) or a gRPC channel (GrpcTransport.ts), one interface. */
+const makeTransport = (a: AgentConfig, options: AgentManagerOptions): Effect.Effect<AgentClient, never, Scope.Scope> => {
+  const common = {
+    id: a.id,
+    connectTimeoutMs: a.connectTimeoutMs,
+    reconnectBaseMs: a.reconnectBaseMs,
+    reconnectMaxMs: a.reconnectMaxMs,
+    handshakeConfig: a.config,
+    ...(options.proxyId ? { proxyId: options.proxyId } : {}),
+    ...(options.proxyVersion ? { proxyVersion: options.proxyVersion } : {}),
+    ...(options.onClientEvent ? { onEvent: options.onClientEvent } : {})
+  }
+  if (a.grpc !== undefined) {
+    return makeGrpcClient({
+      ...common,
+      address: a.grpc.address,
+      ...(a.grpc.tls !== undefined ? { tls: a.grpc.tls } : {}),
+      streams: a.poolSize,
+      keepaliveMs: a.pingIntervalMs
+    })
+  }
+  return makeClient({ ...common, socketPath: a.socketPath ?? "", poolSize: a.poolSize, pingIntervalMs: a.pingIntervalMs })
+}
+
 
 /**
  * Opens one connection pool per agent (connections are attempted at once;
@@ -507,19 +544,7 @@ export const make = (
   Effect.gen(function* () {
     const runtimes = new Map<string, AgentRuntime>()
     for (const a of agents) {
-      const client = yield* makeClient({
-        id: a.id,
-        socketPath: a.socketPath,
-        poolSize: a.poolSize,
-        connectTimeoutMs: a.connectTimeoutMs,
-        reconnectBaseMs: a.reconnectBaseMs,
-        reconnectMaxMs: a.reconnectMaxMs,
-        pingIntervalMs: a.pingIntervalMs,
-        handshakeConfig: a.config,
-        ...(options.proxyId ? { proxyId: options.proxyId } : {}),
-        ...(options.proxyVersion ? { proxyVersion: options.proxyVersion } : {}),
-        ...(options.onClientEvent ? { onEvent: options.onClientEvent } : {})
-      })
+      const client = yield* makeTransport(a, options)
       runtimes.set(
         a.id,
         new AgentRuntime(a, client, (from, to) => options.onCircuitTransition?.(a.id, from, to))

@@ -20,12 +20,12 @@ export const notSupportedYet: Readonly<Record<string, ReadonlyArray<string>>> = 
   ],
   "routes.route.policies": ["rate-limit", "cache"],
   "filters.filter": [
-    "timeout-ms", "inspect-body", "max-body-bytes", "algorithms", "min-size", "level", "database-path",
+    "algorithms", "min-size", "level", "database-path",
     // rate-limit `backend "redis"` / `"memcached"` and their settings (shared counters for a fleet)
     "redis-url", "redis-prefix", "redis-pool-size", "redis-timeout-ms", "redis-fallback", "redis-fallback-local",
     "memcached-url", "memcached-prefix", "memcached-pool-size", "memcached-timeout-ms", "memcached-fallback", "memcached-ttl"
   ],
-  "agents.agent": ["grpc", "http", "chunk-timeout-ms"],
+  "agents.agent": ["http", "chunk-timeout-ms"],
   "observability": [],
   "observability.metrics": ["high-cardinality"],
   "observability.logging": ["file"],

@@ -89,7 +89,7 @@ describe("parseAgentArgs", () => {
     expect(parseAgentArgs(["--socket", "/s", "--nope", "1"], o)).toMatchObject({ _tag: "Error", message: "unknown option '--nope'" })
     expect(parseAgentArgs(["--socket", "/s", "--rate", "1", "--rate", "2"], o)).toMatchObject({ _tag: "Error" })
     expect(parseAgentArgs(["--socket", "/s", "--rate"], o)).toMatchObject({ _tag: "Error", message: "option '--rate' needs a value" })
-    expect(parseAgentArgs(["--rate", "1"], o)).toMatchObject({ _tag: "Error", message: "--socket PATH is required" })
+    expect(parseAgentArgs(["--rate", "1"], o)).toMatchObject({ _tag: "Error", message: "--socket PATH or --grpc HOST:PORT is required" })
     expect(parseAgentArgs(["--socket", "/s", "--dry=1"], o)).toMatchObject({ _tag: "Error" })
   })
 })

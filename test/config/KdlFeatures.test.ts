@@ -225,7 +225,7 @@ describe("agents", () => {
 
   it("errors: missing socket, bad events, bad config shapes, duplicate ids, bad type label", () => {
     const A = (body: string, props = "") => L + `agents { agent "a"${props} { ${body} }; }`
-    expect(errs(A(`events "request_headers";`))).toEqual(["t.kdl:2:10: agent \"a\" needs a `unix-socket \"/path/to/agent.sock\"`"])
+    expect(errs(A(`events "request_headers";`))).toEqual(["t.kdl:2:10: agent \"a\" needs a transport: `unix-socket \"/path/to/agent.sock\"` or `grpc \"http://host:port\"`"])
     expect(errs(A(`unix-socket "/s"; events "body";`))).toEqual([
       "t.kdl:2:47: `events` \"body\" is not an agent event; use request_headers, request_body, response_headers, response_body, request_complete (log), websocket_frame or guardrail"
     ])

@@ -15,6 +15,9 @@ export type AgentEvent =
   | "websocket_frame"
   | "guardrail"
 
+/** How a body reaches an agent: whole once read (`buffer`) or chunk by chunk as it arrives (`stream`). */
+export type BodyMode = "buffer" | "stream"
+
 /** `closed`: an agent failure answers 503 (504 on timeout) and never forwards. `open`: forward, audit, count. */
 export type FailureMode = "open" | "closed"
 
@@ -64,6 +67,14 @@ export interface AgentConfig {
   readonly maxRequestBodyBytes: number
   /** `max-response-body-bytes`: largest response body sent for inspection. Default 1 MiB. */
   readonly maxResponseBodyBytes: number
+  /**
+   * `request-body-mode`: "buffer" (the body read up to the cap, then sent whole as one chunk)
+   * or "stream" (each chunk sent as it arrives; the agent may decide before the end with
+   * `needs_more: false`). Default "buffer".
+   */
+  readonly requestBodyMode: BodyMode
+  /** `chunk-timeout-ms`: deadline of each chunk's answer in stream mode. Default 5000. */
+  readonly chunkTimeoutMs: number
   /** Connections kept to the agent (not in Sentinel's KDL; its pool uses 4). Default 4. */
   readonly poolSize: number
   /** `config { ... }` as JSON, sent in the handshake. Default null. */
@@ -98,6 +109,8 @@ export const agentConfigDefaults: Omit<AgentConfig, "id" | "socketPath" | "grpc"
   circuitBreaker: defaultCircuitConfig,
   maxRequestBodyBytes: MiB,
   maxResponseBodyBytes: MiB,
+  requestBodyMode: "buffer",
+  chunkTimeoutMs: 5000,
   poolSize: 4,
   config: null,
   connectTimeoutMs: 5000,

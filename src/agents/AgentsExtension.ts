@@ -28,7 +28,8 @@
  * is closed after the grace period.
  */
 import type { IncomingMessage } from "node:http"
-import { readBodyUpTo } from "../pipeline/BodyRead.js"
+import { type BodyRead, readBodyUpTo } from "../pipeline/BodyRead.js"
+import { streamBody } from "./AgentBodyStream.js"
 import { errorBody } from "../pipeline/ErrorResponse.js"
 import { withContentLength } from "../pipeline/Headers.js"
 import { Readable } from "node:stream"
@@ -53,7 +54,7 @@ import { type AgentConfig, type AgentFilterRef, filterBodyCap, filterSubscribes 
 import type { AgentDecision, AgentMetric, AgentRespond, ChallengePolicy, PhaseContext } from "./AgentDecision.js"
 import { requestCompleteEvent, requestHeadersEvent, responseHeadersEvent } from "./AgentEvents.js"
 import { applyHeaderOps } from "./AgentHeaders.js"
-import { type AgentManagerService, type AgentStatus, make as makeManager } from "./Manager.js"
+import { type AgentManagerService, type AgentStatus, BodyStream, make as makeManager } from "./Manager.js"
 import type { HeaderOp, RequestHeadersEvent } from "./Protocol.js"
 
 export interface AgentsOptions {
@@ -251,6 +252,16 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
       // the route's own body limit (`policies { max-body-size }`) when it has one
       const maxBodySize = route.policies.maxBodySize ?? config.limits.maxBodySize
       const requestCap = Math.min(capOf("request_body"), maxBodySize)
+      // stream-mode agents (request-body-mode "stream"): the others' cap bounds what is held
+      const streamsBody = manager.streamsRequestBody(refs)
+      const streamRefs = new Set(refs.filter((r) => agentsById.get(r.agent)?.requestBodyMode === "stream"))
+      const bufferedRequestCap = Math.min(
+        refs.reduce((cap, r) => {
+          const a = agentsById.get(r.agent)
+          return a === undefined || streamRefs.has(r) || !filterSubscribes(r, a.events, "request_body") ? cap : Math.max(cap, filterBodyCap(r, a, "request_body"))
+        }, 0),
+        maxBodySize
+      )
       const responseCap = capOf("response_body")
 
       const states = new WeakMap<RequestContext, RequestState>()
@@ -294,7 +305,8 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
           done(undefined)
           return noop
         }
-        let cancel = readBodyUpTo(ctx.req, requestCap, (read) => {
+        let cancel: () => void
+        const afterRead = (read: BodyRead) => {
           if (read._tag === "Failed") return done(errorAnswerFor(ctx, 400, "request_body_read_failed"))
           if (read.data.length > maxBodySize) {
             ctx.bodyTooLarge = true
@@ -319,7 +331,43 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
             }
             done(undefined)
           })
-        })
+        }
+        if (!streamsBody) {
+          cancel = readBodyUpTo(ctx.req, requestCap, afterRead)
+          return () => cancel()
+        }
+        // stream-mode agents get each chunk as it arrives and may decide before the end
+        const stream = new BodyStream()
+        const cl = Number(ctx.req.headers["content-length"])
+        let callCancel: (() => void) | undefined
+        const stopRead = streamBody(
+          ctx.req,
+          {
+            maxBytes: maxBodySize,
+            holdLimit: bufferedRequestCap,
+            wantsChunks: () => refs.some((r) => streamRefs.has(r) && !stream.settled.has(r)),
+            total: ctx.req.headers["content-length"] !== undefined && Number.isSafeInteger(cl) ? cl : undefined
+          },
+          (chunk, next) => {
+            callCancel = manager.startRequestBodyChunk(refs, chunk, pc, stream, (d) => {
+              callCancel = undefined
+              const step = applyRequest(ctx, d)
+              if (step === undefined) return next()
+              stopRead()
+              // the rest of the body stays unread: the connection cannot carry another request
+              if (!chunk.isLast) ctx.res.shouldKeepAlive = false
+              done(step)
+            })
+          },
+          (read) => {
+            callCancel = undefined
+            afterRead(read)
+          }
+        )
+        cancel = () => {
+          stopRead()
+          callCancel?.()
+        }
         return () => cancel()
       }
 

@@ -554,29 +554,6 @@ class GrpcPool implements AgentClient {
     }
   }
 
-  /**
-   * Sends a ConfigureEvent on every ready stream (a reload whose only change to this agent
-   * is its `config { }`). Not answered (Sentinel's agents do not answer Configure).
-   */
-  readonly configure = (config: unknown, version?: string): number => {
-    let sent = 0
-    const bytes = encodeProxyToAgent({
-      configure: {
-        config_json: JSON.stringify(config ?? {}),
-        ...(version !== undefined ? { config_version: version } : {}),
-        is_initial: false,
-        timestamp_ms: Date.now()
-      }
-    })
-    for (const slot of this.slots) {
-      if (slot.stream?.state === "ready") {
-        slot.stream.send(bytes)
-        sent++
-      }
-    }
-    return sent
-  }
-
   readonly call = (
     type: MessageType,
     event: { readonly correlation_id: string },
@@ -631,7 +608,6 @@ const noop: CancelCall = () => {}
 
 export type GrpcAgentClient = AgentClient & {
   readonly close: () => void
-  readonly configure: (config: unknown, version?: string) => number
   readonly servedPackage: () => GrpcPackage
 }
 

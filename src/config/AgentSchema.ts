@@ -66,6 +66,10 @@ const AgentConfigFields = Schema.Struct({
   maxRequestBodyBytes: defaulted(Count, () => MiB),
   /** `max-response-body-bytes`: largest response body sent for inspection. Default 1 MiB. */
   maxResponseBodyBytes: defaulted(Count, () => MiB),
+  /** `request-body-mode`: "buffer" (whole, once read up to the cap) or "stream" (chunk by chunk). Default "buffer". */
+  requestBodyMode: defaulted(Schema.Literal("buffer", "stream"), () => "buffer" as const),
+  /** `chunk-timeout-ms`: deadline of each chunk's answer in stream mode. Default 5000. */
+  chunkTimeoutMs: defaulted(PositiveCount, () => 5000),
   /** `pool-size`: connections kept to the agent. Default 4. */
   poolSize: defaulted(PositiveCount, () => 4),
   /** `config { ... }`: free-form settings, as JSON, sent in the handshake. Default null. */

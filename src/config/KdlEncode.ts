@@ -467,6 +467,8 @@ export const encodeKdl = (c: SentinelConfig): string => {
           circuitBreaker(w, a.circuitBreaker)
           w.line(`max-request-body-bytes ${a.maxRequestBodyBytes}`)
           w.line(`max-response-body-bytes ${a.maxResponseBodyBytes}`)
+          w.line(`request-body-mode ${kdlString(a.requestBodyMode)}`)
+          w.line(`chunk-timeout-ms ${a.chunkTimeoutMs}`)
           w.line(`pool-size ${a.poolSize}`)
           const cfg = a.config
           if (cfg !== null && typeof cfg === "object" && !Array.isArray(cfg)) {

@@ -25,7 +25,7 @@ export const notSupportedYet: Readonly<Record<string, ReadonlyArray<string>>> = 
     "redis-url", "redis-prefix", "redis-pool-size", "redis-timeout-ms", "redis-fallback", "redis-fallback-local",
     "memcached-url", "memcached-prefix", "memcached-pool-size", "memcached-timeout-ms", "memcached-fallback", "memcached-ttl"
   ],
-  "agents.agent": ["http", "chunk-timeout-ms"],
+  "agents.agent": ["http"],
   "observability": [],
   "observability.metrics": ["high-cardinality"],
   "observability.logging": ["file"],

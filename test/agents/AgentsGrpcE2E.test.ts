@@ -7,7 +7,8 @@
  * overrides.
  */
 import { afterEach, describe, expect, it } from "vitest"
-import type { SentinelConfigInput } from "../../src/config/Schema.js"
+import { Effect } from "effect"
+import { makeConfig, type SentinelConfigInput } from "../../src/config/Schema.js"
 
 type AgentConfigInput = SentinelConfigInput["agents"] extends ReadonlyArray<infer A> | undefined ? A : never
 import { closeAllEnvs, metricValue, startAgentEnv, upstreamRoute } from "./agentProxyHarness.js"
@@ -142,6 +143,28 @@ describe("a gRPC agent written against the .proto (not the SDK)", () => {
     const conf = await agent.waitFor((l) => l.event === "configure")
     expect(conf.is_initial).toBe(true)
     expect(JSON.parse(conf.config_json)).toEqual({ threshold: 5, mode: "block" })
+  })
+})
+
+describe("reload", () => {
+  it("a changed config {} is pushed again: new streams, handshake and ConfigureEvent carry the new config", async () => {
+    const agent = await spawnGrpcRawAgent(["--mode", "allow"])
+    const env = await withGrpcAgent(agent, { config: { level: 1 } })
+    await agent.waitFor((l) => l.event === "configure")
+    const next = makeConfig({
+      listeners: [{ id: "main", address: "127.0.0.1:0" }],
+      upstreams: [{ id: "origin", targets: [{ address: env.origin.address }] }],
+      agents: [{ id: "g", grpc: { address: agent.address }, failureMode: "closed", config: { level: 2 } }],
+      filters: [{ id: "fg", type: "agent", agent: "g" }],
+      routes: [upstreamRoute("r", "/", { filters: ["fg"] })],
+      observability: { logging: { accessLog: { enabled: false }, auditLog: { file: env.auditFile } } }
+    } as SentinelConfigInput)
+    await Effect.runPromise(env.proxy.reload(next))
+    const conf = await agent.waitFor((l) => l.event === "configure" && JSON.parse(l.config_json).level === 2)
+    expect(conf.is_initial).toBe(true)
+    await agent.waitFor((l) => l.event === "handshake" && JSON.parse(l.config_json).level === 2)
+    await env.agentsReady()
+    expect((await env.get("/after-reload")).status).toBe(200)
   })
 })
 

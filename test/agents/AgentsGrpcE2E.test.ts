@@ -19,7 +19,9 @@ afterEach(async () => {
   await stopAllGrpcAgents()
 })
 
-type Filter = { id: string; type: "agent"; agent: string; failureMode?: "open" | "closed"; timeoutMs?: number }
+type Filter = {
+  id: string; type: "agent"; agent: string; failureMode?: "open" | "closed"; timeoutMs?: number; inspectBody?: boolean; maxBodyBytes?: number
+}
 
 /** Agent "g" over gRPC on every path, fail-closed (a missing agent cannot pass for an allow). */
 const withGrpcAgent = async (
@@ -143,6 +145,34 @@ describe("a gRPC agent written against the .proto (not the SDK)", () => {
     const conf = await agent.waitFor((l) => l.event === "configure")
     expect(conf.is_initial).toBe(true)
     expect(JSON.parse(conf.config_json)).toEqual({ threshold: 5, mode: "block" })
+  })
+})
+
+describe("the agent filter's body overrides", () => {
+  const postBody = async (port: number, p: string, size: number) => {
+    const { request } = await import("../support/proxy.js")
+    return request(port, { method: "POST", path: p, body: Buffer.alloc(size, 0x61) })
+  }
+  const bodyEvents = (a: GrpcAgentProcess) => a.lines.filter((l) => l.event === "event" && l.kind === "request_body_chunk")
+
+  it("inspect-body #false: no body to an agent subscribed to request_body; #true: the body to one that is not", async () => {
+    const agent = await spawnGrpcRawAgent(["--mode", "allow"])
+    const off = await withGrpcAgent(agent, { events: ["request_headers", "request_body"] }, { inspectBody: false } as Partial<Filter>)
+    expect((await postBody(off.proxy.port, "/off/upload", 100)).status).toBe(200)
+    expect(bodyEvents(agent)).toEqual([])
+    await closeAllEnvs()
+    const on = await withGrpcAgent(agent, { events: ["request_headers"] }, { inspectBody: true } as Partial<Filter>)
+    expect((await postBody(on.proxy.port, "/on/upload", 100)).status).toBe(200)
+    await agent.waitFor((l) => l.event === "event" && l.kind === "request_body_chunk" && l.size === 100)
+  })
+
+  it("max-body-bytes: the filter's cap, not the agent's (413 closed above it; the agent sees nothing)", async () => {
+    const agent = await spawnGrpcRawAgent(["--mode", "allow"])
+    const env = await withGrpcAgent(agent, { events: ["request_headers", "request_body"], maxRequestBodyBytes: 1_000_000 }, { maxBodyBytes: 1000 } as Partial<Filter>)
+    expect((await postBody(env.proxy.port, "/small/upload", 1000)).status).toBe(200)
+    expect((await postBody(env.proxy.port, "/large/upload", 1001)).status).toBe(413)
+    expect(bodyEvents(agent).map((l) => l.size)).toEqual([1000])
+    expect(env.origin.requests.map((r) => r.url)).toEqual(["/small/upload"])
   })
 })
 

@@ -57,7 +57,8 @@ const grpcAddress: Val<string> = (v, at, cx, what) => {
   if (u.username !== "" || u.password !== "" || (u.pathname !== "/" && u.pathname !== "") || u.search !== "" || u.hash !== "") {
     return cx.error(at, `${what} must be only scheme, host and port ("http://host:port"), got ${JSON.stringify(s)}`)
   }
-  return `${u.protocol}//${u.host}`
+  // as written (URL would drop a default port): scheme lower-cased, no trailing slash
+  return `${u.protocol}//${s.slice(s.indexOf("//") + 2).replace(/\/$/, "")}`
 }
 
 /** A flag: `tls` alone, or `tls #true` / `tls #false`. */

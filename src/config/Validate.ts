@@ -162,10 +162,22 @@ export const checkCertificates = async (config: SentinelConfig, options: Validat
 // ---------------------------------------------------------------------------
 // Agents
 
-/** The directory of every agent socket exists (a typo in the path would otherwise only show at the first call). */
+/**
+ * The directory of every agent socket exists, and a gRPC agent's TLS files can be read (a typo
+ * in a path would otherwise only show at the first call).
+ */
 export const checkAgentSocketDirs = async (config: SentinelConfig): Promise<Array<ValidationFinding>> => {
   const out: Array<ValidationFinding> = []
   for (const a of config.agents) {
+    const tls = a.grpc?.tls
+    if (tls !== undefined) {
+      // a gRPC agent's TLS files are read when its channel is made: a missing one fails every call
+      for (const [key, file] of [["ca-cert", tls.caCert], ["client-cert", tls.clientCert], ["client-key", tls.clientKey]] as const) {
+        if (file === undefined) continue
+        const readable = await fs.access(file, fs.constants.R_OK).then(() => true, () => false)
+        if (!readable) out.push({ level: "error", subject: `agent "${a.id}"`, message: `grpc ${key} ${file} cannot be read` })
+      }
+    }
     if (a.socketPath === undefined) continue
     const dir = path.dirname(path.resolve(a.socketPath))
     const st = await fs.stat(dir).catch(() => undefined)

@@ -84,10 +84,11 @@ http.createServer((q, s) => { if (q.url === "/small") s.end("1234567890123456789
 
 /**
  * Sentinel's benchmark configuration, written to `work/sentinel-<name>.kdl`: the full pipeline
- * (routing, header policy, JSON access log to a file, metrics), optionally with the `echo` agent,
+ * (routing, header policy, JSON access log to a file, metrics), optionally with the `echo` agent
+ * (on a Unix socket, `agentSocket`, or over gRPC, `agentGrpc` = "http://127.0.0.1:PORT"),
  * and optionally on an `https` listener (`tls`).
  */
-export const sentinelConfig = (work, name, { port, upstreamPort, agentSocket, accessLog = true, tls }) => {
+export const sentinelConfig = (work, name, { port, upstreamPort, agentSocket, agentGrpc, accessLog = true, tls }) => {
   const path = join(work, `sentinel-${name}.kdl`)
   // With `tls: { certFile, keyFile, sessionResumption }` the listener is `https` (ALPN h2 and
   // http/1.1 on one port); `sessionResumption: false` turns tickets and resumption off.
@@ -100,14 +101,14 @@ export const sentinelConfig = (work, name, { port, upstreamPort, agentSocket, ac
 system { graceful-shutdown-timeout-secs 1 }
 listeners { ${listener} }
 upstreams { upstream "origin" { target "127.0.0.1:${upstreamPort}" } }
-${agentSocket ? `agents { agent "echo" { unix-socket "${agentSocket}"; events "request_headers"; timeout-ms 1000 } }
+${agentSocket || agentGrpc ? `agents { agent "echo" { ${agentSocket ? `unix-socket "${agentSocket}"` : `grpc "${agentGrpc}"`}; events "request_headers"; timeout-ms 1000 } }
 filters { filter "echo" { type "agent"; agent "echo" } }` : ""}
 routes {
   route "health" { priority "high"; matches { path "/_health" }; builtin-handler "health" }
   route "all" {
     matches { path-prefix "/" }
     upstream "origin"
-    ${agentSocket ? `filters "echo"` : ""}
+    ${agentSocket || agentGrpc ? `filters "echo"` : ""}
     policies { response-headers { set { "X-Served-By" "sentinel" } } }
   }
 }

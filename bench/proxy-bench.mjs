@@ -9,7 +9,8 @@
 // reported with ratios to the ceiling measured in the same run.
 // Scenarios: small (GET 20 B), get64k (GET 64 KiB). Sentinel runs the full pipeline:
 // routing, trace id, header policies, access log to a file, metrics.
-// With --agent, a third row runs Sentinel with the `echo` agent on the route.
+// With --agent, two more rows run Sentinel with the `echo` agent on the route: over its Unix
+// socket, and over gRPC (the same agent serving AgentServiceV2 on loopback).
 import { execFileSync } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join, dirname } from "node:path"
@@ -42,8 +43,14 @@ const upstreamKind = await startUpstream(work, UPSTREAM_PORT)
 
 // ---- proxies
 const upstreamUrl = `http://127.0.0.1:${UPSTREAM_PORT}`
+const AGENT_GRPC_PORT = 18390
 const configFor = (port, withAgent) =>
-  sentinelConfig(work, String(port), { port, upstreamPort: UPSTREAM_PORT, ...(withAgent ? { agentSocket: join(work, "echo.sock") } : {}) })
+  sentinelConfig(work, String(port), {
+    port,
+    upstreamPort: UPSTREAM_PORT,
+    ...(withAgent === "uds" ? { agentSocket: join(work, "echo.sock") } : {}),
+    ...(withAgent === "grpc" ? { agentGrpc: `http://127.0.0.1:${AGENT_GRPC_PORT}` } : {})
+  })
 const proxies = [
   {
     name: "node-ceiling",
@@ -54,17 +61,23 @@ const proxies = [
   {
     name: "sentinel",
     port: 18382,
-    argv: (p) => pin(0, [process.execPath, ...PROXY_V8_FLAGS, join(root, "dist/main.js"), "run", "-c", configFor(p, false)]),
+    argv: (p) => pin(0, [process.execPath, ...PROXY_V8_FLAGS, join(root, "dist/main.js"), "run", "-c", configFor(p, undefined)]),
     env: () => ({ SENTINEL_NO_RESPAWN: "1" })
   }
 ]
 if (opt.agent) {
   const sock = join(work, "echo.sock")
-  start(pin(1, [process.execPath, join(root, "dist/agents-bin/echo/main.js"), "--socket", sock]))
+  start(pin(1, [process.execPath, join(root, "dist/agents-bin/echo/main.js"), "--socket", sock, "--grpc", `127.0.0.1:${AGENT_GRPC_PORT}`]))
   proxies.push({
     name: "sentinel+echo-agent",
     port: 18383,
-    argv: (p) => pin(0, [process.execPath, ...PROXY_V8_FLAGS, join(root, "dist/main.js"), "run", "-c", configFor(p, true)]),
+    argv: (p) => pin(0, [process.execPath, ...PROXY_V8_FLAGS, join(root, "dist/main.js"), "run", "-c", configFor(p, "uds")]),
+    env: () => ({ SENTINEL_NO_RESPAWN: "1" })
+  })
+  proxies.push({
+    name: "sentinel+echo-grpc",
+    port: 18384,
+    argv: (p) => pin(0, [process.execPath, ...PROXY_V8_FLAGS, join(root, "dist/main.js"), "run", "-c", configFor(p, "grpc")]),
     env: () => ({ SENTINEL_NO_RESPAWN: "1" })
   })
 }
@@ -127,6 +140,19 @@ for (const scenario of Object.keys(scenarios)) {
     const runs = results[proxy.name][scenario]
     const rps = median(runs.map((r) => r.rps)), p50 = median(runs.map((r) => r.p50)), p99 = median(runs.map((r) => r.p99)), cpu = median(runs.map((r) => r.cpuPerReq))
     lines.push(`| ${proxy.name} | ${scenario} | ${rps.toFixed(0)} | ${(rps / baseRps).toFixed(2)} | ${p50.toFixed(2)} | ${p99.toFixed(2)} | ${(p99 / baseP99).toFixed(2)} | ${cpu.toFixed(1)} | ${(baseCpu / cpu).toFixed(2)} | ${runs.reduce((a, r) => a + r.errors, 0)} |`)
+  }
+}
+if (opt.agent) {
+  // the agent rows against Sentinel without agents, and gRPC against the Unix socket
+  lines.push("", "| scenario | echo-agent (UDS) / no agent | echo-grpc / no agent | echo-grpc / echo-agent (UDS) |", "|---|---|---|---|")
+  for (const scenario of Object.keys(scenarios)) {
+    const rps = (name) => {
+      const runs = results[name]?.[scenario]
+      return runs ? median(runs.map((r) => r.rps)) : NaN
+    }
+    const none = rps("sentinel"), uds = rps("sentinel+echo-agent"), grpc = rps("sentinel+echo-grpc")
+    if (Number.isNaN(none)) continue
+    lines.push(`| ${scenario} | ${(uds / none).toFixed(2)} | ${(grpc / none).toFixed(2)} | ${(grpc / uds).toFixed(2)} |`)
   }
 }
 const report = lines.join("\n") + "\n"

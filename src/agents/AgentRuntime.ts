@@ -62,9 +62,9 @@ export class AgentRuntime {
   /**
    * One call under the agent's policy. `done` runs exactly once unless the
    * returned cancel runs first (which sends Cancel to the agent if the call
-   * was already on the wire).
+   * was already on the wire). `timeoutMs` (a filter's `timeout-ms`) replaces the agent's.
    */
-  invoke(type: MessageType, event: { readonly correlation_id: string }, done: Done): CancelCall {
+  invoke(type: MessageType, event: { readonly correlation_id: string }, done: Done, timeoutMs?: number): CancelCall {
     if (!this.breaker.tryAcquire()) {
       done(Either.left(new AgentCircuitOpen({ agent: this.config.id })))
       return noop
@@ -72,7 +72,7 @@ export class AgentRuntime {
     const w: Waiter = {
       type,
       event,
-      deadline: this.now() + this.config.timeoutMs,
+      deadline: this.now() + (timeoutMs ?? this.config.timeoutMs),
       done,
       timer: undefined,
       cancelCall: undefined,

@@ -28,7 +28,8 @@
  * is closed after the grace period.
  */
 import type { IncomingMessage } from "node:http"
-import { readBodyUpTo } from "../pipeline/BodyRead.js"
+import { type BodyRead, readBodyUpTo } from "../pipeline/BodyRead.js"
+import { streamBody } from "./AgentBodyStream.js"
 import { errorAnswer, errorBody } from "../pipeline/ErrorResponse.js"
 import { BodyTooLarge, RequestRejected, type ProxyError } from "../pipeline/Errors.js"
 import { withContentLength } from "../pipeline/Headers.js"
@@ -50,11 +51,11 @@ import type {
   RouteExtension,
   StageStep
 } from "../pipeline/Stage.js"
-import type { AgentConfig, AgentFilterRef } from "./AgentConfig.js"
+import { type AgentConfig, type AgentFilterRef, filterBodyCap, filterSubscribes } from "./AgentConfig.js"
 import type { AgentDecision, AgentMetric, AgentRespond, ChallengePolicy, PhaseContext, WebSocketVerdict } from "./AgentDecision.js"
 import { requestCompleteEvent, requestHeadersEvent, responseHeadersEvent } from "./AgentEvents.js"
 import { applyHeaderOps } from "./AgentHeaders.js"
-import { type AgentManagerService, type AgentStatus, make as makeManager } from "./Manager.js"
+import { type AgentManagerService, type AgentStatus, BodyStream, make as makeManager } from "./Manager.js"
 import type { HeaderOp, RequestHeadersEvent, WebSocketFrameEvent } from "./Protocol.js"
 
 export interface AgentsOptions {
@@ -97,7 +98,14 @@ const agentRefs = (route: RouteConfig, filters: ReadonlyMap<string, FilterConfig
   for (const id of route.filters) {
     const f = filters.get(id)
     if (f === undefined || f.type !== "agent") continue
-    refs.push(f.failureMode === undefined ? { agent: f.agent, filterId: f.id } : { agent: f.agent, filterId: f.id, failureMode: f.failureMode })
+    refs.push({
+      agent: f.agent,
+      filterId: f.id,
+      ...(f.failureMode !== undefined ? { failureMode: f.failureMode } : {}),
+      ...(f.timeoutMs !== undefined ? { timeoutMs: f.timeoutMs } : {}),
+      ...(f.inspectBody !== undefined ? { inspectBody: f.inspectBody } : {}),
+      ...(f.maxBodyBytes !== undefined ? { maxBodyBytes: f.maxBodyBytes } : {})
+    })
   }
   return refs
 }
@@ -245,14 +253,24 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
         let cap = 0
         for (const r of refs) {
           const a = agentsById.get(r.agent)
-          if (a === undefined || !a.events.includes(phase)) continue
-          cap = Math.max(cap, phase === "request_body" ? a.maxRequestBodyBytes : a.maxResponseBodyBytes)
+          if (a === undefined || !filterSubscribes(r, a.events, phase)) continue
+          cap = Math.max(cap, filterBodyCap(r, a, phase))
         }
         return cap
       }
       // the route's own body limit (`policies { max-body-size }`) when it has one
       const maxBodySize = route.policies.maxBodySize ?? config.limits.maxBodySize
       const requestCap = Math.min(capOf("request_body"), maxBodySize)
+      // stream-mode agents (request-body-mode "stream"): the others' cap bounds what is held
+      const streamsBody = manager.streamsRequestBody(refs)
+      const streamRefs = new Set(refs.filter((r) => agentsById.get(r.agent)?.requestBodyMode === "stream"))
+      const bufferedRequestCap = Math.min(
+        refs.reduce((cap, r) => {
+          const a = agentsById.get(r.agent)
+          return a === undefined || streamRefs.has(r) || !filterSubscribes(r, a.events, "request_body") ? cap : Math.max(cap, filterBodyCap(r, a, "request_body"))
+        }, 0),
+        maxBodySize
+      )
       const responseCap = capOf("response_body")
 
       const states = new WeakMap<RequestContext, RequestState>()
@@ -296,7 +314,8 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
           done(undefined)
           return noop
         }
-        let cancel = readBodyUpTo(ctx.req, requestCap, (read) => {
+        let cancel: () => void
+        const afterRead = (read: BodyRead) => {
           if (read._tag === "Failed") return done(errorAnswerFor(ctx, new RequestRejected({ status: 400, reason: "request_body_read_failed" })))
           if (read.data.length > maxBodySize) {
             ctx.bodyTooLarge = true
@@ -321,7 +340,43 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
             }
             done(undefined)
           })
-        })
+        }
+        if (!streamsBody) {
+          cancel = readBodyUpTo(ctx.req, requestCap, afterRead)
+          return () => cancel()
+        }
+        // stream-mode agents get each chunk as it arrives and may decide before the end
+        const stream = new BodyStream()
+        const cl = Number(ctx.req.headers["content-length"])
+        let callCancel: (() => void) | undefined
+        const stopRead = streamBody(
+          ctx.req,
+          {
+            maxBytes: maxBodySize,
+            holdLimit: bufferedRequestCap,
+            wantsChunks: () => refs.some((r) => streamRefs.has(r) && !stream.settled.has(r)),
+            total: ctx.req.headers["content-length"] !== undefined && Number.isSafeInteger(cl) ? cl : undefined
+          },
+          (chunk, next) => {
+            callCancel = manager.startRequestBodyChunk(refs, chunk, pc, stream, (d) => {
+              callCancel = undefined
+              const step = applyRequest(ctx, d)
+              if (step === undefined) return next()
+              stopRead()
+              // the rest of the body stays unread: the connection cannot carry another request
+              if (!chunk.isLast) ctx.res.shouldKeepAlive = false
+              done(step)
+            })
+          },
+          (read) => {
+            callCancel = undefined
+            afterRead(read)
+          }
+        )
+        cancel = () => {
+          stopRead()
+          callCancel?.()
+        }
         return () => cancel()
       }
 

@@ -20,7 +20,15 @@
  */
 import { Context, Effect, Either, Layer, type Scope } from "effect"
 import type { CircuitState } from "../upstream/Circuit.js"
-import { type AgentConfig, type AgentFilterRef, type FailureMode, resolveFailureMode } from "./AgentConfig.js"
+import { callbackAsEffect } from "../pipeline/Stage.js"
+import {
+  type AgentConfig,
+  type AgentFilterRef,
+  type FailureMode,
+  filterBodyCap,
+  filterSubscribes,
+  resolveFailureMode
+} from "./AgentConfig.js"
 import {
   type Acc,
   type AgentAuditEntry,
@@ -44,12 +52,14 @@ import {
 } from "./AgentDecision.js"
 import { type AgentFailure, AgentRuntime, type AgentRuntimeStatus } from "./AgentRuntime.js"
 import {
+  type AgentClient,
   type AgentClientStatus,
   AgentUnavailable,
   type CancelCall,
   type ClientEvent,
   make as makeClient
 } from "./Client.js"
+import { make as makeGrpcClient } from "./GrpcTransport.js"
 import {
   type AgentResponse,
   CancelReason,
@@ -116,6 +126,22 @@ export interface AgentManagerService {
     ctx: PhaseContext,
     done: (decision: AgentDecision) => void
   ) => () => void
+  /**
+   * One chunk of the request body to the route's `request-body-mode "stream"` agents that
+   * have not decided yet, one after the other in filter order (each with `chunk-timeout-ms`).
+   * An answer with `needs_more` leaves its agent deciding (a non-allow is then not final);
+   * without it the agent has decided: a non-allow answers the client, an allow settles it.
+   * The last chunk settles every agent. `done` once, unless the returned cancel runs first.
+   */
+  readonly startRequestBodyChunk: (
+    filters: ReadonlyArray<AgentFilterRef>,
+    chunk: BodyChunk,
+    ctx: PhaseContext,
+    stream: BodyStream,
+    done: (decision: AgentDecision) => void
+  ) => () => void
+  /** Whether some of these agents get the request body in stream mode. */
+  readonly streamsRequestBody: (filters: ReadonlyArray<AgentFilterRef>) => boolean
   /** RequestComplete to subscribed agents, fire and forget (answers only audited). */
   readonly notifyComplete: (filters: ReadonlyArray<AgentFilterRef>, event: RequestCompleteEvent, ctx: PhaseContext) => void
   /**
@@ -133,6 +159,23 @@ export interface AgentManagerService {
   /** Whether any of these agents subscribes to `phase` (lets the pipeline skip buffering). */
   readonly wants: (filters: ReadonlyArray<AgentFilterRef>, phase: AgentPhase) => boolean
   readonly status: () => ReadonlyArray<AgentStatus>
+}
+
+/** One chunk of a streamed body. */
+export interface BodyChunk {
+  readonly data: Buffer
+  /** 0-based. */
+  readonly index: number
+  readonly isLast: boolean
+  /** Bytes sent to the agents so far, this chunk included. */
+  readonly received: number
+  /** The body's size when known (Content-Length). */
+  readonly total: number | undefined
+}
+
+/** Per-request state of a streamed body: the filters whose agent has decided (or was skipped). */
+export class BodyStream {
+  readonly settled = new Set<AgentFilterRef>()
 }
 
 export class AgentManager extends Context.Tag("sentinel/agents/Manager")<AgentManager, AgentManagerService>() {}
@@ -247,9 +290,15 @@ class Manager implements AgentManagerService {
     phase: AgentPhase,
     ctx: PhaseContext,
     started: number,
-    response: AgentResponse
+    response: AgentResponse,
+    streaming: boolean
   ): Outcome {
     const decision = response.decision
+    if (streaming && response.needs_more && decision !== "allow") {
+      // not final yet (stream mode): the agent wants more of the body before it decides
+      this.emit(this.entry(ref, phase, ctx, started, "allow", "continue", undefined, response, "needs more"), false)
+      return { response }
+    }
     if (phase === "request_complete") {
       this.emit(this.entry(ref, phase, ctx, started, resultOfDecision(decision), "ignored", undefined, response, undefined), false)
       return { response: undefined }
@@ -273,7 +322,8 @@ class Manager implements AgentManagerService {
     phase: AgentPhase,
     ctx: PhaseContext,
     event: object & { readonly correlation_id: string },
-    done: (outcome: Outcome) => void
+    done: (outcome: Outcome) => void,
+    streaming: false | "chunk" | "last" = false
   ): CancelCall {
     const started = performance.now()
     const rt = this.runtimes.get(ref.agent)
@@ -286,23 +336,94 @@ class Manager implements AgentManagerService {
       done(this.failed(ref, phase, ctx, rt, started, "unavailable", error, error.message))
       return noop
     }
-    return rt.invoke(typeOf[phase], event, (result) =>
-      done(
-        Either.isRight(result)
-          ? this.answered(ref, phase, ctx, started, result.right)
-          : this.failed(ref, phase, ctx, rt, started, resultOfFailure(result.left), result.left, result.left.message)
-      )
+    return rt.invoke(
+      typeOf[phase],
+      event,
+      (result) =>
+        done(
+          Either.isRight(result)
+            ? this.answered(ref, phase, ctx, started, result.right, streaming === "chunk")
+            : this.failed(ref, phase, ctx, rt, started, resultOfFailure(result.left), result.left, result.left.message)
+        ),
+      streaming !== false ? rt.config.chunkTimeoutMs : ref.timeoutMs
     )
   }
 
   private subscribed(ref: AgentFilterRef, phase: AgentPhase): boolean {
     const rt = this.runtimes.get(ref.agent)
     // an unknown agent is "subscribed" so that its absence is resolved by failure mode, not ignored
-    return rt === undefined ? phase === "request_headers" : rt.config.events.includes(phase)
+    return rt === undefined ? phase === "request_headers" : filterSubscribes(ref, rt.config.events, phase)
   }
 
   readonly wants = (filters: ReadonlyArray<AgentFilterRef>, phase: AgentPhase): boolean =>
     filters.some((f) => this.subscribed(f, phase))
+
+  /** A request-body agent in stream mode. */
+  private streams(ref: AgentFilterRef): boolean {
+    return this.runtimes.get(ref.agent)?.config.requestBodyMode === "stream"
+  }
+
+  readonly streamsRequestBody = (filters: ReadonlyArray<AgentFilterRef>): boolean =>
+    filters.some((f) => this.streams(f) && this.subscribed(f, "request_body"))
+
+  readonly startRequestBodyChunk = (
+    filters: ReadonlyArray<AgentFilterRef>,
+    chunk: BodyChunk,
+    ctx: PhaseContext,
+    stream: BodyStream,
+    done: (decision: AgentDecision) => void
+  ): (() => void) => {
+    const acc: Acc = { requestHeaders: [], responseHeaders: [], routingMetadata: {}, body: undefined }
+    let i = 0
+    let finished = false
+    let current: CancelCall | undefined
+    const finish = (decision: AgentDecision) => {
+      finished = true
+      done(decision)
+    }
+    const next = (): void => {
+      while (!finished) {
+        if (i >= filters.length) return finish(toContinue(acc))
+        const ref = filters[i++]
+        if (stream.settled.has(ref) || !this.streams(ref) || !this.subscribed(ref, "request_body")) continue
+        const rt = this.runtimes.get(ref.agent)!
+        const cap = filterBodyCap(ref, rt.config, "request_body")
+        if (chunk.received > cap) {
+          stream.settled.add(ref)
+          const o = this.failed(ref, "request_body", ctx, rt, performance.now(), "body-too-large", undefined,
+            `body of more than ${cap} bytes exceeds the agent's limit of ${cap}`)
+          if (o.respond) return finish(o.respond)
+          continue
+        }
+        const event = {
+          correlation_id: ctx.traceId,
+          data: chunk.data.toString("base64"),
+          is_last: chunk.isLast,
+          total_size: chunk.total ?? null,
+          chunk_index: chunk.index,
+          bytes_received: chunk.received
+        }
+        current = this.one(ref, "request_body", ctx, event, (o) => {
+          if (finished) return
+          if (o.respond) {
+            stream.settled.add(ref)
+            return finish(o.respond)
+          }
+          // body mutations do not apply in stream mode (the body is not held chunk by chunk)
+          if (o.response !== undefined) merge(acc, { ...o.response, request_body_mutation: null }, "request_body")
+          if (chunk.isLast || o.response === undefined || !o.response.needs_more) stream.settled.add(ref)
+          next()
+        }, chunk.isLast ? "last" : "chunk")
+        return
+      }
+    }
+    next()
+    return () => {
+      if (finished) return
+      finished = true
+      current?.(CancelReason.ClientDisconnect)
+    }
+  }
 
   // -- phases ---------------------------------------------------------------
 
@@ -381,13 +502,15 @@ class Manager implements AgentManagerService {
         if (i >= filters.length) return finish(toContinue(acc))
         const ref = filters[i++]
         if (!this.subscribed(ref, phase)) continue
+        // stream-mode agents had the request body chunk by chunk
+        if (phase === "request_body" && this.streams(ref)) continue
         if (phase === "response_headers") {
           current = this.one(ref, phase, ctx, headersEvent!, onOutcome)
           return
         }
         const rt = this.runtimes.get(ref.agent)!
         const data = acc.body ?? body ?? EMPTY
-        const cap = phase === "request_body" ? rt.config.maxRequestBodyBytes : rt.config.maxResponseBodyBytes
+        const cap = filterBodyCap(ref, rt.config, phase)
         if (data.length > cap) {
           const o = this.failed(
             ref,
@@ -540,6 +663,30 @@ class Manager implements AgentManagerService {
 
 const noop: CancelCall = () => {}
 
+/** The agent's transport: a Unix-socket pool (Client.ts) or a gRPC channel (GrpcTransport.ts), one interface. */
+const makeTransport = (a: AgentConfig, options: AgentManagerOptions): Effect.Effect<AgentClient, never, Scope.Scope> => {
+  const common = {
+    id: a.id,
+    connectTimeoutMs: a.connectTimeoutMs,
+    reconnectBaseMs: a.reconnectBaseMs,
+    reconnectMaxMs: a.reconnectMaxMs,
+    handshakeConfig: a.config,
+    ...(options.proxyId ? { proxyId: options.proxyId } : {}),
+    ...(options.proxyVersion ? { proxyVersion: options.proxyVersion } : {}),
+    ...(options.onClientEvent ? { onEvent: options.onClientEvent } : {})
+  }
+  if (a.grpc !== undefined) {
+    return makeGrpcClient({
+      ...common,
+      address: a.grpc.address,
+      ...(a.grpc.tls !== undefined ? { tls: a.grpc.tls } : {}),
+      streams: a.poolSize,
+      keepaliveMs: a.pingIntervalMs
+    })
+  }
+  return makeClient({ ...common, socketPath: a.socketPath ?? "", poolSize: a.poolSize, pingIntervalMs: a.pingIntervalMs })
+}
+
 
 /**
  * Opens one connection pool per agent (connections are attempted at once;
@@ -553,19 +700,7 @@ export const make = (
   Effect.gen(function* () {
     const runtimes = new Map<string, AgentRuntime>()
     for (const a of agents) {
-      const client = yield* makeClient({
-        id: a.id,
-        socketPath: a.socketPath,
-        poolSize: a.poolSize,
-        connectTimeoutMs: a.connectTimeoutMs,
-        reconnectBaseMs: a.reconnectBaseMs,
-        reconnectMaxMs: a.reconnectMaxMs,
-        pingIntervalMs: a.pingIntervalMs,
-        handshakeConfig: a.config,
-        ...(options.proxyId ? { proxyId: options.proxyId } : {}),
-        ...(options.proxyVersion ? { proxyVersion: options.proxyVersion } : {}),
-        ...(options.onClientEvent ? { onEvent: options.onClientEvent } : {})
-      })
+      const client = yield* makeTransport(a, options)
       runtimes.set(
         a.id,
         new AgentRuntime(a, client, (from, to) => options.onCircuitTransition?.(a.id, from, to))

@@ -202,7 +202,17 @@ export const AgentFilterConfig = Schema.Struct({
   /** `agent "<id>"`: the agent called. Required. */
   agent: Schema.NonEmptyString,
   /** `failure-mode "open"|"closed"`: wins over the route's and the agent's. Default: not set. */
-  failureMode: Schema.optional(Schema.Literal("open", "closed"))
+  failureMode: Schema.optional(Schema.Literal("open", "closed")),
+  /** `timeout-ms`: deadline of this filter's agent calls, instead of the agent's `timeout-ms`. Default: not set. */
+  timeoutMs: Schema.optional(PositiveCount),
+  /**
+   * `inspect-body`: `#false` sends this filter's agent no body whatever its `events`; `#true`
+   * sends it the request body even when its `events` leave `request_body` out. Default: not
+   * set (the agent's `events` decide).
+   */
+  inspectBody: Schema.optional(Schema.Boolean),
+  /** `max-body-bytes`: body cap of this filter's agent calls, instead of the agent's. Default: not set. */
+  maxBodyBytes: Schema.optional(Count)
 })
 
 export const FilterConfig = Schema.Union(

@@ -132,6 +132,9 @@ const filter = (w: Writer, f: FilterConfig): void =>
       case "agent":
         w.line(`agent ${kdlString(f.agent)}`)
         if (f.failureMode !== undefined) w.line(`failure-mode ${kdlString(f.failureMode)}`)
+        if (f.timeoutMs !== undefined) w.line(`timeout-ms ${f.timeoutMs}`)
+        if (f.inspectBody !== undefined) w.line(`inspect-body ${bool(f.inspectBody)}`)
+        if (f.maxBodyBytes !== undefined) w.line(`max-body-bytes ${f.maxBodyBytes}`)
         break
     }
   })
@@ -474,7 +477,21 @@ export const encodeKdl = (c: SentinelConfig): string => {
     w.block("agents", () => {
       for (const a of c.agents) {
         w.block(`agent ${kdlString(a.id)}${a.type === undefined ? "" : ` type=${kdlString(a.type)}`}`, () => {
-          w.line(`unix-socket ${kdlString(a.socketPath)}`)
+          if (a.socketPath !== undefined) w.line(`unix-socket ${kdlString(a.socketPath)}`)
+          const g = a.grpc
+          if (g !== undefined) {
+            if (g.tls === undefined) w.line(`grpc ${kdlString(g.address)}`)
+            else {
+              const tls = g.tls
+              w.block(`grpc address=${kdlString(g.address)}`, () => {
+                w.line("tls")
+                if (tls.insecure) w.line("tls-insecure")
+                if (tls.caCert !== undefined) w.line(`ca-cert ${kdlString(tls.caCert)}`)
+                if (tls.clientCert !== undefined) w.line(`client-cert ${kdlString(tls.clientCert)}`)
+                if (tls.clientKey !== undefined) w.line(`client-key ${kdlString(tls.clientKey)}`)
+              })
+            }
+          }
           w.line(`events ${strings(a.events)}`)
           w.line(`timeout-ms ${a.timeoutMs}`)
           w.line(`failure-mode ${kdlString(a.failureMode)}`)
@@ -483,6 +500,8 @@ export const encodeKdl = (c: SentinelConfig): string => {
           circuitBreaker(w, a.circuitBreaker)
           w.line(`max-request-body-bytes ${a.maxRequestBodyBytes}`)
           w.line(`max-response-body-bytes ${a.maxResponseBodyBytes}`)
+          w.line(`request-body-mode ${kdlString(a.requestBodyMode)}`)
+          w.line(`chunk-timeout-ms ${a.chunkTimeoutMs}`)
           w.line(`pool-size ${a.poolSize}`)
           const cfg = a.config
           if (cfg !== null && typeof cfg === "object" && !Array.isArray(cfg)) {

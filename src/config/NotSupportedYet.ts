@@ -19,12 +19,12 @@ export const notSupportedYet: Readonly<Record<string, ReadonlyArray<string>>> = 
   ],
   "routes.route.policies": ["rate-limit", "cache"],
   "filters.filter": [
-    "timeout-ms", "inspect-body", "max-body-bytes", "algorithms", "min-size", "level", "database-path",
+    "algorithms", "min-size", "level", "database-path",
     // rate-limit `backend "memcached"` and its settings (Redis is the shared backend here)
     "memcached-url", "memcached-prefix", "memcached-pool-size", "memcached-timeout-ms", "memcached-fallback", "memcached-fallback-local",
     "memcached-ttl", "memcached-ttl-secs"
   ],
-  "agents.agent": ["grpc", "http", "chunk-timeout-ms"],
+  "agents.agent": ["http"],
   "observability": [],
   "observability.metrics": ["high-cardinality"],
   "observability.logging": ["file"],

@@ -15,6 +15,7 @@ import { X509Certificate, createPrivateKey } from "node:crypto"
 import * as dns from "node:dns/promises"
 import * as fs from "node:fs/promises"
 import * as net from "node:net"
+import { probeAgent } from "../agents/AgentProbe.js"
 import * as path from "node:path"
 import * as tls from "node:tls"
 import { Either } from "effect"
@@ -161,10 +162,23 @@ export const checkCertificates = async (config: SentinelConfig, options: Validat
 // ---------------------------------------------------------------------------
 // Agents
 
-/** The directory of every agent socket exists (a typo in the path would otherwise only show at the first call). */
+/**
+ * The directory of every agent socket exists, and a gRPC agent's TLS files can be read (a typo
+ * in a path would otherwise only show at the first call).
+ */
 export const checkAgentSocketDirs = async (config: SentinelConfig): Promise<Array<ValidationFinding>> => {
   const out: Array<ValidationFinding> = []
   for (const a of config.agents) {
+    const tls = a.grpc?.tls
+    if (tls !== undefined) {
+      // a gRPC agent's TLS files are read when its channel is made: a missing one fails every call
+      for (const [key, file] of [["ca-cert", tls.caCert], ["client-cert", tls.clientCert], ["client-key", tls.clientKey]] as const) {
+        if (file === undefined) continue
+        const readable = await fs.access(file, fs.constants.R_OK).then(() => true, () => false)
+        if (!readable) out.push({ level: "error", subject: `agent "${a.id}"`, message: `grpc ${key} ${file} cannot be read` })
+      }
+    }
+    if (a.socketPath === undefined) continue
     const dir = path.dirname(path.resolve(a.socketPath))
     const st = await fs.stat(dir).catch(() => undefined)
     if (st === undefined || !st.isDirectory()) {
@@ -194,16 +208,31 @@ const connectOnce = (opts: net.NetConnectOpts, timeoutMs: number): Promise<void>
     })
   })
 
-/** Each agent's Unix socket accepts a connection. */
+/**
+ * Each agent answers a real handshake over its transport: a Unix socket must accept the
+ * connection (else "does not answer") and the agent behind it must complete the v2 handshake;
+ * a gRPC agent must serve AgentServiceV2 and complete the handshake on ProcessStream.
+ */
 export const checkAgentSockets = async (config: SentinelConfig, options: ValidateOptions = {}): Promise<Array<ValidationFinding>> => {
   const timeoutMs = options.timeoutMs ?? 3000
   const results = await Promise.all(
     config.agents.map(async (a): Promise<ValidationFinding | undefined> => {
-      try {
-        await connectOnce({ path: a.socketPath }, timeoutMs)
-        return undefined
-      } catch (e) {
-        return { level: "error", subject: `agent "${a.id}"`, message: `socket ${a.socketPath} does not answer: ${errorText(e)}` }
+      const subject = `agent "${a.id}"`
+      if (a.socketPath !== undefined) {
+        try {
+          await connectOnce({ path: a.socketPath }, timeoutMs)
+        } catch (e) {
+          return { level: "error", subject, message: `socket ${a.socketPath} does not answer: ${errorText(e)}` }
+        }
+      }
+      const r = await probeAgent(a, { timeoutMs })
+      if (r.ok) return undefined
+      return {
+        level: "error",
+        subject,
+        message: a.grpc !== undefined
+          ? `gRPC agent at ${a.grpc.address} failed the handshake: ${r.message}`
+          : `agent on ${a.socketPath} failed the handshake: ${r.message}`
       }
     })
   )

@@ -82,6 +82,18 @@ describe("parseAgentArgs", () => {
     expect(d._tag === "Args" && d.args.values.rate).toBe("10")
   })
 
+  it("parses --grpc HOST:PORT (alone or with --socket) and the gRPC TLS options", () => {
+    expect(parseAgentArgs(["--grpc", "0.0.0.0:50051"], o)).toMatchObject({ _tag: "Args", args: { socket: undefined, grpc: "0.0.0.0:50051", grpcTls: undefined } })
+    expect(parseAgentArgs(["--socket", "/s", "--grpc", "[::1]:1"], o)).toMatchObject({ _tag: "Args", args: { socket: "/s", grpc: "[::1]:1" } })
+    expect(parseAgentArgs(["--grpc", "h:1", "--grpc-tls-cert", "c", "--grpc-tls-key", "k", "--grpc-tls-client-ca", "ca"], o)).toMatchObject({
+      _tag: "Args", args: { grpcTls: { cert: "c", key: "k", clientCa: "ca" } }
+    })
+    expect(parseAgentArgs(["--grpc", "nohost"], o)).toMatchObject({ _tag: "Error", message: "--grpc must be HOST:PORT, got 'nohost'" })
+    expect(parseAgentArgs(["--grpc", "h:1", "--grpc-tls-cert", "c"], o)).toMatchObject({ _tag: "Error", message: "--grpc-tls-cert and --grpc-tls-key go together" })
+    expect(parseAgentArgs(["--socket", "/s", "--grpc-tls-cert", "c", "--grpc-tls-key", "k"], o)).toMatchObject({ _tag: "Error", message: "--grpc-tls-* need --grpc HOST:PORT" })
+    expect(parseAgentArgs(["--help"], o)).toMatchObject({ _tag: "Help", text: expect.stringContaining("--grpc HOST:PORT") })
+  })
+
   it("answers --help with usage, and rejects unknown, duplicate, valueless options and a missing --socket", () => {
     const help = parseAgentArgs(["--rate", "1", "--help"], o)
     expect(help._tag).toBe("Help")
@@ -89,7 +101,7 @@ describe("parseAgentArgs", () => {
     expect(parseAgentArgs(["--socket", "/s", "--nope", "1"], o)).toMatchObject({ _tag: "Error", message: "unknown option '--nope'" })
     expect(parseAgentArgs(["--socket", "/s", "--rate", "1", "--rate", "2"], o)).toMatchObject({ _tag: "Error" })
     expect(parseAgentArgs(["--socket", "/s", "--rate"], o)).toMatchObject({ _tag: "Error", message: "option '--rate' needs a value" })
-    expect(parseAgentArgs(["--rate", "1"], o)).toMatchObject({ _tag: "Error", message: "--socket PATH is required" })
+    expect(parseAgentArgs(["--rate", "1"], o)).toMatchObject({ _tag: "Error", message: "--socket PATH or --grpc HOST:PORT is required" })
     expect(parseAgentArgs(["--socket", "/s", "--dry=1"], o)).toMatchObject({ _tag: "Error" })
   })
 })

@@ -10,6 +10,10 @@ import { join } from "node:path"
 import { standardCerts } from "../support/certs.js"
 import { refusingPort } from "../support/faults.js"
 import { startEchoOrigin } from "../support/origins.js"
+import { Effect, Exit, Scope } from "effect"
+import { serveAgent } from "../../src/agents/sdk/AgentServer.js"
+import { serveGrpcAgent } from "../../src/agents/sdk/GrpcAgentServer.js"
+import { allow } from "../../src/agents/sdk/Decision.js"
 
 const MAIN = join(__dirname, "../../dist/main.js")
 /** Asynchronous, so servers in this process (origin, agent socket) can answer the child. */
@@ -41,17 +45,30 @@ const selfSigned = (dir: string, name: string) => {
   return { cert, key }
 }
 
+/** A socket that accepts connections and drops them: not an agent. */
 const unixServer = (path: string) =>
   new Promise<net.Server>((resolve) => {
     const server = net.createServer((s) => s.destroy())
     server.listen(path, () => resolve(server))
   })
 
-const config = (o: { target: string; socket: string; tls?: string }) => `
+/** A real agent (the SDK) on a Unix socket and/or a gRPC port, in this process; closed by the returned function. */
+const sdkAgent = async (o: { socket?: string; grpc?: boolean }) => {
+  const scope = Effect.runSync(Scope.make())
+  const info = { agentId: "waf", name: "waf", version: "1" }
+  const handlers = { onRequestHeaders: () => Effect.succeed(allow()) }
+  if (o.socket !== undefined) await Effect.runPromise(serveAgent({ socketPath: o.socket, info, handlers }).pipe(Scope.extend(scope)))
+  const grpc = o.grpc ? await Effect.runPromise(serveGrpcAgent({ address: "127.0.0.1:0", info, handlers }).pipe(Scope.extend(scope))) : undefined
+  return { port: grpc?.port, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
+}
+
+const config = (o: { target: string; socket: string; tls?: string; grpc?: string }) => `
 listeners { listener "main" { address "127.0.0.1:0" } }
 upstreams { upstream "o" { target "${o.target}"${o.tls ? `; tls { ${o.tls} }` : ""} } }
 routes { route "all" { matches { path-prefix "/" }; upstream "o" } }
-agents { agent "waf" { unix-socket "${o.socket}" } }
+agents {
+  agent "waf" { unix-socket "${o.socket}" }${o.grpc ? `\n  agent "remote" { grpc "${o.grpc}" }` : ""}
+}
 filters { filter "check" { type "agent"; agent "waf" } }
 `
 
@@ -60,15 +77,34 @@ describe("sentinel validate", { timeout: 90_000 }, () => {
     const dir = tmp()
     const origin = await startEchoOrigin()
     const socket = join(dir, "waf.sock")
-    const agent = await unixServer(socket)
+    const agent = await sdkAgent({ socket, grpc: true })
     const { cert, key } = selfSigned(dir, "client")
     const file = join(dir, "ok.kdl")
-    writeFileSync(file, config({ target: origin.address, socket, tls: `ca-cert "${cert}"; client-cert "${cert}"; client-key "${key}"` }))
+    writeFileSync(file, config({
+      target: origin.address, socket, grpc: `http://127.0.0.1:${agent.port}`,
+      tls: `ca-cert "${cert}"; client-cert "${cert}"; client-key "${key}"`
+    }))
     const r = await run(["validate", "-c", file])
     expect(r.stderr).toBe("")
     expect(r.status).toBe(0)
     expect(r.stdout).toContain(`configuration valid: ${file}`)
-    agent.close()
+    await agent.close()
+    await origin.close()
+  })
+
+  it("an agent is checked with a real handshake: a socket that is not an agent fails, and so does a gRPC port nobody serves", async () => {
+    const dir = tmp()
+    const origin = await startEchoOrigin()
+    const socket = join(dir, "impostor.sock")
+    const impostor = await unixServer(socket)
+    const refusing = await refusingPort()
+    const file = join(dir, "impostor.kdl")
+    writeFileSync(file, config({ target: origin.address, socket, grpc: `http://127.0.0.1:${refusing.port}` }))
+    const r = await run(["validate", "-c", file, "--skip-certs"])
+    expect(r.status).toBe(1)
+    expect(r.stderr).toMatch(/error: agent "waf": agent on \S+impostor\.sock failed the handshake: /)
+    expect(r.stderr).toMatch(new RegExp(`error: agent "remote": gRPC agent at http://127\\.0\\.0\\.1:${refusing.port} failed the handshake: `))
+    impostor.close()
     await origin.close()
   })
 

@@ -158,13 +158,13 @@ describe("Kdl decoder: every error class, with file:line:col", () => {
   })
 
   it("not-supported-yet names are rejected, never ignored", () => {
-    expect(errs(L + `waf { }\nnamespace "x" { }\nupstreams { upstream "u" { target "h:1"; retry-policy { }; }; }\nroutes { route "r" { builtin-handler "status"; shadow { }; }; }\nobservability { metrics { high-cardinality #true; }; }\nagents { agent "a" { unix-socket "/s"; grpc "h:1"; }; }`)).toEqual([
+    expect(errs(L + `waf { }\nnamespace "x" { }\nupstreams { upstream "u" { target "h:1"; retry-policy { }; }; }\nroutes { route "r" { builtin-handler "status"; shadow { }; }; }\nobservability { metrics { high-cardinality #true; }; }\nagents { agent "a" { unix-socket "/s"; http "h:1"; }; }`)).toEqual([
       "t.kdl:2:1: `waf` is not supported yet",
       "t.kdl:3:1: `namespace` is not supported yet",
       "t.kdl:4:42: `retry-policy` is not supported yet",
       "t.kdl:5:48: `shadow` is not supported yet",
       "t.kdl:6:27: `high-cardinality` is not supported yet",
-      "t.kdl:7:40: `grpc` is not supported yet"
+      "t.kdl:7:40: `http` is not supported yet"
     ])
     expect(errs(`listeners { listener "a" { address "0.0.0.0:1"; protocol "h3"; }; }`)).toEqual([
       "t.kdl:1:58: `protocol` \"h3\" is not supported yet"

@@ -225,7 +225,7 @@ describe("agents", () => {
 
   it("errors: missing socket, bad events, bad config shapes, duplicate ids, bad type label", () => {
     const A = (body: string, props = "") => L + `agents { agent "a"${props} { ${body} }; }`
-    expect(errs(A(`events "request_headers";`))).toEqual(["t.kdl:2:10: agent \"a\" needs a `unix-socket \"/path/to/agent.sock\"`"])
+    expect(errs(A(`events "request_headers";`))).toEqual(["t.kdl:2:10: agent \"a\" needs a transport: `unix-socket \"/path/to/agent.sock\"` or `grpc \"http://host:port\"`"])
     expect(errs(A(`unix-socket "/s"; events "body";`))).toEqual([
       "t.kdl:2:47: `events` \"body\" is not an agent event; use request_headers, request_body, response_headers, response_body, request_complete (log), websocket_frame or guardrail"
     ])
@@ -243,6 +243,55 @@ describe("agents", () => {
     ])
     expect(errs(A(`unix-socket "/s"; reconnect-base-ms 500; reconnect-max-ms 100;`))).toEqual([
       "t.kdl:2:10: agent \"a\": `reconnect-max-ms` (100) must not be less than `reconnect-base-ms` (500)"
+    ])
+  })
+
+  it("grpc: the short form, address= with TLS children, the block form; exactly one transport", () => {
+    const G = (body: string) => ok(L + `agents { agent "a" { ${body} }; }`).agents[0]
+    expect(G(`grpc "http://127.0.0.1:50051";`)).toMatchObject({ grpc: { address: "http://127.0.0.1:50051" } })
+    expect(G(`grpc "http://127.0.0.1:50051";`).socketPath).toBeUndefined()
+    expect(G(`grpc "http://127.0.0.1:50051";`).grpc!.tls).toBeUndefined()
+    expect(G(`grpc { address "http://[::1]:50051"; };`).grpc).toEqual({ address: "http://[::1]:50051" })
+    expect(G(`grpc address="https://waf.internal:443" { ca-cert "/ca.pem"; client-cert "/c.crt"; client-key "/c.key"; };`).grpc).toEqual({
+      address: "https://waf.internal:443",
+      tls: { insecure: false, caCert: "/ca.pem", clientCert: "/c.crt", clientKey: "/c.key" }
+    })
+    expect(G(`grpc "http://10.0.0.5:50051" { tls; };`).grpc).toEqual({ address: "http://10.0.0.5:50051", tls: { insecure: false } })
+    expect(G(`grpc "https://h:1" { tls-insecure; };`).grpc).toEqual({ address: "https://h:1", tls: { insecure: true } })
+    // https:// alone means TLS with the system roots, nothing to record
+    expect(G(`grpc "https://h:1";`).grpc).toEqual({ address: "https://h:1" })
+  })
+
+  it("grpc errors: bad addresses, half an mTLS pair, two transports, what gRPC cannot carry", () => {
+    const A = (body: string) => L + `agents { agent "a" { ${body} }; }`
+    expect(errs(A(`grpc "127.0.0.1:50051";`))).toEqual([expect.stringMatching(/`grpc` address must (be a URL|start with http)/)])
+    expect(errs(A(`grpc "http://h";`))).toEqual([expect.stringContaining("must name a host and a port")])
+    expect(errs(A(`grpc "http://h:1/path";`))).toEqual([expect.stringContaining("must name a host and a port")])
+    expect(errs(A(`grpc;`))).toEqual([expect.stringContaining("`grpc` needs an address")])
+    expect(errs(A(`grpc "http://h:1" address="http://h:2";`))).toEqual([expect.stringContaining("has its address more than once")])
+    expect(errs(A(`grpc "https://h:1" { client-cert "/c"; };`))).toEqual([expect.stringContaining("`client-cert` and `client-key` go together")])
+    expect(errs(A(`grpc "https://h:1" { tls #false; };`))).toEqual([expect.stringContaining("`tls #false` contradicts")])
+    expect(errs(A(`grpc "http://h:1" { bogus 1; };`))).toEqual([expect.stringContaining("unknown node `bogus`")])
+    expect(errs(A(`unix-socket "/s"; grpc "http://h:1";`))).toEqual([expect.stringContaining("has both `unix-socket` and `grpc`")])
+    expect(errs(A(`grpc "http://h:1"; events "request_headers" "websocket_frame";`))).toEqual([
+      expect.stringContaining("a gRPC agent cannot receive `websocket_frame` events")
+    ])
+    expect(errs(A(`grpc "http://h:1"; events "guardrail";`))).toEqual([expect.stringContaining("cannot receive `guardrail` events")])
+    expect(errs(A(`grpc "http://h:1"; max-request-body-bytes "20MiB";`))).toEqual([
+      expect.stringContaining("`max-request-body-bytes` 20971520 is more than a gRPC agent can be sent in one message")
+    ])
+    // the same limits hold for a Unix-socket agent only as its own (16 MiB frames)
+    expect(errs(A(`unix-socket "/s"; events "websocket_frame"; max-request-body-bytes "12MiB";`))).toEqual([])
+  })
+
+  it("agent filters: timeout-ms, failure-mode, inspect-body, max-body-bytes; not on other filter types", () => {
+    const F = (body: string) => L + `agents { agent "a" { unix-socket "/s"; }; }\nfilters { filter "f" { type "agent"; agent "a"; ${body} }; }`
+    expect(ok(F(`timeout-ms 150; failure-mode "open"; inspect-body #false; max-body-bytes "64KiB";`)).filters[0]).toEqual({
+      id: "f", type: "agent", agent: "a", timeoutMs: 150, failureMode: "open", inspectBody: false, maxBodyBytes: 65536
+    })
+    expect(errs(F(`timeout-ms 0;`))).toEqual([expect.stringContaining("`timeout-ms` must be greater than 0")])
+    expect(errs(L + `filters { filter "h" { type "headers"; timeout-ms 5; }; }`)).toEqual([
+      expect.stringContaining("`timeout-ms` does not apply to a filter of type \"headers\"")
     ])
   })
 })

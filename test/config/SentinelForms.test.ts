@@ -372,12 +372,15 @@ describe("agents (parse_single_agent)", () => {
     ])
   })
 
-  it("request-body-mode \"buffer\" is what agents here do; stream and hybrid are not supported yet", () => {
+  it("request-body-mode \"buffer\" (default) and \"stream\" with chunk-timeout-ms; hybrid, and response streaming, are not supported yet", () => {
     const base = agent(`agent "a"`, `events "request_body"`)
     expect(agent(`agent "a"`, `events "request_body"\n        request-body-mode "buffer"\n        response-body-mode "buffer"`)).toEqual(base)
-    expect(errs(L + `agents { agent "a" { unix-socket "/a.sock"; request-body-mode "stream"; response-body-mode "hybrid:1024"; }; }`)).toEqual([
-      "t.kdl:2:63: `request-body-mode` \"stream\" is not supported yet (agents get the body buffered: \"buffer\")",
-      "t.kdl:2:92: `response-body-mode` \"hybrid:1024\" is not supported yet (agents get the body buffered: \"buffer\")"
+    expect(agent(`agent "a"`, `events "request_body"\n        request-body-mode "stream"\n        chunk-timeout-ms 250`)).toEqual({
+      ...base, requestBodyMode: "stream", chunkTimeoutMs: 250
+    })
+    expect(errs(L + `agents { agent "a" { unix-socket "/a.sock"; request-body-mode "hybrid"; response-body-mode "stream"; }; }`)).toEqual([
+      "t.kdl:2:63: `request-body-mode` \"hybrid\" is not supported yet (use \"buffer\" or \"stream\")",
+      "t.kdl:2:92: `response-body-mode` \"stream\" is not supported yet for response bodies (they reach agents buffered: \"buffer\")"
     ])
   })
 })

@@ -175,7 +175,10 @@ const filterBody = (agentIds: ReadonlyArray<string>): fc.Arbitrary<Omit<FilterCo
     })
   ]
   if (agentIds.length > 0) {
-    kinds.push(fc.record({ type: fc.constant("agent" as const), agent: fc.constantFrom(...agentIds), failureMode: opt(failureMode) })
+    kinds.push(fc.record({
+      type: fc.constant("agent" as const), agent: fc.constantFrom(...agentIds), failureMode: opt(failureMode),
+      timeoutMs: opt(ms()), inspectBody: opt(fc.boolean()), maxBodyBytes: opt(count())
+    })
       .map((a) => compact(a)))
   }
   return fc.oneof(...kinds)
@@ -191,16 +194,43 @@ const jsonObject: fc.Arbitrary<Record<string, unknown>> = fc.letrec((tie) => ({
   ), { maxKeys: 3, depthIdentifier: "json" } as never)
 })).obj as fc.Arbitrary<Record<string, unknown>>
 
+const filePathArb = fc.stringMatching(/^\/[a-z0-9._-]{1,10}(\/[a-z0-9._-]{1,10})?$/)
+
 const agent = (aid: string): fc.Arbitrary<AgentConfig> =>
   fc.record({
     type: opt(fc.constantFrom("waf", "auth", "custom-1")),
-    socketPath: path.map((p) => p.slice(0, 100)),
+    transport: fc.oneof(
+      path.map((p) => ({ socketPath: p.slice(0, 100) })),
+      fc.record({
+        address: fc.tuple(fc.constantFrom("http", "https"), fc.constantFrom("127.0.0.1", "agent.internal", "[::1]"), fc.integer({ min: 1, max: 65535 }))
+          .map(([s, h, p]) => `${s}://${h}:${p}`),
+        tls: opt(fc.record({ insecure: fc.boolean(), caCert: opt(filePathArb), pair: opt(fc.tuple(filePathArb, filePathArb)) }))
+      }).map(({ address, tls }) => ({
+        grpc: compact({
+          address,
+          tls: tls === undefined ? undefined : compact({ insecure: tls.insecure, caCert: tls.caCert, clientCert: tls.pair?.[0], clientKey: tls.pair?.[1] })
+        })
+      }))
+    ),
     events: fc.uniqueArray(fc.constantFrom(...agentEvents), { minLength: 1, maxLength: 3 }),
     timeoutMs: ms(), failureMode, maxConcurrentCalls: positive(), maxQueuedCalls: count(), circuitBreaker,
     maxRequestBodyBytes: count(), maxResponseBodyBytes: count(), poolSize: positive(64),
+    requestBodyMode: fc.constantFrom("buffer" as const, "stream" as const), chunkTimeoutMs: ms(),
     config: fc.oneof(fc.constant(null), jsonObject),
     connectTimeoutMs: ms(), pingIntervalMs: count(100_000), reconnectBaseMs: ms(1000), reconnectMaxMs: fc.integer({ min: 1000, max: 60_000 })
-  }).map((a) => compact({ id: aid, ...a }))
+  }).map(({ transport, ...a }) => {
+    if ("socketPath" in transport) return compact({ id: aid, ...transport, ...a })
+    // what a gRPC agent cannot be configured for is refused: keep to what it can carry
+    const events = a.events.filter((e) => e !== "websocket_frame" && e !== "guardrail")
+    return compact({
+      id: aid,
+      ...transport,
+      ...a,
+      events: events.length > 0 ? events : ["request_headers" as const],
+      maxRequestBodyBytes: Math.min(a.maxRequestBodyBytes, 1_000_000),
+      maxResponseBodyBytes: Math.min(a.maxResponseBodyBytes, 1_000_000)
+    })
+  })
 
 /**
  * Listener TLS that is valid for the decoder: file paths are never read there (Tls.ts does),

@@ -1,6 +1,7 @@
 /**
  * `runAgentMain`: the `main` of a stand-alone agent process. Parses
- * `--socket PATH` (required), the agent's own `--name value` options and
+ * `--socket PATH` and / or `--grpc HOST:PORT` (at least one; with
+ * `--grpc-tls-cert`, `--grpc-tls-key`, `--grpc-tls-client-ca` for TLS), the agent's own `--name value` options and
  * `--help`, builds the handlers (a scoped Effect, so watchers and timers
  * it starts are released), serves them, and exits cleanly on SIGTERM or
  * SIGINT (the scope closes: drain, close connections, remove the socket).
@@ -10,6 +11,7 @@ import { runMain } from "@effect/platform-node/NodeRuntime"
 import { Effect } from "effect"
 import type { Scope } from "effect"
 import { serveAgent } from "./AgentServer.js"
+import { serveGrpcAgent } from "./GrpcAgentServer.js"
 import type { AgentHandlers, AgentInfo, ServeAgentOptions } from "./AgentServer.js"
 
 /** One command-line option of an agent (`--name value`, or `--name` for a flag). */
@@ -24,7 +26,12 @@ export interface OptionSpec {
 }
 
 export interface ParsedArgs {
-  readonly socket: string
+  /** `--socket PATH`: serve over this Unix socket. */
+  readonly socket: string | undefined
+  /** `--grpc HOST:PORT`: serve AgentServiceV2 there. */
+  readonly grpc: string | undefined
+  /** `--grpc-tls-cert` / `--grpc-tls-key` (TLS on the gRPC port), `--grpc-tls-client-ca` (require client certificates). */
+  readonly grpcTls: { readonly cert: string; readonly key: string; readonly clientCa?: string } | undefined
   /** Last value of each option (or its default); absent options without a default are missing. */
   readonly values: Readonly<Record<string, string>>
   /** Every value of each option, in order. */
@@ -54,9 +61,13 @@ export const usage = (o: Pick<AgentMainOptions<any>, "info" | "description" | "o
     "",
     o.description,
     "",
-    "Usage: node main.js --socket PATH [options]",
+    "Usage: node main.js (--socket PATH | --grpc HOST:PORT) [options]",
     "",
-    "  --socket PATH        Unix socket to listen on (required; a stale socket file is replaced)",
+    "  --socket PATH        Unix socket to listen on (a stale socket file is replaced)",
+    "  --grpc HOST:PORT     serve Sentinel's gRPC AgentServiceV2 there (plaintext unless --grpc-tls-*)",
+    "  --grpc-tls-cert FILE PEM certificate of the gRPC port (with --grpc-tls-key)",
+    "  --grpc-tls-key FILE  PEM key of the gRPC port",
+    "  --grpc-tls-client-ca FILE  require client certificates signed by this CA (mTLS)",
     "  --help               Show this help"
   ]
   for (const [name, spec] of Object.entries(o.options ?? {})) {
@@ -72,7 +83,14 @@ export const parseAgentArgs = (
   argv: ReadonlyArray<string>,
   o: Pick<AgentMainOptions<any>, "info" | "description" | "options">
 ): ParseResult => {
-  const specs: Record<string, OptionSpec> = { socket: { description: "" }, ...(o.options ?? {}) }
+  const specs: Record<string, OptionSpec> = {
+    socket: { description: "" },
+    grpc: { description: "" },
+    "grpc-tls-cert": { description: "" },
+    "grpc-tls-key": { description: "" },
+    "grpc-tls-client-ca": { description: "" },
+    ...(o.options ?? {})
+  }
   const all: Record<string, Array<string>> = {}
   const text = usage(o)
   const error = (message: string): ParseResult => ({ _tag: "Error", message, text })
@@ -98,21 +116,41 @@ export const parseAgentArgs = (
     ;(all[name] ??= []).push(value)
   }
   const socket = all.socket?.[0]
-  if (socket === undefined || socket === "") return error("--socket PATH is required")
+  const grpc = all.grpc?.[0]
+  if ((socket === undefined || socket === "") && (grpc === undefined || grpc === "")) {
+    return error("--socket PATH or --grpc HOST:PORT is required")
+  }
+  if (grpc !== undefined && !/^(\[[^\]]+\]|[^:\s]*):\d+$/.test(grpc)) return error(`--grpc must be HOST:PORT, got '${grpc}'`)
+  const cert = all["grpc-tls-cert"]?.[0]
+  const key = all["grpc-tls-key"]?.[0]
+  const clientCa = all["grpc-tls-client-ca"]?.[0]
+  if ((cert === undefined) !== (key === undefined)) return error("--grpc-tls-cert and --grpc-tls-key go together")
+  if (clientCa !== undefined && cert === undefined) return error("--grpc-tls-client-ca needs --grpc-tls-cert and --grpc-tls-key")
+  if (cert !== undefined && grpc === undefined) return error("--grpc-tls-* need --grpc HOST:PORT")
+  const grpcTls = cert !== undefined && key !== undefined ? { cert, key, ...(clientCa !== undefined ? { clientCa } : {}) } : undefined
   const values: Record<string, string> = {}
   for (const [name, spec] of Object.entries(specs)) {
     if (all[name] !== undefined) values[name] = spec.repeatable ? all[name].join("\n") : all[name][all[name].length - 1]
     else if (spec.default !== undefined) values[name] = spec.default
   }
-  return { _tag: "Args", args: { socket, values, all } }
+  return {
+    _tag: "Args",
+    args: { socket: socket === "" ? undefined : socket, grpc: grpc === "" ? undefined : grpc, grpcTls, values, all }
+  }
 }
 
 /** The agent program for parsed arguments (serves until interrupted). */
 export const agentProgram = <R>(o: AgentMainOptions<R>, args: ParsedArgs): Effect.Effect<never, unknown, Scope.Scope | R> =>
   Effect.gen(function*() {
     const handlers = typeof o.handlers === "function" ? yield* o.handlers(args) : o.handlers
-    yield* serveAgent({ ...o.serve, socketPath: args.socket, info: o.info, handlers })
-    yield* Effect.log(`${o.info.name} listening on ${args.socket}`)
+    if (args.socket !== undefined) {
+      yield* serveAgent({ ...o.serve, socketPath: args.socket, info: o.info, handlers })
+      yield* Effect.log(`${o.info.name} listening on ${args.socket}`)
+    }
+    if (args.grpc !== undefined) {
+      const served = yield* serveGrpcAgent({ ...o.serve, address: args.grpc, info: o.info, handlers, ...(args.grpcTls ? { tls: args.grpcTls } : {}) })
+      yield* Effect.log(`${o.info.name} serving gRPC on ${served.address}${args.grpcTls ? " (TLS)" : ""}`)
+    }
     return yield* Effect.never
   })
 

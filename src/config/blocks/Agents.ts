@@ -5,10 +5,10 @@
  * arguments an array, properties only an object.
  */
 import type { Node, Primitive } from "@bgotink/kdl"
-import { normaliseEvent } from "../AgentSchema.js"
+import { type AgentGrpcSettings as AgentGrpcConfig, GRPC_MAX_BODY_BYTES, normaliseEvent } from "../AgentSchema.js"
 import type { AgentConfig } from "../Schema.js"
 import {
-  type BlockSpec, type Cx, type Val, block, bytes, children, compact, count, custom, decodeBlock, ident, list, millis, nonEmpty,
+  type BlockSpec, type Cx, type Val, block, bool, bytes, children, compact, count, custom, decodeBlock, ident, list, millis, nonEmpty,
   oneOf, positive, positiveMs, scalar, shape, str
 } from "../KdlDecoder.js"
 import { circuitBreakerSpec } from "./Resilience.js"
@@ -35,6 +35,97 @@ const unixSocketField = custom("unix-socket", (node, cx) => {
   const e = node.getArgumentEntry(0)!
   return socketPath(e.getValue(), e, cx, "`unix-socket`")
 })
+
+// --- grpc ---------------------------------------------------------------------------
+
+/** `http(s)://host:port`, nothing else (no path, query, credentials). */
+const grpcAddress: Val<string> = (v, at, cx, what) => {
+  const s = nonEmpty(v, at, cx, what)
+  if (s === undefined) return undefined
+  let u: URL
+  try {
+    u = new URL(s)
+  } catch {
+    return cx.error(at, `${what} must be a URL like "http://127.0.0.1:50051", got ${JSON.stringify(s)}`)
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") {
+    return cx.error(at, `${what} must start with http:// (plaintext) or https:// (TLS), got ${JSON.stringify(s)}`)
+  }
+  if (u.hostname === "" || !/^https?:\/\/(\[[^\]]+\]|[^/:@]+):\d+\/?$/i.test(s)) {
+    return cx.error(at, `${what} must name a host and a port ("http://host:port"), got ${JSON.stringify(s)}`)
+  }
+  if (u.username !== "" || u.password !== "" || (u.pathname !== "/" && u.pathname !== "") || u.search !== "" || u.hash !== "") {
+    return cx.error(at, `${what} must be only scheme, host and port ("http://host:port"), got ${JSON.stringify(s)}`)
+  }
+  // as written (URL would drop a default port): scheme lower-cased, no trailing slash
+  return `${u.protocol}//${s.slice(s.indexOf("//") + 2).replace(/\/$/, "")}`
+}
+
+/** A flag: `tls` alone, or `tls #true` / `tls #false`. */
+const flagNode = (node: Node, cx: Cx): boolean | undefined => {
+  if (!shape(node, cx, { args: [0, 1] })) return undefined
+  const e = node.getArgumentEntry(0)
+  return e === undefined ? true : bool(e.getValue(), e, cx, `\`${node.getName()}\``)
+}
+
+const pemPath: Val<string> = (v, at, cx, what) => {
+  const s = nonEmpty(v, at, cx, what)
+  return s !== undefined && s.includes("\0") ? cx.error(at, `${what} must not contain NUL`) : s
+}
+
+interface GrpcFields {
+  readonly address: string
+  readonly tls: boolean
+  readonly tlsInsecure: boolean
+  readonly caCert: string
+  readonly clientCert: string
+  readonly clientKey: string
+}
+
+export const grpcSpec: BlockSpec<GrpcFields> = {
+  path: "agents.agent.grpc",
+  fields: {
+    address: scalar("address", grpcAddress),
+    tls: custom("tls", flagNode),
+    tlsInsecure: custom("tls-insecure", flagNode),
+    caCert: scalar("ca-cert", pemPath),
+    clientCert: scalar("client-cert", pemPath),
+    clientKey: scalar("client-key", pemPath)
+  }
+}
+
+/**
+ * `grpc "http://host:port"`, `grpc address="..."` or `grpc { address "..." }`, with TLS
+ * settings as children: `tls` (on; also implied by https:// or any other TLS key),
+ * `tls-insecure` (no verification of the agent's certificate), `ca-cert`, `client-cert`
+ * and `client-key` (mTLS; both or neither).
+ */
+const grpcField = custom("grpc", (node, cx): AgentGrpcConfig | undefined => {
+  if (!shape(node, cx, { args: [0, 1], props: ["address"], children: true })) return undefined
+  const arg = node.getArgumentEntry(0)
+  const prop = node.getPropertyEntry("address")
+  const f = decodeBlock(node, cx, grpcSpec).fields
+  const given = [arg, prop].filter((e) => e !== undefined).length + (node.children?.nodes.some((n) => n.getName() === "address") ? 1 : 0)
+  if (given > 1) return cx.error(node, "`grpc` has its address more than once; write it once (`grpc \"http://host:port\"`)")
+  let address: string | undefined
+  if (arg !== undefined) address = grpcAddress(arg.getValue(), arg, cx, "`grpc` address")
+  else if (prop !== undefined) address = grpcAddress(prop.getValue(), prop, cx, "`grpc` address")
+  else if (f.address !== undefined) address = f.address
+  else if (given === 0) return cx.error(node, "`grpc` needs an address: `grpc \"http://host:port\"` or `grpc address=\"http://host:port\"`")
+  if (address === undefined) return undefined
+  if ((f.clientCert === undefined) !== (f.clientKey === undefined)) {
+    return cx.error(node, "`grpc`: `client-cert` and `client-key` go together (mTLS needs both)")
+  }
+  if (f.tls === false && (f.tlsInsecure === true || f.caCert !== undefined || f.clientCert !== undefined || address.startsWith("https:"))) {
+    return cx.error(node, "`grpc`: `tls #false` contradicts the other TLS settings (or the https:// address)")
+  }
+  const wantsTls = f.tls === true || f.tlsInsecure === true || f.caCert !== undefined || f.clientCert !== undefined
+  if (!wantsTls) return { address }
+  return {
+    address,
+    tls: compact({ insecure: f.tlsInsecure === true, caCert: f.caCert, clientCert: f.clientCert, clientKey: f.clientKey })
+  }
+}, { nested: grpcSpec })
 
 const event: Val<AgentConfig["events"][number]> = (v, at, cx, what) => {
   const s = str(v, at, cx, what)
@@ -116,17 +207,32 @@ const protocolVersion: Val<2> = (v, at, cx, what) => {
 }
 
 /**
- * `request-body-mode` / `response-body-mode`: agents here get bodies buffered (up to
- * `max-request-body-bytes` / `max-response-body-bytes`), Sentinel's default "buffer" mode.
- * Its "stream" and "hybrid" modes are not supported yet.
+ * `request-body-mode`: "buffer" (read up to `max-request-body-bytes`, then sent whole) or
+ * "stream" (each chunk as it arrives; the agent may decide before the end). Sentinel's
+ * "hybrid" is not supported yet.
  */
-const bodyMode: Val<"buffer"> = (v, at, cx, what) => {
+const requestBodyMode: Val<"buffer" | "stream"> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  const n = s.trim().toLowerCase()
+  if (n === "buffer" || n === "stream") return n
+  if (n === "hybrid" || n.startsWith("hybrid:")) {
+    return cx.error(at, `${what} ${JSON.stringify(s)} is not supported yet (use "buffer" or "stream")`)
+  }
+  return cx.error(at, `${what} must be "buffer" or "stream", got ${JSON.stringify(s)}${hint(n, ["buffer", "stream", "hybrid"])}`)
+}
+
+/**
+ * `response-body-mode`: agents get response bodies buffered (up to `max-response-body-bytes`),
+ * Sentinel's default "buffer" mode; "stream" and "hybrid" are not supported yet for responses.
+ */
+const responseBodyMode: Val<"buffer"> = (v, at, cx, what) => {
   const s = str(v, at, cx, what)
   if (s === undefined) return undefined
   const n = s.trim().toLowerCase()
   if (n === "buffer") return "buffer"
   if (n === "stream" || n === "hybrid" || n.startsWith("hybrid:")) {
-    return cx.error(at, `${what} ${JSON.stringify(s)} is not supported yet (agents get the body buffered: "buffer")`)
+    return cx.error(at, `${what} ${JSON.stringify(s)} is not supported yet for response bodies (they reach agents buffered: "buffer")`)
   }
   return cx.error(at, `${what} must be "buffer", got ${JSON.stringify(s)}${hint(n, ["buffer", "stream", "hybrid"])}`)
 }
@@ -143,7 +249,6 @@ type AgentFields = Omit<AgentConfig, "id" | "type"> & {
   /** Checked only (always 2 here). */
   readonly protocolVersion: 2
   /** Checked only (always "buffer" here). */
-  readonly requestBodyMode: "buffer"
   readonly responseBodyMode: "buffer"
 }
 
@@ -152,9 +257,11 @@ export const agentSpec: BlockSpec<AgentFields> = {
   fields: {
     type: scalar("type", agentType),
     protocolVersion: scalar("protocol-version", protocolVersion),
-    requestBodyMode: scalar("request-body-mode", bodyMode),
-    responseBodyMode: scalar("response-body-mode", bodyMode),
+    requestBodyMode: scalar("request-body-mode", requestBodyMode),
+    responseBodyMode: scalar("response-body-mode", responseBodyMode),
+    chunkTimeoutMs: scalar("chunk-timeout-ms", positiveMs(1)),
     socketPath: unixSocketField,
+    grpc: grpcField,
     events: list("events", event),
     timeoutMs: scalar("timeout-ms", positiveMs(1)),
     failureMode: scalar("failure-mode", oneOf(["open", "closed"] as const, {
@@ -177,6 +284,29 @@ export const agentSpec: BlockSpec<AgentFields> = {
   }
 }
 
+/**
+ * What a gRPC agent cannot be configured for, because Sentinel's gRPC messages have no place
+ * for its answer: WebSocket frames (no WebSocket decision), guardrail inspection (no routing
+ * metadata, and the event has no JSON form), and bodies larger than one 10 MiB message.
+ */
+const grpcCarries = (node: Node, id: string, f: Partial<AgentFields>, cx: Cx): boolean => {
+  let ok = true
+  for (const e of f.events ?? []) {
+    if (e === "websocket_frame" || e === "guardrail") {
+      ok = cx.error(node, `agent "${id}": a gRPC agent cannot receive \`${e}\` events (the gRPC protocol has no ${
+        e === "websocket_frame" ? "WebSocket decision" : "routing metadata for the guardrail result"
+      }); use a \`unix-socket\` agent for it`) ?? false
+    }
+  }
+  for (const [key, name] of [["maxRequestBodyBytes", "max-request-body-bytes"], ["maxResponseBodyBytes", "max-response-body-bytes"]] as const) {
+    const n = f[key]
+    if (n !== undefined && n > GRPC_MAX_BODY_BYTES) {
+      ok = cx.error(node, `agent "${id}": \`${name}\` ${n} is more than a gRPC agent can be sent in one message (at most ${GRPC_MAX_BODY_BYTES} bytes)`) ?? false
+    }
+  }
+  return ok
+}
+
 /** `agent "<id>" [type="waf"] { ... }` (like `entity`, plus the `type` property; `type "waf"` may also be a child). */
 export const agentField = custom("agent", (node, cx): unknown => {
   if (!shape(node, cx, { args: [1, 1], props: ["type"], children: true })) return undefined
@@ -190,17 +320,22 @@ export const agentField = custom("agent", (node, cx): unknown => {
   const outer = cx.owner
   cx.owner = `agent "${id}"`
   try {
-    const { type: childType, protocolVersion: _v, requestBodyMode: _rq, responseBodyMode: _rs, ...f } = decodeBlock(node, cx, agentSpec).fields
+    const { type: childType, protocolVersion: _v, responseBodyMode: _rs, ...f } = decodeBlock(node, cx, agentSpec).fields
     const typeChild = node.children.nodes.find((n) => n.getName() === "type")
     if (t !== undefined && typeChild !== undefined) {
       return cx.error(typeChild, `agent "${id}" has \`type\` both as a property and as a child; write it once`)
     }
-    if (f.socketPath === undefined) {
-      if (!node.children.nodes.some((n) => n.getName() === "unix-socket")) {
-        cx.error(node, `agent "${id}" needs a \`unix-socket "/path/to/agent.sock"\``)
+    const written = (n: string) => node.children!.nodes.some((c) => c.getName() === n)
+    if (written("unix-socket") && written("grpc")) {
+      return cx.error(node, `agent "${id}" has both \`unix-socket\` and \`grpc\`; an agent has exactly one transport`)
+    }
+    if (f.socketPath === undefined && f.grpc === undefined) {
+      if (!written("unix-socket") && !written("grpc")) {
+        cx.error(node, `agent "${id}" needs a transport: \`unix-socket "/path/to/agent.sock"\` or \`grpc "http://host:port"\``)
       }
       return undefined
     }
+    if (f.grpc !== undefined && !grpcCarries(node, id, f, cx)) return undefined
     if ((t !== undefined && type === undefined) || (typeChild !== undefined && childType === undefined)) return undefined
     const base = f.reconnectBaseMs ?? 100
     const max = f.reconnectMaxMs ?? 5000

@@ -10,7 +10,7 @@ import { validateHeadersFilter, validateRedirect, validateTimeoutFilter } from "
 import type { CorsFilterConfig, SecurityHeadersFilterConfig } from "../FilterSchema.js"
 import { type FilterConfig, type FilterType, filterTypes, filterTypesNotSupportedYet, type HeaderOps } from "../Schema.js"
 import {
-  type BlockSpec, type Cx, type Field, type Val, block, bool, compact, count, custom, entity, ident, int, list, millis, nonEmpty,
+  type BlockSpec, type Cx, type Field, type Val, block, bool, bytes, compact, count, custom, entity, ident, int, list, millis, nonEmpty,
   nullable, num, oneOf, positive, positiveMs, scalar, shape, status, str
 } from "../KdlDecoder.js"
 import { flattenHeaderOps, headerName, pairs, removeField, token } from "./Routes.js"
@@ -122,6 +122,9 @@ interface FilterFields extends CorsFields, SecurityHeadersFields {
   readonly connectTimeoutSecs: number
   readonly agent: string
   readonly failureMode: "open" | "closed"
+  readonly timeoutMs: number
+  readonly inspectBody: boolean
+  readonly maxBodyBytes: number
 }
 
 export const filterSpec: BlockSpec<FilterFields> = {
@@ -180,7 +183,10 @@ export const filterSpec: BlockSpec<FilterFields> = {
     }),
     failureMode: scalar("failure-mode", oneOf(["open", "closed"] as const, {
       aliases: { "fail-open": "open", fail_open: "open", "fail-closed": "closed", fail_closed: "closed" }
-    }))
+    })),
+    timeoutMs: scalar("timeout-ms", positiveMs(1)),
+    inspectBody: scalar("inspect-body", bool),
+    maxBodyBytes: scalar("max-body-bytes", bytes)
   }
 }
 
@@ -202,7 +208,7 @@ const keysOf: Record<FilterType, ReadonlyArray<keyof FilterFields>> = {
     "hsts", "contentTypeOptions", "frameOptions", "referrerPolicy", "contentSecurityPolicy", "permissionsPolicy",
     "crossOriginOpenerPolicy", "override"
   ],
-  agent: ["agent", "failureMode"]
+  agent: ["agent", "failureMode", "timeoutMs", "inspectBody", "maxBodyBytes"]
 }
 
 const kdlName = (k: keyof FilterFields): string => filterSpec.fields[k].names[0]
@@ -279,7 +285,9 @@ const build = (id: string, f: Partial<FilterFields>, node: Node, cx: Cx): Filter
         if (!written("agent")) cx.error(node, `filter "${id}" of type "agent" needs an \`agent "<id>"\``)
         return undefined
       }
-      out = compact({ id, type, agent: f.agent, failureMode: f.failureMode })
+      out = compact({
+        id, type, agent: f.agent, failureMode: f.failureMode, timeoutMs: f.timeoutMs, inspectBody: f.inspectBody, maxBodyBytes: f.maxBodyBytes
+      })
       break
     case "rate-limit": {
       const redisSet = REDIS_KEYS.filter((k) => f[k] !== undefined)

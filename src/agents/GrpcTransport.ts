@@ -1,0 +1,622 @@
+/**
+ * The gRPC transport of an agent: the same `AgentClient` interface as the
+ * Unix-socket pool (Client.ts), so the Manager and AgentRuntime (concurrency
+ * cap, circuit breaker, failure modes, metrics) treat both alike.
+ *
+ * - One channel (one HTTP/2 connection, @grpc/grpc-js) per agent, with
+ *   keepalive pings (`ping-interval-ms`), message limits of 10 MiB each way,
+ *   TLS / mTLS when configured, and the channel's own reconnect backoff set
+ *   from `reconnect-base-ms` / `reconnect-max-ms`.
+ * - On it, `pool-size` ProcessStream calls (Sentinel opens 4 connections of
+ *   one stream each; an agent built on Sentinel's SDK handles one message at
+ *   a time per stream, so the streams are its parallelism). Each stream
+ *   starts with the handshake; then events go out as ProxyToAgent and
+ *   answers come back as AgentResponse, matched by `correlation_id`.
+ * - A stream that ends or fails (agent killed, restarting, unreachable)
+ *   fails every call in flight on it at once (`AgentUnavailable`, resolved by
+ *   the failure mode) and is reopened with exponential backoff and jitter.
+ * - Each call owns its deadline (the agent's or the filter's `timeout-ms`);
+ *   on timeout or when the client leaves, a CancelRequest goes to the agent.
+ * - Package: `zentinel.agent.v2` first; an agent answering UNIMPLEMENTED is
+ *   asked again under `sentinel.agent.v2` (and the other way round), and
+ *   the package that answered is kept.
+ * - The agent's `config { }` goes in the handshake's `config_json` and, once
+ *   the handshake succeeded, as a ConfigureEvent (`is_initial`), not answered.
+ */
+import * as fs from "node:fs"
+import * as grpc from "@grpc/grpc-js"
+import { Effect, Either, type Scope } from "effect"
+import {
+  type AgentCallError,
+  type AgentClient,
+  type AgentClientStatus,
+  AgentRejected,
+  AgentTimeout,
+  AgentUnavailable,
+  type CancelCall,
+  type ClientEvent
+} from "./Client.js"
+import { agentResponseOf, proxyToAgentOf } from "./GrpcMapping.js"
+import {
+  type AgentToProxy,
+  decodeAgentToProxy,
+  DEFAULT_GRPC_PACKAGE,
+  encodeProxyToAgent,
+  GRPC_MAX_MESSAGE_BYTES,
+  GRPC_PACKAGES,
+  type GrpcPackage,
+  type PbAgentCapabilities,
+  processStreamPath,
+  type ProxyToAgent
+} from "./GrpcProto.js"
+import {
+  type AgentCapabilities,
+  AgentProtocolError,
+  type AgentResponse,
+  CancelReason,
+  FlowAction,
+  HealthState,
+  MessageType,
+  PROTOCOL_VERSION
+} from "./Protocol.js"
+
+/** TLS to the agent (`grpc address="https://..." { tls; ca-cert ...; client-cert ...; client-key ... }`). */
+export interface GrpcTlsConfig {
+  /** `tls-insecure`: TLS without verifying the agent's certificate. Default false. */
+  readonly insecure?: boolean
+  /** `ca-cert`: PEM file of the CA(s) the agent's certificate must chain to. Default: the system roots. */
+  readonly caCert?: string
+  /** `client-cert` / `client-key`: PEM files of the proxy's certificate for mTLS. Default none. */
+  readonly clientCert?: string
+  readonly clientKey?: string
+}
+
+export interface GrpcClientConfig {
+  readonly id: string
+  /** `http://host:port` or `https://host:port`. */
+  readonly address: string
+  /** TLS settings; TLS is also used, with the system roots, for an `https://` address without them. */
+  readonly tls?: GrpcTlsConfig
+  /** ProcessStream calls kept open on the channel. Default 4. */
+  readonly streams?: number
+  /** Deadline of one stream's handshake (including the connect), ms. Default 5000. */
+  readonly connectTimeoutMs?: number
+  readonly reconnectBaseMs?: number
+  readonly reconnectMaxMs?: number
+  /** HTTP/2 keepalive ping period, ms; 0 = none. Default 10000. */
+  readonly keepaliveMs?: number
+  readonly proxyId?: string
+  readonly proxyVersion?: string
+  /** The agent's `config { }` as JSON (null = none). */
+  readonly handshakeConfig?: unknown
+  /** Largest message each way. Default 10 MiB. */
+  readonly maxMessageBytes?: number
+  /** Package called first. Default `zentinel.agent.v2`. */
+  readonly package?: GrpcPackage
+  readonly onEvent?: (event: ClientEvent) => void
+}
+
+type Done = (result: Either.Either<AgentResponse, AgentCallError>) => void
+
+interface PendingCall {
+  readonly correlationId: string
+  readonly stream: Stream
+  timer: ReturnType<typeof setTimeout> | undefined
+  settled: boolean
+  readonly done: Done
+}
+
+/** Calls waiting for an answer on one stream, by correlation id (a null-prototype table, as Client.ts). */
+class PendingCalls {
+  private table: Record<string, PendingCall> = Object.create(null) as Record<string, PendingCall>
+  size = 0
+  get(id: string): PendingCall | undefined {
+    return this.table[id]
+  }
+  set(id: string, call: PendingCall): void {
+    if (this.table[id] === undefined) this.size++
+    this.table[id] = call
+  }
+  delete(id: string): void {
+    if (this.table[id] === undefined) return
+    this.size--
+    delete this.table[id]
+  }
+  values(): Array<PendingCall> {
+    return Object.values(this.table)
+  }
+  clear(): void {
+    this.table = Object.create(null) as Record<string, PendingCall>
+    this.size = 0
+  }
+}
+
+type Call = grpc.ClientDuplexStream<Buffer, AgentToProxy>
+
+class Stream {
+  state: "connecting" | "ready" | "closed" = "connecting"
+  readonly pending = new PendingCalls()
+  paused = false
+  health: number = HealthState.Healthy
+  handshakeTimer: ReturnType<typeof setTimeout> | undefined
+  constructor(readonly call: Call, readonly pkg: GrpcPackage) {}
+
+  send(bytes: Buffer): void {
+    if (this.state === "closed") return
+    try {
+      this.call.write(bytes)
+    } catch {
+      // the call ended under us: its 'error'/'end' handler drops the stream
+    }
+  }
+}
+
+interface Slot {
+  stream: Stream | undefined
+  retryTimer: ReturnType<typeof setTimeout> | undefined
+  attempt: number
+}
+
+const identity = (b: Buffer): Buffer => b
+
+const otherPackage = (p: GrpcPackage): GrpcPackage => (p === GRPC_PACKAGES[0] ? GRPC_PACKAGES[1] : GRPC_PACKAGES[0])
+
+/** `host:port` for grpc-js from `http(s)://host:port`. */
+export const grpcTarget = (address: string): { readonly target: string; readonly https: boolean } => {
+  const u = new URL(address)
+  const https = u.protocol === "https:"
+  return { target: `${u.hostname}:${u.port === "" ? (https ? 443 : 80) : u.port}`, https }
+}
+
+/** Channel credentials for `tls` (files read now: throws when one cannot be read). */
+export const channelCredentials = (address: string, tls: GrpcTlsConfig | undefined): grpc.ChannelCredentials => {
+  const { https } = grpcTarget(address)
+  if (tls === undefined && !https) return grpc.credentials.createInsecure()
+  const read = (f: string | undefined) => (f === undefined ? null : fs.readFileSync(f))
+  const insecure = tls?.insecure === true
+  return grpc.credentials.createSsl(read(tls?.caCert), read(tls?.clientKey), read(tls?.clientCert), {
+    rejectUnauthorized: !insecure,
+    ...(insecure ? { checkServerIdentity: () => undefined } : {})
+  })
+}
+
+/** Channel options: keepalive, 10 MiB limits, reconnect backoff. */
+export const channelOptions = (c: {
+  readonly keepaliveMs?: number
+  readonly maxMessageBytes?: number
+  readonly reconnectBaseMs?: number
+  readonly reconnectMaxMs?: number
+  readonly connectTimeoutMs?: number
+}): grpc.ChannelOptions => {
+  const keepalive = c.keepaliveMs ?? 10_000
+  const max = c.maxMessageBytes ?? GRPC_MAX_MESSAGE_BYTES
+  return {
+    "grpc.max_receive_message_length": max,
+    "grpc.max_send_message_length": max,
+    ...(keepalive > 0
+      ? {
+          "grpc.keepalive_time_ms": keepalive,
+          "grpc.keepalive_timeout_ms": Math.min(20_000, Math.max(1000, c.connectTimeoutMs ?? 5000)),
+          "grpc.keepalive_permit_without_calls": 1
+        }
+      : {}),
+    "grpc.initial_reconnect_backoff_ms": Math.max(1, c.reconnectBaseMs ?? 100),
+    "grpc.max_reconnect_backoff_ms": Math.max(1, c.reconnectMaxMs ?? 5000),
+    // one connection per agent, not shared with another agent's channel to the same address
+    "grpc.use_local_subchannel_pool": 1
+  }
+}
+
+/** The capabilities of a gRPC handshake in the UDS shape the rest of the proxy reads. */
+export const capabilitiesOf = (c: PbAgentCapabilities | undefined): AgentCapabilities | null => {
+  if (c === undefined || c === null) return null
+  const f = c.features ?? {}
+  const l = c.limits ?? {}
+  return {
+    agent_id: c.agent_id ?? "",
+    name: c.name ?? "",
+    version: c.version ?? "",
+    supported_events: [...(c.supported_events ?? [])],
+    features: {
+      streaming_body: f.streaming_body === true,
+      websocket: f.websocket === true,
+      guardrails: f.guardrails === true,
+      config_push: f.config_push === true,
+      metrics_export: f.metrics_export === true,
+      concurrent_requests: f.concurrent_requests ?? 0,
+      cancellation: f.cancellation === true,
+      flow_control: f.flow_control === true,
+      health_reporting: f.health_reporting === true
+    },
+    limits: {
+      max_body_size: l.max_body_size ?? 0,
+      max_concurrency: l.max_concurrency ?? 0,
+      preferred_chunk_size: l.preferred_chunk_size ?? 0
+    }
+  }
+}
+
+class GrpcPool implements AgentClient {
+  readonly id: string
+  private readonly slots: Array<Slot>
+  private readonly client: grpc.Client | undefined
+  private readonly setupError: string | undefined
+  private closed = false
+  private rr = 0
+  private lastError: string | undefined
+  private lastRejection: AgentRejected | undefined
+  private caps: AgentCapabilities | null = null
+  private pkg: GrpcPackage
+  private readonly connectTimeoutMs: number
+  private readonly reconnectBaseMs: number
+  private readonly reconnectMaxMs: number
+  private readonly maxMessageBytes: number
+  private readonly handshake: Buffer
+
+  constructor(private readonly config: GrpcClientConfig) {
+    this.id = config.id
+    this.pkg = config.package ?? DEFAULT_GRPC_PACKAGE
+    this.connectTimeoutMs = config.connectTimeoutMs ?? 5000
+    this.reconnectBaseMs = Math.max(1, config.reconnectBaseMs ?? 100)
+    this.reconnectMaxMs = Math.max(this.reconnectBaseMs, config.reconnectMaxMs ?? 5000)
+    this.maxMessageBytes = config.maxMessageBytes ?? GRPC_MAX_MESSAGE_BYTES
+    this.handshake = encodeProxyToAgent({
+      handshake: {
+        supported_versions: [PROTOCOL_VERSION],
+        proxy_id: config.proxyId ?? "sentinel-ts",
+        proxy_version: config.proxyVersion ?? "0.1.0",
+        config_json: JSON.stringify(config.handshakeConfig ?? {})
+      }
+    })
+    this.slots = Array.from({ length: Math.max(1, config.streams ?? 4) }, () => ({
+      stream: undefined,
+      retryTimer: undefined,
+      attempt: 0
+    }))
+    let client: grpc.Client | undefined
+    let setupError: string | undefined
+    try {
+      client = new grpc.Client(
+        grpcTarget(config.address).target,
+        channelCredentials(config.address, config.tls),
+        channelOptions(config)
+      )
+    } catch (e) {
+      setupError = `cannot set up the gRPC channel to ${config.address}: ${e instanceof Error ? e.message : String(e)}`
+    }
+    this.client = client
+    this.setupError = setupError
+    this.lastError = setupError
+  }
+
+  open(): this {
+    if (this.client === undefined) {
+      this.emit({ _tag: "ConnectFailed", agent: this.id, reason: this.setupError ?? "no channel", retryInMs: 0 })
+      return this
+    }
+    for (const slot of this.slots) this.connect(slot)
+    return this
+  }
+
+  private emit(event: ClientEvent): void {
+    try {
+      this.config.onEvent?.(event)
+    } catch {
+      // an observer must not break the pool
+    }
+  }
+
+  // -- streams ----------------------------------------------------------------
+
+  private connect(slot: Slot, pkg: GrpcPackage = this.pkg, fallback = this.config.package === undefined): void {
+    if (this.closed || this.client === undefined) return
+    slot.retryTimer = undefined
+    const call = this.client.makeBidiStreamRequest<Buffer, AgentToProxy>(
+      processStreamPath(pkg),
+      identity,
+      decodeAgentToProxy,
+      new grpc.Metadata(),
+      {}
+    )
+    const s = new Stream(call, pkg)
+    slot.stream = s
+    s.handshakeTimer = setTimeout(() => {
+      s.handshakeTimer = undefined
+      this.drop(slot, s, `no handshake within ${this.connectTimeoutMs} ms`, undefined)
+    }, this.connectTimeoutMs)
+    call.on("data", (m: AgentToProxy) => this.onMessage(slot, s, m))
+    call.on("error", (e: grpc.ServiceError) => {
+      if (s.state === "connecting" && e.code === grpc.status.UNIMPLEMENTED && fallback && !this.closed) {
+        // the agent serves the other package: ask there (once), keep it if it answers
+        this.close1(s)
+        if (slot.stream === s) slot.stream = undefined
+        return this.connect(slot, otherPackage(pkg), false)
+      }
+      this.drop(slot, s, `${grpc.status[e.code] ?? e.code}: ${e.details || e.message}`, undefined)
+    })
+    call.on("end", () => this.drop(slot, s, "stream closed by the agent", undefined))
+    s.send(this.handshake)
+  }
+
+  private onMessage(slot: Slot, s: Stream, m: AgentToProxy): void {
+    if (s.state === "closed") return
+    if (s.state === "connecting") {
+      const hs = m.handshake
+      if (hs === undefined || hs === null) {
+        const error = new AgentProtocolError({
+          reason: "unexpected",
+          message: `agent sent ${m.message ?? "a message"} before the handshake response`,
+          agent: this.id
+        })
+        this.emit({ _tag: "ProtocolError", agent: this.id, error })
+        return this.drop(slot, s, error.message, error)
+      }
+      const version = hs.protocol_version ?? 0
+      if (hs.success !== true || (version !== 0 && version !== PROTOCOL_VERSION)) {
+        const message = hs.success !== true
+          ? `agent refused the handshake: ${hs.error || "no reason given"}`
+          : `agent chose protocol ${version}; only ${PROTOCOL_VERSION} is offered`
+        this.lastRejection = new AgentRejected({ agent: this.id, message })
+        return this.drop(slot, s, message, undefined)
+      }
+      if (s.handshakeTimer) clearTimeout(s.handshakeTimer)
+      s.handshakeTimer = undefined
+      s.state = "ready"
+      slot.attempt = 0
+      this.pkg = s.pkg
+      this.lastRejection = undefined
+      this.caps = capabilitiesOf(hs.capabilities)
+      const config = this.config.handshakeConfig
+      if (config !== null && config !== undefined) {
+        s.send(encodeProxyToAgent({ configure: { config_json: JSON.stringify(config), is_initial: true, timestamp_ms: Date.now() } }))
+      }
+      this.emit({ _tag: "Connected", agent: this.id, capabilities: this.caps })
+      return
+    }
+    if (m.response !== undefined && m.response !== null) {
+      const correlationId = m.response.correlation_id ?? ""
+      const call = s.pending.get(correlationId)
+      if (call === undefined) {
+        this.emit({ _tag: "Unmatched", agent: this.id, correlationId })
+        return
+      }
+      this.settle(call)
+      const decoded = agentResponseOf(m.response)
+      call.done(
+        Either.isRight(decoded)
+          ? decoded
+          : Either.left(new AgentProtocolError({ reason: "malformed", message: decoded.left.message, agent: this.id }))
+      )
+      return
+    }
+    if (m.health !== undefined && m.health !== null) {
+      if (typeof m.health.state === "number" && m.health.state > 0) s.health = m.health.state
+      return
+    }
+    if (m.flow_control !== undefined && m.flow_control !== null) {
+      // for the whole stream only (per-request flow control has nothing to pause here)
+      if (m.flow_control.correlation_id === undefined || m.flow_control.correlation_id === "") {
+        if (m.flow_control.action === FlowAction.Pause) s.paused = true
+        else if (m.flow_control.action === FlowAction.Resume) s.paused = false
+      }
+      return
+    }
+    // pong, metrics, config_update, log, a second handshake: nothing to do
+  }
+
+  /** Ends a call without reporting. */
+  private close1(s: Stream): void {
+    s.state = "closed"
+    if (s.handshakeTimer) clearTimeout(s.handshakeTimer)
+    s.handshakeTimer = undefined
+    try {
+      s.call.cancel()
+    } catch {
+      // already ended
+    }
+  }
+
+  /** Closes a stream, fails its calls at once, schedules the slot's reconnect. */
+  private drop(slot: Slot, s: Stream, reason: string, protocolError: AgentProtocolError | undefined): void {
+    if (s.state === "closed") return
+    const wasReady = s.state === "ready"
+    this.close1(s)
+    this.lastError = reason
+    const calls = s.pending.values()
+    s.pending.clear()
+    for (const call of calls) {
+      this.settle(call)
+      call.done(
+        Either.left(
+          protocolError ??
+            new AgentUnavailable({ agent: this.id, reason: this.closed ? "closed" : "connection-lost", message: reason })
+        )
+      )
+    }
+    if (slot.stream === s) slot.stream = undefined
+    if (this.closed) return
+    if (wasReady) this.emit({ _tag: "Disconnected", agent: this.id, reason })
+    const delay = Math.min(this.reconnectMaxMs, this.reconnectBaseMs * 2 ** Math.min(slot.attempt, 20))
+    const retryInMs = Math.max(1, Math.round(delay / 2 + (Math.random() * delay) / 2))
+    slot.attempt++
+    if (!wasReady) this.emit({ _tag: "ConnectFailed", agent: this.id, reason, retryInMs })
+    slot.retryTimer = setTimeout(() => this.connect(slot), retryInMs)
+  }
+
+  // -- calls ------------------------------------------------------------------
+
+  private settle(call: PendingCall): void {
+    call.settled = true
+    if (call.timer) clearTimeout(call.timer)
+    call.timer = undefined
+    if (call.stream.pending.get(call.correlationId) === call) call.stream.pending.delete(call.correlationId)
+  }
+
+  private pick(correlationId: string): Stream | AgentCallError {
+    let best: Stream | undefined
+    let sawReady = false
+    let sawPaused = false
+    let sawDuplicate = false
+    const n = this.slots.length
+    const start = this.rr++ % n
+    for (let i = 0; i < n; i++) {
+      const s = this.slots[(start + i) % n].stream
+      if (s === undefined || s.state !== "ready") continue
+      sawReady = true
+      if (s.paused) {
+        sawPaused = true
+        continue
+      }
+      if (s.pending.get(correlationId) !== undefined) {
+        sawDuplicate = true
+        continue
+      }
+      const healthy = s.health === HealthState.Healthy || s.health === HealthState.Degraded
+      const bestHealthy = best !== undefined && (best.health === HealthState.Healthy || best.health === HealthState.Degraded)
+      if (best === undefined || (healthy && !bestHealthy) || (healthy === bestHealthy && s.pending.size < best.pending.size)) {
+        best = s
+      }
+    }
+    if (best !== undefined) return best
+    if (this.closed) return new AgentUnavailable({ agent: this.id, reason: "closed", message: "agent pool closed" })
+    if (sawDuplicate) {
+      return new AgentUnavailable({
+        agent: this.id,
+        reason: "duplicate-correlation-id",
+        message: `a call with correlation id ${correlationId} is already pending`
+      })
+    }
+    if (sawPaused) return new AgentUnavailable({ agent: this.id, reason: "flow-paused", message: "agent paused the flow" })
+    if (!sawReady && this.lastRejection) return this.lastRejection
+    return new AgentUnavailable({
+      agent: this.id,
+      reason: "not-connected",
+      message: `no gRPC stream to ${this.config.address}${this.lastError ? `: ${this.lastError}` : ""}`
+    })
+  }
+
+  private sendCancel(s: Stream, correlationId: string, reason: CancelReason): void {
+    s.send(encodeProxyToAgent({ cancel: { correlation_id: correlationId, reason, timestamp_ms: Date.now() } }))
+  }
+
+  readonly start = (
+    type: MessageType,
+    event: { readonly correlation_id: string },
+    timeoutMs: number,
+    done: Done
+  ): CancelCall => {
+    const correlationId = event.correlation_id
+    const picked = this.pick(correlationId)
+    if (!(picked instanceof Stream)) {
+      done(Either.left(picked))
+      return noop
+    }
+    const message = proxyToAgentOf(type, event)
+    if (message instanceof AgentProtocolError) {
+      done(Either.left(new AgentProtocolError({ reason: message.reason, message: message.message, agent: this.id })))
+      return noop
+    }
+    let bytes: Buffer
+    try {
+      bytes = encodeProxyToAgent(message as ProxyToAgent)
+    } catch (e) {
+      done(Either.left(new AgentProtocolError({ reason: "malformed", message: `cannot encode the event: ${String(e)}`, agent: this.id })))
+      return noop
+    }
+    if (bytes.length > this.maxMessageBytes) {
+      // over the limit the channel would fail the whole stream: fail this call only
+      done(
+        Either.left(
+          new AgentProtocolError({
+            reason: "oversize",
+            message: `event of ${bytes.length} bytes exceeds the gRPC message limit of ${this.maxMessageBytes}`,
+            agent: this.id
+          })
+        )
+      )
+      return noop
+    }
+    const s = picked
+    const call: PendingCall = { correlationId, stream: s, timer: undefined, settled: false, done }
+    s.pending.set(correlationId, call)
+    call.timer = setTimeout(() => {
+      call.timer = undefined
+      if (call.settled) return
+      this.settle(call)
+      this.sendCancel(s, correlationId, CancelReason.Timeout)
+      done(Either.left(new AgentTimeout({ agent: this.id, timeoutMs, correlationId })))
+    }, timeoutMs)
+    s.send(bytes)
+    return (reason: CancelReason = CancelReason.ClientDisconnect) => {
+      if (call.settled) return
+      this.settle(call)
+      this.sendCancel(s, correlationId, reason)
+    }
+  }
+
+  readonly call = (
+    type: MessageType,
+    event: { readonly correlation_id: string },
+    timeoutMs: number
+  ): Effect.Effect<AgentResponse, AgentCallError> =>
+    Effect.async<AgentResponse, AgentCallError>((resume) => {
+      const cancel = this.start(type, event, timeoutMs, (result) =>
+        resume(Either.isRight(result) ? Effect.succeed(result.right) : Effect.fail(result.left))
+      )
+      return Effect.sync(() => cancel(CancelReason.ClientDisconnect))
+    })
+
+  readonly status = (): AgentClientStatus => {
+    let ready = 0
+    let connecting = 0
+    let pending = 0
+    let sockets = 0
+    let timers = 0
+    for (const slot of this.slots) {
+      if (slot.retryTimer) timers++
+      const s = slot.stream
+      if (s === undefined) continue
+      if (s.state !== "closed") sockets++
+      if (s.state === "ready") ready++
+      else if (s.state === "connecting") connecting++
+      if (s.handshakeTimer) timers++
+      pending += s.pending.size
+      for (const call of s.pending.values()) if (call.timer) timers++
+    }
+    return { ready, connecting, pending, sockets, timers, lastError: this.lastError }
+  }
+
+  readonly capabilities = (): AgentCapabilities | null => this.caps
+
+  /** The package the agent answered under (or the one tried next). */
+  readonly servedPackage = (): GrpcPackage => this.pkg
+
+  readonly close = (): void => {
+    if (this.closed) return
+    this.closed = true
+    for (const slot of this.slots) {
+      if (slot.retryTimer) clearTimeout(slot.retryTimer)
+      slot.retryTimer = undefined
+      if (slot.stream) this.drop(slot, slot.stream, "agent pool closed", undefined)
+      slot.stream = undefined
+    }
+    this.client?.close()
+  }
+}
+
+const noop: CancelCall = () => {}
+
+export type GrpcAgentClient = AgentClient & {
+  readonly close: () => void
+  readonly servedPackage: () => GrpcPackage
+}
+
+/** Opens the channel and its streams; closing the scope fails pending calls and closes the channel. */
+export const make = (config: GrpcClientConfig): Effect.Effect<GrpcAgentClient, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.sync(() => new GrpcPool(config).open()),
+    (pool) => Effect.sync(() => pool.close())
+  )
+
+/** Unscoped variant (`close` must be called). */
+export const unsafeMake = (config: GrpcClientConfig): GrpcAgentClient => new GrpcPool(config).open()

@@ -53,6 +53,8 @@ describe("gRPC agent faults through the proxy", () => {
     for (const [i, r] of more.entries()) expect({ i, status: r.status }).toEqual({ i, status: i % 2 === 0 ? 503 : 200 })
     expect(reached(env).filter((u) => u.startsWith("/closed"))).toEqual([])
     expect(reached(env).filter((u) => u.startsWith("/open")).length).toBe(n / 2 + 5)
+    // audit lines are written after the answers, by the log's writer: wait for them, then check
+    await eventually(() => env.audit().filter((l) => l.route_id === "open").length >= n / 2 + 5, 5000, "audit lines")
     const lines = env.audit().filter((l) => l.route_id === "open")
     expect(lines.length).toBe(n / 2 + 5)
     for (const l of lines) expect(l).toMatchObject({ decision: "fail-open", agent: "a" })

@@ -243,6 +243,12 @@ const runPrimary = (config: SentinelConfig): void => {
     onEvent: logClusterEvent,
     workerMain: () => Promise.reject(new Error("unreachable: workerMain runs in workers"))
   }).then((code) => process.exit(code))
+  if (process.env["SENTINEL_LIFELINE"] === "1" && process.connected) {
+    // Started by the re-exec parent: when it goes away (even killed), drain the workers and exit
+    // as on SIGTERM, instead of living on as an orphaned cluster.
+    process.once("disconnect", () => process.kill(process.pid, "SIGTERM"))
+    ;(process.channel as { unref?: () => void } | undefined)?.unref?.()
+  }
 }
 
 /**

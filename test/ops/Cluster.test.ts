@@ -74,4 +74,37 @@ observability {
     expect((await p.exited).code).toBe(0)
     expect(p.count(/"cluster worker-exited"[^\n]*"expected":true/)).toBe(2)
   })
+
+  it("the primary drains its workers and exits when the supervising parent is killed (no orphaned cluster)", async () => {
+    const dir = tempDir()
+    const file = join(dir, "sentinel.kdl")
+    writeFileSync(
+      file,
+      `system { worker-threads 2; graceful-shutdown-timeout-secs 1 }
+listeners { listener "main" { address "127.0.0.1:0" } }
+upstreams { upstream "o" { target "127.0.0.1:9" } }
+routes { route "all" { matches { path-prefix "/" }; upstream "o" } }
+observability { logging { access-log { enabled #false } } }
+`
+    )
+    // `run` re-executes itself: p.pid is the supervising parent, the cluster primary its child
+    const p = startSentinel(["run", "-c", file])
+    cleanups.push(() => p.stop())
+    await p.waitForCount(/"cluster worker-ready"/, 2)
+    const pids = [...p.stderr().matchAll(/"pid":(\d+)/g)].map((m) => Number(m[1])).filter((pid) => pid !== p.pid)
+    expect(pids.length).toBeGreaterThan(0)
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0)
+        return true
+      } catch {
+        return false
+      }
+    }
+    p.child.kill("SIGKILL")
+    await p.exited
+    const deadline = Date.now() + 15_000
+    while (pids.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+    expect(pids.filter(alive)).toEqual([])
+  })
 })

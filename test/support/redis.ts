@@ -98,7 +98,14 @@ export const startRedis = async (): Promise<RedisServer> => {
   return {
     port,
     url: `redis://127.0.0.1:${port}`,
-    client: () => (client ??= new Redis(port, "127.0.0.1", { maxRetriesPerRequest: 1, retryStrategy: (n) => Math.min(n * 50, 500) })),
+    client: () => {
+      if (client === undefined) {
+        client = new Redis(port, "127.0.0.1", { maxRetriesPerRequest: 1, retryStrategy: (n) => Math.min(n * 50, 500) })
+        // the tests kill and restart the server: the test's own client reconnects quietly
+        client.on("error", () => {})
+      }
+      return client
+    },
     kill,
     restart: launch,
     stop: async () => {

@@ -59,6 +59,90 @@ export class AgentRejected extends Data.TaggedError("AgentRejected")<{
 
 export type AgentCallError = AgentTimeout | AgentUnavailable | AgentRejected | AgentProtocolError
 
+/** Delay before reconnecting a slot, ms: exponential from `baseMs` up to `maxMs`, with jitter in [delay/2, delay] so a restarted agent is not hit by every slot at once. */
+export const reconnectDelayMs = (baseMs: number, maxMs: number, attempt: number): number => {
+  const delay = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 20))
+  return Math.max(1, Math.round(delay / 2 + (Math.random() * delay) / 2))
+}
+
+/** What a transport's channel (a socket connection, a gRPC stream) shows for picking one. */
+export interface PickableChannel {
+  readonly state: string
+  readonly paused: boolean
+  readonly health: number
+  readonly pending: { readonly size: number; has(id: string): boolean }
+}
+
+/** No channel could take the call; what the search saw, for the error. */
+export class PickMiss {
+  constructor(
+    readonly sawReady: boolean,
+    readonly sawPaused: boolean,
+    readonly sawDuplicate: boolean
+  ) {}
+}
+
+const isHealthy = (c: PickableChannel) => c.health === HealthState.Healthy || c.health === HealthState.Degraded
+
+/**
+ * The channel a call goes on, among `channelAt(0..n-1)` from `start` on (round robin): a ready,
+ * unpaused one that does not already carry `correlationId`, a healthy (or degraded) one before an
+ * unhealthy one, then the least busy.
+ */
+export const pickChannel = <C extends PickableChannel>(
+  n: number,
+  channelAt: (i: number) => C | undefined,
+  start: number,
+  correlationId: string
+): C | PickMiss => {
+  let best: C | undefined
+  let sawReady = false
+  let sawPaused = false
+  let sawDuplicate = false
+  for (let i = 0; i < n; i++) {
+    const c = channelAt((start + i) % n)
+    if (c === undefined || c.state !== "ready") continue
+    sawReady = true
+    if (c.paused) {
+      sawPaused = true
+      continue
+    }
+    if (c.pending.has(correlationId)) {
+      sawDuplicate = true
+      continue
+    }
+    const healthy = isHealthy(c)
+    const bestHealthy = best !== undefined && isHealthy(best)
+    if (best === undefined || (healthy && !bestHealthy) || (healthy === bestHealthy && c.pending.size < best.pending.size)) best = c
+  }
+  return best ?? new PickMiss(sawReady, sawPaused, sawDuplicate)
+}
+
+/** The call's error when no channel took it. */
+export const pickMissError = (
+  miss: PickMiss,
+  correlationId: string,
+  pool: {
+    readonly agent: string
+    readonly closed: boolean
+    readonly lastRejection: AgentRejected | undefined
+    /** "no connection to PATH", "no gRPC stream to ADDRESS", with the last error. */
+    readonly notConnected: string
+  }
+): AgentCallError => {
+  if (pool.closed) return new AgentUnavailable({ agent: pool.agent, reason: "closed", message: "agent pool closed" })
+  if (miss.sawDuplicate) {
+    return new AgentUnavailable({
+      agent: pool.agent,
+      reason: "duplicate-correlation-id",
+      message: `a call with correlation id ${correlationId} is already pending`
+    })
+  }
+  if (miss.sawPaused) return new AgentUnavailable({ agent: pool.agent, reason: "flow-paused", message: "agent paused the flow" })
+  if (!miss.sawReady && pool.lastRejection) return pool.lastRejection
+  return new AgentUnavailable({ agent: pool.agent, reason: "not-connected", message: pool.notConnected })
+}
+
 // ---------------------------------------------------------------------------
 // Configuration
 
@@ -163,21 +247,22 @@ interface Slot {
  * `Map` with that churn kept the removed calls reachable for the young-generation GC, so
  * every request's objects were copied and promoted (scavenges of 15-45 ms, +7 MB old space
  * each at 6k req/s); with this table, 0.3 MB survives a scavenge.
+ * Used by both transports (GrpcTransport.ts keeps its streams' calls in it too).
  */
-class PendingCalls {
-  private table: Record<string, PendingCall> = Object.create(null) as Record<string, PendingCall>
+export class PendingCalls<P = PendingCall> {
+  private table: Record<string, P> = Object.create(null) as Record<string, P>
   private count = 0
 
   get size(): number {
     return this.count
   }
-  get(id: string): PendingCall | undefined {
+  get(id: string): P | undefined {
     return this.table[id]
   }
   has(id: string): boolean {
     return this.table[id] !== undefined
   }
-  set(id: string, call: PendingCall): void {
+  set(id: string, call: P): void {
     if (this.table[id] === undefined) this.count++
     this.table[id] = call
   }
@@ -186,11 +271,11 @@ class PendingCalls {
     this.count--
     delete this.table[id]
   }
-  values(): Array<PendingCall> {
+  values(): Array<P> {
     return Object.values(this.table)
   }
   clear(): void {
-    this.table = Object.create(null) as Record<string, PendingCall>
+    this.table = Object.create(null) as Record<string, P>
     this.count = 0
   }
 }
@@ -427,9 +512,7 @@ class Pool implements AgentClient {
     if (slot.conn === conn) slot.conn = undefined
     if (this.closed) return
     if (wasReady) this.emit({ _tag: "Disconnected", agent: this.id, reason })
-    const delay = Math.min(this.reconnectMaxMs, this.reconnectBaseMs * 2 ** Math.min(slot.attempt, 20))
-    // jitter in [delay/2, delay] so a restarted agent is not hit by every slot at once
-    const retryInMs = Math.max(1, Math.round(delay / 2 + (Math.random() * delay) / 2))
+    const retryInMs = reconnectDelayMs(this.reconnectBaseMs, this.reconnectMaxMs, slot.attempt)
     slot.attempt++
     if (!wasReady) this.emit({ _tag: "ConnectFailed", agent: this.id, reason, retryInMs })
     slot.retryTimer = setTimeout(() => this.connect(slot), retryInMs)
@@ -444,51 +527,16 @@ class Pool implements AgentClient {
     if (call.conn.pending.get(call.correlationId) === call) call.conn.pending.delete(call.correlationId)
   }
 
+  private readonly connAt = (i: number): Connection | undefined => this.slots[i].conn
+
   private pick(correlationId: string): Connection | AgentCallError {
-    let best: Connection | undefined
-    let sawReady = false
-    let sawPaused = false
-    let sawDuplicate = false
-    const n = this.slots.length
-    const start = this.rr++ % n
-    for (let i = 0; i < n; i++) {
-      const conn = this.slots[(start + i) % n].conn
-      if (conn === undefined || conn.state !== "ready") continue
-      sawReady = true
-      if (conn.paused) {
-        sawPaused = true
-        continue
-      }
-      if (conn.pending.has(correlationId)) {
-        sawDuplicate = true
-        continue
-      }
-      const healthy = conn.health === HealthState.Healthy || conn.health === HealthState.Degraded
-      const bestHealthy =
-        best !== undefined && (best.health === HealthState.Healthy || best.health === HealthState.Degraded)
-      if (
-        best === undefined ||
-        (healthy && !bestHealthy) ||
-        (healthy === bestHealthy && conn.pending.size < best.pending.size)
-      ) {
-        best = conn
-      }
-    }
-    if (best !== undefined) return best
-    if (this.closed) return new AgentUnavailable({ agent: this.id, reason: "closed", message: "agent pool closed" })
-    if (sawDuplicate) {
-      return new AgentUnavailable({
-        agent: this.id,
-        reason: "duplicate-correlation-id",
-        message: `a call with correlation id ${correlationId} is already pending`
-      })
-    }
-    if (sawPaused) return new AgentUnavailable({ agent: this.id, reason: "flow-paused", message: "agent paused the flow" })
-    if (!sawReady && this.lastRejection) return this.lastRejection
-    return new AgentUnavailable({
+    const got = pickChannel(this.slots.length, this.connAt, this.rr++ % this.slots.length, correlationId)
+    if (!(got instanceof PickMiss)) return got
+    return pickMissError(got, correlationId, {
       agent: this.id,
-      reason: "not-connected",
-      message: `no connection to ${this.config.socketPath}${this.lastError ? `: ${this.lastError}` : ""}`
+      closed: this.closed,
+      lastRejection: this.lastRejection,
+      notConnected: `no connection to ${this.config.socketPath}${this.lastError ? `: ${this.lastError}` : ""}`
     })
   }
 

@@ -34,7 +34,12 @@ import {
   AgentTimeout,
   AgentUnavailable,
   type CancelCall,
-  type ClientEvent
+  type ClientEvent,
+  PendingCalls,
+  pickChannel,
+  PickMiss,
+  pickMissError,
+  reconnectDelayMs
 } from "./Client.js"
 import { agentResponseOf, proxyToAgentOf } from "./GrpcMapping.js"
 import {
@@ -107,35 +112,11 @@ interface PendingCall {
 }
 
 /** Calls waiting for an answer on one stream, by correlation id (a null-prototype table, as Client.ts). */
-class PendingCalls {
-  private table: Record<string, PendingCall> = Object.create(null) as Record<string, PendingCall>
-  size = 0
-  get(id: string): PendingCall | undefined {
-    return this.table[id]
-  }
-  set(id: string, call: PendingCall): void {
-    if (this.table[id] === undefined) this.size++
-    this.table[id] = call
-  }
-  delete(id: string): void {
-    if (this.table[id] === undefined) return
-    this.size--
-    delete this.table[id]
-  }
-  values(): Array<PendingCall> {
-    return Object.values(this.table)
-  }
-  clear(): void {
-    this.table = Object.create(null) as Record<string, PendingCall>
-    this.size = 0
-  }
-}
-
 type Call = grpc.ClientDuplexStream<Buffer, AgentToProxy>
 
 class Stream {
   state: "connecting" | "ready" | "closed" = "connecting"
-  readonly pending = new PendingCalls()
+  readonly pending = new PendingCalls<PendingCall>()
   paused = false
   health: number = HealthState.Healthy
   handshakeTimer: ReturnType<typeof setTimeout> | undefined
@@ -436,8 +417,7 @@ class GrpcPool implements AgentClient {
     if (slot.stream === s) slot.stream = undefined
     if (this.closed) return
     if (wasReady) this.emit({ _tag: "Disconnected", agent: this.id, reason })
-    const delay = Math.min(this.reconnectMaxMs, this.reconnectBaseMs * 2 ** Math.min(slot.attempt, 20))
-    const retryInMs = Math.max(1, Math.round(delay / 2 + (Math.random() * delay) / 2))
+    const retryInMs = reconnectDelayMs(this.reconnectBaseMs, this.reconnectMaxMs, slot.attempt)
     slot.attempt++
     if (!wasReady) this.emit({ _tag: "ConnectFailed", agent: this.id, reason, retryInMs })
     slot.retryTimer = setTimeout(() => this.connect(slot), retryInMs)
@@ -452,46 +432,16 @@ class GrpcPool implements AgentClient {
     if (call.stream.pending.get(call.correlationId) === call) call.stream.pending.delete(call.correlationId)
   }
 
+  private readonly streamAt = (i: number): Stream | undefined => this.slots[i].stream
+
   private pick(correlationId: string): Stream | AgentCallError {
-    let best: Stream | undefined
-    let sawReady = false
-    let sawPaused = false
-    let sawDuplicate = false
-    const n = this.slots.length
-    const start = this.rr++ % n
-    for (let i = 0; i < n; i++) {
-      const s = this.slots[(start + i) % n].stream
-      if (s === undefined || s.state !== "ready") continue
-      sawReady = true
-      if (s.paused) {
-        sawPaused = true
-        continue
-      }
-      if (s.pending.get(correlationId) !== undefined) {
-        sawDuplicate = true
-        continue
-      }
-      const healthy = s.health === HealthState.Healthy || s.health === HealthState.Degraded
-      const bestHealthy = best !== undefined && (best.health === HealthState.Healthy || best.health === HealthState.Degraded)
-      if (best === undefined || (healthy && !bestHealthy) || (healthy === bestHealthy && s.pending.size < best.pending.size)) {
-        best = s
-      }
-    }
-    if (best !== undefined) return best
-    if (this.closed) return new AgentUnavailable({ agent: this.id, reason: "closed", message: "agent pool closed" })
-    if (sawDuplicate) {
-      return new AgentUnavailable({
-        agent: this.id,
-        reason: "duplicate-correlation-id",
-        message: `a call with correlation id ${correlationId} is already pending`
-      })
-    }
-    if (sawPaused) return new AgentUnavailable({ agent: this.id, reason: "flow-paused", message: "agent paused the flow" })
-    if (!sawReady && this.lastRejection) return this.lastRejection
-    return new AgentUnavailable({
+    const got = pickChannel(this.slots.length, this.streamAt, this.rr++ % this.slots.length, correlationId)
+    if (!(got instanceof PickMiss)) return got
+    return pickMissError(got, correlationId, {
       agent: this.id,
-      reason: "not-connected",
-      message: `no gRPC stream to ${this.config.address}${this.lastError ? `: ${this.lastError}` : ""}`
+      closed: this.closed,
+      lastRejection: this.lastRejection,
+      notConnected: `no gRPC stream to ${this.config.address}${this.lastError ? `: ${this.lastError}` : ""}`
     })
   }
 

@@ -12,7 +12,7 @@
  *             proxy's lines (start, reloads, health changes) go to whatever logger is in
  *             place.
  */
-import { Context, Effect, Either, Layer } from "effect"
+import { Context, Effect, Either, Layer, Runtime } from "effect"
 import { ConfigSource } from "../config/ConfigSource.js"
 import type { SentinelConfig } from "../config/Schema.js"
 import { type AccessLog, makeAccessLog } from "./AccessLog.js"
@@ -27,6 +27,18 @@ export const errorLogSettings = (config: SentinelConfig): ErrorLogSettings => {
   const e = config.observability.logging.errorLog
   if (e.enabled && e.file !== undefined && e.file !== "-") return { file: e.file, level: e.level, bufferSize: e.bufferSize }
   return { level: config.observability.logging.level, bufferSize: e.bufferSize }
+}
+
+/** Runs a log effect from a callback; a log line never breaks the caller. */
+export const callbackLogger = (runtime: Runtime.Runtime<never>) => {
+  const runSync = Runtime.runSync(runtime)
+  return (effect: Effect.Effect<void>) => {
+    try {
+      runSync(effect)
+    } catch {
+      // a log line must never break the request path
+    }
+  }
 }
 
 export class ErrorLogService extends Context.Tag("sentinel/observability/ErrorLog")<ErrorLogService, ErrorLog>() {

@@ -15,13 +15,12 @@ import { ConfigSource } from "../config/ConfigSource.js"
 import type { LimitsConfig, ListenerConfig, SentinelConfig } from "../config/Schema.js"
 import { makeRejectionLog } from "../observability/AccessLog.js"
 import { MetricsService } from "../observability/Metrics.js"
-import { Logs } from "../observability/ProxyLogs.js"
+import { callbackLogger, Logs } from "../observability/ProxyLogs.js"
 import { RequestPath } from "../pipeline/RequestPath.js"
 import { Admission, ConnectionTracker } from "./Admission.js"
 import { ListenerBindFailed, startListener, type ListenerHandle } from "./Listener.js"
 import { admissionConfigFor, connectionLimitsFor } from "./ListenerSettings.js"
 import { loadListenerTls, type ListenerTls } from "../tls/Certificates.js"
-import { callbackLogger } from "../upstream/UpstreamSet.js"
 
 export interface BoundAddress {
   readonly host: string

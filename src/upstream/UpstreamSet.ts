@@ -9,10 +9,11 @@
  * drained.
  */
 import { isIP } from "node:net"
-import { Context, Duration, Effect, Layer, Runtime, type Scope } from "effect"
+import { Context, Duration, Effect, Layer, type Scope } from "effect"
 import { ConfigSource } from "../config/ConfigSource.js"
 import type { SentinelConfig } from "../config/Schema.js"
 import { CircuitStateValue, type Metrics, MetricsService } from "../observability/Metrics.js"
+import { callbackLogger } from "../observability/ProxyLogs.js"
 import { makeDnsCache } from "./Dns.js"
 import { describeUpstream, launchUpstream, upstreamConnections, type UpstreamObserver, type UpstreamRuntime } from "./Upstreams.js"
 
@@ -63,18 +64,6 @@ export const upstreamObserver = (metrics: Metrics, log: (effect: Effect.Effect<v
   failure: (upstream, route, reason) => metrics.upstreamFailures.inc(upstream, route, reason),
   retry: (upstream, route, reason) => metrics.upstreamRetries.inc(upstream, route, reason)
 })
-
-/** Runs a log effect from a callback; a log line never breaks the caller. */
-export const callbackLogger = (runtime: Runtime.Runtime<never>) => {
-  const runSync = Runtime.runSync(runtime)
-  return (effect: Effect.Effect<void>) => {
-    try {
-      runSync(effect)
-    } catch {
-      // a log line must never break the request path
-    }
-  }
-}
 
 export const make = (initial: SentinelConfig, metrics: Metrics): Effect.Effect<UpstreamsService, never, Scope.Scope> =>
   Effect.gen(function* () {

@@ -15,7 +15,7 @@ import { formatInvalid, loadConfigDetailed, summarize, type Loaded } from "./con
 import { makeConfig, type SentinelConfig } from "./config/Schema.js"
 import { formatFinding, validateConfig } from "./config/Validate.js"
 import * as App from "./App.js"
-import { PROXY_V8_FLAGS } from "./RuntimeFlags.js"
+import { proxyV8Flags } from "./RuntimeFlags.js"
 import { listenerTlsProblems } from "./tls/Certificates.js"
 import { formatErrorLine } from "./observability/ErrorLine.js"
 import { type Metrics, MetricsService } from "./observability/Metrics.js"
@@ -234,12 +234,18 @@ const logClusterEvent = (e: ClusterEvent): void => {
 /** Cluster primary: supervises workers, serves the aggregated metrics, forwards signals. */
 const runPrimary = (config: SentinelConfig): void => {
   const m = config.observability.metrics
+  // the workers run with the primary's V8 flags (main.ts has already refused an invalid value)
+  const flags = proxyV8Flags(process.env)
+  if (flags instanceof Error) {
+    stderrLine("error", flags.message, {})
+    return process.exit(2)
+  }
   runCluster({
     workers: config.system.workerThreads,
     gracefulTimeoutMs: Duration.toMillis(config.system.gracefulShutdownTimeout),
     // Workers do not bind the metrics listener: the primary serves them aggregated.
     metrics: m.enabled ? { host: m.address.host, port: m.address.port, path: m.path } : undefined,
-    execArgv: PROXY_V8_FLAGS,
+    execArgv: flags,
     onEvent: logClusterEvent,
     workerMain: () => Promise.reject(new Error("unreachable: workerMain runs in workers"))
   }).then((code) => process.exit(code))

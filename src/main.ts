@@ -11,16 +11,21 @@
  */
 import { spawn } from "node:child_process"
 import { parseCommand } from "./Cli.js"
-import { PROXY_V8_FLAGS } from "./RuntimeFlags.js"
+import { proxyV8Flags } from "./RuntimeFlags.js"
 
 const needsRespawn = (): boolean =>
   process.env["SENTINEL_NO_RESPAWN"] !== "1" &&
-  !process.execArgv.some((a) => a.startsWith("--max-semi-space-size")) &&
+  !process.execArgv.some((a) => a.startsWith("--max-semi-space-size") || a === "--no-allocation-site-pretenuring") &&
   !(process.env["NODE_OPTIONS"] ?? "").includes("--max-semi-space-size")
 
 /** Run this same command in a child with the proxy's V8 flags; forward signals; mirror its exit. */
 const respawn = (): void => {
-  const child = spawn(process.execPath, [...PROXY_V8_FLAGS, ...process.execArgv, ...process.argv.slice(1)], {
+  const flags = proxyV8Flags(process.env)
+  if (flags instanceof Error) {
+    process.stderr.write(`${JSON.stringify({ timestamp: new Date().toISOString(), level: "error", message: flags.message })}\n`)
+    process.exit(2)
+  }
+  const child = spawn(process.execPath, [...flags, ...process.execArgv, ...process.argv.slice(1)], {
     stdio: ["inherit", "inherit", "inherit", "ipc"],
     env: { ...process.env, SENTINEL_NO_RESPAWN: "1", SENTINEL_LIFELINE: "1" }
   })

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "vitest"
 import { spawnSync } from "node:child_process"
-import { mkdtempSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { availableParallelism, tmpdir } from "node:os"
 import { join } from "node:path"
 import { request } from "../support/proxy.js"
@@ -136,5 +136,27 @@ observability { logging { access-log { enabled #false } } }
     expect(Date.now() - started).toBeLessThan(10_000)
     expect(await hanging).toBe("closed")
     await origin.close()
+  })
+
+  it("SENTINEL_YOUNG_GENERATION_MB sizes the serving process's young generation; a bad value exits 2 naming it", async () => {
+    const dir = tmp()
+    const config = join(dir, "s.kdl")
+    writeFileSync(config, `listeners { listener "m" { address "127.0.0.1:0" } }\nroutes { route "h" { matches { path-prefix "/" }; builtin-handler "health" } }\n`)
+    const p = startSentinel(["run", "-c", config], { SENTINEL_YOUNG_GENERATION_MB: "8" })
+    try {
+      const port = await listenerPort(p)
+      expect((await request(port, { path: "/" })).status).toBe(200)
+      // the re-exec parent's child serves: its command line carries the flag
+      const child = readFileSync(`/proc/${p.pid}/task/${p.pid}/children`, "utf8").trim().split(/\s+/)[0]!
+      const argv = readFileSync(`/proc/${child}/cmdline`, "utf8").split("\0")
+      expect(argv).toContain("--max-semi-space-size=8")
+      expect(argv).toContain("--no-allocation-site-pretenuring")
+    } finally {
+      p.child.kill("SIGTERM")
+      await p.exited
+    }
+    const bad = run(["run", "-c", config], { SENTINEL_YOUNG_GENERATION_MB: "lots" })
+    expect(bad.status).toBe(2)
+    expect(bad.stderr).toContain("SENTINEL_YOUNG_GENERATION_MB must be an integer from 0 to 1024")
   })
 })

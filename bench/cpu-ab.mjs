@@ -5,7 +5,10 @@
 //     [--no-access-log] [name=dist-dir ...]
 //
 // Without variants: `sentinel` (./dist) against `ceiling` (bench/ceiling.mjs). A variant is
-// `name=/path/to/dist` (e.g. a copy of dist/ built from another commit), or `name=ceiling`.
+// `name=/path/to/dist` (e.g. a copy of dist/ built from another commit), or `name=ceiling`;
+// `name=dist@16` runs it with SENTINEL_YOUNG_GENERATION_MB=16 (MiB per semi-space; 0 = V8's
+// default) instead of the proxy's own flags. The table also gives each process's RSS once
+// started (idle) and its peak (VmHWM) after the rounds.
 //
 // Why this and not req/s: this VM's neighbours move throughput by ±30 % between runs. Here all
 // variants are started once and stay up (JIT warm), pinned to CPU 0; h2load (CPU 1) sends them a
@@ -17,7 +20,7 @@ import { readFileSync } from "node:fs"
 import { join, dirname, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import { PROXY_V8_FLAGS } from "../dist/RuntimeFlags.js"
+import { PROXY_V8_FLAGS, proxyV8Flags } from "../dist/RuntimeFlags.js"
 import { has, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
@@ -38,8 +41,11 @@ for (const tool of ["h2load", "taskset"]) {
   }
 }
 const variants = (positionals.length > 0 ? positionals : ["sentinel=dist", "ceiling=ceiling"]).map((v) => {
-  const [name, dir] = v.split("=")
-  return { name, dir: dir === "ceiling" ? "ceiling" : resolve(dir) }
+  const [name, spec] = v.split("=")
+  const [dir, ygen] = spec.split("@")
+  const flags = ygen === undefined ? PROXY_V8_FLAGS : proxyV8Flags({ SENTINEL_YOUNG_GENERATION_MB: ygen })
+  if (flags instanceof Error) throw flags
+  return { name, dir: dir === "ceiling" ? "ceiling" : resolve(dir), flags }
 })
 
 const work = workDir("sentinel-cpu-ab-")
@@ -55,11 +61,13 @@ for (const v of variants) {
           PORT: String(v.port),
           UPSTREAM_URL: `http://127.0.0.1:${UPSTREAM_PORT}`
         })
-      : start(["taskset", "-c", "0", process.execPath, ...PROXY_V8_FLAGS, join(v.dir, "main.js"), "run", "-c", sentinelConfig(work, v.name, { port: v.port, upstreamPort: UPSTREAM_PORT, accessLog: !opt["no-access-log"] })], {
+      : start(["taskset", "-c", "0", process.execPath, ...v.flags, join(v.dir, "main.js"), "run", "-c", sentinelConfig(work, v.name, { port: v.port, upstreamPort: UPSTREAM_PORT, accessLog: !opt["no-access-log"] })], {
           SENTINEL_NO_RESPAWN: "1"
         })
 }
 for (const v of variants) await waitReady(v.port, opt.path)
+const statusKiB = (pid, field) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? NaN)
+for (const v of variants) v.idleRss = statusKiB(v.child.pid, "VmRSS")
 
 const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
 const cpuUs = (pid) => {
@@ -88,12 +96,13 @@ const sorted = (xs) => [...xs].sort((a, b) => a - b)
 const base = variants.find((v) => v.dir === "ceiling")
 const baseMedian = base ? sorted(samples[base.name])[Math.floor(samples[base.name].length / 2)] : undefined
 console.log(`CPU µs per request, ${opt.rounds} interleaved rounds of ${N} requests to ${opt.path} (h2load -c${opt.conns})`)
-console.log("| variant | min | median | ceiling / median | rounds |")
-console.log("|---|---|---|---|---|")
+console.log("| variant | min | median | ceiling / median | RSS MiB started / peak | rounds |")
+console.log("|---|---|---|---|---|---|")
 for (const v of variants) {
   const s = sorted(samples[v.name])
   const median = s[Math.floor(s.length / 2)]
   const ratio = baseMedian === undefined ? "" : (baseMedian / median).toFixed(2)
-  console.log(`| ${v.name} | ${s[0].toFixed(1)} | ${median.toFixed(1)} | ${ratio} | ${samples[v.name].map((x) => x.toFixed(0)).join(" ")} |`)
+  const mib = (kib) => (kib / 1024).toFixed(0)
+  console.log(`| ${v.name} | ${s[0].toFixed(1)} | ${median.toFixed(1)} | ${ratio} | ${mib(v.idleRss)} / ${mib(statusKiB(v.child.pid, "VmHWM"))} | ${samples[v.name].map((x) => x.toFixed(0)).join(" ")} |`)
 }
 process.exit(0)

@@ -28,3 +28,4 @@ http
     })
   })
   .listen(PORT, "127.0.0.1")
+process.on("SIGTERM", () => process.exit(0)) // a profile (bench/profile.mjs) is written on exit

@@ -1,0 +1,159 @@
+#!/usr/bin/env node
+// Where the CPU time of one request goes: Sentinel and the Node ceiling under the same load,
+// each with V8's sampling profiler, the samples attributed to the parts of the pipeline.
+//
+//   npm run build && node bench/profile.mjs [--requests 100000] [--path /small] [--conns 50] [--config FILE]
+//     [--top N] [--json FILE]     (--top: also list the N functions with the most self time)
+//
+// Each process runs pinned to CPU 0 with --cpu-prof (the proxy's own V8 flags), is warmed up,
+// then h2load (CPU 1) sends it a fixed number of requests; it is stopped with SIGTERM (so the
+// profile is written) and its samples are grouped by where the function lives: a folder of
+// dist/ (routing, pipeline, observability, ...), a library (effect, undici, prom-client), Node's
+// own modules by area (HTTP parser and server, streams and sockets, timers and the rest), the
+// garbage collector, and V8's (program) bucket (native code that is none of these: the libuv
+// loop, syscalls not inside a JS frame). Idle samples are left out; startup and warm-up are
+// in the profile but cut off by time (only samples after the measured load started count).
+// µs per request = the process's CPU time during the measured load (from /proc) x each
+// group's share of the busy samples in that window.
+import { execFileSync } from "node:child_process"
+import { readFileSync, readdirSync, mkdirSync, writeFileSync } from "node:fs"
+import { join, dirname } from "node:path"
+import { fileURLToPath } from "node:url"
+import { parseArgs } from "node:util"
+import { PROXY_V8_FLAGS } from "../dist/RuntimeFlags.js"
+import { has, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..")
+const { values: opt } = parseArgs({
+  options: {
+    requests: { type: "string", default: "100000" },
+    conns: { type: "string", default: "50" },
+    path: { type: "string", default: "/small" },
+    config: { type: "string" },
+    json: { type: "string" },
+    top: { type: "string", default: "0" }
+  }
+})
+for (const tool of ["h2load", "taskset"]) {
+  if (!has(tool)) {
+    console.error(`${tool} is required (apt-get install -y nghttp2-client util-linux; nginx for the upstream)`)
+    process.exit(2)
+  }
+}
+const work = workDir("sentinel-profile-")
+const UPSTREAM_PORT = 18680
+const upstreamKind = await startUpstream(work, UPSTREAM_PORT)
+
+const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
+const cpuUs = (pid) => {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
+  return (Number(f[11]) + Number(f[12])) * TICK_US
+}
+const load = (port, n) => {
+  const out = execFileSync("taskset", ["-c", "1", "h2load", "--h1", "-n", String(n), "-c", opt.conns, `http://127.0.0.1:${port}${opt.path}`], { encoding: "utf8" })
+  const ok = Number(/status codes: (\d+) 2xx/.exec(out)?.[1] ?? 0)
+  if (ok !== n) throw new Error(`${ok} of ${n} requests answered 2xx`)
+}
+
+/** The group a profile node's function belongs to. */
+const groupOf = (frame) => {
+  const url = frame.url
+  const fn = frame.functionName
+  if (url === "") {
+    if (fn === "(garbage collector)") return "GC"
+    if (fn === "(program)") return "V8/libuv native (program)"
+    if (fn === "(idle)") return "idle"
+    if (/^write(v|Buffer|Latin1String|Utf8String|AsciiString|UCS2String)$/.test(fn)) return "socket/file writes (syscalls)"
+    if (/^(read|readStart|onStreamRead)$/.test(fn)) return "socket reads"
+    return "native builtins"
+  }
+  const nm = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)
+  if (nm) return nm[1] === "effect" || nm[1].startsWith("@effect/") ? "effect runtime" : nm[1]
+  const dist = /\/dist\/([^/]+)\//.exec(url)
+  if (dist && url.includes(root)) return `sentinel ${dist[1]}/`
+  if (/\/dist\/[^/]+\.js$/.test(url)) return "sentinel (top)"
+  if (url.startsWith("node:")) {
+    if (/_http_(server|incoming|common)|http_parser|internal\/http/.test(url)) return "node http server + parser"
+    if (/_http_outgoing/.test(url)) return "node http response writing"
+    if (/internal\/streams|node:stream|node:net|stream_base|internal\/net/.test(url)) return "node streams + sockets"
+    if (/timers/.test(url)) return "node timers"
+    if (/internal\/process\/task_queues|promises/.test(url)) return "node microtasks/promises"
+    if (/internal\/perf|diagnostics_channel/.test(url)) return "node perf/diagnostics"
+    return "node other"
+  }
+  if (url.includes("bench/ceiling.mjs")) return "ceiling script"
+  return "other JS"
+}
+
+/** Busy time per group (µs of samples) after `fromUs` (profile clock). */
+const attribute = (profile, fromUs) => {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]))
+  const groups = new Map()
+  const fns = new Map()
+  let t = profile.startTime
+  for (let i = 0; i < profile.samples.length; i++) {
+    t += profile.timeDeltas[i]
+    if (t < fromUs) continue
+    const dt = profile.timeDeltas[i + 1] ?? 0
+    const g = groupOf(byId.get(profile.samples[i]).callFrame)
+    if (g === "idle") continue
+    groups.set(g, (groups.get(g) ?? 0) + dt)
+    const f = byId.get(profile.samples[i]).callFrame
+    const key = `${g}: ${f.functionName || "(anonymous)"} ${f.url.replace(/^.*\/(node_modules|dist)\//, "")}:${f.lineNumber + 1}`
+    fns.set(key, (fns.get(key) ?? 0) + dt)
+  }
+  return { groups, fns }
+}
+
+const runOne = async (name, argv, env, port) => {
+  const dir = join(work, `prof-${name}`)
+  mkdirSync(dir, { recursive: true })
+  const child = start(["taskset", "-c", "0", process.execPath, "--cpu-prof", `--cpu-prof-dir=${dir}`, ...argv], env)
+  await waitReady(port, opt.path)
+  load(port, 20000) // warm-up: JIT, pools
+  const N = Number(opt.requests)
+  // profile clock = monotonic µs; hrtime is the same clock
+  const fromUs = Number(process.hrtime.bigint() / 1000n)
+  const c0 = cpuUs(child.pid)
+  load(port, N)
+  const cpuPerReq = (cpuUs(child.pid) - c0) / N
+  const exited = new Promise((r) => child.once("exit", r))
+  child.kill("SIGTERM")
+  await exited
+  const file = readdirSync(dir).find((f) => f.endsWith(".cpuprofile"))
+  if (file === undefined) throw new Error(`${name}: no profile written`)
+  const { groups, fns } = attribute(JSON.parse(readFileSync(join(dir, file), "utf8")), fromUs)
+  return { name, cpuPerReq, groups, fns }
+}
+
+const results = []
+const sentinelPort = 18690
+const config = opt.config ?? sentinelConfig(work, "profile", { port: sentinelPort, upstreamPort: UPSTREAM_PORT, accessLog: true })
+results.push(await runOne("sentinel", [...PROXY_V8_FLAGS, join(root, "dist/main.js"), "run", "-c", config], { SENTINEL_NO_RESPAWN: "1" }, sentinelPort))
+const ceilingPort = 18691
+results.push(
+  await runOne("ceiling", ["--max-semi-space-size=64", join(root, "bench/ceiling.mjs")], { PORT: String(ceilingPort), UPSTREAM_URL: `http://127.0.0.1:${UPSTREAM_PORT}` }, ceilingPort)
+)
+
+console.log(`CPU µs per request by part, ${opt.requests} requests to ${opt.path} (h2load -c${opt.conns}); upstream: ${upstreamKind}`)
+const names = [...new Set(results.flatMap((r) => [...r.groups.keys()]))]
+const share = (r, g) => {
+  const total = [...r.groups.values()].reduce((a, b) => a + b, 0)
+  return (r.groups.get(g) ?? 0) / total
+}
+names.sort((a, b) => share(results[0], b) - share(results[0], a))
+console.log(`| part | ${results.map((r) => `${r.name} µs/req (share)`).join(" | ")} |`)
+console.log(`|---|${results.map(() => "---").join("|")}|`)
+for (const g of names) {
+  console.log(`| ${g} | ${results.map((r) => `${(r.cpuPerReq * share(r, g)).toFixed(1)} (${(100 * share(r, g)).toFixed(0)} %)`).join(" | ")} |`)
+}
+console.log(`| **total (CPU from /proc)** | ${results.map((r) => `**${r.cpuPerReq.toFixed(1)}**`).join(" | ")} |`)
+for (const r of Number(opt.top) > 0 ? results : []) {
+  const total = [...r.groups.values()].reduce((a, b) => a + b, 0)
+  console.log(`\n${r.name}: the ${opt.top} functions with the most self time`)
+  for (const [k, v] of [...r.fns].sort((a, b) => b[1] - a[1]).slice(0, Number(opt.top))) {
+    console.log(`  ${(r.cpuPerReq * v / total).toFixed(2).padStart(6)} µs  ${k}`)
+  }
+}
+if (opt.json) writeFileSync(opt.json, JSON.stringify(results.map((r) => ({ ...r, groups: Object.fromEntries(r.groups), fns: Object.fromEntries(r.fns) })), null, 1))
+process.exit(0)

@@ -3,7 +3,9 @@
 // each with V8's sampling profiler, the samples attributed to the parts of the pipeline.
 //
 //   npm run build && node bench/profile.mjs [--requests 100000] [--path /small] [--conns 50] [--config FILE]
-//     [--top N] [--json FILE]     (--top: also list the N functions with the most self time)
+//     [--top N] [--json FILE] [--h2]
+// --top: also list the N functions with the most self time. --h2: HTTP/2 over TLS (h2load -c10
+// -m10) against a TLS listener, and bench/tls-ceiling.mjs as the ceiling.
 //
 // Each process runs pinned to CPU 0 with --cpu-prof (the proxy's own V8 flags), is warmed up,
 // then h2load (CPU 1) sends it a fixed number of requests; it is stopped with SIGTERM (so the
@@ -16,6 +18,7 @@
 // µs per request = the process's CPU time during the measured load (from /proc) x each
 // group's share of the busy samples in that window.
 import { execFileSync } from "node:child_process"
+import https from "node:https"
 import { readFileSync, readdirSync, mkdirSync, writeFileSync } from "node:fs"
 import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -31,7 +34,8 @@ const { values: opt } = parseArgs({
     path: { type: "string", default: "/small" },
     config: { type: "string" },
     json: { type: "string" },
-    top: { type: "string", default: "0" }
+    top: { type: "string", default: "0" },
+    h2: { type: "boolean", default: false }
   }
 })
 for (const tool of ["h2load", "taskset"]) {
@@ -49,8 +53,32 @@ const cpuUs = (pid) => {
   const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
   return (Number(f[11]) + Number(f[12])) * TICK_US
 }
+const certFile = join(work, "cert.pem"), keyFile = join(work, "key.pem")
+if (opt.h2) {
+  execFileSync("openssl", [
+    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+    "-keyout", keyFile, "-out", certFile, "-days", "7", "-subj", "/CN=localhost"
+  ], { stdio: ["ignore", "ignore", "pipe"] })
+}
+const ready = async (port) => {
+  if (!opt.h2) return waitReady(port, opt.path)
+  for (let i = 0; i < 1200; i++) {
+    const ok = await new Promise((resolve) => {
+      https.get({ host: "127.0.0.1", port, path: opt.path, agent: false, rejectUnauthorized: false }, (res) => {
+        res.resume()
+        res.on("end", () => resolve(res.statusCode === 200))
+      }).on("error", () => resolve(false))
+    })
+    if (ok) return
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error(`port ${port} never became ready`)
+}
 const load = (port, n) => {
-  const out = execFileSync("taskset", ["-c", "1", "h2load", "--h1", "-n", String(n), "-c", opt.conns, `http://127.0.0.1:${port}${opt.path}`], { encoding: "utf8" })
+  const args = opt.h2
+    ? ["-n", String(n), "-c", "10", "-m", "10", `https://127.0.0.1:${port}${opt.path}`]
+    : ["--h1", "-n", String(n), "-c", opt.conns, `http://127.0.0.1:${port}${opt.path}`]
+  const out = execFileSync("taskset", ["-c", "1", "h2load", ...args], { encoding: "utf8" })
   const ok = Number(/status codes: (\d+) 2xx/.exec(out)?.[1] ?? 0)
   if (ok !== n) throw new Error(`${ok} of ${n} requests answered 2xx`)
 }
@@ -109,7 +137,7 @@ const runOne = async (name, argv, env, port) => {
   const dir = join(work, `prof-${name}`)
   mkdirSync(dir, { recursive: true })
   const child = start(["taskset", "-c", "0", process.execPath, "--cpu-prof", `--cpu-prof-dir=${dir}`, ...argv], env)
-  await waitReady(port, opt.path)
+  await ready(port)
   load(port, 20000) // warm-up: JIT, pools
   const N = Number(opt.requests)
   // profile clock = monotonic µs; hrtime is the same clock
@@ -128,14 +156,21 @@ const runOne = async (name, argv, env, port) => {
 
 const results = []
 const sentinelPort = 18690
-const config = opt.config ?? sentinelConfig(work, "profile", { port: sentinelPort, upstreamPort: UPSTREAM_PORT, accessLog: true })
+const config = opt.config ?? sentinelConfig(work, "profile", {
+  port: sentinelPort, upstreamPort: UPSTREAM_PORT, accessLog: true, ...(opt.h2 ? { tls: { certFile, keyFile, sessionResumption: true } } : {})
+})
 results.push(await runOne("sentinel", [...PROXY_V8_FLAGS, join(root, "dist/main.js"), "run", "-c", config], { SENTINEL_NO_RESPAWN: "1" }, sentinelPort))
 const ceilingPort = 18691
 results.push(
-  await runOne("ceiling", ["--max-semi-space-size=64", join(root, "bench/ceiling.mjs")], { PORT: String(ceilingPort), UPSTREAM_URL: `http://127.0.0.1:${UPSTREAM_PORT}` }, ceilingPort)
+  await runOne(
+    "ceiling",
+    ["--max-semi-space-size=64", join(root, opt.h2 ? "bench/tls-ceiling.mjs" : "bench/ceiling.mjs")],
+    { PORT: String(ceilingPort), UPSTREAM_URL: `http://127.0.0.1:${UPSTREAM_PORT}`, CERT: certFile, KEY: keyFile, RESUME: "1" },
+    ceilingPort
+  )
 )
 
-console.log(`CPU µs per request by part, ${opt.requests} requests to ${opt.path} (h2load -c${opt.conns}); upstream: ${upstreamKind}`)
+console.log(`CPU µs per request by part, ${opt.requests} requests to ${opt.path} (${opt.h2 ? "HTTP/2 over TLS, h2load -c10 -m10" : `h2load --h1 -c${opt.conns}`}); upstream: ${upstreamKind}`)
 const names = [...new Set(results.flatMap((r) => [...r.groups.keys()]))]
 const share = (r, g) => {
   const total = [...r.groups.values()].reduce((a, b) => a + b, 0)

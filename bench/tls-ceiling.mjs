@@ -46,3 +46,4 @@ http2
     }
   )
   .listen(Number(process.env.PORT), "127.0.0.1")
+process.on("SIGTERM", () => process.exit(0)) // a profile (bench/profile.mjs) is written on exit

@@ -4,7 +4,7 @@
 //
 //   npm run build && node bench/profile.mjs [--requests 100000] [--path /small] [--conns 50] [--config FILE]
 //     [--top N] [--json FILE] [--h2]
-// --top: also list the N functions with the most self time. --h2: HTTP/2 over TLS (h2load -c10
+// --top: also list the N functions with the most self time. --files: Sentinel's parts by file. --h2: HTTP/2 over TLS (h2load -c10
 // -m10) against a TLS listener, and bench/tls-ceiling.mjs as the ceiling.
 //
 // Each process runs pinned to CPU 0 with --cpu-prof (the proxy's own V8 flags), is warmed up,
@@ -35,7 +35,8 @@ const { values: opt } = parseArgs({
     config: { type: "string" },
     json: { type: "string" },
     top: { type: "string", default: "0" },
-    h2: { type: "boolean", default: false }
+    h2: { type: "boolean", default: false },
+    files: { type: "boolean", default: false }
   }
 })
 for (const tool of ["h2load", "taskset"]) {
@@ -97,8 +98,8 @@ const groupOf = (frame) => {
   }
   const nm = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)
   if (nm) return nm[1] === "effect" || nm[1].startsWith("@effect/") ? "effect runtime" : nm[1]
-  const dist = /\/dist\/([^/]+)\//.exec(url)
-  if (dist && url.includes(root)) return `sentinel ${dist[1]}/`
+  const dist = /\/dist\/([^/]+)\/(.*)$/.exec(url)
+  if (dist && url.includes(root)) return opt.files ? `sentinel ${dist[1]}/${dist[2]}` : `sentinel ${dist[1]}/`
   if (/\/dist\/[^/]+\.js$/.test(url)) return "sentinel (top)"
   if (url.startsWith("node:")) {
     if (/_http_(server|incoming|common)|http_parser|internal\/http/.test(url)) return "node http server + parser"

@@ -6,6 +6,7 @@
  */
 import * as fs from "node:fs"
 import * as http from "node:http"
+import * as http2 from "node:http2"
 import * as os from "node:os"
 import * as path from "node:path"
 import { brotliDecompressSync, gunzipSync, inflateSync } from "node:zlib"
@@ -286,6 +287,31 @@ describe("streaming and failures", () => {
     } finally {
       await close()
       await bad.close()
+    }
+  })
+
+  it("HTTP/2 clients get the same encoding (an h2 listener, one stream per coding)", async () => {
+    const { proxy: p, close } = await open(filtersOf(`filter "gz" { type "compress"; }`), origin.address, {
+      listeners: [{ id: "main", address: "127.0.0.1:0", protocol: "h2" }] as never
+    })
+    const session = http2.connect(`http://127.0.0.1:${p.port}`)
+    try {
+      for (const coding of ["gzip", "br"] as const) {
+        const { headers, body } = await new Promise<{ headers: http2.IncomingHttpHeaders; body: Buffer }>((resolve, reject) => {
+          const stream = session.request({ ":path": "/chunked?size=200000", "accept-encoding": coding })
+          const chunks: Array<Buffer> = []
+          let head: http2.IncomingHttpHeaders = {}
+          stream.on("response", (h) => (head = h))
+          stream.on("data", (c: Buffer) => chunks.push(c))
+          stream.on("end", () => resolve({ headers: head, body: Buffer.concat(chunks) }))
+          stream.on("error", reject)
+        })
+        expect(headers["content-encoding"]).toBe(coding)
+        expect(decode[coding](body).equals(jsonBody(200000))).toBe(true)
+      }
+    } finally {
+      session.close()
+      await close()
     }
   })
 

@@ -11,12 +11,11 @@
 import { execFileSync } from "node:child_process"
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import http from "node:http"
-import net from "node:net"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { gunzipSync } from "node:zlib"
-import { has, pin, start, stopAll, waitReady, workDir } from "./common.mjs"
+import { freePort, median, pin, requireCommands, runWrk, start, stopAll, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt } = parseArgs({
@@ -29,25 +28,12 @@ const { values: opt } = parseArgs({
     modes: { type: "string", default: "all" }
   }
 })
-for (const cmd of ["wrk", "nginx"]) {
-  if (!has(cmd)) {
-    console.error(`${cmd} is required: apt-get install -y ${cmd}`)
-    process.exit(2)
-  }
-}
+requireCommands(["wrk", "nginx"])
 const { PROXY_V8_FLAGS } = await import(join(root, "dist/RuntimeFlags.js"))
 const ROUNDS = Number(opt.rounds)
 const DURATION = Number(opt.duration)
 const CONNS = Number(opt.conns)
 const LEVEL = Number(opt.level)
-
-const freePort = () =>
-  new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
 
 /** 64 KiB of an API-like JSON array (compresses about 8:1 at level 6). */
 const json = (() => {
@@ -119,22 +105,7 @@ const check = (port) =>
     }).on("error", reject)
   })
 
-const wrk = (port) => {
-  const argv = pin(1, ["wrk", "-t1", `-c${CONNS}`, `-d${DURATION}s`, "--latency", "-H", "Accept-Encoding: gzip", `http://127.0.0.1:${port}/api.json`])
-  const out = execFileSync(argv[0], argv.slice(1), { encoding: "utf8" })
-  const unit = (v, u) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[u] ?? 1)
-  const p = (q) => {
-    const m = new RegExp(`\\s${q}%\\s+([\\d.]+)(us|ms|s)`).exec(out)
-    return m ? unit(m[1], m[2]) : NaN
-  }
-  return {
-    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0),
-    requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0),
-    p50: p(50),
-    p99: p(99),
-    errors: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0) + Number(/Socket errors: .*?(\d+) timeout/.exec(out)?.[1] ?? 0)
-  }
-}
+const wrk = (port) => runWrk(`http://127.0.0.1:${port}/api.json`, { conns: CONNS, seconds: DURATION, headers: ["Accept-Encoding: gzip"] })
 
 // CPU time (user + system, all threads) of a process and its children (nginx's workers), in
 // microseconds: the proxy's own cost per request, which a loaded machine disturbs far less
@@ -168,7 +139,6 @@ for (let round = 1; round <= ROUNDS; round++) {
     await new Promise((res) => child.once("exit", res))
   }
 }
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 const rps = Object.fromEntries(names.map((n) => [n, median(runs[n].map((r) => r.rps))]))
 const cpu = Object.fromEntries(names.map((n) => [n, median(runs[n].map((r) => r.cpuPerReq))]))
 /** The nginx row a row is compared with: the same mode (itself when that mode did not run). */

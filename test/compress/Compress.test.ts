@@ -9,14 +9,17 @@ import * as http from "node:http"
 import * as http2 from "node:http2"
 import * as os from "node:os"
 import * as path from "node:path"
-import { brotliDecompressSync, gunzipSync, inflateSync } from "node:zlib"
-import { Duration } from "effect"
+import { brotliDecompressSync, createGzip, gunzipSync, inflateSync, type Gzip } from "node:zlib"
+import { Duration, Effect, Exit, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { decodeKdl } from "../../src/config/Kdl.js"
 import { formatIssue } from "../../src/config/ConfigIssue.js"
 import type { FilterConfig } from "../../src/config/Schema.js"
 import { resettingOrigin } from "../support/faults.js"
-import { accessLogTo, catchAllRoute, jsonLines, metricSum, openProxy, request, testConfig, waitUntil, type ProxyHandle } from "../support/proxy.js"
+import type { RouteExtension } from "../../src/pipeline/Stage.js"
+import {
+  accessLogTo, catchAllRoute, jsonLines, metricSum, openProxy, request, startProxy, testConfig, waitUntil, type ProxyHandle
+} from "../support/proxy.js"
 import { jsonBody, noise, startCompressOrigin, type CompressOrigin } from "./compressOrigin.js"
 
 const filtersOf = (kdl: string): ReadonlyArray<FilterConfig> => {
@@ -312,6 +315,62 @@ describe("streaming and failures", () => {
     } finally {
       session.close()
       await close()
+    }
+  })
+
+  it("no encoder outlives its response: a client gone and an origin reset each destroy theirs, reported incomplete", async () => {
+    // the route's encoding, seen from outside: the same seam the compress filter uses
+    const made: Array<{ stream: Gzip; ended?: boolean }> = []
+    const tracking: RouteExtension = {
+      name: "tracking-encoding",
+      compile: () => ({
+        encoding: {
+          start: (_ctx, _status, headers) => {
+            // the head edits compressResponse makes, reduced to what framing needs
+            for (let i = headers.length - 2; i >= 0; i -= 2) if (headers[i].toLowerCase() === "content-length") headers.splice(i, 2)
+            headers.push("content-encoding", "gzip")
+            const m: { stream: Gzip; ended?: boolean } = { stream: createGzip() }
+            made.push(m)
+            return { coding: "gzip", stream: m.stream, end: (_ctx, _in, _out, complete) => void (m.ended = complete) }
+          }
+        }
+      })
+    }
+    const bad = await resettingOrigin({ declaredLength: 100_000, sentBytes: 20_000 })
+    const scope = Effect.runSync(Scope.make())
+    const p = await Effect.runPromise(
+      startProxy(
+        testConfig({
+          upstreams: [{ id: "o", targets: [{ address: origin.address }] }, { id: "bad", targets: [{ address: `127.0.0.1:${bad.port}` }] }] as never,
+          routes: [
+            { id: "bad", matches: [{ _tag: "PathPrefix", prefix: "/bad" }], upstream: "bad" },
+            catchAllRoute("o")
+          ] as never
+        }),
+        { extensions: [tracking] }
+      ).pipe(Scope.extend(scope))
+    )
+    try {
+      const req = http.request({ host: "127.0.0.1", port: p.port, path: `/stream?size=${512 * 1024 * 1024}&id=leak`, agent: false })
+      const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+        req.on("response", resolve)
+        req.on("error", reject)
+        req.end()
+      })
+      res.on("error", () => undefined)
+      await new Promise<void>((resolve) => res.once("data", () => resolve()))
+      req.destroy()
+      await origin.aborted("leak")
+      await waitUntil(() => made[0]?.stream.destroyed === true && made[0].ended === false, "encoder destroyed after the client left")
+      await request(p.port, { path: "/bad" }).catch(() => undefined)
+      await waitUntil(() => made[1]?.stream.destroyed === true && made[1].ended === false, "encoder destroyed after the origin reset")
+      // and one that completes is reported complete
+      const ok = await request(p.port, { path: "/json?size=5000" })
+      expect(gunzipSync(ok.body).equals(jsonBody(5000))).toBe(true)
+      await waitUntil(() => made[2]?.ended === true, "complete encoding reported")
+    } finally {
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+      await bad.close()
     }
   })
 

@@ -1,12 +1,22 @@
 // What the benchmark scripts share: a work directory, child processes that die with the
 // script, readiness checks, the upstream (nginx, else a Node origin) and Sentinel's config.
-import { spawn, spawnSync } from "node:child_process"
+import { execFileSync, spawn, spawnSync } from "node:child_process"
 import { chmodSync, mkdtempSync, writeFileSync, mkdirSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import http from "node:http"
+import net from "node:net"
 
 export const has = (cmd) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0
+
+/** Exits (2) naming the first of `cmds` that is not installed. */
+export const requireCommands = (cmds) => {
+  for (const cmd of cmds) {
+    if (has(cmd)) continue
+    console.error(`${cmd} is required: apt-get install -y ${cmd}`)
+    process.exit(2)
+  }
+}
 
 /** `argv` pinned to one CPU when taskset is there. */
 export const pin = (cpu, argv) => (has("taskset") ? ["taskset", "-c", String(cpu), ...argv] : argv)
@@ -117,3 +127,35 @@ observability { logging { access-log { enabled #${accessLog ? "true" : "false"};
   )
   return path
 }
+
+/** A TCP port free on 127.0.0.1 right now. */
+export const freePort = () =>
+  new Promise((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address()
+      s.close(() => resolve(port))
+    })
+  })
+
+/**
+ * One wrk run (one thread, on CPU 1) against `url`: requests/s, requests, p50/p99 in ms and
+ * the non-2xx/3xx answers plus timeouts.
+ */
+export const runWrk = (url, { conns, seconds, headers = [] }) => {
+  const argv = pin(1, ["wrk", "-t1", `-c${conns}`, `-d${seconds}s`, "--latency", ...headers.flatMap((h) => ["-H", h]), url])
+  const out = execFileSync(argv[0], argv.slice(1), { encoding: "utf8" })
+  const unit = (v, u) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[u] ?? 1)
+  const p = (q) => {
+    const m = new RegExp(`\\s${q}%\\s+([\\d.]+)(us|ms|s)`).exec(out)
+    return m ? unit(m[1], m[2]) : NaN
+  }
+  return {
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0),
+    requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0),
+    p50: p(50),
+    p99: p(99),
+    errors: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0) + Number(/Socket errors: .*?(\d+) timeout/.exec(out)?.[1] ?? 0)
+  }
+}
+
+export const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]

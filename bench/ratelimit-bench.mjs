@@ -7,13 +7,11 @@
 //   node bench/ratelimit-bench.mjs [--rounds 3] [--duration 5] [--conns 32] [--key client-ip]
 //
 // Layout (2 cores): the proxy on CPU 0; wrk, the upstream and Redis on CPU 1.
-import { execFileSync } from "node:child_process"
 import { mkdirSync, writeFileSync } from "node:fs"
-import net from "node:net"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import { has, pin, start, startUpstream, stopAll, waitReady, workDir } from "./common.mjs"
+import { freePort, median, pin, requireCommands, runWrk, start, startUpstream, stopAll, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt } = parseArgs({
@@ -24,24 +22,11 @@ const { values: opt } = parseArgs({
     key: { type: "string", default: "client-ip" }
   }
 })
-for (const cmd of ["wrk", "redis-server"]) {
-  if (!has(cmd)) {
-    console.error(`${cmd} is required: apt-get install -y ${cmd}`)
-    process.exit(2)
-  }
-}
+requireCommands(["wrk", "redis-server"])
 const { PROXY_V8_FLAGS } = await import(join(root, "dist/RuntimeFlags.js"))
 const ROUNDS = Number(opt.rounds)
 const DURATION = Number(opt.duration)
 const CONNS = Number(opt.conns)
-
-const freePort = () =>
-  new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
 
 const work = workDir("sentinel-rl-bench-")
 const upstreamPort = await freePort()
@@ -66,20 +51,7 @@ observability { logging { access-log { enabled #false } } }
   return path
 }
 
-const wrk = (port) => {
-  const out = execFileSync(pin(1, ["wrk"])[0], [...pin(1, ["wrk"]).slice(1), "-t1", `-c${CONNS}`, `-d${DURATION}s`, "--latency", `http://127.0.0.1:${port}/small`], { encoding: "utf8" })
-  const unit = (v, u) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[u] ?? 1)
-  const p = (q) => {
-    const m = new RegExp(`\\s${q}%\\s+([\\d.]+)(us|ms|s)`).exec(out)
-    return m ? unit(m[1], m[2]) : NaN
-  }
-  return {
-    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0),
-    p50: p(50),
-    p99: p(99),
-    errors: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0)
-  }
-}
+const wrk = (port) => runWrk(`http://127.0.0.1:${port}/small`, { conns: CONNS, seconds: DURATION })
 
 const names = Object.keys(limiter)
 const runs = Object.fromEntries(names.map((n) => [n, []]))
@@ -96,7 +68,6 @@ for (let round = 1; round <= ROUNDS; round++) {
     await new Promise((res) => child.once("exit", res))
   }
 }
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 const base = median(runs.none.map((r) => r.rps))
 const rows = names.map((n) => {
   const rps = median(runs[n].map((r) => r.rps))

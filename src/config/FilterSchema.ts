@@ -215,6 +215,29 @@ export const AgentFilterConfig = Schema.Struct({
   maxBodyBytes: Schema.optional(Count)
 })
 
+/** Sentinel's compressed types (`CompressFilter::default`). */
+export const DEFAULT_COMPRESS_TYPES: ReadonlyArray<string> = [
+  "text/html", "text/css", "text/plain", "text/xml", "application/json", "application/javascript", "application/xml", "image/svg+xml"
+]
+
+/** `type "compress"` (Compress.ts `CompressConfig`): gzip/brotli/deflate of proxied responses. */
+export const CompressFilterConfig = Schema.Struct({
+  id,
+  type: Schema.Literal("compress"),
+  /** `algorithms "gzip,br"`: codings offered, in order of preference ("br" = "brotli"). Default gzip, br. */
+  algorithms: defaulted(Schema.NonEmptyArray(Schema.Literal("gzip", "br", "deflate")), () => ["gzip", "br"] as const),
+  /** `min-size`: a response whose Content-Length is smaller is sent as is (bytes). Default 1024. */
+  minSize: defaulted(Count, () => 1024),
+  /** `level` (1-9): gzip/deflate level, brotli quality. Default 6. */
+  level: defaulted(Schema.Int.pipe(Schema.between(1, 9)), () => 6),
+  /**
+   * `content-types`: media types compressed ("text/*" a whole top-level type). Default text/html,
+   * text/css, text/plain, text/xml, application/json, application/javascript, application/xml,
+   * image/svg+xml.
+   */
+  contentTypes: defaulted(Schema.Array(Schema.String), () => DEFAULT_COMPRESS_TYPES)
+})
+
 export const FilterConfig = Schema.Union(
   HeadersFilterConfig,
   RateLimitFilterConfig,
@@ -223,12 +246,13 @@ export const FilterConfig = Schema.Union(
   UrlRewriteFilterConfig,
   TimeoutFilterConfig,
   SecurityHeadersFilterConfig,
-  AgentFilterConfig
+  AgentFilterConfig,
+  CompressFilterConfig
 )
 export type FilterConfig = typeof FilterConfig.Type
 export type FilterType = FilterConfig["type"]
 export const filterTypes: ReadonlyArray<FilterType> = [
-  "headers", "rate-limit", "cors", "redirect", "url-rewrite", "timeout", "security-headers", "agent"
+  "headers", "rate-limit", "cors", "redirect", "url-rewrite", "timeout", "security-headers", "agent", "compress"
 ]
 /** Sentinel filter types rejected with "not supported yet". */
-export const filterTypesNotSupportedYet: ReadonlyArray<string> = ["compress", "log", "geo"]
+export const filterTypesNotSupportedYet: ReadonlyArray<string> = ["log", "geo"]

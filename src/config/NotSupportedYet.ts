@@ -19,7 +19,7 @@ export const notSupportedYet: Readonly<Record<string, ReadonlyArray<string>>> = 
   ],
   "routes.route.policies": ["rate-limit", "cache"],
   "filters.filter": [
-    "algorithms", "min-size", "level", "database-path",
+    "database-path",
     // rate-limit `backend "memcached"` and its settings (Redis is the shared backend here)
     "memcached-url", "memcached-prefix", "memcached-pool-size", "memcached-timeout-ms", "memcached-fallback", "memcached-fallback-local",
     "memcached-ttl", "memcached-ttl-secs"

@@ -10,6 +10,8 @@
  *   redirect          request: answers with a redirect
  *   url-rewrite       request: Host / path sent upstream (routing has already happened)
  *   timeout           no stage: per-route deadlines, read once when the plan is compiled
+ *   compress          response: the body re-encoded for the client (gzip, brotli; Compress.ts);
+ *                     one per route, the last listed wins
  *   agent             not compiled here (see `agents` below)
  *
  * Hot path: every stage is a plain synchronous function (DESIGN.md §2); only a rate limit in
@@ -40,7 +42,8 @@ import type { FilterConfig, RouteConfig, SentinelConfig } from "../config/Schema
 import type { RequestContext } from "../pipeline/RequestContext.js"
 import { errorBody } from "../pipeline/ErrorResponse.js"
 import {
-  type Answer, pendingStep, type RequestStage, type ResponseStage, type RouteContribution, type RouteExtension, type StageStep
+  type Answer, pendingStep, type RequestStage, type ResponseEncoding, type ResponseStage, type RouteContribution, type RouteExtension,
+  type StageStep
 } from "../pipeline/Stage.js"
 import { parseAuthority } from "../http/Authority.js"
 import { compileCors } from "./Cors.js"
@@ -51,6 +54,7 @@ import {
   TokenBuckets
 } from "./RateLimit.js"
 import { makeRedisRateLimiter, type RedisBackendHooks, type RedisRateLimiter, RedisStores, type RedisStoreOptions } from "./RedisRateLimit.js"
+import { compressResponse } from "./Compress.js"
 import { redirect } from "./Redirect.js"
 import { applySecurityHeaders } from "./SecurityHeaders.js"
 import { urlRewrite } from "./UrlRewrite.js"
@@ -79,6 +83,16 @@ export interface FilterChainOptions {
   readonly redis?: RedisBackendHooks
   /** Extra ioredis options (tests). */
   readonly redisClientOptions?: RedisStoreOptions["clientOptions"]
+  /** Where the `compress` filters' decisions go (metrics). */
+  readonly compression?: CompressionHooks
+}
+
+/** The `compress` filters' decisions, per route. */
+export interface CompressionHooks {
+  /** A response was sent as it came, and why (`CompressSkip`). */
+  readonly skipped: (route: string, reason: string) => void
+  /** A response was encoded with `coding`: called when it is over, with the bytes in and out. */
+  readonly compressed: (route: string, coding: string, bytesIn: number, bytesOut: number, complete: boolean) => void
 }
 
 /** The route's filters resolved to their definitions, in the route's order (unknown ids skipped). */
@@ -212,6 +226,7 @@ const redisStage = (f: { readonly id: string; readonly type: "rate-limit" }, lim
 interface Compiled {
   readonly request?: RequestStage
   readonly response?: ResponseStage
+  readonly encoding?: ResponseEncoding
 }
 
 export interface FilterChain extends RouteExtension {
@@ -333,6 +348,24 @@ export const makeFilterChain = (options: FilterChainOptions = {}): FilterChain =
         const prefix = matchedPrefixOf(route)
         return { request: (ctx) => applyOutcome(ctx, f, urlRewrite(f, ctx, prefix), notify) }
       }
+      case "compress": {
+        const hooks = options.compression
+        const end = (ctx: RequestContext, bytesIn: number, bytesOut: number, complete: boolean, coding: string) =>
+          hooks?.compressed(ctx.routeId, coding, bytesIn, bytesOut, complete)
+        return {
+          encoding: {
+            start: (ctx, status, headers) => {
+              const d = compressResponse(f, ctx.method, ctx.header("accept-encoding"), status, headers)
+              if (d._tag === "Skip") {
+                hooks?.skipped(ctx.routeId, d.reason)
+                return undefined
+              }
+              const coding = d.coding
+              return { coding, stream: d.encoder, end: (c, i, o, complete) => end(c, i, o, complete, coding) }
+            }
+          }
+        }
+      }
       case "timeout":
       case "agent":
         return undefined
@@ -350,6 +383,7 @@ export const makeFilterChain = (options: FilterChainOptions = {}): FilterChain =
     if (global !== undefined) request.push(global)
     if (byDefault !== undefined) request.push(byDefault)
     const response: Array<ResponseStage> = []
+    let encoding: ResponseEncoding | undefined
     let agentsPlaced = false
     const placeAgents = () => {
       if (agentsPlaced || agents === undefined) return
@@ -365,11 +399,13 @@ export const makeFilterChain = (options: FilterChainOptions = {}): FilterChain =
       const c = compileOne(f, route)
       if (c?.request) request.push(c.request)
       if (c?.response) response.push(c.response)
+      if (c?.encoding) encoding = c.encoding
     }
     placeAgents()
     const out: { -readonly [K in keyof RouteContribution]: RouteContribution[K] } = { ...agents }
     if (request.length > 0) out.request = request
     if (response.length > 0) out.response = response
+    if (encoding !== undefined) out.encoding = encoding
     // A later timeout filter's values replace earlier ones (and the route's/upstream's).
     for (const f of filters) {
       if (f.type !== "timeout") continue

@@ -1,6 +1,7 @@
 /**
- * Conditional requests (RFC 9110 §13), single byte ranges (RFC 9110 §14) and Accept-Encoding
- * negotiation for the static file handler. Pure functions over header strings.
+ * Conditional requests (RFC 9110 §13) and single byte ranges (RFC 9110 §14) for the static file
+ * handler (its Accept-Encoding negotiation is src/http/ContentCoding.ts). Pure functions over
+ * header strings.
  */
 
 /** Strong validator from size and mtime (what Sentinel does), with a suffix per content coding. */
@@ -72,34 +73,6 @@ export const ifRangeAllows = (ifRange: string | undefined, etag: string, mtimeMs
   if (v.startsWith('"') || v.startsWith("W/")) return v === etag
   const date = Date.parse(v)
   return !Number.isNaN(date) && Math.floor(mtimeMs / 1000) * 1000 === date
-}
-
-/** Chooses br, then gzip, honouring q-values (`br;q=0` refuses). Returns null for identity. */
-export const negotiateEncoding = (acceptEncoding: string | undefined): "br" | "gzip" | null => {
-  if (acceptEncoding === undefined) return null
-  let br = -1
-  let gzip = -1
-  let star = -1
-  for (const part of acceptEncoding.split(",")) {
-    const [nameRaw, ...params] = part.split(";")
-    const name = nameRaw.trim().toLowerCase()
-    let q = 1
-    for (const p of params) {
-      const [k, v] = p.split("=")
-      if (k?.trim().toLowerCase() === "q" && v !== undefined) {
-        const n = Number(v.trim())
-        q = Number.isFinite(n) ? n : 0
-      }
-    }
-    if (name === "br") br = q
-    else if (name === "gzip" || name === "x-gzip") gzip = q
-    else if (name === "*") star = q
-  }
-  if (br < 0) br = star
-  if (gzip < 0) gzip = star
-  if (br > 0 && br >= gzip) return "br"
-  if (gzip > 0) return "gzip"
-  return null
 }
 
 /** Types worth compressing on the fly (already-compressed media and archives are not). */

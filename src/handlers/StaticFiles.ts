@@ -14,19 +14,22 @@ import * as nodePath from "node:path"
 import { PassThrough, type Readable } from "node:stream"
 import { abortResponse } from "../http/Response.js"
 import { pipeline } from "node:stream/promises"
-import * as zlib from "node:zlib"
 import * as mime from "mime-types"
 import { renderDirectoryListing } from "./DirectoryListing.js"
 import {
   ifRangeAllows,
   isCompressible,
   makeEtag,
-  negotiateEncoding,
   notModified,
   parseRange,
   type RangeResult
 } from "./HttpConditional.js"
 import { fdInsideRoot, resolveStaticPath, resolveUnderRoot } from "./StaticPath.js"
+import { createEncoder } from "../filters/Compress.js"
+import { negotiateEncoding } from "../http/ContentCoding.js"
+
+/** Codings served, brotli first (a sibling or on the fly). */
+const STATIC_CODINGS: ReadonlyArray<"br" | "gzip"> = ["br", "gzip"]
 
 export interface StaticFilesConfig {
   /** KDL `root` (required): directory served. Resolved with realpath once; files must stay inside it. */
@@ -218,7 +221,7 @@ const chooseVariant = async (
 ): Promise<Variant> => {
   const identity: Variant = { file, stats, encoding: null, onTheFly: false, etag: makeEtag(stats.size, stats.mtimeMs) }
   if (!config.compress || ranged || !isCompressible(contentType)) return identity
-  const enc = negotiateEncoding(req.headers["accept-encoding"])
+  const enc = negotiateEncoding(req.headers["accept-encoding"], STATIC_CODINGS)
   if (enc === null) return identity
   const sibling = `${file}.${enc === "br" ? "br" : "gz"}`
   try {
@@ -307,17 +310,8 @@ const serveFile = async (
   const source = fh.createReadStream({ start, end, highWaterMark: 64 * 1024, autoClose: true })
   const stages: Array<NodeJS.ReadWriteStream | Readable> = [source]
   if (variant.onTheFly) {
-    stages.push(
-      variant.encoding === "br"
-        ? zlib.createBrotliCompress({
-            params: {
-              // quality 4: most of brotli's gain at a fraction of the default (11)'s CPU per request
-              [zlib.constants.BROTLI_PARAM_QUALITY]: 4,
-              [zlib.constants.BROTLI_PARAM_SIZE_HINT]: variant.stats.size
-            }
-          })
-        : zlib.createGzip({ level: 6 })
-    )
+    // brotli quality 4: most of brotli's gain at a fraction of the default (11)'s CPU per request
+    stages.push(createEncoder(variant.encoding!, variant.encoding === "br" ? 4 : 6, variant.stats.size))
   }
   let bytes = 0
   const counter = new PassThrough({ highWaterMark: 64 * 1024 })

@@ -52,6 +52,11 @@ export interface AccessLogEntry {
    * tunnel ends, `duration_ms` is the whole tunnel and `body_bytes_sent` what went to the client.
    */
   readonly websocket?: AccessWebSocket | undefined
+  /**
+   * The body re-encoded by a `compress` filter (JSON only, and only then): the coding, the
+   * upstream's body bytes that went in and the encoded bytes that came out.
+   */
+  readonly compression?: { readonly encoding: string; readonly bytes_in: number; readonly bytes_out: number } | undefined
 }
 
 /** The `websocket` object of an access line. */
@@ -151,6 +156,9 @@ export const formatAccessJson = (e: AccessLogEntry): string =>
       `,"client_cert_serial":${jstr(e.client_cert_serial)},"client_cert_fingerprint":${jstr(e.client_cert_fingerprint)}`
     : "") +
   (e.websocket !== undefined ? `,"websocket":${JSON.stringify(e.websocket)}` : "") +
+  (e.compression !== undefined
+    ? `,"compression":{"encoding":${jstrKnown(e.compression.encoding)},"bytes_in":${e.compression.bytes_in},"bytes_out":${e.compression.bytes_out}}`
+    : "") +
   (e.error !== undefined ? `,"error":${jstrKnown(e.error)}}` : "}")
 
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]

@@ -68,7 +68,10 @@ export const toAccessEntry = (ctx: RequestContext): AccessLogEntry => {
     body_bytes_sent: ctx.bytesSent,
     error: ctx.error,
     ...(ctx.tls?.clientCert !== undefined ? clientCertFields(ctx.tls.clientCert) : undefined),
-    ...(ctx.websocket?.summary !== undefined ? { websocket: websocketFields(ctx.websocket.summary) } : undefined)
+    ...(ctx.websocket?.summary !== undefined ? { websocket: websocketFields(ctx.websocket.summary) } : undefined),
+    ...(ctx.compression !== undefined
+      ? { compression: { encoding: ctx.compression.encoding, bytes_in: ctx.compression.bytesIn, bytes_out: ctx.compression.bytesOut } }
+      : undefined)
   }
 }
 

@@ -139,6 +139,14 @@ export class Metrics {
   readonly websocketBytes: BoundedCounter<readonly ["route", "direction"]>
   /** sentinel_websocket_closes_total{route,reason}: tunnels ended, by why */
   readonly websocketCloses: BoundedCounter<readonly ["route", "reason"]>
+  /** sentinel_compression_responses_total{route,algorithm}: responses the `compress` filter encoded */
+  readonly compressed: BoundedCounter<readonly ["route", "algorithm"]>
+  /** sentinel_compression_input_bytes_total{route,algorithm}: body bytes that went into the encoders */
+  readonly compressionIn: BoundedCounter<readonly ["route", "algorithm"]>
+  /** sentinel_compression_output_bytes_total{route,algorithm}: encoded bytes that came out */
+  readonly compressionOut: BoundedCounter<readonly ["route", "algorithm"]>
+  /** sentinel_compression_skipped_total{route,reason}: responses a `compress` filter sent as they came, and why */
+  readonly compressionSkipped: BoundedCounter<readonly ["route", "reason"]>
   /** sentinel_config_reload_total{result} ("success" | "error"), counted by config/Reload.ts */
   readonly configReloads: BoundedCounter<readonly ["result"]>
   /** sentinel_log_dropped_total{log} ("access" | "error" | "audit" | ...) */
@@ -434,6 +442,26 @@ export class Metrics {
     this.websocketCloses = counter(
       "sentinel_websocket_closes_total",
       "WebSocket tunnels ended, by route and reason (close_handshake, client_gone, upstream_gone, idle_timeout, max_lifetime, protocol_error, too_big, agent_close, agent_failure, going_away).",
+      ["route", "reason"] as const
+    )
+    this.compressed = counter(
+      "sentinel_compression_responses_total",
+      "Responses encoded by a compress filter, by route and algorithm (gzip, br, deflate).",
+      ["route", "algorithm"] as const
+    )
+    this.compressionIn = counter(
+      "sentinel_compression_input_bytes_total",
+      "Response body bytes that went into a compress filter's encoder, by route and algorithm.",
+      ["route", "algorithm"] as const
+    )
+    this.compressionOut = counter(
+      "sentinel_compression_output_bytes_total",
+      "Encoded response body bytes a compress filter sent, by route and algorithm.",
+      ["route", "algorithm"] as const
+    )
+    this.compressionSkipped = counter(
+      "sentinel_compression_skipped_total",
+      "Responses a compress filter sent as they came, by route and reason (head, status, range, encoded, no-transform, type, size, not-accepted).",
       ["route", "reason"] as const
     )
     this.configReloads = counter("sentinel_config_reload_total", "Configuration reloads, by result.", [

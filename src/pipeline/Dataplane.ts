@@ -10,7 +10,9 @@ import type { BuiltinHandler, LimitsConfig, SentinelConfig } from "../config/Sch
 import { makeRouter, type Router } from "../routing/Router.js"
 import type { UpstreamRuntime } from "../upstream/Upstreams.js"
 import { compileHeaderOps, type HeaderPolicy } from "./Headers.js"
-import type { CompleteStage, LocalHandler, RequestStage, ResponseHook, ResponseStage, RouteExtension, UpgradePolicy } from "./Stage.js"
+import type {
+  CompleteStage, LocalHandler, RequestStage, ResponseEncoding, ResponseHook, ResponseStage, RouteExtension, UpgradePolicy
+} from "./Stage.js"
 import { makeTraceIdGenerator } from "./TraceId.js"
 import { mergeContributions } from "./Phases.js"
 import { CircuitBreaker } from "../upstream/Circuit.js"
@@ -56,6 +58,8 @@ export interface RoutePlan {
   readonly breaker: CircuitBreaker | undefined
   /** WebSocket handshakes (src/websocket/); undefined without the extension: every one is refused (403). */
   readonly upgrade?: UpgradePolicy | undefined
+  /** Re-encodes upstream response bodies (the `compress` filter): pipeline/EncodingSink.ts. */
+  readonly encoding?: ResponseEncoding | undefined
 }
 
 export interface Dataplane {
@@ -88,6 +92,7 @@ export const compileDataplane = (
     const upstreamTimeoutMs = c.upstreamTimeoutMs ?? 0
     const connectTimeoutMs = c.connectTimeoutMs ?? 0
     const upgrade: UpgradePolicy | undefined = c.upgrade
+    const encoding: ResponseEncoding | undefined = c.encoding
     plans.set(route.id, {
       upstreamTimeoutMs,
       connectTimeoutMs,
@@ -97,6 +102,7 @@ export const compileDataplane = (
       local,
       responseHook,
       upgrade,
+      encoding,
       id: route.id,
       upstream: route.upstream === undefined ? undefined : upstreams.get(route.upstream),
       builtin: route.builtinHandler,

@@ -36,7 +36,7 @@ type MutableContribution = { -readonly [K in keyof RouteContribution]: RouteCont
 
 /**
  * Contributions merged in order: stages are concatenated; the handler, the deadlines and the
- * response hook and the upgrade policy of a later contribution replace an earlier one's.
+ * response hook, the upgrade policy and the response encoding of a later contribution replace an earlier one's.
  */
 export const mergeContributions = (contributions: ReadonlyArray<RouteContribution | undefined>): RouteContribution | undefined => {
   let out: MutableContribution | undefined
@@ -52,6 +52,7 @@ export const mergeContributions = (contributions: ReadonlyArray<RouteContributio
     if (c.connectTimeoutMs !== undefined) out.connectTimeoutMs = c.connectTimeoutMs
     if (c.responseHook) out.responseHook = c.responseHook
     if (c.upgrade) out.upgrade = c.upgrade
+    if (c.encoding) out.encoding = c.encoding
   }
   return out
 }

@@ -76,6 +76,8 @@ export interface RequestContext {
   responseHeaders: Array<string> | undefined
   /** A WebSocket handshake its route accepted (src/websocket/), and then its tunnel. */
   websocket?: WebSocketSession | undefined
+  /** The response's re-encoding (the `compress` filter) when it has one: the access log's `compression`. */
+  compression?: { readonly encoding: string; bytesIn: number; bytesOut: number } | undefined
   /** The request's spans; set only when tracing is configured and this request is sampled. */
   trace?: RequestTrace | undefined
   header(lowerName: string): string | undefined

@@ -105,7 +105,15 @@ export class RequestPath extends Context.Tag("sentinel/pipeline/RequestPath")<Re
             // answers are counted as `rejected` by the pipeline; continued-but-altered ones here
             if (d.status === 0) metrics.rejected.inc(d.reason)
           },
-          redis: redisHooks(metrics, callbackLogger(yield* Effect.runtime<never>()))
+          redis: redisHooks(metrics, callbackLogger(yield* Effect.runtime<never>())),
+          compression: {
+            skipped: (route, reason) => metrics.compressionSkipped.inc(route, reason),
+            compressed: (route, coding, bytesIn, bytesOut) => {
+              metrics.compressed.inc(route, coding)
+              metrics.compressionIn.add(bytesIn, route, coding)
+              metrics.compressionOut.add(bytesOut, route, coding)
+            }
+          }
         })
         // Redis connections close after the listeners drained (finalizers run in reverse order).
         yield* Effect.addFinalizer(() => Effect.sync(() => filterChain.close()))

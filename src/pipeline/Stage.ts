@@ -13,6 +13,7 @@
  * request as one fiber.
  */
 import type { Socket } from "node:net"
+import type { Transform } from "node:stream"
 import { Effect } from "effect"
 import type { RouteConfig, SentinelConfig } from "../config/Schema.js"
 import type { RequestContext } from "./RequestContext.js"
@@ -109,6 +110,28 @@ export interface ResponseHook {
   ) => () => void
 }
 
+/**
+ * A body re-encoding chosen for one response (the `compress` filter): the stream the body goes
+ * through, and `end`, called once when the response is over, with the bytes that went in and
+ * came out and whether the encoded body was complete (false: the client left, the upstream
+ * failed).
+ */
+export interface BodyEncoding {
+  readonly coding: string
+  readonly stream: Transform
+  readonly end: (ctx: RequestContext, bytesIn: number, bytesOut: number, complete: boolean) => void
+}
+
+/**
+ * Re-encodes upstream response bodies (the `compress` filter; pipeline/EncodingSink.ts streams
+ * them). `start` sees the flat head (hop-by-hop removed) before anything reaches the client,
+ * edits it in place (even when it returns undefined: `Vary`), and returns the encoding, or
+ * undefined to send the body as it is.
+ */
+export interface ResponseEncoding {
+  readonly start: (ctx: RequestContext, status: number, headers: Array<string>) => BodyEncoding | undefined
+}
+
 /** Serves the request itself (static files); resolves when the response is finished. */
 export type LocalHandler = (ctx: RequestContext) => Promise<void>
 
@@ -153,6 +176,8 @@ export interface RouteContribution<R = never> {
   readonly responseHook?: ResponseHook
   /** WebSocket handshakes on this route (src/websocket/; the last extension's wins). */
   readonly upgrade?: UpgradePolicy
+  /** Re-encodes the upstream's response bodies (the `compress` filter; the last one's wins). */
+  readonly encoding?: ResponseEncoding
 }
 
 /** A feature that adds stages to routes when a configuration is compiled. */

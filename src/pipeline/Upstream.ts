@@ -36,6 +36,7 @@ import { BodyTooLarge, RequestTimeout, type ProxyError } from "./Errors.js"
 import type { RequestContext } from "./RequestContext.js"
 import { holdResponse, type HeldSink } from "./ResponseHold.js"
 import { BufferedSink, DirectSink } from "./ResponseSinks.js"
+import { EncodingSink } from "./EncodingSink.js"
 import { failureKind, NO, nothingSentKinds, requestSentOf, retryPlanOf, targetResult, type Decision, type RetryPlan } from "./RetryPlan.js"
 import { bufferBody, requestBody, type BodySource } from "./UpstreamBody.js"
 
@@ -83,8 +84,36 @@ class Attempt implements ResponseSink {
     private readonly base: ResponseSink,
     /** The route's response hook holding the head (ResponseHold.ts), if it has one. */
     private readonly held: HeldSink | undefined,
+    /** The route's body re-encoding (EncodingSink.ts), if it has one: after the hook, before the client. */
+    private readonly encoded: EncodingSink | undefined,
     private readonly span: StageSpan | undefined
   ) {}
+
+  /** What holds or transforms the response after the exchange stops: stopped (client gone, failure, retry). */
+  private disposeSinks(): void {
+    this.held?.dispose()
+    this.encoded?.dispose()
+  }
+
+  /** After the exchange completed: the held response, then the encoder's tail, reach the client; then the call ends. */
+  private settleSinks(): void {
+    const call = this.call
+    const held = this.held
+    const encoded = this.encoded
+    const afterHeld = () => {
+      if (encoded === undefined) return call.finish(undefined)
+      call.inProgress = encoded.dispose
+      encoded.onSettled((e) => call.finish(e))
+    }
+    if (held === undefined) return afterHeld()
+    call.inProgress = () => this.disposeSinks()
+    held.onSettled((e) => {
+      held.dispose()
+      if (e === undefined) return afterHeld()
+      encoded?.dispose()
+      call.finish(e)
+    })
+  }
 
   start(status: number, raw: Array<Buffer>): boolean {
     this.headAt = performance.now()
@@ -133,11 +162,11 @@ class Attempt implements ResponseSink {
   abort(): void {
     this.exchange?.cancel()
     this.settle("aborted")
-    this.held?.dispose()
+    this.disposeSinks()
   }
 
   private again(d: Decision & { retry: true }, error: ProxyError): void {
-    this.held?.dispose()
+    this.disposeSinks()
     this.call.retried(d, this.n, this.body, error)
   }
 
@@ -155,32 +184,26 @@ class Attempt implements ResponseSink {
         return this.again(this.statusRetry, new UpstreamBadAnswer({ reason: `upstream_status_${o.status}` }))
       }
       if (o.discarded) {
-        this.held?.dispose()
+        this.disposeSinks()
         return call.finish(new UpstreamBadAnswer({ reason: call.ctx.error ?? "upstream_discarded" }))
       }
       if (this.upgraded) {
         // the 101 went out and the tunnel has the sockets: no response phase follows
-        this.held?.dispose()
+        this.disposeSinks()
         return call.finish(undefined)
       }
-      const held = this.held
-      if (held === undefined) return call.finish(undefined)
-      call.inProgress = held.dispose
-      return held.onSettled((e) => {
-        held.dispose()
-        call.finish(e)
-      })
+      return this.settleSinks()
     }
     if (error._tag === "DownstreamError") {
       // the client's side failed (slow reader released, response not writable): never the target's fault
       this.settle("aborted")
-      this.held?.dispose()
+      this.disposeSinks()
       return call.finish(error)
     }
     if (call.ctx.bodyTooLarge) {
       // our own limit tore the upload down: not the target's fault
       this.settle("aborted")
-      this.held?.dispose()
+      this.disposeSinks()
       return call.finish(new BodyTooLarge())
     }
     if (this.statusRetry.retry) {
@@ -193,7 +216,7 @@ class Attempt implements ResponseSink {
     upstream.observer.failure(upstream.id, routeId, errorAnswer(error).reason)
     const d = call.decide(this.n, this.body, failureKind(error), requestSentOf(error), this.handedOn)
     if (!d.retry) {
-      this.held?.dispose()
+      this.disposeSinks()
       return call.finish(error)
     }
     this.again(d, error)
@@ -354,10 +377,13 @@ class UpstreamCall {
     const directSink = new DirectSink(ctx, this.draining, plan, picked.setCookie, this.dp.limits.responseBufferSize)
     const direct: ResponseSink = plan.bufferResponses ? new BufferedSink(directSink, this.dp.limits.responseBufferSize, ctx.method) : directSink
     // response-phase agents: the head waits for their decision (ResponseHold.ts)
-    const held = plan.responseHook === undefined ? undefined : holdResponse(ctx, plan.responseHook, direct)
+    // the `compress` filter: the client (and a cache before it) gets the encoded head and body
+    const encoded = plan.encoding === undefined ? undefined : new EncodingSink(ctx, plan.encoding, direct)
+    const toClient = encoded ?? direct
+    const held = plan.responseHook === undefined ? undefined : holdResponse(ctx, plan.responseHook, toClient)
     // sampled requests: a span per attempt, its traceparent set in ctx.upstreamHeaders
     const span = ctx.trace?.startUpstream(ctx, upstream.id, target.key, n)
-    const attempt = new Attempt(this, n, body, target, held ?? direct, held, span)
+    const attempt = new Attempt(this, n, body, target, held ?? toClient, held, encoded, span)
     const request: ForwardRequest = {
       method: ctx.method,
       path: ctx.upstreamPath,

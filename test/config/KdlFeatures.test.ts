@@ -177,7 +177,7 @@ filters {
 
   it("errors: missing or unsupported type, keys of another type, module validation, dangling agent", () => {
     const F = (body: string) => L + `filters { filter "f" { ${body} }; }`
-    expect(errs(F(`phase "request";`))).toEqual(["t.kdl:2:11: filter \"f\" needs a `type` (\"headers\", \"rate-limit\", \"cors\", \"redirect\", \"url-rewrite\", \"timeout\", \"security-headers\", \"agent\")"])
+    expect(errs(F(`phase "request";`))).toEqual(["t.kdl:2:11: filter \"f\" needs a `type` (\"headers\", \"rate-limit\", \"cors\", \"redirect\", \"url-rewrite\", \"timeout\", \"security-headers\", \"agent\", \"compress\")"])
     expect(errs(F(`type "geo";`))).toEqual(["t.kdl:2:29: `type` \"geo\" is not supported yet"])
     expect(errs(F(`type "headers"; max-rps 5;`))).toEqual([
       "t.kdl:2:40: `max-rps` does not apply to a filter of type \"headers\"; it takes `phase`, `rename`, `set`, `add`, `remove`"

@@ -27,6 +27,7 @@ const reference = (e: AccessLogEntry): string =>
     upstream_addr: e.upstream_addr ?? null,
     instance_id: e.instance_id,
     body_bytes_sent: e.body_bytes_sent,
+    ...(e.compression !== undefined ? { compression: e.compression } : {}),
     ...(e.error !== undefined ? { error: e.error } : {})
   })
 
@@ -52,6 +53,7 @@ const entry: fc.Arbitrary<AccessLogEntry> = fc.record({
   upstream_addr: opt,
   instance_id: text,
   body_bytes_sent: fc.nat(),
+  compression: fc.option(fc.record({ encoding: fc.constantFrom("gzip", "br", "deflate"), bytes_in: fc.nat(), bytes_out: fc.nat() }), { nil: undefined }),
   error: opt
 })
 

@@ -85,6 +85,47 @@ const redisFallback: Val<"local" | "open" | "closed"> = (v, at, cx, what) => {
 }
 const secsNumber = num({ min: 0, max: 365 * 86400, exclusiveMin: true })
 
+type Coding = "gzip" | "br" | "deflate"
+const CODINGS: Record<string, Coding> = { gzip: "gzip", br: "br", brotli: "br", deflate: "deflate" }
+/**
+ * `algorithms "gzip,br"` (Sentinel's comma string) or `algorithms "gzip" "br"`: the codings
+ * offered, in order of preference. Sentinel drops a name it does not know; here it is an error.
+ */
+const algorithmsField: Field<ReadonlyArray<Coding>> = custom("algorithms", (node, cx) => {
+  if (!shape(node, cx, { args: [1, Infinity] })) return undefined
+  const out: Array<Coding> = []
+  let ok = true
+  for (const e of node.getArgumentEntries()) {
+    const s = str(e.getValue(), e, cx, "`algorithms`")
+    if (s === undefined) {
+      ok = false
+      continue
+    }
+    for (const part of s.split(",")) {
+      const name = part.trim().toLowerCase()
+      const c = CODINGS[name]
+      if (c !== undefined) {
+        if (!out.includes(c)) out.push(c)
+        continue
+      }
+      ok = false
+      if (name === "zstd") cx.error(e, "`algorithms`: \"zstd\" is not supported yet (node:zlib on Node 20 has no zstd); use \"gzip\", \"br\" or \"deflate\"")
+      else cx.error(e, `\`algorithms\`: unknown algorithm ${JSON.stringify(part.trim())}; use "gzip", "br" (or "brotli") or "deflate"${hint(name, Object.keys(CODINGS))}`)
+    }
+  }
+  if (ok && out.length === 0) return cx.error(node, "`algorithms` names no algorithm")
+  return ok ? out : undefined
+})
+/** A media type `type/subtype`, `type/*` or Sentinel's prefix form `type/`, lower-cased. */
+const compressType: Val<string> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  const t = s.trim().toLowerCase()
+  return /^[a-z0-9][a-z0-9!#$&^_.+-]*\/(?:\*|[a-z0-9!#$&^_.+-]*)$/.test(t)
+    ? t
+    : cx.error(at, `${what} must be a media type like "text/html" or "text/*", got ${JSON.stringify(s)}`)
+}
+
 type CorsFields = Omit<Schema.Schema.Type<typeof CorsFilterConfig>, "id" | "type">
 type SecurityHeadersFields = Omit<Schema.Schema.Type<typeof SecurityHeadersFilterConfig>, "id" | "type">
 
@@ -125,6 +166,10 @@ interface FilterFields extends CorsFields, SecurityHeadersFields {
   readonly timeoutMs: number
   readonly inspectBody: boolean
   readonly maxBodyBytes: number
+  readonly algorithms: ReadonlyArray<Coding>
+  readonly minSize: number
+  readonly level: number
+  readonly contentTypes: ReadonlyArray<string>
 }
 
 export const filterSpec: BlockSpec<FilterFields> = {
@@ -186,7 +231,11 @@ export const filterSpec: BlockSpec<FilterFields> = {
     })),
     timeoutMs: scalar("timeout-ms", positiveMs(1)),
     inspectBody: scalar("inspect-body", bool),
-    maxBodyBytes: scalar("max-body-bytes", bytes)
+    maxBodyBytes: scalar("max-body-bytes", bytes),
+    algorithms: algorithmsField,
+    minSize: scalar(["min-size", "min-size-bytes"], bytes),
+    level: scalar("level", int({ min: 1, max: 9 })),
+    contentTypes: list("content-types", compressType)
   }
 }
 
@@ -208,7 +257,8 @@ const keysOf: Record<FilterType, ReadonlyArray<keyof FilterFields>> = {
     "hsts", "contentTypeOptions", "frameOptions", "referrerPolicy", "contentSecurityPolicy", "permissionsPolicy",
     "crossOriginOpenerPolicy", "override"
   ],
-  agent: ["agent", "failureMode", "timeoutMs", "inspectBody", "maxBodyBytes"]
+  agent: ["agent", "failureMode", "timeoutMs", "inspectBody", "maxBodyBytes"],
+  compress: ["algorithms", "minSize", "level", "contentTypes"]
 }
 
 const kdlName = (k: keyof FilterFields): string => filterSpec.fields[k].names[0]
@@ -312,7 +362,7 @@ const build = (id: string, f: Partial<FilterFields>, node: Node, cx: Cx): Filter
       break
     }
     default: {
-      // cors, security-headers: the schema fills the defaults
+      // cors, security-headers, compress: the schema fills the defaults
       const picked = Object.fromEntries(allowed.map((k) => [k, f[k]]))
       out = compact({ id, type, ...picked }) as unknown as FilterConfig
     }

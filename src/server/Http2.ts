@@ -6,7 +6,8 @@
  * pipeline as HTTP/1.1.
  *
  * Defences (edge-security.md §4), each counted and logged through `onDefence`:
- * - SETTINGS we announce: `max-concurrent-streams`, header list size from `limits`, no push;
+ * - SETTINGS we announce: `max-concurrent-streams`, header list size from `limits`, no push,
+ *   extended CONNECT (RFC 8441, for WebSockets: src/websocket/OverHttp2.ts);
  *   nghttp2 refuses streams beyond them, malformed and connection-specific headers, and a
  *   content-length that the DATA frames contradict (a stream error: the request is aborted,
  *   and with it its upstream exchange);
@@ -50,6 +51,8 @@ export interface Http2Limits {
 export interface Http2Hooks {
   /** A request (stream) on one of the sessions. */
   readonly onRequest: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void
+  /** A CONNECT stream (node's compat API keeps them apart): extended CONNECT (RFC 8441) or plain. */
+  readonly onConnect: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void
   /** A defence closed a session or refused something: count and log it. */
   readonly onDefence: (reason: string, clientIp: string) => void
 }
@@ -98,7 +101,10 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
     settings: {
       maxConcurrentStreams: limits.maxConcurrentStreams,
       maxHeaderListSize: limits.maxHeaderListSize,
-      enablePush: false
+      enablePush: false,
+      // RFC 8441: WebSockets over HTTP/2 streams. Always announced (SETTINGS go out before any
+      // route is known, and a reload may enable one): a route without `websocket` answers 403
+      enableConnectProtocol: true
     },
     // more pairs than the limits allow, so that the validator answers 431 rather than a reset
     maxHeaderListPairs: 4096,
@@ -230,6 +236,7 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
     if (session === undefined || !watched.has(session)) hooks.onDefence("session_error", "")
   })
   server.on("request", hooks.onRequest)
+  server.on("connect", hooks.onConnect)
 
   return {
     server,

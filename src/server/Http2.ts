@@ -76,6 +76,8 @@ export const CONTROL_RATE = 10
 export const OVERHEAD_BASE = 1024 * 1024
 export const STREAM_CREDIT = 1024
 export const SWEEP_MS = 100
+/** nghttp2's initial stream window (SETTINGS_INITIAL_WINDOW_SIZE, left at its default). */
+const STREAM_WINDOW = 65535
 
 /** The DATA bytes a stream received so far: its native handle's count; undefined when node hides it. */
 let handleSymbol: symbol | undefined
@@ -197,6 +199,14 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
       }
     })
     if (closing) session.close()
+    // nginx's flow control: the connection window is what the streams' own windows add up to
+    // (nghttp2's 64 KiB each), so that those bound what a client may send ahead; the default
+    // 64 KiB for the whole connection would stall every upload and WebSocket stream behind one
+    try {
+      session.setLocalWindowSize(limits.maxConcurrentStreams * STREAM_WINDOW)
+    } catch {
+      // a session already closing
+    }
     idle()
     session.on("stream", (stream: http2.ServerHttp2Stream) => {
       w.opened++

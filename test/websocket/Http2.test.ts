@@ -6,7 +6,10 @@
  * client refuses to send.
  */
 import * as fs from "node:fs"
+import * as http from "node:http"
 import * as http2 from "node:http2"
+import type { AddressInfo } from "node:net"
+import { once } from "node:events"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
@@ -54,7 +57,7 @@ interface Env {
 }
 
 /** A proxy with one listener (`h2` cleartext, or `https` with ALPN) in front of `o`, route `r` with `route` fields. */
-const start = async (o: WsOrigin, listener: Listener, route: object = { websocket: true }, extra: Record<string, unknown> = {}): Promise<Env> => {
+const start = async (o: Pick<WsOrigin, "port">, listener: Listener, route: object = { websocket: true }, extra: Record<string, unknown> = {}): Promise<Env> => {
   const accessLog = path.join(dir, `access-${n}.log`)
   const audit = path.join(dir, `audit-${n++}.log`)
   const l =
@@ -278,6 +281,41 @@ describe("WebSockets over HTTP/2: refusals and limits", () => {
     expect(o.handshakes).toEqual([])
     await until(async () => (await metricSum(env.proxy, "sentinel_rejected_requests_total", { reason: "connect_protocol_unsupported" })) === 1, "501 counted")
     await until(() => jsonLines(env.accessLog).some((l) => l.status === 405), "405 logged")
+  })
+
+  it("an upstream that refuses the upgrade has its answer relayed as a normal response on the stream", async () => {
+    const server = http.createServer((_req, res) => {
+      res.writeHead(401, { "content-type": "text/plain", "www-authenticate": "Bearer" })
+      res.end("no token")
+    })
+    server.listen(0, "127.0.0.1")
+    await once(server, "listening")
+    cleanups.push(() => new Promise((r) => server.close(() => r())))
+    const env = await start({ port: (server.address() as AddressInfo).port }, "h2")
+    const s = await session(env)
+    const e = await refusal(s)
+    expect([e.status, e.headers["www-authenticate"], e.body]).toEqual([401, "Bearer", "no token"])
+    expect(await metricSum(env.proxy, "sentinel_websocket_connections_total")).toBe(0)
+    // the session serves on: a plain request on it reaches the same upstream
+    const plain = s.request({ ":path": "/again" }, { endStream: true })
+    expect(await new Promise<number>((r) => plain.once("response", (h) => r(Number(h[":status"]))))).toBe(401)
+  })
+
+  it("tunnels per client IP past the limit get 503, streams of one session or not; a closed tunnel gives its slot back", async () => {
+    const o = await origin()
+    const env = await start(o, "h2", { websocket: true }, { limits: { maxWebsocketTunnelsPerClient: 2 } })
+    const s = await session(env)
+    const a = await tunnel(s)
+    await tunnel(s)
+    const e = await refusal(s)
+    expect(e.status).toBe(503)
+    expect(JSON.parse(e.body)).toMatchObject({ reason: "websocket_tunnels_per_client" })
+    a.ws.close()
+    await closed(a.ws)
+    await until(async () => (await metricSum(env.proxy, "sentinel_websocket_connections_active")) === 1, "one left")
+    const c = await tunnel(s)
+    c.ws.send("ok")
+    expect((await nextMessage(c.ws)).data.toString()).toBe("ok")
   })
 
   it("back-pressure: a client that does not read its stream pauses the origin (HTTP/2 flow control); reading again lets it flow", async () => {

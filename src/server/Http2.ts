@@ -29,7 +29,9 @@
  *   start more than about that many upstream requests that it abandons;
  * - streams per session (`keepalive-max-requests`): then a graceful GOAWAY (`max_requests`);
  * - an idle session (no open stream) is closed at the keep-alive timeout (`idle_timeout`);
- * - `sessionMemory`: node's bound on what one session may buffer (MB).
+ * - `sessionMemory`: node's bound on what one session may buffer (MB);
+ * - flow control: the connection window is max-concurrent-streams x 64 KiB (each stream keeps
+ *   nghttp2's 64 KiB), at most `CONNECTION_WINDOW_MAX`, as nginx opens it.
  */
 import * as http2 from "node:http2"
 import type { Socket } from "node:net"
@@ -78,6 +80,8 @@ export const STREAM_CREDIT = 1024
 export const SWEEP_MS = 100
 /** nghttp2's initial stream window (SETTINGS_INITIAL_WINDOW_SIZE, left at its default). */
 const STREAM_WINDOW = 65535
+/** The largest connection window a session is given (bytes a client may send ahead in all). */
+export const CONNECTION_WINDOW_MAX = 8 * 1024 * 1024
 
 /** The DATA bytes a stream received so far: its native handle's count; undefined when node hides it. */
 let handleSymbol: symbol | undefined
@@ -201,9 +205,10 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
     if (closing) session.close()
     // nginx's flow control: the connection window is what the streams' own windows add up to
     // (nghttp2's 64 KiB each), so that those bound what a client may send ahead; the default
-    // 64 KiB for the whole connection would stall every upload and WebSocket stream behind one
+    // 64 KiB for the whole connection would stall every upload and WebSocket stream behind one.
+    // At most CONNECTION_WINDOW_MAX: below node's memory bound of a session (10 MB)
     try {
-      session.setLocalWindowSize(limits.maxConcurrentStreams * STREAM_WINDOW)
+      session.setLocalWindowSize(Math.min(limits.maxConcurrentStreams * STREAM_WINDOW, CONNECTION_WINDOW_MAX))
     } catch {
       // a session already closing
     }

@@ -283,6 +283,29 @@ describe("WebSockets over HTTP/2: refusals and limits", () => {
     await until(() => jsonLines(env.accessLog).some((l) => l.status === 405), "405 logged")
   })
 
+  it("the route's filters run on the handshake as on HTTP/1.1: a header filter edits the upstream's handshake, a rate limit refuses one (429)", async () => {
+    const o = await origin()
+    const env = await start(
+      o,
+      "h2",
+      { websocket: true, filters: ["hq", "rl"] },
+      {
+        filters: [
+          { id: "hq", type: "headers", set: [["X-Added", "by-filter"]] },
+          { id: "rl", type: "rate-limit", maxRps: 1, burst: 1, key: "client-ip", onLimit: "reject" }
+        ]
+      }
+    )
+    const s = await session(env)
+    const { ws } = await tunnel(s)
+    expect(o.handshakes[0]["x-added"]).toBe("by-filter")
+    const e = await refusal(s)
+    expect(e.status).toBe(429)
+    expect(o.handshakes.length).toBe(1)
+    ws.send("still open")
+    expect((await nextMessage(ws)).data.toString()).toBe("still open")
+  })
+
   it("an upstream that refuses the upgrade has its answer relayed as a normal response on the stream", async () => {
     const server = http.createServer((_req, res) => {
       res.writeHead(401, { "content-type": "text/plain", "www-authenticate": "Bearer" })
@@ -350,7 +373,7 @@ describe("WebSockets over HTTP/2: refusals and limits", () => {
     await until(() => sent > at + 8 * 1024 * 1024, "flowing again", 10_000)
   })
 
-  it("inspection by an agent over TLS h2: a dropped frame never reaches the origin, the next one does", async () => {
+  it("agents over TLS h2: a request-header agent's block answers the handshake; frame inspection drops a frame, the next one passes", async () => {
     const sockDir = socketDir()
     const socket = path.join(sockDir, "ws.sock")
     const agent = await spawnRawAgent(socket)
@@ -360,12 +383,16 @@ describe("WebSockets over HTTP/2: refusals and limits", () => {
       "https",
       { websocket: true, websocketInspection: true, filters: ["inspect"] },
       {
-        agents: [{ id: "raw", socketPath: socket, events: ["websocket_frame"], timeoutMs: 1000, reconnectBaseMs: 20 }],
+        agents: [{ id: "raw", socketPath: socket, events: ["request_headers", "websocket_frame"], timeoutMs: 1000, reconnectBaseMs: 20 }],
         filters: [{ id: "inspect", type: "agent", agent: "raw", failureMode: "closed" }]
       }
     )
     await agent.waitFor((l) => l.event === "handshake")
     const s = await session(env)
+    // the handshake's request headers go to the agent, whose block is the answer
+    const blocked = await refusal(s, "/", { "x-raw-mode": "block" })
+    expect([blocked.status, blocked.headers["x-blocked-by"], blocked.body]).toEqual([403, "raw-agent", "blocked by rawAgent"])
+    expect(o.handshakes).toEqual([])
     const { ws } = await tunnel(s)
     ws.send("drop me")
     ws.send("keep me")

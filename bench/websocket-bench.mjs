@@ -3,16 +3,20 @@
 // 16 KiB messages over 50 tunnels, in one run, through
 //   - Sentinel (one process, CPU 0; a route with `websocket #true`, access log on),
 //   - Sentinel with `websocket-inspection #true` and the echo agent (every frame to the agent),
+//   - Sentinel with the client side over HTTP/2 (an `h2` listener, the 50 tunnels as streams of
+//     one connection, RFC 8441; the upstream leg HTTP/1.1 as ever),
 //   - nginx (1 worker, CPU 0; proxy_pass with the Upgrade/Connection headers),
 //   - and directly to the origin (the ceiling of the load generator and origin).
 // The origin is a `ws` echo server and the load generator a Node process (bench/ws-load.mjs),
-// both on CPU 1; the proxies take turns on CPU 0, so "per core" is what the table shows.
-// Rounds are interleaved (each target once per round); the best round counts.
+// both on CPU 1; the proxies take turns on CPU 0. Besides messages/s (which the shared CPU 1
+// bounds as much as the proxy), the CPU time the proxy's processes spent (user + system, /proc)
+// per message: "per core" is nginx's CPU per message over the row's. Rounds are interleaved
+// (each target once per round); the medians over rounds are shown.
 // Writes bench/results/websocket-latest.md.
 //
-//   node bench/websocket-bench.mjs [--seconds 5] [--rounds 2] [--conns 50]
+//   node bench/websocket-bench.mjs [--seconds 5] [--rounds 3] [--conns 50]
 import { execFileSync, spawn } from "node:child_process"
-import { existsSync, mkdirSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs"
 import net from "node:net"
 import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -24,7 +28,7 @@ const arg = (name, fallback) => {
   return i >= 0 ? process.argv[i + 1] : fallback
 }
 const seconds = Number(arg("seconds", "5"))
-const rounds = Number(arg("rounds", "2"))
+const rounds = Number(arg("rounds", "3"))
 const conns = Number(arg("conns", "50"))
 const sizes = [64, 16 * 1024]
 
@@ -48,10 +52,31 @@ const waitPort = async (port) => {
   throw new Error(`port ${port} never opened`)
 }
 
+// CPU time (user + system) of a process and its children (nginx's workers), microseconds
+const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
+const statOf = (pid) => {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
+  } catch {
+    return undefined
+  }
+}
+const treeCpuUs = (pid) => {
+  let us = 0
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue
+    const f = statOf(entry)
+    if (f === undefined || (Number(entry) !== pid && Number(f[1]) !== pid)) continue
+    us += (Number(f[11]) + Number(f[12])) * TICK_US
+  }
+  return us
+}
+
 const ORIGIN = 19301
 const SENTINEL = 19302
 const INSPECT = 19303
 const NGINX = 19304
+const SENTINEL_H2 = 19305
 
 // origin: ws echo on CPU 1
 writeFileSync(
@@ -69,7 +94,7 @@ const sentinelKdl = (name, port, agentSocket) => {
     file,
     `schema-version "1.0"
 system { graceful-shutdown-timeout-secs 1 }
-listeners { listener "bench" { address "127.0.0.1:${port}" } }
+listeners { listener "bench" { address "127.0.0.1:${port}"${name === "h2" ? `; protocol "h2"` : ""} } }
 upstreams { upstream "origin" { target "127.0.0.1:${ORIGIN}" } }
 ${agentSocket ? `agents { agent "echo" { unix-socket "${agentSocket}"; events "websocket_frame"; timeout-ms 1000 } }
 filters { filter "echo" { type "agent"; agent "echo" } }` : ""}
@@ -92,13 +117,15 @@ const agentSocket = join(work, "echo.sock")
 start(pin(1, [process.execPath, join(root, "dist/agents-bin/echo/main.js"), "--socket", agentSocket]))
 for (let i = 0; i < 200 && !existsSync(agentSocket); i++) await new Promise((r) => setTimeout(r, 50))
 
-const targets = [{ name: "direct to origin", port: ORIGIN, start: async () => undefined, stop: () => undefined }]
+const targets = [{ name: "direct to origin", port: ORIGIN, start: async () => undefined, stop: () => undefined, cpu: () => 0 }]
 // SIGTERM for both: nginx's master stops its workers, Sentinel drains (1 s)
-const proxyTarget = (name, port, argv, graceful = true) => {
+const proxyTarget = (name, port, argv, graceful = true, scheme = "ws") => {
   let child
   return {
     name,
     port,
+    scheme,
+    cpu: () => treeCpuUs(child.pid),
     start: async () => {
       child = start(pin(0, argv), { SENTINEL_NO_RESPAWN: "1" }, { graceful })
       await waitPort(port)
@@ -111,6 +138,7 @@ const proxyTarget = (name, port, argv, graceful = true) => {
   }
 }
 targets.push(proxyTarget("Sentinel", SENTINEL, [process.execPath, ...PROXY_V8_FLAGS, join(root, "dist/main.js"), "run", "-c", sentinelKdl("plain", SENTINEL)]))
+targets.push(proxyTarget("Sentinel, client over HTTP/2", SENTINEL_H2, [process.execPath, ...PROXY_V8_FLAGS, join(root, "dist/main.js"), "run", "-c", sentinelKdl("h2", SENTINEL_H2)], true, "h2c"))
 targets.push(proxyTarget("Sentinel + inspection (echo agent)", INSPECT, [process.execPath, ...PROXY_V8_FLAGS, join(root, "dist/main.js"), "run", "-c", sentinelKdl("inspect", INSPECT, agentSocket)]))
 if (has("nginx")) {
   writeFileSync(
@@ -127,50 +155,64 @@ http { access_log ${work}/nginx-access.log; keepalive_timeout 120s;
   targets.push(proxyTarget("nginx (1 worker)", NGINX, ["nginx", "-c", join(work, "nginx.conf"), "-p", work], true))
 }
 
-const load = (port, size) =>
+const load = (port, size, scheme = "ws") =>
   new Promise((resolve, reject) => {
-    const argv = pin(1, [process.execPath, join(root, "bench/ws-load.mjs"), `ws://127.0.0.1:${port}/`, String(conns), String(size), String(seconds)])
+    const argv = pin(1, [process.execPath, join(root, "bench/ws-load.mjs"), `${scheme}://127.0.0.1:${port}/`, String(conns), String(size), String(seconds)])
     const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "inherit"] })
     let out = ""
     child.stdout.on("data", (c) => (out += c))
     child.on("exit", (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`load generator exited ${code}`))))
   })
 
-const best = new Map()
+const runs = new Map()
 for (let round = 1; round <= rounds; round++) {
   for (const t of targets) {
     await t.start()
     for (const size of sizes) {
-      const r = await load(t.port, size)
+      const cpu0 = t.cpu()
+      const r = await load(t.port, size, t.scheme)
+      r.cpuUsPerMsg = (t.cpu() - cpu0) / Math.max(1, r.messages)
       const key = `${t.name}|${size}`
-      const prev = best.get(key)
-      if (prev === undefined || r.perSecond > prev.perSecond) best.set(key, r)
-      console.error(`round ${round} ${t.name} ${size} B: ${Math.round(r.perSecond)} msg/s p99 ${r.p99Ms.toFixed(2)} ms`)
+      runs.set(key, [...(runs.get(key) ?? []), r])
+      console.error(`round ${round} ${t.name} ${size} B: ${Math.round(r.perSecond)} msg/s p99 ${r.p99Ms.toFixed(2)} ms cpu ${r.cpuUsPerMsg.toFixed(1)} us/msg`)
     }
     await t.stop()
   }
 }
 stopAll()
 
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+const stat = (key, field) => median((runs.get(key) ?? []).map((r) => r[field]))
 const rows = []
-const nginxOf = (size) => best.get(`nginx (1 worker)|${size}`)
 for (const size of sizes) {
+  const nKey = `nginx (1 worker)|${size}`
+  const nginx = runs.has(nKey)
   for (const t of targets) {
-    const r = best.get(`${t.name}|${size}`)
-    const n = nginxOf(size)
-    const ratio = n !== undefined && t.name !== "direct to origin" ? (r.perSecond / n.perSecond).toFixed(2) : "-"
-    rows.push(`| ${size === 64 ? "64 B" : "16 KiB"} | ${t.name} | ${Math.round(r.perSecond)} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} | ${ratio} |`)
+    const key = `${t.name}|${size}`
+    const proxied = t.name !== "direct to origin"
+    const ratio = nginx && proxied ? (stat(key, "perSecond") / stat(nKey, "perSecond")).toFixed(2) : "-"
+    const cpu = proxied ? stat(key, "cpuUsPerMsg").toFixed(1) : "-"
+    const perCore = nginx && proxied ? (stat(nKey, "cpuUsPerMsg") / stat(key, "cpuUsPerMsg")).toFixed(2) : "-"
+    rows.push(
+      `| ${size === 64 ? "64 B" : "16 KiB"} | ${t.name} | ${Math.round(stat(key, "perSecond"))} | ${stat(key, "p50Ms").toFixed(2)} | ${stat(key, "p99Ms").toFixed(2)} | ${ratio} | ${cpu} | ${perCore} |`
+    )
   }
 }
+const os = await import("node:os")
 const report = `# WebSocket benchmark
 
 ${conns} tunnels, each a closed loop (one message, wait for its echo); ${seconds} s per measurement,
-${rounds} interleaved rounds, best round shown. Proxies on CPU 0 (one process / one worker), the
-\`ws\` echo origin and the Node load generator on CPU 1. Node ${process.version}; load average
-at the end ${(await import("node:os")).loadavg().map((l) => l.toFixed(1)).join(" ")} (other work on the machine skews every row).
+${rounds} interleaved rounds, medians shown. Proxies on CPU 0 (one process / one worker), the
+\`ws\` echo origin and the Node load generator on CPU 1. "CPU us/msg": the proxy's own CPU time
+(user + system, its processes) per echoed message (one frame each way); "per core" is nginx's
+over the row's (1.00 = as cheap as nginx). Node ${process.version}; load average at the end
+${os.loadavg().map((l) => l.toFixed(1)).join(" ")} (other work on the machine skews every row).
 
-| message | through | messages/s | p50 ms | p99 ms | vs nginx |
-|---|---|---|---|---|---|
+| message | through | messages/s | p50 ms | p99 ms | msg/s vs nginx | CPU us/msg | per core vs nginx |
+|---|---|---|---|---|---|---|---|
 ${rows.join("\n")}
 `
 mkdirSync(join(root, "bench/results"), { recursive: true })

@@ -61,10 +61,11 @@ export const cutOf = (socket: Socket | null | undefined): ListenerCut | undefine
  * The response of `ctx` closed before the pipeline finished it: not finished at all, or
  * finished by the listener's own answer (body idle 408). Read in `close` handlers. (An HTTP/2
  * compat response reports `writableFinished` when its stream is reset too; `writableEnded`
- * says whether it was ended.)
+ * says whether it was ended. A WebSocket over HTTP/2 leaves its response open for the tunnel:
+ * once the tunnel started, its handshake was answered.)
  */
 export const closedEarly = (ctx: RequestContext, socket: Socket | null = ctx.req.socket): boolean =>
-  !ctx.res.writableFinished || !ctx.res.writableEnded || cutOf(socket)?.answered === ctx.res
+  (!ctx.res.writableFinished || !ctx.res.writableEnded || cutOf(socket)?.answered === ctx.res) && ctx.websocket?.tunnelStarted !== true
 
 /**
  * Status and `error` of a request whose response closed early (once, before it is logged):

@@ -329,8 +329,9 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     if (declaredBodyOver(ctx, plan.maxBodySize)) return refuseUnread(ctx, new BodyTooLarge(), plan)
     if (plan.upstream !== undefined) ctx.upstreamHeaders = buildUpstreamHeaders(ctx, plan)
     // WebSocket handshakes (src/websocket/): the route's policy refuses them or prepares the upgrade
-    if (ctx.header("upgrade") !== undefined) {
-      const refusal = plan.upgrade !== undefined ? plan.upgrade.check(ctx) : isUpgradeRequest(req) ? upgradeRefused(ctx) : undefined
+    if (ctx.header("upgrade") !== undefined || ctx.webSocketOverH2) {
+      const refusal =
+        plan.upgrade !== undefined ? plan.upgrade.check(ctx) : isUpgradeRequest(req) || ctx.webSocketOverH2 ? upgradeRefused(ctx) : undefined
       if (refusal !== undefined) {
         sendStageAnswer(ctx, env, refusal, plan)
         return complete(ctx, plan)

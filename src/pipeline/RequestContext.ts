@@ -41,6 +41,12 @@ export interface RequestContext {
    * sent (`Connection: close` is a GOAWAY there), and a body may come without a Content-Length.
    */
   readonly http2: boolean
+  /**
+   * An HTTP/2 WebSocket handshake (RFC 8441 extended CONNECT, `:protocol websocket`): routed,
+   * filtered, shown to agents and forwarded as the GET upgrade it stands for (`method` is
+   * "GET"); src/websocket/ answers it and tunnels over the stream.
+   */
+  readonly webSocketOverH2: boolean
   /** The connection's TLS facts (`connectionTls`) on an https listener; undefined over cleartext. */
   readonly tls: ConnectionTls | undefined
   routeId: string

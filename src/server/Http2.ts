@@ -6,7 +6,8 @@
  * pipeline as HTTP/1.1.
  *
  * Defences (edge-security.md §4), each counted and logged through `onDefence`:
- * - SETTINGS we announce: `max-concurrent-streams`, header list size from `limits`, no push;
+ * - SETTINGS we announce: `max-concurrent-streams`, header list size from `limits`, no push,
+ *   extended CONNECT (RFC 8441, for WebSockets: src/websocket/OverHttp2.ts);
  *   nghttp2 refuses streams beyond them, malformed and connection-specific headers, and a
  *   content-length that the DATA frames contradict (a stream error: the request is aborted,
  *   and with it its upstream exchange);
@@ -28,7 +29,9 @@
  *   start more than about that many upstream requests that it abandons;
  * - streams per session (`keepalive-max-requests`): then a graceful GOAWAY (`max_requests`);
  * - an idle session (no open stream) is closed at the keep-alive timeout (`idle_timeout`);
- * - `sessionMemory`: node's bound on what one session may buffer (MB).
+ * - `sessionMemory`: node's bound on what one session may buffer (MB);
+ * - flow control: the connection window is max-concurrent-streams x 64 KiB (each stream keeps
+ *   nghttp2's 64 KiB), at most `CONNECTION_WINDOW_MAX`, as nginx opens it.
  */
 import * as http2 from "node:http2"
 import type { Socket } from "node:net"
@@ -50,6 +53,8 @@ export interface Http2Limits {
 export interface Http2Hooks {
   /** A request (stream) on one of the sessions. */
   readonly onRequest: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void
+  /** A CONNECT stream (node's compat API keeps them apart): extended CONNECT (RFC 8441) or plain. */
+  readonly onConnect: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void
   /** A defence closed a session or refused something: count and log it. */
   readonly onDefence: (reason: string, clientIp: string) => void
 }
@@ -73,6 +78,10 @@ export const CONTROL_RATE = 10
 export const OVERHEAD_BASE = 1024 * 1024
 export const STREAM_CREDIT = 1024
 export const SWEEP_MS = 100
+/** nghttp2's initial stream window (SETTINGS_INITIAL_WINDOW_SIZE, left at its default). */
+const STREAM_WINDOW = 65535
+/** The largest connection window a session is given (bytes a client may send ahead in all). */
+export const CONNECTION_WINDOW_MAX = 8 * 1024 * 1024
 
 /** The DATA bytes a stream received so far: its native handle's count; undefined when node hides it. */
 let handleSymbol: symbol | undefined
@@ -98,7 +107,10 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
     settings: {
       maxConcurrentStreams: limits.maxConcurrentStreams,
       maxHeaderListSize: limits.maxHeaderListSize,
-      enablePush: false
+      enablePush: false,
+      // RFC 8441: WebSockets over HTTP/2 streams. Always announced (SETTINGS go out before any
+      // route is known, and a reload may enable one): a route without `websocket` answers 403
+      enableConnectProtocol: true
     },
     // more pairs than the limits allow, so that the validator answers 431 rather than a reset
     maxHeaderListPairs: 4096,
@@ -191,6 +203,15 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
       }
     })
     if (closing) session.close()
+    // nginx's flow control: the connection window is what the streams' own windows add up to
+    // (nghttp2's 64 KiB each), so that those bound what a client may send ahead; the default
+    // 64 KiB for the whole connection would stall every upload and WebSocket stream behind one.
+    // At most CONNECTION_WINDOW_MAX: below node's memory bound of a session (10 MB)
+    try {
+      session.setLocalWindowSize(Math.min(limits.maxConcurrentStreams * STREAM_WINDOW, CONNECTION_WINDOW_MAX))
+    } catch {
+      // a session already closing
+    }
     idle()
     session.on("stream", (stream: http2.ServerHttp2Stream) => {
       w.opened++
@@ -230,6 +251,7 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
     if (session === undefined || !watched.has(session)) hooks.onDefence("session_error", "")
   })
   server.on("request", hooks.onRequest)
+  server.on("connect", hooks.onConnect)
 
   return {
     server,

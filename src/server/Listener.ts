@@ -115,6 +115,9 @@ export const tlsErrorReason = (err: NodeJS.ErrnoException): string => {
 }
 
 
+/** The methods a CONNECT's 405 names. */
+const CONNECT_ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
 export const startListener = (
   config: ListenerConfig,
   limits: LimitsConfig,
@@ -265,7 +268,7 @@ export const startListener = (
         bytesSent: answerBytes(METHOD_CONNECT)
       })
       socket.on("error", () => socket.destroy())
-      socket.end(rawAnswer(METHOD_CONNECT, "allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n"))
+      socket.end(rawAnswer(METHOD_CONNECT, `allow: ${CONNECT_ALLOW}\r\n`))
     })
 
     // WebSocket handshakes (src/websocket/Upgrade.ts): node hands the connection over; the request
@@ -356,7 +359,7 @@ export const startListener = (
               maxEarlyResets: config.maxEarlyResets,
               idleTimeoutMs: t.keepAliveMs
             },
-            { onRequest: (req, res) => onHttp2Request(req, res), onDefence }
+            { onRequest: (req, res) => onHttp2Request(req, res), onConnect: (req, res) => onHttp2Connect(req, res), onDefence }
           )
     if (h2 !== undefined) {
       const http1 = (http as unknown as { _connectionListener?: (this: http.Server, socket: Socket) => void })._connectionListener
@@ -406,6 +409,26 @@ export const startListener = (
     /** An HTTP/2 stream: the same admission and in-flight accounting as an HTTP/1.1 request. */
     const onHttp2Request = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) =>
       admitAndHandle(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse)
+    /**
+     * An HTTP/2 CONNECT stream. Extended CONNECT (`:protocol`, RFC 8441) is a request like any
+     * other (the pipeline validates it and src/websocket/ tunnels `websocket` over the stream); a
+     * plain CONNECT gets 405, as on HTTP/1.1.
+     */
+    const onHttp2Connect = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+      if (req.headers[":protocol"] !== undefined) return onHttp2Request(req, res)
+      hooks.onClientError({
+        listener: config.id,
+        status: METHOD_CONNECT.status,
+        reason: METHOD_CONNECT.reason,
+        clientIp: req.socket?.remoteAddress ?? "",
+        stage: "request",
+        req: req as unknown as http.IncomingMessage,
+        bytesSent: answerBytes(METHOD_CONNECT)
+      })
+      const r = res as unknown as http.ServerResponse
+      r.setHeader("allow", CONNECT_ALLOW)
+      r.end(writeAnswer(r, METHOD_CONNECT, false))
+    }
     const queueTimeoutMs = admissionConfigFor(limits).queueTimeoutMs
     const refuse = (req: http.IncomingMessage, res: http.ServerResponse, reason: string) => {
       const answer = errorAnswer(new Overloaded({ reason }))

@@ -3,7 +3,7 @@
  * one (400, or 426 for a version other than 13), and is the upstream's 101 the answer to it
  * (its `Sec-WebSocket-Accept`, the extensions it chose).
  */
-import { createHash } from "node:crypto"
+import { createHash, randomBytes } from "node:crypto"
 
 /** RFC 6455 §1.3: appended to the key before hashing. */
 export const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -67,6 +67,21 @@ export const checkClientHandshake = (req: HandshakeRequest): HandshakeRefusal | 
   }
   return undefined
 }
+
+/**
+ * The rules of an HTTP/2 WebSocket handshake (RFC 8441 §5: an extended CONNECT with
+ * `:protocol websocket`, which the validator already checked): no key, no `Connection`, but
+ * the version must be 13. A wrong version is a 400 naming the version we speak (HTTP/2 has no
+ * 426 upgrade: `Upgrade` is a connection-specific header there).
+ */
+export const checkHttp2Handshake = (headers: Readonly<Record<string, HeaderValue>>): HandshakeRefusal | undefined => {
+  const version = joined(headers["sec-websocket-version"])?.trim()
+  if (version !== WEBSOCKET_VERSION) return { status: 400, reason: "websocket_unsupported_version", headers: ["sec-websocket-version", WEBSOCKET_VERSION] }
+  return undefined
+}
+
+/** A fresh `Sec-WebSocket-Key` for the upstream leg of an HTTP/2 WebSocket (the client sends none). */
+export const newKey = (): string => randomBytes(16).toString("base64")
 
 /** RSV bits the negotiated extensions may set (RFC 7692: permessage-deflate uses RSV1; any other: all). */
 export const rsvAllowedBy = (extensions: string | undefined): number => {

@@ -24,6 +24,7 @@
  *   upstream), then FIN; sockets still open `CLOSE_GRACE_MS` later are destroyed.
  */
 import type { Socket } from "node:net"
+import type { Duplex } from "node:stream"
 import { randomBytes } from "node:crypto"
 import {
   CloseCode,
@@ -99,7 +100,8 @@ export interface TunnelSummary {
 }
 
 export interface TunnelOptions {
-  readonly client: Socket
+  /** The client's connection (HTTP/1.1), or its HTTP/2 stream (RFC 8441: DATA frames, END_STREAM as FIN). */
+  readonly client: Duplex
   /** Client bytes read before the tunnel started (after the handshake request). */
   readonly clientHead: ReadonlyArray<Buffer>
   readonly upstream: Socket
@@ -138,8 +140,8 @@ class Flow {
 
   constructor(
     readonly tunnel: Tunnel,
-    readonly src: Socket,
-    readonly dst: Socket,
+    readonly src: Duplex,
+    readonly dst: Duplex,
     readonly sender: Sender,
     limits: FrameLimits,
     inspecting: boolean
@@ -296,9 +298,10 @@ export class Tunnel {
     }
     this.up = new Flow(this, client, upstream, "client", frameLimits, inspecting)
     this.down = new Flow(this, upstream, client, "server", frameLimits, inspecting)
-    for (const s of [client, upstream]) {
-      s.setTimeout(0)
-      s.setNoDelay(true)
+    for (const s of [client, upstream] as Array<Duplex & Partial<Pick<Socket, "setTimeout" | "setNoDelay">>>) {
+      // a socket's; an HTTP/2 stream has no Nagle to turn off
+      s.setTimeout?.(0)
+      s.setNoDelay?.(true)
       s.on("error", noop)
     }
     client.on("close", () => this.socketClosed("client"))
@@ -403,7 +406,7 @@ export class Tunnel {
     this.armGrace()
   }
 
-  private sendClose(flow: Flow, dst: Socket, code: number, reason: string, mask: Buffer | undefined): void {
+  private sendClose(flow: Flow, dst: Duplex, code: number, reason: string, mask: Buffer | undefined): void {
     if (!dst.destroyed && dst.writable && !flow.injected && flow.atBoundary) {
       flow.injected = true
       const frame = encodeClose(code, reason, mask)

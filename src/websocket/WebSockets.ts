@@ -18,6 +18,7 @@
  *   handshake came in on (a reload leaves open tunnels as they are).
  */
 import type { Socket } from "node:net"
+import type { Duplex } from "node:stream"
 import { Duration } from "effect"
 import type { LimitsConfig, RouteConfig, SentinelConfig } from "../config/Schema.js"
 import type { Metrics } from "../observability/Metrics.js"
@@ -29,7 +30,8 @@ import { connectionTokens, isHopByHop } from "../http/HopByHop.js"
 import type { WebSocketFrameAgents } from "../agents/AgentsExtension.js"
 import type { PhaseContext } from "../agents/AgentDecision.js"
 import { opcodeName } from "./Frame.js"
-import { asksForWebSocket, checkClientHandshake, checkUpstreamAnswer } from "./Handshake.js"
+import { asksForWebSocket, checkClientHandshake, checkHttp2Handshake, checkUpstreamAnswer, newKey } from "./Handshake.js"
+import { openHttp2Tunnel, removeHeader } from "./OverHttp2.js"
 import { WebSocketSession } from "./Session.js"
 import { Tunnel, type FrameInspector, type TunnelLimits, type TunnelSummary } from "./Tunnel.js"
 import { TunnelRegistry, type TunnelEntry } from "./Tunnels.js"
@@ -70,17 +72,6 @@ const answer = (ctx: RequestContext, status: number, reason: string, headers: Re
 const hasBody = (ctx: RequestContext): boolean => {
   const h = ctx.req.headers
   return h["transfer-encoding"] !== undefined || (h["content-length"] !== undefined && h["content-length"] !== "0")
-}
-
-/** Removes every `name` (lower-case) from a flat header list, in place. */
-const removeHeader = (flat: Array<string>, name: string): void => {
-  let w = 0
-  for (let r = 0; r < flat.length; r += 2) {
-    if (flat[r].toLowerCase() === name) continue
-    flat[w++] = flat[r]
-    flat[w++] = flat[r + 1]
-  }
-  flat.length = w
 }
 
 /** The upstream's 101 head: lower-case name -> value (repeated ones joined). */
@@ -156,7 +147,7 @@ export const makeWebSockets = (initial: SentinelConfig, options: WebSocketsOptio
 
   /** A route without `websocket #true`: every WebSocket handshake gets 403 (audited). */
   const refuse = (ctx: RequestContext, route: RouteConfig): Answer | undefined => {
-    if (!asksForWebSocket(ctx.req.headers.upgrade)) return undefined
+    if (!ctx.webSocketOverH2 && !asksForWebSocket(ctx.req.headers.upgrade)) return undefined
     refusedAudit(ctx, route, "websocket_not_enabled", 403)
     return answer(ctx, 403, "websocket_not_enabled")
   }
@@ -170,12 +161,15 @@ export const makeWebSockets = (initial: SentinelConfig, options: WebSocketsOptio
     const bytesDown = metrics.websocketBytes.child(route.id, "server_to_client")
 
     const check = (ctx: RequestContext): Answer | undefined => {
-      if (!asksForWebSocket(ctx.req.headers.upgrade)) return undefined
-      const bad = checkClientHandshake({ method: ctx.method, httpVersion: ctx.req.httpVersion, headers: ctx.req.headers })
+      const overH2 = ctx.webSocketOverH2
+      if (!overH2 && !asksForWebSocket(ctx.req.headers.upgrade)) return undefined
+      const bad = overH2
+        ? checkHttp2Handshake(ctx.req.headers)
+        : checkClientHandshake({ method: ctx.method, httpVersion: ctx.req.httpVersion, headers: ctx.req.headers })
       if (bad !== undefined) return answer(ctx, bad.status, bad.reason, bad.headers)
       if (hasBody(ctx)) return answer(ctx, 400, "websocket_request_body")
       // a handshake that did not come through the listener's upgrade path has no socket to take
-      if (!isUpgradeRequest(ctx.req)) return answer(ctx, 400, "websocket_not_upgradable")
+      if (!overH2 && !isUpgradeRequest(ctx.req)) return answer(ctx, 400, "websocket_not_upgradable")
       if (tunnels.isDraining(ctx.listenerId)) return answer(ctx, 503, "websocket_draining", ["retry-after", "1"])
       const full = tunnels.reserve(ctx.clientIp)
       if (full !== undefined) return answer(ctx, 503, full, ["retry-after", "1"])
@@ -183,7 +177,16 @@ export const makeWebSockets = (initial: SentinelConfig, options: WebSocketsOptio
       // compressed frames would hide their payloads from the agents: no extension is negotiated
       if (inspecting && offered) removeHeader(ctx.upstreamHeaders, "sec-websocket-extensions")
       const ip = ctx.clientIp
-      ctx.websocket = new WebSocketSession(ctx.header("sec-websocket-key")!.trim(), offered && !inspecting, () => tunnels.release(ip))
+      let key: string
+      if (overH2) {
+        // RFC 8441: the client sends no key; the upstream leg is an HTTP/1.1 handshake with one of ours,
+        // and the stream is the tunnel (no request body goes upstream)
+        key = newKey()
+        removeHeader(ctx.upstreamHeaders, "sec-websocket-key")
+        ctx.upstreamHeaders.push("sec-websocket-key", key)
+        ctx.upstreamBody = null
+      } else key = ctx.header("sec-websocket-key")!.trim()
+      ctx.websocket = new WebSocketSession(key, offered && !inspecting, () => tunnels.release(ip))
       return undefined
     }
 
@@ -225,18 +228,29 @@ export const makeWebSockets = (initial: SentinelConfig, options: WebSocketsOptio
       const flat = endToEnd(raw, headers.get("connection"))
       flat.push("x-request-id", ctx.traceId, "x-correlation-id", ctx.traceId)
       if (ctx.responseHeaders !== undefined) flat.push(...ctx.responseHeaders)
-      editHead(101, flat)
-      flat.push("upgrade", "websocket", "connection", "Upgrade")
+      // HTTP/2: the tunnel opens with a 200 on the stream (RFC 8441 §5)
+      const status = ctx.webSocketOverH2 ? 200 : 101
+      editHead(status, flat)
+      let client: { readonly socket: Duplex; readonly held: ReadonlyArray<Buffer> } | undefined
       try {
-        res.writeHead(101, flat)
-        res.end()
+        if (ctx.webSocketOverH2) {
+          const stream = openHttp2Tunnel(res, flat)
+          if (stream !== undefined) {
+            ctx.status = 200
+            client = { socket: stream, held: [] }
+          }
+        } else {
+          flat.push("upgrade", "websocket", "connection", "Upgrade")
+          res.writeHead(101, flat)
+          res.end()
+          ctx.status = 101
+          client = takeUpgradedSocket(ctx.req, res)
+        }
       } catch {
         // a header value node refuses to write: the upstream's answer cannot be relayed
         ctx.error = "upstream_invalid_header"
         return "upstream"
       }
-      ctx.status = 101
-      const client = takeUpgradedSocket(ctx.req, res)
       if (client === undefined) return "client"
       ws.tunnelStarted = true
       metrics.websocketConnections.inc(route.id)

@@ -34,6 +34,30 @@ describe("validateRequest on HTTP/2 heads", () => {
     expect(r._tag === "Valid" && r.request.headers).toEqual([["x", "y"], ["cookie", "a=1; b=2"]])
   })
 
+  it("extended CONNECT (RFC 8441): only with :protocol websocket, only on HTTP/2; a plain CONNECT stays 405", () => {
+    const ok = h2([":protocol", "websocket", ":authority", "app.example", "sec-websocket-version", "13"], "CONNECT", "/chat?x=1")
+    expect(ok._tag).toBe("Valid")
+    if (ok._tag !== "Valid") return
+    expect([ok.request.method, ok.request.connectProtocol, ok.request.target, ok.request.hostname]).toEqual(["CONNECT", "websocket", "/chat?x=1", "app.example"])
+    expect(ok.request.headers).toEqual([["sec-websocket-version", "13"]])
+    expect(h2([":protocol", "chat", ":authority", "a"], "CONNECT", "/")).toEqual({ _tag: "Rejected", status: 501, reason: "connect-protocol-unsupported" })
+    expect(h2([":authority", "a"], "CONNECT", "/")).toEqual({ _tag: "Rejected", status: 405, reason: "method-connect" })
+    expect(h2([":protocol", "websocket", ":protocol", "websocket", ":authority", "a"], "CONNECT", "/")).toEqual({ _tag: "Rejected", status: 400, reason: "pseudo-header-invalid" })
+    // the same head over HTTP/1.1 is a CONNECT as ever
+    expect(validateRequest({ method: "CONNECT", url: "/chat", httpVersion: "1.1", rawHeaders: ["host", "a"] })).toEqual({ _tag: "Rejected", status: 405, reason: "method-connect" })
+    // an ordinary request has no connect protocol
+    const get = h2([":authority", "a"])
+    expect(get._tag === "Valid" && get.request.connectProtocol).toBeNull()
+  })
+
+  it(":protocol is refused with every method but CONNECT", () => {
+    fc.assert(
+      fc.property(fc.constantFrom("GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "HEAD"), fc.constantFrom("websocket", "chat", "x"), (method, protocol) => {
+        expect(h2([":protocol", protocol, ":authority", "a"], method, "/")).toEqual({ _tag: "Rejected", status: 400, reason: "pseudo-header-invalid" })
+      })
+    )
+  })
+
   it("HTTP/2.0 in an HTTP/1.1 request line is never taken for HTTP/2", () => {
     fc.assert(
       fc.property(fc.array(fc.constantFrom(":authority", ":path", "host", "x-y"), { maxLength: 4 }), (names) => {

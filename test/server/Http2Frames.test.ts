@@ -112,6 +112,19 @@ describe("3.4 connection preface", () => {
     }
   })
 
+  it("the connection window is opened to what the streams' windows add up to (nginx's flow control), with extended CONNECT announced", async () => {
+    const c = await connectRaw(proxy.port)
+    try {
+      const s = await serverSettings(c)
+      expect(s.get(Setting.ENABLE_CONNECT_PROTOCOL)).toBe(1)
+      const w = await c.waitFor((f) => f.type === FrameType.WINDOW_UPDATE && f.streamId === 0, "the connection WINDOW_UPDATE")
+      // 65535 to begin with (RFC 9113 §6.9.2), raised to max-concurrent-streams x 65535
+      expect(w.payload.readUInt32BE(0) & 0x7fffffff).toBe(MAX_STREAMS * 65535 - 65535)
+    } finally {
+      c.destroy()
+    }
+  })
+
   it("a bad preface is closed without an answer; nothing reaches the upstream", async () => {
     const c = await connectRaw(proxy.port, { preface: false })
     c.send(Buffer.from("PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n", "latin1"), frame(FrameType.SETTINGS, 0, 0))

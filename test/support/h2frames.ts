@@ -56,7 +56,9 @@ export const Setting = {
   MAX_CONCURRENT_STREAMS: 0x3,
   INITIAL_WINDOW_SIZE: 0x4,
   MAX_FRAME_SIZE: 0x5,
-  MAX_HEADER_LIST_SIZE: 0x6
+  MAX_HEADER_LIST_SIZE: 0x6,
+  /** RFC 8441 */
+  ENABLE_CONNECT_PROTOCOL: 0x8
 } as const
 
 export interface Frame {

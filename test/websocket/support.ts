@@ -4,6 +4,7 @@
  */
 import * as net from "node:net"
 import * as http from "node:http"
+import * as http2 from "node:http2"
 import { once } from "node:events"
 import { WebSocket, WebSocketServer, type RawData } from "ws"
 import { makeConfig, type SentinelConfig, type SentinelConfigInput } from "../../src/config/Schema.js"
@@ -139,3 +140,55 @@ export const until = async (cond: () => boolean | Promise<boolean>, what: string
     await sleep(10)
   }
 }
+
+/** An HTTP/2 session to the proxy, once the server's SETTINGS are in (extended CONNECT needs them). */
+export const h2Session = (url: string, options: http2.SecureClientSessionOptions = {}): Promise<http2.ClientHttp2Session> =>
+  new Promise((resolve, reject) => {
+    const s = http2.connect(url, options)
+    s.once("remoteSettings", () => resolve(s))
+    s.once("error", reject)
+  })
+
+/** A refused HTTP/2 WebSocket handshake: the answer's status, headers and body. */
+export interface H2Refusal extends Error {
+  readonly status: number
+  readonly headers: http2.IncomingHttpHeaders
+  readonly body: string
+}
+
+/**
+ * A WebSocket over an HTTP/2 stream (RFC 8441): an extended CONNECT on `session`; on 200 a
+ * `ws` client (masking, as a client does) reads and writes the stream. Rejects with an
+ * `H2Refusal` for any other answer, or the stream's error.
+ */
+export const connectWsH2 = (
+  session: http2.ClientHttp2Session,
+  path = "/",
+  headers: http2.OutgoingHttpHeaders = {}
+): Promise<{ readonly ws: WebSocket; readonly stream: http2.ClientHttp2Stream; readonly headers: http2.IncomingHttpHeaders }> =>
+  new Promise((resolve, reject) => {
+    const stream = session.request(
+      { ":method": "CONNECT", ":protocol": "websocket", ":path": path, "sec-websocket-version": "13", ...headers },
+      { endStream: false }
+    )
+    stream.on("error", reject)
+    stream.once("close", () => reject(new Error(`stream closed (${stream.rstCode})`)))
+    stream.once("response", (h) => {
+      const status = Number(h[":status"])
+      if (status !== 200) {
+        const chunks: Array<Buffer> = []
+        stream.on("data", (c: Buffer) => chunks.push(c))
+        stream.on("end", () => reject(Object.assign(new Error(`status ${status}`), { status, headers: h, body: Buffer.concat(chunks).toString() })))
+        return
+      }
+      // ws's own client would open a TCP connection: this one is handed the stream, as its server side is a socket
+      const ws = new WebSocket(null as unknown as string, undefined, { autoPong: true, closeTimeout: 30_000 } as never)
+      ;(ws as unknown as { _isServer: boolean })._isServer = false
+      ;(ws as unknown as { setSocket: (s: unknown, head: Buffer, o: object) => void }).setSocket(stream, Buffer.alloc(0), {
+        allowSynchronousEvents: true,
+        maxPayload: 64 * 1024 * 1024,
+        skipUTF8Validation: false
+      })
+      resolve({ ws, stream, headers: h })
+    })
+  })

@@ -50,6 +50,7 @@ export const makeContext = (
   let query: string
   let clientIp: string
   let forwarded: ForwardedInfo | undefined
+  let webSocketOverH2 = false
   if (result._tag === "Valid") {
     const v = result.request
     forwarded = resolveForwarded(v, { remoteAddress: req.socket.remoteAddress, encrypted: env.scheme === "https" }, edge.trusted)
@@ -57,6 +58,7 @@ export const makeContext = (
     path = v.path
     query = v.query ?? ""
     clientIp = forwarded.clientIp
+    webSocketOverH2 = v.connectProtocol === "websocket"
   } else {
     const target = splitTarget(req.url ?? "/")
     host = normalizeHost(target.authority ?? req.headers.host)
@@ -70,13 +72,15 @@ export const makeContext = (
     start: performance.now(),
     traceId: incomingTraceId(header) ?? dp.newTraceId(),
     clientIp,
-    method: req.method ?? "GET",
+    // RFC 8441 §5: an extended CONNECT for a WebSocket is the GET handshake of HTTP/1.1
+    method: webSocketOverH2 ? "GET" : req.method ?? "GET",
     host,
     path,
     query,
     listenerId: env.listenerId,
     scheme: env.scheme,
     http2,
+    webSocketOverH2,
     tls: env.scheme === "https" ? connectionTls(req) : undefined,
     routeId: "",
     upstreamId: "",

@@ -59,6 +59,7 @@ export type RejectReason =
   | "header-underscore"
   | "expect-unsupported"
   | "pseudo-header-invalid"
+  | "connect-protocol-unsupported"
 
 export type RejectStatus = 400 | 405 | 414 | 417 | 431 | 501 | 505
 
@@ -93,6 +94,12 @@ export interface ValidatedRequest {
   readonly chunked: boolean
   /** Value of `Upgrade` when `Connection` includes `upgrade` (e.g. "websocket"), else null. */
   readonly upgrade: string | null
+  /**
+   * HTTP/2 extended CONNECT (RFC 8441): the `:protocol` of a CONNECT stream, else null. Only
+   * `websocket` is valid (the only protocol the proxy tunnels); the request stands for the
+   * GET upgrade handshake of HTTP/1.1.
+   */
+  readonly connectProtocol: string | null
   /**
    * End-to-end request headers, lower-case names, in arrival order. Excludes Host, Content-Length,
    * Transfer-Encoding, Expect, every hop-by-hop header and every header named in Connection,
@@ -144,7 +151,8 @@ export const validateRequest = (
   const h2 = http2 && v === "2.0"
   if (v !== "1.1" && v !== "1.0" && !h2) return reject(505, "version-unsupported")
   if (!isToken(method)) return reject(400, "method-invalid")
-  if (method === "CONNECT") return reject(405, "method-connect")
+  // CONNECT is refused, except HTTP/2's extended CONNECT (its `:protocol`, checked below)
+  if (method === "CONNECT" && !h2) return reject(405, "method-connect")
   if (method === "TRACE" && !config.allowTrace) return reject(405, "method-trace")
 
   // 3. Header block: one pass over what arrived.
@@ -159,6 +167,7 @@ export const validateRequest = (
   let upgradeValue: string | null = null
   let expectValue: string | null = null
   let authorityValue: string | null = null
+  let protocolValue: string | null = null
   let cookies: Array<string> | null = null
   const kept: Array<[string, string]> = []
   let dropped: Array<string> | null = null
@@ -171,6 +180,9 @@ export const validateRequest = (
       if (name === ":authority") {
         if (authorityValue !== null) return reject(400, "host-duplicate")
         authorityValue = value
+      } else if (name === ":protocol") {
+        if (protocolValue !== null) return reject(400, "pseudo-header-invalid")
+        protocolValue = value
       } else if (name !== ":method" && name !== ":path" && name !== ":scheme") return reject(400, "pseudo-header-invalid")
       size += name.length + value.length + 4
       continue
@@ -224,6 +236,11 @@ export const validateRequest = (
     kept.push([lower, trimOws(value)])
   }
   if (size > config.maxHeaderSize) return reject(431, "headers-too-large")
+  // extended CONNECT (RFC 8441 §4): `:protocol` only with CONNECT, and a plain CONNECT is not tunnelled
+  if (method === "CONNECT") {
+    if (protocolValue === null) return reject(405, "method-connect")
+    if (protocolValue !== "websocket") return reject(501, "connect-protocol-unsupported")
+  } else if (protocolValue !== null) return reject(400, "pseudo-header-invalid")
   if (cookies !== null) kept.push(["cookie", cookies.join("; ")])
 
   // 4. Framing: never two descriptions of the body (RFC 9112 §6.1, §6.3).
@@ -341,6 +358,7 @@ export const validateRequest = (
       contentLength,
       chunked,
       upgrade,
+      connectProtocol: protocolValue,
       headers,
       droppedHeaders: dropped ?? []
     }

@@ -139,6 +139,14 @@ export class Metrics {
   readonly websocketBytes: BoundedCounter<readonly ["route", "direction"]>
   /** sentinel_websocket_closes_total{route,reason}: tunnels ended, by why */
   readonly websocketCloses: BoundedCounter<readonly ["route", "reason"]>
+  /** sentinel_cache_requests_total{route,result}: requests of caching routes by outcome (hit, stale, stale-if-error, revalidated, miss, bypass) */
+  readonly cacheRequests: BoundedCounter<readonly ["route", "result"]>
+  /** sentinel_cache_evictions_total{route}: entries the byte bound pushed out */
+  readonly cacheEvictions: BoundedCounter<readonly ["route"]>
+  /** sentinel_cache_bytes{route}: bytes of the route's stored responses */
+  readonly cacheBytes: BoundedGauge<readonly ["route"]>
+  /** sentinel_cache_entries{route}: stored responses (variants) of the route */
+  readonly cacheEntries: BoundedGauge<readonly ["route"]>
   /** sentinel_config_reload_total{result} ("success" | "error"), counted by config/Reload.ts */
   readonly configReloads: BoundedCounter<readonly ["result"]>
   /** sentinel_log_dropped_total{log} ("access" | "error" | "audit" | ...) */
@@ -436,6 +444,16 @@ export class Metrics {
       "WebSocket tunnels ended, by route and reason (close_handshake, client_gone, upstream_gone, idle_timeout, max_lifetime, protocol_error, too_big, agent_close, agent_failure, going_away).",
       ["route", "reason"] as const
     )
+    this.cacheRequests = counter(
+      "sentinel_cache_requests_total",
+      "Requests of caching routes, by route and cache outcome (hit, stale, stale-if-error, revalidated, miss, bypass).",
+      ["route", "result"] as const
+    )
+    this.cacheEvictions = counter("sentinel_cache_evictions_total", "Cached responses evicted to stay within the cache's max-size, by route.", [
+      "route"
+    ] as const)
+    this.cacheBytes = gauge("sentinel_cache_bytes", "Bytes of cached responses (heads and bodies), by route.", ["route"] as const, "sum")
+    this.cacheEntries = gauge("sentinel_cache_entries", "Cached responses (one per variant), by route.", ["route"] as const, "sum")
     this.configReloads = counter("sentinel_config_reload_total", "Configuration reloads, by result.", [
       "result"
     ] as const)

@@ -16,13 +16,13 @@ import { discardingSink, FillSink } from "./Fill.js"
 import { bypassReason, compileRules, parseCacheControl, primaryKey, type CacheRules } from "./Rules.js"
 import type { CacheEntry } from "./Store.js"
 
-type Verdict = "fresh" | "stale" | "revalidate" | "refetch"
+export type Verdict = "fresh" | "stale" | "revalidate" | "refetch"
 
 const hasValidators = (e: CacheEntry): boolean =>
   e.raw.some((b, i) => i % 2 === 0 && /^(etag|last-modified)$/i.test(b.toString("latin1")))
 
 /** How an entry may answer this request (the library's verdict, then this cache's stricter rules). */
-const verdictOf = (x: CacheExchange, e: CacheEntry): Verdict => {
+export const verdictOf = (x: CacheExchange, e: CacheEntry): Verdict => {
   if (x.ctx.header("authorization") !== undefined && !e.public) return "refetch"
   const r = e.policy.evaluateRequest(x.policyRequest(e.names))
   const stale = e.policy.stale()

@@ -119,7 +119,7 @@ const formatCacheControl = (cc: Map<string, string | true>): string =>
 /** The response as the library judges it, and whether serving it stale is forbidden. */
 export interface Judged {
   readonly headers: Record<string, string>
-  /** `must-revalidate` / `proxy-revalidate`: never served stale (not even on error, nor to `max-stale`). */
+  /** `must-revalidate` / `proxy-revalidate` / `no-cache`: never served stale (not even on error, nor to `max-stale`). */
   readonly mustRevalidate: boolean
   /** Seconds of `stale-if-error` allowed past freshness (0 = none). */
   readonly staleIfErrorSecs: number
@@ -142,8 +142,10 @@ export const judge = (rules: CacheRules, headers: Record<string, string>): Judge
   if (rules.cachePrivate) cc.delete("private")
   const explicit = cc.has("max-age") || cc.has("s-maxage") || headers["expires"] !== undefined
   if (!explicit && rules.defaultTtlSecs > 0) cc.set("max-age", String(rules.defaultTtlSecs))
-  const mustRevalidate = cc.has("must-revalidate") || cc.has("proxy-revalidate")
-  if (mustRevalidate || cc.has("no-cache")) {
+  // no-cache: stale from the start and never served without revalidation (the library would
+  // serve it to a request with max-stale)
+  const mustRevalidate = cc.has("must-revalidate") || cc.has("proxy-revalidate") || cc.has("no-cache")
+  if (mustRevalidate) {
     cc.delete("must-revalidate")
     cc.delete("proxy-revalidate")
     cc.delete("stale-while-revalidate")

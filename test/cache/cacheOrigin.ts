@@ -12,6 +12,8 @@ export interface Reply {
   readonly body?: string | Buffer
   /** Write this much of the body, then reset the connection (a fill cut short). */
   readonly cutAfter?: number
+  /** No Content-Length: the body goes chunked. */
+  readonly chunked?: boolean
   /** Write this much of the body, then wait until `release()` before the rest. */
   readonly holdAfter?: number
 }
@@ -51,7 +53,7 @@ export const startCacheOrigin = async (): Promise<CacheOrigin> => {
       const h = handlers.get(url) ?? handlers.get(url.split("?")[0])
       const r = h === undefined ? { status: 404, body: "no handler\n" } : h(req, n)
       const body = typeof r.body === "string" ? Buffer.from(r.body) : r.body ?? Buffer.alloc(0)
-      res.writeHead(r.status ?? 200, { "content-length": String(body.length), ...r.headers })
+      res.writeHead(r.status ?? 200, { ...(r.chunked === true ? {} : { "content-length": String(body.length) }), ...r.headers })
       if (r.cutAfter !== undefined) {
         res.write(body.subarray(0, r.cutAfter), () => res.destroy())
         return
@@ -60,6 +62,11 @@ export const startCacheOrigin = async (): Promise<CacheOrigin> => {
         res.write(body.subarray(0, r.holdAfter))
         releaseBody.push(() => res.end(body.subarray(r.holdAfter)))
         return
+      }
+      if (r.chunked === true && body.length > 1) {
+        // two writes at least, so the body really goes in chunks
+        res.write(body.subarray(0, body.length >> 1))
+        return void res.end(body.subarray(body.length >> 1))
       }
       res.end(req.method === "HEAD" ? undefined : body)
     }

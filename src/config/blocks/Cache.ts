@@ -6,7 +6,13 @@ import type { CacheStoreConfig, RouteCacheConfig } from "../Schema.js"
 import {
   type BlockSpec, type Val, block, bool, bytes, compact, list, nonEmpty, oneOf, positive, scalar, secs, status, str
 } from "../KdlDecoder.js"
-import { headerName } from "./Routes.js"
+
+// (not Routes.ts' `headerName`: Routes.ts imports this file)
+const headerName: Val<string> = (v, at, cx, what) => {
+  const s = str(v, at, cx, what)
+  if (s === undefined) return undefined
+  return /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(s) ? s : cx.error(at, `${what} ${JSON.stringify(s)} is not a valid header name`)
+}
 
 const method: Val<string> = (v, at, cx, what) => {
   const s = str(v, at, cx, what)

@@ -199,6 +199,27 @@ describe("purge and stats", () => {
   })
 })
 
+describe("lock-timeout", () => {
+  it("a miss waiting longer than lock-timeout for another's fill goes upstream itself", async () => {
+    await Effect.runPromise(proxy.reload(configWith({}, { lockTimeout: Duration.millis(100) })))
+    origin.on("/slowfill", (_r, n) => ({ headers: fresh, body: `f${n}` }))
+    origin.hold()
+    try {
+      const first = get("/slowfill")
+      await origin.arrived("/slowfill")
+      const second = get("/slowfill")
+      // the second request's wait ends after 100 ms: it reaches the (still held) origin itself
+      await origin.arrived("/slowfill", 2)
+      origin.release()
+      expect((await first).body.toString()).toBe("f1")
+      expect((await second).body.toString()).toBe("f2")
+    } finally {
+      origin.release()
+      await Effect.runPromise(proxy.reload(configWith({})))
+    }
+  })
+})
+
 describe("reload", () => {
   it("entries survive a reload that leaves the route's cache settings; a changed route drops them", async () => {
     origin.on("/reload", (_r, n) => ({ headers: fresh, body: `r${n}` }))

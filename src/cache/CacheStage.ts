@@ -18,11 +18,25 @@ import type { CacheEntry } from "./Store.js"
 
 export type Verdict = "fresh" | "stale" | "revalidate" | "refetch"
 
-const hasValidators = (e: CacheEntry): boolean =>
-  e.raw.some((b, i) => i % 2 === 0 && /^(etag|last-modified)$/i.test(b.toString("latin1")))
+const hasValidators = (e: CacheEntry): boolean => e.etag !== undefined || e.lastModified !== undefined
 
-/** How an entry may answer this request (the library's verdict, then this cache's stricter rules). */
+/**
+ * How an entry may answer this request. A request without directives of its own (no
+ * Cache-Control, no Pragma: nearly all) is judged from the entry's times, computed from the
+ * library's lifetime when it was stored; one with directives asks the library
+ * (`libraryVerdict`). Both then apply this cache's stricter rules.
+ */
 export const verdictOf = (x: CacheExchange, e: CacheEntry): Verdict => {
+  if (x.ctx.header("authorization") !== undefined && !e.public) return "refetch"
+  if (x.ctx.header("cache-control") !== undefined || x.ctx.header("pragma") !== undefined) return libraryVerdict(x, e)
+  const now = x.cache.now()
+  if (now < e.freshUntil) return "fresh"
+  if (!e.mustRevalidate && now < e.staleUntil) return "stale"
+  return hasValidators(e) ? "revalidate" : "refetch"
+}
+
+/** The library's verdict (`evaluateRequest`) on a stored entry for this request, with the rules above it. */
+export const libraryVerdict = (x: CacheExchange, e: CacheEntry): Verdict => {
   if (x.ctx.header("authorization") !== undefined && !e.public) return "refetch"
   const r = e.policy.evaluateRequest(x.policyRequest(e.names))
   const stale = e.policy.stale()

@@ -10,7 +10,8 @@ import type { RequestContext, ResponseTap } from "../pipeline/RequestContext.js"
 import type { ResponseSink } from "../upstream/Forward.js"
 import type { ResponseCache } from "./Cache.js"
 import { FillSink } from "./Fill.js"
-import { judge, refusal, resourceOf, type CacheRules, type Judged } from "./Rules.js"
+import { judge, parseCacheControl, refusal, resourceOf, type CacheRules, type Judged } from "./Rules.js"
+import type { ServedSink } from "../pipeline/Stage.js"
 import type { CacheEntry } from "./Store.js"
 import { policyRequestHeaders, unionNames, variantKey, varyNames } from "./Variants.js"
 
@@ -39,23 +40,38 @@ export const headerRecord = (raw: ReadonlyArray<Buffer | string>): Record<string
 const bodiless = (status: number): boolean => status === 204 || status === 304 || status < 200
 
 /** The head kept with an entry: no hop-by-hop field (nor one `Connection` names), no `Age`, a `Content-Length`. */
-const storedHead = (raw: ReadonlyArray<Buffer>, status: number, bodyLength: number): Array<Buffer> => {
+const storedHead = (raw: ReadonlyArray<Buffer>, status: number, bodyLength: number): Array<string> => {
   let connection: string | undefined
   for (let i = 0; i + 1 < raw.length; i += 2) {
     if (raw[i].toString("latin1").toLowerCase() === "connection") connection = raw[i + 1].toString("latin1")
   }
   const named = connectionTokens(connection)
-  const out: Array<Buffer> = []
+  const out: Array<string> = []
   let length = false
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const n = raw[i].toString("latin1")
     const lower = n.toLowerCase()
     if (isHopByHop(n) || lower === "age" || named?.has(lower)) continue
     if (lower === "content-length") length = true
-    out.push(raw[i], raw[i + 1])
+    out.push(n, raw[i + 1].toString("latin1"))
   }
-  if (!length && !bodiless(status)) out.push(Buffer.from("content-length"), Buffer.from(String(bodyLength)))
+  if (!length && !bodiless(status)) out.push("content-length", String(bodyLength))
   return out
+}
+
+/** The times an entry is fresh, servable stale and servable on error until (cache clock, ms), from the library's lifetime. */
+const timesOf = (policy: CachePolicy, judged: Judged, now: number) => {
+  const cc = parseCacheControl(judged.headers["cache-control"])
+  const swr = judged.mustRevalidate ? 0 : Number(cc.get("stale-while-revalidate")) || 0
+  const ageAtStore = policy.age()
+  const freshUntil = now + Math.max(0, policy.maxAge() - ageAtStore) * 1000
+  return {
+    storedAt: now,
+    ageAtStore,
+    freshUntil,
+    staleUntil: freshUntil + Math.max(0, swr) * 1000,
+    errorUntil: judged.mustRevalidate ? freshUntil : freshUntil + judged.staleIfErrorSecs * 1000
+  }
 }
 
 /** What a fill decided at the response head: the library's view and the variant it becomes. */
@@ -124,32 +140,31 @@ export class CacheExchange implements ResponseTap {
 
   /** Seconds an entry stays fresh from now (negative once stale). */
   ttlOf(e: CacheEntry): number {
-    return Math.round(e.policy.maxAge() - e.policy.age())
+    return Math.round((e.freshUntil - this.cache.now()) / 1000)
   }
 
   /** Whether the client's own validators match the entry (answered 304). */
   clientNotModified(e: CacheEntry): boolean {
-    const h = headerRecord(e.raw)
     const inm = this.ctx.header("if-none-match")
-    if (inm !== undefined) return h["etag"] !== undefined && etagMatches(inm, h["etag"])
+    if (inm !== undefined) return e.etag !== undefined && etagMatches(inm, e.etag)
     const ims = this.ctx.header("if-modified-since")
-    if (ims === undefined || h["last-modified"] === undefined) return false
+    if (ims === undefined || e.lastModified === undefined) return false
     const since = Date.parse(ims)
-    const modified = Date.parse(h["last-modified"])
+    const modified = Date.parse(e.lastModified)
     return !Number.isNaN(since) && !Number.isNaN(modified) && modified <= since
   }
 
   /** Writes an entry into `sink` (the client's way): its head with `Age`, its body (not for HEAD), or a 304. */
-  writeEntry(sink: ResponseSink, e: CacheEntry): boolean {
-    const notModified = this.clientNotModified(e)
-    const raw: Array<Buffer> = []
-    for (let i = 0; i + 1 < e.raw.length; i += 2) {
-      if (notModified && e.raw[i].length === 14 && e.raw[i].toString("latin1").toLowerCase() === "content-length") continue
-      raw.push(e.raw[i], e.raw[i + 1])
+  writeEntry(sink: ServedSink, e: CacheEntry): boolean {
+    const notModified = (e.etag !== undefined || e.lastModified !== undefined) && this.clientNotModified(e)
+    const head: Array<string> = []
+    for (let i = 0; i + 1 < e.head.length; i += 2) {
+      if (notModified && e.head[i].length === 14 && e.head[i].toLowerCase() === "content-length") continue
+      head.push(e.head[i], e.head[i + 1])
     }
-    raw.push(Buffer.from("age"), Buffer.from(String(Math.max(0, Math.floor(e.policy.age())))))
+    head.push("age", String(Math.max(0, Math.floor(e.ageAtStore + (this.cache.now() - e.storedAt) / 1000))))
     const status = notModified ? 304 : e.status
-    if (!sink.start(status, raw)) return false
+    if (!sink.start(status, head)) return false
     if (!notModified && this.ctx.method !== "HEAD" && e.body.length > 0) sink.data(e.body)
     return true
   }
@@ -158,9 +173,8 @@ export class CacheExchange implements ResponseTap {
   conditionalHeaders(headers: Array<string>, e: CacheEntry): Array<string> {
     const out: Array<string> = []
     for (let i = 0; i + 1 < headers.length; i += 2) if (!CONDITIONALS.has(headers[i].toLowerCase())) out.push(headers[i], headers[i + 1])
-    const h = headerRecord(e.raw)
-    if (h["etag"] !== undefined) out.push("if-none-match", h["etag"])
-    if (h["last-modified"] !== undefined) out.push("if-modified-since", h["last-modified"])
+    if (e.etag !== undefined) out.push("if-none-match", e.etag)
+    if (e.lastModified !== undefined) out.push("if-modified-since", e.lastModified)
     return out
   }
 
@@ -198,7 +212,7 @@ export class CacheExchange implements ResponseTap {
     if (this.cache.store.purgedSince(this.startedAt, ctx.host, ctx.path)) return this.release(false)
     const head = storedHead(raw, status, body.length)
     let headBytes = 0
-    for (const b of head) headBytes += b.length + 4
+    for (const h of head) headBytes += h.length + 4
     const key = `${this.primary}\u0000${variantKey(p.names, ctx.header)}`
     const stored = this.cache.store.set({
       key,
@@ -207,11 +221,13 @@ export class CacheExchange implements ResponseTap {
       host: ctx.host,
       path: ctx.path,
       status,
-      raw: head,
+      head,
       body,
       size: body.length + headBytes + 256,
       policy: p.policy,
-      staleIfErrorSecs: p.judged.staleIfErrorSecs,
+      etag: p.headers["etag"],
+      lastModified: p.headers["last-modified"],
+      ...timesOf(p.policy, p.judged, this.cache.now()),
       mustRevalidate: p.judged.mustRevalidate,
       public: /(^|,)\s*public\s*(,|$)/i.test(p.headers["cache-control"] ?? ""),
       names: p.names
@@ -226,23 +242,32 @@ export class CacheExchange implements ResponseTap {
   refreshed(raw304: ReadonlyArray<Buffer>): CacheEntry {
     const e = this.stale!
     const update = headerRecord(raw304)
-    const head: Array<Buffer> = []
+    const before = headerRecord(e.head)
+    const head: Array<string> = []
     const seen = new Set<string>()
-    for (let i = 0; i + 1 < e.raw.length; i += 2) {
-      const n = e.raw[i].toString("latin1").toLowerCase()
+    for (let i = 0; i + 1 < e.head.length; i += 2) {
+      const n = e.head[i].toLowerCase()
       if (update[n] !== undefined && !KEPT_ON_304.has(n) && !isHopByHop(n)) {
-        if (!seen.has(n)) head.push(e.raw[i], Buffer.from(update[n], "latin1"))
+        if (!seen.has(n)) head.push(e.head[i], update[n])
         seen.add(n)
-      } else head.push(e.raw[i], e.raw[i + 1])
+      } else head.push(e.head[i], e.head[i + 1])
     }
     for (const n in update) {
-      if (seen.has(n) || KEPT_ON_304.has(n) || isHopByHop(n) || headerRecord(e.raw)[n] !== undefined) continue
-      head.push(Buffer.from(n), Buffer.from(update[n], "latin1"))
+      if (seen.has(n) || KEPT_ON_304.has(n) || isHopByHop(n) || before[n] !== undefined) continue
+      head.push(n, update[n])
     }
     const headers = headerRecord(head)
     const judged = judge(this.rules, { ...headers, ...(update["age"] !== undefined ? { age: update["age"] } : {}) })
     const policy = new this.cache.Policy(this.policyRequest(e.names), { status: e.status, headers: judged.headers }, { shared: true, cacheHeuristic: 0 })
-    const next: CacheEntry = { ...e, raw: head, policy, staleIfErrorSecs: judged.staleIfErrorSecs, mustRevalidate: judged.mustRevalidate }
+    const next: CacheEntry = {
+      ...e,
+      head,
+      policy,
+      etag: headers["etag"],
+      lastModified: headers["last-modified"],
+      ...timesOf(policy, judged, this.cache.now()),
+      mustRevalidate: judged.mustRevalidate
+    }
     this.committed = true
     const stored = this.cache.store.set(next)
     this.release(stored)
@@ -251,9 +276,9 @@ export class CacheExchange implements ResponseTap {
 
   /** Whether `e` may still answer when the upstream fails (RFC 5861 stale-if-error). */
   usableOnError(e: CacheEntry | undefined): e is CacheEntry {
-    if (e === undefined || e.mustRevalidate || e.staleIfErrorSecs <= 0) return false
+    if (e === undefined || e.mustRevalidate) return false
     if (this.ctx.header("authorization") !== undefined && !e.public) return false
-    return e.policy.age() <= e.policy.maxAge() + e.staleIfErrorSecs
+    return this.cache.now() < e.errorUntil
   }
 
   /** The response head is a 5xx and a stale entry may answer instead: the upstream's answer is dropped. */
@@ -261,7 +286,7 @@ export class CacheExchange implements ResponseTap {
     return status >= 500 && status <= 599 && this.usableOnError(this.stale)
   }
 
-  rescue(error: string, sink: ResponseSink): boolean {
+  rescue(error: string, sink: ServedSink): boolean {
     const e = this.stale
     if (!UPSTREAM_FAULTS.has(error) || !this.usableOnError(e)) return false
     this.count("stale-if-error")

@@ -6,6 +6,7 @@
  * never reaches the store. A 304 to a revalidation refreshes the entry and the client gets the
  * stored response; a 5xx with a usable stale entry is dropped (the stale entry answers).
  */
+import type { ServedSink } from "../pipeline/Stage.js"
 import type { ResponseSink } from "../upstream/Forward.js"
 import type { CacheExchange } from "./Exchange.js"
 
@@ -29,7 +30,7 @@ export class FillSink implements ResponseSink {
       x.count("revalidated")
       x.status = `fwd=stale; fwd-status=304; ttl=${x.ttlOf(e)}`
       this.replaced = true
-      return x.writeEntry(this.base, e)
+      return x.writeEntry(bufferHeads(this.base), e)
     }
     if (x.staleOnErrorStatus(status)) {
       x.status = `fwd=stale; fwd-status=${status}`
@@ -69,6 +70,14 @@ export class FillSink implements ResponseSink {
     if (chunks !== undefined) this.x.commit(this.status, this.raw, chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, this.size))
   }
 }
+
+/** A sink of upstream heads (Buffers) taking a stored head (strings). */
+const bufferHeads = (base: ResponseSink): ServedSink => ({
+  start: (status, head) => base.start(status, head.map((h) => (typeof h === "string" ? Buffer.from(h, "latin1") : h))),
+  data: (chunk) => base.data(chunk),
+  onDrain: (resume) => base.onDrain(resume),
+  end: (trailers) => base.end(trailers)
+})
 
 /** Where a background refresh's response goes: nowhere (the fill keeps its copy). */
 export const discardingSink: ResponseSink = {

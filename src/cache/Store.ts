@@ -14,14 +14,22 @@ export interface CacheEntry {
   readonly host: string
   readonly path: string
   readonly status: number
-  /** The response head as stored (hop-by-hop fields removed, no `Age`), flat raw list. */
-  readonly raw: ReadonlyArray<Buffer>
+  /** The response head as stored (hop-by-hop fields removed, no `Age`), flat `[name, value, ...]`. */
+  readonly head: ReadonlyArray<string>
   readonly body: Buffer
   readonly size: number
-  /** The library's view of the exchange (judged headers: route defaults added). */
+  /** The library's view of the exchange (judged headers: route defaults added), for requests with their own directives. */
   readonly policy: CachePolicy
-  /** `stale-if-error` seconds the judged headers allow. */
-  readonly staleIfErrorSecs: number
+  /** Its validators, if any. */
+  readonly etag: string | undefined
+  readonly lastModified: string | undefined
+  /** When (cache clock, ms) the entry was stored (or refreshed), and its `Age` then (s). */
+  readonly storedAt: number
+  readonly ageAtStore: number
+  /** Fresh before this; servable stale (stale-while-revalidate) before `staleUntil`, on error before `errorUntil`. */
+  readonly freshUntil: number
+  readonly staleUntil: number
+  readonly errorUntil: number
   readonly public: boolean
   /** `must-revalidate` / `proxy-revalidate`: never served stale. */
   readonly mustRevalidate: boolean

@@ -20,6 +20,7 @@ export interface EdgeHead {
 }
 import type { WebSocketSession } from "../websocket/Session.js"
 import type { ResponseSink } from "../upstream/Forward.js"
+import type { ServedSink } from "./Stage.js"
 
 /**
  * A feature that sees the upstream's response on its way to the client (the response cache,
@@ -32,7 +33,7 @@ export interface ResponseTap {
    * The upstream failed (`error`: the typed error's tag) before any of a response went out:
    * write a replacement into `sink` (a stale entry) and return true, or return false.
    */
-  readonly rescue: (error: string, sink: ResponseSink) => boolean
+  readonly rescue: (error: string, sink: ServedSink) => boolean
   /** The access log's `cache` field: "hit", "miss", "stale", "bypass", ... */
   readonly result: string | undefined
 }

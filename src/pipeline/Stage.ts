@@ -35,7 +35,12 @@ export interface Answer {
  */
 export interface Served {
   readonly _tag: "Served"
-  readonly write: (sink: ResponseSink) => void
+  readonly write: (sink: ServedSink) => void
+}
+
+/** Where a ready response is written: a `ResponseSink` whose head may be strings (a stored head). */
+export interface ServedSink extends Omit<ResponseSink, "start"> {
+  readonly start: (status: number, head: ReadonlyArray<string | Buffer>) => boolean
 }
 
 export const served = (write: Served["write"]): Served => ({ _tag: "Served", write })

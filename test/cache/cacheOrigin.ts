@@ -8,7 +8,7 @@ import type { AddressInfo } from "node:net"
 
 export interface Reply {
   readonly status?: number
-  readonly headers?: Record<string, string | Array<string>>
+  readonly headers?: Record<string, string | Array<string> | undefined>
   readonly body?: string | Buffer
   /** Write this much of the body, then reset the connection (a fill cut short). */
   readonly cutAfter?: number

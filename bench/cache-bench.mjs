@@ -110,14 +110,27 @@ const wrk = (port, path) => {
   return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0), p99: p(99), errors: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0) }
 }
 
+/**
+ * Starts a system on a free port; another process on the shared machine may take the port
+ * between the probe and the bind (EADDRINUSE): then it is started again on another.
+ */
+const launch = async (name) => {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort()
+    const s = systems[name](port)
+    const child = start(pin(0, s.argv), s.env ?? {}, { graceful: s.graceful === true })
+    const exited = new Promise((res) => child.once("exit", () => res("exited")))
+    const ready = await Promise.race([waitReady(port, "/small").then(() => "ready"), exited])
+    if (ready === "ready" && child.exitCode === null) return { port, child, s }
+    if (attempt === 5) throw new Error(`${name} did not start`)
+  }
+}
+
 const names = Object.keys(systems)
 const runs = {}
 for (let round = 1; round <= ROUNDS; round++) {
   for (const name of names) {
-    const port = await freePort()
-    const s = systems[name](port)
-    const child = start(pin(0, s.argv), s.env ?? {}, { graceful: s.graceful === true })
-    await waitReady(port, "/small")
+    const { port, child, s } = await launch(name)
     for (const [size, path] of Object.entries(sizes)) {
       wrk(port, path) // warm-up (and the cache's fill)
       const r = wrk(port, path)

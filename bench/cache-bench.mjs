@@ -11,7 +11,7 @@
 // Layout (2 cores): each proxy under test pinned to CPU 0 (one core: req/s is per core); wrk
 // and the origin (nginx, 1 worker) on CPU 1. Access logs off everywhere (nginx's too).
 import { execFileSync } from "node:child_process"
-import { mkdirSync, writeFileSync } from "node:fs"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import net from "node:net"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -99,6 +99,20 @@ const systems = {
 }
 const sizes = { "2k": "/c/2k.bin", "64k": "/c/64k.bin" }
 
+// CPU time (user + system) of a process and its live descendants (nginx's master and worker), µs
+const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
+const cpuUs = (pid) => {
+  let us = 0
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
+    us = (Number(f[11]) + Number(f[12])) * TICK_US
+    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter((x) => x !== "")) us += cpuUs(Number(c))
+  } catch {
+    // the process is gone
+  }
+  return us
+}
+
 const wrk = (port, path) => {
   const argv = pin(1, ["wrk", "-t1", `-c${CONNS}`, `-d${DURATION}s`, "--latency", `http://127.0.0.1:${port}${path}`])
   const out = execFileSync(argv[0], argv.slice(1), { encoding: "utf8" })
@@ -107,7 +121,12 @@ const wrk = (port, path) => {
     const m = new RegExp(`\\s${q}%\\s+([\\d.]+)(us|ms|s)`).exec(out)
     return m ? unit(m[1], m[2]) : NaN
   }
-  return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0), p99: p(99), errors: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0) }
+  return {
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0),
+    requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0),
+    p99: p(99),
+    errors: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0)
+  }
 }
 
 /**
@@ -133,9 +152,11 @@ for (let round = 1; round <= ROUNDS; round++) {
     const { port, child, s } = await launch(name)
     for (const [size, path] of Object.entries(sizes)) {
       wrk(port, path) // warm-up (and the cache's fill)
-      const r = wrk(port, path)
+      const before = cpuUs(child.pid)
+      const w = wrk(port, path)
+      const r = { ...w, cpuUs: (cpuUs(child.pid) - before) / Math.max(1, w.requests) }
       ;(runs[`${name}|${size}`] ??= []).push(r)
-      console.error(`round ${round} ${name} ${size}: ${r.rps.toFixed(0)} req/s, p99 ${r.p99} ms, non-2xx ${r.errors}`)
+      console.error(`round ${round} ${name} ${size}: ${r.rps.toFixed(0)} req/s, ${r.cpuUs.toFixed(1)} µs CPU/req, p99 ${r.p99} ms, non-2xx ${r.errors}`)
     }
     child.kill(s.graceful ? "SIGTERM" : "SIGKILL")
     await new Promise((res) => child.once("exit", res))
@@ -144,11 +165,17 @@ for (let round = 1; round <= ROUNDS; round++) {
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 const rps = (name, size) => median(runs[`${name}|${size}`].map((r) => r.rps))
+const cpu = (name, size) => median(runs[`${name}|${size}`].map((r) => r.cpuUs))
 const rows = []
 for (const size of Object.keys(sizes)) {
   for (const name of names) {
     const v = rps(name, size)
-    rows.push(`| ${size} | ${name} | ${v.toFixed(0)} | ${(v / rps("node ceiling", size)).toFixed(2)} | ${(v / rps("nginx proxy_cache", size)).toFixed(2)} | ${median(runs[`${name}|${size}`].map((r) => r.p99)).toFixed(2)} | ${runs[`${name}|${size}`].reduce((a, r) => a + r.errors, 0)} |`)
+    const c = cpu(name, size)
+    rows.push(
+      `| ${size} | ${name} | ${v.toFixed(0)} | ${(v / rps("node ceiling", size)).toFixed(2)} | ${(v / rps("nginx proxy_cache", size)).toFixed(2)} | ` +
+        `${c.toFixed(1)} | ${(1e6 / c).toFixed(0)} | ${(cpu("node ceiling", size) / c).toFixed(2)} | ${(cpu("nginx proxy_cache", size) / c).toFixed(2)} | ` +
+        `${median(runs[`${name}|${size}`].map((r) => r.p99)).toFixed(2)} | ${runs[`${name}|${size}`].reduce((a, r) => a + r.errors, 0)} |`
+    )
   }
 }
 const report = [
@@ -156,8 +183,10 @@ const report = [
   "",
   `origin: nginx (1 worker, CPU 1), Cache-Control public, max-age=3600; each proxy on CPU 0 (one core); wrk -t1 -c${CONNS} on CPU 1, ${DURATION}s after a warm-up that also fills the caches; ${ROUNDS} interleaved rounds, medians; access logs off.`,
   "",
-  "| size | system | req/s | vs node ceiling | vs nginx proxy_cache | p99 ms | non-2xx |",
-  "|---|---|---|---|---|---|---|",
+  "req/s is what wrk got; CPU/req is the proxy's own user+system time per request (/proc; nginx: master and worker), and req/s per core = 1e6 / CPU/req, the capacity of one core (steadier than req/s on a loaded machine). The \"vs\" columns are ratios of req/s, and of capacity per core.",
+  "",
+  "| size | system | req/s | vs node ceiling | vs nginx proxy_cache | CPU/req µs | req/s per core | per core vs ceiling | per core vs nginx proxy_cache | p99 ms | non-2xx |",
+  "|---|---|---|---|---|---|---|---|---|---|---|",
   ...rows,
   ""
 ].join("\n")

@@ -42,6 +42,7 @@ const configWith = (routeCache: object, store: object = {}): SentinelConfig =>
         priority: 100,
         matches: [{ _tag: "PathPrefix", prefix: "/down" }],
         upstream: "spare",
+        circuitBreaker: { failureThreshold: 1, openTimeoutMs: 60_000 },
         cache: { enabled: true, staleWhileRevalidate: Duration.zero, staleIfError: Duration.seconds(300) }
       },
       {
@@ -156,7 +157,7 @@ describe("filling", () => {
 })
 
 describe("stale-if-error with the origin down", () => {
-  it("serves the stale entry when the upstream refuses connections", async () => {
+  it("serves the stale entry when the upstream refuses connections, and while the route's circuit is open", async () => {
     spare.on("/down/a", { headers: { "cache-control": "max-age=5" }, body: "kept" })
     await get("/down/a")
     await spare.close()
@@ -165,7 +166,13 @@ describe("stale-if-error with the origin down", () => {
     expect(r.status).toBe(200)
     expect(r.body.toString()).toBe("kept")
     expect(r.headers["cache-status"]).toBe("sentinel; hit; ttl=-5; detail=stale-if-error")
-    expect((await get("/down/other")).status).toBe(502)
+    // that failure opened the route's circuit: the stale entry answers the open circuit too
+    const other = await get("/down/other")
+    expect(other.status).toBe(503)
+    expect(JSON.parse(other.body.toString()).reason).toBe("route_circuit_open")
+    const again = await get("/down/a")
+    expect(again.body.toString()).toBe("kept")
+    expect(again.headers["cache-status"]).toBe("sentinel; hit; ttl=-5; detail=stale-if-error")
   })
 })
 

@@ -2,11 +2,13 @@
  * The "cache" phase in the request path: it runs after the route's filters and agents (a stage
  * put `before("cache")` by an embedder, as an auth check would, answers before any hit is
  * served), `replace("cache")` turns it off; the access log's `cache` field; per-route entry
- * and byte gauges; a disabled top-level cache turns every route's cache off.
+ * and byte gauges; a disabled top-level cache turns every route's cache off; HTTP/2 clients get
+ * hits too.
  */
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as http2 from "node:http2"
 import { Duration, Effect, Exit, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { before, replace } from "../../src/pipeline/Phases.js"
@@ -78,5 +80,32 @@ describe("the cache phase", () => {
     await request(off.port, { path: "/doc" })
     await request(off.port, { path: "/doc" })
     expect(origin.count("/doc")).toBe(before + 4)
+  })
+
+  it("HTTP/2 clients are answered from the same cache (a hit over h2, no connection-specific headers)", async () => {
+    origin.on("/h2doc", { headers: { "cache-control": "max-age=600" }, body: "over h2" })
+    const c = config()
+    const proxy = await start({ ...c, listeners: [{ ...c.listeners[0], protocol: "h2" }] } as typeof c)
+    const session = http2.connect(`http://127.0.0.1:${proxy.port}`)
+    const get2 = () =>
+      new Promise<{ headers: http2.IncomingHttpHeaders; body: string }>((resolve, reject) => {
+        const s = session.request({ ":path": "/h2doc" })
+        let body = ""
+        let headers: http2.IncomingHttpHeaders = {}
+        s.on("response", (h) => (headers = h))
+        s.on("data", (d: Buffer) => (body += d.toString()))
+        s.on("end", () => resolve({ headers, body }))
+        s.on("error", reject)
+      })
+    try {
+      expect((await get2()).body).toBe("over h2")
+      const hit = await get2()
+      expect(hit.body).toBe("over h2")
+      expect(hit.headers["cache-status"]).toMatch(/^sentinel; hit/)
+      expect(hit.headers[":status"]).toBe(200)
+      expect(origin.count("/h2doc")).toBe(1)
+    } finally {
+      session.close()
+    }
   })
 })

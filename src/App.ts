@@ -60,6 +60,8 @@ export interface SentinelOptions<R = never> {
    * lifetime; none without that block.
    */
   readonly tracing?: RequestTracing
+  /** The response cache's clock in epoch ms (freshness, ages). Default `Date.now`; tests pass a controllable one. */
+  readonly cacheClock?: () => number
 }
 
 export interface ReloadSummary {
@@ -196,7 +198,8 @@ export const layer = <R = never>(
   const requestPath = RequestPath.layer({
     version: VERSION,
     phases: options.phases as ReadonlyArray<PhaseEdit> | undefined,
-    extensions: options.extensions as ReadonlyArray<RouteExtension> | undefined
+    extensions: options.extensions as ReadonlyArray<RouteExtension> | undefined,
+    cacheClock: options.cacheClock
   }) as Layer.Layer<RequestPath, never, ConfigSource | MetricsService | Logs | Agents | Upstreams | R>
   return Layer.scoped(Sentinel, makeSentinel).pipe(
     Layer.provideMerge(Listeners.layer),

@@ -247,10 +247,10 @@ routes { route "r" { matches { path-prefix "${prefix}" }; upstream "app" } }
     const o = await origin()
     const ext: RouteExtension = { name: "x", compile: () => undefined }
     const exit = await Effect.runPromiseExit(
-      Effect.scoped(App.make(configFor(o), { phases: [{ at: "before", phase: "cache" as never, extension: ext }] }))
+      Effect.scoped(App.make(configFor(o), { phases: [{ at: "before", phase: "no-such-phase" as never, extension: ext }] }))
     )
     expect(exit._tag).toBe("Failure")
-    expect(JSON.stringify(exit)).toContain('unknown phase \\"cache\\"')
+    expect(JSON.stringify(exit)).toContain('unknown phase \\"no-such-phase\\"')
   })
 
   it("importing the public entry (and Program) starts nothing: no command line, no socket, no timer", () => {

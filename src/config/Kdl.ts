@@ -15,6 +15,7 @@ import { limitsField } from "./blocks/Limits.js"
 import { listenersField } from "./blocks/Listeners.js"
 import { observabilityField } from "./blocks/Observability.js"
 import { rateLimitsField } from "./blocks/RateLimits.js"
+import { cacheStoreField } from "./blocks/Cache.js"
 import { routesField } from "./blocks/Routes.js"
 import { systemField } from "./blocks/System.js"
 import { upstreamsField } from "./blocks/Upstreams.js"
@@ -249,6 +250,7 @@ export const topSpec: BlockSpec<{
   filters: unknown
   agents: unknown
   rateLimits: unknown
+  cache: unknown
 }> = {
   path: "",
   fields: {
@@ -261,7 +263,8 @@ export const topSpec: BlockSpec<{
     observability: observabilityField,
     filters: many(filtersField),
     agents: many(agentsField),
-    rateLimits: rateLimitsField
+    rateLimits: rateLimitsField,
+    cache: cacheStoreField
   }
 }
 

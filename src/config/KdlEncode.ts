@@ -381,6 +381,23 @@ export const encodeKdl = (c: SentinelConfig): string => {
           if (r.circuitBreaker !== undefined) circuitBreaker(w, r.circuitBreaker)
           if (r.websocket) w.line("websocket #true")
           if (r.websocketInspection) w.line("websocket-inspection #true")
+          const rc = r.cache
+          if (rc !== undefined) {
+            w.block("cache", () => {
+              w.line(`enabled ${bool(rc.enabled)}`)
+              w.line(`default-ttl-secs ${secs(rc.defaultTtl)}`)
+              w.line(`max-size-bytes ${rc.maxSizeBytes}`)
+              w.line(`cache-private ${bool(rc.cachePrivate)}`)
+              w.line(`stale-while-revalidate-secs ${secs(rc.staleWhileRevalidate)}`)
+              w.line(`stale-if-error-secs ${secs(rc.staleIfError)}`)
+              w.line(`cacheable-methods ${strings(rc.cacheableMethods)}`)
+              w.line(`cacheable-status-codes ${rc.cacheableStatusCodes.join(" ")}`)
+              if (rc.varyHeaders.length > 0) w.line(`vary-headers ${strings(rc.varyHeaders)}`)
+              if (rc.ignoreQueryParams.length > 0) w.line(`ignore-query-params ${strings(rc.ignoreQueryParams)}`)
+              if (rc.excludeExtensions.length > 0) w.line(`exclude-extensions ${strings(rc.excludeExtensions)}`)
+              if (rc.excludePaths.length > 0) w.line(`exclude-paths ${strings(rc.excludePaths)}`)
+            })
+          }
         })
       }
     })
@@ -459,6 +476,16 @@ export const encodeKdl = (c: SentinelConfig): string => {
     }
   })
   if (c.filters.length > 0) w.block("filters", () => c.filters.forEach((f) => filter(w, f)))
+  const cs = c.cache
+  w.block("cache", () => {
+    w.line(`enabled ${bool(cs.enabled)}`)
+    w.line(`backend ${kdlString(cs.backend)}`)
+    w.line(`max-size ${cs.maxSize}`)
+    w.line(`lock-timeout ${secs(cs.lockTimeout)}`)
+    w.line(`status-header ${bool(cs.statusHeader)}`)
+    w.line(`status-header-name ${kdlString(cs.statusHeaderName)}`)
+    w.line(`admin-only ${bool(cs.adminOnly)}`)
+  })
   const rl = c.rateLimits
   w.block("rate-limits", () => {
     if (rl.defaultRps !== undefined) w.line(`default-rps ${rl.defaultRps}`)

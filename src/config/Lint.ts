@@ -93,6 +93,20 @@ export const lintConfig = (config: SentinelConfig, cores: number = os.availableP
     }
   }
 
+  // Cache: routes that would never cache, or cache handlers no listener answers.
+  if (!config.cache.enabled) {
+    for (const r of config.routes) {
+      if (r.cache?.enabled === true) warn("cache-disabled", `route "${r.id}"`, "cache { enabled #true } while the top-level cache is off (cache { enabled #false }): nothing is cached")
+    }
+  }
+  if (config.cache.adminOnly && !config.listeners.some((l) => l.admin)) {
+    for (const r of config.routes) {
+      if (r.builtinHandler === "cache-purge" || r.builtinHandler === "cache-stats") {
+        warn("cache-handler-unreachable", `route "${r.id}"`, `builtin-handler "${r.builtinHandler}" answers only on admin #true listeners and there is none (or set cache { admin-only #false })`)
+      }
+    }
+  }
+
   // Listeners and process.
   for (const l of config.listeners) {
     if (l.admin && isWildcard(l.address.host)) {

@@ -8,14 +8,15 @@
  * here — a test fails if a name is both known and listed.
  */
 export const notSupportedYet: Readonly<Record<string, ReadonlyArray<string>>> = {
-  "": ["waf", "namespace", "cache"],
+  "": ["waf", "namespace"],
+  cache: ["eviction-limit", "disk-path", "disk-shards", "disk-max-size"],
   "listeners.listener": ["namespace"],
   "listeners.listener.tls": ["acme"],
   "listeners.listener.tls.sni": ["acme"],
   "upstreams.upstream": ["retry-policy"],
   "upstreams.upstream.health-check.type": ["service", "endpoint", "expected-models", "readiness"],
   "routes.route": [
-    "api-schema", "inference", "cache", "shadow", "fallback", "waf-enabled", "agents", "agent", "rate-limit"
+    "api-schema", "inference", "shadow", "fallback", "waf-enabled", "agents", "agent", "rate-limit"
   ],
   "routes.route.policies": ["rate-limit", "cache"],
   "filters.filter": [
@@ -35,4 +36,4 @@ export const notSupportedYet: Readonly<Record<string, ReadonlyArray<string>>> = 
 export const protocolsNotSupportedYet: ReadonlyArray<string> = ["h3"]
 
 /** Builtin handlers Sentinel has that this build does not serve yet. */
-export const builtinHandlersNotSupportedYet: ReadonlyArray<string> = ["cache-purge", "cache-stats"]
+export const builtinHandlersNotSupportedYet: ReadonlyArray<string> = []

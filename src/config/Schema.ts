@@ -12,6 +12,7 @@ import { Duration, Either, ParseResult, Schema } from "effect"
 
 import { AgentConfig, FailureMode } from "./AgentSchema.js"
 import { FilterConfig, RateLimitsConfig } from "./FilterSchema.js"
+import { CacheStoreConfig, RouteCacheConfig } from "./CacheSchema.js"
 import {
   Count, defaulted, defaultedStruct, NonNegativeDuration, Port, PositiveCount, Ratio, SafeInt
 } from "./SchemaPrimitives.js"
@@ -24,6 +25,7 @@ export { Count, NonNegativeDuration, Port, PositiveCount } from "./SchemaPrimiti
 export * from "./UpstreamSchema.js"
 export * from "./FilterSchema.js"
 export * from "./AgentSchema.js"
+export * from "./CacheSchema.js"
 
 // ---------------------------------------------------------------------------
 // Addresses
@@ -370,7 +372,7 @@ export const HeaderOps = Schema.Struct({
 })
 export type HeaderOps = typeof HeaderOps.Type
 
-export const BuiltinHandler = Schema.Literal("status", "health", "metrics", "not-found", "config", "upstreams")
+export const BuiltinHandler = Schema.Literal("status", "health", "metrics", "not-found", "config", "upstreams", "cache-purge", "cache-stats")
 export type BuiltinHandler = typeof BuiltinHandler.Type
 
 /** Named priorities (`priority "high"`). */
@@ -464,7 +466,9 @@ export const RouteConfig = Schema.Struct({
    * subscribe to `websocket_frame`, and `Sec-WebSocket-Extensions` is removed from the upstream
    * handshake (no compression can hide a payload from them). Default #false.
    */
-  websocketInspection: defaulted(Schema.Boolean, () => false)
+  websocketInspection: defaulted(Schema.Boolean, () => false),
+  /** `cache { enabled #true; ... }`: responses of this route are cached (src/cache/). Default: off. */
+  cache: Schema.optional(RouteCacheConfig)
 }).pipe(
   Schema.filter((r) =>
     [r.upstream, r.builtinHandler, r.staticFiles].filter((x) => x !== undefined).length === 1 ||
@@ -731,7 +735,9 @@ export const SentinelConfig = Schema.Struct({
   /** `agents { agent "id" { unix-socket "..."; ... } }`. */
   agents: defaulted(Schema.Array(AgentConfig), () => []),
   /** `rate-limits { default-rps; default-burst; key; global {…} }`. */
-  rateLimits: defaultedStruct(RateLimitsConfig)
+  rateLimits: defaultedStruct(RateLimitsConfig),
+  /** `cache { enabled; backend "memory"; max-size; lock-timeout; status-header; status-header-name }`. */
+  cache: defaultedStruct(CacheStoreConfig)
 }).pipe(
   Schema.filter((c) => {
     const problems = crossCheck(c)

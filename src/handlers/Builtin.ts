@@ -41,6 +41,21 @@ export interface BuiltinView {
   }>
   readonly metrics?: () => Promise<{ readonly contentType: string; readonly body: string }>
   readonly config?: () => unknown
+  /** `cache-purge` / `cache-stats` (src/cache/Builtins.ts), given the request. */
+  readonly cache?: (name: "cache-purge" | "cache-stats", request: BuiltinRequest) => BuiltinAnswer
+}
+
+/** What a builtin that acts on the request reads of it (the cache's purge). */
+export interface BuiltinRequest {
+  readonly method: string
+  readonly host: string
+  readonly path: string
+  readonly header: (lowerName: string) => string | undefined
+  readonly traceId: string
+  readonly clientIp: string
+  readonly routeId: string
+  /** The request came on a listener with `admin #true`. */
+  readonly admin: boolean
 }
 
 const json = (status: number, value: unknown): BuiltinAnswer => ({
@@ -49,7 +64,7 @@ const json = (status: number, value: unknown): BuiltinAnswer => ({
   body: JSON.stringify(value) + "\n"
 })
 
-export const runBuiltin = async (name: BuiltinHandler, view: BuiltinView, traceId: string): Promise<BuiltinAnswer> => {
+export const runBuiltin = async (name: BuiltinHandler, view: BuiltinView, traceId: string, request?: BuiltinRequest): Promise<BuiltinAnswer> => {
   switch (name) {
     case "health":
       return json(200, { status: "healthy" })
@@ -73,5 +88,9 @@ export const runBuiltin = async (name: BuiltinHandler, view: BuiltinView, traceI
     case "config":
       if (view.config === undefined) return json(404, { error: "config is not available", trace_id: traceId })
       return json(200, view.config())
+    case "cache-purge":
+    case "cache-stats":
+      if (view.cache === undefined || request === undefined) return json(404, { error: "the cache is not available", trace_id: traceId })
+      return view.cache(name, request)
   }
 }

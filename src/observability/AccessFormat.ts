@@ -42,6 +42,11 @@ export interface AccessLogEntry {
    * and only when set: request lines keep their keys).
    */
   readonly listener?: string | undefined
+  /**
+   * What the response cache did (JSON only, and only on caching routes): "hit", "stale",
+   * "stale-if-error", "revalidated", "miss" or "bypass".
+   */
+  readonly cache?: string | undefined
   /** The verified mTLS client certificate (JSON only, and only when there is one). */
   readonly client_cert_subject?: string | undefined
   readonly client_cert_issuer?: string | undefined
@@ -151,6 +156,7 @@ export const formatAccessJson = (e: AccessLogEntry): string =>
   `,"route_id":${jstrKnown(e.route_id)},"upstream":${jstrKnown(e.upstream)},"upstream_attempts":${e.upstream_attempts}` +
   `,"upstream_addr":${jstrKnown(e.upstream_addr)},"instance_id":${jstrKnown(e.instance_id)},"body_bytes_sent":${e.body_bytes_sent}` +
   (e.listener !== undefined ? `,"listener":${jstrKnown(e.listener)}` : "") +
+  (e.cache !== undefined ? `,"cache":${jstrKnown(e.cache)}` : "") +
   (e.client_cert_fingerprint !== undefined
     ? `,"client_cert_subject":${jstr(e.client_cert_subject)},"client_cert_issuer":${jstr(e.client_cert_issuer)}` +
       `,"client_cert_serial":${jstr(e.client_cert_serial)},"client_cert_fingerprint":${jstr(e.client_cert_fingerprint)}`

@@ -67,6 +67,7 @@ export const toAccessEntry = (ctx: RequestContext): AccessLogEntry => {
     instance_id: instanceId,
     body_bytes_sent: ctx.bytesSent,
     error: ctx.error,
+    ...(ctx.tap?.result !== undefined ? { cache: ctx.tap.result } : undefined),
     ...(ctx.tls?.clientCert !== undefined ? clientCertFields(ctx.tls.clientCert) : undefined),
     ...(ctx.websocket?.summary !== undefined ? { websocket: websocketFields(ctx.websocket.summary) } : undefined),
     ...(ctx.compression !== undefined

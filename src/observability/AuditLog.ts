@@ -52,6 +52,8 @@ export interface AuditLog {
    * `websocket`, a tunnel closed for breaking the protocol): written when `log-blocked`.
    */
   readonly proxy: (entry: AuditEntry) => void
+  /** An operator's action (a cache purge): always written while the audit log is enabled. */
+  readonly operator: (entry: AuditEntry) => void
   /** Resolves once every line written so far reached the sink (tests, shutdown). */
   readonly flush: () => Promise<void>
   readonly reopen: () => Promise<void>
@@ -123,6 +125,9 @@ export const makeAuditLog = (config: AuditLogConfig, metrics: Metrics): Effect.E
         proxy: (e) => {
           const writer = slot.current
           if (writer !== undefined && current.logBlocked) writer.write(formatAudit(e))
+        },
+        operator: (e) => {
+          slot.current?.write(formatAudit(e))
         },
         flush: async () => {
           await Promise.all([slot.current?.flush(), slot.retired()])

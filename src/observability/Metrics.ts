@@ -147,6 +147,14 @@ export class Metrics {
   readonly compressionOut: BoundedCounter<readonly ["route", "algorithm"]>
   /** sentinel_compression_skipped_total{route,reason}: responses a `compress` filter sent as they came, and why */
   readonly compressionSkipped: BoundedCounter<readonly ["route", "reason"]>
+  /** sentinel_cache_requests_total{route,result}: requests of caching routes by outcome (hit, stale, stale-if-error, revalidated, miss, bypass) */
+  readonly cacheRequests: BoundedCounter<readonly ["route", "result"]>
+  /** sentinel_cache_evictions_total{route}: entries the byte bound pushed out */
+  readonly cacheEvictions: BoundedCounter<readonly ["route"]>
+  /** sentinel_cache_bytes{route}: bytes of the route's stored responses */
+  readonly cacheBytes: BoundedGauge<readonly ["route"]>
+  /** sentinel_cache_entries{route}: stored responses (variants) of the route */
+  readonly cacheEntries: BoundedGauge<readonly ["route"]>
   /** sentinel_config_reload_total{result} ("success" | "error"), counted by config/Reload.ts */
   readonly configReloads: BoundedCounter<readonly ["result"]>
   /** sentinel_log_dropped_total{log} ("access" | "error" | "audit" | ...) */
@@ -464,6 +472,16 @@ export class Metrics {
       "Responses a compress filter sent as they came, by route and reason (head, status, range, encoded, no-transform, type, size, not-accepted).",
       ["route", "reason"] as const
     )
+    this.cacheRequests = counter(
+      "sentinel_cache_requests_total",
+      "Requests of caching routes, by route and cache outcome (hit, stale, stale-if-error, revalidated, miss, bypass).",
+      ["route", "result"] as const
+    )
+    this.cacheEvictions = counter("sentinel_cache_evictions_total", "Cached responses evicted to stay within the cache's max-size, by route.", [
+      "route"
+    ] as const)
+    this.cacheBytes = gauge("sentinel_cache_bytes", "Bytes of cached responses (heads and bodies), by route.", ["route"] as const, "sum")
+    this.cacheEntries = gauge("sentinel_cache_entries", "Cached responses (one per variant), by route.", ["route"] as const, "sum")
     this.configReloads = counter("sentinel_config_reload_total", "Configuration reloads, by result.", [
       "result"
     ] as const)

@@ -37,7 +37,7 @@ import { Cause, Effect, Exit, Option } from "effect"
 import { errorAnswer } from "../pipeline/ErrorResponse.js"
 import type { ProxyError } from "../pipeline/Errors.js"
 import type { RequestContext } from "../pipeline/RequestContext.js"
-import type { StageStep } from "../pipeline/Stage.js"
+import { isServed, type StageStep } from "../pipeline/Stage.js"
 import { decideSampled, formatTraceparent, parseTraceparent, type RequestTracing, type TraceContext } from "./Tracing.js"
 
 /**
@@ -115,7 +115,7 @@ export class StageSpan {
       Effect.sync(() => {
         if (Exit.isSuccess(exit)) {
           const step = exit.value
-          if (step === undefined) this.span.setAttribute("sentinel.agents.decision", "continue")
+          if (step === undefined || isServed(step)) this.span.setAttribute("sentinel.agents.decision", "continue")
           else {
             this.span.setAttributes({
               "sentinel.agents.decision": "respond",
@@ -123,7 +123,7 @@ export class StageSpan {
               "http.response.status_code": step.status
             })
           }
-          this.end(step !== undefined && step.status >= 500 ? step.reason : undefined)
+          this.end(step !== undefined && !isServed(step) && step.status >= 500 ? step.reason : undefined)
         } else this.end(exitReason(exit.cause, ctx))
       })
     )

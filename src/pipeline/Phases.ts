@@ -8,6 +8,9 @@
  *     agents      the route's agent calls, run at the place of its first agent filter
  *                 (after the other filters when it has none)
  *   static-files  a route's `static-files { }` handler
+ *   cache         a route's `cache { }` (src/cache/): after the filters and agents, so that auth
+ *                 and WAF decide before anything is served from the cache; a hit is answered
+ *                 here, a miss goes on to the upstream and fills the cache
  *   (extensions)  `SentinelOptions.extensions`, appended
  *
  * An embedder puts a stage `before` or `after` a phase, or `replace`s one:
@@ -18,9 +21,9 @@
 import type { RouteConfig, SentinelConfig } from "../config/Schema.js"
 import type { RouteContribution, RouteExtension } from "./Stage.js"
 
-export type PhaseName = "filters" | "agents" | "static-files"
+export type PhaseName = "filters" | "agents" | "static-files" | "cache"
 
-export const PHASE_NAMES: ReadonlyArray<PhaseName> = ["filters", "agents", "static-files"]
+export const PHASE_NAMES: ReadonlyArray<PhaseName> = ["filters", "agents", "static-files", "cache"]
 
 export interface PhaseEdit<R = never> {
   readonly at: "before" | "after" | "replace"

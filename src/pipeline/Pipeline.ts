@@ -36,12 +36,13 @@ import { closedEarly, cutOf, markClosing, settleEarlyClose } from "./Connection.
 import type { Dataplane, RoutePlan } from "./Dataplane.js"
 import { errorAnswer, errorBody } from "./ErrorResponse.js"
 import { isUpgradeRequest } from "../websocket/Upgrade.js"
-import type { Answer } from "./Stage.js"
+import { isServed, type Answer } from "./Stage.js"
 import { BodyTooLarge, InternalError, NoRoute, NoUpstream, RequestRejected, type ProxyError } from "./Errors.js"
 import type { RequestContext } from "./RequestContext.js"
 import { runStages, Waiting } from "./Stages.js"
 import type { StageStep } from "./Stage.js"
 import { proxyToUpstream, runUpstream } from "./Upstream.js"
+import { rescueFromTap, serveStep } from "./Served.js"
 import { buildUpstreamHeaders } from "./UpstreamHeaders.js"
 import { checkHead, declaredBodyOver, makeContext } from "./validate/Context.js"
 import { edgePolicyFor, type EdgePolicy } from "./validate/EdgePolicy.js"
@@ -107,7 +108,9 @@ export const makeRequestHandler = (env: PipelineEnv) => {
   }
 
   const answerBuiltin = (ctx: RequestContext, plan: RoutePlan) => {
-    runBuiltin(plan.builtin!, env.builtinView(), ctx.traceId).then(
+    const admin = env.dataplane().config.listeners.find((l) => l.id === ctx.listenerId)?.admin === true
+    const request = { method: ctx.method, host: ctx.host, path: ctx.path, header: ctx.header, traceId: ctx.traceId, clientIp: ctx.clientIp, routeId: ctx.routeId, admin }
+    runBuiltin(plan.builtin!, env.builtinView(), ctx.traceId, request).then(
       (answer) => {
         sendAnswer(ctx, env, answer.status, ["cache-control", "no-store"], answer.body, answer.contentType, plan)
         complete(ctx, plan)
@@ -163,7 +166,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     const end = (error: ProxyError | undefined) => {
       if (over) return
       over = true
-      if (error !== undefined) sendError(ctx, env, error, plan)
+      if (error !== undefined && !rescueFromTap(ctx, env, dp, plan, error)) sendError(ctx, env, error, plan)
       complete(ctx, plan)
     }
     let cancel: () => void
@@ -184,6 +187,7 @@ export const makeRequestHandler = (env: PipelineEnv) => {
   /** Fork the waiting part of a request; the client's `close` interrupts it. */
   const fork = (
     ctx: RequestContext,
+    dp: Dataplane,
     plan: RoutePlan,
     effect: Effect.Effect<void, ProxyError>,
     /** A builtin/local handler took the request over and completes it itself. */
@@ -192,7 +196,9 @@ export const makeRequestHandler = (env: PipelineEnv) => {
     // settled after the exchange was aborted, when the request may have lost its socket
     const socket = ctx.req.socket
     const program = effect.pipe(
-      Effect.catchAll((error) => Effect.sync(() => sendError(ctx, env, error, plan, socket))),
+      Effect.catchAll((error) => Effect.sync(() => {
+        if (!rescueFromTap(ctx, env, dp, plan, error)) sendError(ctx, env, error, plan, socket)
+      })),
       Effect.onExit((exit) =>
         Effect.sync(() => {
           if (handedOff()) return
@@ -225,21 +231,24 @@ export const makeRequestHandler = (env: PipelineEnv) => {
         return proxyDirect(ctx, dp, plan, plan.upstream)
       }
       const next = dispatch(ctx, dp, plan)
-      if (next !== undefined) fork(ctx, plan, next)
+      if (next !== undefined) fork(ctx, dp, plan, next)
       return
     }
     if (step instanceof Waiting) return waitFor(ctx, dp, plan, step)
     if (!Effect.isEffect(step)) {
-      sendStageAnswer(ctx, env, step, plan)
+      if (isServed(step)) serveStep(ctx, env, dp, plan, step)
+      else sendStageAnswer(ctx, env, step, plan)
       return complete(ctx, plan)
     }
     let handedOff = false
     fork(
       ctx,
+      dp,
       plan,
       Effect.flatMap(step, (s): Effect.Effect<void, ProxyError> => {
         if (s !== undefined) {
-          sendStageAnswer(ctx, env, s, plan)
+          if (isServed(s)) serveStep(ctx, env, dp, plan, s)
+          else sendStageAnswer(ctx, env, s, plan)
           return Effect.void
         }
         const next = dispatch(ctx, dp, plan)

@@ -19,6 +19,24 @@ export interface EdgeHead {
   readonly forwarded: ForwardedInfo | undefined
 }
 import type { WebSocketSession } from "../websocket/Session.js"
+import type { ResponseSink } from "../upstream/Forward.js"
+import type { ServedSink } from "./Stage.js"
+
+/**
+ * A feature that sees the upstream's response on its way to the client (the response cache,
+ * src/cache/), set by one of the route's request stages.
+ */
+export interface ResponseTap {
+  /** Wraps the sink of each upstream attempt's response (innermost: what the client gets). */
+  readonly wrap: (sink: ResponseSink) => ResponseSink
+  /**
+   * The upstream failed (`error`: the typed error's tag) before any of a response went out:
+   * write a replacement into `sink` (a stale entry) and return true, or return false.
+   */
+  readonly rescue: (error: string, sink: ServedSink) => boolean
+  /** The access log's `cache` field: "hit", "miss", "stale", "bypass", ... */
+  readonly result: string | undefined
+}
 
 export interface RequestContext {
   readonly req: IncomingMessage
@@ -86,6 +104,8 @@ export interface RequestContext {
   compression?: { readonly encoding: string; bytesIn: number; bytesOut: number } | undefined
   /** The request's spans; set only when tracing is configured and this request is sampled. */
   trace?: RequestTrace | undefined
+  /** The route's response cache for this request (src/cache/), when the route caches. */
+  tap?: ResponseTap | undefined
   header(lowerName: string): string | undefined
 }
 

@@ -29,6 +29,10 @@ import { makeRequestHandler, type PipelineHooks } from "./Pipeline.js"
 import type { RequestContext } from "./RequestContext.js"
 import type { RouteExtension } from "./Stage.js"
 import { makeWebSockets, type WebSockets } from "../websocket/WebSockets.js"
+import { ResponseCache } from "../cache/Cache.js"
+import { cacheBuiltin } from "../cache/Builtins.js"
+import { cacheExtension } from "../cache/CacheStage.js"
+import { refreshInBackground } from "./Refresh.js"
 
 export interface RequestPathOptions {
   /** Edits of the built-in phases: stages before or after one, or a replacement. */
@@ -36,6 +40,8 @@ export interface RequestPathOptions {
   /** Route features after the built-in phases. */
   readonly extensions?: ReadonlyArray<RouteExtension> | undefined
   readonly version: string
+  /** The response cache's clock (epoch ms). Default `Date.now`; tests pass their own. */
+  readonly cacheClock?: (() => number) | undefined
 }
 
 export interface RequestPathService {
@@ -52,6 +58,8 @@ export interface RequestPathService {
   readonly tracing: RequestTracing | undefined
   /** WebSocket tunnels: their registry (drained with the listeners) and limits (`configure` on reload). */
   readonly websockets: WebSockets
+  /** The response cache (src/cache/): its store survives reloads for routes whose cache settings stay. */
+  readonly cache: ResponseCache
 }
 
 /** The `protocol` label of a request: its HTTP version, and whether it came over TLS. */
@@ -130,9 +138,31 @@ export class RequestPath extends Context.Tag("sentinel/pipeline/RequestPath")<Re
         const staticFiles = makeStaticFilesRoute({ responseStages: (ctx) => current.plans.get(ctx.routeId)?.response ?? [] })
         // WebSocket handshakes and tunnels (src/websocket/): every route gets its upgrade policy
         const websockets = makeWebSockets(initial, { metrics, audit: logs.audit, frameAgents: agents.websocketFrames })
+        // the response cache (src/cache/): one store for every route, carried across reloads
+        const cache = new ResponseCache(
+          initial,
+          {
+            result: (route, result) => metrics.cacheRequests.inc(route, result),
+            evicted: (route) => metrics.cacheEvictions.inc(route),
+            changed: (route, s) => {
+              metrics.cacheBytes.set(s.bytes, route)
+              metrics.cacheEntries.set(s.entries, route)
+            },
+            dropped: (route) => {
+              metrics.cacheBytes.remove(route)
+              metrics.cacheEntries.remove(route)
+            },
+            refresh: (ctx, headers, sink, done) => {
+              const plan = current.plans.get(ctx.routeId)
+              return plan !== undefined && refreshInBackground(ctx, current, plan, headers, sink, done)
+            }
+          },
+          { now: options.cacheClock }
+        )
         const extensions = [
           filtersPhase,
           editedPhase("static-files", staticFiles, edits),
+          editedPhase("cache", cacheExtension(cache), edits),
           websockets.extension,
           ...(options.extensions ?? [])
         ].filter((e): e is RouteExtension => e !== undefined)
@@ -148,7 +178,8 @@ export class RequestPath extends Context.Tag("sentinel/pipeline/RequestPath")<Re
             kind: r.builtinHandler !== undefined ? "builtin" : "upstream"
           })),
           upstreams: [...current.upstreams.values()].map(describeUpstream),
-          metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() })
+          metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
+          cache: (name, request) => cacheBuiltin(cache, () => current.config.cache.adminOnly, logs.audit.operator, name, request)
         })
 
         const log: PipelineHooks = {
@@ -181,6 +212,8 @@ export class RequestPath extends Context.Tag("sentinel/pipeline/RequestPath")<Re
           dataplane: () => current,
           compile: (next, runtimes) => compileDataplane(next, runtimes, extensions, current),
           set: (d) => {
+            // routes whose cache settings changed (or that are gone) lose their entries
+            if (d.config !== current.config) cache.configure(d.config)
             current = d
           },
           handlerFor: (listener, draining) =>
@@ -195,7 +228,8 @@ export class RequestPath extends Context.Tag("sentinel/pipeline/RequestPath")<Re
               tracing
             }),
           tracing,
-          websockets
+          websockets,
+          cache
         }
       })
     )

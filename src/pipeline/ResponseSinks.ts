@@ -25,20 +25,23 @@ export class DirectSink implements ResponseSink {
     private readonly bufferLimit: number
   ) {}
 
-  start(status: number, raw: Array<Buffer>): boolean {
+  /** `raw` is the upstream's head (Buffers), or a stored one (strings: a cache hit). */
+  start(status: number, raw: ReadonlyArray<Buffer | string>): boolean {
     const ctx = this.ctx
     const flat: Array<string> = []
     let connection: string | undefined
     for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i].toString("latin1")
+      const n = raw[i]
+      const name = typeof n === "string" ? n : n.toString("latin1")
       if (isHopByHop(name)) {
         if (name.length === 10 && name.toLowerCase() === "connection") {
-          const v = raw[i + 1].toString("latin1")
+          const v = latin1(raw[i + 1])
           connection = connection === undefined ? v : `${connection}, ${v}`
         }
         continue
       }
-      flat.push(name, raw[i + 1].toString("latin1"))
+      const v = raw[i + 1]
+      flat.push(name, typeof v === "string" ? v : v.toString("latin1"))
     }
     // names listed in Connection are hop-by-hop too (rare beyond keep-alive/close)
     const named = connectionTokens(connection)

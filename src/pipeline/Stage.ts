@@ -17,6 +17,7 @@ import type { Transform } from "node:stream"
 import { Effect } from "effect"
 import type { RouteConfig, SentinelConfig } from "../config/Schema.js"
 import type { RequestContext } from "./RequestContext.js"
+import type { ResponseSink } from "../upstream/Forward.js"
 
 /** A proxy-made answer. `headers` is a flat `[name, value, ...]` list. */
 export interface Answer {
@@ -29,7 +30,26 @@ export interface Answer {
   readonly reason: string
 }
 
-export type StageStep = Answer | undefined
+/**
+ * A stage answers with a response it has ready (a cache hit): `write` puts it into `sink`, the
+ * route's way to the client (response policy and stages applied, as for an upstream answer).
+ */
+export interface Served {
+  readonly _tag: "Served"
+  readonly write: (sink: ServedSink) => void
+}
+
+/** Where a ready response is written: a `ResponseSink` whose head may be strings (a stored head). */
+export interface ServedSink extends Omit<ResponseSink, "start"> {
+  readonly start: (status: number, head: ReadonlyArray<string | Buffer>) => boolean
+}
+
+export const served = (write: Served["write"]): Served => ({ _tag: "Served", write })
+
+export const isServed = (u: unknown): u is Served =>
+  typeof u === "object" && u !== null && (u as { _tag?: unknown })._tag === "Served"
+
+export type StageStep = Answer | Served | undefined
 
 /**
  * A wait on plain callbacks: `start` begins it and calls `done` exactly once with the

@@ -41,7 +41,7 @@ import { failureKind, NO, nothingSentKinds, requestSentOf, retryPlanOf, targetRe
 import { bufferBody, requestBody, type BodySource } from "./UpstreamBody.js"
 
 /** What the balancer may read of the request (hash keys, sticky cookies). */
-class BalancerView implements BalancerContext {
+export class BalancerView implements BalancerContext {
   constructor(private readonly ctx: RequestContext) {}
   get clientIp(): string {
     return this.ctx.clientIp
@@ -374,7 +374,9 @@ class UpstreamCall {
     target.state.begin()
     upstream.observer.attempt(upstream.id, plan.id)
 
-    const directSink = new DirectSink(ctx, this.draining, plan, picked.setCookie, this.dp.limits.responseBufferSize)
+    const clientSink = new DirectSink(ctx, this.draining, plan, picked.setCookie, this.dp.limits.responseBufferSize)
+    // the route's tap (the response cache) sees the response as the client gets it
+    const directSink: ResponseSink = ctx.tap !== undefined ? ctx.tap.wrap(clientSink) : clientSink
     const direct: ResponseSink = plan.bufferResponses ? new BufferedSink(directSink, this.dp.limits.responseBufferSize, ctx.method) : directSink
     // response-phase agents: the head waits for their decision (ResponseHold.ts)
     // the `compress` filter: the client (and a cache before it) gets the encoded head and body

@@ -196,14 +196,15 @@ upstreams {
   upstream "spare" { target "127.0.0.1:3" }
 }
 routes {
-  route "a" { matches { path-prefix "/" }; upstream "used" }
+  route "a" { matches { path-prefix "/" }; upstream "used"; cache { enabled #true } }
   route "b" { matches { path-prefix "/" }; upstream "used" }
 }
+cache { enabled #false }
 `
     )
     const r = await run(["lint", "-c", file])
     expect(r.status).toBe(0)
-    for (const rule of ["orphan-upstream", "shadowed-route", "no-health-check", "public-admin-listener", "metrics-disabled", "no-graceful-shutdown"]) {
+    for (const rule of ["orphan-upstream", "shadowed-route", "no-health-check", "public-admin-listener", "metrics-disabled", "no-graceful-shutdown", "cache-disabled"]) {
       expect(r.stdout).toContain(`warning[${rule}]`)
     }
     expect(r.stdout).toMatch(/warning\[orphan-upstream\]: upstream "spare": no route uses it/)

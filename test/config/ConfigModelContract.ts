@@ -15,6 +15,7 @@ export interface SentinelConfig {
   readonly filters: ReadonlyArray<S.FilterConfig>
   readonly agents: ReadonlyArray<S.AgentConfig>
   readonly rateLimits: S.RateLimitsConfig       // rate-limits { default-rps; default-burst; key; global {…} }
+  readonly cache: S.CacheStoreConfig            // cache { enabled; backend "memory"; max-size; lock-timeout; status-header; ... }
 }
 export interface SystemConfig {
   readonly workerThreads: number                 // 1 here means single process; 0 = cores (issue 6)
@@ -115,7 +116,7 @@ export interface HeaderOps {
   readonly add: ReadonlyArray<readonly [name: string, value: string]>
   readonly remove: ReadonlyArray<string>
 }
-export type BuiltinHandler = "status" | "health" | "metrics" | "not-found" | "config" | "upstreams"
+export type BuiltinHandler = "status" | "health" | "metrics" | "not-found" | "config" | "upstreams" | "cache-purge" | "cache-stats"
 export interface RouteConfig {
   readonly id: string
   readonly priority: number                      // low 10, normal 50 (default), high 100, critical 1000, or integer
@@ -137,6 +138,7 @@ export interface RouteConfig {
   readonly circuitBreaker?: S.CircuitBreakerConfig // a breaker around the route's upstream calls
   readonly websocket: boolean                    // websocket #false: WebSocket handshakes tunnelled (needs upstream)
   readonly websocketInspection: boolean          // websocket-inspection #false: frames to websocket_frame agents
+  readonly cache?: S.RouteCacheConfig            // cache { enabled #false; default-ttl-secs 3600; ... }
 }
 export interface LimitsConfig {
   readonly maxHeaderSize: number                 // 8192 bytes (also accept max-header-size-bytes)

@@ -256,13 +256,13 @@ routes { route "health" { builtin-handler "health"; }; route "r" { upstream "bac
   })
 
   it("collects every error in one pass, sorted by position", () => {
-    const e = errs(`listeners { listener "a" { address "x"; protocol "h3"; }; }\nlimits { max-header-count 0; foo 1; }\ncache { }`)
+    const e = errs(`listeners { listener "a" { address "x"; protocol "h3"; }; }\nlimits { max-header-count 0; foo 1; }\nwaf { }`)
     expect(e).toEqual([
       "t.kdl:1:36: `address` must be \"host:port\" (IPv6 as \"[::1]:80\"), got \"x\"",
       "t.kdl:1:50: `protocol` \"h3\" is not supported yet",
       "t.kdl:2:27: `max-header-count` must be at least 1, got 0",
       "t.kdl:2:30: unknown node `foo` in `limits`",
-      "t.kdl:3:1: `cache` is not supported yet"
+      "t.kdl:3:1: `waf` is not supported yet"
     ])
   })
 })

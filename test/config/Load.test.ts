@@ -171,7 +171,7 @@ describe("loadConfig: files, includes, env", () => {
   it("summarize counts listeners, routes and upstreams", async () => {
     const c = Either.getOrThrow(await run(loadConfigDetailed(path.join(repo, "config/example.kdl")))).config
     const s = summarize(c)
-    expect(s.split("\n")[0]).toBe("configuration OK (schema 1.0): 4 listeners, 4 routes, 4 upstreams, 11 filters, 4 agents")
+    expect(s.split("\n")[0]).toBe("configuration OK (schema 1.0): 4 listeners, 7 routes, 4 upstreams, 11 filters, 4 agents")
     expect(s).toContain("  route api (priority 100): 7 conditions via cors, api-rl, auth, waf, security, strip-debug, slow-api, gzip -> upstream api")
     expect(s).toContain("  route site (priority 10): 1 condition -> static files /srv/www")
     expect(s).toContain("  listener admin: http://127.0.0.1:9901 (admin)")

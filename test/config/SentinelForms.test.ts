@@ -222,9 +222,7 @@ describe("routes (parse_routes)", () => {
     expect(route(`priority "Critical"\n        upstream "api-backend"`).priority).toBe(1000)
     expect(route(`builtin-handler "not_found"`).builtinHandler).toBe("not-found")
     expect(route(`builtin-handler "NOT-FOUND"`).builtinHandler).toBe("not-found")
-    expect(errs(L + `routes { route "r" { builtin-handler "cache_purge"; }; }`)).toEqual([
-      "t.kdl:2:38: `builtin-handler` \"cache_purge\" is not supported yet"
-    ])
+    expect(route(`builtin-handler "cache_purge"`).builtinHandler).toBe("cache-purge")
     expect(errs(L + `routes { route "r" { builtin-handler "not-fund"; }; }`)).toEqual([
       expect.stringMatching(/^t\.kdl:2:38: `builtin-handler` must be one of .*, got "not-fund"; did you mean `not-found`\?$/)
     ])

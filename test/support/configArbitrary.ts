@@ -273,6 +273,15 @@ const listenerTls = fc.record({
 const compact = <T extends object>(o: T): T =>
   Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T
 
+const routeCache = fc.record({
+  enabled: fc.boolean(), defaultTtl: millis, maxSizeBytes: positive(), cachePrivate: fc.boolean(), staleWhileRevalidate: millis,
+  staleIfError: millis, cacheableMethods: fc.subarray(["GET", "HEAD", "POST"], { minLength: 1 }),
+  cacheableStatusCodes: fc.subarray([200, 203, 204, 301, 404, 410], { minLength: 1 }),
+  varyHeaders: fc.subarray(["Accept-Encoding", "Accept-Language", "X-Tenant"]),
+  ignoreQueryParams: fc.subarray(["utm_source", "utm_medium", "fbclid"]),
+  excludeExtensions: fc.subarray(["php", "cgi"]), excludePaths: fc.subarray(["/admin", "/api/private"])
+})
+
 export const arbitraryConfig: fc.Arbitrary<SentinelConfig> = fc
   .record({
     upstreamIds: fc.uniqueArray(id, { maxLength: 3 }),
@@ -316,11 +325,13 @@ export const arbitraryConfig: fc.Arbitrary<SentinelConfig> = fc
           maxBodySize: opt(count(1 << 30)), bufferRequests: fc.boolean(), bufferResponses: fc.boolean()
         }),
         websocket: fc.boolean(),
-        websocketInspection: fc.boolean()
-      }).map(({ to, policies, websocket, websocketInspection, ...r }) => {
-        // a WebSocket route has an upstream; inspection needs websocket
+        websocketInspection: fc.boolean(),
+        cache: opt(routeCache)
+      }).map(({ to, policies, websocket, websocketInspection, cache, ...r }) => {
+        // a WebSocket route has an upstream; inspection needs websocket; only upstream routes cache
         const ws = websocket && "upstream" in to
-        return compact({ id: rid, ...r, ...to, policies: compact(policies), websocket: ws, websocketInspection: ws && websocketInspection }) as RouteConfig
+        const c = cache === undefined ? undefined : { ...cache, enabled: cache.enabled && "upstream" in to }
+        return compact({ id: rid, ...r, ...to, policies: compact(policies), websocket: ws, websocketInspection: ws && websocketInspection, cache: c }) as RouteConfig
       })
     ))
     const listeners = fc.tuple(...listenerIds.map((lid) =>
@@ -370,6 +381,10 @@ export const arbitraryConfig: fc.Arbitrary<SentinelConfig> = fc
         global: opt(fc.record({ maxRps: fc.integer({ min: 1, max: 1_000_000 }).map((n) => n / 10), burst: positive(), key: rlKey }))
       }).chain((r) => (r.defaultRps === undefined ? fc.constant(r) : opt(positive()).map((defaultBurst) => ({ ...r, defaultBurst }))))
         .map(compact),
+      cache: fc.record({
+        enabled: fc.boolean(), backend: fc.constant("memory" as const), maxSize: positive(), lockTimeout: millis,
+        statusHeader: fc.boolean(), statusHeaderName: fc.constantFrom("sentinel", "edge-1", "cdn.local"), adminOnly: fc.boolean()
+      }),
       limits: fc.record({
         maxHeaderSize: positive(), maxHeaderCount: positive(), maxBodySize: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
         requestBufferSize: fc.nat({ max: 1 << 24 }), responseBufferSize: fc.nat({ max: 1 << 24 }), slowReaderTimeout: millis,

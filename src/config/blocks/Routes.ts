@@ -2,9 +2,10 @@
 import type { Node } from "@bgotink/kdl"
 import {
   BuiltinHandler, type CircuitBreakerConfig, type HeaderOps, namedPriorities, type RetryPolicyConfig, type RouteConfig, type RouteMatch,
-  type StaticFilesConfig
+  type RouteCacheConfig, type StaticFilesConfig
 } from "../Schema.js"
 import { circuitBreakerSpec, retryPolicyField } from "./Resilience.js"
+import { routeCacheField } from "./Cache.js"
 import { builtinHandlersNotSupportedYet } from "../NotSupportedYet.js"
 import { hint } from "../ConfigIssue.js"
 import {
@@ -325,6 +326,7 @@ interface RouteFields {
   readonly circuitBreaker: CircuitBreakerConfig
   readonly websocket: boolean
   readonly websocketInspection: boolean
+  readonly cache: Partial<RouteCacheConfig>
 }
 
 export const routeSpec: BlockSpec<RouteFields> = {
@@ -355,7 +357,8 @@ export const routeSpec: BlockSpec<RouteFields> = {
     policies: block("policies", policiesSpec),
     circuitBreaker: block("circuit-breaker", circuitBreakerSpec("routes.route.circuit-breaker")),
     websocket: websocketFlag("websocket"),
-    websocketInspection: websocketFlag("websocket-inspection")
+    websocketInspection: websocketFlag("websocket-inspection"),
+    cache: routeCacheField
   }
 }
 
@@ -383,6 +386,10 @@ export const routeField = entity("route", routeSpec, (id, f, node, cx) => {
   if (f.websocketInspection === true && f.websocket !== true) {
     const at = node.children?.nodes.find((c) => c.getName() === "websocket-inspection") ?? node
     return cx.error(at, `route "${id}": \`websocket-inspection #true\` needs \`websocket #true\` on the route`)
+  }
+  if (f.cache?.enabled === true && target !== "upstream") {
+    const at = node.children?.nodes.find((c) => c.getName() === "cache") ?? node
+    return cx.error(at, `route "${id}": \`cache { enabled #true }\` needs an \`upstream\` (only proxied responses are cached)`)
   }
   const filters = (f.filters as unknown as ReadonlyArray<ReadonlyArray<string>> | undefined)?.flat()
   if (filters !== undefined) {

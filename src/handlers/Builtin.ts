@@ -86,7 +86,8 @@ export const runBuiltin = async (name: BuiltinHandler, view: BuiltinView, traceI
       return { status: 200, contentType: m.contentType, body: m.body }
     }
     case "config":
-      if (view.config === undefined) return json(404, { error: "config is not available", trace_id: traceId })
+      // the running configuration: admin listeners only (404 elsewhere, as if there were no such route)
+      if (view.config === undefined || request?.admin !== true) return json(404, { error: "404 Not Found", trace_id: traceId })
       return json(200, view.config())
     case "cache-purge":
     case "cache-stats":

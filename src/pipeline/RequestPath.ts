@@ -15,6 +15,7 @@ import type { SentinelConfig } from "../config/Schema.js"
 import { ConfigSource } from "../config/ConfigSource.js"
 import { Agents } from "../agents/Agents.js"
 import { makeFilterChain } from "../filters/Chain.js"
+import { configView } from "../config/ConfigView.js"
 import type { RedisBackendHooks } from "../filters/RedisRateLimit.js"
 import type { BuiltinView } from "../handlers/Builtin.js"
 import { makeStaticFilesRoute } from "../handlers/StaticFilesRoute.js"
@@ -179,6 +180,7 @@ export class RequestPath extends Context.Tag("sentinel/pipeline/RequestPath")<Re
           })),
           upstreams: [...current.upstreams.values()].map(describeUpstream),
           metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
+          config: () => configView(current.config),
           cache: (name, request) => cacheBuiltin(cache, () => current.config.cache.adminOnly, logs.audit.operator, name, request)
         })
 

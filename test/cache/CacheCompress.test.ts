@@ -40,7 +40,7 @@ routes {
 }
 `
   const decoded = decodeKdl(kdl, { file: "cache-compress.kdl" })
-  expect(decoded.issues ?? []).toEqual([])
+  expect(decoded.errors).toEqual([])
   scope = Effect.runSync(Scope.make())
   proxy = await Effect.runPromise(startProxy(decoded.config!).pipe(Scope.extend(scope)))
 })

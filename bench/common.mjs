@@ -85,10 +85,11 @@ http.createServer((q, s) => { if (q.url === "/small") s.end("1234567890123456789
 /**
  * Sentinel's benchmark configuration, written to `work/sentinel-<name>.kdl`: the full pipeline
  * (routing, header policy, JSON access log to a file, metrics), optionally with the `echo` agent
- * (on a Unix socket, `agentSocket`, or over gRPC, `agentGrpc` = "http://127.0.0.1:PORT"),
+ * (on a Unix socket, `agentSocket`, or over gRPC, `agentGrpc` = "http://127.0.0.1:PORT";
+ * `agentFailureMode` on its filter, else the agent's default, open),
  * and optionally on an `https` listener (`tls`).
  */
-export const sentinelConfig = (work, name, { port, upstreamPort, agentSocket, agentGrpc, accessLog = true, tls }) => {
+export const sentinelConfig = (work, name, { port, upstreamPort, agentSocket, agentGrpc, agentFailureMode, accessLog = true, tls }) => {
   const path = join(work, `sentinel-${name}.kdl`)
   // With `tls: { certFile, keyFile, sessionResumption }` the listener is `https` (ALPN h2 and
   // http/1.1 on one port); `sessionResumption: false` turns tickets and resumption off.
@@ -102,7 +103,7 @@ system { graceful-shutdown-timeout-secs 1 }
 listeners { ${listener} }
 upstreams { upstream "origin" { target "127.0.0.1:${upstreamPort}" } }
 ${agentSocket || agentGrpc ? `agents { agent "echo" { ${agentSocket ? `unix-socket "${agentSocket}"` : `grpc "${agentGrpc}"`}; events "request_headers"; timeout-ms 1000 } }
-filters { filter "echo" { type "agent"; agent "echo" } }` : ""}
+filters { filter "echo" { type "agent"; agent "echo"${agentFailureMode ? `; failure-mode "${agentFailureMode}"` : ""} } }` : ""}
 routes {
   route "health" { priority "high"; matches { path "/_health" }; builtin-handler "health" }
   route "all" {

@@ -10,7 +10,10 @@
 // Scenarios: small (GET 20 B), get64k (GET 64 KiB). Sentinel runs the full pipeline:
 // routing, trace id, header policies, access log to a file, metrics.
 // With --agent, two more rows run Sentinel with the `echo` agent on the route: over its Unix
-// socket, and over gRPC (the same agent serving AgentServiceV2 on loopback).
+// socket, and over gRPC (the same agent serving AgentServiceV2 on loopback). Its filter is
+// failure-mode "closed": a failed call is a non-2xx in the table, never a fast pass (with the
+// agent's default, open, timeouts on an overloaded machine opened the breaker and the row
+// measured requests that skipped the agent).
 import { execFileSync } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join, dirname } from "node:path"
@@ -48,8 +51,8 @@ const configFor = (port, withAgent) =>
   sentinelConfig(work, String(port), {
     port,
     upstreamPort: UPSTREAM_PORT,
-    ...(withAgent === "uds" ? { agentSocket: join(work, "echo.sock") } : {}),
-    ...(withAgent === "grpc" ? { agentGrpc: `http://127.0.0.1:${AGENT_GRPC_PORT}` } : {})
+    ...(withAgent === "uds" ? { agentSocket: join(work, "echo.sock"), agentFailureMode: "closed" } : {}),
+    ...(withAgent === "grpc" ? { agentGrpc: `http://127.0.0.1:${AGENT_GRPC_PORT}`, agentFailureMode: "closed" } : {})
   })
 const proxies = [
   {

@@ -400,24 +400,7 @@ class Manager implements AgentManagerService {
           continue
         }
         data ??= chunk.data.toString("base64")
-        const event =
-          phase === "request_body"
-            ? {
-                correlation_id: ctx.traceId,
-                data,
-                is_last: chunk.isLast,
-                total_size: chunk.total ?? null,
-                chunk_index: chunk.index,
-                bytes_received: chunk.bytes
-              }
-            : {
-                correlation_id: ctx.traceId,
-                data,
-                is_last: chunk.isLast,
-                total_size: chunk.total ?? null,
-                chunk_index: chunk.index,
-                bytes_sent: chunk.bytes
-              }
+        const event = bodyChunkEvent(phase, ctx.traceId, data, chunk.isLast, chunk.total ?? null, chunk.index, chunk.bytes)
         current = this.one(ref, phase, ctx, event, (o) => {
           if (finished) return
           if (o.respond) {
@@ -540,25 +523,7 @@ class Manager implements AgentManagerService {
           if (o.respond) return finish(o.respond)
           continue
         }
-        const encoded = data.toString("base64")
-        const event =
-          phase === "request_body"
-            ? {
-                correlation_id: ctx.traceId,
-                data: encoded,
-                is_last: true,
-                total_size: data.length,
-                chunk_index: 0,
-                bytes_received: data.length
-              }
-            : {
-                correlation_id: ctx.traceId,
-                data: encoded,
-                is_last: true,
-                total_size: data.length,
-                chunk_index: 0,
-                bytes_sent: data.length
-              }
+        const event = bodyChunkEvent(phase, ctx.traceId, data.toString("base64"), true, data.length, 0, data.length)
         current = this.one(ref, phase, ctx, event, onOutcome)
         return
       }
@@ -677,6 +642,20 @@ class Manager implements AgentManagerService {
 
 
 const noop: CancelCall = () => {}
+
+/** A RequestBodyChunk (`bytes_received`) or ResponseBodyChunk (`bytes_sent`) event. */
+const bodyChunkEvent = (
+  phase: BodyPhase,
+  correlationId: string,
+  data: string,
+  isLast: boolean,
+  total: number | null,
+  index: number,
+  bytes: number
+) =>
+  phase === "request_body"
+    ? { correlation_id: correlationId, data, is_last: isLast, total_size: total, chunk_index: index, bytes_received: bytes }
+    : { correlation_id: correlationId, data, is_last: isLast, total_size: total, chunk_index: index, bytes_sent: bytes }
 
 /** The agent's transport: a Unix-socket pool (Client.ts) or a gRPC channel (GrpcTransport.ts), one interface. */
 const makeTransport = (a: AgentConfig, options: AgentManagerOptions): Effect.Effect<AgentClient, never, Scope.Scope> => {

@@ -18,7 +18,7 @@ import { join, dirname, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { PROXY_V8_FLAGS } from "../dist/RuntimeFlags.js"
-import { has, pin, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
+import { cpuUs, has, pin, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt, positionals } = parseArgs({
@@ -58,11 +58,6 @@ for (const v of variants) {
 }
 for (const v of variants) await waitReady(v.port, opt.path)
 
-const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
-const cpuUs = (pid) => {
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
-  return (Number(f[11]) + Number(f[12])) * TICK_US
-}
 const wrk = (v, seconds) => {
   const out = execFileSync("taskset", ["-c", "1", "wrk", "-t1", `-c${opt.conns}`, `-d${seconds}s`, "--latency", `http://127.0.0.1:${v.port}${opt.path}`], {
     encoding: "utf8"

@@ -1,12 +1,22 @@
 // What the benchmark scripts share: a work directory, child processes that die with the
 // script, readiness checks, the upstream (nginx, else a Node origin) and Sentinel's config.
-import { spawn, spawnSync } from "node:child_process"
-import { chmodSync, mkdtempSync, writeFileSync, mkdirSync } from "node:fs"
+import { execFileSync, spawn, spawnSync } from "node:child_process"
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync, mkdirSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import http from "node:http"
 
 export const has = (cmd) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0
+
+const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
+/**
+ * CPU time of a process (user + system, /proc), in microseconds: a process's own cost per
+ * request, which a loaded machine disturbs far less than requests/s.
+ */
+export const cpuUs = (pid) => {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
+  return (Number(f[11]) + Number(f[12])) * TICK_US
+}
 
 /** `argv` pinned to one CPU when taskset is there. */
 export const pin = (cpu, argv) => (has("taskset") ? ["taskset", "-c", String(cpu), ...argv] : argv)

@@ -20,7 +20,7 @@ import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { PROXY_V8_FLAGS } from "../dist/RuntimeFlags.js"
-import { has, pin, sentinelConfig, start, startUpstream, stopAll, waitReady, workDir } from "./common.mjs"
+import { cpuUs, has, pin, sentinelConfig, start, startUpstream, stopAll, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt } = parseArgs({
@@ -100,13 +100,6 @@ const wrk = (port, path, seconds, conns) => {
   return { rps, p50: p(50), p99: p(99), errors: Number(errors) }
 }
 
-// CPU time of a process (user + system), in microseconds: the proxy's own cost per request,
-// which a loaded machine disturbs far less than requests/s.
-const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
-const cpuUs = (pid) => {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
-  return (Number(fields[11]) + Number(fields[12])) * TICK_US
-}
 const results = {} // name -> scenario -> [runs]
 for (let round = 1; round <= ROUNDS; round++) {
   for (const proxy of proxies) {

@@ -22,6 +22,7 @@
  */
 import { Effect } from "effect"
 import { abortResponse } from "../http/Response.js"
+import { markCut } from "./Connection.js"
 import type { ResponseSink } from "../upstream/Forward.js"
 import { withContentLength } from "./Headers.js"
 import type { ProxyError } from "./Errors.js"
@@ -105,7 +106,10 @@ export const holdResponse = (ctx: RequestContext, hook: ResponseHook, base: Resp
     queued.length = 0
     toInspect.length = 0
     if (headOut) {
-      // the head went out already: cut the response short, so it cannot pass as complete
+      // The head went out already: cut the response short, so it cannot pass as complete. On
+      // HTTP/1.x the connection goes with it: marked as the proxy's cut, so the access line
+      // keeps the status sent and this reason (not the 499 of a client that left).
+      if (!ctx.http2 && ctx.req.socket !== null) markCut(ctx.req.socket, { status: a.status, reason: a.reason, answered: undefined, bytesSent: 0 })
       abortResponse(res)
       settle(Effect.void)
       resumeUpstream(true)

@@ -10,6 +10,7 @@
  * agent's body cap; an HTTP/1.0 client, which could not tell a cut, gets
  * nothing before the agent is done; buffer-mode agents beside stream ones.
  */
+import * as fs from "node:fs"
 import * as http from "node:http"
 import * as net from "node:net"
 import * as path from "node:path"
@@ -107,6 +108,9 @@ const spawnBodyAgent = async (transport: Transport, args: ReadonlyArray<string>,
   return { agent, transport: ready }
 }
 
+const readLines = (file: string): Array<Record<string, unknown>> =>
+  fs.existsSync(file) ? fs.readFileSync(file, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as Record<string, unknown>) : []
+
 const chunks = (agent: AgentProcess): Array<AgentLine> => agent.lines.filter((l) => l.event === "chunk")
 
 interface Setup {
@@ -119,7 +123,7 @@ const setup = async (
   transport: Transport,
   mode: string,
   agent: Record<string, unknown> = {},
-  extra: { readonly others?: ReadonlyArray<Record<string, unknown>>; readonly filters?: ReadonlyArray<string> } = {}
+  extra: { readonly others?: ReadonlyArray<Record<string, unknown>>; readonly filters?: ReadonlyArray<string>; readonly accessLog?: boolean } = {}
 ): Promise<Setup> => {
   const dir = socketDir()
   const origin = await startPartsOrigin()
@@ -134,7 +138,8 @@ const setup = async (
       filters: [{ id: "fs", type: "agent", agent: "s" }, ...(extra.others ?? []).map((o) => ({ id: `f-${o.id}`, type: "agent" as const, agent: o.id as string }))],
       routes: [{ id: "r", priority: 1, matches: [{ _tag: "PathPrefix" as const, prefix: "/" }], upstream: "parts", filters: extra.filters ?? ["fs", ...(extra.others ?? []).map((o) => `f-${o.id}`)] }]
     }),
-    dir
+    dir,
+    { accessLog: extra.accessLog === true }
   )
   await env.agentsReady()
   return { env, agent: spawned.agent, origin }
@@ -249,7 +254,7 @@ describe.each(["uds", "grpc"] as const)("response-body-mode stream (SDK agent, %
 
   it("a block mid-stream cuts the response: the client has the 200 head and the chunks passed, never the blocked one, and no complete body", async () => {
     for (const contentLength of [true, false]) {
-      const { env, agent, origin } = await setup(transport, "scan")
+      const { env, agent, origin } = await setup(transport, "scan", {}, { accessLog: true })
       let clientSaw = ""
       origin.plan = {
         parts: ["harmless-", "EVIL-", "never-sent"],
@@ -265,6 +270,11 @@ describe.each(["uds", "grpc"] as const)("response-body-mode stream (SDK agent, %
       expect(r.complete).toBe(false)
       expect(chunks(agent).map((c) => c.text)).toEqual(["harmless-", "EVIL-"])
       await env.auditLine((l) => l.phase === "response_body" && l.decision === "block")
+      // the access line: the status the client got, and why it was cut (not a client that left)
+      const accessFile = path.join(env.dir, "access.log")
+      let line: Record<string, unknown> | undefined
+      await eventually(() => (line = readLines(accessFile).find((l) => l.path === "/parts")) !== undefined, 5000, "access line")
+      expect(line).toMatchObject({ status: 200, error: "agent-block" })
       await env.close()
     }
   })

@@ -1,7 +1,7 @@
 // What the benchmark scripts share: a work directory, child processes that die with the
 // script, readiness checks, the upstream (nginx, else a Node origin) and Sentinel's config.
 import { execFileSync, spawn, spawnSync } from "node:child_process"
-import { chmodSync, mkdtempSync, writeFileSync, mkdirSync } from "node:fs"
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync, mkdirSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import http from "node:http"
@@ -16,6 +16,16 @@ export const requireCommands = (cmds) => {
     console.error(`${cmd} is required: apt-get install -y ${cmd}`)
     process.exit(2)
   }
+}
+
+const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
+/**
+ * CPU time of a process (user + system, /proc), in microseconds: a process's own cost per
+ * request, which a loaded machine disturbs far less than requests/s.
+ */
+export const cpuUs = (pid) => {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
+  return (Number(f[11]) + Number(f[12])) * TICK_US
 }
 
 /** `argv` pinned to one CPU when taskset is there. */
@@ -95,10 +105,11 @@ http.createServer((q, s) => { if (q.url === "/small") s.end("1234567890123456789
 /**
  * Sentinel's benchmark configuration, written to `work/sentinel-<name>.kdl`: the full pipeline
  * (routing, header policy, JSON access log to a file, metrics), optionally with the `echo` agent
- * (on a Unix socket, `agentSocket`, or over gRPC, `agentGrpc` = "http://127.0.0.1:PORT"),
+ * (on a Unix socket, `agentSocket`, or over gRPC, `agentGrpc` = "http://127.0.0.1:PORT";
+ * `agentFailureMode` on its filter, else the agent's default, open),
  * and optionally on an `https` listener (`tls`).
  */
-export const sentinelConfig = (work, name, { port, upstreamPort, agentSocket, agentGrpc, accessLog = true, tls }) => {
+export const sentinelConfig = (work, name, { port, upstreamPort, agentSocket, agentGrpc, agentFailureMode, accessLog = true, tls }) => {
   const path = join(work, `sentinel-${name}.kdl`)
   // With `tls: { certFile, keyFile, sessionResumption }` the listener is `https` (ALPN h2 and
   // http/1.1 on one port); `sessionResumption: false` turns tickets and resumption off.
@@ -112,7 +123,7 @@ system { graceful-shutdown-timeout-secs 1 }
 listeners { ${listener} }
 upstreams { upstream "origin" { target "127.0.0.1:${upstreamPort}" } }
 ${agentSocket || agentGrpc ? `agents { agent "echo" { ${agentSocket ? `unix-socket "${agentSocket}"` : `grpc "${agentGrpc}"`}; events "request_headers"; timeout-ms 1000 } }
-filters { filter "echo" { type "agent"; agent "echo" } }` : ""}
+filters { filter "echo" { type "agent"; agent "echo"${agentFailureMode ? `; failure-mode "${agentFailureMode}"` : ""} } }` : ""}
 routes {
   route "health" { priority "high"; matches { path "/_health" }; builtin-handler "health" }
   route "all" {

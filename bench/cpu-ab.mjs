@@ -16,12 +16,11 @@
 // (user + system, /proc) is divided by the request count. Interleaving makes drift hit every
 // variant alike; the minimum and the median over rounds are the figures to compare.
 import { execFileSync } from "node:child_process"
-import { readFileSync } from "node:fs"
 import { join, dirname, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { PROXY_V8_FLAGS, proxyV8Flags } from "../dist/RuntimeFlags.js"
-import { has, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
+import { cpuUs, has, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt, positionals } = parseArgs({
@@ -69,11 +68,6 @@ for (const v of variants) await waitReady(v.port, opt.path)
 const statusKiB = (pid, field) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? NaN)
 for (const v of variants) v.idleRss = statusKiB(v.child.pid, "VmRSS")
 
-const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
-const cpuUs = (pid) => {
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
-  return (Number(f[11]) + Number(f[12])) * TICK_US
-}
 const load = (v, n) => {
   const out = execFileSync("taskset", ["-c", "1", "h2load", "--h1", "-n", String(n), "-c", opt.conns, `http://127.0.0.1:${v.port}${opt.path}`], {
     encoding: "utf8"

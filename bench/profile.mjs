@@ -24,7 +24,7 @@ import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { PROXY_V8_FLAGS } from "../dist/RuntimeFlags.js"
-import { has, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
+import { cpuUs, has, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt } = parseArgs({
@@ -49,11 +49,6 @@ const work = workDir("sentinel-profile-")
 const UPSTREAM_PORT = 18680
 const upstreamKind = await startUpstream(work, UPSTREAM_PORT)
 
-const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
-const cpuUs = (pid) => {
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
-  return (Number(f[11]) + Number(f[12])) * TICK_US
-}
 const certFile = join(work, "cert.pem"), keyFile = join(work, "key.pem")
 if (opt.h2) {
   execFileSync("openssl", [

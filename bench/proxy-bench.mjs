@@ -10,14 +10,17 @@
 // Scenarios: small (GET 20 B), get64k (GET 64 KiB). Sentinel runs the full pipeline:
 // routing, trace id, header policies, access log to a file, metrics.
 // With --agent, two more rows run Sentinel with the `echo` agent on the route: over its Unix
-// socket, and over gRPC (the same agent serving AgentServiceV2 on loopback).
+// socket, and over gRPC (the same agent serving AgentServiceV2 on loopback). Its filter is
+// failure-mode "closed": a failed call is a non-2xx in the table, never a fast pass (with the
+// agent's default, open, timeouts on an overloaded machine opened the breaker and the row
+// measured requests that skipped the agent).
 import { execFileSync } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { PROXY_V8_FLAGS } from "../dist/RuntimeFlags.js"
-import { has, pin, sentinelConfig, start, startUpstream, stopAll, waitReady, workDir } from "./common.mjs"
+import { cpuUs, has, pin, sentinelConfig, start, startUpstream, stopAll, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt } = parseArgs({
@@ -48,8 +51,8 @@ const configFor = (port, withAgent) =>
   sentinelConfig(work, String(port), {
     port,
     upstreamPort: UPSTREAM_PORT,
-    ...(withAgent === "uds" ? { agentSocket: join(work, "echo.sock") } : {}),
-    ...(withAgent === "grpc" ? { agentGrpc: `http://127.0.0.1:${AGENT_GRPC_PORT}` } : {})
+    ...(withAgent === "uds" ? { agentSocket: join(work, "echo.sock"), agentFailureMode: "closed" } : {}),
+    ...(withAgent === "grpc" ? { agentGrpc: `http://127.0.0.1:${AGENT_GRPC_PORT}`, agentFailureMode: "closed" } : {})
   })
 const proxies = [
   {
@@ -97,13 +100,6 @@ const wrk = (port, path, seconds, conns) => {
   return { rps, p50: p(50), p99: p(99), errors: Number(errors) }
 }
 
-// CPU time of a process (user + system), in microseconds: the proxy's own cost per request,
-// which a loaded machine disturbs far less than requests/s.
-const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
-const cpuUs = (pid) => {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
-  return (Number(fields[11]) + Number(fields[12])) * TICK_US
-}
 const results = {} // name -> scenario -> [runs]
 for (let round = 1; round <= ROUNDS; round++) {
   for (const proxy of proxies) {

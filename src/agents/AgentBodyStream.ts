@@ -7,7 +7,7 @@
  */
 import type { IncomingMessage } from "node:http"
 import type { BodyRead } from "../pipeline/BodyRead.js"
-import type { BodyChunk } from "./Manager.js"
+import type { BodyChunk } from "../pipeline/Stage.js"
 
 export interface StreamBodyOptions {
   /** Past this many bytes in total, stop: `done` with `complete: false` (the caller answers 413). */
@@ -61,7 +61,7 @@ export const streamBody = (
     busy = true
     sent += data.length
     if (isLast) sentLast = true
-    onChunk({ data, index: index++, isLast, received: sent, total: o.total }, () => {
+    onChunk({ data, index: index++, isLast, bytes: sent, total: o.total }, () => {
       busy = false
       if (!finished) pump()
     })

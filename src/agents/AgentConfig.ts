@@ -73,6 +73,13 @@ export interface AgentConfig {
    * `needs_more: false`). Default "buffer".
    */
   readonly requestBodyMode: BodyMode
+  /**
+   * `response-body-mode`: "buffer" (the response held up to the cap, then sent whole as one
+   * chunk) or "stream" (each chunk sent as it arrives from the upstream, and passed on to the
+   * client once the stream-mode agents have answered it; the agent may decide before the end).
+   * Default "buffer".
+   */
+  readonly responseBodyMode: BodyMode
   /** `chunk-timeout-ms`: deadline of each chunk's answer in stream mode. Default 5000. */
   readonly chunkTimeoutMs: number
   /** Connections kept to the agent (not in Sentinel's KDL; its pool uses 4). Default 4. */
@@ -110,6 +117,7 @@ export const agentConfigDefaults: Omit<AgentConfig, "id" | "socketPath" | "grpc"
   maxRequestBodyBytes: MiB,
   maxResponseBodyBytes: MiB,
   requestBodyMode: "buffer",
+  responseBodyMode: "buffer",
   chunkTimeoutMs: 5000,
   poolSize: 4,
   config: null,

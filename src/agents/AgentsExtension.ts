@@ -13,7 +13,10 @@
  *   streams on unchanged.
  * - response hook (only with `response_headers` / `response_body` agents):
  *   the upstream head (and body up to the cap) is held while the agents
- *   decide; a block replaces the response, mutations edit it.
+ *   decide; a block replaces the response, mutations edit it. With
+ *   `response-body-mode "stream"` agents, the head is decided alone, then each
+ *   body chunk goes to them before the client (ResponseHold.ts), and the
+ *   buffer-mode agents beside them get what they passed, held up to their cap.
  * - response stage: response-header mutations decided in the request phase.
  * - complete stage: RequestComplete to `log` / `request_complete` agents,
  *   after the response; answers only audited.
@@ -136,6 +139,8 @@ const hasBody = (req: IncomingMessage): boolean => {
 }
 
 const noop = (): void => {}
+
+const EMPTY = Buffer.alloc(0)
 
 /** The bytes already read followed by the rest of the request, bounded by `limit` in total. */
 const prefixedBody = (ctx: RequestContext, prefix: Buffer, limit: number): Readable =>
@@ -262,16 +267,24 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
       const maxBodySize = route.policies.maxBodySize ?? config.limits.maxBodySize
       const requestCap = Math.min(capOf("request_body"), maxBodySize)
       // stream-mode agents (request-body-mode "stream"): the others' cap bounds what is held
-      const streamsBody = manager.streamsRequestBody(refs)
-      const streamRefs = new Set(refs.filter((r) => agentsById.get(r.agent)?.requestBodyMode === "stream"))
-      const bufferedRequestCap = Math.min(
+      const streamsBody = manager.streamsBody(refs, "request_body")
+      const streamRefs = new Set(refs.filter((r) => manager.streamsBodyOf(r, "request_body")))
+      /** The largest cap of the buffer-mode agents of a body phase (0 when all stream). */
+      const bufferedCapOf = (phase: "request_body" | "response_body") =>
         refs.reduce((cap, r) => {
           const a = agentsById.get(r.agent)
-          return a === undefined || streamRefs.has(r) || !filterSubscribes(r, a.events, "request_body") ? cap : Math.max(cap, filterBodyCap(r, a, "request_body"))
-        }, 0),
-        maxBodySize
-      )
+          return a === undefined || manager.streamsBodyOf(r, phase) || !filterSubscribes(r, a.events, phase) ? cap : Math.max(cap, filterBodyCap(r, a, phase))
+        }, 0)
+      const bufferedRequestCap = Math.min(bufferedCapOf("request_body"), maxBodySize)
       const responseCap = capOf("response_body")
+      // response-body-mode "stream" agents: each response chunk is theirs before the client's
+      const streamsResponse = manager.streamsBody(refs, "response_body")
+      const responseStreamRefs = refs.filter((r) => manager.streamsBodyOf(r, "response_body"))
+      const bufferedResponseCap = bufferedCapOf("response_body")
+      const wantsBufferedResponseBody = refs.some((r) => {
+        const a = agentsById.get(r.agent)
+        return a !== undefined && filterSubscribes(r, a.events, "response_body") && !manager.streamsBodyOf(r, "response_body")
+      })
 
       const states = new WeakMap<RequestContext, RequestState>()
       const stateOf = (ctx: RequestContext): RequestState => {
@@ -358,7 +371,7 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
             total: ctx.req.headers["content-length"] !== undefined && Number.isSafeInteger(cl) ? cl : undefined
           },
           (chunk, next) => {
-            callCancel = manager.startRequestBodyChunk(refs, chunk, pc, stream, (d) => {
+            callCancel = manager.startBodyChunk(refs, "request_body", chunk, pc, stream, (d) => {
               callCancel = undefined
               const step = applyRequest(ctx, d)
               if (step === undefined) return next()
@@ -429,30 +442,61 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
       /** The response phases on callbacks: headers, then (if subscribed) the buffered body. */
       const startResponse: NonNullable<ResponseHook["start"]> = (ctx, status, headers, body, complete, done) => {
         const pc = phaseContext(ctx)
-        const startBody = () =>
-          manager.startResponseBody(refs, body ?? Buffer.alloc(0), pc, (d) => {
-            if (d._tag === "Respond") return done(respond(d))
-            applyInPlace(headers, d.responseHeaders)
-            done(complete && d.body !== undefined ? { replaceBody: d.body } : undefined)
-          })
-        if (!wantsResponseHeaders) return startBody()
+        const startBody = () => startBufferedResponseBody(ctx, pc, headers, body ?? EMPTY, complete, done)
+        // stream routes: the head alone here (the body follows chunk by chunk)
+        const bodyHere = wantsResponseBody && !streamsResponse
+        if (!wantsResponseHeaders) return bodyHere ? startBody() : (done(undefined), noop)
         let onBody: (() => void) | undefined
         const onHeaders = manager.startResponseHeaders(refs, responseHeadersEvent(ctx.traceId, status, headers), pc, (d) => {
           if (d._tag === "Respond") return done(respond(d))
           applyInPlace(headers, d.responseHeaders)
-          if (wantsResponseBody) onBody = startBody()
+          if (bodyHere) onBody = startBody()
           else done(undefined)
         })
         return () => (onBody ?? onHeaders)()
       }
 
+      /** The buffered response body to the buffer-mode agents (after the stream ones, on stream routes). */
+      const startBufferedResponseBody = (
+        ctx: RequestContext,
+        pc: PhaseContext,
+        headers: Array<string>,
+        body: Buffer,
+        complete: boolean,
+        done: (step: ResponseHookStep) => void
+      ): (() => void) =>
+        manager.startResponseBody(refs, body, pc, (d) => {
+          if (d._tag === "Respond") return done(respond(d))
+          applyInPlace(headers, d.responseHeaders)
+          done(complete && d.body !== undefined ? { replaceBody: d.body } : undefined)
+        })
+
+      /** Per-response state of the stream-mode agents: which have decided. */
+      const responseStreams = new WeakMap<RequestContext, BodyStream>()
+      const responseStream: ResponseHook["stream"] = streamsResponse
+        ? {
+            chunk: (ctx, chunk, done) => {
+              let stream = responseStreams.get(ctx)
+              if (stream === undefined) responseStreams.set(ctx, (stream = new BodyStream()))
+              const s = stream
+              return manager.startBodyChunk(refs, "response_body", chunk, phaseContext(ctx), s, (d) => {
+                if (d._tag === "Respond") return done(respond(d))
+                // response-header edits of a chunk's answer are not applied: the head may be out
+                done(responseStreamRefs.every((r) => s.settled.has(r)) ? "done" : "more")
+              })
+            },
+            body: (ctx, _status, headers, body, complete, done) => startBufferedResponseBody(ctx, phaseContext(ctx), headers, body, complete, done)
+          }
+        : undefined
+
       const responseHook: ResponseHook | undefined =
         wantsResponseHeaders || wantsResponseBody
           ? {
-              bufferBytes: wantsResponseBody ? responseCap : 0,
+              bufferBytes: !wantsResponseBody ? 0 : streamsResponse ? (wantsBufferedResponseBody ? Math.max(bufferedResponseCap, 1) : 0) : responseCap,
               start: startResponse,
               run: (ctx, status, headers, body, complete) =>
-                callbackAsEffect<ResponseHookStep>((done) => startResponse(ctx, status, headers, body, complete, done))
+                callbackAsEffect<ResponseHookStep>((done) => startResponse(ctx, status, headers, body, complete, done)),
+              ...(responseStream !== undefined ? { stream: responseStream } : {})
             }
           : undefined
 

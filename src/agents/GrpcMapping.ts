@@ -24,7 +24,7 @@ import {
   type ProxyEvent,
   type RequestHeadersEvent
 } from "./Protocol.js"
-import type { PbAgentResponse, PbHeader, PbHeaderOp, PbRequestHeadersEvent, ProxyToAgent } from "./GrpcProto.js"
+import type { PbAgentResponse, PbBodyChunkEvent, PbHeader, PbHeaderOp, PbRequestHeadersEvent, ProxyToAgent } from "./GrpcProto.js"
 
 // ---------------------------------------------------------------------------
 // Proxy side: events out
@@ -195,6 +195,17 @@ const headerMapOf = (headers: ReadonlyArray<PbHeader> | undefined): HeaderMap =>
 const b64 = (d: Uint8Array | undefined): string =>
   d === undefined ? "" : Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString("base64")
 
+/** A BodyChunkEvent of either body -> its UDS shape (`bytes_transferred` is `bytes_received` or `bytes_sent`). */
+const bodyChunkOf = <K extends "bytes_received" | "bytes_sent">(c: PbBodyChunkEvent, bytes: K) =>
+  ({
+    correlation_id: c.correlation_id ?? "",
+    data: b64(c.data),
+    is_last: c.is_last === true,
+    total_size: c.total_size ?? null,
+    chunk_index: c.chunk_index ?? 0,
+    [bytes]: c.bytes_transferred ?? 0
+  }) as { correlation_id: string; data: string; is_last: boolean; total_size: number | null; chunk_index: number } & Record<K, number>
+
 /** A ProxyToAgent event -> the UDS-shaped event the SDK's handlers take; undefined for control messages. */
 export const proxyEventOf = (m: ProxyToAgent): ProxyEvent | undefined => {
   if (m.request_headers) {
@@ -225,34 +236,8 @@ export const proxyEventOf = (m: ProxyToAgent): ProxyEvent | undefined => {
       }
     }
   }
-  if (m.request_body_chunk) {
-    const c = m.request_body_chunk
-    return {
-      type: MessageType.RequestBodyChunk,
-      event: {
-        correlation_id: c.correlation_id ?? "",
-        data: b64(c.data),
-        is_last: c.is_last === true,
-        total_size: c.total_size ?? null,
-        chunk_index: c.chunk_index ?? 0,
-        bytes_received: c.bytes_transferred ?? 0
-      }
-    }
-  }
-  if (m.response_body_chunk) {
-    const c = m.response_body_chunk
-    return {
-      type: MessageType.ResponseBodyChunk,
-      event: {
-        correlation_id: c.correlation_id ?? "",
-        data: b64(c.data),
-        is_last: c.is_last === true,
-        total_size: c.total_size ?? null,
-        chunk_index: c.chunk_index ?? 0,
-        bytes_sent: c.bytes_transferred ?? 0
-      }
-    }
-  }
+  if (m.request_body_chunk) return { type: MessageType.RequestBodyChunk, event: bodyChunkOf(m.request_body_chunk, "bytes_received") }
+  if (m.response_body_chunk) return { type: MessageType.ResponseBodyChunk, event: bodyChunkOf(m.response_body_chunk, "bytes_sent") }
   if (m.response_headers) {
     const r = m.response_headers
     return {

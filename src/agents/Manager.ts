@@ -20,7 +20,7 @@
  */
 import { Context, Effect, Either, Layer, type Scope } from "effect"
 import type { CircuitState } from "../upstream/Circuit.js"
-import { callbackAsEffect } from "../pipeline/Stage.js"
+import { type BodyChunk, callbackAsEffect } from "../pipeline/Stage.js"
 import {
   type AgentConfig,
   type AgentFilterRef,
@@ -127,21 +127,27 @@ export interface AgentManagerService {
     done: (decision: AgentDecision) => void
   ) => () => void
   /**
-   * One chunk of the request body to the route's `request-body-mode "stream"` agents that
-   * have not decided yet, one after the other in filter order (each with `chunk-timeout-ms`).
-   * An answer with `needs_more` leaves its agent deciding (a non-allow is then not final);
-   * without it the agent has decided: a non-allow answers the client, an allow settles it.
-   * The last chunk settles every agent. `done` once, unless the returned cancel runs first.
+   * One chunk of the request body (`request_body`) or of the response body (`response_body`)
+   * to the route's agents in stream mode for that body (`request-body-mode` /
+   * `response-body-mode "stream"`) that have not decided yet, one after the other in filter
+   * order (each with `chunk-timeout-ms`). An answer with `needs_more` leaves its agent deciding
+   * (a non-allow is then not final); without it the agent has decided: a non-allow stops the
+   * body, an allow settles it. The last chunk settles every agent. Past an agent's body cap, it
+   * is resolved by failure mode (closed: 413; open: skipped). `done` once, unless the returned
+   * cancel runs first.
    */
-  readonly startRequestBodyChunk: (
+  readonly startBodyChunk: (
     filters: ReadonlyArray<AgentFilterRef>,
+    phase: BodyPhase,
     chunk: BodyChunk,
     ctx: PhaseContext,
     stream: BodyStream,
     done: (decision: AgentDecision) => void
   ) => () => void
-  /** Whether some of these agents get the request body in stream mode. */
-  readonly streamsRequestBody: (filters: ReadonlyArray<AgentFilterRef>) => boolean
+  /** Whether some of these agents get that body in stream mode. */
+  readonly streamsBody: (filters: ReadonlyArray<AgentFilterRef>, phase: BodyPhase) => boolean
+  /** Whether the agent of `ref` gets that body in stream mode (and subscribes to it). */
+  readonly streamsBodyOf: (ref: AgentFilterRef, phase: BodyPhase) => boolean
   /** RequestComplete to subscribed agents, fire and forget (answers only audited). */
   readonly notifyComplete: (filters: ReadonlyArray<AgentFilterRef>, event: RequestCompleteEvent, ctx: PhaseContext) => void
   /**
@@ -161,17 +167,10 @@ export interface AgentManagerService {
   readonly status: () => ReadonlyArray<AgentStatus>
 }
 
-/** One chunk of a streamed body. */
-export interface BodyChunk {
-  readonly data: Buffer
-  /** 0-based. */
-  readonly index: number
-  readonly isLast: boolean
-  /** Bytes sent to the agents so far, this chunk included. */
-  readonly received: number
-  /** The body's size when known (Content-Length). */
-  readonly total: number | undefined
-}
+export type { BodyChunk }
+
+/** The two body phases. */
+export type BodyPhase = "request_body" | "response_body"
 
 /** Per-request state of a streamed body: the filters whose agent has decided (or was skipped). */
 export class BodyStream {
@@ -358,16 +357,20 @@ class Manager implements AgentManagerService {
   readonly wants = (filters: ReadonlyArray<AgentFilterRef>, phase: AgentPhase): boolean =>
     filters.some((f) => this.subscribed(f, phase))
 
-  /** A request-body agent in stream mode. */
-  private streams(ref: AgentFilterRef): boolean {
-    return this.runtimes.get(ref.agent)?.config.requestBodyMode === "stream"
+  /** An agent in stream mode for this body. */
+  private streams(ref: AgentFilterRef, phase: BodyPhase): boolean {
+    const c = this.runtimes.get(ref.agent)?.config
+    return (phase === "request_body" ? c?.requestBodyMode : c?.responseBodyMode) === "stream"
   }
 
-  readonly streamsRequestBody = (filters: ReadonlyArray<AgentFilterRef>): boolean =>
-    filters.some((f) => this.streams(f) && this.subscribed(f, "request_body"))
+  readonly streamsBodyOf = (ref: AgentFilterRef, phase: BodyPhase): boolean => this.streams(ref, phase) && this.subscribed(ref, phase)
 
-  readonly startRequestBodyChunk = (
+  readonly streamsBody = (filters: ReadonlyArray<AgentFilterRef>, phase: BodyPhase): boolean =>
+    filters.some((f) => this.streamsBodyOf(f, phase))
+
+  readonly startBodyChunk = (
     filters: ReadonlyArray<AgentFilterRef>,
+    phase: BodyPhase,
     chunk: BodyChunk,
     ctx: PhaseContext,
     stream: BodyStream,
@@ -377,6 +380,7 @@ class Manager implements AgentManagerService {
     let i = 0
     let finished = false
     let current: CancelCall | undefined
+    let data: string | undefined
     const finish = (decision: AgentDecision) => {
       finished = true
       done(decision)
@@ -385,32 +389,26 @@ class Manager implements AgentManagerService {
       while (!finished) {
         if (i >= filters.length) return finish(toContinue(acc))
         const ref = filters[i++]
-        if (stream.settled.has(ref) || !this.streams(ref) || !this.subscribed(ref, "request_body")) continue
+        if (stream.settled.has(ref) || !this.streamsBodyOf(ref, phase)) continue
         const rt = this.runtimes.get(ref.agent)!
-        const cap = filterBodyCap(ref, rt.config, "request_body")
-        if (chunk.received > cap) {
+        const cap = filterBodyCap(ref, rt.config, phase)
+        if (chunk.bytes > cap) {
           stream.settled.add(ref)
-          const o = this.failed(ref, "request_body", ctx, rt, performance.now(), "body-too-large", undefined,
+          const o = this.failed(ref, phase, ctx, rt, performance.now(), "body-too-large", undefined,
             `body of more than ${cap} bytes exceeds the agent's limit of ${cap}`)
           if (o.respond) return finish(o.respond)
           continue
         }
-        const event = {
-          correlation_id: ctx.traceId,
-          data: chunk.data.toString("base64"),
-          is_last: chunk.isLast,
-          total_size: chunk.total ?? null,
-          chunk_index: chunk.index,
-          bytes_received: chunk.received
-        }
-        current = this.one(ref, "request_body", ctx, event, (o) => {
+        data ??= chunk.data.toString("base64")
+        const event = bodyChunkEvent(phase, ctx.traceId, data, chunk.isLast, chunk.total ?? null, chunk.index, chunk.bytes)
+        current = this.one(ref, phase, ctx, event, (o) => {
           if (finished) return
           if (o.respond) {
             stream.settled.add(ref)
             return finish(o.respond)
           }
           // body mutations do not apply in stream mode (the body is not held chunk by chunk)
-          if (o.response !== undefined) merge(acc, { ...o.response, request_body_mutation: null }, "request_body")
+          if (o.response !== undefined) merge(acc, { ...o.response, request_body_mutation: null, response_body_mutation: null }, phase)
           if (chunk.isLast || o.response === undefined || !o.response.needs_more) stream.settled.add(ref)
           next()
         }, chunk.isLast ? "last" : "chunk")
@@ -502,8 +500,8 @@ class Manager implements AgentManagerService {
         if (i >= filters.length) return finish(toContinue(acc))
         const ref = filters[i++]
         if (!this.subscribed(ref, phase)) continue
-        // stream-mode agents had the request body chunk by chunk
-        if (phase === "request_body" && this.streams(ref)) continue
+        // stream-mode agents had the body chunk by chunk
+        if (phase !== "response_headers" && this.streams(ref, phase)) continue
         if (phase === "response_headers") {
           current = this.one(ref, phase, ctx, headersEvent!, onOutcome)
           return
@@ -525,25 +523,7 @@ class Manager implements AgentManagerService {
           if (o.respond) return finish(o.respond)
           continue
         }
-        const encoded = data.toString("base64")
-        const event =
-          phase === "request_body"
-            ? {
-                correlation_id: ctx.traceId,
-                data: encoded,
-                is_last: true,
-                total_size: data.length,
-                chunk_index: 0,
-                bytes_received: data.length
-              }
-            : {
-                correlation_id: ctx.traceId,
-                data: encoded,
-                is_last: true,
-                total_size: data.length,
-                chunk_index: 0,
-                bytes_sent: data.length
-              }
+        const event = bodyChunkEvent(phase, ctx.traceId, data.toString("base64"), true, data.length, 0, data.length)
         current = this.one(ref, phase, ctx, event, onOutcome)
         return
       }
@@ -662,6 +642,20 @@ class Manager implements AgentManagerService {
 
 
 const noop: CancelCall = () => {}
+
+/** A RequestBodyChunk (`bytes_received`) or ResponseBodyChunk (`bytes_sent`) event. */
+const bodyChunkEvent = (
+  phase: BodyPhase,
+  correlationId: string,
+  data: string,
+  isLast: boolean,
+  total: number | null,
+  index: number,
+  bytes: number
+) =>
+  phase === "request_body"
+    ? { correlation_id: correlationId, data, is_last: isLast, total_size: total, chunk_index: index, bytes_received: bytes }
+    : { correlation_id: correlationId, data, is_last: isLast, total_size: total, chunk_index: index, bytes_sent: bytes }
 
 /** The agent's transport: a Unix-socket pool (Client.ts) or a gRPC channel (GrpcTransport.ts), one interface. */
 const makeTransport = (a: AgentConfig, options: AgentManagerOptions): Effect.Effect<AgentClient, never, Scope.Scope> => {

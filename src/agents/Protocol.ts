@@ -673,7 +673,53 @@ export const decodeAgentResponse = (input: unknown): Either.Either<AgentResponse
   }
   return decodeAgentResponseSchema(input)
 }
-export const decodeRequestHeaders = decoder(RequestHeadersEvent, "RequestHeaders")
+/** The schema decoder of RequestHeaders (the reference for the fast path below). */
+export const decodeRequestHeadersSchema = decoder(RequestHeadersEvent, "RequestHeaders")
+
+const METADATA_STRINGS = ["correlation_id", "request_id", "client_ip", "protocol", "timestamp"] as const
+const METADATA_OPTIONAL = ["server_name", "tls_version", "tls_cipher", "route_id", "upstream_id", "traceparent"] as const
+
+/**
+ * A RequestHeaders event as proxies send it, decoded without the schema (the agent's cost per
+ * request: the schema took about a sixth of the echo agent's CPU). Fields are checked as the
+ * schema checks them and only its fields are kept; undefined for anything it does not take
+ * plainly, which the schema then decides (a property test holds the two equal).
+ */
+const fastRequestHeaders = (o: Record<string, unknown>): RequestHeadersEvent | undefined => {
+  const { correlation_id, metadata: m, method, uri, headers } = o
+  if (typeof correlation_id !== "string" || typeof method !== "string" || typeof uri !== "string") return undefined
+  if (!isPlainObject(m) || !isPlainObject(headers)) return undefined
+  const metadata: Record<string, unknown> = {}
+  for (const k of METADATA_STRINGS) {
+    const v = m[k]
+    if (typeof v !== "string") return undefined
+    metadata[k] = v
+  }
+  const port = m.client_port
+  if (typeof port !== "number" || !Number.isSafeInteger(port) || port < 0) return undefined
+  metadata.client_port = port
+  for (const k of METADATA_OPTIONAL) {
+    if (!(k in m)) continue
+    const v = m[k]
+    if (v !== null && typeof v !== "string") return undefined
+    metadata[k] = v
+  }
+  const map: Record<string, Array<string>> = {}
+  for (const name in headers) {
+    const values = headers[name]
+    if (name === "__proto__" || !isStringArray(values)) return undefined
+    map[name] = values
+  }
+  return { correlation_id, metadata: metadata as RequestMetadata, method, uri, headers: map }
+}
+
+export const decodeRequestHeaders = (input: unknown): Either.Either<RequestHeadersEvent, AgentProtocolError> => {
+  if (isPlainObject(input)) {
+    const fast = fastRequestHeaders(input)
+    if (fast !== undefined) return Either.right(fast)
+  }
+  return decodeRequestHeadersSchema(input)
+}
 export const decodeRequestBodyChunk = decoder(RequestBodyChunkEvent, "RequestBodyChunk")
 export const decodeResponseHeaders = decoder(ResponseHeadersEvent, "ResponseHeaders")
 export const decodeResponseBodyChunk = decoder(ResponseBodyChunkEvent, "ResponseBodyChunk")

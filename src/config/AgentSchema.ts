@@ -92,6 +92,8 @@ const AgentConfigFields = Schema.Struct({
   maxResponseBodyBytes: defaulted(Count, () => MiB),
   /** `request-body-mode`: "buffer" (whole, once read up to the cap) or "stream" (chunk by chunk). Default "buffer". */
   requestBodyMode: defaulted(Schema.Literal("buffer", "stream"), () => "buffer" as const),
+  /** `response-body-mode`: "buffer" (held up to the cap, sent whole) or "stream" (chunk by chunk, each passed on once answered). Default "buffer". */
+  responseBodyMode: defaulted(Schema.Literal("buffer", "stream"), () => "buffer" as const),
   /** `chunk-timeout-ms`: deadline of each chunk's answer in stream mode. Default 5000. */
   chunkTimeoutMs: defaulted(PositiveCount, () => 5000),
   /** `pool-size`: connections kept to the agent. Default 4. */

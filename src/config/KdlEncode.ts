@@ -528,6 +528,7 @@ export const encodeKdl = (c: SentinelConfig): string => {
           w.line(`max-request-body-bytes ${a.maxRequestBodyBytes}`)
           w.line(`max-response-body-bytes ${a.maxResponseBodyBytes}`)
           w.line(`request-body-mode ${kdlString(a.requestBodyMode)}`)
+          w.line(`response-body-mode ${kdlString(a.responseBodyMode)}`)
           w.line(`chunk-timeout-ms ${a.chunkTimeoutMs}`)
           w.line(`pool-size ${a.poolSize}`)
           const cfg = a.config

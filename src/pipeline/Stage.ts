@@ -96,6 +96,25 @@ export type CompleteStage = (ctx: RequestContext) => void
  */
 export type ResponseHookStep = Answer | { readonly replaceBody: Buffer } | undefined
 
+/** One chunk of a body inspected as it arrives (agents' body mode "stream"). */
+export interface BodyChunk {
+  readonly data: Buffer
+  /** 0-based. */
+  readonly index: number
+  /** The last chunk of the body (an empty one at the end when the size was not known). */
+  readonly isLast: boolean
+  /** Body bytes up to and including this chunk. */
+  readonly bytes: number
+  /** The body's size when known (Content-Length). */
+  readonly total: number | undefined
+}
+
+/**
+ * What a response hook decided about one streamed chunk: "more" passes it on and wants the
+ * next, "done" passes it and the rest of the body uninspected, an `Answer` stops the response.
+ */
+export type ChunkStep = Answer | "more" | "done"
+
 /**
  * An asynchronous look at the upstream's response before anything reaches the
  * client (response-phase agents). The head is held (and the upstream paused)
@@ -128,6 +147,26 @@ export interface ResponseHook {
     complete: boolean,
     done: (step: ResponseHookStep) => void
   ) => () => void
+  /**
+   * Body chunks looked at as they arrive (response-body-mode "stream" agents); needs `start`,
+   * which is then called on the head alone (`body` undefined) as soon as it arrives. Once the
+   * head is allowed, each chunk goes to `chunk` before the client gets it (the upstream paused
+   * meanwhile), and the head goes out with the first chunk passed. An `Answer` before anything
+   * was written replaces the response; after, the response is cut short (it never ends as if
+   * complete). With `bufferBytes > 0` (buffer-mode agents beside them), the chunks passed are
+   * held up to `bufferBytes + 1` bytes and given to `body`, which decides as `start` does.
+   */
+  readonly stream?: {
+    readonly chunk: (ctx: RequestContext, chunk: BodyChunk, done: (step: ChunkStep) => void) => () => void
+    readonly body: (
+      ctx: RequestContext,
+      status: number,
+      headers: Array<string>,
+      body: Buffer,
+      complete: boolean,
+      done: (step: ResponseHookStep) => void
+    ) => () => void
+  }
 }
 
 /**

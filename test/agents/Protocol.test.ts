@@ -1,12 +1,15 @@
 import { Either } from "effect"
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
+import { requestHeadersEvent as requestHeadersEventFor } from "./rawAgentHarness.js"
 import {
   AgentProtocolError,
   allowResponse,
   answerCorrelationId,
   decodeAgentResponse,
   decodeAgentResponseSchema,
+  decodeRequestHeaders,
+  decodeRequestHeadersSchema,
   decodeEvent,
   decodeHandshakeResponse,
   encodeFrame,
@@ -253,6 +256,52 @@ describe("Protocol schemas", () => {
       }),
       { numRuns: 1000 }
     )
+  })
+
+  it("RequestHeaders: the fast decoder agrees with the schema (same events, same refusals)", () => {
+    const maybe = <A>(a: fc.Arbitrary<A>) => fc.oneof(a, fc.constant(null), fc.integer(), fc.constant(undefined))
+    const text = fc.oneof(fc.string(), fc.constantFrom("__proto__", "constructor", "x-a"))
+    const metadata = fc.record(
+      {
+        correlation_id: maybe(fc.string()),
+        request_id: maybe(fc.string()),
+        client_ip: maybe(fc.string()),
+        client_port: fc.oneof(fc.nat(), fc.integer({ min: -5, max: -1 }), fc.double(), fc.constant(2 ** 60), fc.string()),
+        server_name: maybe(fc.string()),
+        protocol: maybe(fc.string()),
+        tls_version: maybe(fc.string()),
+        tls_cipher: maybe(fc.string()),
+        route_id: maybe(fc.string()),
+        upstream_id: maybe(fc.string()),
+        timestamp: maybe(fc.string()),
+        traceparent: maybe(fc.string()),
+        extra: fc.string()
+      },
+      { requiredKeys: ["correlation_id", "request_id", "client_ip", "client_port", "protocol", "timestamp"] }
+    )
+    const headers = fc.oneof(
+      fc.dictionary(text, fc.array(fc.string(), { maxLength: 3 })),
+      fc.dictionary(text, fc.oneof(fc.array(fc.oneof(fc.string(), fc.integer())), fc.string(), fc.constant(null))),
+      fc.constant([]),
+      fc.constant(null)
+    )
+    const event = fc.record(
+      { correlation_id: maybe(fc.string()), metadata: fc.oneof(metadata, fc.constant(null), fc.string()), method: maybe(fc.string()), uri: maybe(fc.string()), headers, other: fc.string() },
+      { requiredKeys: ["correlation_id", "metadata", "method", "uri", "headers"] }
+    )
+    // JSON round trip: what an agent gets is parsed JSON (own `__proto__` keys included)
+    fc.assert(
+      fc.property(event, (e) => {
+        const input = JSON.parse(JSON.stringify(e)) as unknown
+        const fast = decodeRequestHeaders(input)
+        const schema = decodeRequestHeadersSchema(input)
+        expect(Either.isRight(fast)).toBe(Either.isRight(schema))
+        if (Either.isRight(fast) && Either.isRight(schema)) expect(fast.right).toEqual(schema.right)
+      }),
+      { numRuns: 2000 }
+    )
+    const good = JSON.parse(JSON.stringify(requestHeadersEventFor({ "x-a": ["1", "2"] }, "c-1"))) as unknown
+    expect(Either.getOrThrow(decodeRequestHeaders(good))).toEqual(Either.getOrThrow(decodeRequestHeadersSchema(good)))
   })
 
   it("fills defaults for a minimal allow", () => {

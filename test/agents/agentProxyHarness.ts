@@ -46,7 +46,9 @@ export const upstreamRoute = (id: string, prefix: string, extra: Record<string, 
 /** `input` gets the socket directory (for agents' paths); upstream "origin" and the audit log are added. */
 export const startAgentEnv = async (
   input: (dir: string) => Partial<SentinelConfigInput>,
-  dir = socketDir()
+  dir = socketDir(),
+  /** Write the access log (JSON) to `<dir>/access.log`. */
+  options: { readonly accessLog?: boolean } = {}
 ): Promise<AgentEnv> => {
   const origin = await startEchoOrigin("origin")
   const auditFile = path.join(dir, "audit.log")
@@ -55,7 +57,10 @@ export const startAgentEnv = async (
     upstreams: [{ id: "origin", targets: [{ address: origin.address }] }],
     ...given,
     observability: {
-      logging: { accessLog: { enabled: false }, auditLog: { file: auditFile } }
+      logging: {
+        accessLog: options.accessLog ? { enabled: true, file: path.join(dir, "access.log"), flushIntervalMs: 0 } : { enabled: false },
+        auditLog: { file: auditFile }
+      }
     }
   } as Partial<SentinelConfigInput>)
   const scope = Effect.runSync(Scope.make())

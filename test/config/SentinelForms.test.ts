@@ -370,15 +370,16 @@ describe("agents (parse_single_agent)", () => {
     ])
   })
 
-  it("request-body-mode \"buffer\" (default) and \"stream\" with chunk-timeout-ms; hybrid, and response streaming, are not supported yet", () => {
+  it("request-body-mode / response-body-mode \"buffer\" (default) and \"stream\" with chunk-timeout-ms; hybrid is not supported yet", () => {
     const base = agent(`agent "a"`, `events "request_body"`)
     expect(agent(`agent "a"`, `events "request_body"\n        request-body-mode "buffer"\n        response-body-mode "buffer"`)).toEqual(base)
     expect(agent(`agent "a"`, `events "request_body"\n        request-body-mode "stream"\n        chunk-timeout-ms 250`)).toEqual({
       ...base, requestBodyMode: "stream", chunkTimeoutMs: 250
     })
-    expect(errs(L + `agents { agent "a" { unix-socket "/a.sock"; request-body-mode "hybrid"; response-body-mode "stream"; }; }`)).toEqual([
+    expect(agent(`agent "a"`, `events "request_body"\n        response-body-mode "stream"`)).toEqual({ ...base, responseBodyMode: "stream" })
+    expect(errs(L + `agents { agent "a" { unix-socket "/a.sock"; request-body-mode "hybrid"; response-body-mode "hybrid:4096"; }; }`)).toEqual([
       "t.kdl:2:63: `request-body-mode` \"hybrid\" is not supported yet (use \"buffer\" or \"stream\")",
-      "t.kdl:2:92: `response-body-mode` \"stream\" is not supported yet for response bodies (they reach agents buffered: \"buffer\")"
+      "t.kdl:2:92: `response-body-mode` \"hybrid:4096\" is not supported yet (use \"buffer\" or \"stream\")"
     ])
   })
 })

@@ -215,7 +215,8 @@ const agent = (aid: string): fc.Arbitrary<AgentConfig> =>
     events: fc.uniqueArray(fc.constantFrom(...agentEvents), { minLength: 1, maxLength: 3 }),
     timeoutMs: ms(), failureMode, maxConcurrentCalls: positive(), maxQueuedCalls: count(), circuitBreaker,
     maxRequestBodyBytes: count(), maxResponseBodyBytes: count(), poolSize: positive(64),
-    requestBodyMode: fc.constantFrom("buffer" as const, "stream" as const), chunkTimeoutMs: ms(),
+    requestBodyMode: fc.constantFrom("buffer" as const, "stream" as const),
+    responseBodyMode: fc.constantFrom("buffer" as const, "stream" as const), chunkTimeoutMs: ms(),
     config: fc.oneof(fc.constant(null), jsonObject),
     connectTimeoutMs: ms(), pingIntervalMs: count(100_000), reconnectBaseMs: ms(1000), reconnectMaxMs: fc.integer({ min: 1000, max: 60_000 })
   }).map(({ transport, ...a }) => {

@@ -1,7 +1,8 @@
 /**
  * One proxy connection of an agent server: handshake, then dispatch.
- * Plain callbacks on the socket; one fiber per event, forked on the
- * server's runtime. Frame-level protocol errors close this connection only.
+ * Plain callbacks on the socket; each event's handler run by HandlerRun.ts
+ * (a fiber on the server's runtime, unless it answered at once). Frame-level
+ * protocol errors close this connection only.
  */
 import type * as Net from "node:net"
 import { Cause, Effect, Either, Exit } from "effect"
@@ -19,12 +20,13 @@ import {
   MessageType,
   PROTOCOL_VERSION
 } from "../Protocol.js"
-import type { ConfigureEvent, Frame, ProxyEvent } from "../Protocol.js"
+import type { ConfigureEvent, Frame } from "../Protocol.js"
 import type { ServeAgentOptions } from "./AgentServer.js"
+import { defaultOnError, failureAnswer, type HandlerHost, handlerFor, runHandler, type RunFork } from "./HandlerRun.js"
 import { allow, block } from "./Decision.js"
 import type { AgentDecision } from "./Decision.js"
 
-export type RunFork = <A, E>(effect: Effect.Effect<A, E, any>) => Fiber.RuntimeFiber<A, E>
+export type { RunFork }
 
 /** What a connection needs from its server. */
 export interface ConnectionHost {
@@ -35,9 +37,7 @@ export interface ConnectionHost {
   handlerDone(): void
 }
 
-/** The default failure policy: fail closed. */
-export const defaultOnError = (): AgentDecision =>
-  block(500, { body: "agent error" }).withAudit({ reasonCodes: ["AGENT_HANDLER_FAILED"] })
+export { defaultOnError }
 
 /** One proxy connection. */
 export class Connection {
@@ -51,10 +51,31 @@ export class Connection {
   private count = 0
   private writeBlocked = false
   private readonly max: number
+  private readonly handlers: HandlerHost<unknown>
 
   constructor(private readonly hub: ConnectionHost, readonly socket: Net.Socket) {
     this.decoder = new FrameDecoder(hub.options.maxFrameLength ?? MAX_FRAME_LENGTH)
     this.max = hub.options.maxConcurrentPerConnection ?? 100
+    this.handlers = {
+      run: hub.run,
+      onError: hub.options.onError,
+      running: this.running,
+      wire: (d, cid) => d.toWire(cid),
+      warn: (message, cause) => this.log("warning", message, cause),
+      started: () => {
+        this.count++
+        this.hub.inFlight++
+        this.flow()
+      },
+      ended: (wire, type, cid) => {
+        this.count--
+        // undefined: interrupted (Cancel, or the connection went away): nobody waits for an answer
+        if (wire !== undefined) this.answer(wire, type, cid)
+        while (this.backlog.length > 0 && this.count < this.max && !this.socket.destroyed) this.onEvent(this.backlog.shift()!)
+        this.flow()
+        this.hub.handlerDone()
+      }
+    }
     socket.on("data", (chunk: Buffer) => this.onData(chunk))
     socket.on("drain", () => {
       this.writeBlocked = false
@@ -242,84 +263,22 @@ export class Connection {
       const cid = frame.payload.correlation_id
       if (typeof cid !== "string") return this.fatal(decoded.left)
       this.log("warning", decoded.left.message)
-      const cause = Cause.fail(decoded.left)
-      return this.send(MessageType.AgentResponse, this.errorAnswer(frame.type, cid, cause))
+      return this.send(MessageType.AgentResponse, failureAnswer(this.handlers, frame.type, cid, Cause.fail(decoded.left)))
     }
     const ev = decoded.right
     const cid = ev.event.correlation_id ?? ""
-    const handler = this.handlerFor(ev)
+    const handler = handlerFor(this.hub.options.handlers, ev)
     if (handler === undefined) return this.send(MessageType.AgentResponse, allow().toWire(cid))
-    const fiber = this.hub.run(
-      Effect.suspend(handler).pipe(
-        Effect.map((d) => ((d as AgentDecision | undefined) ?? allow()).toWire(cid)),
-        Effect.catchAllCause((cause) =>
-          Effect.as(
-            Effect.logWarning(`agent handler for ${cid} failed`, cause),
-            this.errorAnswer(frame.type, cid, cause)
-          )
-        )
-      )
-    ) as Fiber.RuntimeFiber<unknown, unknown>
-    let set = this.running.get(cid)
-    if (set === undefined) this.running.set(cid, (set = new Set()))
-    set.add(fiber)
-    this.count++
-    this.hub.inFlight++
-    this.flow()
-    fiber.addObserver((exit) => {
-      const s = this.running.get(cid)
-      if (s !== undefined) {
-        s.delete(fiber)
-        if (s.size === 0) this.running.delete(cid)
-      }
-      this.count--
-      // Interrupted (Cancel, or the connection went away): nobody waits for an answer.
-      if (Exit.isSuccess(exit)) this.answer(frame.type, cid, exit.value)
-      while (this.backlog.length > 0 && this.count < this.max && !this.socket.destroyed) this.onEvent(this.backlog.shift()!)
-      this.flow()
-      this.hub.handlerDone()
-    })
+    runHandler(this.handlers, frame.type, cid, handler, (wire) => this.answer(wire, frame.type, cid))
   }
 
-  private answer(type: number, cid: string, wire: unknown): void {
+  /** Sends an answer; one too large to encode is answered by the failure policy instead. */
+  private answer(wire: unknown, type: number, cid: string): void {
     try {
       this.send(MessageType.AgentResponse, wire)
     } catch (e) {
       // Oversize answer (RangeError from the codec): still answer, safely.
-      this.send(MessageType.AgentResponse, this.errorAnswer(type, cid, Cause.die(e)))
-    }
-  }
-
-  private errorAnswer(type: number, correlationId: string, cause: Cause.Cause<unknown>): unknown {
-    const onError = this.hub.options.onError ?? defaultOnError
-    let d: AgentDecision
-    try {
-      d = onError({ type, correlationId, cause })
-    } catch {
-      d = defaultOnError()
-    }
-    return d.toWire(correlationId)
-  }
-
-  private handlerFor(ev: ProxyEvent): (() => Effect.Effect<AgentDecision | void, unknown, any>) | undefined {
-    const h = this.hub.options.handlers
-    switch (ev.type) {
-      case MessageType.RequestHeaders:
-        return h.onRequestHeaders && (() => h.onRequestHeaders!(ev.event))
-      case MessageType.RequestBodyChunk:
-        return h.onRequestBody && (() => h.onRequestBody!(ev.event))
-      case MessageType.ResponseHeaders:
-        return h.onResponseHeaders && (() => h.onResponseHeaders!(ev.event))
-      case MessageType.ResponseBodyChunk:
-        return h.onResponseBody && (() => h.onResponseBody!(ev.event))
-      case MessageType.RequestComplete:
-        return h.onRequestComplete && (() => h.onRequestComplete!(ev.event))
-      case MessageType.WebSocketFrame:
-        return h.onWebSocketFrame && (() => h.onWebSocketFrame!(ev.event))
-      case MessageType.GuardrailInspect:
-        return h.onGuardrailInspect && (() => h.onGuardrailInspect!(ev.event))
-      case MessageType.Configure:
-        return h.onConfigure && (() => h.onConfigure!(ev.event))
+      this.send(MessageType.AgentResponse, failureAnswer(this.handlers, type, cid, Cause.die(e)))
     }
   }
 

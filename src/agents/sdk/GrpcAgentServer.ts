@@ -36,7 +36,7 @@ import {
   serviceDefinition
 } from "../GrpcProto.js"
 import { EventNumber, HealthState, MessageType, PROTOCOL_VERSION, type ConfigureEvent, type ProxyEvent } from "../Protocol.js"
-import { defaultOnError, type RunFork } from "./AgentConnection.js"
+import { type HandlerHost, handlerFor, runHandler, type RunFork } from "./HandlerRun.js"
 import type { ServeAgentOptions } from "./AgentServer.js"
 import { allow, block, type AgentDecision } from "./Decision.js"
 
@@ -117,8 +117,29 @@ class StreamHandler {
   private handshakeConfig: string | undefined
   private readonly max: number
 
+  private readonly handlers: HandlerHost<PbAgentResponse>
+
   constructor(private readonly hub: Hub, private readonly call: Call) {
     this.max = hub.options.maxConcurrentPerConnection ?? 100
+    this.handlers = {
+      run: hub.run,
+      onError: hub.options.onError,
+      running: this.running,
+      wire: (d, cid) => pbAgentResponseOf(d.toWire(cid), cid),
+      warn: (message, cause) => this.log(message, cause),
+      started: () => {
+        this.count++
+        hub.inFlight++
+        this.flow()
+      },
+      ended: (answer) => {
+        this.count--
+        // undefined: interrupted (Cancel, or the stream went away): nobody waits for an answer
+        if (answer !== undefined) this.send({ response: answer })
+        if (!this.ended) this.flow()
+        hub.handlerDone()
+      }
+    }
     call.on("data", (m: ProxyToAgent) => this.onMessage(m))
     call.on("end", () => this.finish())
     call.on("cancelled", () => this.finish())
@@ -276,67 +297,11 @@ class StreamHandler {
     this.flow()
   }
 
-  private handlerFor(ev: ProxyEvent): (() => Effect.Effect<AgentDecision | void, unknown, any>) | undefined {
-    const h = this.hub.options.handlers
-    switch (ev.type) {
-      case MessageType.RequestHeaders:
-        return h.onRequestHeaders && (() => h.onRequestHeaders!(ev.event))
-      case MessageType.RequestBodyChunk:
-        return h.onRequestBody && (() => h.onRequestBody!(ev.event))
-      case MessageType.ResponseHeaders:
-        return h.onResponseHeaders && (() => h.onResponseHeaders!(ev.event))
-      case MessageType.ResponseBodyChunk:
-        return h.onResponseBody && (() => h.onResponseBody!(ev.event))
-      case MessageType.RequestComplete:
-        return h.onRequestComplete && (() => h.onRequestComplete!(ev.event))
-      case MessageType.WebSocketFrame:
-        return h.onWebSocketFrame && (() => h.onWebSocketFrame!(ev.event))
-      default:
-        return undefined
-    }
-  }
-
-  private errorAnswer(type: number, correlationId: string, cause: Cause.Cause<unknown>): PbAgentResponse {
-    const onError = this.hub.options.onError ?? defaultOnError
-    let d: AgentDecision
-    try {
-      d = onError({ type, correlationId, cause })
-    } catch {
-      d = defaultOnError()
-    }
-    return pbAgentResponseOf(d.toWire(correlationId), correlationId)
-  }
-
   private onEvent(ev: ProxyEvent): void {
     const cid = ev.event.correlation_id ?? ""
-    const handler = this.handlerFor(ev)
+    const handler = handlerFor(this.hub.options.handlers, ev)
     if (handler === undefined) return this.send({ response: pbAgentResponseOf(allow().toWire(cid), cid) })
-    const fiber = this.hub.run(
-      Effect.suspend(handler).pipe(
-        Effect.map((d) => pbAgentResponseOf(((d as AgentDecision | undefined) ?? allow()).toWire(cid), cid)),
-        Effect.catchAllCause((cause) =>
-          Effect.as(Effect.logWarning(`agent handler for ${cid} failed`, cause), this.errorAnswer(ev.type, cid, cause))
-        )
-      )
-    ) as Fiber.RuntimeFiber<unknown, unknown>
-    let set = this.running.get(cid)
-    if (set === undefined) this.running.set(cid, (set = new Set()))
-    set.add(fiber)
-    this.count++
-    this.hub.inFlight++
-    this.flow()
-    fiber.addObserver((exit) => {
-      const s = this.running.get(cid)
-      if (s !== undefined) {
-        s.delete(fiber)
-        if (s.size === 0) this.running.delete(cid)
-      }
-      this.count--
-      // interrupted (Cancel, or the stream went away): nobody waits for an answer
-      if (Exit.isSuccess(exit)) this.send({ response: exit.value as PbAgentResponse })
-      if (!this.ended) this.flow()
-      this.hub.handlerDone()
-    })
+    runHandler(this.handlers, ev.type, cid, handler, (answer) => this.send({ response: answer }))
   }
 
   startDrain(): void {

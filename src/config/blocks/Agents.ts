@@ -207,11 +207,11 @@ const protocolVersion: Val<2> = (v, at, cx, what) => {
 }
 
 /**
- * `request-body-mode`: "buffer" (read up to `max-request-body-bytes`, then sent whole) or
- * "stream" (each chunk as it arrives; the agent may decide before the end). Sentinel's
- * "hybrid" is not supported yet.
+ * `request-body-mode` / `response-body-mode`: "buffer" (the body held up to the agent's cap, then
+ * sent whole) or "stream" (each chunk as it arrives; the agent may decide before the end).
+ * Sentinel's "hybrid" (buffer up to a threshold, then stream) is not supported yet.
  */
-const requestBodyMode: Val<"buffer" | "stream"> = (v, at, cx, what) => {
+const bodyMode: Val<"buffer" | "stream"> = (v, at, cx, what) => {
   const s = str(v, at, cx, what)
   if (s === undefined) return undefined
   const n = s.trim().toLowerCase()
@@ -220,21 +220,6 @@ const requestBodyMode: Val<"buffer" | "stream"> = (v, at, cx, what) => {
     return cx.error(at, `${what} ${JSON.stringify(s)} is not supported yet (use "buffer" or "stream")`)
   }
   return cx.error(at, `${what} must be "buffer" or "stream", got ${JSON.stringify(s)}${hint(n, ["buffer", "stream", "hybrid"])}`)
-}
-
-/**
- * `response-body-mode`: agents get response bodies buffered (up to `max-response-body-bytes`),
- * Sentinel's default "buffer" mode; "stream" and "hybrid" are not supported yet for responses.
- */
-const responseBodyMode: Val<"buffer"> = (v, at, cx, what) => {
-  const s = str(v, at, cx, what)
-  if (s === undefined) return undefined
-  const n = s.trim().toLowerCase()
-  if (n === "buffer") return "buffer"
-  if (n === "stream" || n === "hybrid" || n.startsWith("hybrid:")) {
-    return cx.error(at, `${what} ${JSON.stringify(s)} is not supported yet for response bodies (they reach agents buffered: "buffer")`)
-  }
-  return cx.error(at, `${what} must be "buffer", got ${JSON.stringify(s)}${hint(n, ["buffer", "stream", "hybrid"])}`)
 }
 
 const agentType: Val<string> = (v, at, cx, what) => {
@@ -248,8 +233,6 @@ type AgentFields = Omit<AgentConfig, "id" | "type"> & {
   readonly type: string
   /** Checked only (always 2 here). */
   readonly protocolVersion: 2
-  /** Checked only (always "buffer" here). */
-  readonly responseBodyMode: "buffer"
 }
 
 export const agentSpec: BlockSpec<AgentFields> = {
@@ -257,8 +240,8 @@ export const agentSpec: BlockSpec<AgentFields> = {
   fields: {
     type: scalar("type", agentType),
     protocolVersion: scalar("protocol-version", protocolVersion),
-    requestBodyMode: scalar("request-body-mode", requestBodyMode),
-    responseBodyMode: scalar("response-body-mode", responseBodyMode),
+    requestBodyMode: scalar("request-body-mode", bodyMode),
+    responseBodyMode: scalar("response-body-mode", bodyMode),
     chunkTimeoutMs: scalar("chunk-timeout-ms", positiveMs(1)),
     socketPath: unixSocketField,
     grpc: grpcField,
@@ -320,7 +303,7 @@ export const agentField = custom("agent", (node, cx): unknown => {
   const outer = cx.owner
   cx.owner = `agent "${id}"`
   try {
-    const { type: childType, protocolVersion: _v, responseBodyMode: _rs, ...f } = decodeBlock(node, cx, agentSpec).fields
+    const { type: childType, protocolVersion: _v, ...f } = decodeBlock(node, cx, agentSpec).fields
     const typeChild = node.children.nodes.find((n) => n.getName() === "type")
     if (t !== undefined && typeChild !== undefined) {
       return cx.error(typeChild, `agent "${id}" has \`type\` both as a property and as a child; write it once`)

@@ -30,6 +30,7 @@
  * recompiled; the old manager stays with the requests that captured it and
  * is closed after the grace period.
  */
+import { requestMayHaveBody } from "../http/Response.js"
 import type { IncomingMessage } from "node:http"
 import { type BodyRead, readBodyUpTo } from "../pipeline/BodyRead.js"
 import { streamBody } from "./AgentBodyStream.js"
@@ -132,11 +133,6 @@ const applyInPlace = (flat: Array<string>, ops: ReadonlyArray<HeaderOp>): void =
   for (let i = 0; i < next.length; i++) flat.push(next[i])
 }
 
-const hasBody = (req: IncomingMessage): boolean => {
-  if (req.headers["transfer-encoding"] !== undefined) return true
-  const cl = req.headers["content-length"]
-  return cl !== undefined && cl !== "0"
-}
 
 const noop = (): void => {}
 
@@ -323,7 +319,7 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
        * turn. `done` once, unless the returned cancel (client gone) runs first.
        */
       const startBodyPhase = (ctx: RequestContext, pc: PhaseContext, done: (step: StageStep) => void): (() => void) => {
-        if (!hasBody(ctx.req)) {
+        if (!requestMayHaveBody(ctx.req)) {
           done(undefined)
           return noop
         }

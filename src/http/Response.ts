@@ -16,3 +16,15 @@ export const abortResponse = (res: ServerResponse): void => {
   if (isHttp2Message(res)) res.destroy(new Error("response cut short"))
   else res.destroy()
 }
+
+/**
+ * Whether a request may carry a body: `Transfer-Encoding`, a non-zero `Content-Length`, or an
+ * HTTP/2 stream without `Content-Length` whose HEADERS did not end it (HTTP/2 frames a body in
+ * DATA frames; a length is optional there).
+ */
+export const requestMayHaveBody = (req: { readonly headers: Readonly<Record<string, unknown>> }): boolean => {
+  if (req.headers["transfer-encoding"] !== undefined) return true
+  const cl = req.headers["content-length"]
+  if (cl !== undefined) return cl !== "0"
+  return isHttp2Message(req) && (req as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders !== true
+}

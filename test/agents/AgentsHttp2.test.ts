@@ -10,6 +10,7 @@ import * as http2 from "node:http2"
 import * as path from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { standardCerts, type CertSet } from "../support/certs.js"
+import { sha256 } from "../support/origins.js"
 import { closeAllEnvs, startAgentEnv, upstreamRoute } from "./agentProxyHarness.js"
 import { socketDir, spawnRawAgent, stopAllAgents } from "./rawAgentHarness.js"
 
@@ -23,7 +24,7 @@ afterEach(async () => {
   await stopAllAgents()
 })
 
-const withAgentOverTls = async (args: ReadonlyArray<string>) => {
+const withAgentOverTls = async (args: ReadonlyArray<string>, agentExtra: Record<string, unknown> = {}) => {
   const dir = socketDir()
   const agent = await spawnRawAgent(path.join(dir, "a.sock"), args)
   const env = await startAgentEnv(
@@ -40,7 +41,7 @@ const withAgentOverTls = async (args: ReadonlyArray<string>) => {
           }
         }
       ],
-      agents: [{ id: "a", socketPath: path.join(dir, "a.sock"), failureMode: "closed" }],
+      agents: [{ id: "a", socketPath: path.join(dir, "a.sock"), failureMode: "closed", ...agentExtra }],
       filters: [{ id: "fa", type: "agent", agent: "a" }],
       routes: [upstreamRoute("r", "/", { filters: ["fa"] })]
     }) as never,
@@ -91,5 +92,33 @@ describe("agents over HTTP/2 and TLS", () => {
     expect(reply.status).toBe(403)
     expect(reply.body).toContain("blocked by rawAgent")
     expect(env.origin.requests.some((r) => r.url === "/blocked-h2")).toBe(false)
+  })
+
+  it("a request body without Content-Length (HTTP/2 frames it) reaches a body-inspecting agent; its mutation is what the origin gets", async () => {
+    const { env, agent } = await withAgentOverTls(["--mode", "replace-body"], { events: ["request_headers", "request_body"] })
+    const body = Buffer.from("id=1' OR '1'='1".repeat(200))
+    const reply = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const session = http2.connect(`https://127.0.0.1:${env.proxy.port}`, { ca: fs.readFileSync(certs.files.ca.cert), servername: "localhost" })
+      session.on("error", reject)
+      // no content-length: the body is known only from DATA frames and END_STREAM
+      const req = session.request({ ":method": "POST", ":path": "/h2/upload", ":authority": "localhost" })
+      const chunks: Array<Buffer> = []
+      let status = 0
+      req.on("response", (h) => (status = Number(h[":status"])))
+      req.on("data", (c: Buffer) => chunks.push(c))
+      req.on("end", () => {
+        session.close()
+        resolve({ status, body: Buffer.concat(chunks).toString() })
+      })
+      req.on("error", reject)
+      req.write(body.subarray(0, 1000))
+      setImmediate(() => req.end(body.subarray(1000)))
+    })
+    expect(reply.status).toBe(200)
+    const frame = await agent.waitFor((l) => l.event === "frame" && l.type === 0x11)
+    expect(Buffer.from(frame.payload.data, "base64").equals(body)).toBe(true)
+    // the origin hashed what it received: the agent's replacement, not the client's body
+    const replaced = Buffer.from("replaced by rawAgent")
+    expect(JSON.parse(reply.body)).toEqual({ bytes: replaced.length, sha256: sha256(replaced) })
   })
 })

@@ -15,7 +15,10 @@
  */
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import * as protoLoader from "@grpc/proto-loader"
+import type * as protoLoader from "@grpc/proto-loader"
+import { lazyModule } from "../LazyModule.js"
+
+const protoLoaderJs = lazyModule<typeof protoLoader>("@grpc/proto-loader")
 
 export const GRPC_PACKAGES = ["zentinel.agent.v2", "sentinel.agent.v2"] as const
 export type GrpcPackage = (typeof GRPC_PACKAGES)[number]
@@ -42,7 +45,7 @@ let loaded: protoLoader.PackageDefinition | undefined
 
 /** Both packages' definitions (loaded once). */
 export const packageDefinition = (): protoLoader.PackageDefinition =>
-  (loaded ??= protoLoader.loadSync(GRPC_PACKAGES.map(protoFile), loaderOptions))
+  (loaded ??= protoLoaderJs().loadSync(GRPC_PACKAGES.map(protoFile), loaderOptions))
 
 /** `AgentServiceV2` of one package (method paths, serializers). */
 export const serviceDefinition = (pkg: GrpcPackage): protoLoader.ServiceDefinition =>

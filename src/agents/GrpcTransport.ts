@@ -24,7 +24,8 @@
  *   the handshake succeeded, as a ConfigureEvent (`is_initial`), not answered.
  */
 import * as fs from "node:fs"
-import * as grpc from "@grpc/grpc-js"
+import type * as Grpc from "@grpc/grpc-js"
+import { lazyModule } from "../LazyModule.js"
 import { Effect, Either, type Scope } from "effect"
 import {
   type AgentCallError,
@@ -54,6 +55,9 @@ import {
   processStreamPath,
   type ProxyToAgent
 } from "./GrpcProto.js"
+
+/** @grpc/grpc-js, loaded with the first gRPC agent (LazyModule.ts). */
+const grpcJs = lazyModule<typeof Grpc>("@grpc/grpc-js")
 import {
   type AgentCapabilities,
   AgentProtocolError,
@@ -112,7 +116,7 @@ interface PendingCall {
 }
 
 /** Calls waiting for an answer on one stream, by correlation id (a null-prototype table, as Client.ts). */
-type Call = grpc.ClientDuplexStream<Buffer, AgentToProxy>
+type Call = Grpc.ClientDuplexStream<Buffer, AgentToProxy>
 
 class Stream {
   state: "connecting" | "ready" | "closed" = "connecting"
@@ -150,12 +154,12 @@ export const grpcTarget = (address: string): { readonly target: string; readonly
 }
 
 /** Channel credentials for `tls` (files read now: throws when one cannot be read). */
-export const channelCredentials = (address: string, tls: GrpcTlsConfig | undefined): grpc.ChannelCredentials => {
+export const channelCredentials = (address: string, tls: GrpcTlsConfig | undefined): Grpc.ChannelCredentials => {
   const { https } = grpcTarget(address)
-  if (tls === undefined && !https) return grpc.credentials.createInsecure()
+  if (tls === undefined && !https) return grpcJs().credentials.createInsecure()
   const read = (f: string | undefined) => (f === undefined ? null : fs.readFileSync(f))
   const insecure = tls?.insecure === true
-  return grpc.credentials.createSsl(read(tls?.caCert), read(tls?.clientKey), read(tls?.clientCert), {
+  return grpcJs().credentials.createSsl(read(tls?.caCert), read(tls?.clientKey), read(tls?.clientCert), {
     rejectUnauthorized: !insecure,
     ...(insecure ? { checkServerIdentity: () => undefined } : {})
   })
@@ -168,7 +172,7 @@ export const channelOptions = (c: {
   readonly reconnectBaseMs?: number
   readonly reconnectMaxMs?: number
   readonly connectTimeoutMs?: number
-}): grpc.ChannelOptions => {
+}): Grpc.ChannelOptions => {
   const keepalive = c.keepaliveMs ?? 10_000
   const max = c.maxMessageBytes ?? GRPC_MAX_MESSAGE_BYTES
   return {
@@ -220,7 +224,7 @@ export const capabilitiesOf = (c: PbAgentCapabilities | undefined): AgentCapabil
 class GrpcPool implements AgentClient {
   readonly id: string
   private readonly slots: Array<Slot>
-  private readonly client: grpc.Client | undefined
+  private readonly client: Grpc.Client | undefined
   private readonly setupError: string | undefined
   private closed = false
   private rr = 0
@@ -254,10 +258,10 @@ class GrpcPool implements AgentClient {
       retryTimer: undefined,
       attempt: 0
     }))
-    let client: grpc.Client | undefined
+    let client: Grpc.Client | undefined
     let setupError: string | undefined
     try {
-      client = new grpc.Client(
+      client = new (grpcJs().Client)(
         grpcTarget(config.address).target,
         channelCredentials(config.address, config.tls),
         channelOptions(config)
@@ -296,7 +300,7 @@ class GrpcPool implements AgentClient {
       processStreamPath(pkg),
       identity,
       decodeAgentToProxy,
-      new grpc.Metadata(),
+      new (grpcJs().Metadata)(),
       {}
     )
     const s = new Stream(call, pkg)
@@ -306,14 +310,14 @@ class GrpcPool implements AgentClient {
       this.drop(slot, s, `no handshake within ${this.connectTimeoutMs} ms`, undefined)
     }, this.connectTimeoutMs)
     call.on("data", (m: AgentToProxy) => this.onMessage(slot, s, m))
-    call.on("error", (e: grpc.ServiceError) => {
-      if (s.state === "connecting" && e.code === grpc.status.UNIMPLEMENTED && fallback && !this.closed) {
+    call.on("error", (e: Grpc.ServiceError) => {
+      if (s.state === "connecting" && e.code === grpcJs().status.UNIMPLEMENTED && fallback && !this.closed) {
         // the agent serves the other package: ask there (once), keep it if it answers
         this.close1(s)
         if (slot.stream === s) slot.stream = undefined
         return this.connect(slot, otherPackage(pkg), false)
       }
-      this.drop(slot, s, `${grpc.status[e.code] ?? e.code}: ${e.details || e.message}`, undefined)
+      this.drop(slot, s, `${grpcJs().status[e.code] ?? e.code}: ${e.details || e.message}`, undefined)
     })
     call.on("end", () => this.drop(slot, s, "stream closed by the agent", undefined))
     s.send(this.handshake)

@@ -22,8 +22,8 @@
  * request its timeout. Reconnecting happens in the background (capped backoff), never on a
  * request's time.
  */
-import { createRequire } from "node:module"
 import type { Redis, RedisOptions } from "ioredis"
+import { lazyModule } from "../LazyModule.js"
 import type { FilterOutcome, FilterRequest } from "./FilterOutcome.js"
 import {
   makeOutcomeOf, rateLimitKeyOf, type RateLimitConfig, type RedisBackendConfig, type TakeResult, TokenBuckets
@@ -33,9 +33,7 @@ import {
  * ioredis, loaded when the first Redis store is made: a proxy without a Redis backend never
  * loads it (about 7 MiB of resident memory, issue 18's idle target).
  */
-let RedisClass: typeof Redis | undefined
-const loadRedis = (): typeof Redis =>
-  (RedisClass ??= (createRequire(import.meta.url)("ioredis") as typeof import("ioredis")).Redis)
+const ioredis = lazyModule<typeof import("ioredis")>("ioredis")
 
 /**
  * One decision for `n` requests of one bucket. KEYS[1] the bucket (a hash: `tk` tokens, `ts` ms);
@@ -263,7 +261,7 @@ export class RedisStore {
     }
     options.hooks?.circuitChanged?.(this.name, "closed", "closed")
     for (let i = 0; i < Math.max(1, connection.poolSize); i++) {
-      const client = new (loadRedis())(connection.url, clientOptions) as Redis & TakeCommand
+      const client = new (ioredis().Redis)(connection.url, clientOptions) as Redis & TakeCommand
       client.defineCommand("sentinelTake", { numberOfKeys: 1, lua: REDIS_TAKE_SCRIPT })
       // connection errors show up as failed calls (counted, logged); without a listener ioredis prints them
       client.on("error", (e: Error) => void (this.lastError = e.message))

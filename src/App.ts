@@ -23,7 +23,11 @@
  * (and health/circuit state); the others are drained and closed after the grace period;
  * listeners are added, removed or rebound; the logs are switched on/off, moved or reformatted.
  */
-import { Context, Effect, Exit, Layer, type Scope } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
 import type { SentinelConfig } from "./config/Schema.js"
 import { ConfigSource } from "./config/ConfigSource.js"
 import type { ConfigReloader } from "./config/Reload.js"

@@ -6,7 +6,17 @@
  * log files.
  */
 import cluster from "node:cluster"
-import { Cause, Duration, Effect, Either, Exit, Fiber, Layer, Runtime, Scope, Stream, SubscriptionRef } from "effect"
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Runtime from "effect/Runtime"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as SubscriptionRef from "effect/SubscriptionRef"
 import type { Registry } from "prom-client"
 import { HELP, parseCommand, type Command } from "./Cli.js"
 import { escapeText, formatIssue } from "./config/ConfigIssue.js"

@@ -5,7 +5,7 @@
  * Failure or no credentials: 401 with `WWW-Authenticate`.
  */
 import * as Fs from "node:fs"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { runAgentMain } from "sentinel-proxy/agents/sdk/AgentMain.js"
 import { allow, block } from "sentinel-proxy/agents/sdk/Decision.js"
 import { ApiKeys, authenticate, credentials, localJwks, publicKeyFromPem, secretKey, wwwAuthenticate } from "./Logic.js"

@@ -6,7 +6,7 @@
  */
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { runAgentMain } from "sentinel-proxy/agents/sdk/AgentMain.js"
 import { allow, block } from "sentinel-proxy/agents/sdk/Decision.js"
 import { evaluateDenylist, parseDenylist } from "./Logic.js"

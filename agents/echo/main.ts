@@ -3,7 +3,7 @@
  * every request and adds `X-Agent-Processed: true` to it, so an operator
  * can see at the upstream that the agent ran.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { runAgentMain } from "sentinel-proxy/agents/sdk/AgentMain.js"
 import { allow } from "sentinel-proxy/agents/sdk/Decision.js"
 

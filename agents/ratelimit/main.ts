@@ -3,7 +3,7 @@
  * bounded table. Over the limit: 429 with Retry-After.
  */
 import { performance } from "node:perf_hooks"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { runAgentMain } from "sentinel-proxy/agents/sdk/AgentMain.js"
 import type { ParsedArgs } from "sentinel-proxy/agents/sdk/AgentMain.js"
 import { allow, block } from "sentinel-proxy/agents/sdk/Decision.js"

@@ -7,7 +7,7 @@
  * the tunnel is closed with 1008 (`--websocket-action close`) or the frame
  * dropped (`drop`).
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { runAgentMain } from "sentinel-proxy/agents/sdk/AgentMain.js"
 import { allow, block, frameAllow, frameClose, frameDrop } from "sentinel-proxy/agents/sdk/Decision.js"
 import type { AgentDecision } from "sentinel-proxy/agents/sdk/Decision.js"

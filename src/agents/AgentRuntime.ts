@@ -3,7 +3,8 @@
  * concurrency with a bounded wait, and one deadline (`timeoutMs`) covering the
  * wait and the call. Plain callbacks: this runs once per agent per phase.
  */
-import { Data, Either } from "effect"
+import * as Data from "effect/Data"
+import * as Either from "effect/Either"
 import { CircuitBreaker, type CircuitState } from "../upstream/Circuit.js"
 import type { AgentConfig } from "./AgentConfig.js"
 import { type AgentCallError, type AgentClient, AgentUnavailable, type CancelCall } from "./Client.js"

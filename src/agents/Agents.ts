@@ -4,7 +4,10 @@
  * builds a new manager when the block changed (`reload`, before the dataplane is recompiled);
  * the old one stays with the requests that captured it and closes after the grace period.
  */
-import { Context, Duration, Effect, Layer } from "effect"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import { ConfigSource } from "../config/ConfigSource.js"
 import { MetricsService } from "../observability/Metrics.js"
 import { Logs } from "../observability/ProxyLogs.js"

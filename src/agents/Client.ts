@@ -16,7 +16,10 @@
  * The hot path is `start` (plain callbacks); `call` wraps it in one `Effect.async`.
  */
 import * as net from "node:net"
-import { Data, Effect, Either, type Scope } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import type * as Scope from "effect/Scope"
 import {
   type AgentCapabilities,
   AgentProtocolError,

@@ -11,7 +11,7 @@
  * event's JSON form. An answer's such parts are dropped on the way out by the
  * SDK; the proxy refuses configurations that depend on them.
  */
-import { Either } from "effect"
+import * as Either from "effect/Either"
 import {
   type AgentResponse,
   AgentProtocolError,

@@ -26,7 +26,9 @@
 import * as fs from "node:fs"
 import type * as Grpc from "@grpc/grpc-js"
 import { lazyModule } from "../LazyModule.js"
-import { Effect, Either, type Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import type * as Scope from "effect/Scope"
 import {
   type AgentCallError,
   type AgentClient,

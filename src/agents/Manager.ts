@@ -18,7 +18,11 @@
  * Each phase runs on plain callbacks (`start*`: done once, or cancelled), no fiber
  * (DESIGN.md §2).
  */
-import { Context, Effect, Either, Layer, type Scope } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
 import type { CircuitState } from "../upstream/Circuit.js"
 import { type BodyChunk, callbackAsEffect } from "../pipeline/Stage.js"
 import {

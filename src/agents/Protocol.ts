@@ -9,7 +9,10 @@
  * Decoders never throw: they return `Either` with a typed
  * `AgentProtocolError`, so a malformed answer is a failure, never an allow.
  */
-import { Data, Either, ParseResult, Schema } from "effect"
+import * as Data from "effect/Data"
+import * as Either from "effect/Either"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
 
 // ---------------------------------------------------------------------------
 // Constants

@@ -5,7 +5,7 @@
  * `Variants.ts`, the byte-bounded store in `Store.ts`.
  */
 import CachePolicy from "http-cache-semantics"
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import type { CacheStoreConfig, SentinelConfig } from "../config/Schema.js"
 import type { RequestContext } from "../pipeline/RequestContext.js"
 import type { ResponseSink } from "../upstream/Forward.js"

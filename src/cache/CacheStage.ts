@@ -6,7 +6,7 @@
  * request goes upstream and fills the key (`Fill.ts`), holding its lock so concurrent misses
  * wait for it (up to `lock-timeout`). `Cache-Status` is added by a response stage.
  */
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import type { RouteConfig, SentinelConfig } from "../config/Schema.js"
 import type { RequestContext } from "../pipeline/RequestContext.js"
 import { pendingStep, served, type PendingStep, type RouteExtension, type StageStep } from "../pipeline/Stage.js"

@@ -5,7 +5,7 @@
  * verdicts where this cache is stricter than the library: a request with `Authorization` and a
  * response with `Set-Cookie` are stored only when the response says `public`.
  */
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import type { RouteCacheConfig } from "../config/Schema.js"
 import type { RouteCodings } from "./Variants.js"
 

@@ -3,7 +3,7 @@
  * units are those of src/agents/AgentConfig.ts `AgentConfig` (milliseconds,
  * as the KDL `-ms` keys), so a decoded agent is passed to the manager as is.
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 import { CircuitBreakerConfig } from "./UpstreamSchema.js"
 import { Count, defaulted, defaultedStruct, PositiveCount } from "./SchemaPrimitives.js"
 import { GRPC_MAX_BODY_BYTES } from "../agents/AgentConfig.js"

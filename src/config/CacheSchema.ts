@@ -2,7 +2,8 @@
  * The response cache's configuration model: the top-level `cache { }` block (the store) and a
  * route's `cache { }` block (what that route caches). Sentinel's names and defaults.
  */
-import { Duration, Schema } from "effect"
+import * as Duration from "effect/Duration"
+import * as Schema from "effect/Schema"
 import { defaulted, NonNegativeDuration, PositiveCount, StatusCode } from "./SchemaPrimitives.js"
 
 /** Top-level `cache { ... }`: one in-memory store shared by every route that caches. */

@@ -1,7 +1,7 @@
 /**
  * Problems found in a configuration, each tied to `file:line:col`.
  */
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 export interface ConfigIssue {
   readonly file: string

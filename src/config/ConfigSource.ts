@@ -9,7 +9,11 @@
  *                                   with file:line:col); followed by the reloader (SIGHUP,
  *                                   `system { auto-reload }` file watches)
  */
-import { Context, Effect, Layer, type Scope, SubscriptionRef } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
+import * as SubscriptionRef from "effect/SubscriptionRef"
 import type { Metrics } from "../observability/Metrics.js"
 import { formatIssue } from "./ConfigIssue.js"
 import { type ConfigInvalid, loadConfigDetailed, type Loaded, type LoadOptions } from "./Load.js"

@@ -5,7 +5,7 @@
  * often keys), and values of headers a filter or policy sets or adds when their name says
  * credentials (Authorization, Cookie, API keys, tokens, secrets).
  */
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import type { SentinelConfig } from "./Schema.js"
 
 export const REDACTED = "[redacted]"

@@ -4,7 +4,7 @@
  * config interface (src/filters/*.ts) plus `id` and `type`, so a decoded
  * filter is passed to its module as is.
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 import { Count, defaulted, Port, PositiveCount, StatusCode } from "./SchemaPrimitives.js"
 
 const PositiveNumber = Schema.Number.pipe(Schema.filter((n) => (Number.isFinite(n) && n > 0) || "a positive number"))

@@ -5,7 +5,9 @@
  */
 import { type Document, getLocation, InvalidKdlError, type Node, parse } from "@bgotink/kdl"
 import { parse as parseV1 } from "@bgotink/kdl/v1-compat"
-import { Either, ParseResult, Schema } from "effect"
+import * as Either from "effect/Either"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
 import { closest, type ConfigIssue, hint, sortIssues } from "./ConfigIssue.js"
 import { type BlockSpec, children, Cx, custom, decodeBlock, many, registerRootSpec, shape, Sink, str } from "./KdlDecoder.js"
 import { currentSchemaVersion, SentinelConfig } from "./Schema.js"

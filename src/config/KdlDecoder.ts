@@ -10,7 +10,7 @@
  * Kebab-case KDL names become camelCase model keys only here.
  */
 import { type Entry, getLocation, type Node, type Primitive } from "@bgotink/kdl"
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import * as os from "node:os"
 import { type ConfigIssue, escapeChar, escapeText, firstUnprintable, hint } from "./ConfigIssue.js"
 import { notSupportedYet } from "./NotSupportedYet.js"

@@ -3,7 +3,7 @@
  * the output gives the same config back (checked by a property test); used
  * to show the running config and to generate test documents.
  */
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import {
   type CircuitBreakerConfig, type FilterConfig, formatHostPort, type HeaderOps, type HashKey, type ListenerTlsConfig, type PathModifier,
   type RouteMatch, type SentinelConfig

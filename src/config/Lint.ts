@@ -5,7 +5,7 @@
  * parse at all, which `sentinel test` reports).
  */
 import * as os from "node:os"
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import { suitesWithoutForwardSecrecy } from "./TlsNames.js"
 import { escapeText } from "./ConfigIssue.js"
 import type { SentinelConfig } from "./Schema.js"

@@ -4,7 +4,8 @@
  * reported at once as `file:line:col: message`.
  */
 import type { Node } from "@bgotink/kdl"
-import { Duration, Effect } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import type { Stats } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"

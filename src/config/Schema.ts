@@ -8,7 +8,10 @@
  * place for defaults). Durations are `Duration.Duration` on both sides;
  * sizes are plain numbers of bytes.
  */
-import { Duration, Either, ParseResult, Schema } from "effect"
+import * as Duration from "effect/Duration"
+import * as Either from "effect/Either"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
 
 import { AgentConfig, FailureMode } from "./AgentSchema.js"
 import { FilterConfig, RateLimitsConfig } from "./FilterSchema.js"

@@ -2,7 +2,8 @@
  * Building blocks shared by the schema files (Schema.ts and the per-feature
  * schema files it composes). No config semantics here.
  */
-import { Duration, Schema } from "effect"
+import * as Duration from "effect/Duration"
+import * as Schema from "effect/Schema"
 
 export const SafeInt = Schema.Int.pipe(Schema.filter((n) => Number.isSafeInteger(n) || "an integer below 2^53"))
 /** Non-negative safe integer (counts, bytes). */

@@ -9,7 +9,8 @@
  * Sentinel uses seconds, and the decoder converts them to the modules'
  * milliseconds once (`intervalMs`, `openTimeoutMs`, ...).
  */
-import { Duration, Schema } from "effect"
+import * as Duration from "effect/Duration"
+import * as Schema from "effect/Schema"
 import {
   Count, defaulted, NonNegativeDuration, NonNegativeNumber, PositiveCount, Ratio, StatusCode
 } from "./SchemaPrimitives.js"

@@ -37,7 +37,7 @@
  * agents, then headers. Without it, agent filters are skipped here (and `agentPosition` tells
  * another extension where they stand).
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import type { FilterConfig, RouteConfig, SentinelConfig } from "../config/Schema.js"
 import type { RequestContext } from "../pipeline/RequestContext.js"
 import { errorBody } from "../pipeline/ErrorResponse.js"

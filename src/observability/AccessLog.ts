@@ -16,7 +16,9 @@
  */
 import { hostname } from "node:os"
 import { performance } from "node:perf_hooks"
-import { Effect, Either, type Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import type * as Scope from "effect/Scope"
 import type { AccessLogConfig } from "../config/Schema.js"
 import type { ClientCertificate, RequestContext } from "../pipeline/RequestContext.js"
 import type { ClientRejection } from "../pipeline/Connection.js"

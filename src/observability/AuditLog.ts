@@ -10,7 +10,9 @@
  * `log-agent-decisions`). The line is `formatAudit`'s record plus the agent
  * fields (agent, filter_id, phase, result, action, reason_codes, duration_ms).
  */
-import { Effect, Either, type Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import type * as Scope from "effect/Scope"
 import type { AuditLogConfig } from "../config/Schema.js"
 import { type AuditEntry, formatAudit } from "./AuditFormat.js"
 import { makeLogSlot, type LogDestination, type LogSwap } from "./LogSlot.js"

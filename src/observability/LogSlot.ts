@@ -4,7 +4,7 @@
  * changing nothing, when a file cannot be opened; `commit` swaps; `abort` discards), so that a
  * reload of several logs applies all or none.
  */
-import { Either } from "effect"
+import * as Either from "effect/Either"
 import { makeLogWriter, openLogWriter, type LogOpenFailed, type LogWriter, type LogWriterOptions } from "./LogWriter.js"
 
 /** A prepared reload of one log: `commit` applies it, `abort` discards it. Both synchronous. */

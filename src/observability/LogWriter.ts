@@ -12,7 +12,9 @@
  */
 import * as fs from "node:fs"
 import type { Writable } from "node:stream"
-import { Data, Effect, Either } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import { formatErrorLine } from "./ErrorLine.js"
 
 export interface LogWriterOptions {

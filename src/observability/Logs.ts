@@ -3,7 +3,14 @@
  * process writes to stderr in `run` is one JSON object in the error log's format. The lines go
  * through the bounded writer (`LogWriter.ts`) in a reloadable slot (`LogSlot.ts`).
  */
-import { Cause, Effect, Either, HashMap, Layer, List, Logger, LogLevel } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as HashMap from "effect/HashMap"
+import * as Layer from "effect/Layer"
+import * as List from "effect/List"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
 import { formatErrorLine, type LogLevelName } from "./ErrorLine.js"
 import { makeLogSlot, type LogDestination, type LogSwap } from "./LogSlot.js"
 import { makeLogWriterScoped, type LogOpenFailed, type LogWriter } from "./LogWriter.js"

@@ -12,7 +12,11 @@
  *             proxy's lines (start, reloads, health changes) go to whatever logger is in
  *             place.
  */
-import { Context, Effect, Either, Layer, Runtime } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Runtime from "effect/Runtime"
 import { ConfigSource } from "../config/ConfigSource.js"
 import type { SentinelConfig } from "../config/Schema.js"
 import { type AccessLog, makeAccessLog } from "./AccessLog.js"

@@ -33,7 +33,10 @@ import {
   type Span,
   type Tracer
 } from "@opentelemetry/api"
-import { Cause, Effect, Exit, Option } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
 import { errorAnswer } from "../pipeline/ErrorResponse.js"
 import type { ProxyError } from "../pipeline/Errors.js"
 import type { RequestContext } from "../pipeline/RequestContext.js"

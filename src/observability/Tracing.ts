@@ -18,7 +18,10 @@
  */
 import type * as Otel from "@opentelemetry/api"
 import { randomFillSync } from "node:crypto"
-import { Context, Effect, Layer, Tracer } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Tracer from "effect/Tracer"
 
 // ---------------------------------------------------------------------------
 // Configuration

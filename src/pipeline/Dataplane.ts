@@ -5,7 +5,7 @@
  * arrives and keeps it to the end, so a reload never changes a request in
  * flight.
  */
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import type { BuiltinHandler, LimitsConfig, SentinelConfig } from "../config/Schema.js"
 import { makeRouter, type Router } from "../routing/Router.js"
 import type { UpstreamRuntime } from "../upstream/Upstreams.js"

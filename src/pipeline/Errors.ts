@@ -2,7 +2,7 @@
  * Typed failures of the request path. Every phase fails with one of these or with an upstream
  * failure (`upstream/Errors.ts`); `ErrorResponse.ts` maps them all to a status in one table.
  */
-import { Data } from "effect"
+import * as Data from "effect/Data"
 import type { UpstreamError } from "../upstream/Errors.js"
 
 /** No route matched the request (404). */

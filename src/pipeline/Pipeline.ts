@@ -25,7 +25,10 @@
  * under way (or interrupts the fiber), which aborts the upstream request.
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
-import { Cause, Effect, Exit, Runtime } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Runtime from "effect/Runtime"
 import { runBuiltin, type BuiltinView } from "../handlers/Builtin.js"
 import { onResponseClose } from "../http/ResponseClose.js"
 import { startRequestTrace } from "../observability/RequestTrace.js"

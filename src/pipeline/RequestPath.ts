@@ -10,7 +10,11 @@
  * it started with.
  */
 import { performance } from "node:perf_hooks"
-import { Context, Effect, Layer, Option, Runtime } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Runtime from "effect/Runtime"
 import type { SentinelConfig } from "../config/Schema.js"
 import { ConfigSource } from "../config/ConfigSource.js"
 import { Agents } from "../agents/Agents.js"

@@ -20,7 +20,7 @@
  * takes a partial body for a complete one. A client that could not tell (an
  * HTTP/1.0 client, no Content-Length) gets nothing until the agents are done.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { abortResponse } from "../http/Response.js"
 import { markCut } from "./Connection.js"
 import type { ResponseSink } from "../upstream/Forward.js"

@@ -14,7 +14,7 @@
  */
 import type { Socket } from "node:net"
 import type { Transform } from "node:stream"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import type { RouteConfig, SentinelConfig } from "../config/Schema.js"
 import type { RequestContext } from "./RequestContext.js"
 import type { ResponseSink } from "../upstream/Forward.js"

@@ -3,7 +3,7 @@
  * stage has to wait, then either on callbacks (`PendingStep`, driven by the pipeline) or as
  * one Effect for the rest of the stages.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import type { RequestContext } from "./RequestContext.js"
 import { callbackAsEffect, isPendingStep, type PendingStep, type RequestStage, type StageStep } from "./Stage.js"
 

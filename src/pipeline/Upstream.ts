@@ -21,7 +21,7 @@
  */
 import type { Socket } from "node:net"
 import { performance } from "node:perf_hooks"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { cookieValue } from "../http/Cookie.js"
 import type { StageSpan } from "../observability/RequestTrace.js"
 import type { BalancerContext } from "../upstream/Balancer.js"

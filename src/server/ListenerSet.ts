@@ -10,7 +10,13 @@
  * their new certificates (open connections keep theirs). Closing the layer drains every
  * listener (in-flight requests finish, up to the graceful shutdown timeout).
  */
-import { Context, Duration, Effect, Either, Exit, Layer, Scope } from "effect"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Scope from "effect/Scope"
 import { ConfigSource } from "../config/ConfigSource.js"
 import type { LimitsConfig, ListenerConfig, SentinelConfig } from "../config/Schema.js"
 import { makeRejectionLog } from "../observability/AccessLog.js"

@@ -1,5 +1,5 @@
 /** A listener's settings in milliseconds and counts: its timers, admission and connection limits. */
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import type { LimitsConfig, ListenerConfig } from "../config/Schema.js"
 import { defaultAdmissionConfig, type AdmissionConfig, type ConnectionLimits } from "./Admission.js"
 

@@ -11,7 +11,9 @@
  */
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
-import { Data, Effect, type Scope } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 
 export interface MetricsEndpoint {
   readonly host: string

@@ -24,7 +24,7 @@
 import { constants as cryptoConstants, createPrivateKey, type KeyObject, X509Certificate } from "node:crypto"
 import * as fs from "node:fs"
 import * as tls from "node:tls"
-import { Either } from "effect"
+import * as Either from "effect/Either"
 import type { ListenerTlsConfig, SentinelConfig } from "../config/Schema.js"
 import { nodeCiphers, nodeTlsVersion, normalizeServerName, serverNamePatternProblem } from "../config/TlsNames.js"
 

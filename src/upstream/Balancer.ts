@@ -10,7 +10,7 @@
  *
  * Targets with weight <= 0 are never candidates (a weight of 0 drains a target).
  */
-import { Data } from "effect"
+import * as Data from "effect/Data"
 import { HashRing, MaglevTable, murmur3 } from "./Hashing.js"
 
 export const algorithms = [

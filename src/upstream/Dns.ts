@@ -10,7 +10,10 @@
  */
 import { promises as dnsPromises } from "node:dns"
 import * as net from "node:net"
-import { Duration, Effect, Schedule, type Scope } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
 
 export interface ResolvedAddress {
   readonly address: string

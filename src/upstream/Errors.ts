@@ -3,7 +3,7 @@
  * route's breaker around the calls. `pipeline/ErrorResponse.ts` maps them (with the request's
  * own failures, `pipeline/Errors.ts`) to a status in one table.
  */
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 export type ErrorSource = "upstream" | "downstream" | "internal"
 

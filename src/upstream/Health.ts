@@ -13,7 +13,10 @@
  * Reads on the request path (`eligible()`) are plain synchronous calls.
  */
 import * as net from "node:net"
-import { Duration, Effect, Schedule, type Scope } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
 import { Agent, request } from "undici"
 
 /** KDL: `health-check { type "http" { path; expected-status; host } | "tcp"; ... }` (missing type = tcp, as Sentinel). */

@@ -12,7 +12,7 @@
  */
 import { readFileSync } from "node:fs"
 import * as net from "node:net"
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import { Client, Pool, type buildConnector, type Dispatcher } from "undici"
 import type { TargetConfig, UpstreamConfig } from "../config/Schema.js"
 import type { DnsCache } from "./Dns.js"

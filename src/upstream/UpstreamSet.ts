@@ -9,7 +9,11 @@
  * drained.
  */
 import { isIP } from "node:net"
-import { Context, Duration, Effect, Layer, type Scope } from "effect"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
 import { ConfigSource } from "../config/ConfigSource.js"
 import type { SentinelConfig } from "../config/Schema.js"
 import { CircuitStateValue, type Metrics, MetricsService } from "../observability/Metrics.js"

@@ -15,7 +15,11 @@
  * take over. `launchUpstream` also starts the active health checks in a scope
  * of their own that `close` ends (the upstream went away).
  */
-import { Duration, Effect, ExecutionStrategy, Exit, Scope } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import type { UpstreamConfig } from "../config/Schema.js"
 import { makeBalancer, pick, type Balancer, type BalancerContext, type Picked } from "./Balancer.js"
 import { type CircuitState, CircuitBreaker } from "./Circuit.js"

@@ -19,7 +19,7 @@
  */
 import type { Socket } from "node:net"
 import type { Duplex } from "node:stream"
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import type { LimitsConfig, RouteConfig, SentinelConfig } from "../config/Schema.js"
 import type { Metrics } from "../observability/Metrics.js"
 import type { AuditLog } from "../observability/AuditLog.js"

@@ -7,7 +7,7 @@
  * overrides.
  */
 import { afterEach, describe, expect, it } from "vitest"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { makeConfig, type SentinelConfigInput } from "../../src/config/Schema.js"
 
 type AgentConfigInput = SentinelConfigInput["agents"] extends ReadonlyArray<infer A> | undefined ? A : never

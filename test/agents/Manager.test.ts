@@ -1,4 +1,6 @@
-import { Effect, Exit, Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import { callbackAsEffect } from "../../src/pipeline/Stage.js"
 import * as path from "node:path"
 import { afterEach, describe, expect, it } from "vitest"

@@ -1,5 +1,5 @@
 import * as fc from "fast-check"
-import { Either } from "effect"
+import * as Either from "effect/Either"
 import { describe, expect, it } from "vitest"
 import { decodeAgentResponse } from "../../src/agents/Protocol.js"
 import { parseAgentArgs } from "../../src/agents/sdk/AgentMain.js"

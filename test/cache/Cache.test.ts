@@ -5,7 +5,10 @@
  * stale-while-revalidate (one background refresh), stale-if-error (origin down, 5xx), the host
  * in the key, Authorization and Set-Cookie, ignore-query-params, bypass.
  */
-import { Duration, Effect, Exit, Scope } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import type { SentinelConfigInput } from "../../src/config/Schema.js"
 import { metricSum, request, startProxy, testConfig, waitUntil, type ProxyHandle } from "../support/proxy.js"

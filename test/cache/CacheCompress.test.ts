@@ -6,7 +6,9 @@
  * by itself without `Vary`).
  */
 import { brotliDecompressSync, gunzipSync, gzipSync } from "node:zlib"
-import { Effect, Exit, Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { decodeKdl } from "../../src/config/Kdl.js"
 import { request, startProxy, type ProxyHandle } from "../support/proxy.js"

@@ -2,7 +2,7 @@
  * The cache blocks in KDL: Sentinel's names and defaults, errors with positions for what is
  * not supported or wrong, and the lint warnings for a cache nothing can use.
  */
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import { describe, expect, it } from "vitest"
 import { decodeKdl } from "../../src/config/Kdl.js"
 import { formatIssue } from "../../src/config/ConfigIssue.js"

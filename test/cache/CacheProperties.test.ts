@@ -11,7 +11,7 @@
  * entry's stored times agrees with the library's own `evaluateRequest`.
  */
 import CachePolicy from "http-cache-semantics"
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { ResponseCache } from "../../src/cache/Cache.js"
@@ -20,7 +20,7 @@ import { CacheExchange } from "../../src/cache/Exchange.js"
 import { compileRules, parseCacheControl, primaryKey } from "../../src/cache/Rules.js"
 import { makeConfig, RouteCacheConfig } from "../../src/config/Schema.js"
 import type { RequestContext } from "../../src/pipeline/RequestContext.js"
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 
 interface Req {
   readonly host: string

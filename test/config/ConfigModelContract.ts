@@ -1,7 +1,7 @@
 // The typed configuration model the dataplane consumes (Schema.Type of src/config/Schema.ts).
 // The config helper implements it with effect/Schema; field names below are the contract.
 // Durations are effect `Duration.Duration`; sizes are numbers of bytes (branded `Bytes` ok).
-import type { Duration } from "effect"
+import type * as Duration from "effect/Duration"
 import type * as S from "../../src/config/Schema.js"
 
 export interface SentinelConfig {

@@ -4,7 +4,8 @@
  * include) is left out or listed last; syntax errors say what is wrong in words; a key in the
  * wrong block names the block where it belongs.
  */
-import { Effect, Either } from "effect"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"

@@ -1,4 +1,4 @@
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import { describe, expect, it } from "vitest"
 import { formatIssue } from "../../src/config/ConfigIssue.js"
 import { decodeKdl } from "../../src/config/Kdl.js"

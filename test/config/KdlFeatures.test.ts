@@ -3,7 +3,7 @@
  * retry-policy / static-files, filters, agents, limits, listeners,
  * observability): values, defaults, and every error class with file:line:col.
  */
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import { describe, expect, it } from "vitest"
 import { formatIssue } from "../../src/config/ConfigIssue.js"
 import { decodeKdl } from "../../src/config/Kdl.js"

@@ -4,7 +4,7 @@
  * file:line:col, and what `sentinel validate` (certificate dates, files) and
  * `sentinel lint` (weak versions and suites) report about them.
  */
-import { Either } from "effect"
+import * as Either from "effect/Either"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { formatIssue } from "../../src/config/ConfigIssue.js"
 import { decodeKdl } from "../../src/config/Kdl.js"

@@ -3,7 +3,7 @@
  * must be assignable to the module's own config interface (checked by `tsc`),
  * and its defaults must be the module's defaults (checked at run time).
  */
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import { DEFAULT_RETRY_BUFFER_BYTES } from "../../src/pipeline/RetryPlan.js"
 import { describe, expect, it } from "vitest"
 import * as S from "../../src/config/Schema.js"

@@ -1,4 +1,5 @@
-import { Duration, Either } from "effect"
+import * as Duration from "effect/Duration"
+import * as Either from "effect/Either"
 import { describe, expect, it } from "vitest"
 import type * as Contract from "./ConfigModelContract.js"
 import * as S from "../../src/config/Schema.js"

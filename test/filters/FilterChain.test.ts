@@ -4,7 +4,8 @@
  * security headers, timeout), with agent filters left to the agents' extension at their position.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import { makeConfig, type SentinelConfigInput } from "../../src/config/Schema.js"
 import { agentPosition, makeFilterChain, routeFilters } from "../../src/filters/Chain.js"
 import type { RequestContext } from "../../src/pipeline/RequestContext.js"

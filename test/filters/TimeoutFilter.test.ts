@@ -3,7 +3,8 @@
  * before the (longer) route and upstream defaults, with its own reason.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import { hangingOrigin, scoped } from "../support/faults.js"
 import { echoOrigin } from "../support/origins.js"
 import { request, startProxy, testConfig } from "../support/proxy.js"

@@ -3,7 +3,9 @@
  * only (404 on the others, the same route), with secrets masked: a Redis URL's password,
  * agents' `config` blocks, credential headers a filter sets. A reload shows the new config.
  */
-import { Effect, Exit, Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { decodeKdl } from "../../src/config/Kdl.js"
 import { maskUrlPassword, REDACTED } from "../../src/config/ConfigView.js"

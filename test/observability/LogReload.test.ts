@@ -7,7 +7,12 @@
  * Real proxy in-process on port 0, real echo origin, real files in a temp dir.
  * Every request has a unique path, so lines are counted per request.
  */
-import { Effect, Either, Exit, Layer, Runtime, Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Runtime from "effect/Runtime"
+import * as Scope from "effect/Scope"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"

@@ -4,7 +4,10 @@
  * ignored, watches following `auto-reload` and the include set.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber, SubscriptionRef } from "effect"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as SubscriptionRef from "effect/SubscriptionRef"
 import { writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { loadConfigDetailed } from "../../src/config/Load.js"

@@ -4,7 +4,9 @@
  * port when its scope closes.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import * as net from "node:net"
 import { makeMetrics } from "../../src/observability/Metrics.js"
 import { startMetricsListener } from "../../src/server/MetricsListener.js"

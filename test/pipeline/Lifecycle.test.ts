@@ -3,7 +3,12 @@
  * nothing left behind afterwards (sockets, timers, fibers are counted).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Scope, Supervisor } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Scope from "effect/Scope"
+import * as Supervisor from "effect/Supervisor"
 import * as net from "node:net"
 import { startEchoOrigin, patternBytes } from "../support/origins.js"
 import { request, startProxy, testConfig } from "../support/proxy.js"

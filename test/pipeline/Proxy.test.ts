@@ -3,7 +3,8 @@
  * real origins, real sockets.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import * as net from "node:net"
 import { echoOrigin, patternBytes, sha256 } from "../support/origins.js"
 import { hangingOrigin, refusingPort, scoped } from "../support/faults.js"

@@ -4,7 +4,7 @@
  * per-attempt timeouts, 503 when nothing is eligible, recovery.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { echoOrigin } from "../support/origins.js"
 import { hangingOrigin, refusingPort, resettingOrigin, scoped, statusOrigin } from "../support/faults.js"
 import { catchAllRoute as route, eventually, metricSum as metric, request, startProxy, testConfig } from "../support/proxy.js"

@@ -6,7 +6,7 @@
 import * as http from "node:http"
 import type * as net from "node:net"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { startProxy, testConfig } from "../support/proxy.js"
 
 /** An origin that can be killed (sockets destroyed, port closed) and revived on the same port. */

@@ -4,7 +4,8 @@
  * is aborted.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import { hangingOrigin, scoped } from "../support/faults.js"
 import { request, startProxy, testConfig } from "../support/proxy.js"
 

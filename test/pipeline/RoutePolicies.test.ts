@@ -6,7 +6,10 @@
  * upstream calls opening after its failures and answering 503 with Retry-After without
  * reaching the upstream. Real origins on port 0.
  */
-import { Duration, Effect, Exit, Scope } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { SentinelConfigInput } from "../../src/config/Schema.js"
 import { statusOrigin, type StatusOrigin } from "../support/faults.js"

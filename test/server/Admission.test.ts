@@ -3,7 +3,10 @@
  * caps (total and per client IP): the counters as units, then end to end through the proxy.
  */
 import { afterEach, describe, expect, it, vi } from "vitest"
-import { Duration, Effect, Exit, Scope } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import * as fc from "fast-check"
 import { Admission, ConnectionTracker, type AdmissionRefusal } from "../../src/server/Admission.js"
 import { startEchoOrigin } from "../support/origins.js"

@@ -6,7 +6,10 @@
  * CONTINUATION flood, rapid reset): each ends the session within a bounded count, is counted
  * in `sentinel_http2_defences_total`, and leaves the proxy serving other clients.
  */
-import { Duration, Effect, Exit, Scope } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
   ErrorCode,

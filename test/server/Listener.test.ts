@@ -3,7 +3,8 @@
  * mapping from `listener { … }` (the behaviour itself is in SlowClients/EdgeRaw tests).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import { makeConfig } from "../../src/config/Schema.js"
 import { startListener } from "../../src/server/Listener.js"
 import { listenerTimeouts } from "../../src/server/ListenerSettings.js"

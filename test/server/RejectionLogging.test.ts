@@ -7,7 +7,11 @@
  * Real proxy in-process on port 0, real echo origin, access log in a temp file (polled with a
  * bounded loop), error log captured through the Effect logger the proxy was started with.
  */
-import { Duration, Effect, Exit, Logger, Scope } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Logger from "effect/Logger"
+import * as Scope from "effect/Scope"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"

@@ -4,7 +4,10 @@
  * second of slack ("closed within about a second of its deadline").
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Duration, Effect, Exit, Scope } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import { startEchoOrigin, type EchoOrigin } from "../support/origins.js"
 import { request, startProxy, testConfig, type ProxyHandle } from "../support/proxy.js"
 import { closedWithin, connect, rawRequest, statusesOf } from "../support/rawHttp.js"

@@ -10,7 +10,10 @@
  * Real proxy in-process on port 0, real echo origin, access log in a temp file (polled with a
  * bounded loop). Deadlines are short: body idle and write 1 s, the whole request 1.5 s.
  */
-import { Duration, Effect, Exit, Scope } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"

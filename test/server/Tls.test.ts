@@ -3,7 +3,8 @@
  * real handshakes against `tls.createServer(serverOptions)` on 127.0.0.1:0
  * (certificates made by openssl at test time, test/support/certs.ts).
  */
-import { Either, Schema } from "effect"
+import * as Either from "effect/Either"
+import * as Schema from "effect/Schema"
 import fc from "fast-check"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import type { AddressInfo } from "node:net"

@@ -2,7 +2,7 @@
  * fast-check arbitraries for valid `SentinelConfig` values (ids unique,
  * references resolve, every field in range), for round-trip and fuzz tests.
  */
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import fc from "fast-check"
 import {
   type AgentConfig, agentEvents, BuiltinHandler, type FilterConfig, formatHostPort, type HashKey, loadBalancingAlgorithms,

@@ -9,7 +9,7 @@
  */
 import * as http from "node:http"
 import * as net from "node:net"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 
 export interface FaultOrigin {
   readonly port: number

@@ -6,7 +6,8 @@
 import * as http from "node:http"
 import { createHash } from "node:crypto"
 import type { AddressInfo } from "node:net"
-import { Effect, type Scope } from "effect"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 
 export interface EchoOrigin {
   readonly port: number

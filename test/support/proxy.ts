@@ -4,7 +4,11 @@
  */
 import * as fs from "node:fs"
 import * as http from "node:http"
-import { Effect, Exit, Logger, LogLevel, Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Scope from "effect/Scope"
 import * as App from "../../src/App.js"
 import { makeConfig, type SentinelConfig, type SentinelConfigInput } from "../../src/config/Schema.js"
 

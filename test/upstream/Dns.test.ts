@@ -1,5 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Scope, TestClock } from "effect"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
+import * as TestClock from "effect/TestClock"
 import { DnsCache, type LookupFn, makeDnsCache } from "../../src/upstream/Dns.js"
 
 /** A scripted resolver: answers from `table`, fails for hosts in `failing`, hangs for `hanging`. */

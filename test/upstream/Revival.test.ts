@@ -7,7 +7,7 @@
 import * as http from "node:http"
 import type * as net from "node:net"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { echoOrigin } from "../support/origins.js"
 import { catchAllRoute as route, eventually, request, startProxy, testConfig } from "../support/proxy.js"
 

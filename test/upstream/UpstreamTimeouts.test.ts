@@ -5,7 +5,8 @@
  */
 import * as http from "node:http"
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import { gatedOrigin } from "../support/gatedOrigin.js"
 import { hangingOrigin, scoped, tricklingOrigin } from "../support/faults.js"
 import { nonReadingOrigin } from "../support/nonReadingOrigin.js"

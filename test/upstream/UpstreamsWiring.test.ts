@@ -5,7 +5,9 @@
  * checks stopped with the upstream.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import { request as undiciRequest } from "undici"
 import { makeConfig, type UpstreamConfig } from "../../src/config/Schema.js"
 import { cookieValue } from "../../src/http/Cookie.js"

@@ -1,5 +1,5 @@
 /** The WebSocket keys of the KDL configuration: Sentinel's scalar flags, the limits, and the errors. */
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import { describe, expect, it } from "vitest"
 import { formatIssue } from "../../src/config/ConfigIssue.js"
 import { decodeKdl } from "../../src/config/Kdl.js"

@@ -5,7 +5,7 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
-import { Duration } from "effect"
+import * as Duration from "effect/Duration"
 import { WebSocket } from "ws"
 import { jsonLines, metricSum, openProxy, type ProxyHandle } from "../support/proxy.js"
 import { socketDir, spawnRawAgent, stopAllAgents } from "../agents/rawAgentHarness.js"

@@ -5,8 +5,11 @@
  * protocol errors close this connection only.
  */
 import type * as Net from "node:net"
-import { Cause, Effect, Either, Exit } from "effect"
-import type { Fiber } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import {
   AgentProtocolError,
   decodeCancel,

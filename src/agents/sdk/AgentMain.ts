@@ -8,8 +8,8 @@
  */
 // The NodeRuntime module alone: the package index loads HTTP, workers and undici (seconds of start-up).
 import { runMain } from "@effect/platform-node/NodeRuntime"
-import { Effect } from "effect"
-import type { Scope } from "effect"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import { serveAgent } from "./AgentServer.js"
 import { serveGrpcAgent } from "./GrpcAgentServer.js"
 import type { AgentHandlers, AgentInfo, ServeAgentOptions } from "./AgentServer.js"

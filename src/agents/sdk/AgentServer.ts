@@ -17,8 +17,11 @@
  */
 import * as Fs from "node:fs"
 import * as Net from "node:net"
-import { Data, Effect, Runtime } from "effect"
-import type { Cause, Scope } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Runtime from "effect/Runtime"
+import type * as Cause from "effect/Cause"
+import type * as Scope from "effect/Scope"
 import type {
   AgentFeatures,
   AgentLimits,

@@ -23,8 +23,13 @@
  */
 import * as fs from "node:fs"
 import * as grpc from "@grpc/grpc-js"
-import { Cause, Data, Effect, Exit, Runtime } from "effect"
-import type { Fiber, Scope } from "effect"
+import * as Cause from "effect/Cause"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Runtime from "effect/Runtime"
+import type * as Fiber from "effect/Fiber"
+import type * as Scope from "effect/Scope"
 import { pbAgentResponseOf, proxyEventOf } from "../GrpcMapping.js"
 import {
   type AgentToProxy,

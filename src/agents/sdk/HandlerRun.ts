@@ -7,8 +7,10 @@
  * runs as a fiber on the server's runtime, tracked by correlation id so a
  * Cancel interrupts it (nothing is answered then).
  */
-import { Cause, Effect, Exit } from "effect"
-import type { Fiber } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import { MessageType, type ProxyEvent } from "../Protocol.js"
 import type { AgentHandlers, ErrorContext } from "./AgentServer.js"
 import { allow, block } from "./Decision.js"

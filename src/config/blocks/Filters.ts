@@ -5,7 +5,7 @@
  * the result, so the decoder and the runtime agree on what is valid.
  */
 import type { Node } from "@bgotink/kdl"
-import type { Schema } from "effect"
+import type * as Schema from "effect/Schema"
 import { validateHeadersFilter, validateRedirect, validateTimeoutFilter } from "../FilterChecks.js"
 import type { CorsFilterConfig, SecurityHeadersFilterConfig } from "../FilterSchema.js"
 import { type FilterConfig, type FilterType, filterTypes, filterTypesNotSupportedYet, type HeaderOps } from "../Schema.js"

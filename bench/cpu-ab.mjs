@@ -16,6 +16,7 @@
 // (user + system, /proc) is divided by the request count. Interleaving makes drift hit every
 // variant alike; the minimum and the median over rounds are the figures to compare.
 import { execFileSync } from "node:child_process"
+import { readFileSync } from "node:fs"
 import { join, dirname, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"

@@ -112,7 +112,6 @@ export class EncodingSink implements ResponseSink {
     return encoding.stream.write(input)
   }
 
-
   onDrain(resume: () => void): void {
     const encoding = this.encoding
     if (encoding === undefined) return this.base.onDrain(resume)

@@ -10,13 +10,12 @@
 //
 // Layout (2 cores): each proxy under test pinned to CPU 0 (one core: req/s is per core); wrk
 // and the origin (nginx, 1 worker) on CPU 1. Access logs off everywhere (nginx's too).
-import { execFileSync } from "node:child_process"
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { mkdirSync, writeFileSync } from "node:fs"
 import net from "node:net"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import { has, pin, start, stopAll, waitReady, workDir } from "./common.mjs"
+import { median, pin, requireCommands, runWrk, start, stopAll, treeCpuUs, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt } = parseArgs({
@@ -26,12 +25,7 @@ const { values: opt } = parseArgs({
     conns: { type: "string", default: "32" }
   }
 })
-for (const cmd of ["wrk", "nginx"]) {
-  if (!has(cmd)) {
-    console.error(`${cmd} is required: apt-get install -y ${cmd}`)
-    process.exit(2)
-  }
-}
+requireCommands(["wrk", "nginx"])
 const { PROXY_V8_FLAGS } = await import(join(root, "dist/RuntimeFlags.js"))
 const ROUNDS = Number(opt.rounds)
 const DURATION = Number(opt.duration)
@@ -99,35 +93,8 @@ const systems = {
 }
 const sizes = { "2k": "/c/2k.bin", "64k": "/c/64k.bin" }
 
-// CPU time (user + system) of a process and its live descendants (nginx's master and worker), µs
-const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
-const cpuUs = (pid) => {
-  let us = 0
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
-    us = (Number(f[11]) + Number(f[12])) * TICK_US
-    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter((x) => x !== "")) us += cpuUs(Number(c))
-  } catch {
-    // the process is gone
-  }
-  return us
-}
 
-const wrk = (port, path) => {
-  const argv = pin(1, ["wrk", "-t1", `-c${CONNS}`, `-d${DURATION}s`, "--latency", `http://127.0.0.1:${port}${path}`])
-  const out = execFileSync(argv[0], argv.slice(1), { encoding: "utf8" })
-  const unit = (v, u) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[u] ?? 1)
-  const p = (q) => {
-    const m = new RegExp(`\\s${q}%\\s+([\\d.]+)(us|ms|s)`).exec(out)
-    return m ? unit(m[1], m[2]) : NaN
-  }
-  return {
-    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0),
-    requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0),
-    p99: p(99),
-    errors: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0)
-  }
-}
+const wrk = (port, path) => runWrk(`http://127.0.0.1:${port}${path}`, { conns: CONNS, seconds: DURATION })
 
 /**
  * Starts a system on a free port; another process on the shared machine may take the port
@@ -152,9 +119,9 @@ for (let round = 1; round <= ROUNDS; round++) {
     const { port, child, s } = await launch(name)
     for (const [size, path] of Object.entries(sizes)) {
       wrk(port, path) // warm-up (and the cache's fill)
-      const before = cpuUs(child.pid)
+      const before = treeCpuUs(child.pid)
       const w = wrk(port, path)
-      const r = { ...w, cpuUs: (cpuUs(child.pid) - before) / Math.max(1, w.requests) }
+      const r = { ...w, cpuUs: (treeCpuUs(child.pid) - before) / Math.max(1, w.requests) }
       ;(runs[`${name}|${size}`] ??= []).push(r)
       console.error(`round ${round} ${name} ${size}: ${r.rps.toFixed(0)} req/s, ${r.cpuUs.toFixed(1)} µs CPU/req, p99 ${r.p99} ms, non-2xx ${r.errors}`)
     }
@@ -163,7 +130,6 @@ for (let round = 1; round <= ROUNDS; round++) {
   }
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 const rps = (name, size) => median(runs[`${name}|${size}`].map((r) => r.rps))
 const cpu = (name, size) => median(runs[`${name}|${size}`].map((r) => r.cpuUs))
 const rows = []

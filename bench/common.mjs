@@ -28,6 +28,17 @@ export const cpuUs = (pid) => {
   return (Number(f[11]) + Number(f[12])) * TICK_US
 }
 
+/** `cpuUs` of a process and its live descendants (nginx's master and workers); 0 for a process that is gone. */
+export const treeCpuUs = (pid) => {
+  try {
+    let us = cpuUs(pid)
+    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/)) if (c !== "") us += treeCpuUs(Number(c))
+    return us
+  } catch {
+    return 0
+  }
+}
+
 /** `argv` pinned to one CPU when taskset is there. */
 export const pin = (cpu, argv) => (has("taskset") ? ["taskset", "-c", String(cpu), ...argv] : argv)
 

@@ -8,14 +8,13 @@
 //
 // Layout (2 cores): the proxy under test on CPU 0 (nginx: 1 worker; Sentinel: 1 process, its
 // zlib thread pool pinned with it); wrk and the origin (nginx, 1 worker) on CPU 1.
-import { execFileSync } from "node:child_process"
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { mkdirSync, writeFileSync } from "node:fs"
 import http from "node:http"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { gunzipSync } from "node:zlib"
-import { freePort, median, pin, requireCommands, runWrk, start, stopAll, waitReady, workDir } from "./common.mjs"
+import { freePort, median, pin, requireCommands, runWrk, start, stopAll, treeCpuUs, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt } = parseArgs({
@@ -107,17 +106,6 @@ const check = (port) =>
 
 const wrk = (port) => runWrk(`http://127.0.0.1:${port}/api.json`, { conns: CONNS, seconds: DURATION, headers: ["Accept-Encoding: gzip"] })
 
-// CPU time (user + system, all threads) of a process and its children (nginx's workers), in
-// microseconds: the proxy's own cost per request, which a loaded machine disturbs far less
-// than requests/s.
-const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
-const cpuUs = (pid) => {
-  if (!existsSync(`/proc/${pid}/stat`)) return 0
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
-  const own = (Number(fields[11]) + Number(fields[12])) * TICK_US
-  const kids = existsSync(`/proc/${pid}/task/${pid}/children`) ? readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim() : ""
-  return own + (kids === "" ? 0 : kids.split(/\s+/).reduce((sum, k) => sum + cpuUs(Number(k)), 0))
-}
 
 const names = Object.keys(proxies).filter((n) => opt.modes === "all" || !n.endsWith("identity"))
 const runs = Object.fromEntries(names.map((n) => [n, []]))
@@ -130,9 +118,9 @@ for (let round = 1; round <= ROUNDS; round++) {
     await waitReady(port, "/small")
     shape[name] = await check(port)
     wrk(port) // warm-up
-    const cpu0 = cpuUs(child.pid)
+    const cpu0 = treeCpuUs(child.pid)
     const r = wrk(port)
-    r.cpuPerReq = (cpuUs(child.pid) - cpu0) / Math.max(1, r.requests)
+    r.cpuPerReq = (treeCpuUs(child.pid) - cpu0) / Math.max(1, r.requests)
     runs[name].push(r)
     console.error(`round ${round} ${name}: ${r.rps.toFixed(0)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, cpu ${r.cpuPerReq.toFixed(0)} us/req, errors ${r.errors}`)
     child.kill(graceful ? "SIGTERM" : "SIGKILL")

@@ -13,6 +13,7 @@ import { pendingStep, served, type PendingStep, type RouteExtension, type StageS
 import type { ResponseCache } from "./Cache.js"
 import { CacheExchange } from "./Exchange.js"
 import { discardingSink, FillSink } from "./Fill.js"
+import { routeFilters } from "../filters/Chain.js"
 import { encodingAcceptable, type RouteCodings } from "./Variants.js"
 import { bypassReason, compileRules, parseCacheControl, primaryKey, type CacheRules } from "./Rules.js"
 import type { CacheEntry } from "./Store.js"
@@ -165,10 +166,7 @@ const releaseStage = (ctx: RequestContext) => {
 /** The codings of the route's `compress` filter (the last one listed is the one that applies), if it has one. */
 const compressCodings = (route: RouteConfig, config: SentinelConfig): RouteCodings => {
   let codings: RouteCodings
-  for (const id of route.filters) {
-    const f = config.filters.find((c) => c.id === id)
-    if (f?.type === "compress") codings = f.algorithms
-  }
+  for (const f of routeFilters(route, config)) if (f.type === "compress") codings = f.algorithms
   return codings
 }
 

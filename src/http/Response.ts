@@ -26,5 +26,9 @@ export const requestMayHaveBody = (req: { readonly headers: Readonly<Record<stri
   if (req.headers["transfer-encoding"] !== undefined) return true
   const cl = req.headers["content-length"]
   if (cl !== undefined) return cl !== "0"
-  return isHttp2Message(req) && (req as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders !== true
+  return isHttp2Message(req) && !headersEndedStream(req)
 }
+
+/** An HTTP/2 request whose HEADERS frame carried END_STREAM: it has no body. */
+export const headersEndedStream = (req: object): boolean =>
+  (req as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders === true

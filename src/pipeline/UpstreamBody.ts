@@ -5,6 +5,7 @@
  */
 import { Transform, type TransformCallback } from "node:stream"
 import type { IncomingMessage } from "node:http"
+import { headersEndedStream } from "../http/Response.js"
 import type { ForwardRequest } from "../upstream/Forward.js"
 import { readBodyUpTo } from "./BodyRead.js"
 import type { RoutePlan } from "./Dataplane.js"
@@ -48,10 +49,6 @@ export const bufferBody = (
     if (!read.complete) return done(new BodyTooLarge(), undefined)
     done(undefined, { body: read.data, replayable: true })
   })
-
-/** An HTTP/2 request whose HEADERS frame carried END_STREAM: it has no body. */
-const headersEndedStream = (req: IncomingMessage): boolean =>
-  (req as unknown as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders === true
 
 /** The body to send: at hand, or `"buffer"` when it must be read into memory first (replayable). */
 export const requestBody = (ctx: RequestContext, plan: RoutePlan, bufferLimit: number): BodySource | "buffer" => {

@@ -36,7 +36,7 @@ const start = async (options: { failureMode?: "open" | "closed"; timeoutMs?: num
     { websocket: true, websocketInspection: options.inspection ?? true, filters: ["inspect"] },
     {
       system: { gracefulShutdownTimeout: Duration.millis(200) },
-      agents: [{ id: "raw", socketPath: socket, events: ["websocket_frame"], timeoutMs: options.timeoutMs ?? 1000, reconnectBaseMs: 20 }],
+      agents: [{ id: "raw", socketPath: socket, events: ["websocket_frame"], timeoutMs: options.timeoutMs ?? 5000, reconnectBaseMs: 20 }],
       filters: [{ id: "inspect", type: "agent", agent: "raw", failureMode: options.failureMode ?? "closed" }],
       observability: { logging: { accessLog: { enabled: false }, auditLog: { enabled: true, file: audit } } }
     }

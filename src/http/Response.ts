@@ -32,3 +32,27 @@ export const requestMayHaveBody = (req: { readonly headers: Readonly<Record<stri
 /** An HTTP/2 request whose HEADERS frame carried END_STREAM: it has no body. */
 export const headersEndedStream = (req: object): boolean =>
   (req as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders === true
+
+/**
+ * `res.writeHead(status, flat)` for a flat `[name, value, ...]` list, alike over HTTP/1.1 and
+ * HTTP/2. node's HTTP/1.1 response takes the list as it is (no object built). Its HTTP/2
+ * compat response, given a list, first calls `removeHeader` for every name and then appends
+ * one by one (validating each twice); given an object it sets each name once. So HTTP/2 gets
+ * an object, a repeated name (set-cookie) as an array of its values. Throws what node throws
+ * for an invalid name or value.
+ */
+export const writeHead = (res: ServerResponse, status: number, flat: Array<string>, http2: boolean): void => {
+  if (!http2) {
+    res.writeHead(status, flat)
+    return
+  }
+  const head: Record<string, string | Array<string>> = Object.create(null)
+  for (let i = 0; i < flat.length; i += 2) {
+    const name = flat[i].toLowerCase()
+    const seen = head[name]
+    if (seen === undefined) head[name] = flat[i + 1]
+    else if (typeof seen === "string") head[name] = [seen, flat[i + 1]]
+    else seen.push(flat[i + 1])
+  }
+  res.writeHead(status, head)
+}

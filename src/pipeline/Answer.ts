@@ -4,7 +4,7 @@
  * trace id, the route's response stages and, while the listener drains, `Connection: close`.
  */
 import type { Socket } from "node:net"
-import { abortResponse } from "../http/Response.js"
+import { abortResponse, writeHead } from "../http/Response.js"
 import { settleEarlyClose } from "./Connection.js"
 import type { RoutePlan } from "./Dataplane.js"
 import { errorAnswer, errorBody } from "./ErrorResponse.js"
@@ -42,7 +42,7 @@ export const sendAnswer = (
   const buf = typeof body === "string" ? Buffer.from(body) : body
   flat.push("content-length", String(buf.length))
   try {
-    res.writeHead(status, flat)
+    writeHead(res, status, flat, ctx.http2)
     res.end(ctx.method === "HEAD" ? undefined : buf)
     ctx.bytesSent += ctx.method === "HEAD" ? 0 : buf.length
   } catch {

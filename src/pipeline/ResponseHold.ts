@@ -21,7 +21,7 @@
  * HTTP/1.0 client, no Content-Length) gets nothing until the agents are done.
  */
 import * as Effect from "effect/Effect"
-import { abortResponse } from "../http/Response.js"
+import { abortResponse, writeHead } from "../http/Response.js"
 import { markCut } from "./Connection.js"
 import type { ResponseSink } from "../upstream/Forward.js"
 import { withContentLength } from "./Headers.js"
@@ -120,7 +120,7 @@ export const holdResponse = (ctx: RequestContext, hook: ResponseHook, base: Resp
     const body = typeof a.body === "string" ? Buffer.from(a.body) : a.body
     head.push("content-length", String(body.length))
     try {
-      res.writeHead(a.status, head)
+      writeHead(res, a.status, head, ctx.http2)
       res.end(ctx.method === "HEAD" ? undefined : body)
       if (ctx.method !== "HEAD") ctx.bytesSent += body.length
     } catch {

@@ -8,6 +8,7 @@ import type { ResponseSink } from "../upstream/Forward.js"
 import type { RoutePlan } from "./Dataplane.js"
 import { removeHeaders } from "./Headers.js"
 import type { RequestContext } from "./RequestContext.js"
+import { writeHead } from "../http/Response.js"
 
 /**
  * The response written to the client: head filtered and extended, body with back-pressure.
@@ -53,7 +54,7 @@ export class DirectSink implements ResponseSink {
     for (const stage of this.plan.response) stage(ctx, status, flat)
     if (this.draining() && !ctx.http2) flat.push("connection", "close")
     try {
-      ctx.res.writeHead(status, flat)
+      writeHead(ctx.res, status, flat, ctx.http2)
     } catch {
       ctx.error = "upstream_invalid_header"
       return false

@@ -127,6 +127,23 @@ describe("HTTP/2 with prior knowledge, HTTP/1.1 on the same port", () => {
     }
   })
 
+  it("response headers reach HTTP/2 and HTTP/1.1 clients alike: repeated names, mixed case, a name that is an Object.prototype property", async () => {
+    const s = await connectH2(env.proxy.port)
+    try {
+      const r = await h2request(s, { ":path": "/x/cookies", ":authority": "app.example" })
+      expect(r.status).toBe(200)
+      expect(r.headers["set-cookie"]).toEqual(["a=1", "b=2"])
+      expect(r.headers["x-mixed"]).toBe("M")
+      expect(Object.getOwnPropertyDescriptor(r.headers, "__proto__")?.value).toBe("p")
+      expect(r.body.toString()).toBe("ok")
+    } finally {
+      s.close()
+    }
+    const h1 = await request(env.proxy.port, { path: "/x/cookies", headers: { host: "app.example" } })
+    expect(h1.headers["set-cookie"]).toEqual(["a=1", "b=2"])
+    expect(h1.headers["x-mixed"]).toBe("M")
+  })
+
   it("cookies split across HTTP/2 fields reach the upstream as one header; a Host naming another authority is refused", async () => {
     const s = await connectH2(env.proxy.port)
     try {

@@ -95,6 +95,12 @@ export const startEchoOrigin = async (name = "origin"): Promise<EchoOrigin> => {
       res.on("close", () => clearTimeout(t))
       return
     }
+    if (u.pathname.endsWith("/cookies")) {
+      // repeated and mixed-case names, and one that is an Object.prototype property
+      res.writeHead(200, ["Set-Cookie", "a=1", "set-cookie", "b=2", "X-Mixed", "M", "__proto__", "p", "content-length", "2"])
+      res.end("ok")
+      return
+    }
     if (u.pathname.endsWith("/hold")) {
       // Never answers; the test aborts or times out.
       return

@@ -3,6 +3,7 @@
  * `Http2ServerResponse` has a `stream`; `ServerResponse` has not). No I/O of its own.
  */
 import type { ServerResponse } from "node:http"
+import { sensitiveHeaders } from "node:http2"
 
 /** A message of node's HTTP/2 compat API (`Http2ServerRequest`/`Response` have a `stream`). */
 export const isHttp2Message = (m: object): boolean => (m as { stream?: unknown }).stream !== undefined
@@ -46,6 +47,7 @@ export const writeHead = (res: ServerResponse, status: number, flat: Array<strin
     res.writeHead(status, flat)
     return
   }
+  neverIndexTraceIds(res)
   const head: Record<string, string | Array<string>> = Object.create(null)
   for (let i = 0; i < flat.length; i += 2) {
     const name = flat[i].toLowerCase()
@@ -55,4 +57,20 @@ export const writeHead = (res: ServerResponse, status: number, flat: Array<strin
     else seen.push(flat[i + 1])
   }
   res.writeHead(status, head)
+}
+
+/**
+ * The trace id headers differ on every response: HPACK-indexed, each would take a fresh entry
+ * in the client's dynamic table (4 KiB by default) and push out the entries that repeat
+ * (content-type, server, ...), so nghttp2 would re-encode and re-insert those too. Sent as
+ * "never indexed" (node's `sensitiveHeaders`, set on the compat response's own header object,
+ * which is what it hands to `respond`); when node keeps that object elsewhere, nothing changes.
+ */
+const UNIQUE_PER_RESPONSE = ["x-request-id", "x-correlation-id"]
+let headersKey: symbol | null | undefined
+const neverIndexTraceIds = (res: ServerResponse): void => {
+  if (headersKey === undefined) headersKey = Object.getOwnPropertySymbols(res).find((s) => s.description === "headers") ?? null
+  if (headersKey === null) return
+  const own = (res as unknown as Record<symbol, Record<symbol, unknown> | undefined>)[headersKey]
+  if (own !== undefined && typeof own === "object") own[sensitiveHeaders] = UNIQUE_PER_RESPONSE
 }

@@ -127,7 +127,7 @@ describe("HTTP/2 with prior knowledge, HTTP/1.1 on the same port", () => {
     }
   })
 
-  it("response headers reach HTTP/2 and HTTP/1.1 clients alike: repeated names, mixed case, a name that is an Object.prototype property", async () => {
+  it("response headers reach HTTP/2 and HTTP/1.1 clients alike: repeated names, mixed case, a name that is an Object.prototype property; trace ids never indexed", async () => {
     const s = await connectH2(env.proxy.port)
     try {
       const r = await h2request(s, { ":path": "/x/cookies", ":authority": "app.example" })
@@ -136,6 +136,9 @@ describe("HTTP/2 with prior knowledge, HTTP/1.1 on the same port", () => {
       expect(r.headers["x-mixed"]).toBe("M")
       expect(Object.getOwnPropertyDescriptor(r.headers, "__proto__")?.value).toBe("p")
       expect(r.body.toString()).toBe("ok")
+      // the trace ids differ on every response: sent never-indexed, they do not churn the client's HPACK table
+      expect(r.headers[http2.sensitiveHeaders]).toEqual(expect.arrayContaining(["x-request-id", "x-correlation-id"]))
+      expect(r.headers["x-request-id"]).toBe(r.headers["x-correlation-id"])
     } finally {
       s.close()
     }

@@ -174,6 +174,13 @@ export class Metrics {
     MAX_METHODS_PER_ROUTE
   )
 
+  private readonly protocolChildren = new ChildPairs<CounterChild>((l, p) => this.requestsByProtocol.child(l, p))
+
+  /** A request answered on `listener` over `protocol` (per-request path, as `upstreamAttempt`). */
+  servedOver(listener: string, protocol: string): void {
+    this.protocolChildren.get(listener, protocol).inc()
+  }
+
   /** One upstream attempt (per-attempt path: no key string, no allocation once the pair is seen). */
   upstreamAttempt(upstream: string, route: string): void {
     this.attemptChildren.get(upstream, route).inc()

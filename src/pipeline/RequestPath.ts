@@ -192,7 +192,7 @@ export class RequestPath extends Context.Tag("sentinel/pipeline/RequestPath")<Re
           onComplete: (ctx: RequestContext) => {
             const route = ctx.routeId === "" ? "none" : ctx.routeId
             metrics.completed(route, ctx.method, ctx.status, (performance.now() - ctx.start) / 1000)
-            metrics.requestsByProtocol.inc(ctx.listenerId, protocolLabel(ctx))
+            metrics.servedOver(ctx.listenerId, protocolLabel(ctx))
             // a WebSocket handshake that became a tunnel is logged when the tunnel ends (nginx does so)
             if (ctx.websocket !== undefined && ctx.websocket.deferLog(() => logs.access.write(ctx))) return
             logs.access.write(ctx)

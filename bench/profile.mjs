@@ -3,9 +3,10 @@
 // each with V8's sampling profiler, the samples attributed to the parts of the pipeline.
 //
 //   npm run build && node bench/profile.mjs [--requests 100000] [--path /small] [--conns 50] [--config FILE]
-//     [--top N] [--json FILE] [--h2]
+//     [--top N] [--json FILE] [--h2] [--dist DIR]
 // --top: also list the N functions with the most self time. --files: Sentinel's parts by file. --h2: HTTP/2 over TLS (h2load -c10
-// -m10) against a TLS listener, and bench/tls-ceiling.mjs as the ceiling.
+// -m10) against a TLS listener, and bench/tls-ceiling.mjs as the ceiling. --dist: profile the build in DIR (a dist/
+// built from another commit, with node_modules beside it) instead of ./dist.
 //
 // Each process runs pinned to CPU 0 with --cpu-prof (the proxy's own V8 flags), is warmed up,
 // then h2load (CPU 1) sends it a fixed number of requests; it is stopped with SIGTERM (so the
@@ -36,7 +37,8 @@ const { values: opt } = parseArgs({
     json: { type: "string" },
     top: { type: "string", default: "0" },
     h2: { type: "boolean", default: false },
-    files: { type: "boolean", default: false }
+    files: { type: "boolean", default: false },
+    dist: { type: "string", default: join(root, "dist") }
   }
 })
 for (const tool of ["h2load", "taskset"]) {
@@ -94,7 +96,7 @@ const groupOf = (frame) => {
   const nm = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)
   if (nm) return nm[1] === "effect" || nm[1].startsWith("@effect/") ? "effect runtime" : nm[1]
   const dist = /\/dist\/([^/]+)\/(.*)$/.exec(url)
-  if (dist && url.includes(root)) return opt.files ? `sentinel ${dist[1]}/${dist[2]}` : `sentinel ${dist[1]}/`
+  if (dist && (url.includes(root) || url.includes(opt.dist))) return opt.files ? `sentinel ${dist[1]}/${dist[2]}` : `sentinel ${dist[1]}/`
   if (/\/dist\/[^/]+\.js$/.test(url)) return "sentinel (top)"
   if (url.startsWith("node:")) {
     if (/_http_(server|incoming|common)|http_parser|internal\/http/.test(url)) return "node http server + parser"
@@ -155,7 +157,7 @@ const sentinelPort = 18690
 const config = opt.config ?? sentinelConfig(work, "profile", {
   port: sentinelPort, upstreamPort: UPSTREAM_PORT, accessLog: true, ...(opt.h2 ? { tls: { certFile, keyFile, sessionResumption: true } } : {})
 })
-results.push(await runOne("sentinel", [...PROXY_V8_FLAGS, join(root, "dist/main.js"), "run", "-c", config], { SENTINEL_NO_RESPAWN: "1" }, sentinelPort))
+results.push(await runOne("sentinel", [...PROXY_V8_FLAGS, join(opt.dist, "main.js"), "run", "-c", config], { SENTINEL_NO_RESPAWN: "1" }, sentinelPort))
 const ceilingPort = 18691
 results.push(
   await runOne(

@@ -28,7 +28,8 @@
  *   were, the session gets GOAWAY ENHANCE_YOUR_CALM and is closed (`rapid_reset`), so it cannot
  *   start more than about that many upstream requests that it abandons;
  * - streams per session (`keepalive-max-requests`): then a graceful GOAWAY (`max_requests`);
- * - an idle session (no open stream) is closed at the keep-alive timeout (`idle_timeout`);
+ * - an idle session (no open stream) is closed at the keep-alive timeout, checked at each sweep
+ *   (`idle_timeout`; no timer per stream);
  * - `sessionMemory`: node's bound on what one session may buffer (MB);
  * - flow control: the connection window is max-concurrent-streams x 64 KiB (each stream keeps
  *   nghttp2's 64 KiB), at most `CONNECTION_WINDOW_MAX`, as nginx opens it.
@@ -83,6 +84,8 @@ const STREAM_WINDOW = 65535
 /** The largest connection window a session is given (bytes a client may send ahead in all). */
 export const CONNECTION_WINDOW_MAX = 8 * 1024 * 1024
 
+const ignore = (): void => undefined
+
 /** The DATA bytes a stream received so far: its native handle's count; undefined when node hides it. */
 let handleSymbol: symbol | undefined
 const dataBytesOf = (stream: http2.ServerHttp2Stream): number | undefined => {
@@ -100,6 +103,8 @@ interface Watched {
   closedBytes: number
   readonly openBytes: Map<http2.ServerHttp2Stream, number>
   opened: number
+  /** When the session's last open stream closed (or it started): the idle clock; 0 while a stream is open. */
+  idleSince: number
 }
 
 export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Sessions => {
@@ -136,9 +141,16 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
   // nginx's flood rule for the frames no event shows: bytes read beyond request data
   let sweeper: NodeJS.Timeout | undefined
   const sweep = () => {
+    const now = limits.idleTimeoutMs > 0 ? Date.now() : 0
     for (const w of watched.values()) {
       const socket = w.session.socket as { bytesRead?: number; bytesWritten?: number } | undefined
       if (w.session.destroyed || socket === undefined) continue
+      // an idle session (no open stream) is closed at the keep-alive timeout, to SWEEP_MS
+      if (now > 0 && w.idleSince > 0 && now - w.idleSince >= limits.idleTimeoutMs && !w.session.closed) {
+        hooks.onDefence("idle_timeout", w.ip)
+        w.session.close()
+        continue
+      }
       let data = w.closedBytes
       let known = true
       for (const [stream, last] of w.openBytes) {
@@ -160,24 +172,13 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
   server.on("session", (session: http2.ServerHttp2Session) => {
     sessions.add(session)
     const ip = session.socket?.remoteAddress ?? ""
-    const w: Watched = { session, ip, closedBytes: 0, openBytes: new Map(), opened: 0 }
+    const w: Watched = { session, ip, closedBytes: 0, openBytes: new Map(), opened: 0, idleSince: Date.now() }
     watched.set(session, w)
     if (sweeper === undefined) {
       sweeper = setInterval(sweep, SWEEP_MS)
       sweeper.unref()
     }
     let earlyResets = 0
-    let idleTimer: NodeJS.Timeout | undefined
-    const idle = () => {
-      if (limits.idleTimeoutMs <= 0 || session.destroyed) return
-      idleTimer = setTimeout(() => {
-        if (w.openBytes.size === 0 && !session.closed) {
-          hooks.onDefence("idle_timeout", ip)
-          session.close()
-        }
-      }, limits.idleTimeoutMs)
-      idleTimer.unref()
-    }
     // PING and SETTINGS: a bucket of CONTROL_BURST, refilled at CONTROL_RATE per second
     let tokens = CONTROL_BURST
     let refilled = Date.now()
@@ -194,7 +195,6 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
       hooks.onDefence(err?.code === "ERR_HTTP2_TOO_MANY_INVALID_FRAMES" ? "invalid_frames" : "session_error", ip)
     })
     session.once("close", () => {
-      clearTimeout(idleTimer)
       sessions.delete(session)
       watched.delete(session)
       if (watched.size === 0 && sweeper !== undefined) {
@@ -212,24 +212,27 @@ export const startHttp2 = (limits: Http2Limits, hooks: Http2Hooks): Http2Session
     } catch {
       // a session already closing
     }
-    idle()
     session.on("stream", (stream: http2.ServerHttp2Stream) => {
       w.opened++
       w.openBytes.set(stream, 0)
-      clearTimeout(idleTimer)
-      stream.on("error", () => undefined)
+      w.idleSince = 0
+      stream.on("error", ignore)
       // node drops the stream's native handle before `close`: its DATA count is read when the
-      // request body ended (or was cut), else an upload between two sweeps would count as overhead
-      const record = () => {
-        const n = dataBytesOf(stream)
-        if (n !== undefined && w.openBytes.has(stream)) w.openBytes.set(stream, n)
+      // request body ended (or was cut), else an upload between two sweeps would count as
+      // overhead. A stream whose HEADERS ended it has no DATA to count.
+      if (!stream.endAfterHeaders) {
+        const record = () => {
+          const n = dataBytesOf(stream)
+          if (n !== undefined && w.openBytes.has(stream)) w.openBytes.set(stream, n)
+        }
+        stream.once("end", record)
+        stream.once("aborted", record)
       }
-      stream.once("end", record)
-      stream.once("aborted", record)
-      stream.once("close", () => {
+      // `on`, not `once`: a stream closes once, and a once-wrapper is a cost per stream
+      stream.on("close", () => {
         w.closedBytes += w.openBytes.get(stream) ?? 0
         w.openBytes.delete(stream)
-        if (w.openBytes.size === 0) idle()
+        if (w.openBytes.size === 0) w.idleSince = Date.now()
         // reset before any answer: by the client (the proxy answers every stream it accepts)
         if (!stream.headersSent && stream.rstCode !== NGHTTP2_NO_ERROR) {
           // mostly resets, and more than the bound: a session that also completes its streams

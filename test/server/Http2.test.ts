@@ -317,11 +317,14 @@ describe("HTTP/2 defences", () => {
     }
   })
 
-  it("an idle session is closed at the keep-alive timeout", async () => {
+  it("an idle session is closed at the keep-alive timeout; one with a stream open past it is not", async () => {
     const env = await startH2({ keepaliveTimeout: Duration.millis(300) })
     try {
       const s = await connectH2(env.proxy.port)
       expect((await h2request(s, { ":path": "/idle", ":authority": "app.example" })).status).toBe(200)
+      // a stream open for longer than the timeout keeps the session: it is not idle
+      const slow = await h2request(s, { ":path": "/slow?ms=900", ":authority": "app.example" })
+      expect([slow.status, slow.body.toString()]).toEqual([200, "start\nend\n"])
       await new Promise<void>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error("session still open")), 5000)
         s.once("close", () => {

@@ -9,11 +9,13 @@ import net from "node:net"
 
 export const has = (cmd) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0
 
-/** Exits (2) naming the first of `cmds` that is not installed. */
+/** The Debian package of each command the benchmarks use, where its name differs. */
+const PACKAGE_OF = { h2load: "nghttp2-client", taskset: "util-linux" }
+/** Exits (2) naming the first of `cmds` that is not installed, and its package. */
 export const requireCommands = (cmds) => {
   for (const cmd of cmds) {
     if (has(cmd)) continue
-    console.error(`${cmd} is required: apt-get install -y ${cmd}`)
+    console.error(`${cmd} is required: apt-get install -y ${PACKAGE_OF[cmd] ?? cmd}`)
     process.exit(2)
   }
 }

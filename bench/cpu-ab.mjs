@@ -21,7 +21,7 @@ import { join, dirname, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { PROXY_V8_FLAGS, proxyV8Flags } from "../dist/RuntimeFlags.js"
-import { cpuUs, has, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
+import { cpuUs, requireCommands, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt, positionals } = parseArgs({
@@ -34,12 +34,7 @@ const { values: opt, positionals } = parseArgs({
     "no-access-log": { type: "boolean", default: false }
   }
 })
-for (const tool of ["h2load", "taskset"]) {
-  if (!has(tool)) {
-    console.error(`${tool} is required (apt-get install -y nghttp2-client util-linux; nginx for the upstream)`)
-    process.exit(2)
-  }
-}
+requireCommands(["h2load", "taskset"])
 const variants = (positionals.length > 0 ? positionals : ["sentinel=dist", "ceiling=ceiling"]).map((v) => {
   const [name, spec] = v.split("=")
   const [dir, ygen] = spec.split("@")

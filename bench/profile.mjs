@@ -25,7 +25,7 @@ import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { PROXY_V8_FLAGS } from "../dist/RuntimeFlags.js"
-import { cpuUs, has, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
+import { cpuUs, requireCommands, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt } = parseArgs({
@@ -41,12 +41,7 @@ const { values: opt } = parseArgs({
     dist: { type: "string", default: join(root, "dist") }
   }
 })
-for (const tool of ["h2load", "taskset"]) {
-  if (!has(tool)) {
-    console.error(`${tool} is required (apt-get install -y nghttp2-client util-linux; nginx for the upstream)`)
-    process.exit(2)
-  }
-}
+requireCommands(["h2load", "taskset"])
 const work = workDir("sentinel-profile-")
 const UPSTREAM_PORT = 18680
 const upstreamKind = await startUpstream(work, UPSTREAM_PORT)

@@ -29,7 +29,7 @@ import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { PROXY_V8_FLAGS } from "../dist/RuntimeFlags.js"
-import { has, pin, sentinelConfig, start, startUpstream, stopAll, workDir } from "./common.mjs"
+import { pin, requireCommands, sentinelConfig, start, startUpstream, stopAll, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt } = parseArgs({
@@ -45,12 +45,7 @@ const { values: opt } = parseArgs({
 })
 const ROUNDS = Number(opt.rounds), DURATION = Number(opt.duration), WARMUP = Number(opt.warmup), HS_CONNS = Number(opt["hs-conns"])
 const SCENARIOS = opt.scenarios.split(",")
-for (const tool of ["wrk", "h2load", "nginx", "openssl", "taskset"]) {
-  if (!has(tool)) {
-    console.error(`${tool} is required (apt-get install -y wrk nghttp2-client nginx openssl util-linux)`)
-    process.exit(2)
-  }
-}
+requireCommands(["wrk", "h2load", "nginx", "openssl", "taskset"])
 process.on("SIGTERM", () => process.exit(143))
 const work = workDir("sentinel-tls-bench-")
 

@@ -4,13 +4,14 @@
  * trace id, the route's response stages and, while the listener drains, `Connection: close`.
  */
 import type { Socket } from "node:net"
-import { abortResponse, writeHead } from "../http/Response.js"
+import { abortResponse } from "../http/Response.js"
 import { settleEarlyClose } from "./Connection.js"
 import type { RoutePlan } from "./Dataplane.js"
 import { errorAnswer, errorBody } from "./ErrorResponse.js"
 import type { ProxyError } from "./Errors.js"
 import type { RequestContext } from "./RequestContext.js"
 import type { Answer } from "./Stage.js"
+import { writeHead } from "./ResponseHead.js"
 
 /** What answering needs of the listener's pipeline: its refusal hook and whether it drains. */
 export interface AnswerEnv {

@@ -21,7 +21,7 @@
  * HTTP/1.0 client, no Content-Length) gets nothing until the agents are done.
  */
 import * as Effect from "effect/Effect"
-import { abortResponse, writeHead } from "../http/Response.js"
+import { abortResponse } from "../http/Response.js"
 import { markCut } from "./Connection.js"
 import type { ResponseSink } from "../upstream/Forward.js"
 import { withContentLength } from "./Headers.js"
@@ -29,6 +29,7 @@ import type { ProxyError } from "./Errors.js"
 import { UpstreamBadAnswer } from "../upstream/Errors.js"
 import type { RequestContext } from "./RequestContext.js"
 import type { Answer, ChunkStep, ResponseHook, ResponseHookStep } from "./Stage.js"
+import { writeHead } from "./ResponseHead.js"
 
 export interface HeldSink extends ResponseSink {
   /** `cb` once the held response went to the client (`undefined`) or could not (the error). */

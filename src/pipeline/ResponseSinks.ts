@@ -8,7 +8,7 @@ import type { ResponseSink } from "../upstream/Forward.js"
 import type { RoutePlan } from "./Dataplane.js"
 import { removeHeaders } from "./Headers.js"
 import type { RequestContext } from "./RequestContext.js"
-import { writeHead } from "../http/Response.js"
+import { writeHead } from "./ResponseHead.js"
 
 /**
  * The response written to the client: head filtered and extended, body with back-pressure.

@@ -26,18 +26,10 @@
 import type { Socket } from "node:net"
 import type { Duplex } from "node:stream"
 import { randomBytes } from "node:crypto"
-import {
-  CloseCode,
-  encodeClose,
-  encodeFrame,
-  FrameParser,
-  FrameScanner,
-  isViolation,
-  Opcode,
-  type FrameLimits,
-  type ParsedFrame,
-  type Sender
-} from "./Frame.js"
+import { CloseCode, isViolation, Opcode, type FrameLimits, type Sender } from "./Frame.js"
+import { encodeClose, encodeFrame } from "./FrameEncode.js"
+import { FrameParser, type ParsedFrame } from "./FrameParser.js"
+import { FrameScanner } from "./FrameScanner.js"
 
 /** How long the sockets get to finish after the proxy closed a tunnel, before they are destroyed. */
 export const CLOSE_GRACE_MS = 1000

@@ -47,6 +47,14 @@ export class FrameParser {
 
   private pending: FrameHeader | undefined = undefined
 
+  /** A broken rule: what is held is dropped, and nothing more comes out. */
+  private fail(v: Violation): Violation {
+    this.broken = true
+    this.chunks = []
+    this.size = 0
+    return v
+  }
+
   private flat(): Buffer {
     if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks, this.size)]
     return this.chunks[0] ?? Buffer.alloc(0)
@@ -60,12 +68,7 @@ export class FrameParser {
       const d = decodeHeader(head)
       if (d === undefined) return undefined
       const bad = isViolation(d) ? d : this.state.check(d)
-      if (bad !== undefined) {
-        this.broken = true
-        this.chunks = []
-        this.size = 0
-        return bad
-      }
+      if (bad !== undefined) return this.fail(bad)
       h = d as FrameHeader
       this.pending = h
     }
@@ -81,12 +84,7 @@ export class FrameParser {
     if (h.masked) applyMask(payload, h.mask)
     if (h.opcode === Opcode.Close) {
       const c = decodeClosePayload(payload)
-      if (isViolation(c)) {
-        this.broken = true
-        this.chunks = []
-        this.size = 0
-        return c
-      }
+      if (isViolation(c)) return this.fail(c)
     }
     return { _tag: "Frame", fin: h.fin, rsv: h.rsv, opcode: h.opcode, payload, raw }
   }

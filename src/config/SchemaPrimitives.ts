@@ -3,6 +3,7 @@
  * schema files it composes). No config semantics here.
  */
 import * as Duration from "effect/Duration"
+import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 
 export const SafeInt = Schema.Int.pipe(Schema.filter((n) => Number.isSafeInteger(n) || "an integer below 2^53"))
@@ -33,3 +34,37 @@ export const defaultedStruct = <S extends Schema.Schema.AnyNoContext>(schema: S)
 
 /** A string or `null` (absent = `null`), for module fields typed `string | null`. */
 export const nullableString = () => defaulted(Schema.NullOr(Schema.String), () => null)
+
+// ---------------------------------------------------------------------------
+// Addresses
+
+/** Splits `"host:port"` / `"[v6]:port"`; `undefined` when malformed. */
+export const parseHostPort = (text: string): { host: string; port: number } | undefined => {
+  // no controls or format characters in a host name: it is printed and used as a metric label
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s\p{Cc}\p{Cf}:[\]/]+)):(\d{1,5})$/u.exec(text)
+  if (m === null) return undefined
+  const port = Number(m[3])
+  if (port > 65535) return undefined
+  return { host: m[1] ?? m[2], port }
+}
+
+/** Formats host and port back into `host:port` (brackets for IPv6). */
+export const formatHostPort = (host: string, port: number): string =>
+  host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`
+
+const HostPortStruct = Schema.Struct({ host: Schema.NonEmptyString, port: Port })
+
+/** A socket address; input may also be the string `"0.0.0.0:8080"` / `"[::1]:80"`. */
+export const SocketAddress = Schema.Union(
+  HostPortStruct,
+  Schema.transformOrFail(Schema.String, HostPortStruct, {
+    strict: true,
+    decode: (s, _, ast) => {
+      const hp = parseHostPort(s)
+      return hp === undefined
+        ? ParseResult.fail(new ParseResult.Type(ast, s, `expected "host:port", got ${JSON.stringify(s)}`))
+        : ParseResult.succeed(hp)
+    },
+    encode: (hp) => ParseResult.succeed(formatHostPort(hp.host, hp.port))
+  })
+)

@@ -1,7 +1,8 @@
 /**
- * Typed model of the upstream resilience settings: balancing options, active
- * and passive health, circuit breakers, retry policy and budget, DNS, and
- * (model only for now) upstream TLS and HTTP version.
+ * Typed model of `upstreams { upstream "id" { ... } }`: targets, timeouts and
+ * connection pool, and the resilience settings: balancing options, active and
+ * passive health, circuit breakers, retry policy and budget, DNS, and (model
+ * only for now) upstream TLS and HTTP version.
  *
  * Field names and units mirror the feature modules' own config interfaces
  * (src/upstream/Balancer.ts, Health.ts, Circuit.ts, Retry.ts, Dns.ts), so a
@@ -10,9 +11,10 @@
  * milliseconds once (`intervalMs`, `openTimeoutMs`, ...).
  */
 import * as Duration from "effect/Duration"
+import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import {
-  Count, defaulted, NonNegativeDuration, NonNegativeNumber, PositiveCount, Ratio, StatusCode
+  Count, defaulted, defaultedStruct, NonNegativeDuration, NonNegativeNumber, parseHostPort, Port, PositiveCount, Ratio, StatusCode
 } from "./SchemaPrimitives.js"
 import { algorithms } from "../upstream/Balancer.js"
 
@@ -228,3 +230,126 @@ export const HttpVersionConfig = Schema.Struct({
   maxH2Streams: defaulted(PositiveCount, () => 100)
 }).pipe(Schema.filter((v) => v.minVersion <= v.maxVersion || "min-version must not exceed max-version"))
 export type HttpVersionConfig = typeof HttpVersionConfig.Type
+
+// ---------------------------------------------------------------------------
+// upstreams
+
+const TargetStruct = Schema.Struct({
+  address: Schema.String,
+  host: Schema.NonEmptyString,
+  port: Port,
+  weight: PositiveCount
+})
+
+/** A target; input needs only `address` (host/port are derived) and optionally `weight` (default 1). */
+export const TargetConfig = Schema.transformOrFail(
+  Schema.Struct({
+    address: Schema.String,
+    weight: defaulted(PositiveCount, () => 1),
+    host: Schema.optional(Schema.String),
+    port: Schema.optional(Port)
+  }),
+  TargetStruct,
+  {
+    strict: true,
+    decode: (t, _, ast) => {
+      const hp = parseHostPort(t.address)
+      return hp === undefined
+        ? ParseResult.fail(new ParseResult.Type(ast, t, `expected target address "host:port", got ${JSON.stringify(t.address)}`))
+        : ParseResult.succeed({ address: t.address, host: hp.host, port: hp.port, weight: t.weight })
+    },
+    encode: (t) => ParseResult.succeed(t)
+  }
+)
+export type TargetConfig = typeof TargetConfig.Type
+
+export const UpstreamTimeouts = Schema.Struct({
+  /** `connect` (or `connect-secs`): TCP/TLS connect. Default 10s. */
+  connect: defaulted(NonNegativeDuration, () => Duration.seconds(10)),
+  /**
+   * `request` (or `request-secs`): total per attempt, from dispatch to the end of the response
+   * body; time the response waits on a client that does not read is not counted. Fires as
+   * 504 `timeout_request` before the response head, else aborts the client connection;
+   * retried like the other timeouts. 0 = none. Default 60s.
+   */
+  request: defaulted(NonNegativeDuration, () => Duration.seconds(60)),
+  /**
+   * `read` (or `read-secs`): response headers (counted from dispatch, or from the end of a
+   * streamed upload) and body idle. 0 = none. Default 30s.
+   */
+  read: defaulted(NonNegativeDuration, () => Duration.seconds(30)),
+  /**
+   * `write` (or `write-secs`): longest a streamed request body may make no progress because
+   * the upstream does not take it (504 `timeout_write`). A slow-uploading client does not trip
+   * it (the listener's body timeouts bound that); a buffered body is handed to the socket at
+   * once and covered by `read`. 0 = none. Default 30s.
+   */
+  write: defaulted(NonNegativeDuration, () => Duration.seconds(30))
+})
+
+export const ConnectionPoolConfig = Schema.Struct({
+  /** `max-connections`: per target. Default 100. */
+  maxConnections: defaulted(PositiveCount, () => 100),
+  /**
+   * `max-idle`: idle keep-alive connections kept per target. Beyond this many, a connection is
+   * closed once idle for 1 s (a grace so that traffic above `max-idle` concurrency does not
+   * churn connections); the ones undici reuses first are kept. 0 = every connection closes
+   * about 1 s after its last request. No effect when >= `max-connections`. Default 20.
+   */
+  maxIdle: defaulted(Count, () => 20),
+  /** `idle-timeout` (or `idle-timeout-secs`): close idle connections after. Default 60s. */
+  idleTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(60)),
+  /** `max-lifetime` (or `max-lifetime-secs`): recycle connections after. Default: none. */
+  maxLifetime: Schema.optional(NonNegativeDuration),
+  /**
+   * `max-pending-requests`: requests that may wait for a connection to one target when all
+   * `max-connections` are busy; beyond it 503 `upstream_queue_full` (with `Retry-After`) or
+   * another target. 0 = no waiting. Default 1000.
+   */
+  maxPendingRequests: defaulted(Count, () => 1000),
+  /**
+   * `pending-timeout` (or `pending-timeout-secs`): longest wait for a connection, then 503
+   * `upstream_queue_timeout` (or another target). 0 = no deadline. Default 5s.
+   */
+  pendingTimeout: defaulted(NonNegativeDuration, () => Duration.seconds(5)),
+  /**
+   * `max-client-share`: share (0 < share <= 1) of a target's `max-connections` that the requests
+   * of one client address may hold at once; its further requests wait (bounded as above) while
+   * other clients use the free connections. 1 = no per-client bound. Default 0.5.
+   */
+  maxClientShare: defaulted(Ratio.pipe(Schema.filter((n) => n > 0 || "must be greater than 0")), () => 0.5)
+})
+
+export const UpstreamConfig = Schema.Struct({
+  /** Unique upstream id. Required. */
+  id: Schema.NonEmptyString,
+  /** `target "host:port" weight=N` (repeatable) or `targets { target {address; weight} }`. At least one. */
+  targets: Schema.Array(TargetConfig).pipe(Schema.minItems(1)),
+  /** `load-balancing "<algorithm>"`. Default `"round_robin"`. */
+  loadBalancing: defaulted(LoadBalancingAlgorithm, () => "round_robin" as const),
+  /** `load-balancing "consistent_hash"|"maglev" { hash-key "..." }`. Default client IP. */
+  hashKey: defaulted(HashKey, () => ({ source: "client-ip" as const })),
+  /** `load-balancing "consistent_hash" { virtual-nodes N }`: ring points per unit of weight. Default 160. */
+  virtualNodes: defaulted(PositiveCount, () => 160),
+  /** `load-balancing "maglev" { table-size N }`: lookup table size (a prime at or above). Default 65537. */
+  maglevTableSize: defaulted(PositiveCount.pipe(Schema.filter((n) => n <= 1_048_576 || "at most 1048576")), () => 65537),
+  /** `load-balancing "sticky" { ... }`: cookie options (used only by "sticky"). */
+  sticky: defaultedStruct(StickyConfig),
+  /** `timeouts { connect; request; read; write }` in seconds. */
+  timeouts: defaultedStruct(UpstreamTimeouts),
+  /** `connection-pool { max-connections; max-idle; idle-timeout; max-lifetime }`. */
+  connectionPool: defaultedStruct(ConnectionPoolConfig),
+  /** `health-check { ... }`: active probes. Default: none (only passive health). */
+  healthCheck: Schema.optional(HealthCheckConfig),
+  /** `passive-health { ... }`: ejection on observed failures. Always on. */
+  passiveHealth: defaultedStruct(PassiveHealthConfig),
+  /** `circuit-breaker { ... }`: one breaker per target, always on (defaults without the block). */
+  circuitBreaker: defaultedStruct(CircuitBreakerConfig),
+  /** `retry-budget { ... }`: bounds retries to this upstream. */
+  retryBudget: defaultedStruct(RetryBudgetConfig),
+  /** `tls { ... }`: TLS to the targets. Default: none (plaintext). Not applied yet. */
+  tls: Schema.optional(UpstreamTlsConfig),
+  /** `http-version { ... }`. Not applied yet. */
+  httpVersion: defaultedStruct(HttpVersionConfig)
+})
+export type UpstreamConfig = typeof UpstreamConfig.Type

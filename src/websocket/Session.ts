@@ -5,7 +5,7 @@
  * request's access line waits for the tunnel (nginx logs a WebSocket request when it ends):
  * one line per tunnel, with its duration, bytes, frames and close code.
  */
-import type { TunnelSummary } from "./Tunnel.js"
+import type { TunnelSummary } from "./TunnelOptions.js"
 
 export class WebSocketSession {
   /** The upstream's 101 was accepted: a tunnel holds the slot (and ends the session). */

@@ -4,7 +4,7 @@
  * buffer and one chunk are held per direction), the limits of `limits { websocket-* }`, close
  * relaying, and one summary when it ends (logged and counted by the caller).
  *
- * Two ways to carry frames:
+ * Two ways to carry frames, one `Flow` per direction (Flow.ts):
  * - relay (no inspection): chunks pass as they came; a `FrameScanner` per direction follows
  *   frame boundaries (counts frames, reads close codes, enforces the framing rules and the
  *   frame size) without copying or holding payloads;
@@ -26,246 +26,16 @@
 import type { Socket } from "node:net"
 import type { Duplex } from "node:stream"
 import { randomBytes } from "node:crypto"
-import {
-  CloseCode,
-  encodeClose,
-  encodeFrame,
-  FrameParser,
-  FrameScanner,
-  isViolation,
-  Opcode,
-  type FrameLimits,
-  type ParsedFrame,
-  type Sender
-} from "./Frame.js"
+import { CloseCode, type FrameLimits } from "./Frame.js"
+import { encodeClose } from "./FrameEncode.js"
+import type { ParsedFrame } from "./FrameParser.js"
+import { Flow } from "./Flow.js"
+import type { Direction, EndReason, FrameVerdict, TunnelOptions, TunnelSummary } from "./TunnelOptions.js"
 
 /** How long the sockets get to finish after the proxy closed a tunnel, before they are destroyed. */
 export const CLOSE_GRACE_MS = 1000
 
-/** Bytes of unparsed input held per direction while inspecting before its sender is paused. */
-const INSPECT_HIGH_WATER = 64 * 1024
-
-export interface TunnelLimits extends Omit<FrameLimits, "allowedRsv"> {
-  /** No byte either way for this long closes the tunnel (1001), ms; 0 = never. */
-  readonly idleTimeoutMs: number
-  /** The tunnel is closed (1001) this long after it opened, ms; 0 = never. */
-  readonly maxLifetimeMs: number
-}
-
-export type Direction = "client_to_server" | "server_to_client"
-
-export type FrameVerdict =
-  | { readonly _tag: "allow" }
-  | { readonly _tag: "drop" }
-  | { readonly _tag: "close"; readonly code: number; readonly reason: string; readonly why: string }
-
-/** One frame to the agents; `done` once unless the returned cancel (tunnel gone) runs first. */
-export interface FrameInspector {
-  readonly inspect: (
-    frame: ParsedFrame,
-    clientToServer: boolean,
-    frameIndex: number,
-    done: (verdict: FrameVerdict) => void
-  ) => () => void
-}
-
-/** Why a tunnel ended (`sentinel_websocket_closes_total{reason}`, the access log). */
-export type EndReason =
-  | "close_handshake"
-  | "client_gone"
-  | "upstream_gone"
-  | "idle_timeout"
-  | "max_lifetime"
-  | "protocol_error"
-  | "too_big"
-  | "agent_close"
-  | "agent_failure"
-  | "going_away"
-
-export interface TunnelSummary {
-  readonly durationMs: number
-  readonly bytesFromClient: number
-  readonly bytesToClient: number
-  readonly bytesFromUpstream: number
-  readonly bytesToUpstream: number
-  readonly framesFromClient: number
-  readonly framesFromUpstream: number
-  readonly framesDropped: number
-  /** The first close frame's code (whoever sent it, the proxy included); undefined = none. */
-  readonly closeCode: number | undefined
-  readonly closeReason: string
-  /** Who sent that close frame, or who went away first. */
-  readonly closedBy: "client" | "upstream" | "proxy"
-  readonly reason: EndReason
-}
-
-export interface TunnelOptions {
-  /** The client's connection (HTTP/1.1), or its HTTP/2 stream (RFC 8441: DATA frames, END_STREAM as FIN). */
-  readonly client: Duplex
-  /** Client bytes read before the tunnel started (after the handshake request). */
-  readonly clientHead: ReadonlyArray<Buffer>
-  readonly upstream: Socket
-  readonly limits: TunnelLimits
-  /** RSV bits of the negotiated extensions (0 when inspecting: no extension is negotiated). */
-  readonly allowedRsv: number
-  readonly inspector?: FrameInspector | undefined
-  /** Counts as they accrue (flushed by the registry's sweep and at the end). */
-  readonly onFrames?: (direction: Direction, decision: "allow" | "drop" | "close", n: number) => void
-  readonly onEnd: (summary: TunnelSummary) => void
-}
-
 const noop = (): void => {}
-
-/** One direction: bytes read from `src`, written to `dst`. */
-class Flow {
-  bytesIn = 0
-  bytesOut = 0
-  frames = 0
-  dropped = 0
-  /** Counted but not yet reported through `onFrames`. */
-  unreported = 0
-  /** `src` sent its FIN. */
-  ended = false
-  /** `src` sent a close frame. */
-  sentClose = false
-  /** The proxy wrote a close frame of its own to `dst`. */
-  injected = false
-  readonly scanner: FrameScanner | undefined
-  readonly parser: FrameParser | undefined
-  /** Inspecting: a frame of this direction is with the agents. */
-  busy = false
-  /** `dst` said full: `src` waits for its drain. */
-  blocked = false
-  private frameIndex = 0
-
-  constructor(
-    readonly tunnel: Tunnel,
-    readonly src: Duplex,
-    readonly dst: Duplex,
-    readonly sender: Sender,
-    limits: FrameLimits,
-    inspecting: boolean
-  ) {
-    if (inspecting) this.parser = new FrameParser(sender, limits)
-    else this.scanner = new FrameScanner(sender, limits)
-  }
-
-  get direction(): Direction {
-    return this.sender === "client" ? "client_to_server" : "server_to_client"
-  }
-
-  /** What went to `dst` ends at a frame boundary: a frame of the proxy's own may follow. */
-  get atBoundary(): boolean {
-    return this.scanner === undefined ? true : this.scanner.atBoundary
-  }
-
-  readonly onData = (chunk: Buffer): void => {
-    const t = this.tunnel
-    if (t.closing) return
-    t.active = true
-    this.bytesIn += chunk.length
-    if (this.parser !== undefined) {
-      this.parser.push(chunk)
-      this.pump()
-      if (this.parser.buffered > INSPECT_HIGH_WATER) this.src.pause()
-      return
-    }
-    const r = this.scanner!.scan(chunk)
-    this.frames += r.frames
-    this.unreported += r.frames
-    if (r.close !== undefined && !this.sentClose) {
-      this.sentClose = true
-      t.noteClose(this, r.close.code, r.close.reason)
-    }
-    if (r.violation !== undefined) {
-      if (r.violation.at > 0) this.write(chunk.subarray(0, r.violation.at))
-      t.violation(this, r.violation.code, r.violation.reason, r.violation.clean)
-      return
-    }
-    this.write(chunk)
-  }
-
-  write(chunk: Buffer): void {
-    this.bytesOut += chunk.length
-    if (this.dst.write(chunk)) return
-    if (this.blocked) return
-    this.blocked = true
-    this.src.pause()
-    this.dst.once("drain", this.onDrain)
-  }
-
-  private readonly onDrain = (): void => {
-    this.blocked = false
-    if (this.tunnel.closing) return
-    if (this.parser !== undefined) {
-      this.pump()
-      if (this.parser.buffered <= INSPECT_HIGH_WATER && !this.blocked) this.src.resume()
-      return
-    }
-    this.src.resume()
-  }
-
-  /** Inspecting: the next whole frames to the agents, one at a time. */
-  pump(): void {
-    const t = this.tunnel
-    const parser = this.parser!
-    while (!this.busy && !this.blocked && !t.closing) {
-      const next = parser.next()
-      if (next === undefined) break
-      if (isViolation(next)) return t.violation(this, next.code, next.reason, true)
-      const frame = next
-      this.frames++
-      const index = this.frameIndex++
-      this.busy = true
-      t.inspect(frame, this.sender === "client", index, (verdict) => {
-        this.busy = false
-        if (t.closing) return
-        if (verdict._tag === "close") {
-          t.report(this.direction, "close", 1)
-          return t.proxyClose(verdict.code, verdict.reason, verdict.why === "agent_failure" ? "agent_failure" : "agent_close")
-        }
-        // a close frame always passes: the close handshake is not the agents' to break
-        if (verdict._tag === "drop" && frame.opcode !== Opcode.Close) {
-          this.dropped++
-          t.report(this.direction, "drop", 1)
-          // a fragment of a message leaves an empty one in its place: the message stays well formed
-          if (frame.opcode === Opcode.Continuation || (!frame.fin && frame.opcode < 0x8)) {
-            const mask = this.sender === "client" ? randomBytes(4) : undefined
-            this.write(encodeFrame({ opcode: frame.opcode, fin: frame.fin, payload: Buffer.alloc(0), mask }))
-          }
-        } else {
-          if (frame.opcode === Opcode.Close && !this.sentClose) {
-            this.sentClose = true
-            const code = frame.payload.length >= 2 ? frame.payload.readUInt16BE(0) : CloseCode.NoStatus
-            t.noteClose(this, code, frame.payload.length > 2 ? frame.payload.subarray(2).toString("utf8") : "")
-          }
-          this.unreported++
-          this.write(frame.raw)
-        }
-        this.pump()
-      })
-    }
-    if (t.closing || this.busy || this.blocked) return
-    if (parser.buffered <= INSPECT_HIGH_WATER && this.src.isPaused()) this.src.resume()
-    // every whole frame is through: the FIN follows (a partial frame left at the end is discarded)
-    if (this.ended) this.finishEnd()
-  }
-
-  /** `src` sent its FIN: pass it on once what it sent before is written. */
-  readonly onEnd = (): void => {
-    this.ended = true
-    // inspecting: frames still with the agents (or waiting for `dst`) go first, `pump` ends it
-    if (this.parser !== undefined && (this.busy || this.blocked)) return
-    this.finishEnd()
-  }
-
-  private endPassed = false
-  finishEnd(): void {
-    if (this.endPassed) return
-    this.endPassed = true
-    this.tunnel.sideEnded(this)
-  }
-}
 
 export class Tunnel {
   readonly started = Date.now()
@@ -499,3 +269,4 @@ export class Tunnel {
     return this.done
   }
 }
+

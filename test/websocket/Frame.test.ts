@@ -8,18 +8,15 @@ import * as fc from "fast-check"
 import {
   applyMask,
   CloseCode,
-  closePayload,
   decodeClosePayload,
-  encodeClose,
-  encodeFrame,
-  FrameParser,
-  FrameScanner,
   isViolation,
   Opcode,
   type FrameLimits,
-  type ParsedFrame,
   type Sender
 } from "../../src/websocket/Frame.js"
+import { closePayload, encodeClose, encodeFrame } from "../../src/websocket/FrameEncode.js"
+import { FrameParser, type ParsedFrame } from "../../src/websocket/FrameParser.js"
+import { FrameScanner } from "../../src/websocket/FrameScanner.js"
 import { acceptKey, checkClientHandshake, checkUpstreamAnswer, hasToken, rsvAllowedBy } from "../../src/websocket/Handshake.js"
 
 const limits: FrameLimits = { maxFrameSize: 1 << 20, maxMessageSize: 0, allowedRsv: 0 }

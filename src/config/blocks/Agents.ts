@@ -7,10 +7,9 @@
 import type { Node, Primitive } from "@bgotink/kdl"
 import { type AgentGrpcSettings as AgentGrpcConfig, GRPC_MAX_BODY_BYTES, normaliseEvent } from "../AgentSchema.js"
 import type { AgentConfig } from "../Schema.js"
-import {
-  type BlockSpec, type Cx, type Val, block, bool, bytes, children, compact, count, custom, decodeBlock, ident, list, millis, nonEmpty,
-  oneOf, positive, positiveMs, scalar, shape, str
-} from "../KdlDecoder.js"
+import { type BlockSpec, block, children, compact, custom, decodeBlock, list, scalar, shape } from "../KdlDecoder.js"
+import type { Cx } from "../KdlContext.js"
+import { type Val, bool, bytes, count, ident, millis, nonEmpty, oneOf, positive, positiveMs, str } from "../KdlValues.js"
 import { circuitBreakerSpec } from "./Resilience.js"
 import { hint } from "../ConfigIssue.js"
 

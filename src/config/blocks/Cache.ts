@@ -3,9 +3,8 @@
  * Sentinel's names. `backend "disk"` / `"hybrid"` and their keys are not supported yet.
  */
 import type { CacheStoreConfig, RouteCacheConfig } from "../Schema.js"
-import {
-  type BlockSpec, type Val, block, bool, bytes, compact, list, nonEmpty, oneOf, positive, scalar, secs, status, str
-} from "../KdlDecoder.js"
+import { type BlockSpec, block, compact, list, scalar } from "../KdlDecoder.js"
+import { type Val, bool, bytes, nonEmpty, oneOf, positive, secs, status, str } from "../KdlValues.js"
 
 // (not Routes.ts' `headerName`: Routes.ts imports this file)
 const headerName: Val<string> = (v, at, cx, what) => {

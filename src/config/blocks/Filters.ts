@@ -9,10 +9,11 @@ import type * as Schema from "effect/Schema"
 import { validateHeadersFilter, validateRedirect, validateTimeoutFilter } from "../FilterChecks.js"
 import type { CorsFilterConfig, SecurityHeadersFilterConfig } from "../FilterSchema.js"
 import { type FilterConfig, type FilterType, filterTypes, filterTypesNotSupportedYet, type HeaderOps } from "../Schema.js"
+import { type BlockSpec, type Field, block, compact, custom, entity, list, scalar, shape } from "../KdlDecoder.js"
+import type { Cx } from "../KdlContext.js"
 import {
-  type BlockSpec, type Cx, type Field, type Val, block, bool, bytes, compact, count, custom, entity, ident, int, list, millis, nonEmpty,
-  nullable, num, oneOf, positive, positiveMs, scalar, shape, status, str
-} from "../KdlDecoder.js"
+  type Val, bool, bytes, count, ident, int, millis, nonEmpty, nullable, num, oneOf, positive, positiveMs, status, str
+} from "../KdlValues.js"
 import { flattenHeaderOps, headerName, pairs, removeField, token } from "./Routes.js"
 import { hint } from "../ConfigIssue.js"
 

@@ -1,6 +1,7 @@
 /** `limits { ... }`: request and connection bounds. */
 import type { LimitsConfig } from "../Schema.js"
-import { type BlockSpec, block, bool, bytes, count, oneOf, positive, scalar, secs } from "../KdlDecoder.js"
+import { type BlockSpec, block, scalar } from "../KdlDecoder.js"
+import { bool, bytes, count, oneOf, positive, secs } from "../KdlValues.js"
 
 export const limitsSpec: BlockSpec<LimitsConfig> = {
   path: "limits",

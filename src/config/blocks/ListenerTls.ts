@@ -12,10 +12,9 @@ import type { ListenerTlsConfig, SniCertificateConfig, TlsVersion } from "../Sch
 import {
   cipherSuiteNames, mapCipherSuite, normalizeServerName, parseTlsVersion, serverNamePatternProblem, tlsVersionRank
 } from "../TlsNames.js"
-import {
-  type BlockSpec, bool, children, compact, type Cx, custom, decodeBlock, list, many, nodeName, nonEmpty, scalar, shape,
-  str, type Val
-} from "../KdlDecoder.js"
+import { type BlockSpec, children, compact, custom, decodeBlock, list, many, scalar, shape } from "../KdlDecoder.js"
+import { type Cx, nodeName } from "../KdlContext.js"
+import { bool, nonEmpty, str, type Val } from "../KdlValues.js"
 
 const shown = (v: Primitive): string =>
   v === null ? "#null" : typeof v === "string" ? JSON.stringify(v) : typeof v === "boolean" ? `#${v}` : String(v)

@@ -2,10 +2,8 @@
 import type { ListenerConfig } from "../Schema.js"
 import { protocolsNotSupportedYet } from "../NotSupportedYet.js"
 import { parseCidr } from "../../http/Cidr.js"
-import {
-  type BlockSpec, type Val, block, bool, children, compact, custom, entity, hostPort, ident, int, list, oneOf, positive, scalar,
-  secs, shape, str
-} from "../KdlDecoder.js"
+import { type BlockSpec, block, children, compact, custom, entity, list, scalar, shape } from "../KdlDecoder.js"
+import { type Val, bool, hostPort, ident, int, oneOf, positive, secs, str } from "../KdlValues.js"
 import { listenerTlsField } from "./ListenerTls.js"
 
 /** A trusted-proxy entry: an address or a CIDR (checked with the same parser the runtime uses). */

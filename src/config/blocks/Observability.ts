@@ -1,9 +1,7 @@
 /** `observability { logging { ... }; metrics { ... }; tracing { ... } }`. */
 import type { AccessLogConfig, AuditLogConfig, ErrorLogConfig, MetricsConfig, ObservabilityConfig, TracingConfig } from "../Schema.js"
-import {
-  type BlockSpec, type Val, block, bool, count, custom, decodeBlock, hostPort, num, oneOf, positive, positiveMs, scalar, shape,
-  str
-} from "../KdlDecoder.js"
+import { type BlockSpec, block, custom, decodeBlock, scalar, shape } from "../KdlDecoder.js"
+import { type Val, bool, count, hostPort, num, oneOf, positive, positiveMs, str } from "../KdlValues.js"
 
 const level = oneOf(["trace", "debug", "info", "warn", "error"] as const, { aliases: { warning: "warn" } })
 

@@ -3,7 +3,8 @@
  * 10000; burst 1000; key "client-ip" } }` (Sentinel's keys; `global` requires `max-rps`).
  */
 import type { GlobalRateLimitConfig, RateLimitsConfig } from "../Schema.js"
-import { type BlockSpec, block, compact, num, positive, scalar } from "../KdlDecoder.js"
+import { type BlockSpec, block, compact, scalar } from "../KdlDecoder.js"
+import { num, positive } from "../KdlValues.js"
 import { rateLimitKey } from "./Filters.js"
 
 const rps = num({ min: 0, max: 1e9, exclusiveMin: true })

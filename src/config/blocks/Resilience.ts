@@ -8,10 +8,9 @@ import type { Node } from "@bgotink/kdl"
 import type {
   CircuitBreakerConfig, HealthCheckConfig, HealthCheckType, PassiveHealthConfig, RetryBudgetConfig, RetryPolicyConfig
 } from "../Schema.js"
-import {
-  type BlockSpec, type Cx, type Val, block, bool, compact, custom, decodeBlock, list, millis, nonEmpty, num,
-  oneOf, positive, positiveMs, scalar, secsMs, shape, status, str
-} from "../KdlDecoder.js"
+import { type BlockSpec, block, compact, custom, decodeBlock, list, scalar, shape } from "../KdlDecoder.js"
+import type { Cx } from "../KdlContext.js"
+import { type Val, bool, millis, nonEmpty, num, oneOf, positive, positiveMs, secsMs, status, str } from "../KdlValues.js"
 
 /** `circuit-breaker { ... }` at `path` (strict like Sentinel: unknown keys and 0 are errors). */
 export const circuitBreakerSpec = (path: string): BlockSpec<CircuitBreakerConfig> => ({

@@ -8,10 +8,9 @@ import { circuitBreakerSpec, retryPolicyField } from "./Resilience.js"
 import { routeCacheField } from "./Cache.js"
 import { builtinHandlersNotSupportedYet } from "../NotSupportedYet.js"
 import { hint } from "../ConfigIssue.js"
-import {
-  type BlockSpec, type Cx, type Val, block, bool, bytes, children, compact, custom, decodeBlock, entity, ident, many, nonEmpty,
-  oneOf, scalar, secs, shape, str
-} from "../KdlDecoder.js"
+import { type BlockSpec, block, children, compact, custom, decodeBlock, entity, many, scalar, shape } from "../KdlDecoder.js"
+import type { Cx } from "../KdlContext.js"
+import { type Val, bool, bytes, ident, nonEmpty, oneOf, secs, str } from "../KdlValues.js"
 
 export const token = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 

@@ -1,8 +1,7 @@
 /** `system { ... }`: process-wide settings. */
 import type { DnsConfig, SystemConfig } from "../Schema.js"
-import {
-  type BlockSpec, type Val, block, bool, count, nonEmpty, oneOf, positive, positiveMs, scalar, secs, secsMs, str
-} from "../KdlDecoder.js"
+import { type BlockSpec, block, scalar } from "../KdlDecoder.js"
+import { type Val, bool, count, nonEmpty, oneOf, positive, positiveMs, secs, secsMs, str } from "../KdlValues.js"
 
 /**
  * `worker-threads` above this many per core is refused: processes beyond that only add memory

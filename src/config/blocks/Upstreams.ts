@@ -3,10 +3,9 @@ import {
   type HashKey, type HttpVersionConfig, type LoadBalancingAlgorithm, loadBalancingAlgorithms, loadBalancingAliases,
   loadBalancingNotSupportedYet, normaliseAlgorithmName, type StickyConfig, type UpstreamConfig, type UpstreamTlsConfig
 } from "../Schema.js"
-import {
-  type BlockSpec, type Cx, type Val, block, bool, compact, count, custom, decodeBlock, entity, hostPort, int, many,
-  nonEmpty, num, oneOf, positive, scalar, secs, secsMs, shape, str
-} from "../KdlDecoder.js"
+import { type BlockSpec, block, compact, custom, decodeBlock, entity, many, scalar, shape } from "../KdlDecoder.js"
+import type { Cx } from "../KdlContext.js"
+import { type Val, bool, count, hostPort, int, nonEmpty, num, oneOf, positive, secs, secsMs, str } from "../KdlValues.js"
 import { circuitBreakerSpec, healthCheckSpec, passiveHealthSpec, retryBudgetSpec } from "./Resilience.js"
 import type { Node } from "@bgotink/kdl"
 import { hint } from "../ConfigIssue.js"

@@ -78,7 +78,7 @@ export const toAccessEntry = (ctx: RequestContext): AccessLogEntry => {
   }
 }
 
-/** What a tunnel reports when it ends (websocket/Tunnel.ts `TunnelSummary`), as the access line reads it. */
+/** What a tunnel reports when it ends (websocket/TunnelOptions.ts `TunnelSummary`), as the access line reads it. */
 type TunnelSummary = NonNullable<NonNullable<RequestContext["websocket"]>["summary"]>
 
 const websocketFields = (s: TunnelSummary): AccessWebSocket => ({

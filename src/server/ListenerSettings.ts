@@ -3,7 +3,7 @@ import * as Duration from "effect/Duration"
 import type { LimitsConfig, ListenerConfig } from "../config/Schema.js"
 import { defaultAdmissionConfig, type AdmissionConfig, type ConnectionLimits } from "./Admission.js"
 
-/** `limits {…}` -> admission settings (defaults documented in Schema.ts / Admission.ts). */
+/** `limits {…}` -> admission settings (defaults documented in config/LimitsSchema.ts / Admission.ts). */
 export const admissionConfigFor = (limits: LimitsConfig): AdmissionConfig => ({
   maxInFlight: limits.maxInFlightRequests,
   queueSize: limits.inFlightQueueSize ?? defaultAdmissionConfig.queueSize,

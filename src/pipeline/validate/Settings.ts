@@ -61,7 +61,7 @@ export const nodeServerOptionsFor = (config: RequestValidationConfig) => ({
   requireHostHeader: false
 })
 
-/** `limits {…}` -> the validator's settings (every field has its documented default in Schema.ts). */
+/** `limits {…}` -> the validator's settings (every field has its documented default in config/LimitsSchema.ts). */
 export const validationConfigFor = (limits: LimitsConfig): RequestValidationConfig => ({
   ...defaultRequestValidationConfig,
   maxHeaderCount: limits.maxHeaderCount,

@@ -64,9 +64,6 @@ const withProxy = <E, A>(
     ) as Effect.Effect<A, E, never>
   )
 
-/** The header the origin received, from its echo of the request. */
-const seen = (body: string | Buffer, name: string): unknown => (JSON.parse(body.toString()) as { headers: Record<string, unknown> }).headers[name]
-
 describe("embedding (README examples)", () => {
   it("starts from a configuration value and drains when its scope closes", async () => {
     const o = await origin()

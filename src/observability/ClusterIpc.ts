@@ -5,7 +5,7 @@
  * within the timeout is left out rather than failing the scrape.
  */
 import type { Worker } from "node:cluster"
-import { AggregatorRegistry, Registry, type Aggregator, type MetricObjectWithValues, type MetricValue } from "prom-client"
+import { AggregatorRegistry, Registry, type MetricObjectWithValues, type MetricValue } from "prom-client"
 
 /** IPC message types; distinct from prom-client's own so both can coexist. */
 export const METRICS_REQUEST = "sentinel:metrics-req"

@@ -25,7 +25,6 @@ import {
   BoundedGauge,
   BoundedHistogram,
   ChildPairs,
-  OVERFLOW_LABEL,
   type CounterChild,
   type HistogramChild,
   type Overflow

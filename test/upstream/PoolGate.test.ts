@@ -15,7 +15,7 @@ interface W extends GateWaiter {
 
 type Op = { readonly op: "arrive"; readonly client: string } | { readonly op: "leave"; readonly pick: number } | { readonly op: "giveUp"; readonly pick: number }
 
-const ops = fc.array(
+const ops: fc.Arbitrary<Array<Op>> = fc.array(
   fc.oneof(
     fc.record({ op: fc.constant("arrive" as const), client: fc.constantFrom("a", "b", "c") }),
     fc.record({ op: fc.constant("leave" as const), pick: fc.nat() }),

@@ -1,43 +1,40 @@
 #!/usr/bin/env node
 // Resident memory of an idle Sentinel (and of the Node ceiling), A/B: each variant is started
 // `--starts` times, in turn, on the benchmark config (full pipeline, access log to a file),
-// sent a few requests, and left alone for `--settle` seconds (V8's memory reducer gives the
-// unused young generation back after ~20 s); then VmRSS, its anonymous and file-backed parts
-// (/proc/PID/status) are read and the process is stopped. Medians per variant.
+// sent a few requests, and left alone until V8's memory reducer has given the young
+// generation grown during start-up back (it runs 8-35 s after start here, depending on the
+// machine's load): VmRSS is sampled every second, and read once it has dropped below 80 % of
+// its value after start and held for 3 s, or after `--settle` seconds at most. Then VmRSS,
+// its anonymous and file-backed parts (/proc/PID/status) are read and the process is stopped.
+// Medians per variant, and the seconds it took to settle.
 //
-//   npm run build && node bench/idle-rss.mjs [--starts 3] [--settle 22] [name=dist-dir[@MB] ...]
+//   npm run build && node bench/idle-rss.mjs [--starts 3] [--settle 60] [name=dist-dir[@MB] ...]
 //
-// Variants as in cpu-ab.mjs: `name=dist-dir` (a build of another commit), `name=dist@16`
-// (SENTINEL_YOUNG_GENERATION_MB=16), `name=ceiling`. Default: `sentinel=dist ceiling=ceiling`.
+// Variants as in cpu-ab.mjs (common.mjs parseVariant): `name=dist-dir` (a build of another
+// commit), `name=dist@16` (SENTINEL_YOUNG_GENERATION_MB=16), `name=ceiling`, each optionally
+// followed by `,--v8-flag`. Default: `sentinel=dist ceiling=ceiling`.
 import { readFileSync } from "node:fs"
 import http from "node:http"
-import { join, dirname, resolve } from "node:path"
+import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import { PROXY_V8_FLAGS, proxyV8Flags } from "../dist/RuntimeFlags.js"
-import { median, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
+import { median, parseVariant, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt, positionals } = parseArgs({
   allowPositionals: true,
-  options: { starts: { type: "string", default: "3" }, settle: { type: "string", default: "22" } }
+  options: { starts: { type: "string", default: "3" }, settle: { type: "string", default: "60" } }
 })
-const variants = (positionals.length > 0 ? positionals : ["sentinel=dist", "ceiling=ceiling"]).map((v) => {
-  const [name, spec] = v.split("=")
-  const [dir, ygen] = spec.split("@")
-  const flags = ygen === undefined ? PROXY_V8_FLAGS : proxyV8Flags({ SENTINEL_YOUNG_GENERATION_MB: ygen })
-  if (flags instanceof Error) throw flags
-  return { name, dir: dir === "ceiling" ? "ceiling" : resolve(dir), flags, samples: [] }
-})
+const variants = (positionals.length > 0 ? positionals : ["sentinel=dist", "ceiling=ceiling"]).map((v) => ({ ...parseVariant(v), samples: [] }))
 
 const work = workDir("sentinel-idle-rss-")
-const UPSTREAM_PORT = 18680
+const UPSTREAM_PORT = 18880
 await startUpstream(work, UPSTREAM_PORT)
 const kib = (pid, field) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? NaN)
 const get = (port) =>
   new Promise((res, rej) => http.get({ host: "127.0.0.1", port, path: "/small" }, (r) => r.resume().on("end", res)).on("error", rej))
 
-let port = 18690
+let port = 18890
 for (let s = 0; s < Number(opt.starts); s++) {
   for (const v of variants) {
     const p = port++
@@ -49,17 +46,28 @@ for (let s = 0; s < Number(opt.starts); s++) {
           })
     await waitReady(p)
     for (let i = 0; i < 20; i++) await get(p)
-    await new Promise((r) => setTimeout(r, Number(opt.settle) * 1000))
-    v.samples.push({ rss: kib(child.pid, "VmRSS"), anon: kib(child.pid, "RssAnon"), file: kib(child.pid, "RssFile"), hwm: kib(child.pid, "VmHWM") })
+    const started = kib(child.pid, "VmRSS")
+    let settledAt = Number(opt.settle), heldFor = 0, last = started
+    for (let t = 1; t <= Number(opt.settle); t++) {
+      await new Promise((r) => setTimeout(r, 1000))
+      const now = kib(child.pid, "VmRSS")
+      heldFor = now < 0.8 * started && Math.abs(now - last) < 0.01 * last ? heldFor + 1 : 0
+      last = now
+      if (heldFor >= 3) {
+        settledAt = t
+        break
+      }
+    }
+    v.samples.push({ settledAt, rss: kib(child.pid, "VmRSS"), anon: kib(child.pid, "RssAnon"), file: kib(child.pid, "RssFile"), hwm: kib(child.pid, "VmHWM") })
     child.kill("SIGKILL")
   }
 }
 const mib = (xs) => (median(xs) / 1024).toFixed(1)
-console.log(`Idle RSS MiB after ${opt.settle} s, medians of ${opt.starts} starts (flags: ${variants.map((v) => `${v.name} ${v.flags.join(" ")}`).join("; ")})`)
-console.log("| variant | VmRSS | anonymous | file-backed | peak during start (VmHWM) | VmRSS per start |")
-console.log("|---|---|---|---|---|---|")
+console.log(`Idle RSS MiB once settled (at most ${opt.settle} s), medians of ${opt.starts} starts (flags: ${variants.map((v) => `${v.name} ${v.flags.join(" ")}`).join("; ")})`)
+console.log("| variant | VmRSS | anonymous | file-backed | peak during start (VmHWM) | VmRSS per start | settled after s |")
+console.log("|---|---|---|---|---|---|---|")
 for (const v of variants) {
   const col = (k) => v.samples.map((x) => x[k])
-  console.log(`| ${v.name} | ${mib(col("rss"))} | ${mib(col("anon"))} | ${mib(col("file"))} | ${mib(col("hwm"))} | ${col("rss").map((x) => (x / 1024).toFixed(1)).join(" ")} |`)
+  console.log(`| ${v.name} | ${mib(col("rss"))} | ${mib(col("anon"))} | ${mib(col("file"))} | ${mib(col("hwm"))} | ${col("rss").map((x) => (x / 1024).toFixed(1)).join(" ")} | ${col("settledAt").join(" ")} |`)
 }
 process.exit(0)

@@ -1,9 +1,11 @@
 /**
  * What the serving process loads (issue 18, memory): the built `sentinel run` with a probe
- * preloaded (`--import`) that lists the CommonJS modules on SIGUSR2. The parts of a library
- * an idle proxy does not use stay unloaded: undici's index (fetch, WebSocket, mocks, cache
- * stores: about 8 MiB resident), ioredis and the gRPC stack (LazyModule.ts). The undici
- * entry points the proxy requires one by one are the very objects undici's index exports.
+ * preloaded (`--import`) that records every ES module resolved (a resolve hook) and lists the
+ * CommonJS modules on SIGUSR2. The parts of a library an idle proxy does not use stay
+ * unloaded: undici's index (fetch, WebSocket, mocks, cache stores: about 8 MiB resident),
+ * ioredis and the gRPC stack, mime-types and http-cache-semantics (LazyModule.ts), effect's Stream machinery (config/Current.ts,
+ * about 2 MiB of heap). The undici entry points the proxy requires one by one are the very
+ * objects undici's index exports.
  */
 import { createRequire } from "node:module"
 import * as http from "node:http"
@@ -17,8 +19,16 @@ import { listenerPort, startSentinel, tempDir, type SentinelProcess } from "./se
 
 const require = createRequire(import.meta.url)
 
-const PROBE = `import { createRequire } from "node:module"
+const HOOKS = `import { appendFileSync } from "node:fs"
+export async function resolve(specifier, context, next) {
+  const resolved = await next(specifier, context)
+  appendFileSync(process.env.FOOTPRINT_ESM, resolved.url + "\\n")
+  return resolved
+}
+`
+const PROBE = `import { createRequire, register } from "node:module"
 import { writeFileSync } from "node:fs"
+register(new URL("./hooks.mjs", import.meta.url))
 const require = createRequire(import.meta.url)
 process.on("SIGUSR2", () => {
   writeFileSync(process.env.FOOTPRINT_OUT, JSON.stringify(Object.keys(require.cache)))
@@ -58,11 +68,12 @@ describe("start footprint", () => {
     }
   })
 
-  it("a proxy that served requests and runs HTTP health checks has not loaded undici's index, ioredis or @grpc", async () => {
+  it("a proxy that served requests and runs HTTP health checks has not loaded undici's index, ioredis, @grpc, mime-types, http-cache-semantics or effect's Stream", async () => {
     origin = await startEchoOrigin()
     const dir = tempDir()
     const probe = join(dir, "probe.mjs")
     writeFileSync(probe, PROBE)
+    writeFileSync(join(dir, "hooks.mjs"), HOOKS)
     const config = join(dir, "sentinel.kdl")
     writeFileSync(
       config,
@@ -78,7 +89,8 @@ routes { route "all" { matches { path-prefix "/" }; upstream "origin" } }
     proc = startSentinel(["run", "-c", config], {
       SENTINEL_NO_RESPAWN: "1",
       NODE_OPTIONS: `--import ${probe}`,
-      FOOTPRINT_OUT: out
+      FOOTPRINT_OUT: out,
+      FOOTPRINT_ESM: join(dir, "esm.txt")
     })
     const port = await listenerPort(proc)
     const reply = await request(port, { path: "/through" })
@@ -92,6 +104,9 @@ routes { route "all" { matches { path-prefix "/" }; upstream "origin" } }
     expect(loaded(/node_modules\/undici\/lib\/api\/api-request\.js$/)).toHaveLength(1)
     expect(loaded(/node_modules\/undici\/index\.js$/)).toEqual([])
     expect(loaded(/node_modules\/undici\/lib\/web\//)).toEqual([])
-    expect(loaded(/node_modules\/(ioredis|@grpc)\//)).toEqual([])
+    expect(loaded(/node_modules\/(ioredis|@grpc|mime-types|mime-db|http-cache-semantics)\//)).toEqual([])
+    const esm = readFileSync(join(dir, "esm.txt"), "utf8").split("\n")
+    expect(esm.filter((u) => u.endsWith("/effect/dist/esm/Effect.js"))).not.toEqual([])
+    expect(esm.filter((u) => /\/effect\/dist\/esm\/(Stream|SubscriptionRef|PubSub)\.js$/.test(u))).toEqual([])
   })
 })

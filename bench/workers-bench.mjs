@@ -3,7 +3,11 @@
 // `worker-threads 2` (a node:cluster primary and two workers, CPUs 0 and 1), in one run.
 //
 //   npm run build && node bench/workers-bench.mjs [--rounds 3] [--duration 8] [--warmup 2] \
-//     [--conns 50] [--path /small]
+//     [--conns 50] [--path /small] [--close]
+//
+// `--close` sends `Connection: close`: a new connection per request, so the primary's share of
+// the work (node:cluster's primary accepts every connection and hands it to a worker over IPC,
+// round-robin) shows; with keep-alive (the default) it hands out the 50 connections once.
 //
 // This machine has 2 cores and the load generator (wrk) and the upstream (nginx, 1 worker)
 // need CPU too; they run on CPU 1 in both modes. So with 2 workers the proxy gets CPU 0 and
@@ -36,7 +40,8 @@ const { values: opt } = parseArgs({
     duration: { type: "string", default: "8" },
     warmup: { type: "string", default: "2" },
     conns: { type: "string", default: "50" },
-    path: { type: "string", default: "/small" }
+    path: { type: "string", default: "/small" },
+    close: { type: "boolean", default: false }
   }
 })
 requireCommands(["wrk", "nginx", "taskset"])
@@ -61,7 +66,7 @@ const proxyCpu = (m) => [cpuUs(m.child.pid), ...(m.workers > 1 ? childrenOf(m.ch
 /** wrk's CPU µs: it runs as this script's child (runWrk's execFileSync). */
 const waitedChildrenUs = () => waitedChildrenCpuUs(process.pid)
 const url = (m) => `http://127.0.0.1:${m.port}${opt.path}`
-const wrkArgs = { conns: Number(opt.conns), seconds: Number(opt.duration) }
+const wrkArgs = { conns: Number(opt.conns), seconds: Number(opt.duration), headers: opt.close ? ["Connection: close"] : [] }
 
 const runs = Object.fromEntries(modes.map((m) => [m.name, []]))
 for (let round = 1; round <= Number(opt.rounds); round++) {
@@ -97,7 +102,7 @@ const one = runs["1 worker"], two = runs["2 workers"]
 const med = (rs, f) => median(rs.map(f))
 const scaling = median(two.map((r, i) => (2 * r.reqPerCpuS) / one[i].reqPerCpuS))
 const rawRatio = median(two.map((r, i) => r.rps / one[i].rps))
-console.log(`Worker scaling, ${opt.rounds} interleaved rounds of ${opt.duration} s (wrk -t1 -c${opt.conns} ${opt.path} on CPU 1 with ${upstreamKind}); medians; load average ${load}`)
+console.log(`Worker scaling, ${opt.rounds} interleaved rounds of ${opt.duration} s (wrk -t1 -c${opt.conns} ${opt.path}${opt.close ? " Connection: close" : ""} on CPU 1 with ${upstreamKind}); medians; load average ${load}`)
 console.log("| mode | req/s | raw vs 1 worker | proxy CPU µs/req | req per proxy CPU-s | scaling (2 x efficiency ratio) | CPU share per process (primary, workers) | nginx / wrk CPU share | p99 ms | errors |")
 console.log("|---|---|---|---|---|---|---|---|---|---|")
 for (const m of modes) {

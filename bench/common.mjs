@@ -6,6 +6,8 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import http from "node:http"
 import net from "node:net"
+import { resolve } from "node:path"
+import { PROXY_V8_FLAGS, proxyV8Flags } from "../dist/RuntimeFlags.js"
 
 export const has = (cmd) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0
 
@@ -28,6 +30,12 @@ const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "u
 export const cpuUs = (pid) => {
   const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
   return (Number(f[11]) + Number(f[12])) * TICK_US
+}
+
+/** CPU time of the children a process has waited for (cutime + cstime), in microseconds: e.g. wrk run by execFileSync. */
+export const waitedChildrenCpuUs = (pid) => {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
+  return (Number(f[13]) + Number(f[14])) * TICK_US
 }
 
 /** `cpuUs` of a process and its live descendants (nginx's master and workers); 0 for a process that is gone. */
@@ -120,9 +128,9 @@ http.createServer((q, s) => { if (q.url === "/small") s.end("1234567890123456789
  * (routing, header policy, JSON access log to a file, metrics), optionally with the `echo` agent
  * (on a Unix socket, `agentSocket`, or over gRPC, `agentGrpc` = "http://127.0.0.1:PORT";
  * `agentFailureMode` on its filter, else the agent's default, open),
- * and optionally on an `https` listener (`tls`).
+ * optionally on an `https` listener (`tls`), and with `workerThreads` processes (default 1).
  */
-export const sentinelConfig = (work, name, { port, upstreamPort, agentSocket, agentGrpc, agentFailureMode, accessLog = true, tls }) => {
+export const sentinelConfig = (work, name, { port, upstreamPort, agentSocket, agentGrpc, agentFailureMode, accessLog = true, tls, workerThreads = 1 }) => {
   const path = join(work, `sentinel-${name}.kdl`)
   // With `tls: { certFile, keyFile, sessionResumption }` the listener is `https` (ALPN h2 and
   // http/1.1 on one port); `sessionResumption: false` turns tickets and resumption off.
@@ -132,7 +140,7 @@ export const sentinelConfig = (work, name, { port, upstreamPort, agentSocket, ag
   writeFileSync(
     path,
     `schema-version "1.0"
-system { graceful-shutdown-timeout-secs 1 }
+system { graceful-shutdown-timeout-secs 1; worker-threads ${workerThreads} }
 listeners { ${listener} }
 upstreams { upstream "origin" { target "127.0.0.1:${upstreamPort}" } }
 ${agentSocket || agentGrpc ? `agents { agent "echo" { ${agentSocket ? `unix-socket "${agentSocket}"` : `grpc "${agentGrpc}"`}; events "request_headers"; timeout-ms 1000 } }
@@ -183,3 +191,18 @@ export const runWrk = (url, { conns, seconds, headers = [] }) => {
 }
 
 export const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+
+/**
+ * A variant of the A/B scripts (cpu-ab, idle-rss): `name=dist-dir` (a build of another
+ * commit), `name=dist@16` (SENTINEL_YOUNG_GENERATION_MB=16 instead of the proxy's own flags),
+ * `name=ceiling` (bench/ceiling.mjs, with the same V8 flags), and any of them followed by
+ * `,--v8-flag,...` for flags added to those (e.g. `sz=dist,--optimize-for-size`).
+ */
+export const parseVariant = (spec) => {
+  const name = spec.slice(0, spec.indexOf("="))
+  const [what, ...extra] = spec.slice(spec.indexOf("=") + 1).split(",")
+  const [dir, ygen] = what.split("@")
+  const flags = ygen === undefined ? PROXY_V8_FLAGS : proxyV8Flags({ SENTINEL_YOUNG_GENERATION_MB: ygen })
+  if (flags instanceof Error) throw flags
+  return { name, dir: dir === "ceiling" ? "ceiling" : resolve(dir), flags: [...flags, ...extra] }
+}

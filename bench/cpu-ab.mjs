@@ -7,8 +7,10 @@
 // Without variants: `sentinel` (./dist) against `ceiling` (bench/ceiling.mjs). A variant is
 // `name=/path/to/dist` (e.g. a copy of dist/ built from another commit), or `name=ceiling`;
 // `name=dist@16` runs it with SENTINEL_YOUNG_GENERATION_MB=16 (MiB per semi-space; 0 = V8's
-// default) instead of the proxy's own flags. The table also gives each process's RSS once
-// started (idle) and its peak (VmHWM) after the rounds.
+// default) instead of the proxy's own flags; `,--v8-flag` after either adds a flag
+// (common.mjs parseVariant). The ceiling runs with the same V8 flags as Sentinel (the proxy's
+// own, or `ceiling@16`). The table also gives each process's RSS once started (idle) and its
+// peak (VmHWM) after the rounds.
 //
 // Why this and not req/s: this VM's neighbours move throughput by ±30 % between runs. Here all
 // variants are started once and stay up (JIT warm), pinned to CPU 0; h2load (CPU 1) sends them a
@@ -17,11 +19,10 @@
 // variant alike; the minimum and the median over rounds are the figures to compare.
 import { execFileSync } from "node:child_process"
 import { readFileSync } from "node:fs"
-import { join, dirname, resolve } from "node:path"
+import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import { PROXY_V8_FLAGS, proxyV8Flags } from "../dist/RuntimeFlags.js"
-import { cpuUs, requireCommands, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
+import { cpuUs, parseVariant, requireCommands, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt, positionals } = parseArgs({
@@ -35,13 +36,7 @@ const { values: opt, positionals } = parseArgs({
   }
 })
 requireCommands(["h2load", "taskset"])
-const variants = (positionals.length > 0 ? positionals : ["sentinel=dist", "ceiling=ceiling"]).map((v) => {
-  const [name, spec] = v.split("=")
-  const [dir, ygen] = spec.split("@")
-  const flags = ygen === undefined ? PROXY_V8_FLAGS : proxyV8Flags({ SENTINEL_YOUNG_GENERATION_MB: ygen })
-  if (flags instanceof Error) throw flags
-  return { name, dir: dir === "ceiling" ? "ceiling" : resolve(dir), flags }
-})
+const variants = (positionals.length > 0 ? positionals : ["sentinel=dist", "ceiling=ceiling"]).map(parseVariant)
 
 const work = workDir("sentinel-cpu-ab-")
 const UPSTREAM_PORT = 18580
@@ -52,7 +47,7 @@ for (const v of variants) {
   v.port = port++
   v.child =
     v.dir === "ceiling"
-      ? start(["taskset", "-c", "0", process.execPath, "--max-semi-space-size=64", join(root, "bench/ceiling.mjs")], {
+      ? start(["taskset", "-c", "0", process.execPath, ...v.flags, join(root, "bench/ceiling.mjs")], {
           PORT: String(v.port),
           UPSTREAM_URL: `http://127.0.0.1:${UPSTREAM_PORT}`
         })

@@ -15,8 +15,6 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
-import * as SubscriptionRef from "effect/SubscriptionRef"
 import type { Registry } from "prom-client"
 import { HELP, parseCommand, type Command } from "./Cli.js"
 import { escapeText, formatIssue } from "./config/ConfigIssue.js"
@@ -130,18 +128,16 @@ const followMetricsListener = (sentinel: App.SentinelService, metrics: Metrics) 
         }
       })
     yield* Effect.addFinalizer(() => Effect.promise(async () => listener?.close()))
-    const first = yield* sync(yield* SubscriptionRef.get(sentinel.config.current))
+    const first = yield* sync(yield* sentinel.config.current.get)
     if (first instanceof Error) return yield* Effect.dieMessage(`metrics listener cannot bind: ${first.message}`)
     if (first !== undefined) yield* Effect.logInfo("metrics listening").pipe(Effect.annotateLogs({ address: `${first.host}:${first.port}`, path: first.path }))
-    yield* Effect.forkScoped(
-      Stream.runForEach(Stream.drop(sentinel.config.current.changes, 1), (next) =>
-        Effect.flatMap(sync(next), (r) =>
-          r instanceof Error
-            ? Effect.logError(`metrics listener failed to bind: ${r.message}`)
-            : r === undefined
-              ? Effect.void
-              : Effect.logInfo("metrics listening").pipe(Effect.annotateLogs({ address: `${r.host}:${r.port}`, path: r.path }))
-        )
+    yield* sentinel.config.current.follow((next) =>
+      Effect.flatMap(sync(next), (r) =>
+        r instanceof Error
+          ? Effect.logError(`metrics listener failed to bind: ${r.message}`)
+          : r === undefined
+            ? Effect.void
+            : Effect.logInfo("metrics listening").pipe(Effect.annotateLogs({ address: `${r.host}:${r.port}`, path: r.path }))
       )
     )
   })

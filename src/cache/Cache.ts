@@ -4,7 +4,8 @@
  * path's part is `CacheStage.ts` (the "cache" phase); the rules are in `Rules.ts` and
  * `Variants.ts`, the byte-bounded store in `Store.ts`.
  */
-import CachePolicy from "http-cache-semantics"
+import type CachePolicy from "http-cache-semantics"
+import { lazyModule } from "../LazyModule.js"
 import * as Duration from "effect/Duration"
 import type { CacheStoreConfig, SentinelConfig } from "../config/Schema.js"
 import type { RequestContext } from "../pipeline/RequestContext.js"
@@ -40,12 +41,14 @@ const routeFingerprint = (config: SentinelConfig, routeId: string): string | und
   return JSON.stringify({ cache: r.cache, upstream: r.upstream }, (_k, v: unknown) => (Duration.isDuration(v) ? Duration.toMillis(v) : v))
 }
 
+/** http-cache-semantics loads with the first response judged for caching, not at start (bench/README.md, "Memory"). */
+const cachePolicy = lazyModule<typeof CachePolicy>("http-cache-semantics")
+
 export class ResponseCache {
   store: CacheStore
   readonly locks = new FillLocks()
   readonly now: () => number
-  /** `http-cache-semantics`' policy on this cache's clock. */
-  readonly Policy: typeof CachePolicy
+  private policy: typeof CachePolicy | undefined
   private settings: CacheStoreConfig
   private fingerprints = new Map<string, string>()
 
@@ -56,14 +59,19 @@ export class ResponseCache {
   ) {
     const now = options.now ?? Date.now
     this.now = now
-    this.Policy = class extends CachePolicy {
-      now(): number {
-        return now()
-      }
-    }
     this.settings = config.cache
     this.store = this.newStore(config.cache)
     this.remember(config)
+  }
+
+  /** `http-cache-semantics`' policy on this cache's clock. */
+  get Policy(): typeof CachePolicy {
+    const now = this.now
+    return (this.policy ??= class extends cachePolicy() {
+      now(): number {
+        return now()
+      }
+    })
   }
 
   private newStore(c: CacheStoreConfig): CacheStore {

@@ -13,9 +13,9 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
-import * as SubscriptionRef from "effect/SubscriptionRef"
 import type { Metrics } from "../observability/Metrics.js"
 import { formatIssue } from "./ConfigIssue.js"
+import { makeCurrent } from "./Current.js"
 import { type ConfigInvalid, loadConfigDetailed, type Loaded, type LoadOptions } from "./Load.js"
 import { type ConfigReloader, makeReloader, type ReloaderOptions } from "./Reload.js"
 import type { SentinelConfig } from "./Schema.js"
@@ -62,12 +62,12 @@ const valueSource = (config: SentinelConfig): ConfigSourceService => ({
   initial: { config, warnings: [], files: [] },
   file: undefined,
   follow: () =>
-    Effect.map(SubscriptionRef.make(config), (current) => ({
+    Effect.succeed({
       reload: () => Effect.succeed({ _tag: "Unchanged" } as const),
-      current,
+      current: makeCurrent(config),
       files: () => [],
       watching: () => false
-    }))
+    })
 })
 
 const fileSource = (

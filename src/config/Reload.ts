@@ -1,6 +1,6 @@
 /**
- * The configuration source of a running proxy: holds the current config in a
- * `SubscriptionRef` and reloads it on request (SIGHUP) or, with
+ * The configuration source of a running proxy: holds the current config (`Current.ts`)
+ * and reloads it on request (SIGHUP) or, with
  * `system { auto-reload #true }`, when one of the files it was loaded from
  * (the main file and every include) changes.
  *
@@ -26,9 +26,9 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
-import * as SubscriptionRef from "effect/SubscriptionRef"
 import type { Metrics } from "../observability/Metrics.js"
 import { formatIssue, sortIssues } from "./ConfigIssue.js"
+import { type Current, makeCurrent } from "./Current.js"
 import { loadConfigDetailed, type Loaded } from "./Load.js"
 import type { SentinelConfig } from "./Schema.js"
 import { formatFinding, localChecks, type ValidationFinding } from "./Validate.js"
@@ -62,8 +62,8 @@ export interface ReloaderOptions {
 export interface ConfigReloader {
   /** Reload now (serialized with every other reload). Never fails: the outcome says what happened. */
   readonly reload: (trigger: ReloadTrigger) => Effect.Effect<ReloadOutcome>
-  /** The configuration in force. */
-  readonly current: SubscriptionRef.SubscriptionRef<SentinelConfig>
+  /** The configuration in force; its followers run after each applied reload. */
+  readonly current: Current<SentinelConfig>
   /** Files the configuration in force was read from. */
   readonly files: () => ReadonlyArray<string>
   /** Whether files are being watched (auto-reload of the configuration in force). */
@@ -221,7 +221,7 @@ export const watchedFiles = (files: ReadonlyArray<string>, config: SentinelConfi
 /** Builds the reloader; file watches live as long as the scope. */
 export const makeReloader = (options: ReloaderOptions): Effect.Effect<ConfigReloader, never, Scope.Scope> =>
   Effect.gen(function* () {
-    const current = yield* SubscriptionRef.make(options.initial.config)
+    const current = makeCurrent(options.initial.config)
     const lock = yield* Effect.makeSemaphore(1)
     const runtime = yield* Effect.runtime<never>()
     const check = options.check ?? localChecks
@@ -274,7 +274,7 @@ export const makeReloader = (options: ReloaderOptions): Effect.Effect<ConfigRelo
           return yield* reject(trigger, errors.map(formatFinding))
         }
         for (const w of next.warnings) yield* Effect.logWarning(formatIssue(w))
-        const previous = yield* SubscriptionRef.get(current)
+        const previous = yield* current.get
         const applied = yield* Effect.either(options.apply(next.config, previous))
         if (Either.isLeft(applied)) {
           lastSeen = fingerprint(watchedFiles(next.files, next.config))
@@ -283,7 +283,7 @@ export const makeReloader = (options: ReloaderOptions): Effect.Effect<ConfigRelo
         files = next.files
         watched = watchedFiles(files, next.config)
         lastSeen = fingerprint(watched)
-        yield* SubscriptionRef.set(current, next.config)
+        yield* current.set(next.config)
         watcher.sync(watched, next.config.system.autoReload)
         metrics?.configReloads.inc("success")
         const restart = restartOnlyChanges(previous, next.config)

@@ -14,7 +14,8 @@ import * as nodePath from "node:path"
 import { PassThrough, type Readable } from "node:stream"
 import { abortResponse } from "../http/Response.js"
 import { pipeline } from "node:stream/promises"
-import * as mime from "mime-types"
+import type * as MimeTypes from "mime-types"
+import { lazyModule } from "../LazyModule.js"
 import { renderDirectoryListing } from "./DirectoryListing.js"
 import {
   ifRangeAllows,
@@ -237,6 +238,9 @@ const chooseVariant = async (
   return { file, stats, encoding: enc, onTheFly: true, etag: "W/" + makeEtag(stats.size, stats.mtimeMs, enc) }
 }
 
+/** mime-types and its 200 KB database load with the first file served (about 1 MiB of heap a proxy without static routes never needs). */
+const mime = lazyModule<typeof MimeTypes>("mime-types")
+
 const serveFile = async (
   config: StaticFilesConfig,
   rootReal: string,
@@ -245,7 +249,7 @@ const serveFile = async (
   req: IncomingMessage,
   res: ServerResponse
 ): Promise<StaticResult> => {
-  const contentType = mime.contentType(nodePath.extname(file)) || "application/octet-stream"
+  const contentType = mime().contentType(nodePath.extname(file)) || "application/octet-stream"
   const compressible = config.compress && isCompressible(contentType)
   const identityEtag = makeEtag(stats.size, stats.mtimeMs)
   let range: RangeResult = { _tag: "None" }

@@ -76,6 +76,17 @@ export const nextRestartDelay = (
 ): number =>
   previousMs === undefined || uptimeMs >= o.stableMs ? o.initialMs : Math.min(o.maxMs, Math.max(o.initialMs, previousMs * 2))
 
+/**
+ * How connections reach the workers: each worker accepts on the shared listening socket
+ * itself (`SCHED_NONE`, the kernel picks the worker), unless `NODE_CLUSTER_SCHED_POLICY`
+ * (node's own variable: "rr" or "none") says otherwise. node's default on Linux, round-robin,
+ * has the primary accept every connection and pass it to a worker over IPC: with a new
+ * connection per request that cost the primary 0.15-0.25 of a core and two workers scaled
+ * 1.42x instead of 2.4x (bench/README.md, "Workers").
+ */
+export const schedulingPolicy = (env: Readonly<Record<string, string | undefined>>): number | undefined =>
+  env["NODE_CLUSTER_SCHED_POLICY"] === undefined ? cluster.SCHED_NONE : undefined
+
 /** Worker `execArgv`: the parent's flags plus a young generation sized for a proxy (DESIGN.md §2). */
 export const workerExecArgv = (parent: ReadonlyArray<string>, extra: ReadonlyArray<string>): Array<string> => {
   const out = [...parent]
@@ -206,6 +217,7 @@ const runWorker = (options: ClusterOptions): Promise<number> =>
       process.off("SIGHUP", reload)
       process.off("SIGUSR1", reopen)
       process.off("disconnect", shutdown)
+      cluster.worker?.off("error", onIpcError)
       removeMetrics()
     }
     const shutdown = () => {
@@ -242,6 +254,10 @@ const runWorker = (options: ClusterOptions): Promise<number> =>
     }
 
     process.on("message", onMessage)
+    // An IPC write that fails once the primary is gone (a connection handed over as it died,
+    // EPIPE) is emitted on cluster.worker: logged, and "disconnect" drains the worker.
+    const onIpcError = (e: Error) => workerLine(`IPC with the primary failed: ${e.message}`)
+    cluster.worker?.on("error", onIpcError)
     // Ctrl-C signals the whole process group; the primary coordinates the
     // drain, and a worker signalled on its own drains the same way.
     process.on("SIGTERM", shutdown)
@@ -287,6 +303,8 @@ const runPrimary = (options: ClusterOptions): Promise<number> =>
     let forceTimer: NodeJS.Timeout | undefined
     let metricsServer: http.Server | undefined
 
+    const policy = schedulingPolicy(process.env)
+    if (policy !== undefined) cluster.schedulingPolicy = policy
     cluster.setupPrimary({
       ...(options.exec !== undefined ? { exec: options.exec } : {}),
       ...(options.args !== undefined ? { args: [...options.args] } : {}),

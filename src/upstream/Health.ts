@@ -17,7 +17,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
-import { Agent, request } from "undici"
+import { Agent, request } from "./Undici.js"
 
 /** KDL: `health-check { type "http" { path; expected-status; host } | "tcp"; ... }` (missing type = tcp, as Sentinel). */
 export type HealthCheckType =

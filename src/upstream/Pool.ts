@@ -13,10 +13,12 @@
 import { readFileSync } from "node:fs"
 import * as net from "node:net"
 import * as Duration from "effect/Duration"
-import { Client, Pool, type buildConnector, type Dispatcher } from "undici"
+import type * as Undici from "undici"
+import type { buildConnector, Dispatcher } from "undici"
 import type { TargetConfig, UpstreamConfig } from "../config/Schema.js"
 import type { DnsCache } from "./Dns.js"
 import { PoolGate } from "./PoolGate.js"
+import { Client, Pool } from "./Undici.js"
 
 export interface TargetPool {
   readonly key: string
@@ -97,7 +99,7 @@ export const idleTrimmer = (maxIdle: number, graceMs: number = IDLE_TRIM_GRACE_M
   }
 
   const factory = (origin: URL, opts: object): Dispatcher => {
-    const options = opts as Client.Options & { connect: buildConnector.connector }
+    const options = opts as Undici.Client.Options & { connect: buildConnector.connector }
     const connect = options.connect
     const tracked: TrackedClient = { client: undefined as unknown as Client, socket: undefined, idleSince: 0 }
     const client = new Client(origin, {
@@ -220,7 +222,7 @@ export const makeTargetPool = (
       ...tlsOptions,
       ...(hostName && dns !== undefined ? { lookup: cachedLookup(dns) } : {})
     }
-  } as Pool.Options)
+  } as Undici.Pool.Options)
   const gate = new PoolGate(gateConfigFor(upstream))
   return trimmer === undefined
     ? { key: target.address, target, pool, gate, refs: 1 }

@@ -7,7 +7,6 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
-import * as SubscriptionRef from "effect/SubscriptionRef"
 import { writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { loadConfigDetailed } from "../../src/config/Load.js"
@@ -51,13 +50,13 @@ describe("makeReloader", () => {
       assert.strictEqual(bad._tag, "Rejected")
       if (bad._tag === "Rejected") assert.match(bad.problems[0], /s\.kdl:\d+:\d+: .*routez/)
       assert.deepStrictEqual(applied, [])
-      assert.deepStrictEqual(routeIds(yield* SubscriptionRef.get(r.current)), ["one"])
+      assert.deepStrictEqual(routeIds(yield* r.current.get), ["one"])
 
       writeFileSync(file, kdl("two"))
       const ok = yield* r.reload("signal")
       assert.strictEqual(ok._tag, "Applied")
       assert.deepStrictEqual(applied, [["two"]])
-      assert.deepStrictEqual(routeIds(yield* SubscriptionRef.get(r.current)), ["two"])
+      assert.deepStrictEqual(routeIds(yield* r.current.get), ["two"])
       assert.deepStrictEqual(yield* Effect.promise(() => counts(metrics)), { success: 1, error: 1 })
     })
   )
@@ -70,7 +69,7 @@ describe("makeReloader", () => {
       writeFileSync(file, kdl("two"))
       const out = yield* r.reload("signal")
       assert.deepStrictEqual(out, { _tag: "Rejected", problems: ["EADDRINUSE"] })
-      assert.deepStrictEqual(routeIds(yield* SubscriptionRef.get(r.current)), ["one"])
+      assert.deepStrictEqual(routeIds(yield* r.current.get), ["one"])
       assert.deepStrictEqual(yield* Effect.promise(() => counts(metrics)), { success: 0, error: 1 })
     })
   )
@@ -124,10 +123,10 @@ describe("makeReloader", () => {
       // From now on an edit alone reloads (watch or poll, whichever sees it first).
       writeFileSync(file, kdl("three", "system { auto-reload #true }"))
       const deadline = Date.now() + 10_000
-      while (routeIds(yield* SubscriptionRef.get(r.current))[0] !== "three" && Date.now() < deadline) {
+      while (routeIds(yield* r.current.get)[0] !== "three" && Date.now() < deadline) {
         yield* Effect.sleep("20 millis")
       }
-      assert.deepStrictEqual(routeIds(yield* SubscriptionRef.get(r.current)), ["three"])
+      assert.deepStrictEqual(routeIds(yield* r.current.get), ["three"])
       writeFileSync(file, kdl("four"))
       yield* r.reload("signal")
       assert.isFalse(r.watching())

@@ -8,7 +8,8 @@ import { fileURLToPath } from "node:url"
 import fc from "fast-check"
 import ts from "typescript"
 import { afterAll, beforeAll } from "vitest"
-import { DEFAULT_BACKOFF, nextRestartDelay, resolveWorkerCount, workerExecArgv } from "../../src/server/Cluster.js"
+import cluster from "node:cluster"
+import { DEFAULT_BACKOFF, nextRestartDelay, resolveWorkerCount, schedulingPolicy, workerExecArgv } from "../../src/server/Cluster.js"
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const root = path.resolve(here, "../..")
@@ -127,6 +128,12 @@ describe("Cluster (pure)", () => {
         }
       })
     )
+  })
+
+  it("workers accept connections themselves (SCHED_NONE) unless NODE_CLUSTER_SCHED_POLICY says otherwise", () => {
+    expect(schedulingPolicy({})).toBe(cluster.SCHED_NONE)
+    expect(schedulingPolicy({ NODE_CLUSTER_SCHED_POLICY: "rr" })).toBeUndefined()
+    expect(schedulingPolicy({ NODE_CLUSTER_SCHED_POLICY: "none" })).toBeUndefined()
   })
 
   it("worker count and execArgv", () => {

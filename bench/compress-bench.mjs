@@ -6,8 +6,8 @@
 //   npm run build
 //   node bench/compress-bench.mjs [--rounds 3] [--duration 6] [--conns 32] [--level 6]
 //
-// Layout (2 cores): the proxy under test on CPU 0 (nginx: 1 worker; Sentinel: 1 process, its
-// zlib thread pool pinned with it); wrk and the origin (nginx, 1 worker) on CPU 1.
+// Layout (2 cores): the proxy under test on CPU 0 (nginx: 1 worker; Sentinel: 1 process, every
+// thread pinned with it; its zlib runs on the event loop); wrk and the origin (nginx, 1 worker) on CPU 1.
 import { mkdirSync, writeFileSync } from "node:fs"
 import http from "node:http"
 import { dirname, join } from "node:path"

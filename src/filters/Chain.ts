@@ -361,7 +361,7 @@ export const makeFilterChain = (options: FilterChainOptions = {}): FilterChain =
                 return undefined
               }
               const coding = d.coding
-              return { coding, stream: d.encoder, end: (c, i, o, complete) => end(c, i, o, complete, coding) }
+              return { coding, encoder: d.encoder, end: (c, i, o, complete) => end(c, i, o, complete, coding) }
             }
           }
         }

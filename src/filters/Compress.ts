@@ -11,12 +11,14 @@
  * below `min-size`, and a client that accepts none of the algorithms. A body of unknown length
  * (chunked) is compressed: its size is not known before it is sent.
  *
- * Memory: zlib's own state per response (gzip/deflate ~256 KiB at the default memLevel;
- * brotli's window is bounded by `BROTLI_LGWIN`, below its 4 MiB default), and at most one
- * stream buffer of input and of output: the body streams through with back-pressure.
+ * Memory: zlib's own state per response (gzip/deflate ~256 KiB at the default memLevel, and a
+ * few idle ones pooled; brotli's window is bounded by `BROTLI_LGWIN`, below its 4 MiB default)
+ * and one output buffer: the body streams through with back-pressure (./BodyEncoder.ts).
  */
 import { constants, createBrotliCompress, createDeflate, createGzip, type Gzip, type BrotliCompress, type Deflate } from "node:zlib"
 import { DEFAULT_COMPRESS_TYPES } from "../config/FilterSchema.js"
+import type { BodyEncoder } from "../pipeline/Stage.js"
+import { createBodyEncoder } from "./BodyEncoder.js"
 import { type ContentCoding, hasDirective, mediaType, negotiateEncoding, varyWith, weakEtag } from "../http/ContentCoding.js"
 
 export interface CompressConfig {
@@ -49,22 +51,27 @@ export type Encoder = Gzip | BrotliCompress | Deflate
 /** Largest brotli window (2^19 = 512 KiB): bounds brotli's memory per response. */
 const BROTLI_LGWIN_MAX = 19
 
+/** Brotli's parameters for quality `level` (0-11) and a body of `sizeHint` bytes when known (its window sized to it). */
+export const brotliParams = (level: number, sizeHint?: number): Record<number, number> => {
+  const params: Record<number, number> = {
+    [constants.BROTLI_PARAM_QUALITY]: Math.max(0, Math.min(11, level)),
+    [constants.BROTLI_PARAM_LGWIN]: sizeHint === undefined
+      ? BROTLI_LGWIN_MAX
+      : Math.max(constants.BROTLI_MIN_WINDOW_BITS, Math.min(BROTLI_LGWIN_MAX, Math.ceil(Math.log2(Math.max(1, sizeHint)))))
+  }
+  if (sizeHint !== undefined) params[constants.BROTLI_PARAM_SIZE_HINT] = sizeHint
+  return params
+}
+
+const zlibLevel = (level: number): number => Math.max(1, Math.min(9, level))
+
 /**
- * A streaming encoder for `coding`. `level`: zlib level for gzip/deflate (1-9), quality for
- * brotli (0-11); `sizeHint`: the body's size when known (brotli sizes its window to it).
+ * A streaming encoder for `coding` (static files' on-the-fly variants). `level`: zlib level for
+ * gzip/deflate (1-9), quality for brotli (0-11); `sizeHint`: the body's size when known.
  */
 export const createEncoder = (coding: ContentCoding, level: number, sizeHint?: number): Encoder => {
-  if (coding === "br") {
-    const params: Record<number, number> = {
-      [constants.BROTLI_PARAM_QUALITY]: Math.max(0, Math.min(11, level)),
-      [constants.BROTLI_PARAM_LGWIN]: sizeHint === undefined
-        ? BROTLI_LGWIN_MAX
-        : Math.max(constants.BROTLI_MIN_WINDOW_BITS, Math.min(BROTLI_LGWIN_MAX, Math.ceil(Math.log2(Math.max(1, sizeHint)))))
-    }
-    if (sizeHint !== undefined) params[constants.BROTLI_PARAM_SIZE_HINT] = sizeHint
-    return createBrotliCompress({ params })
-  }
-  const options = { level: Math.max(1, Math.min(9, level)) }
+  if (coding === "br") return createBrotliCompress({ params: brotliParams(level, sizeHint) })
+  const options = { level: zlibLevel(level) }
   return coding === "gzip" ? createGzip(options) : createDeflate(options)
 }
 
@@ -125,7 +132,7 @@ const responseSkip = (config: CompressConfig, status: number, flat: ReadonlyArra
 }
 
 export type CompressDecision =
-  | { readonly _tag: "Compress"; readonly coding: ContentCoding; readonly encoder: Encoder }
+  | { readonly _tag: "Compress"; readonly coding: ContentCoding; readonly encoder: BodyEncoder }
   | { readonly _tag: "Skip"; readonly reason: CompressSkip }
 
 /**
@@ -156,5 +163,7 @@ export const compressResponse = (
   if (e !== -1) flat[e + 1] = weakEtag(flat[e + 1])
   flat.push("content-encoding", coding)
   const size = length === undefined ? undefined : Number(length)
-  return { _tag: "Compress", coding, encoder: createEncoder(coding, config.level, size !== undefined && Number.isFinite(size) ? size : undefined) }
+  const hint = size !== undefined && Number.isFinite(size) ? size : undefined
+  const encoder = createBodyEncoder(coding, zlibLevel(config.level), coding === "br" ? brotliParams(config.level, hint) : {})
+  return { _tag: "Compress", coding, encoder }
 }

@@ -4,15 +4,15 @@
  * the route stacks before it), so its head and bytes are the encoded ones: a cache behind it
  * stores the encoded variant it served.
  *
- * Back-pressure both ways: an upstream chunk goes into the encoder, whose `write` says when its
- * input buffer is full (the upstream pauses until it drains); the encoder's output goes to the
- * next sink, and when that one is full the encoder is paused until it drains, which in turn
- * stops it taking input. Nothing but zlib's state and one stream buffer each way is held.
+ * The encoder is synchronous (filters/BodyEncoder.ts): each upstream chunk is encoded as it
+ * comes and whatever output it gives goes to the next sink at once; back-pressure is the next
+ * sink's (`data` returns what it said, and `onDrain` waits for it). Nothing but the encoder's
+ * state and output buffer is held.
  *
- * The exchange is over before the encoder's tail is written: `onSettled` is the wait the
- * upstream call adds for it (as for a held response). `dispose` (client gone, upstream failed)
- * destroys the encoder, which frees zlib's memory; the response is then cut short by whoever
- * disposed, never completed.
+ * `onSettled` is the wait the upstream call adds for the encoded tail (as for a held response):
+ * settled when `end` returns (the encoder is synchronous). `dispose` (client gone, upstream
+ * failed) discards the encoder, unfinished; the response is then cut short by whoever disposed,
+ * never completed.
  */
 import type { ResponseSink } from "../upstream/Forward.js"
 import { InternalError, type ProxyError } from "./Errors.js"
@@ -21,32 +21,18 @@ import type { RequestContext } from "./RequestContext.js"
 import type { BodyEncoding, ResponseEncoding } from "./Stage.js"
 
 const latin1 = (b: Buffer): string => b.toString("latin1")
-
-/**
- * Upstream chunks are gathered up to this many bytes before they go to the encoder: each
- * write to a zlib stream is one job on libuv's thread pool, and a 64 KiB body arriving in a
- * dozen socket reads otherwise costs a dozen hand-offs (measured: bench/compress-bench.mjs).
- * Bounded: at most this much is held per response, and the encoder holds its input until its
- * window fills anyway, so nothing reaches the client later than it would have.
- */
-export const ENCODER_INPUT_BATCH = 64 * 1024
 const toRaw = (s: string): Buffer => Buffer.from(s, "latin1")
 
 export class EncodingSink implements ResponseSink {
   private encoding: BodyEncoding | undefined = undefined
   private bytesIn = 0
   private bytesOut = 0
-  private trailers: ReadonlyArray<Buffer | string> | null | undefined = undefined
-  /** Upstream bytes not yet written to the encoder (ENCODER_INPUT_BATCH). */
-  private batch: Array<Buffer> = []
-  private batched = 0
+  /** Whether the next sink took everything given to it during the current `data` call. */
+  private more = true
   /** Set once: the encoded body went out whole (undefined), or failed. */
   private outcome: { readonly error: ProxyError | undefined } | undefined = undefined
   private callbacks: Array<(error: ProxyError | undefined) => void> = []
   private readonly onOutput = (chunk: Buffer) => this.output(chunk)
-  private readonly onBaseDrain = () => this.encoding?.stream.resume()
-  private readonly onEncoded = () => this.encoded()
-  private readonly onEncoderError = () => this.fail(new InternalError({ reason: "internal" }))
 
   constructor(
     private readonly ctx: RequestContext,
@@ -58,16 +44,12 @@ export class EncodingSink implements ResponseSink {
     const flat = raw.map(latin1)
     const encoding = this.plan.start(this.ctx, status, flat)
     if (!this.base.start(status, flat.map(toRaw))) {
-      encoding?.stream.destroy()
+      encoding?.encoder.discard()
       return false
     }
     if (encoding === undefined) return true
     this.encoding = encoding
     this.ctx.compression = { encoding: encoding.coding, bytesIn: 0, bytesOut: 0 }
-    const stream = encoding.stream
-    stream.on("data", this.onOutput)
-    stream.on("end", this.onEncoded)
-    stream.on("error", this.onEncoderError)
     return true
   }
 
@@ -75,21 +57,27 @@ export class EncodingSink implements ResponseSink {
     if (this.outcome !== undefined) return
     this.bytesOut += chunk.length
     this.ctx.compression!.bytesOut = this.bytesOut
-    let more: boolean
     try {
-      more = this.base.data(chunk)
+      if (!this.base.data(chunk)) this.more = false
     } catch {
-      return this.fail(new DownstreamError({ status: this.ctx.status || 502, reason: "client_write_failed" }))
+      this.fail(new DownstreamError({ status: this.ctx.status || 502, reason: "client_write_failed" }))
     }
-    if (more) return
-    this.encoding!.stream.pause()
-    this.base.onDrain(this.onBaseDrain)
   }
 
-  /** A failure of this sink reaches the exchange as a throw from the next `data`/`end` (Forward.ts: `sinkFailed`). */
+  /** A failure of this sink reaches the exchange as a throw from `data`/`end` (Forward.ts: `sinkFailed`). */
   private failed(): boolean {
     if (this.outcome === undefined) return false
     throw new Error("response encoding failed")
+  }
+
+  /** Runs the encoder; its failure fails the response (the encoder is discarded). */
+  private encode(encoding: BodyEncoding, chunk: Buffer | undefined): void {
+    try {
+      if (chunk === undefined) encoding.encoder.finish(this.onOutput)
+      else encoding.encoder.write(chunk, this.onOutput)
+    } catch {
+      this.fail(new InternalError({ reason: "internal" }))
+    }
   }
 
   data(chunk: Buffer): boolean {
@@ -98,25 +86,15 @@ export class EncodingSink implements ResponseSink {
     if (this.failed()) return false
     this.bytesIn += chunk.length
     this.ctx.compression!.bytesIn = this.bytesIn
-    this.batch.push(chunk)
-    this.batched += chunk.length
-    if (this.batched < ENCODER_INPUT_BATCH) return true
-    return this.flushBatch(encoding)
-  }
-
-  private flushBatch(encoding: BodyEncoding): boolean {
-    if (this.batched === 0) return true
-    const input = this.batch.length === 1 ? this.batch[0] : Buffer.concat(this.batch, this.batched)
-    this.batch = []
-    this.batched = 0
-    return encoding.stream.write(input)
+    this.more = true
+    this.encode(encoding, chunk)
+    this.failed()
+    return this.more
   }
 
   onDrain(resume: () => void): void {
-    const encoding = this.encoding
-    if (encoding === undefined) return this.base.onDrain(resume)
     if (this.outcome !== undefined) return resume()
-    encoding.stream.once("drain", resume)
+    this.base.onDrain(resume)
   }
 
   end(trailers?: ReadonlyArray<Buffer | string> | null): void {
@@ -126,15 +104,10 @@ export class EncodingSink implements ResponseSink {
       return this.settle(undefined)
     }
     if (this.failed()) return
-    this.trailers = trailers
-    this.flushBatch(encoding)
-    encoding.stream.end()
-  }
-
-  private encoded(): void {
+    this.encode(encoding, undefined)
     if (this.outcome !== undefined) return
     try {
-      this.base.end(this.trailers)
+      this.base.end(trailers)
     } catch {
       return this.fail(new DownstreamError({ status: this.ctx.status || 502, reason: "client_write_failed" }))
     }
@@ -159,7 +132,7 @@ export class EncodingSink implements ResponseSink {
 
   private fail(error: ProxyError): void {
     if (this.outcome !== undefined) return
-    this.encoding?.stream.destroy()
+    this.encoding?.encoder.discard()
     this.settle(error)
   }
 
@@ -169,11 +142,10 @@ export class EncodingSink implements ResponseSink {
     else this.callbacks.push(cb)
   }
 
-  /** The response ends here (client gone, upstream failed): the encoder is destroyed, its memory freed. Idempotent. */
+  /** The response ends here (client gone, upstream failed): the encoder is discarded. Idempotent. */
   readonly dispose = (): void => {
     if (this.outcome !== undefined || this.encoding === undefined) return
-    this.batch = []
-    this.encoding.stream.destroy()
+    this.encoding.encoder.discard()
     // not completed: nobody waits for it any more (whoever disposed ends the response)
     this.callbacks = []
     this.settle(new DownstreamError({ status: this.ctx.status || 502, reason: "client_write_failed" }))

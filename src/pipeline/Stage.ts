@@ -13,7 +13,6 @@
  * request as one fiber.
  */
 import type { Socket } from "node:net"
-import type { Transform } from "node:stream"
 import * as Effect from "effect/Effect"
 import type { RouteConfig, SentinelConfig } from "../config/Schema.js"
 import type { RequestContext } from "./RequestContext.js"
@@ -170,14 +169,25 @@ export interface ResponseHook {
 }
 
 /**
- * A body re-encoding chosen for one response (the `compress` filter): the stream the body goes
+ * A synchronous body encoder (filters/BodyEncoder.ts): `write` and `finish` hand every piece of
+ * encoded output to `emit` before they return, and throw when the encoder failed. `finish` ends
+ * the body and frees the encoder; `discard` frees it unfinished (idempotent, also after finish).
+ */
+export interface BodyEncoder {
+  write(chunk: Buffer, emit: (encoded: Buffer) => void): void
+  finish(emit: (encoded: Buffer) => void): void
+  discard(): void
+}
+
+/**
+ * A body re-encoding chosen for one response (the `compress` filter): the encoder the body goes
  * through, and `end`, called once when the response is over, with the bytes that went in and
  * came out and whether the encoded body was complete (false: the client left, the upstream
  * failed).
  */
 export interface BodyEncoding {
   readonly coding: string
-  readonly stream: Transform
+  readonly encoder: BodyEncoder
   readonly end: (ctx: RequestContext, bytesIn: number, bytesOut: number, complete: boolean) => void
 }
 

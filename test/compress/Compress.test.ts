@@ -9,7 +9,7 @@ import * as http from "node:http"
 import * as http2 from "node:http2"
 import * as os from "node:os"
 import * as path from "node:path"
-import { brotliDecompressSync, createGzip, gunzipSync, inflateSync, type Gzip } from "node:zlib"
+import { brotliDecompressSync, gunzipSync, inflateSync } from "node:zlib"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -19,7 +19,8 @@ import { decodeKdl } from "../../src/config/Kdl.js"
 import { formatIssue } from "../../src/config/ConfigIssue.js"
 import type { FilterConfig } from "../../src/config/Schema.js"
 import { resettingOrigin } from "../support/faults.js"
-import type { RouteExtension } from "../../src/pipeline/Stage.js"
+import type { BodyEncoder, RouteExtension } from "../../src/pipeline/Stage.js"
+import { createBodyEncoder } from "../../src/filters/BodyEncoder.js"
 import {
   accessLogTo, catchAllRoute, jsonLines, metricSum, openProxy, request, startProxy, testConfig, waitUntil, type ProxyHandle
 } from "../support/proxy.js"
@@ -321,9 +322,9 @@ describe("streaming and failures", () => {
     }
   })
 
-  it("no encoder outlives its response: a client gone and an origin reset each destroy theirs, reported incomplete", async () => {
+  it("no encoder outlives its response: a client gone and an origin reset each discard theirs, reported incomplete", async () => {
     // the route's encoding, seen from outside: the same seam the compress filter uses
-    const made: Array<{ stream: Gzip; ended?: boolean }> = []
+    const made: Array<{ discarded: boolean; ended?: boolean }> = []
     const tracking: RouteExtension = {
       name: "tracking-encoding",
       compile: () => ({
@@ -332,9 +333,18 @@ describe("streaming and failures", () => {
             // the head edits compressResponse makes, reduced to what framing needs
             for (let i = headers.length - 2; i >= 0; i -= 2) if (headers[i].toLowerCase() === "content-length") headers.splice(i, 2)
             headers.push("content-encoding", "gzip")
-            const m: { stream: Gzip; ended?: boolean } = { stream: createGzip() }
+            const inner = createBodyEncoder("gzip", 6, {})
+            const m: { discarded: boolean; ended?: boolean } = { discarded: false }
+            const encoder: BodyEncoder = {
+              write: (chunk, emit) => inner.write(chunk, emit),
+              finish: (emit) => inner.finish(emit),
+              discard: () => {
+                m.discarded = true
+                inner.discard()
+              }
+            }
             made.push(m)
-            return { coding: "gzip", stream: m.stream, end: (_ctx, _in, _out, complete) => void (m.ended = complete) }
+            return { coding: "gzip", encoder, end: (_ctx, _in, _out, complete) => void (m.ended = complete) }
           }
         }
       })
@@ -364,9 +374,9 @@ describe("streaming and failures", () => {
       await new Promise<void>((resolve) => res.once("data", () => resolve()))
       req.destroy()
       await origin.aborted("leak")
-      await waitUntil(() => made[0]?.stream.destroyed === true && made[0].ended === false, "encoder destroyed after the client left")
+      await waitUntil(() => made[0]?.discarded === true && made[0].ended === false, "encoder discarded after the client left")
       await request(p.port, { path: "/bad" }).catch(() => undefined)
-      await waitUntil(() => made[1]?.stream.destroyed === true && made[1].ended === false, "encoder destroyed after the origin reset")
+      await waitUntil(() => made[1]?.discarded === true && made[1].ended === false, "encoder discarded after the origin reset")
       // and one that completes is reported complete
       const ok = await request(p.port, { path: "/json?size=5000" })
       expect(gunzipSync(ok.body).equals(jsonBody(5000))).toBe(true)

@@ -91,12 +91,29 @@ const isHealthy = (c: PickableChannel) => c.health === HealthState.Healthy || c.
  * The channel a call goes on, among `channelAt(0..n-1)` from `start` on (round robin): a ready,
  * unpaused one that does not already carry `correlationId`, a healthy (or degraded) one before an
  * unhealthy one, then the least busy.
+ *
+ * The order is a ranking (healthy first, then fewer pending; the first seen wins a tie), so the
+ * best channel of all that does not carry the id is also the best of those that do not: the
+ * pending tables (one hash lookup each) are asked only about the winner, and all are searched
+ * again only when it carries the id (a duplicate, which is rare).
  */
 export const pickChannel = <C extends PickableChannel>(
   n: number,
   channelAt: (i: number) => C | undefined,
   start: number,
   correlationId: string
+): C | PickMiss => {
+  const best = pickBest(n, channelAt, start, undefined)
+  if (best instanceof PickMiss || !best.pending.has(correlationId)) return best
+  return pickBest(n, channelAt, start, correlationId)
+}
+
+/** The best ready, unpaused channel; with `correlationId`, of those not carrying it. */
+const pickBest = <C extends PickableChannel>(
+  n: number,
+  channelAt: (i: number) => C | undefined,
+  start: number,
+  correlationId: string | undefined
 ): C | PickMiss => {
   let best: C | undefined
   let sawReady = false
@@ -110,7 +127,7 @@ export const pickChannel = <C extends PickableChannel>(
       sawPaused = true
       continue
     }
-    if (c.pending.has(correlationId)) {
+    if (correlationId !== undefined && c.pending.has(correlationId)) {
       sawDuplicate = true
       continue
     }

@@ -53,17 +53,18 @@ export const serviceDefinition = (pkg: GrpcPackage): protoLoader.ServiceDefiniti
 
 export const processStreamPath = (pkg: GrpcPackage): string => `/${pkg}.AgentServiceV2/ProcessStream`
 
+let processStream: protoLoader.MethodDefinition<object, object> | undefined
+/** ProcessStream's codecs (the same for both packages), looked up once: every message goes through them. */
+const codecs = (): protoLoader.MethodDefinition<object, object> =>
+  (processStream ??= serviceDefinition(DEFAULT_GRPC_PACKAGE).ProcessStream as protoLoader.MethodDefinition<object, object>)
+
 /** Encodes a ProxyToAgent (plain object) to its protobuf bytes. */
-export const encodeProxyToAgent = (m: ProxyToAgent): Buffer =>
-  serviceDefinition(DEFAULT_GRPC_PACKAGE).ProcessStream.requestSerialize(m)
+export const encodeProxyToAgent = (m: ProxyToAgent): Buffer => codecs().requestSerialize(m)
 /** Decodes protobuf bytes of a ProxyToAgent (throws on malformed input). */
-export const decodeProxyToAgent = (b: Buffer): ProxyToAgent =>
-  serviceDefinition(DEFAULT_GRPC_PACKAGE).ProcessStream.requestDeserialize(b) as ProxyToAgent
-export const encodeAgentToProxy = (m: AgentToProxy): Buffer =>
-  serviceDefinition(DEFAULT_GRPC_PACKAGE).ProcessStream.responseSerialize(m)
+export const decodeProxyToAgent = (b: Buffer): ProxyToAgent => codecs().requestDeserialize(b) as ProxyToAgent
+export const encodeAgentToProxy = (m: AgentToProxy): Buffer => codecs().responseSerialize(m)
 /** Decodes protobuf bytes of an AgentToProxy (throws on malformed input). */
-export const decodeAgentToProxy = (b: Buffer): AgentToProxy =>
-  serviceDefinition(DEFAULT_GRPC_PACKAGE).ProcessStream.responseDeserialize(b) as AgentToProxy
+export const decodeAgentToProxy = (b: Buffer): AgentToProxy => codecs().responseDeserialize(b) as AgentToProxy
 
 // ---------------------------------------------------------------------------
 // Message shapes (the subset of fields this project reads or writes; all optional on decode)

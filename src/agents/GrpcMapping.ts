@@ -195,11 +195,22 @@ export const agentResponseOf = (pb: PbAgentResponse): Either.Either<AgentRespons
 // ---------------------------------------------------------------------------
 // Agent side (SDK): events in
 
+/**
+ * `{ lower-case name: [values] }` as JSON.parse makes it from a Unix-socket event: own
+ * properties only, so a header named `constructor` or `__proto__` (any client can send one) is
+ * a header like another, never a lookup into Object.prototype (which threw, and the agent
+ * with it).
+ */
 const headerMapOf = (headers: ReadonlyArray<PbHeader> | undefined): HeaderMap => {
   const out: Record<string, Array<string>> = {}
-  for (const h of headers ?? []) {
+  if (headers === undefined) return out
+  for (let i = 0; i < headers.length; i++) {
+    const h = headers[i]
     const name = (h.name ?? "").toLowerCase()
-    ;(out[name] ??= []).push(h.value ?? "")
+    const value = h.value ?? ""
+    if (Object.hasOwn(out, name)) out[name].push(value)
+    else if (name === "__proto__") Object.defineProperty(out, name, { value: [value], enumerable: true, writable: true, configurable: true })
+    else out[name] = [value]
   }
   return out
 }

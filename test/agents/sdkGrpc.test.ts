@@ -109,6 +109,30 @@ describe("serveGrpcAgent", () => {
     })
   })
 
+  it("headers named like Object.prototype's members are headers like any other (the agent answers, and keeps serving)", async () => {
+    const seen: Array<Record<string, Array<string>>> = []
+    const server = await start({
+      handlers: { onRequestHeaders: (e) => Effect.sync(() => (seen.push(e.headers as Record<string, Array<string>>), allow())) }
+    })
+    const s = open(server.port)
+    s.call.write(handshake())
+    await s.next((m) => m.handshake)
+    const odd = [
+      { name: "Constructor", value: "c" },
+      { name: "__proto__", value: "p1" },
+      { name: "__Proto__", value: "p2" },
+      { name: "hasOwnProperty", value: "h" }
+    ]
+    s.call.write(headers("odd", odd))
+    expect((await s.next((m) => m.response)).response.correlation_id).toBe("odd")
+    const h = seen[0]
+    expect(Object.getPrototypeOf(h)).toBe(Object.prototype)
+    expect(Object.keys(h)).toEqual(["x-a", "constructor", "__proto__", "hasownproperty"])
+    expect([h.constructor, h["__proto__"], h.hasownproperty]).toEqual([["c"], ["p1", "p2"], ["h"]])
+    s.call.write(headers("after"))
+    expect((await s.next((m) => m.response)).response.correlation_id).toBe("after")
+  })
+
   it("serves the original sentinel.agent.v2 package too; a block keeps status, body and headers", async () => {
     const server = await start({ handlers: { onRequestHeaders: () => Effect.succeed(block(451, { body: "no", headers: { "x-why": "w" } })) } })
     const s = open(server.port, "sentinel")

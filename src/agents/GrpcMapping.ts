@@ -13,6 +13,7 @@
  */
 import * as Either from "effect/Either"
 import { isoTimestamp } from "./AgentEvents.js"
+import { timestampMs } from "./GrpcWire.js"
 import {
   type AgentResponse,
   AgentProtocolError,
@@ -50,18 +51,6 @@ const headersOf = (map: HeaderMap): Array<PbHeader> => {
 const present = <K extends string>(key: K, v: string | null | undefined): { [P in K]?: string } =>
   (v === null || v === undefined ? {} : { [key]: v }) as { [P in K]?: string }
 
-let lastTimestamp = ""
-let lastMs = 0
-/** Epoch ms of an RFC 3339 timestamp (now when it does not parse); the events of one millisecond share their text (AgentEvents.ts), so the last one is kept. */
-const ms = (rfc3339: string): number => {
-  if (rfc3339 === lastTimestamp) return lastMs
-  const t = Date.parse(rfc3339)
-  if (!Number.isFinite(t)) return Date.now()
-  lastTimestamp = rfc3339
-  lastMs = t
-  return t
-}
-
 const requestHeaders = (e: RequestHeadersEvent): PbRequestHeadersEvent => {
   const m = e.metadata
   // optional fields assigned when present (no spread of a computed-key object per field: hot path)
@@ -71,7 +60,7 @@ const requestHeaders = (e: RequestHeadersEvent): PbRequestHeadersEvent => {
     client_ip: m.client_ip,
     client_port: m.client_port,
     protocol: m.protocol,
-    timestamp_ms: ms(m.timestamp)
+    timestamp_ms: timestampMs(m.timestamp)
   }
   if (m.server_name != null) metadata.server_name = m.server_name
   if (m.tls_version != null) metadata.tls_version = m.tls_version

@@ -45,6 +45,7 @@ import {
   reconnectDelayMs
 } from "./Client.js"
 import { agentResponseOf, proxyToAgentOf } from "./GrpcMapping.js"
+import { encodeRequestHeadersMessage } from "./GrpcWire.js"
 import {
   type AgentToProxy,
   decodeAgentToProxy,
@@ -68,7 +69,8 @@ import {
   FlowAction,
   HealthState,
   MessageType,
-  PROTOCOL_VERSION
+  PROTOCOL_VERSION,
+  type RequestHeadersEvent
 } from "./Protocol.js"
 
 /** TLS to the agent (`grpc address="https://..." { tls; ca-cert ...; client-cert ...; client-key ... }`). */
@@ -455,6 +457,21 @@ class GrpcPool implements AgentClient {
     s.send(encodeProxyToAgent({ cancel: { correlation_id: correlationId, reason, timestamp_ms: Date.now() } }))
   }
 
+  /** An event's ProxyToAgent bytes (RequestHeaders, the one of every request, encoded by hand: GrpcWire.ts). */
+  private encode(type: MessageType, event: { readonly correlation_id: string }): Buffer | AgentProtocolError {
+    if (type === MessageType.RequestHeaders) {
+      const bytes = encodeRequestHeadersMessage(event as RequestHeadersEvent)
+      if (bytes !== undefined) return bytes
+    }
+    const message = proxyToAgentOf(type, event)
+    if (message instanceof AgentProtocolError) return new AgentProtocolError({ reason: message.reason, message: message.message, agent: this.id })
+    try {
+      return encodeProxyToAgent(message as ProxyToAgent)
+    } catch (e) {
+      return new AgentProtocolError({ reason: "malformed", message: `cannot encode the event: ${String(e)}`, agent: this.id })
+    }
+  }
+
   readonly start = (
     type: MessageType,
     event: { readonly correlation_id: string },
@@ -467,16 +484,9 @@ class GrpcPool implements AgentClient {
       done(Either.left(picked))
       return noop
     }
-    const message = proxyToAgentOf(type, event)
-    if (message instanceof AgentProtocolError) {
-      done(Either.left(new AgentProtocolError({ reason: message.reason, message: message.message, agent: this.id })))
-      return noop
-    }
-    let bytes: Buffer
-    try {
-      bytes = encodeProxyToAgent(message as ProxyToAgent)
-    } catch (e) {
-      done(Either.left(new AgentProtocolError({ reason: "malformed", message: `cannot encode the event: ${String(e)}`, agent: this.id })))
+    const bytes = this.encode(type, event)
+    if (bytes instanceof AgentProtocolError) {
+      done(Either.left(bytes))
       return noop
     }
     if (bytes.length > this.maxMessageBytes) {

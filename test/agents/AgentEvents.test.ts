@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest"
 import { isoTimestamp, requestHeadersEvent } from "../../src/agents/AgentEvents.js"
 import { proxyEventOf, proxyToAgentOf } from "../../src/agents/GrpcMapping.js"
 import { decodeProxyToAgent, encodeProxyToAgent, type ProxyToAgent } from "../../src/agents/GrpcProto.js"
+import { encodeRequestHeadersMessage } from "../../src/agents/GrpcWire.js"
 import { MessageType, type RequestHeadersEvent } from "../../src/agents/Protocol.js"
 
 /** Epoch ms from 1970 to 2100, often repeated (the cache's case) and often not. */
@@ -49,5 +50,52 @@ describe("agent events", () => {
         expect((back?.event as RequestHeadersEvent).metadata.timestamp).toBe(e.metadata.timestamp)
       }
     }))
+  })
+})
+
+describe("GrpcWire: the RequestHeaders message encoded by hand", () => {
+  const text = fc.oneof(fc.string({ maxLength: 40 }), fc.fullUnicodeString({ maxLength: 20 }), fc.string({ minLength: 100, maxLength: 300 }))
+  const opt = fc.option(text, { nil: undefined }).chain((v) => fc.constantFrom(v, null))
+  const event = fc.record({
+    correlation_id: text,
+    request_id: text,
+    client_ip: text,
+    client_port: fc.oneof(fc.integer({ min: 0, max: 65535 }), fc.constant(0xffffffff)),
+    server_name: opt,
+    protocol: text,
+    tls_version: opt,
+    tls_cipher: opt,
+    route_id: opt,
+    upstream_id: opt,
+    timestamp: fc.integer({ min: 0, max: 4102444800000 }).map((ms) => new Date(ms).toISOString()),
+    traceparent: fc.option(text, { nil: undefined }),
+    method: text,
+    uri: text,
+    headers: fc.dictionary(fc.string({ maxLength: 20 }).map((s) => s.toLowerCase()), fc.array(text, { minLength: 1, maxLength: 3 }), { maxKeys: 8 })
+  }).map(({ method, uri, headers, correlation_id, ...m }): RequestHeadersEvent => {
+    const metadata: Record<string, unknown> = { correlation_id, ...m }
+    if (m.traceparent === undefined) delete metadata.traceparent
+    return { correlation_id, metadata: metadata as RequestHeadersEvent["metadata"], method, uri, headers }
+  })
+
+  it("writes the bytes protobufjs writes for the same event", () => {
+    fc.assert(
+      fc.property(event, (e) => {
+        const mine = encodeRequestHeadersMessage(e)
+        expect(mine).toBeDefined()
+        expect(mine!.equals(encodeProxyToAgent(proxyToAgentOf(MessageType.RequestHeaders, e) as ProxyToAgent))).toBe(true)
+      }),
+      { numRuns: 1000 }
+    )
+  })
+
+  it("leaves to protobufjs what it does not encode plainly", () => {
+    const e = requestHeadersEvent(facts(1765000000000, undefined))
+    const odd = (patch: Record<string, unknown>) => ({ ...e, metadata: { ...e.metadata, ...patch } }) as unknown as RequestHeadersEvent
+    expect(encodeRequestHeadersMessage(odd({ timestamp: "not a time" }))).toBeUndefined()
+    expect(encodeRequestHeadersMessage(odd({ timestamp: "1969-12-31T23:59:59.000Z" }))).toBeUndefined()
+    expect(encodeRequestHeadersMessage(odd({ client_port: -1 }))).toBeUndefined()
+    expect(encodeRequestHeadersMessage(odd({ route_id: 7 }))).toBeUndefined()
+    expect(encodeRequestHeadersMessage({ ...e, headers: { a: "b" } } as unknown as RequestHeadersEvent)).toBeUndefined()
   })
 })

@@ -7,7 +7,7 @@
  * request in the proxy). As protobufjs does, every field present is written, empty strings
  * and zeros included, in field-number order.
  *
- * Field numbers: proto/sentinel_agent_v2.proto (ProxyToAgent.request_headers = 2;
+ * Field numbers: proto/zentinel_agent_v2.proto (ProxyToAgent.request_headers = 2;
  * RequestHeadersEvent metadata 1, method 2, uri 3, http_version 4, headers 5; RequestMetadata
  * 1-11; Header name 1, value 2). An event this does not encode plainly (a field of another
  * type than the proxy builds, a timestamp that does not parse or is negative) is left to

@@ -4,6 +4,8 @@
  * events in the UDS shapes to the handlers, answers with the correlation id,
  * ping/pong, cancel interrupting the handler, both packages, drain on close.
  */
+import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
 import * as grpc from "@grpc/grpc-js"
 import * as protoLoader from "@grpc/proto-loader"
@@ -30,8 +32,17 @@ const start = async (opts: Omit<ServeGrpcAgentOptions, "address" | "info">) => {
   return Effect.runPromise(serveGrpcAgent({ address: "127.0.0.1:0", info, ...opts }).pipe(Scope.extend(scope)))
 }
 
+/** The shipped .proto (zentinel.agent.v2), or a copy with the original package line, as a client of that package would write it. */
+const protoOf = (pkg: "zentinel" | "sentinel"): string => {
+  const shipped = path.resolve(__dirname, "../../proto/zentinel_agent_v2.proto")
+  if (pkg === "zentinel") return shipped
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "sdk-grpc-")), "sentinel_agent_v2.proto")
+  fs.writeFileSync(file, fs.readFileSync(shipped, "utf8").replace("package zentinel.agent.v2;", "package sentinel.agent.v2;"))
+  return file
+}
+
 const load = (pkg: "zentinel" | "sentinel") => {
-  const def = protoLoader.loadSync(path.resolve(__dirname, `../../proto/${pkg}_agent_v2.proto`), {
+  const def = protoLoader.loadSync(protoOf(pkg), {
     keepCase: true, longs: Number, enums: Number, defaults: false, oneofs: true
   })
   return (grpc.loadPackageDefinition(def) as any)[pkg].agent.v2.AgentServiceV2

@@ -26,7 +26,6 @@ import * as grpc from "@grpc/grpc-js"
 import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Runtime from "effect/Runtime"
 import type * as Fiber from "effect/Fiber"
 import type * as Scope from "effect/Scope"
@@ -40,10 +39,10 @@ import {
   type ProxyToAgent,
   serviceDefinition
 } from "../GrpcProto.js"
-import { EventNumber, HealthState, MessageType, PROTOCOL_VERSION, type ConfigureEvent, type ProxyEvent } from "../Protocol.js"
-import { type HandlerHost, handlerFor, runHandler, type RunFork } from "./HandlerRun.js"
+import { HealthState, PROTOCOL_VERSION, type ConfigureEvent, type ProxyEvent } from "../Protocol.js"
+import { applyHandshakeConfig, type HandlerHost, handlerFor, runHandler, type RunFork, supportedEvents } from "./HandlerRun.js"
 import type { ServeAgentOptions } from "./AgentServer.js"
-import { allow, block, type AgentDecision } from "./Decision.js"
+import { allow } from "./Decision.js"
 
 /** TLS of the agent's gRPC port: its certificate, and a CA to require client certificates (mTLS). */
 export interface GrpcServeTls {
@@ -94,17 +93,6 @@ class Hub {
     this.inFlight--
     if (this.inFlight === 0) this.onIdle?.()
   }
-}
-
-const supportedEvents = (h: ServeAgentOptions<any>["handlers"]): Array<number> => {
-  const events: Array<number> = []
-  if (h.onRequestHeaders) events.push(EventNumber.RequestHeaders)
-  if (h.onRequestBody) events.push(EventNumber.RequestBodyChunk)
-  if (h.onResponseHeaders) events.push(EventNumber.ResponseHeaders)
-  if (h.onResponseBody) events.push(EventNumber.ResponseBodyChunk)
-  if (h.onRequestComplete) events.push(EventNumber.RequestComplete)
-  if (events.length === 0) events.push(EventNumber.RequestHeaders)
-  return events
 }
 
 const parseConfig = (json: string | undefined): unknown => {
@@ -234,23 +222,10 @@ class StreamHandler {
     if (config === null || onConfigure === undefined) return this.accept()
     this.state = "pending"
     this.flow()
-    const event: ConfigureEvent = { correlation_id: null, config, config_version: null }
-    const fiber = this.hub.run(
-      Effect.suspend(() => onConfigure(event)).pipe(
-        Effect.map((d) => (d as AgentDecision | undefined) ?? allow()),
-        Effect.catchAllCause((cause) =>
-          Effect.as(Effect.logWarning("agent configuration failed", cause), block(500, { body: "configuration handler failed" }))
-        )
-      )
-    )
-    fiber.addObserver((exit) => {
+    applyHandshakeConfig(this.hub.run, onConfigure, config, (refusal) => {
       if (this.ended) return
-      if (Exit.isSuccess(exit) && exit.value.isAllow) this.accept()
-      else {
-        const d = Exit.isSuccess(exit) ? exit.value.decision : undefined
-        const why = typeof d === "object" && "block" in d ? d.block.body : null
-        return this.refuse(`configuration rejected${why ? `: ${why}` : ""}`)
-      }
+      if (refusal !== undefined) return this.refuse(refusal)
+      this.accept()
       const queued = this.queued
       this.queued = []
       for (const q of queued) this.onMessage(q)
@@ -276,7 +251,7 @@ class StreamHandler {
           agent_id: o.info.agentId,
           name: o.info.name,
           version: o.info.version,
-          supported_events: supportedEvents(h),
+          supported_events: supportedEvents(h, false),
           features: {
             streaming_body: false,
             websocket: false,

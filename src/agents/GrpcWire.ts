@@ -1,5 +1,6 @@
 /**
- * The one message the proxy sends per request over gRPC, a ProxyToAgent carrying a
+ * The messages of every request over gRPC encoded by hand (the SDK's allow answer is at the
+ * end). The one message the proxy sends per request, a ProxyToAgent carrying a
  * RequestHeadersEvent, encoded by hand from the Unix-socket event: the same bytes as
  * `encodeProxyToAgent(proxyToAgentOf(RequestHeaders, event))` (protobufjs; a property test
  * holds them equal), without building the intermediate message objects, protobufjs's
@@ -13,6 +14,7 @@
  * type than the proxy builds, a timestamp that does not parse or is negative) is left to
  * protobufjs: `undefined`.
  */
+import type { PbAgentResponse, PbHeader, PbHeaderOp } from "./GrpcProto.js"
 import type { HeaderMap, RequestHeadersEvent } from "./Protocol.js"
 
 const varintSize = (n: number): number => {
@@ -162,6 +164,99 @@ export const encodeRequestHeadersMessage = (e: RequestHeadersEvent): Buffer | un
       o.str(0x12, values[i], sizes[k + 1])
       k += 3
     }
+  }
+  return o.pos === o.buf.length ? o.buf : undefined
+}
+
+// ---------------------------------------------------------------------------
+// Agent side (SDK): the answer
+
+const opSize = (op: PbHeaderOp): number => {
+  if (op.set != null) return fieldSize(headerSize(op.set))
+  if (op.add != null) return fieldSize(headerSize(op.add))
+  return fieldSize(utf8Length(op.remove as string))
+}
+const headerSize = (h: PbHeader): number => fieldSize(utf8Length(h.name as string)) + fieldSize(utf8Length(h.value as string))
+const plainOps = (ops: ReadonlyArray<PbHeaderOp> | undefined): boolean => {
+  if (ops === undefined) return true
+  for (const op of ops) {
+    // exactly one member of the oneof, of the types pbOps makes
+    if ((op.set != null ? 1 : 0) + (op.add != null ? 1 : 0) + (op.remove != null ? 1 : 0) !== 1) return false
+    const h = op.set ?? op.add
+    if (h != null ? !isStr(h.name) || !isStr(h.value) : !isStr(op.remove)) return false
+  }
+  return true
+}
+const strings = (xs: ReadonlyArray<string> | undefined): boolean => xs === undefined || xs.every(isStr)
+
+/**
+ * The AgentToProxy bytes of an allow answer as `pbAgentResponseOf` makes it (header ops, audit
+ * tags, ids, reason codes and custom strings), the bytes protobufjs writes for it (property
+ * test); undefined for anything else (a block, a redirect, a challenge, a confidence), which
+ * protobufjs encodes.
+ */
+export const encodeAllowAnswer = (r: PbAgentResponse): Buffer | undefined => {
+  if (r.allow == null || r.block != null || r.redirect != null || r.challenge != null || r.processing_time_ms != null) return undefined
+  if (!isStr(r.correlation_id) || !plainOps(r.request_headers) || !plainOps(r.response_headers)) return undefined
+  const a = r.audit
+  if (a != null && (a.confidence != null || !strings(a.tags) || !strings(a.rule_ids) || !strings(a.reason_codes))) return undefined
+  const custom = a?.custom
+  if (custom != null) for (const k in custom) if (!isStr(custom[k])) return undefined
+  const list = (xs: ReadonlyArray<string> | undefined) => {
+    let n = 0
+    for (const x of xs ?? []) n += fieldSize(utf8Length(x))
+    return n
+  }
+  let opsSize = 0
+  for (const op of r.request_headers ?? []) opsSize += fieldSize(opSize(op))
+  for (const op of r.response_headers ?? []) opsSize += fieldSize(opSize(op))
+  let auditSize = 0
+  if (a != null) {
+    auditSize = list(a.tags) + list(a.rule_ids) + list(a.reason_codes)
+    for (const k in custom) auditSize += fieldSize(fieldSize(utf8Length(k)) + fieldSize(utf8Length(custom[k])))
+  }
+  const bCid = utf8Length(r.correlation_id)
+  const size = fieldSize(bCid) + 2 + opsSize + (a != null ? fieldSize(auditSize) : 0) + (r.needs_more != null ? 2 : 0)
+  const o = new Out(Buffer.allocUnsafe(fieldSize(size)))
+  o.byte(0x12) // AgentToProxy.response
+  o.varint(size)
+  o.str(0x0a, r.correlation_id, bCid)
+  o.byte(0x12) // allow {}
+  o.byte(0)
+  const ops = (tag: number, xs: ReadonlyArray<PbHeaderOp> | undefined) => {
+    for (const op of xs ?? []) {
+      o.byte(tag)
+      o.varint(opSize(op))
+      const h = op.set ?? op.add
+      if (h == null) {
+        o.str(0x1a, op.remove as string, utf8Length(op.remove as string))
+        continue
+      }
+      o.byte(op.set != null ? 0x0a : 0x12)
+      o.varint(headerSize(h))
+      o.str(0x0a, h.name as string, utf8Length(h.name as string))
+      o.str(0x12, h.value as string, utf8Length(h.value as string))
+    }
+  }
+  ops(0x52, r.request_headers) // 10
+  ops(0x5a, r.response_headers) // 11
+  if (a != null) {
+    o.byte(0x62) // 12 audit
+    o.varint(auditSize)
+    for (const x of a.tags ?? []) o.str(0x0a, x, utf8Length(x))
+    for (const x of a.rule_ids ?? []) o.str(0x12, x, utf8Length(x))
+    for (const x of a.reason_codes ?? []) o.str(0x22, x, utf8Length(x))
+    for (const k in custom) {
+      const v = custom[k]
+      o.byte(0x2a)
+      o.varint(fieldSize(utf8Length(k)) + fieldSize(utf8Length(v)))
+      o.str(0x0a, k, utf8Length(k))
+      o.str(0x12, v, utf8Length(v))
+    }
+  }
+  if (r.needs_more != null) {
+    o.byte(0x70) // 14
+    o.byte(r.needs_more ? 1 : 0)
   }
   return o.pos === o.buf.length ? o.buf : undefined
 }

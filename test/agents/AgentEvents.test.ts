@@ -1,9 +1,17 @@
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { isoTimestamp, requestHeadersEvent } from "../../src/agents/AgentEvents.js"
-import { proxyEventOf, proxyToAgentOf } from "../../src/agents/GrpcMapping.js"
-import { decodeProxyToAgent, encodeProxyToAgent, type ProxyToAgent } from "../../src/agents/GrpcProto.js"
-import { encodeRequestHeadersMessage } from "../../src/agents/GrpcWire.js"
+import { pbAgentResponseOf, proxyEventOf, proxyToAgentOf } from "../../src/agents/GrpcMapping.js"
+import {
+  decodeAgentToProxy,
+  decodeProxyToAgent,
+  encodeAgentToProxy,
+  encodeProxyToAgent,
+  type PbAgentResponse,
+  type ProxyToAgent
+} from "../../src/agents/GrpcProto.js"
+import { encodeAllowAnswer, encodeRequestHeadersMessage } from "../../src/agents/GrpcWire.js"
+import { allow, block } from "../../src/agents/sdk/Decision.js"
 import { MessageType, type RequestHeadersEvent } from "../../src/agents/Protocol.js"
 
 /** Epoch ms from 1970 to 2100, often repeated (the cache's case) and often not. */
@@ -97,5 +105,55 @@ describe("GrpcWire: the RequestHeaders message encoded by hand", () => {
     expect(encodeRequestHeadersMessage(odd({ client_port: -1 }))).toBeUndefined()
     expect(encodeRequestHeadersMessage(odd({ route_id: 7 }))).toBeUndefined()
     expect(encodeRequestHeadersMessage({ ...e, headers: { a: "b" } } as unknown as RequestHeadersEvent)).toBeUndefined()
+  })
+})
+
+describe("GrpcWire: the SDK's allow answer encoded by hand", () => {
+  const text = fc.oneof(fc.string({ maxLength: 30 }), fc.fullUnicodeString({ maxLength: 10 }), fc.string({ minLength: 100, maxLength: 200 }))
+  const header = fc.record({ name: text, value: text })
+  const op = fc.oneof(header.map((set) => ({ set })), header.map((add) => ({ add })), text.map((remove) => ({ remove })))
+  const answer = fc.record({
+    correlation_id: text,
+    allow: fc.constant({}),
+    request_headers: fc.array(op, { maxLength: 4 }),
+    response_headers: fc.array(op, { maxLength: 3 }),
+    audit: fc.option(fc.record({
+      tags: fc.array(text, { maxLength: 3 }),
+      rule_ids: fc.array(text, { maxLength: 3 }),
+      reason_codes: fc.array(text, { maxLength: 3 }),
+      custom: fc.dictionary(text, text, { maxKeys: 4 })
+    }), { nil: undefined }),
+    needs_more: fc.boolean()
+  }) as fc.Arbitrary<PbAgentResponse>
+
+  it("writes the bytes protobufjs writes for the same answer", () => {
+    fc.assert(
+      fc.property(answer, (r) => {
+        const mine = encodeAllowAnswer(r)
+        expect(mine).toBeDefined()
+        expect(mine!.equals(encodeAgentToProxy({ response: r }))).toBe(true)
+      }),
+      { numRuns: 1000 }
+    )
+  })
+
+  it("leaves every other answer to protobufjs", () => {
+    const base: PbAgentResponse = { correlation_id: "c", allow: {}, request_headers: [], response_headers: [], needs_more: false }
+    expect(encodeAllowAnswer(base)).toBeDefined()
+    for (const r of [
+      { ...base, allow: undefined, block: { status: 403 } },
+      { ...base, allow: undefined, redirect: { url: "/x", status: 302 } },
+      { ...base, audit: { tags: [], confidence: 0.5 } },
+      { ...base, request_headers: [{ set: { name: "a", value: "b" }, remove: "c" }] },
+      { ...base, request_headers: [{}] }
+    ]) expect(encodeAllowAnswer(r as PbAgentResponse)).toBeUndefined()
+  })
+
+  it("SDK answers of every decision reach a proxy-side decoder as the same answer (hand or protobufjs)", () => {
+    for (const d of [allow().setRequestHeader("x-a", "1").withAudit({ tags: ["t"], custom: { k: "v" } }), block(451, { body: "no" }), allow().withAudit({ confidence: 0.25 })]) {
+      const r = pbAgentResponseOf(d.toWire("cid"), "cid")
+      const bytes = encodeAllowAnswer(r) ?? encodeAgentToProxy({ response: r })
+      expect(decodeAgentToProxy(bytes).response).toEqual(decodeAgentToProxy(encodeAgentToProxy({ response: r })).response)
+    }
   })
 })

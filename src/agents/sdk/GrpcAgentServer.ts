@@ -30,6 +30,7 @@ import * as Runtime from "effect/Runtime"
 import type * as Fiber from "effect/Fiber"
 import type * as Scope from "effect/Scope"
 import { pbAgentResponseOf, proxyEventOf } from "../GrpcMapping.js"
+import { encodeAllowAnswer } from "../GrpcWire.js"
 import {
   type AgentToProxy,
   GRPC_MAX_MESSAGE_BYTES,
@@ -128,7 +129,7 @@ class StreamHandler {
       ended: (answer) => {
         this.count--
         // undefined: interrupted (Cancel, or the stream went away): nobody waits for an answer
-        if (answer !== undefined) this.send({ response: answer })
+        if (answer !== undefined) this.answer(answer)
         if (!this.ended) this.flow()
         hub.handlerDone()
       }
@@ -147,6 +148,17 @@ class StreamHandler {
     if (this.ended) return
     try {
       this.call.write(m)
+    } catch (e) {
+      this.log(`cannot write to the proxy: ${String(e)}`)
+    }
+  }
+
+  /** An answer: an allow encoded by hand (GrpcWire.ts; the service passes bytes through), anything else by protobufjs. */
+  private answer(r: PbAgentResponse): void {
+    if (this.ended) return
+    const bytes = encodeAllowAnswer(r)
+    try {
+      this.call.write((bytes ?? { response: r }) as AgentToProxy)
     } catch (e) {
       this.log(`cannot write to the proxy: ${String(e)}`)
     }
@@ -280,8 +292,8 @@ class StreamHandler {
   private onEvent(ev: ProxyEvent): void {
     const cid = ev.event.correlation_id ?? ""
     const handler = handlerFor(this.hub.options.handlers, ev)
-    if (handler === undefined) return this.send({ response: pbAgentResponseOf(allow().toWire(cid), cid) })
-    runHandler(this.handlers, ev.type, cid, handler, (answer) => this.send({ response: answer }))
+    if (handler === undefined) return this.answer(pbAgentResponseOf(allow().toWire(cid), cid))
+    runHandler(this.handlers, ev.type, cid, handler, (answer) => this.answer(answer))
   }
 
   startDrain(): void {
@@ -315,6 +327,15 @@ class StreamHandler {
     }
     this.finish()
   }
+}
+
+/** The service with answers that are already bytes (`encodeAllowAnswer`) written as they are. */
+const passingBytes = (def: ReturnType<typeof serviceDefinition>): grpc.ServiceDefinition => {
+  const out: Record<string, unknown> = {}
+  for (const [name, m] of Object.entries(def)) {
+    out[name] = { ...m, responseSerialize: (x: object) => (Buffer.isBuffer(x) ? x : m.responseSerialize(x)) }
+  }
+  return out as grpc.ServiceDefinition
 }
 
 const serverCredentials = (tls: GrpcServeTls | undefined): grpc.ServerCredentials => {
@@ -354,7 +375,7 @@ export const serveGrpcAgent = <R = never>(
         hub.streams.add(new StreamHandler(hub, call))
       }
     }
-    for (const pkg of options.packages ?? GRPC_PACKAGES) server.addService(serviceDefinition(pkg) as grpc.ServiceDefinition, impl)
+    for (const pkg of options.packages ?? GRPC_PACKAGES) server.addService(passingBytes(serviceDefinition(pkg)), impl)
     const port = yield* Effect.acquireRelease(
       Effect.async<number, AgentGrpcUnavailable>((resume) => {
         let creds: grpc.ServerCredentials

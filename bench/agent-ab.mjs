@@ -3,7 +3,7 @@
 // Sentinel without agents, interleaved in one run.
 //
 //   npm run build && node bench/agent-ab.mjs [--rounds 5] [--duration 5] [--conns 50] \
-//     [name=package-root ...]
+//     [--grpc] [name=package-root ...]
 //
 // A variant is `name=/path/to/root` where root holds that build's package.json, dist/ and
 // node_modules (e.g. a copy of this checkout at another commit, `npm run build` done there);
@@ -11,7 +11,8 @@
 // CPU 1, with wrk and nginx) start once and stay up (JIT warm); wrk then loads each in turn,
 // round after round, beside the proxy without agents (`none`, this checkout's dist/). Reported
 // per variant: medians of req/s as a ratio to `none` in the same round, p99 as a ratio, and
-// CPU µs per request of the proxy and of the agent process (/proc user + system).
+// CPU µs per request of the proxy and of the agent process (/proc user + system). --grpc: each
+// variant's echo agent serves gRPC on loopback instead, and its proxy calls it there.
 import { execFileSync } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { join, dirname, resolve } from "node:path"
@@ -28,7 +29,8 @@ const { values: opt, positionals } = parseArgs({
     duration: { type: "string", default: "5" },
     warmup: { type: "string", default: "3" },
     conns: { type: "string", default: "50" },
-    path: { type: "string", default: "/small" }
+    path: { type: "string", default: "/small" },
+    grpc: { type: "boolean", default: false }
   }
 })
 for (const tool of ["wrk", "taskset"]) {
@@ -52,8 +54,11 @@ let port = 18690
 for (const v of variants) {
   v.port = port++
   const sock = join(work, `${v.name}.sock`)
-  if (v.agent) v.agentChild = start(pin(1, [process.execPath, join(v.dir, "dist/agents-bin/echo/main.js"), "--socket", sock]))
-  const cfg = sentinelConfig(work, v.name, { port: v.port, upstreamPort: UPSTREAM_PORT, ...(v.agent ? { agentSocket: sock, agentFailureMode: "closed" } : {}) })
+  const grpcPort = v.port + 100
+  const listen = opt.grpc ? ["--grpc", `127.0.0.1:${grpcPort}`] : ["--socket", sock]
+  if (v.agent) v.agentChild = start(pin(1, [process.execPath, join(v.dir, "dist/agents-bin/echo/main.js"), ...listen]))
+  const to = opt.grpc ? { agentGrpc: `http://127.0.0.1:${grpcPort}` } : { agentSocket: sock }
+  const cfg = sentinelConfig(work, v.name, { port: v.port, upstreamPort: UPSTREAM_PORT, ...(v.agent ? { ...to, agentFailureMode: "closed" } : {}) })
   v.child = start(pin(0, [process.execPath, ...PROXY_V8_FLAGS, join(v.dir, "dist/main.js"), "run", "-c", cfg]), { SENTINEL_NO_RESPAWN: "1" })
 }
 for (const v of variants) await waitReady(v.port, opt.path)
@@ -87,7 +92,7 @@ for (let r = 0; r < Number(opt.rounds); r++) {
 }
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")
-console.log(`${opt.rounds} interleaved rounds of ${opt.duration} s (wrk -c${opt.conns} ${opt.path}); load average at the end ${load}; medians`)
+console.log(`${opt.rounds} interleaved rounds of ${opt.duration} s (wrk -c${opt.conns} ${opt.path}, agent over ${opt.grpc ? "gRPC" : "its Unix socket"}); load average at the end ${load}; medians`)
 console.log("| variant | req/s | ratio to none | p99 ms | p99 ratio | proxy µs/req | agent µs/req | non-2xx |")
 console.log("|---|---|---|---|---|---|---|---|")
 for (const v of variants) {

@@ -3,10 +3,14 @@
 // each with V8's sampling profiler, the samples attributed to the parts of the pipeline.
 //
 //   npm run build && node bench/profile.mjs [--requests 100000] [--path /small] [--conns 50] [--config FILE]
-//     [--top N] [--json FILE] [--h2] [--dist DIR]
+//     [--top N] [--json FILE] [--h2] [--agent uds|grpc] [--dist DIR]
 // --top: also list the N functions with the most self time. --files: Sentinel's parts by file. --h2: HTTP/2 over TLS (h2load -c10
-// -m10) against a TLS listener, and bench/tls-ceiling.mjs as the ceiling. --dist: profile the build in DIR (a dist/
-// built from another commit, with node_modules beside it) instead of ./dist.
+// -m10) against a TLS listener, and bench/tls-ceiling.mjs as the ceiling. --agent: the route with
+// the `echo` agent over its Unix socket (uds) or gRPC, against the same route without agents
+// (instead of the ceiling), and the agent process profiled too (pinned to CPU 1, its CPU time
+// divided by the same request count): the agent round trip's cost by part, on both sides.
+// --dist: profile the build in DIR (a dist/ built from another commit, with node_modules beside
+// it) instead of ./dist.
 //
 // Each process runs pinned to CPU 0 with --cpu-prof (the proxy's own V8 flags), is warmed up,
 // then h2load (CPU 1) sends it a fixed number of requests; it is stopped with SIGTERM (so the
@@ -38,6 +42,7 @@ const { values: opt } = parseArgs({
     top: { type: "string", default: "0" },
     h2: { type: "boolean", default: false },
     files: { type: "boolean", default: false },
+    agent: { type: "string" },
     dist: { type: "string", default: join(root, "dist") }
   }
 })
@@ -126,18 +131,15 @@ const attribute = (profile, fromUs) => {
   return { groups, fns }
 }
 
-const runOne = async (name, argv, env, port) => {
+/** Starts `argv` on `cpu` with --cpu-prof into a fresh directory. */
+const startProfiled = (name, cpu, argv, env) => {
   const dir = join(work, `prof-${name}`)
   mkdirSync(dir, { recursive: true })
-  const child = start(["taskset", "-c", "0", process.execPath, "--cpu-prof", `--cpu-prof-dir=${dir}`, ...argv], env)
-  await ready(port)
-  load(port, 20000) // warm-up: JIT, pools
-  const N = Number(opt.requests)
-  // profile clock = monotonic µs; hrtime is the same clock
-  const fromUs = Number(process.hrtime.bigint() / 1000n)
-  const c0 = cpuUs(child.pid)
-  load(port, N)
-  const cpuPerReq = (cpuUs(child.pid) - c0) / N
+  const child = start(["taskset", "-c", String(cpu), process.execPath, "--cpu-prof", `--cpu-prof-dir=${dir}`, ...argv], env)
+  return { name, dir, child }
+}
+/** Stops a profiled process (SIGTERM, so the profile is written) and attributes its samples after `fromUs`. */
+const collect = async ({ name, dir, child }, fromUs, cpuPerReq) => {
   const exited = new Promise((r) => child.once("exit", r))
   child.kill("SIGTERM")
   await exited
@@ -147,21 +149,51 @@ const runOne = async (name, argv, env, port) => {
   return { name, cpuPerReq, groups, fns }
 }
 
+const runOne = async (name, argv, env, port, agent) => {
+  const p = startProfiled(name, 0, argv, env)
+  const child = p.child
+  await ready(port)
+  load(port, 20000) // warm-up: JIT, pools
+  const N = Number(opt.requests)
+  // profile clock = monotonic µs; hrtime is the same clock
+  const fromUs = Number(process.hrtime.bigint() / 1000n)
+  const c0 = cpuUs(child.pid)
+  const a0 = agent ? cpuUs(agent.child.pid) : 0
+  load(port, N)
+  const cpuPerReq = (cpuUs(child.pid) - c0) / N
+  const agentCpuPerReq = agent ? (cpuUs(agent.child.pid) - a0) / N : 0
+  const out = [await collect(p, fromUs, cpuPerReq)]
+  if (agent) out.push(await collect(agent, fromUs, agentCpuPerReq))
+  return out
+}
+
 const results = []
 const sentinelPort = 18690
-const config = opt.config ?? sentinelConfig(work, "profile", {
-  port: sentinelPort, upstreamPort: UPSTREAM_PORT, accessLog: true, ...(opt.h2 ? { tls: { certFile, keyFile, sessionResumption: true } } : {})
-})
-results.push(await runOne("sentinel", [...PROXY_V8_FLAGS, join(opt.dist, "main.js"), "run", "-c", config], { SENTINEL_NO_RESPAWN: "1" }, sentinelPort))
-const ceilingPort = 18691
-results.push(
-  await runOne(
+const tls = opt.h2 ? { tls: { certFile, keyFile, sessionResumption: true } } : {}
+const config = opt.config ?? sentinelConfig(work, "profile", { port: sentinelPort, upstreamPort: UPSTREAM_PORT, accessLog: true, ...tls })
+results.push(...(await runOne("sentinel", [...PROXY_V8_FLAGS, join(opt.dist, "main.js"), "run", "-c", config], { SENTINEL_NO_RESPAWN: "1" }, sentinelPort)))
+if (opt.agent !== undefined) {
+  if (opt.agent !== "uds" && opt.agent !== "grpc") throw new Error("--agent is uds or grpc")
+  const port = 18692
+  const sock = join(work, "echo.sock")
+  const grpcPort = 18693
+  const agent = startProfiled("echo-agent", 1, [
+    join(root, "dist/agents-bin/echo/main.js"), ...(opt.agent === "uds" ? ["--socket", sock] : ["--grpc", `127.0.0.1:${grpcPort}`])
+  ], {})
+  const cfg = sentinelConfig(work, "profile-agent", {
+    port, upstreamPort: UPSTREAM_PORT, accessLog: true, agentFailureMode: "closed", ...tls,
+    ...(opt.agent === "uds" ? { agentSocket: sock } : { agentGrpc: `http://127.0.0.1:${grpcPort}` })
+  })
+  results.push(...(await runOne(`sentinel+echo-${opt.agent}`, [...PROXY_V8_FLAGS, join(opt.dist, "main.js"), "run", "-c", cfg], { SENTINEL_NO_RESPAWN: "1" }, port, agent)))
+} else {
+  const ceilingPort = 18691
+  results.push(...(await runOne(
     "ceiling",
     ["--max-semi-space-size=64", join(root, opt.h2 ? "bench/tls-ceiling.mjs" : "bench/ceiling.mjs")],
     { PORT: String(ceilingPort), UPSTREAM_URL: `http://127.0.0.1:${UPSTREAM_PORT}`, CERT: certFile, KEY: keyFile, RESUME: "1" },
     ceilingPort
-  )
-)
+  )))
+}
 
 console.log(`CPU µs per request by part, ${opt.requests} requests to ${opt.path} (${opt.h2 ? "HTTP/2 over TLS, h2load -c10 -m10" : `h2load --h1 -c${opt.conns}`}); upstream: ${upstreamKind}`)
 const names = [...new Set(results.flatMap((r) => [...r.groups.keys()]))]

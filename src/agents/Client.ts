@@ -16,7 +16,6 @@
  * The hot path is `start` (plain callbacks); `call` wraps it in one `Effect.async`.
  */
 import * as net from "node:net"
-import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
@@ -37,114 +36,23 @@ import {
   PROTOCOL_VERSION
 } from "./Protocol.js"
 
-// ---------------------------------------------------------------------------
-// Errors
+import {
+  type AgentCallError,
+  AgentRejected,
+  AgentUnavailable,
+  callOf,
+  type CancelCall,
+  type Done,
+  failPending,
+  PendingCalls,
+  pickChannel,
+  PickMiss,
+  pickMissError,
+  reconnectDelayMs,
+  settleCall,
+  trackCall
+} from "./Channels.js"
 
-/** The agent did not answer within the call's deadline. */
-export class AgentTimeout extends Data.TaggedError("AgentTimeout")<{
-  readonly agent: string
-  readonly timeoutMs: number
-  readonly correlationId: string
-}> {}
-
-/** No usable connection to the agent (not connected yet, lost, paused, pool closed). */
-export class AgentUnavailable extends Data.TaggedError("AgentUnavailable")<{
-  readonly agent: string
-  readonly reason: "not-connected" | "connection-lost" | "flow-paused" | "closed" | "duplicate-correlation-id"
-  readonly message: string
-}> {}
-
-/** The agent refused the handshake (`success:false` or an unsupported version). */
-export class AgentRejected extends Data.TaggedError("AgentRejected")<{
-  readonly agent: string
-  readonly message: string
-}> {}
-
-export type AgentCallError = AgentTimeout | AgentUnavailable | AgentRejected | AgentProtocolError
-
-/** Delay before reconnecting a slot, ms: exponential from `baseMs` up to `maxMs`, with jitter in [delay/2, delay] so a restarted agent is not hit by every slot at once. */
-export const reconnectDelayMs = (baseMs: number, maxMs: number, attempt: number): number => {
-  const delay = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 20))
-  return Math.max(1, Math.round(delay / 2 + (Math.random() * delay) / 2))
-}
-
-/** What a transport's channel (a socket connection, a gRPC stream) shows for picking one. */
-export interface PickableChannel {
-  readonly state: string
-  readonly paused: boolean
-  readonly health: number
-  readonly pending: { readonly size: number; has(id: string): boolean }
-}
-
-/** No channel could take the call; what the search saw, for the error. */
-export class PickMiss {
-  constructor(
-    readonly sawReady: boolean,
-    readonly sawPaused: boolean,
-    readonly sawDuplicate: boolean
-  ) {}
-}
-
-const isHealthy = (c: PickableChannel) => c.health === HealthState.Healthy || c.health === HealthState.Degraded
-
-/**
- * The channel a call goes on, among `channelAt(0..n-1)` from `start` on (round robin): a ready,
- * unpaused one that does not already carry `correlationId`, a healthy (or degraded) one before an
- * unhealthy one, then the least busy.
- */
-export const pickChannel = <C extends PickableChannel>(
-  n: number,
-  channelAt: (i: number) => C | undefined,
-  start: number,
-  correlationId: string
-): C | PickMiss => {
-  let best: C | undefined
-  let sawReady = false
-  let sawPaused = false
-  let sawDuplicate = false
-  for (let i = 0; i < n; i++) {
-    const c = channelAt((start + i) % n)
-    if (c === undefined || c.state !== "ready") continue
-    sawReady = true
-    if (c.paused) {
-      sawPaused = true
-      continue
-    }
-    if (c.pending.has(correlationId)) {
-      sawDuplicate = true
-      continue
-    }
-    const healthy = isHealthy(c)
-    const bestHealthy = best !== undefined && isHealthy(best)
-    if (best === undefined || (healthy && !bestHealthy) || (healthy === bestHealthy && c.pending.size < best.pending.size)) best = c
-  }
-  return best ?? new PickMiss(sawReady, sawPaused, sawDuplicate)
-}
-
-/** The call's error when no channel took it. */
-export const pickMissError = (
-  miss: PickMiss,
-  correlationId: string,
-  pool: {
-    readonly agent: string
-    readonly closed: boolean
-    readonly lastRejection: AgentRejected | undefined
-    /** "no connection to PATH", "no gRPC stream to ADDRESS", with the last error. */
-    readonly notConnected: string
-  }
-): AgentCallError => {
-  if (pool.closed) return new AgentUnavailable({ agent: pool.agent, reason: "closed", message: "agent pool closed" })
-  if (miss.sawDuplicate) {
-    return new AgentUnavailable({
-      agent: pool.agent,
-      reason: "duplicate-correlation-id",
-      message: `a call with correlation id ${correlationId} is already pending`
-    })
-  }
-  if (miss.sawPaused) return new AgentUnavailable({ agent: pool.agent, reason: "flow-paused", message: "agent paused the flow" })
-  if (!miss.sawReady && pool.lastRejection) return pool.lastRejection
-  return new AgentUnavailable({ agent: pool.agent, reason: "not-connected", message: pool.notConnected })
-}
 
 // ---------------------------------------------------------------------------
 // Configuration
@@ -189,7 +97,6 @@ export type ClientEvent =
   | { readonly _tag: "Unmatched"; readonly agent: string; readonly correlationId: string | undefined }
 
 /** A call in progress; `cancel` sends Cancel (0x40) and drops the call (no `done`). */
-export type CancelCall = (reason?: CancelReason) => void
 
 export interface AgentClientStatus {
   readonly ready: number
@@ -228,60 +135,12 @@ export interface AgentClient {
 // ---------------------------------------------------------------------------
 // Implementation
 
-type Done = (result: Either.Either<AgentResponse, AgentCallError>) => void
-
-interface PendingCall {
-  readonly correlationId: string
-  readonly conn: Connection
-  timer: ReturnType<typeof setTimeout> | undefined
-  settled: boolean
-  readonly done: Done
-}
-
 interface Slot {
   conn: Connection | undefined
   retryTimer: ReturnType<typeof setTimeout> | undefined
   attempt: number
 }
 
-/**
- * The calls waiting for an answer on one connection, by correlation id: one entry added and
- * removed per call. A null-prototype object, not a `Map`: measured on node 20 (V8 11.3), a
- * `Map` with that churn kept the removed calls reachable for the young-generation GC, so
- * every request's objects were copied and promoted (scavenges of 15-45 ms, +7 MB old space
- * each at 6k req/s); with this table, 0.3 MB survives a scavenge.
- * Used by both transports (GrpcTransport.ts keeps its streams' calls in it too).
- */
-export class PendingCalls<P = PendingCall> {
-  private table: Record<string, P> = Object.create(null) as Record<string, P>
-  private count = 0
-
-  get size(): number {
-    return this.count
-  }
-  get(id: string): P | undefined {
-    return this.table[id]
-  }
-  has(id: string): boolean {
-    return this.table[id] !== undefined
-  }
-  set(id: string, call: P): void {
-    if (this.table[id] === undefined) this.count++
-    this.table[id] = call
-  }
-  delete(id: string): void {
-    if (this.table[id] === undefined) return
-    this.count--
-    delete this.table[id]
-  }
-  values(): Array<P> {
-    return Object.values(this.table)
-  }
-  clear(): void {
-    this.table = Object.create(null) as Record<string, P>
-    this.count = 0
-  }
-}
 
 class Connection {
   state: "connecting" | "ready" | "closed" = "connecting"
@@ -509,7 +368,7 @@ class Pool implements AgentClient {
       this.emit({ _tag: "Unmatched", agent: this.id, correlationId })
       return
     }
-    this.settle(call)
+    settleCall(call)
     const decoded = decodeAgentResponse(payload)
     call.done(
       Either.isRight(decoded)
@@ -530,21 +389,7 @@ class Pool implements AgentClient {
     conn.discard()
     conn.socket.destroy()
     this.lastError = reason
-    const calls = conn.pending.values()
-    conn.pending.clear()
-    for (const call of calls) {
-      this.settle(call)
-      call.done(
-        Either.left(
-          protocolError ??
-            new AgentUnavailable({
-              agent: this.id,
-              reason: this.closed ? "closed" : "connection-lost",
-              message: reason
-            })
-        )
-      )
-    }
+    failPending(conn.pending, protocolError ?? new AgentUnavailable({ agent: this.id, reason: this.closed ? "closed" : "connection-lost", message: reason }))
     if (slot.conn === conn) slot.conn = undefined
     if (this.closed) return
     if (wasReady) this.emit({ _tag: "Disconnected", agent: this.id, reason })
@@ -555,13 +400,6 @@ class Pool implements AgentClient {
   }
 
   // -- calls ----------------------------------------------------------------
-
-  private settle(call: PendingCall): void {
-    call.settled = true
-    if (call.timer) clearTimeout(call.timer)
-    call.timer = undefined
-    if (call.conn.pending.get(call.correlationId) === call) call.conn.pending.delete(call.correlationId)
-  }
 
   private readonly connAt = (i: number): Connection | undefined => this.slots[i].conn
 
@@ -596,38 +434,16 @@ class Pool implements AgentClient {
       return noop
     }
     const conn = picked
-    const call: PendingCall = { correlationId, conn, timer: undefined, settled: false, done }
-    conn.pending.set(correlationId, call)
-    call.timer = setTimeout(() => {
-      call.timer = undefined
-      if (call.settled) return
-      this.settle(call)
-      conn.sendCancel(correlationId, CancelReason.Timeout)
-      done(Either.left(new AgentTimeout({ agent: this.id, timeoutMs, correlationId })))
-    }, timeoutMs)
+    const cancel = trackCall(this.id, conn, correlationId, timeoutMs, done, (reason) => conn.sendCancel(correlationId, reason))
     if (!conn.send(frame, this.maxWriteBufferBytes)) {
       const slot = this.slots.find((sl) => sl.conn === conn)
       // fails this call and every other one on the connection
       if (slot) this.drop(slot, conn, `agent left more than ${this.maxWriteBufferBytes} bytes unread`, undefined)
     }
-    return (reason: CancelReason = CancelReason.ClientDisconnect) => {
-      if (call.settled) return
-      this.settle(call)
-      conn.sendCancel(correlationId, reason)
-    }
+    return cancel
   }
 
-  readonly call = (
-    type: MessageType,
-    event: { readonly correlation_id: string },
-    timeoutMs: number
-  ): Effect.Effect<AgentResponse, AgentCallError> =>
-    Effect.async<AgentResponse, AgentCallError>((resume) => {
-      const cancel = this.start(type, event, timeoutMs, (result) =>
-        resume(Either.isRight(result) ? Effect.succeed(result.right) : Effect.fail(result.left))
-      )
-      return Effect.sync(() => cancel(CancelReason.ClientDisconnect))
-    })
+  readonly call = callOf(this.start)
 
   readonly status = (): AgentClientStatus => {
     let ready = 0

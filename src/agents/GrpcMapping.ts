@@ -12,6 +12,8 @@
  * SDK; the proxy refuses configurations that depend on them.
  */
 import * as Either from "effect/Either"
+import { isoTimestamp } from "./AgentEvents.js"
+import { timestampMs } from "./GrpcWire.js"
 import {
   type AgentResponse,
   AgentProtocolError,
@@ -24,7 +26,15 @@ import {
   type ProxyEvent,
   type RequestHeadersEvent
 } from "./Protocol.js"
-import type { PbAgentResponse, PbBodyChunkEvent, PbHeader, PbHeaderOp, PbRequestHeadersEvent, ProxyToAgent } from "./GrpcProto.js"
+import type {
+  PbAgentResponse,
+  PbBodyChunkEvent,
+  PbHeader,
+  PbHeaderOp,
+  PbRequestHeadersEvent,
+  PbRequestMetadata,
+  ProxyToAgent
+} from "./GrpcProto.js"
 
 // ---------------------------------------------------------------------------
 // Proxy side: events out
@@ -41,32 +51,23 @@ const headersOf = (map: HeaderMap): Array<PbHeader> => {
 const present = <K extends string>(key: K, v: string | null | undefined): { [P in K]?: string } =>
   (v === null || v === undefined ? {} : { [key]: v }) as { [P in K]?: string }
 
-const ms = (rfc3339: string): number => {
-  const t = Date.parse(rfc3339)
-  return Number.isFinite(t) ? t : Date.now()
-}
-
 const requestHeaders = (e: RequestHeadersEvent): PbRequestHeadersEvent => {
   const m = e.metadata
-  return {
-    metadata: {
-      correlation_id: m.correlation_id,
-      request_id: m.request_id,
-      client_ip: m.client_ip,
-      client_port: m.client_port,
-      ...present("server_name", m.server_name),
-      protocol: m.protocol,
-      ...present("tls_version", m.tls_version),
-      ...present("route_id", m.route_id),
-      ...present("upstream_id", m.upstream_id),
-      timestamp_ms: ms(m.timestamp),
-      ...present("traceparent", m.traceparent)
-    },
-    method: e.method,
-    uri: e.uri,
-    http_version: m.protocol,
-    headers: headersOf(e.headers)
+  // optional fields assigned when present (no spread of a computed-key object per field: hot path)
+  const metadata: { -readonly [K in keyof PbRequestMetadata]: PbRequestMetadata[K] } = {
+    correlation_id: m.correlation_id,
+    request_id: m.request_id,
+    client_ip: m.client_ip,
+    client_port: m.client_port,
+    protocol: m.protocol,
+    timestamp_ms: timestampMs(m.timestamp)
   }
+  if (m.server_name != null) metadata.server_name = m.server_name
+  if (m.tls_version != null) metadata.tls_version = m.tls_version
+  if (m.route_id != null) metadata.route_id = m.route_id
+  if (m.upstream_id != null) metadata.upstream_id = m.upstream_id
+  if (m.traceparent != null) metadata.traceparent = m.traceparent
+  return { metadata, method: e.method, uri: e.uri, http_version: m.protocol, headers: headersOf(e.headers) }
 }
 
 /** An event as the proxy builds it (UDS JSON) -> a ProxyToAgent; an error for what gRPC cannot carry. */
@@ -183,11 +184,22 @@ export const agentResponseOf = (pb: PbAgentResponse): Either.Either<AgentRespons
 // ---------------------------------------------------------------------------
 // Agent side (SDK): events in
 
+/**
+ * `{ lower-case name: [values] }` as JSON.parse makes it from a Unix-socket event: own
+ * properties only, so a header named `constructor` or `__proto__` (any client can send one) is
+ * a header like another, never a lookup into Object.prototype (which threw, and the agent
+ * with it).
+ */
 const headerMapOf = (headers: ReadonlyArray<PbHeader> | undefined): HeaderMap => {
   const out: Record<string, Array<string>> = {}
-  for (const h of headers ?? []) {
+  if (headers === undefined) return out
+  for (let i = 0; i < headers.length; i++) {
+    const h = headers[i]
     const name = (h.name ?? "").toLowerCase()
-    ;(out[name] ??= []).push(h.value ?? "")
+    const value = h.value ?? ""
+    if (Object.hasOwn(out, name)) out[name].push(value)
+    else if (name === "__proto__") Object.defineProperty(out, name, { value: [value], enumerable: true, writable: true, configurable: true })
+    else out[name] = [value]
   }
   return out
 }
@@ -227,7 +239,7 @@ export const proxyEventOf = (m: ProxyToAgent): ProxyEvent | undefined => {
           tls_cipher: null,
           route_id: md.route_id ?? null,
           upstream_id: md.upstream_id ?? null,
-          timestamp: new Date(md.timestamp_ms ?? Date.now()).toISOString(),
+          timestamp: isoTimestamp(md.timestamp_ms ?? Date.now()),
           traceparent: md.traceparent ?? null
         },
         method: e.method ?? "",

@@ -6,8 +6,9 @@
  * Two packages serve the same service: `zentinel.agent.v2` (Zentinel since
  * its rename, and what the proxy calls first) and `sentinel.agent.v2` (the
  * original; the proxy falls back to it when an agent answers UNIMPLEMENTED).
- * The files differ only in their `package` line, so the message codecs of
- * either work for both; only the method paths differ.
+ * Their files would differ only in their `package` line, so one is shipped
+ * (proto/zentinel_agent_v2.proto) and the other package derived from it at
+ * load time: the same message codecs, only the method paths differ.
  *
  * Loader options: field names as in the .proto (snake_case), 64-bit integers
  * as numbers, no defaults filled in on decode (absent = undefined, so proto3
@@ -30,8 +31,8 @@ export { GRPC_ENVELOPE_BYTES, GRPC_MAX_BODY_BYTES, GRPC_MAX_MESSAGE_BYTES } from
 /** proto/ of the package: ../../proto from src/agents/ (tests) and from dist/agents/ (the build). */
 export const protoDir = (): string => path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../proto")
 
-export const protoFile = (pkg: GrpcPackage): string =>
-  path.join(protoDir(), `${pkg.slice(0, pkg.indexOf("."))}_agent_v2.proto`)
+/** The one .proto file shipped: package `zentinel.agent.v2`; `sentinel.agent.v2` is derived from it (`derivePackage`). */
+export const protoFile = (): string => path.join(protoDir(), "zentinel_agent_v2.proto")
 
 export const loaderOptions: protoLoader.Options = {
   keepCase: true,
@@ -41,11 +42,39 @@ export const loaderOptions: protoLoader.Options = {
   oneofs: true
 }
 
+/**
+ * The definitions of package `from` again under package `to`: the same message types (their
+ * codecs do not depend on the package), the services' methods with their paths renamed. The
+ * two packages' files would differ in their `package` line only.
+ */
+export const derivePackage = (def: protoLoader.PackageDefinition, from: string, to: string): protoLoader.PackageDefinition => {
+  const out: protoLoader.PackageDefinition = {}
+  for (const [name, v] of Object.entries(def)) {
+    if (!name.startsWith(`${from}.`)) continue
+    const renamed = `${to}${name.slice(from.length)}`
+    if ("format" in v) {
+      out[renamed] = v // a message or enum type
+      continue
+    }
+    const service: Record<string, protoLoader.MethodDefinition<object, object>> = {}
+    for (const [method, m] of Object.entries(v as protoLoader.ServiceDefinition)) {
+      service[method] = { ...m, path: m.path.replace(`/${from}.`, `/${to}.`) }
+    }
+    out[renamed] = service
+  }
+  return out
+}
+
 let loaded: protoLoader.PackageDefinition | undefined
 
 /** Both packages' definitions (loaded once). */
-export const packageDefinition = (): protoLoader.PackageDefinition =>
-  (loaded ??= protoLoaderJs().loadSync(GRPC_PACKAGES.map(protoFile), loaderOptions))
+export const packageDefinition = (): protoLoader.PackageDefinition => {
+  if (loaded === undefined) {
+    const def = protoLoaderJs().loadSync(protoFile(), loaderOptions)
+    loaded = { ...def, ...derivePackage(def, GRPC_PACKAGES[0], GRPC_PACKAGES[1]) }
+  }
+  return loaded
+}
 
 /** `AgentServiceV2` of one package (method paths, serializers). */
 export const serviceDefinition = (pkg: GrpcPackage): protoLoader.ServiceDefinition =>
@@ -53,17 +82,18 @@ export const serviceDefinition = (pkg: GrpcPackage): protoLoader.ServiceDefiniti
 
 export const processStreamPath = (pkg: GrpcPackage): string => `/${pkg}.AgentServiceV2/ProcessStream`
 
+let processStream: protoLoader.MethodDefinition<object, object> | undefined
+/** ProcessStream's codecs (the same for both packages), looked up once: every message goes through them. */
+const codecs = (): protoLoader.MethodDefinition<object, object> =>
+  (processStream ??= serviceDefinition(DEFAULT_GRPC_PACKAGE).ProcessStream as protoLoader.MethodDefinition<object, object>)
+
 /** Encodes a ProxyToAgent (plain object) to its protobuf bytes. */
-export const encodeProxyToAgent = (m: ProxyToAgent): Buffer =>
-  serviceDefinition(DEFAULT_GRPC_PACKAGE).ProcessStream.requestSerialize(m)
+export const encodeProxyToAgent = (m: ProxyToAgent): Buffer => codecs().requestSerialize(m)
 /** Decodes protobuf bytes of a ProxyToAgent (throws on malformed input). */
-export const decodeProxyToAgent = (b: Buffer): ProxyToAgent =>
-  serviceDefinition(DEFAULT_GRPC_PACKAGE).ProcessStream.requestDeserialize(b) as ProxyToAgent
-export const encodeAgentToProxy = (m: AgentToProxy): Buffer =>
-  serviceDefinition(DEFAULT_GRPC_PACKAGE).ProcessStream.responseSerialize(m)
+export const decodeProxyToAgent = (b: Buffer): ProxyToAgent => codecs().requestDeserialize(b) as ProxyToAgent
+export const encodeAgentToProxy = (m: AgentToProxy): Buffer => codecs().responseSerialize(m)
 /** Decodes protobuf bytes of an AgentToProxy (throws on malformed input). */
-export const decodeAgentToProxy = (b: Buffer): AgentToProxy =>
-  serviceDefinition(DEFAULT_GRPC_PACKAGE).ProcessStream.responseDeserialize(b) as AgentToProxy
+export const decodeAgentToProxy = (b: Buffer): AgentToProxy => codecs().responseDeserialize(b) as AgentToProxy
 
 // ---------------------------------------------------------------------------
 // Message shapes (the subset of fields this project reads or writes; all optional on decode)

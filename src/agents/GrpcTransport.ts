@@ -31,20 +31,22 @@ import * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
 import {
   type AgentCallError,
-  type AgentClient,
-  type AgentClientStatus,
   AgentRejected,
-  AgentTimeout,
   AgentUnavailable,
+  callOf,
   type CancelCall,
-  type ClientEvent,
+  failPending,
   PendingCalls,
   pickChannel,
   PickMiss,
   pickMissError,
-  reconnectDelayMs
-} from "./Client.js"
+  reconnectDelayMs,
+  settleCall,
+  trackCall
+} from "./Channels.js"
+import type { AgentClient, AgentClientStatus, ClientEvent } from "./Client.js"
 import { agentResponseOf, proxyToAgentOf } from "./GrpcMapping.js"
+import { encodeRequestHeadersMessage } from "./GrpcWire.js"
 import {
   type AgentToProxy,
   decodeAgentToProxy,
@@ -68,7 +70,8 @@ import {
   FlowAction,
   HealthState,
   MessageType,
-  PROTOCOL_VERSION
+  PROTOCOL_VERSION,
+  type RequestHeadersEvent
 } from "./Protocol.js"
 
 /** TLS to the agent (`grpc address="https://..." { tls; ca-cert ...; client-cert ...; client-key ... }`). */
@@ -109,20 +112,12 @@ export interface GrpcClientConfig {
 
 type Done = (result: Either.Either<AgentResponse, AgentCallError>) => void
 
-interface PendingCall {
-  readonly correlationId: string
-  readonly stream: Stream
-  timer: ReturnType<typeof setTimeout> | undefined
-  settled: boolean
-  readonly done: Done
-}
-
-/** Calls waiting for an answer on one stream, by correlation id (a null-prototype table, as Client.ts). */
 type Call = Grpc.ClientDuplexStream<Buffer, AgentToProxy>
 
 class Stream {
   state: "connecting" | "ready" | "closed" = "connecting"
-  readonly pending = new PendingCalls<PendingCall>()
+  /** Calls waiting for an answer on this stream, by correlation id (Client.ts's table). */
+  readonly pending = new PendingCalls()
   paused = false
   health: number = HealthState.Healthy
   handshakeTimer: ReturnType<typeof setTimeout> | undefined
@@ -367,7 +362,7 @@ class GrpcPool implements AgentClient {
         this.emit({ _tag: "Unmatched", agent: this.id, correlationId })
         return
       }
-      this.settle(call)
+      settleCall(call)
       const decoded = agentResponseOf(m.response)
       call.done(
         Either.isRight(decoded)
@@ -409,17 +404,7 @@ class GrpcPool implements AgentClient {
     const wasReady = s.state === "ready"
     this.close1(s)
     this.lastError = reason
-    const calls = s.pending.values()
-    s.pending.clear()
-    for (const call of calls) {
-      this.settle(call)
-      call.done(
-        Either.left(
-          protocolError ??
-            new AgentUnavailable({ agent: this.id, reason: this.closed ? "closed" : "connection-lost", message: reason })
-        )
-      )
-    }
+    failPending(s.pending, protocolError ?? new AgentUnavailable({ agent: this.id, reason: this.closed ? "closed" : "connection-lost", message: reason }))
     if (slot.stream === s) slot.stream = undefined
     if (this.closed) return
     if (wasReady) this.emit({ _tag: "Disconnected", agent: this.id, reason })
@@ -430,13 +415,6 @@ class GrpcPool implements AgentClient {
   }
 
   // -- calls ------------------------------------------------------------------
-
-  private settle(call: PendingCall): void {
-    call.settled = true
-    if (call.timer) clearTimeout(call.timer)
-    call.timer = undefined
-    if (call.stream.pending.get(call.correlationId) === call) call.stream.pending.delete(call.correlationId)
-  }
 
   private readonly streamAt = (i: number): Stream | undefined => this.slots[i].stream
 
@@ -455,6 +433,21 @@ class GrpcPool implements AgentClient {
     s.send(encodeProxyToAgent({ cancel: { correlation_id: correlationId, reason, timestamp_ms: Date.now() } }))
   }
 
+  /** An event's ProxyToAgent bytes (RequestHeaders, the one of every request, encoded by hand: GrpcWire.ts). */
+  private encode(type: MessageType, event: { readonly correlation_id: string }): Buffer | AgentProtocolError {
+    if (type === MessageType.RequestHeaders) {
+      const bytes = encodeRequestHeadersMessage(event as RequestHeadersEvent)
+      if (bytes !== undefined) return bytes
+    }
+    const message = proxyToAgentOf(type, event)
+    if (message instanceof AgentProtocolError) return new AgentProtocolError({ reason: message.reason, message: message.message, agent: this.id })
+    try {
+      return encodeProxyToAgent(message as ProxyToAgent)
+    } catch (e) {
+      return new AgentProtocolError({ reason: "malformed", message: `cannot encode the event: ${String(e)}`, agent: this.id })
+    }
+  }
+
   readonly start = (
     type: MessageType,
     event: { readonly correlation_id: string },
@@ -467,16 +460,9 @@ class GrpcPool implements AgentClient {
       done(Either.left(picked))
       return noop
     }
-    const message = proxyToAgentOf(type, event)
-    if (message instanceof AgentProtocolError) {
-      done(Either.left(new AgentProtocolError({ reason: message.reason, message: message.message, agent: this.id })))
-      return noop
-    }
-    let bytes: Buffer
-    try {
-      bytes = encodeProxyToAgent(message as ProxyToAgent)
-    } catch (e) {
-      done(Either.left(new AgentProtocolError({ reason: "malformed", message: `cannot encode the event: ${String(e)}`, agent: this.id })))
+    const bytes = this.encode(type, event)
+    if (bytes instanceof AgentProtocolError) {
+      done(Either.left(bytes))
       return noop
     }
     if (bytes.length > this.maxMessageBytes) {
@@ -493,34 +479,12 @@ class GrpcPool implements AgentClient {
       return noop
     }
     const s = picked
-    const call: PendingCall = { correlationId, stream: s, timer: undefined, settled: false, done }
-    s.pending.set(correlationId, call)
-    call.timer = setTimeout(() => {
-      call.timer = undefined
-      if (call.settled) return
-      this.settle(call)
-      this.sendCancel(s, correlationId, CancelReason.Timeout)
-      done(Either.left(new AgentTimeout({ agent: this.id, timeoutMs, correlationId })))
-    }, timeoutMs)
+    const cancel = trackCall(this.id, s, correlationId, timeoutMs, done, (reason) => this.sendCancel(s, correlationId, reason))
     s.send(bytes)
-    return (reason: CancelReason = CancelReason.ClientDisconnect) => {
-      if (call.settled) return
-      this.settle(call)
-      this.sendCancel(s, correlationId, reason)
-    }
+    return cancel
   }
 
-  readonly call = (
-    type: MessageType,
-    event: { readonly correlation_id: string },
-    timeoutMs: number
-  ): Effect.Effect<AgentResponse, AgentCallError> =>
-    Effect.async<AgentResponse, AgentCallError>((resume) => {
-      const cancel = this.start(type, event, timeoutMs, (result) =>
-        resume(Either.isRight(result) ? Effect.succeed(result.right) : Effect.fail(result.left))
-      )
-      return Effect.sync(() => cancel(CancelReason.ClientDisconnect))
-    })
+  readonly call = callOf(this.start)
 
   readonly status = (): AgentClientStatus => {
     let ready = 0

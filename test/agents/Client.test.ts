@@ -5,8 +5,10 @@ import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
 import * as path from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
+import fc from "fast-check"
+import { pickChannel, type PickableChannel, PickMiss } from "../../src/agents/Channels.js"
 import { type AgentClient, type AgentClientConfig, make } from "../../src/agents/Client.js"
-import { CancelReason, MessageType } from "../../src/agents/Protocol.js"
+import { CancelReason, HealthState, MessageType } from "../../src/agents/Protocol.js"
 import { eventually, requestHeadersEvent, socketDir, spawnRawAgent, stopAllAgents } from "./rawAgentHarness.js"
 
 afterEach(stopAllAgents)
@@ -264,5 +266,47 @@ describe("agent Client against rawAgent.mjs", () => {
     }, 3000, "resources back to the baseline")
     await agent.stop()
     await eventually(() => resources().pipes <= before.pipes, 3000, "child pipes closed")
+  })
+})
+
+describe("pickChannel", () => {
+  /** The rule as stated: filter out what cannot take the call, then the best by health, then load, the first seen on a tie. */
+  const reference = (chans: ReadonlyArray<PickableChannel | undefined>, start: number, id: string) => {
+    const n = chans.length
+    let best: PickableChannel | undefined
+    const rank = (c: PickableChannel) => (c.health === HealthState.Healthy || c.health === HealthState.Degraded ? 0 : 1)
+    let sawReady = false, sawPaused = false, sawDuplicate = false
+    for (let i = 0; i < n; i++) {
+      const c = chans[(start + i) % n]
+      if (c === undefined || c.state !== "ready") continue
+      sawReady = true
+      if (c.paused) sawPaused = true
+      else if (c.pending.has(id)) sawDuplicate = true
+      else if (best === undefined || rank(c) < rank(best) || (rank(c) === rank(best) && c.pending.size < best.pending.size)) best = c
+    }
+    return best ?? new PickMiss(sawReady, sawPaused, sawDuplicate)
+  }
+  const channel = fc.record({
+    state: fc.constantFrom("ready", "connecting", "closed"),
+    paused: fc.boolean(),
+    health: fc.constantFrom(HealthState.Healthy, HealthState.Degraded, HealthState.Draining, HealthState.Unhealthy),
+    ids: fc.uniqueArray(fc.constantFrom("a", "b", "c", "d"), { maxLength: 4 })
+  }).map(({ ids, ...rest }): PickableChannel => ({ ...rest, pending: { size: ids.length, has: (id: string) => ids.includes(id) } }))
+
+  it("picks what the stated rule picks, with one pending-table lookup when the best channel does not carry the id", () => {
+    fc.assert(
+      fc.property(fc.array(fc.option(channel, { nil: undefined }), { minLength: 1, maxLength: 6 }), fc.nat(20), fc.constantFrom("a", "b", "z"), (chans, start, id) => {
+        const lookups = { n: 0 }
+        const counted = chans.map((c) => c && { ...c, pending: { size: c.pending.size, has: (x: string) => (lookups.n++, c.pending.has(x)) } })
+        const got = pickChannel(counted.length, (i) => counted[i], start % counted.length, id)
+        const want = reference(chans, start % chans.length, id)
+        if (want instanceof PickMiss) expect(got).toEqual(want)
+        else {
+          expect(counted.indexOf(got as PickableChannel)).toBe(chans.indexOf(want))
+          if (!chans.some((c) => c?.pending.has(id))) expect(lookups.n).toBe(1)
+        }
+      }),
+      { numRuns: 2000 }
+    )
   })
 })

@@ -5,8 +5,9 @@
  * Sentinel's agent_v2.proto (../shared/reference/agent-grpc.md), sharing no
  * code with src/ or the .proto files. Every field must be known, with the
  * right wire type; the answers the capture agent sends are encoded by hand the
- * same way. Also: the shipped .proto files match the table, and differ from
- * each other only in their package.
+ * same way. Also: the one shipped .proto file matches the table, and so does
+ * the `sentinel.agent.v2` package the proxy derives from it (src's
+ * derivePackage: the same messages, its own method paths).
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -15,6 +16,7 @@ import * as protoLoader from "@grpc/proto-loader"
 import { afterEach, describe, expect, it } from "vitest"
 import { closeAllEnvs, startAgentEnv, upstreamRoute } from "./agentProxyHarness.js"
 import { eventually } from "./rawAgentHarness.js"
+import { derivePackage, packageDefinition } from "../../src/agents/GrpcProto.js"
 
 afterEach(async () => {
   await closeAllEnvs()
@@ -324,18 +326,27 @@ describe("gRPC contract: what the proxy sends, decoded independently", () => {
   })
 })
 
-describe("the shipped .proto files", () => {
+describe("the shipped .proto file, and the package derived from it", () => {
   const protoDir = path.resolve(__dirname, "../../proto")
-  const files = ["zentinel_agent_v2.proto", "sentinel_agent_v2.proto"]
 
-  it("differ only in their package line (and the header comment naming it)", () => {
-    const [a, b] = files.map((f) => fs.readFileSync(path.join(protoDir, f), "utf8").split("\n"))
-    expect(a.length).toBe(b.length)
-    const differing = a.map((l, i) => (l === b[i] ? undefined : [l, b[i]])).filter((x) => x !== undefined)
-    expect(differing).toEqual([
-      ["// Agent protocol v2 over gRPC, package zentinel.agent.v2.", "// Agent protocol v2 over gRPC, package sentinel.agent.v2."],
-      ["package zentinel.agent.v2;", "package sentinel.agent.v2;"]
-    ])
+  it("is one file, of package zentinel.agent.v2", () => {
+    expect(fs.readdirSync(protoDir)).toEqual(["zentinel_agent_v2.proto"])
+    const lines = fs.readFileSync(path.join(protoDir, "zentinel_agent_v2.proto"), "utf8").split("\n")
+    expect(lines.filter((l) => l.startsWith("package "))).toEqual(["package zentinel.agent.v2;"])
+  })
+
+  it("is loaded under both packages: the same message types, each package's own method paths", () => {
+    const def = packageDefinition()
+    for (const msg of ["ProxyToAgent", "AgentToProxy", "RequestHeadersEvent", "AgentResponse"]) {
+      expect(def[`sentinel.agent.v2.${msg}`]).toBe(def[`zentinel.agent.v2.${msg}`])
+    }
+    for (const pkg of ["zentinel", "sentinel"]) {
+      const svc = def[`${pkg}.agent.v2.AgentServiceV2`] as Record<string, { path: string }>
+      expect(Object.values(svc).map((m) => m.path).sort()).toEqual(
+        ["ControlStream", "ProcessEvent", "ProcessStream"].map((m) => `/${pkg}.agent.v2.AgentServiceV2/${m}`)
+      )
+    }
+    expect(Object.keys(def).filter((k) => !/^(zentinel|sentinel)\.agent\.v2\./.test(k))).toEqual([])
   })
 
   it("declare the messages of the table with the same numbers, names and types, and the service's three methods", () => {
@@ -343,8 +354,10 @@ describe("the shipped .proto files", () => {
       TYPE_STRING: "string", TYPE_BYTES: "bytes", TYPE_BOOL: "bool", TYPE_UINT32: "uint32", TYPE_UINT64: "uint64",
       TYPE_INT32: "int32", TYPE_FLOAT: "float", TYPE_DOUBLE: "double"
     }
+    // the file read here, as a client in another language would; sentinel.agent.v2 as the proxy and the SDK derive it
+    const file = protoLoader.loadSync(path.join(protoDir, "zentinel_agent_v2.proto"), { keepCase: true })
     for (const pkg of ["zentinel", "sentinel"]) {
-      const def = protoLoader.loadSync(path.join(protoDir, `${pkg}_agent_v2.proto`), { keepCase: true })
+      const def = derivePackage(file, "zentinel.agent.v2", `${pkg}.agent.v2`)
       for (const [msg, fields] of Object.entries(schema)) {
         const t = (def[`${pkg}.agent.v2.${msg}`] as { type: { field: Array<{ name: string; number: number; type: string; typeName: string; label: string }> } }).type
         const got = Object.fromEntries(t.field.map((f) => [f.number, {

@@ -4,6 +4,8 @@
  * events in the UDS shapes to the handlers, answers with the correlation id,
  * ping/pong, cancel interrupting the handler, both packages, drain on close.
  */
+import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
 import * as grpc from "@grpc/grpc-js"
 import * as protoLoader from "@grpc/proto-loader"
@@ -30,8 +32,17 @@ const start = async (opts: Omit<ServeGrpcAgentOptions, "address" | "info">) => {
   return Effect.runPromise(serveGrpcAgent({ address: "127.0.0.1:0", info, ...opts }).pipe(Scope.extend(scope)))
 }
 
+/** The shipped .proto (zentinel.agent.v2), or a copy with the original package line, as a client of that package would write it. */
+const protoOf = (pkg: "zentinel" | "sentinel"): string => {
+  const shipped = path.resolve(__dirname, "../../proto/zentinel_agent_v2.proto")
+  if (pkg === "zentinel") return shipped
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "sdk-grpc-")), "sentinel_agent_v2.proto")
+  fs.writeFileSync(file, fs.readFileSync(shipped, "utf8").replace("package zentinel.agent.v2;", "package sentinel.agent.v2;"))
+  return file
+}
+
 const load = (pkg: "zentinel" | "sentinel") => {
-  const def = protoLoader.loadSync(path.resolve(__dirname, `../../proto/${pkg}_agent_v2.proto`), {
+  const def = protoLoader.loadSync(protoOf(pkg), {
     keepCase: true, longs: Number, enums: Number, defaults: false, oneofs: true
   })
   return (grpc.loadPackageDefinition(def) as any)[pkg].agent.v2.AgentServiceV2
@@ -107,6 +118,30 @@ describe("serveGrpcAgent", () => {
       uri: "/p?q=1",
       headers: { "x-a": ["1", "2"] }
     })
+  })
+
+  it("headers named like Object.prototype's members are headers like any other (the agent answers, and keeps serving)", async () => {
+    const seen: Array<Record<string, Array<string>>> = []
+    const server = await start({
+      handlers: { onRequestHeaders: (e) => Effect.sync(() => (seen.push(e.headers as Record<string, Array<string>>), allow())) }
+    })
+    const s = open(server.port)
+    s.call.write(handshake())
+    await s.next((m) => m.handshake)
+    const odd = [
+      { name: "Constructor", value: "c" },
+      { name: "__proto__", value: "p1" },
+      { name: "__Proto__", value: "p2" },
+      { name: "hasOwnProperty", value: "h" }
+    ]
+    s.call.write(headers("odd", odd))
+    expect((await s.next((m) => m.response)).response.correlation_id).toBe("odd")
+    const h = seen[0]
+    expect(Object.getPrototypeOf(h)).toBe(Object.prototype)
+    expect(Object.keys(h)).toEqual(["x-a", "constructor", "__proto__", "hasownproperty"])
+    expect([h.constructor, h["__proto__"], h.hasownproperty]).toEqual([["c"], ["p1", "p2"], ["h"]])
+    s.call.write(headers("after"))
+    expect((await s.next((m) => m.response)).response.correlation_id).toBe("after")
   })
 
   it("serves the original sentinel.agent.v2 package too; a block keeps status, body and headers", async () => {

@@ -18,6 +18,7 @@
 // {"event":"cancel",...} {"event":"configure",...} {"event":"end"}
 import path from "node:path"
 import fs from "node:fs"
+import os from "node:os"
 import { fileURLToPath } from "node:url"
 import * as grpc from "@grpc/grpc-js"
 import * as protoLoader from "@grpc/proto-loader"
@@ -38,7 +39,10 @@ const agentId = opt("id", "grpc-raw-agent")
 const log = (obj) => process.stdout.write(JSON.stringify(obj) + "\n")
 
 const here = path.dirname(fileURLToPath(import.meta.url))
-const file = path.resolve(here, `../../proto/${pkg}_agent_v2.proto`)
+// one file is shipped (zentinel.agent.v2); an agent of the original package changes its package line
+const shipped = path.resolve(here, "../../proto/zentinel_agent_v2.proto")
+const file = pkg === "zentinel" ? shipped : path.join(fs.mkdtempSync(path.join(os.tmpdir(), "grpc-raw-agent-")), `${pkg}_agent_v2.proto`)
+if (file !== shipped) fs.writeFileSync(file, fs.readFileSync(shipped, "utf8").replace("package zentinel.agent.v2;", `package ${pkg}.agent.v2;`))
 const def = protoLoader.loadSync(file, { keepCase: true, longs: Number, enums: Number, defaults: false, oneofs: true })
 const service = grpc.loadPackageDefinition(def)[pkg].agent.v2.AgentServiceV2.service
 

@@ -8,7 +8,6 @@ import type * as Net from "node:net"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import {
   AgentProtocolError,
@@ -16,18 +15,25 @@ import {
   decodeEvent,
   decodeHandshakeRequest,
   encodeFrame,
-  EventNumber,
   FrameDecoder,
   HealthState,
   MAX_FRAME_LENGTH,
   MessageType,
   PROTOCOL_VERSION
 } from "../Protocol.js"
-import type { ConfigureEvent, Frame } from "../Protocol.js"
+import type { Frame } from "../Protocol.js"
 import type { ServeAgentOptions } from "./AgentServer.js"
-import { defaultOnError, failureAnswer, type HandlerHost, handlerFor, runHandler, type RunFork } from "./HandlerRun.js"
-import { allow, block } from "./Decision.js"
-import type { AgentDecision } from "./Decision.js"
+import {
+  applyHandshakeConfig,
+  defaultOnError,
+  failureAnswer,
+  type HandlerHost,
+  handlerFor,
+  runHandler,
+  type RunFork,
+  supportedEvents
+} from "./HandlerRun.js"
+import { allow } from "./Decision.js"
 
 export type { RunFork }
 
@@ -177,21 +183,10 @@ export class Connection {
     }
     this.handshake = "pending"
     this.flow()
-    const event: ConfigureEvent = { correlation_id: null, config: req.config, config_version: null }
-    const fiber = this.hub.run(
-      Effect.suspend(() => onConfigure(event)).pipe(
-        Effect.map((d) => (d as AgentDecision | undefined) ?? allow()),
-        Effect.catchAllCause((cause) => Effect.as(Effect.logWarning("agent configuration failed", cause), block(500, { body: "configuration handler failed" })))
-      )
-    )
-    fiber.addObserver((exit) => {
+    applyHandshakeConfig(this.hub.run, onConfigure, req.config, (refusal) => {
       if (this.socket.destroyed) return
-      if (Exit.isSuccess(exit) && exit.value.isAllow) this.accept()
-      else {
-        const d = Exit.isSuccess(exit) ? exit.value.decision : undefined
-        const why = typeof d === "object" && "block" in d ? d.block.body : null
-        return this.refuse(`configuration rejected${why ? `: ${why}` : ""}`)
-      }
+      if (refusal !== undefined) return this.refuse(refusal)
+      this.accept()
       const queued = this.queued
       this.queued = []
       for (const f of queued) {
@@ -216,15 +211,6 @@ export class Connection {
   private accept(): void {
     const o = this.hub.options
     const h = o.handlers
-    const events: Array<number> = []
-    if (h.onRequestHeaders) events.push(EventNumber.RequestHeaders)
-    if (h.onRequestBody) events.push(EventNumber.RequestBodyChunk)
-    if (h.onResponseHeaders) events.push(EventNumber.ResponseHeaders)
-    if (h.onResponseBody) events.push(EventNumber.ResponseBodyChunk)
-    if (h.onRequestComplete) events.push(EventNumber.RequestComplete)
-    if (h.onWebSocketFrame) events.push(EventNumber.WebSocketFrame)
-    if (h.onGuardrailInspect) events.push(EventNumber.GuardrailInspect)
-    if (events.length === 0) events.push(EventNumber.RequestHeaders)
     this.handshake = "done"
     this.send(MessageType.HandshakeResponse, {
       protocol_version: PROTOCOL_VERSION,
@@ -235,7 +221,7 @@ export class Connection {
         agent_id: o.info.agentId,
         name: o.info.name,
         version: o.info.version,
-        supported_events: events,
+        supported_events: supportedEvents(h, true),
         features: {
           streaming_body: false,
           websocket: h.onWebSocketFrame !== undefined,

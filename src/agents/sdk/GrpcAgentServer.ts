@@ -26,11 +26,11 @@ import * as grpc from "@grpc/grpc-js"
 import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Runtime from "effect/Runtime"
 import type * as Fiber from "effect/Fiber"
 import type * as Scope from "effect/Scope"
 import { pbAgentResponseOf, proxyEventOf } from "../GrpcMapping.js"
+import { encodeAllowAnswer } from "../GrpcWire.js"
 import {
   type AgentToProxy,
   GRPC_MAX_MESSAGE_BYTES,
@@ -40,10 +40,10 @@ import {
   type ProxyToAgent,
   serviceDefinition
 } from "../GrpcProto.js"
-import { EventNumber, HealthState, MessageType, PROTOCOL_VERSION, type ConfigureEvent, type ProxyEvent } from "../Protocol.js"
-import { type HandlerHost, handlerFor, runHandler, type RunFork } from "./HandlerRun.js"
+import { HealthState, PROTOCOL_VERSION, type ConfigureEvent, type ProxyEvent } from "../Protocol.js"
+import { applyHandshakeConfig, type HandlerHost, handlerFor, runHandler, type RunFork, supportedEvents } from "./HandlerRun.js"
 import type { ServeAgentOptions } from "./AgentServer.js"
-import { allow, block, type AgentDecision } from "./Decision.js"
+import { allow } from "./Decision.js"
 
 /** TLS of the agent's gRPC port: its certificate, and a CA to require client certificates (mTLS). */
 export interface GrpcServeTls {
@@ -96,17 +96,6 @@ class Hub {
   }
 }
 
-const supportedEvents = (h: ServeAgentOptions<any>["handlers"]): Array<number> => {
-  const events: Array<number> = []
-  if (h.onRequestHeaders) events.push(EventNumber.RequestHeaders)
-  if (h.onRequestBody) events.push(EventNumber.RequestBodyChunk)
-  if (h.onResponseHeaders) events.push(EventNumber.ResponseHeaders)
-  if (h.onResponseBody) events.push(EventNumber.ResponseBodyChunk)
-  if (h.onRequestComplete) events.push(EventNumber.RequestComplete)
-  if (events.length === 0) events.push(EventNumber.RequestHeaders)
-  return events
-}
-
 const parseConfig = (json: string | undefined): unknown => {
   if (json === undefined || json.trim() === "" || json.trim() === "{}" || json.trim() === "null") return null
   return JSON.parse(json)
@@ -140,7 +129,7 @@ class StreamHandler {
       ended: (answer) => {
         this.count--
         // undefined: interrupted (Cancel, or the stream went away): nobody waits for an answer
-        if (answer !== undefined) this.send({ response: answer })
+        if (answer !== undefined) this.answer(answer)
         if (!this.ended) this.flow()
         hub.handlerDone()
       }
@@ -159,6 +148,17 @@ class StreamHandler {
     if (this.ended) return
     try {
       this.call.write(m)
+    } catch (e) {
+      this.log(`cannot write to the proxy: ${String(e)}`)
+    }
+  }
+
+  /** An answer: an allow encoded by hand (GrpcWire.ts; the service passes bytes through), anything else by protobufjs. */
+  private answer(r: PbAgentResponse): void {
+    if (this.ended) return
+    const bytes = encodeAllowAnswer(r)
+    try {
+      this.call.write((bytes ?? { response: r }) as AgentToProxy)
     } catch (e) {
       this.log(`cannot write to the proxy: ${String(e)}`)
     }
@@ -234,23 +234,10 @@ class StreamHandler {
     if (config === null || onConfigure === undefined) return this.accept()
     this.state = "pending"
     this.flow()
-    const event: ConfigureEvent = { correlation_id: null, config, config_version: null }
-    const fiber = this.hub.run(
-      Effect.suspend(() => onConfigure(event)).pipe(
-        Effect.map((d) => (d as AgentDecision | undefined) ?? allow()),
-        Effect.catchAllCause((cause) =>
-          Effect.as(Effect.logWarning("agent configuration failed", cause), block(500, { body: "configuration handler failed" }))
-        )
-      )
-    )
-    fiber.addObserver((exit) => {
+    applyHandshakeConfig(this.hub.run, onConfigure, config, (refusal) => {
       if (this.ended) return
-      if (Exit.isSuccess(exit) && exit.value.isAllow) this.accept()
-      else {
-        const d = Exit.isSuccess(exit) ? exit.value.decision : undefined
-        const why = typeof d === "object" && "block" in d ? d.block.body : null
-        return this.refuse(`configuration rejected${why ? `: ${why}` : ""}`)
-      }
+      if (refusal !== undefined) return this.refuse(refusal)
+      this.accept()
       const queued = this.queued
       this.queued = []
       for (const q of queued) this.onMessage(q)
@@ -276,7 +263,7 @@ class StreamHandler {
           agent_id: o.info.agentId,
           name: o.info.name,
           version: o.info.version,
-          supported_events: supportedEvents(h),
+          supported_events: supportedEvents(h, false),
           features: {
             streaming_body: false,
             websocket: false,
@@ -305,8 +292,8 @@ class StreamHandler {
   private onEvent(ev: ProxyEvent): void {
     const cid = ev.event.correlation_id ?? ""
     const handler = handlerFor(this.hub.options.handlers, ev)
-    if (handler === undefined) return this.send({ response: pbAgentResponseOf(allow().toWire(cid), cid) })
-    runHandler(this.handlers, ev.type, cid, handler, (answer) => this.send({ response: answer }))
+    if (handler === undefined) return this.answer(pbAgentResponseOf(allow().toWire(cid), cid))
+    runHandler(this.handlers, ev.type, cid, handler, (answer) => this.answer(answer))
   }
 
   startDrain(): void {
@@ -340,6 +327,15 @@ class StreamHandler {
     }
     this.finish()
   }
+}
+
+/** The service with answers that are already bytes (`encodeAllowAnswer`) written as they are. */
+const passingBytes = (def: ReturnType<typeof serviceDefinition>): grpc.ServiceDefinition => {
+  const out: Record<string, unknown> = {}
+  for (const [name, m] of Object.entries(def)) {
+    out[name] = { ...m, responseSerialize: (x: object) => (Buffer.isBuffer(x) ? x : m.responseSerialize(x)) }
+  }
+  return out as grpc.ServiceDefinition
 }
 
 const serverCredentials = (tls: GrpcServeTls | undefined): grpc.ServerCredentials => {
@@ -379,7 +375,7 @@ export const serveGrpcAgent = <R = never>(
         hub.streams.add(new StreamHandler(hub, call))
       }
     }
-    for (const pkg of options.packages ?? GRPC_PACKAGES) server.addService(serviceDefinition(pkg) as grpc.ServiceDefinition, impl)
+    for (const pkg of options.packages ?? GRPC_PACKAGES) server.addService(passingBytes(serviceDefinition(pkg)), impl)
     const port = yield* Effect.acquireRelease(
       Effect.async<number, AgentGrpcUnavailable>((resume) => {
         let creds: grpc.ServerCredentials

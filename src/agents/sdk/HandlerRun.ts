@@ -11,7 +11,7 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
-import { MessageType, type ProxyEvent } from "../Protocol.js"
+import { type ConfigureEvent, EventNumber, MessageType, type ProxyEvent } from "../Protocol.js"
 import type { AgentHandlers, ErrorContext } from "./AgentServer.js"
 import { allow, block } from "./Decision.js"
 import type { AgentDecision } from "./Decision.js"
@@ -118,4 +118,49 @@ export const runHandler = <W>(host: HandlerHost<W>, type: number, correlationId:
     }
     host.ended(Exit.isSuccess(exit) ? (exit.value as W) : undefined, type, correlationId)
   })
+}
+
+/**
+ * The handshake's configuration through `onConfigure`, as both servers apply it: `settled` gets
+ * undefined when it was accepted (an allow, or nothing), else the refusal's text (a block, with
+ * its body; a failing handler is logged and refused as "configuration handler failed").
+ */
+export const applyHandshakeConfig = (
+  run: RunFork,
+  onConfigure: NonNullable<AgentHandlers<any>["onConfigure"]>,
+  config: unknown,
+  settled: (refusal: string | undefined) => void
+): void => {
+  const event: ConfigureEvent = { correlation_id: null, config, config_version: null }
+  const fiber = run(
+    Effect.suspend(() => onConfigure(event)).pipe(
+      Effect.map((d) => (d as AgentDecision | undefined) ?? allow()),
+      Effect.catchAllCause((cause) =>
+        Effect.as(Effect.logWarning("agent configuration failed", cause), block(500, { body: "configuration handler failed" }))
+      )
+    )
+  )
+  fiber.addObserver((exit) => {
+    if (Exit.isSuccess(exit) && exit.value.isAllow) return settled(undefined)
+    const d = Exit.isSuccess(exit) ? exit.value.decision : undefined
+    const why = typeof d === "object" && "block" in d ? d.block.body : null
+    settled(`configuration rejected${why ? `: ${why}` : ""}`)
+  })
+}
+
+/**
+ * `supported_events` of the handshake: the events with a handler (RequestHeaders when none);
+ * WebSocket frames and guardrail inspection only where the transport carries them (`all`).
+ */
+export const supportedEvents = (h: AgentHandlers<any>, all: boolean): Array<number> => {
+  const events: Array<number> = []
+  if (h.onRequestHeaders) events.push(EventNumber.RequestHeaders)
+  if (h.onRequestBody) events.push(EventNumber.RequestBodyChunk)
+  if (h.onResponseHeaders) events.push(EventNumber.ResponseHeaders)
+  if (h.onResponseBody) events.push(EventNumber.ResponseBodyChunk)
+  if (h.onRequestComplete) events.push(EventNumber.RequestComplete)
+  if (all && h.onWebSocketFrame) events.push(EventNumber.WebSocketFrame)
+  if (all && h.onGuardrailInspect) events.push(EventNumber.GuardrailInspect)
+  if (events.length === 0) events.push(EventNumber.RequestHeaders)
+  return events
 }

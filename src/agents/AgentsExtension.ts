@@ -31,7 +31,6 @@
  * is closed after the grace period.
  */
 import { requestMayHaveBody } from "../http/Response.js"
-import type { IncomingMessage } from "node:http"
 import { type BodyRead, readBodyUpTo } from "../pipeline/BodyRead.js"
 import { streamBody } from "./AgentBodyStream.js"
 import { errorAnswer, errorBody } from "../pipeline/ErrorResponse.js"

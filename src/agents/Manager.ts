@@ -24,7 +24,7 @@ import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import type { CircuitState } from "../upstream/Circuit.js"
-import { type BodyChunk, callbackAsEffect } from "../pipeline/Stage.js"
+import type { BodyChunk } from "../pipeline/Stage.js"
 import {
   type AgentConfig,
   type AgentFilterRef,

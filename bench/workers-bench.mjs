@@ -5,9 +5,10 @@
 //   npm run build && node bench/workers-bench.mjs [--rounds 3] [--duration 8] [--warmup 2] \
 //     [--conns 50] [--path /small] [--close]
 //
-// `--close` sends `Connection: close`: a new connection per request, so the primary's share of
-// the work (node:cluster's primary accepts every connection and hands it to a worker over IPC,
-// round-robin) shows; with keep-alive (the default) it hands out the 50 connections once.
+// `--close` sends `Connection: close`: a new connection per request, so the cost of accepting
+// shows (the workers accept on the shared socket themselves; with NODE_CLUSTER_SCHED_POLICY=rr
+// node's primary accepts every connection and hands it to a worker over IPC); with keep-alive
+// (the default) the 50 connections are accepted once.
 //
 // This machine has 2 cores and the load generator (wrk) and the upstream (nginx, 1 worker)
 // need CPU too; they run on CPU 1 in both modes. So with 2 workers the proxy gets CPU 0 and

@@ -23,8 +23,28 @@ describe("Decision builders", () => {
   it("are immutable: with* returns a new decision and leaves the original alone", () => {
     const base = allow()
     const edited = base.setRequestHeader("X-A", "1").withAudit({ tags: ["t"] })
-    expect(base.toWire("c").request_headers).toEqual([])
+    expect(base.toWire("c").request_headers).toBeUndefined()
     expect(edited.toWire("c").request_headers).toEqual([{ set: { name: "X-A", value: "1" } }])
+  })
+
+  it("leave out the fields at their protocol default: a plain allow is version, decision and the correlation id", () => {
+    expect(allow().toWire("c1")).toEqual({ version: 2, decision: "allow", audit: { custom: { correlation_id: "c1" } } })
+    const full = allow()
+      .addResponseHeader("X-B", "2")
+      .withRoutingMetadata("k", "v")
+      .withAudit({ ruleIds: ["r1"], reasonCodes: ["c"], confidence: 0.5 })
+      .withNeedsMore()
+      .withRequestBodyMutation("", 0)
+      .toWire("c2")
+    expect(full).toEqual({
+      version: 2,
+      decision: "allow",
+      response_headers: [{ add: { name: "X-B", value: "2" } }],
+      routing_metadata: { k: "v" },
+      audit: { rule_ids: ["r1"], reason_codes: ["c"], confidence: 0.5, custom: { correlation_id: "c2" } },
+      needs_more: true,
+      request_body_mutation: { data: "", chunk_index: 0 }
+    })
   })
 
   it("reject what the proxy would refuse: bad header names/values, out-of-range statuses, confidence", () => {
@@ -55,6 +75,10 @@ describe("Decision builders", () => {
           expect(wire.version).toBe(2)
           expect(wire.audit.custom.correlation_id).toBe(cid)
           expect(Either.isRight(decodeAgentResponse(wire))).toBe(true)
+          // the compact answer decodes exactly as the one with every default written out
+          const defaults = { request_headers: [], response_headers: [], routing_metadata: {}, needs_more: false, request_body_mutation: null, response_body_mutation: null, websocket_decision: null }
+          const full = { ...defaults, ...wire, audit: { tags: [], rule_ids: [], reason_codes: [], ...wire.audit } }
+          expect(decodeAgentResponse(wire)).toEqual(decodeAgentResponse(full))
         }
       )
     )

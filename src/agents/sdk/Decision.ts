@@ -175,28 +175,36 @@ export class AgentDecision {
    * The AgentResponse JSON for the event `correlationId`. The correlation
    * id is written last so nothing in `custom` can replace it: the proxy
    * matches answers only through it.
+   *
+   * Fields at their protocol default (empty lists and maps, `needs_more` false, no mutation,
+   * no WebSocket decision) are left out: only `version` and `decision` are required, every
+   * other field defaults on the proxy's side (ours and Sentinel's: `#[serde(default)]`), and
+   * the proxy's JSON parsing is per byte (a plain allow is ~190 bytes instead of ~380).
    */
   toWire(correlationId: string): AgentResponseWire {
     const s = this.s
-    const audit: Record<string, unknown> = {
-      tags: s.tags,
-      rule_ids: s.ruleIds,
-      reason_codes: s.reasonCodes,
-      custom: { ...s.custom, correlation_id: correlationId }
-    }
+    const audit: Record<string, unknown> = {}
+    if (s.tags.length > 0) audit.tags = s.tags
+    if (s.ruleIds.length > 0) audit.rule_ids = s.ruleIds
+    if (s.reasonCodes.length > 0) audit.reason_codes = s.reasonCodes
     if (s.confidence !== undefined) audit.confidence = s.confidence
-    return {
+    audit.custom = { ...s.custom, correlation_id: correlationId }
+    const wire: { -readonly [K in keyof AgentResponseWire]: AgentResponseWire[K] } = {
       version: PROTOCOL_VERSION,
-      decision: s.decision,
-      request_headers: s.requestHeaders,
-      response_headers: s.responseHeaders,
-      routing_metadata: s.routingMetadata,
-      audit: audit as AgentResponseWire["audit"],
-      needs_more: s.needsMore,
-      request_body_mutation: s.requestBodyMutation,
-      response_body_mutation: s.responseBodyMutation,
-      websocket_decision: s.websocketDecision
+      decision: s.decision
     }
+    if (s.requestHeaders.length > 0) wire.request_headers = s.requestHeaders
+    if (s.responseHeaders.length > 0) wire.response_headers = s.responseHeaders
+    for (const _ in s.routingMetadata) {
+      wire.routing_metadata = s.routingMetadata
+      break
+    }
+    wire.audit = audit as AgentResponseWire["audit"]
+    if (s.needsMore) wire.needs_more = true
+    if (s.requestBodyMutation !== null) wire.request_body_mutation = s.requestBodyMutation
+    if (s.responseBodyMutation !== null) wire.response_body_mutation = s.responseBodyMutation
+    if (s.websocketDecision !== null) wire.websocket_decision = s.websocketDecision
+    return wire
   }
 }
 

@@ -29,6 +29,7 @@ import {
   decodeHandshakeResponse,
   encodeFrame,
   FlowAction,
+  FrameBatch,
   FrameDecoder,
   HealthState,
   MAX_FRAME_LENGTH,
@@ -163,44 +164,38 @@ class Connection {
   }
 
   /** Frames waiting for the end of this turn of the event loop (`flush`). */
-  private out: Array<Buffer> = []
-  private outBytes = 0
+  private readonly out = new FrameBatch()
   private flushing: ReturnType<typeof setImmediate> | undefined
 
   /**
-   * Queues a frame; false when the agent left more than `limit` bytes unread. The frames of one
-   * turn of the event loop (every request read in one poll) go out in one write at its end: one
-   * syscall and one pass through the stream machinery instead of one per call.
+   * Queues a frame (throws a RangeError, queueing nothing, past the frame limit); false when
+   * the agent left more than `limit` bytes unread. The frames of one turn of the event loop
+   * (every request read in one poll) go out in one write at its end: one syscall and one pass
+   * through the stream machinery instead of one per call.
    */
-  send(frame: Buffer, limit = Infinity): boolean {
+  send(type: MessageType, payload: unknown, limit = Infinity): boolean {
     if (this.state === "closed" || this.socket.destroyed) return true
-    this.out.push(frame)
-    this.outBytes += frame.length
+    this.out.add(type, payload)
     this.flushing ??= setImmediate(flushConnection, this)
-    return this.socket.writableLength + this.outBytes <= limit
+    return this.socket.writableLength + this.out.bytes <= limit
   }
 
   flush(): void {
     this.flushing = undefined
-    const out = this.out
-    if (out.length === 0) return
-    this.out = []
-    const bytes = this.outBytes
-    this.outBytes = 0
-    if (this.state === "closed" || this.socket.destroyed) return
-    this.socket.write(out.length === 1 ? out[0] : Buffer.concat(out, bytes))
+    if (this.out.length === 0) return
+    if (this.state === "closed" || this.socket.destroyed) return this.out.clear()
+    this.socket.write(this.out.take())
   }
 
   /** Drops what is queued (the connection is closing). */
   discard(): void {
     if (this.flushing !== undefined) clearImmediate(this.flushing)
     this.flushing = undefined
-    this.out = []
-    this.outBytes = 0
+    this.out.clear()
   }
 
   sendCancel(correlationId: string, reason: CancelReason): void {
-    this.send(encodeFrame(MessageType.Cancel, { correlation_id: correlationId, reason, timestamp_ms: Date.now() }))
+    this.send(MessageType.Cancel, { correlation_id: correlationId, reason, timestamp_ms: Date.now() })
   }
 }
 
@@ -303,7 +298,13 @@ class Pool implements AgentClient {
           this.onAnswer(conn, item.payload)
           break
         case MessageType.Ping:
-          conn.send(encodeFrame(MessageType.Pong, item.payload))
+          try {
+            conn.send(MessageType.Pong, item.payload)
+          } catch (e) {
+            // a ping too large to echo within the frame limit: the agent broke the contract
+            this.drop(slot, conn, `agent ping cannot be answered: ${String(e)}`, undefined)
+            return
+          }
           break
         case MessageType.Pong:
           conn.awaitingPong = false
@@ -357,7 +358,7 @@ class Pool implements AgentClient {
     }
     conn.awaitingPong = true
     conn.inboundSincePing = false
-    conn.send(encodeFrame(MessageType.Ping, { sequence: ++conn.pingSequence, timestamp_ms: Date.now() }))
+    conn.send(MessageType.Ping, { sequence: ++conn.pingSequence, timestamp_ms: Date.now() })
   }
 
   private onAnswer(conn: Connection, payload: Record<string, unknown>): void {
@@ -426,16 +427,16 @@ class Pool implements AgentClient {
       done(Either.left(picked))
       return noop
     }
-    let frame: Buffer
+    const conn = picked
+    let fits: boolean
     try {
-      frame = encodeFrame(type, event)
+      fits = conn.send(type, event, this.maxWriteBufferBytes)
     } catch (e) {
       done(Either.left(new AgentProtocolError({ reason: "oversize", message: String(e), agent: this.id })))
       return noop
     }
-    const conn = picked
     const cancel = trackCall(this.id, conn, correlationId, timeoutMs, done, (reason) => conn.sendCancel(correlationId, reason))
-    if (!conn.send(frame, this.maxWriteBufferBytes)) {
+    if (!fits) {
       const slot = this.slots.find((sl) => sl.conn === conn)
       // fails this call and every other one on the connection
       if (slot) this.drop(slot, conn, `agent left more than ${this.maxWriteBufferBytes} bytes unread`, undefined)

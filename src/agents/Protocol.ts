@@ -140,6 +140,56 @@ export const encodeFrame = (type: MessageType, payload: unknown): Buffer => {
   return out
 }
 
+/**
+ * Frames queued for one write: each payload serialised when it is queued (so an oversize
+ * one is refused then), all of them written into one buffer by `take`. One allocation and
+ * one copy per batch instead of a buffer per frame and a concatenation.
+ */
+export class FrameBatch {
+  private types: Array<MessageType> = []
+  private jsons: Array<string> = []
+  private sizes: Array<number> = []
+  /** Bytes `take` will return (length prefixes and type bytes included). */
+  bytes = 0
+
+  get length(): number {
+    return this.types.length
+  }
+
+  /** Queues one frame; throws a RangeError past `MAX_FRAME_LENGTH` (then nothing is queued). */
+  add(type: MessageType, payload: unknown): void {
+    const json = JSON.stringify(payload ?? null)
+    const size = Buffer.byteLength(json)
+    if (size + 1 > MAX_FRAME_LENGTH) throw new RangeError(`agent frame of ${size + 1} bytes exceeds ${MAX_FRAME_LENGTH}`)
+    this.types.push(type)
+    this.jsons.push(json)
+    this.sizes.push(size)
+    this.bytes += 5 + size
+  }
+
+  /** The queued frames, in order, as one buffer; the batch is empty afterwards. */
+  take(): Buffer {
+    const out = Buffer.allocUnsafe(this.bytes)
+    let at = 0
+    for (let i = 0; i < this.types.length; i++) {
+      const size = this.sizes[i]
+      out.writeUInt32BE(size + 1, at)
+      out[at + 4] = this.types[i]
+      out.write(this.jsons[i], at + 5, size, "utf8")
+      at += 5 + size
+    }
+    this.clear()
+    return out
+  }
+
+  clear(): void {
+    this.types = []
+    this.jsons = []
+    this.sizes = []
+    this.bytes = 0
+  }
+}
+
 const utf8 = new TextDecoder("utf-8", { fatal: true })
 
 /**

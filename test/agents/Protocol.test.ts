@@ -14,6 +14,7 @@ import {
   decodeHandshakeResponse,
   encodeFrame,
   type Frame,
+  FrameBatch,
   FrameDecoder,
   MAX_FRAME_LENGTH,
   MessageType
@@ -134,6 +135,37 @@ describe("Protocol framing", () => {
       ),
       { numRuns: 200 }
     )
+  })
+
+  it("a FrameBatch writes exactly the bytes of its frames encoded one by one, in order, and is empty after take", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.constantFrom(...types), fc.dictionary(fc.fullUnicodeString(), fc.jsonValue({ maxDepth: 2 }))), {
+          minLength: 1,
+          maxLength: 8
+        }),
+        (messages) => {
+          const batch = new FrameBatch()
+          for (const [t, p] of messages) batch.add(t, p)
+          const expected = Buffer.concat(messages.map(([t, p]) => encodeFrame(t, p)))
+          expect(batch.bytes).toBe(expected.length)
+          expect(batch.take().equals(expected)).toBe(true)
+          expect(batch.length).toBe(0)
+          expect(batch.bytes).toBe(0)
+        }
+      ),
+      { numRuns: 200 }
+    )
+  })
+
+  it("a FrameBatch refuses a frame past the limit and keeps what it had", () => {
+    const batch = new FrameBatch()
+    batch.add(MessageType.Ping, { sequence: 1 })
+    const before = batch.bytes
+    expect(() => batch.add(MessageType.RequestBodyChunk, { data: "x".repeat(MAX_FRAME_LENGTH) })).toThrow(RangeError)
+    expect(batch.length).toBe(1)
+    expect(batch.bytes).toBe(before)
+    expect(batch.take().equals(encodeFrame(MessageType.Ping, { sequence: 1 }))).toBe(true)
   })
 
   it("never throws on random bytes and random chunking; stops after the first error", () => {

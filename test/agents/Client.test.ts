@@ -6,7 +6,7 @@ import * as Scope from "effect/Scope"
 import * as path from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import fc from "fast-check"
-import { pickChannel, type PickableChannel, PickMiss } from "../../src/agents/Channels.js"
+import { PendingCalls, pickChannel, type PickableChannel, PickMiss } from "../../src/agents/Channels.js"
 import { type AgentClient, type AgentClientConfig, make } from "../../src/agents/Client.js"
 import { CancelReason, HealthState, MessageType } from "../../src/agents/Protocol.js"
 import { eventually, requestHeadersEvent, socketDir, spawnRawAgent, stopAllAgents } from "./rawAgentHarness.js"
@@ -307,6 +307,44 @@ describe("pickChannel", () => {
         }
       }),
       { numRuns: 2000 }
+    )
+  })
+})
+
+describe("PendingCalls", () => {
+  it("behaves as a Map of id to call under any sequence of adds, replacements, lookups and removals, below and past the list limit", () => {
+    const id = fc.integer({ min: 0, max: 60 }).map((n) => `id-${n}`)
+    const op = fc.oneof(
+      fc.tuple(fc.constant("set" as const), id, fc.nat()),
+      fc.tuple(fc.constant("delete" as const), id, fc.constant(0)),
+      fc.tuple(fc.constant("clear" as const), fc.constant(""), fc.constant(0))
+    )
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 300 }), (ops) => {
+        const table = new PendingCalls<{ readonly n: number }>()
+        const model = new Map<string, { readonly n: number }>()
+        for (const [kind, key, n] of ops) {
+          if (kind === "set") {
+            const call = { n }
+            table.set(key, call)
+            model.set(key, call)
+          } else if (kind === "delete") {
+            table.delete(key)
+            model.delete(key)
+          } else {
+            table.clear()
+            model.clear()
+          }
+          expect(table.size).toBe(model.size)
+          expect(table.get(key)).toBe(model.get(key))
+          expect(table.has(key)).toBe(model.has(key))
+        }
+        // every call once, whatever the representation
+        expect(new Set(table.values())).toEqual(new Set(model.values()))
+        expect(table.values().length).toBe(model.size)
+        for (let i = 0; i <= 60; i++) expect(table.get(`id-${i}`)).toBe(model.get(`id-${i}`))
+      }),
+      { numRuns: 500 }
     )
   })
 })

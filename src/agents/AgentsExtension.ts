@@ -182,8 +182,7 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
     )
 
     const onMetric = (m: AgentMetric) => {
-      metrics.agentCalls.inc(m.agent, m.phase, m.result)
-      metrics.agentLatency.observe(m.durationMs / 1000, m.agent, m.phase)
+      metrics.agentCall(m.agent, m.phase, m.result, m.durationMs)
       if (m.result === "timeout") metrics.agentTimeouts.inc(m.agent, m.phase)
       switch (m.result) {
         case "allow":

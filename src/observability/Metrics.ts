@@ -175,6 +175,23 @@ export class Metrics {
 
   private readonly protocolChildren = new ChildPairs<CounterChild>((l, p) => this.requestsByProtocol.child(l, p))
 
+  /** `agentCall`'s series per (agent, event): agents and events come from the configuration. */
+  private readonly agentSeries = new ChildPairs<{ readonly latency: HistogramChild; readonly byResult: Map<string, CounterChild> }>(
+    (agent, event) => ({ latency: this.agentLatency.child(agent, event), byResult: new Map() })
+  )
+
+  /** One agent call settled with `result` after `ms` milliseconds (per-call path, as `upstreamAttempt`). */
+  agentCall(agent: string, event: string, result: string, ms: number): void {
+    const series = this.agentSeries.get(agent, event)
+    series.latency.observe(ms / 1000)
+    let calls = series.byResult.get(result)
+    if (calls === undefined) {
+      calls = this.agentCalls.child(agent, event, result)
+      series.byResult.set(result, calls)
+    }
+    calls.inc()
+  }
+
   /** A request answered on `listener` over `protocol` (per-request path, as `upstreamAttempt`). */
   servedOver(listener: string, protocol: string): void {
     this.protocolChildren.get(listener, protocol).inc()

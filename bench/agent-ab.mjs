@@ -19,7 +19,7 @@ import { join, dirname, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { PROXY_V8_FLAGS } from "../dist/RuntimeFlags.js"
-import { cpuUs, has, pin, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
+import { cpuUs, pin, requireCommands, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt, positionals } = parseArgs({
@@ -33,12 +33,7 @@ const { values: opt, positionals } = parseArgs({
     grpc: { type: "boolean", default: false }
   }
 })
-for (const tool of ["wrk", "taskset"]) {
-  if (!has(tool)) {
-    console.error(`${tool} is required (apt-get install -y wrk util-linux; nginx for the upstream)`)
-    process.exit(2)
-  }
-}
+requireCommands(["wrk", "taskset"])
 const work = workDir("sentinel-agent-ab-")
 const UPSTREAM_PORT = 18680
 await startUpstream(work, UPSTREAM_PORT)

@@ -20,7 +20,7 @@ import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { PROXY_V8_FLAGS } from "../dist/RuntimeFlags.js"
-import { cpuUs, has, pin, sentinelConfig, start, startUpstream, stopAll, waitReady, workDir } from "./common.mjs"
+import { cpuUs, pin, requireCommands, sentinelConfig, start, startUpstream, stopAll, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt } = parseArgs({
@@ -34,10 +34,7 @@ const { values: opt } = parseArgs({
   }
 })
 const ROUNDS = Number(opt.rounds), DURATION = Number(opt.duration), WARMUP = Number(opt.warmup), CONNS = Number(opt.conns)
-if (!has("wrk")) {
-  console.error("wrk is required: apt-get install -y wrk (nginx too, for the upstream)")
-  process.exit(2)
-}
+requireCommands(["wrk"])
 const work = workDir("sentinel-bench-")
 
 // ---- upstream

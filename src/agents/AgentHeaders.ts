@@ -22,9 +22,18 @@ export const PROTECTED_HEADERS: ReadonlySet<string> = new Set([
   "http2-settings"
 ])
 
+/**
+ * A map of header names without `Object.prototype` in its chain (so `__proto__` or
+ * `constructor` are plain names), yet an ordinary fast-properties object: a null-prototype
+ * object (`Object.create(null)`) starts in V8's dictionary mode, which costs ~0.45 µs more per
+ * event to build and `JSON.stringify` (node 20, 5 headers).
+ */
+function HeaderBag(this: Record<string, Array<string>>): void {}
+HeaderBag.prototype = Object.create(null)
+
 /** `{ lower-case name: [values...] }` from a flat list, in order. */
 export const headerMapOf = (flat: ReadonlyArray<string>): HeaderMap => {
-  const out: Record<string, Array<string>> = Object.create(null)
+  const out: Record<string, Array<string>> = new (HeaderBag as unknown as new () => Record<string, Array<string>>)()
   for (let i = 0; i + 1 < flat.length; i += 2) {
     const name = flat[i].toLowerCase()
     const values = out[name]

@@ -17,6 +17,30 @@ describe("AgentHeaders", () => {
     expect(headerMapOf(["Host", "a", "X-A", "1", "x-a", "2"])).toEqual({ host: ["a"], "x-a": ["1", "2"] })
   })
 
+  it("keeps names that are properties of Object.prototype as plain headers (no prototype to reach)", () => {
+    const map = headerMapOf(["__proto__", "a", "Constructor", "b", "toString", "c", "hasOwnProperty", "d", "__proto__", "e"])
+    expect(JSON.parse(JSON.stringify(map))).toEqual({ ["__proto__"]: ["a", "e"], constructor: ["b"], tostring: ["c"], hasownproperty: ["d"] })
+    expect(Object.keys(map)).toEqual(["__proto__", "constructor", "tostring", "hasownproperty"])
+    expect((map as Record<string, unknown>)["valueOf"]).toBeUndefined()
+  })
+
+  it("property: the map holds every name once, lower-cased, with its values in order", () => {
+    const pair = fc.tuple(fc.oneof(fc.constantFrom("__proto__", "constructor", "toString", "Host", "X-A", "x-a"), fc.string({ maxLength: 8 })), fc.string({ maxLength: 8 }))
+    fc.assert(
+      fc.property(fc.array(pair, { maxLength: 12 }), (pairs) => {
+        const expected = new Map<string, Array<string>>()
+        for (const [n, v] of pairs) {
+          const k = n.toLowerCase()
+          expected.set(k, [...(expected.get(k) ?? []), v])
+        }
+        const map = headerMapOf(pairs.flat())
+        // (a JSON object's order is not meaningful; integer-like names come first in JS)
+        expect(Object.keys(map).sort()).toEqual([...expected.keys()].sort())
+        for (const [k, vs] of expected) expect(Object.getOwnPropertyDescriptor(map, k)?.value).toEqual(vs)
+      })
+    )
+  })
+
   it("set replaces every value, add appends, remove deletes (case-insensitive)", () => {
     const out = applyHeaderOps(["X-A", "1", "x-a", "2", "x-b", "3"], [
       { set: { name: "x-a", value: "9" } },

@@ -24,6 +24,7 @@ import { makeConfig, type SentinelConfig } from "./config/Schema.js"
 import { formatFinding, validateConfig } from "./config/Validate.js"
 import * as App from "./App.js"
 import { proxyV8Flags } from "./RuntimeFlags.js"
+import { releaseStartupMemory } from "./StartupMemory.js"
 import { listenerTlsProblems } from "./tls/Certificates.js"
 import { formatErrorLine } from "./observability/ErrorLine.js"
 import { type Metrics, MetricsService } from "./observability/Metrics.js"
@@ -144,7 +145,8 @@ const followMetricsListener = (sentinel: App.SentinelService, metrics: Metrics) 
 
 /**
  * The process around the proxy: the metrics listener (single mode), then the user and group
- * it runs as from now on (everything it serves is bound), then the operations signals map to.
+ * it runs as from now on (everything it serves is bound), then the operations signals map to,
+ * then the memory start-up leaves behind given back (StartupMemory.ts).
  */
 const processLayer = (loaded: Loaded, file: string | undefined, options: { readonly serveMetrics: boolean; readonly ready: (ops: ProcessOps) => void }) =>
   Layer.scopedDiscard(
@@ -168,6 +170,10 @@ const processLayer = (loaded: Loaded, file: string | undefined, options: { reado
         reopenLogs: () => run(Effect.zipRight(sentinel.reopenLogs(), Effect.logInfo("log files reopened"))),
         registry: () => metrics.registry
       })
+      // start-up's garbage and the young generation it grew, given back once the proxy is up (one
+      // collection, ~100 ms: connections that come meanwhile wait for it; signals find the
+      // operations above in place)
+      yield* Effect.promise(releaseStartupMemory)
     })
   ).pipe(Layer.provide(proxyLayer(loaded, file)))
 

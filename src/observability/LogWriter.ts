@@ -16,6 +16,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import { formatErrorLine } from "./ErrorLine.js"
+import { makeSlabPool, type Slab } from "./LogSlabs.js"
 
 export interface LogWriterOptions {
   /** Log name, used in error reports and as the `log` label of the drop metric ("access", "audit", "error"). */
@@ -135,10 +136,12 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
 
   // Lines are encoded at once into large byte slabs (off the JS heap): no string per line is
   // kept alive until its write, nothing is converted again when it is written, and a batch is
-  // one slice of a slab. A slab region handed to the sink is never written again (a sink may
-  // keep the chunk); a full slab is sealed into `sealed` and a fresh one started.
-  let sealed: Array<{ readonly bytes: Buffer; readonly lines: number }> = []
-  let slab: Buffer | undefined
+  // one slice of a slab. A slab region handed to the sink is not written again before the sink
+  // reports it written; a full slab is sealed into `sealed` and another one started (a written
+  // one of our own streams' when there is one: LogSlabs.ts).
+  const slabs = makeSlabPool(BATCH_BYTES, 2, options.sink === undefined)
+  let sealed: Array<{ readonly bytes: Buffer; readonly lines: number; readonly slab: Slab }> = []
+  let slab: Slab | undefined
   /** Start of the region of `slab` not yet handed to the sink, and its end. */
   let slabStart = 0
   let slabEnd = 0
@@ -170,7 +173,8 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
   /** Moves the pending region of the current slab to `sealed` (when it has lines). */
   const seal = () => {
     if (slab === undefined || slabLines === 0) return
-    sealed.push({ bytes: slab.subarray(slabStart, slabEnd), lines: slabLines })
+    sealed.push({ bytes: slab.bytes.subarray(slabStart, slabEnd), lines: slabLines, slab })
+    slab.pending++
     slabStart = slabEnd
     slabLines = 0
   }
@@ -221,7 +225,7 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
     while (s !== undefined && !blocked && !reopening && inflightWrites === 0 && queued() > 0) {
       if (sealed.length === 0) seal()
       // one slab region per write (a slab is at most about BATCH_BYTES)
-      const { bytes: chunk, lines } = sealed.shift()!
+      const { bytes: chunk, lines, slab: from } = sealed.shift()!
       queuedLines -= lines
       queuedBytes -= chunk.length
       inflightWrites++
@@ -231,6 +235,7 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
         if (gen === generation) inflightWrites--
         if (err) drop(lines)
         else {
+          slabs.written(from)
           written += lines
           failed = false // the sink works again: report the next failure
         }
@@ -297,14 +302,15 @@ export const makeLogWriter = (options: LogWriterOptions): LogWriter => {
     // (UTF-8 takes at most 3 bytes per UTF-16 unit; a line of plain ASCII, the usual, takes 1)
     const room = line.length * 3 + 1
     if (queued() >= bufferSize || queuedBytes + line.length + 1 > maxBytes) return drop(1)
-    if (slab === undefined || slabEnd + room > slab.length) {
+    if (slab === undefined || slabEnd + room > slab.bytes.length) {
       seal()
-      slab = Buffer.allocUnsafeSlow(Math.max(BATCH_BYTES, room))
+      if (slab !== undefined) slabs.retire(slab)
+      slab = slabs.take(room)
       slabStart = 0
       slabEnd = 0
     }
-    const n = slab.write(line, slabEnd, "utf8")
-    slab[slabEnd + n] = 10 // \n
+    const n = slab.bytes.write(line, slabEnd, "utf8")
+    slab.bytes[slabEnd + n] = 10 // \n
     slabEnd += n + 1
     slabLines++
     queuedLines++

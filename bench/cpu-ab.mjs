@@ -2,8 +2,11 @@
 // CPU per request of several builds (or configs) of Sentinel and of the Node ceiling, A/B style.
 //
 //   npm run build && node bench/cpu-ab.mjs [--rounds 8] [--requests 20000] [--path /small] \
-//     [--no-access-log] [name=dist-dir ...]
+//     [--body-bytes N] [--no-access-log] [name=dist-dir ...]
 //
+// --body-bytes N: POSTs with an N-byte body (h2load -d, Content-Length) instead of GETs, to
+// /post unless --path says otherwise (the upstream reads the body and answers 3 bytes); e.g.
+// `--body-bytes 16384` for the 16 KiB upload of issue 18.
 // Without variants: `sentinel` (./dist) against `ceiling` (bench/ceiling.mjs). A variant is
 // `name=/path/to/dist` (e.g. a copy of dist/ built from another commit), or `name=ceiling`;
 // `name=dist@16` runs it with SENTINEL_YOUNG_GENERATION_MB=16 (MiB per semi-space; 0 = V8's
@@ -22,7 +25,7 @@ import { readFileSync } from "node:fs"
 import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import { cpuUs, parseVariant, requireCommands, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
+import { bodyArgs, cpuUs, parseVariant, requireCommands, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt, positionals } = parseArgs({
@@ -31,7 +34,8 @@ const { values: opt, positionals } = parseArgs({
     rounds: { type: "string", default: "8" },
     requests: { type: "string", default: "20000" },
     conns: { type: "string", default: "50" },
-    path: { type: "string", default: "/small" },
+    path: { type: "string" },
+    "body-bytes": { type: "string", default: "0" },
     "no-access-log": { type: "boolean", default: false }
   }
 })
@@ -39,6 +43,9 @@ requireCommands(["h2load", "taskset"])
 const variants = (positionals.length > 0 ? positionals : ["sentinel=dist", "ceiling=ceiling"]).map(parseVariant)
 
 const work = workDir("sentinel-cpu-ab-")
+const bodyBytes = Number(opt["body-bytes"])
+opt.path ??= bodyBytes > 0 ? "/post" : "/small"
+const post = bodyArgs(work, bodyBytes)
 const UPSTREAM_PORT = 18580
 await startUpstream(work, UPSTREAM_PORT)
 
@@ -60,7 +67,7 @@ const statusKiB = (pid, field) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(
 for (const v of variants) v.idleRss = statusKiB(v.child.pid, "VmRSS")
 
 const load = (v, n) => {
-  const out = execFileSync("taskset", ["-c", "1", "h2load", "--h1", "-n", String(n), "-c", opt.conns, `http://127.0.0.1:${v.port}${opt.path}`], {
+  const out = execFileSync("taskset", ["-c", "1", "h2load", "--h1", ...post, "-n", String(n), "-c", opt.conns, `http://127.0.0.1:${v.port}${opt.path}`], {
     encoding: "utf8"
   })
   const ok = Number(/status codes: (\d+) 2xx/.exec(out)?.[1] ?? 0)
@@ -80,7 +87,8 @@ for (let r = 0; r < Number(opt.rounds); r++) {
 const sorted = (xs) => [...xs].sort((a, b) => a - b)
 const base = variants.find((v) => v.dir === "ceiling")
 const baseMedian = base ? sorted(samples[base.name])[Math.floor(samples[base.name].length / 2)] : undefined
-console.log(`CPU µs per request, ${opt.rounds} interleaved rounds of ${N} requests to ${opt.path} (h2load -c${opt.conns})`)
+const what = bodyBytes > 0 ? `POSTs of ${bodyBytes} bytes` : "requests"
+console.log(`CPU µs per request, ${opt.rounds} interleaved rounds of ${N} ${what} to ${opt.path} (h2load -c${opt.conns})`)
 console.log("| variant | min | median | ceiling / median | RSS MiB started / peak | rounds |")
 console.log("|---|---|---|---|---|---|")
 for (const v of variants) {

@@ -2,8 +2,9 @@
 // Where the CPU time of one request goes: Sentinel and the Node ceiling under the same load,
 // each with V8's sampling profiler, the samples attributed to the parts of the pipeline.
 //
-//   npm run build && node bench/profile.mjs [--requests 100000] [--path /small] [--conns 50] [--config FILE]
-//     [--top N] [--json FILE] [--h2] [--agent uds|grpc] [--dist DIR]
+//   npm run build && node bench/profile.mjs [--requests 100000] [--path /small] [--body-bytes N] [--conns 50]
+//     [--config FILE] [--top N] [--json FILE] [--h2] [--agent uds|grpc] [--dist DIR]
+// --body-bytes N: POSTs with an N-byte body (h2load -d), to /post unless --path says otherwise.
 // --top: also list the N functions with the most self time. --files: Sentinel's parts by file. --h2: HTTP/2 over TLS (h2load -c10
 // -m10) against a TLS listener, and bench/tls-ceiling.mjs as the ceiling. --agent: the route with
 // the `echo` agent over its Unix socket (uds) or gRPC, against the same route without agents
@@ -29,14 +30,15 @@ import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { PROXY_V8_FLAGS } from "../dist/RuntimeFlags.js"
-import { cpuUs, requireCommands, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
+import { bodyArgs, cpuUs, requireCommands, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt } = parseArgs({
   options: {
     requests: { type: "string", default: "100000" },
     conns: { type: "string", default: "50" },
-    path: { type: "string", default: "/small" },
+    path: { type: "string" },
+    "body-bytes": { type: "string", default: "0" },
     config: { type: "string" },
     json: { type: "string" },
     top: { type: "string", default: "0" },
@@ -48,6 +50,9 @@ const { values: opt } = parseArgs({
 })
 requireCommands(["h2load", "taskset"])
 const work = workDir("sentinel-profile-")
+const bodyBytes = Number(opt["body-bytes"])
+opt.path ??= bodyBytes > 0 ? "/post" : "/small"
+const post = bodyArgs(work, bodyBytes)
 const UPSTREAM_PORT = 18680
 const upstreamKind = await startUpstream(work, UPSTREAM_PORT)
 
@@ -74,8 +79,8 @@ const ready = async (port) => {
 }
 const load = (port, n) => {
   const args = opt.h2
-    ? ["-n", String(n), "-c", "10", "-m", "10", `https://127.0.0.1:${port}${opt.path}`]
-    : ["--h1", "-n", String(n), "-c", opt.conns, `http://127.0.0.1:${port}${opt.path}`]
+    ? [...post, "-n", String(n), "-c", "10", "-m", "10", `https://127.0.0.1:${port}${opt.path}`]
+    : ["--h1", ...post, "-n", String(n), "-c", opt.conns, `http://127.0.0.1:${port}${opt.path}`]
   const out = execFileSync("taskset", ["-c", "1", "h2load", ...args], { encoding: "utf8" })
   const ok = Number(/status codes: (\d+) 2xx/.exec(out)?.[1] ?? 0)
   if (ok !== n) throw new Error(`${ok} of ${n} requests answered 2xx`)
@@ -195,7 +200,7 @@ if (opt.agent !== undefined) {
   )))
 }
 
-console.log(`CPU µs per request by part, ${opt.requests} requests to ${opt.path} (${opt.h2 ? "HTTP/2 over TLS, h2load -c10 -m10" : `h2load --h1 -c${opt.conns}`}); upstream: ${upstreamKind}`)
+console.log(`CPU µs per request by part, ${opt.requests} ${bodyBytes > 0 ? `POSTs of ${bodyBytes} bytes` : "requests"} to ${opt.path} (${opt.h2 ? "HTTP/2 over TLS, h2load -c10 -m10" : `h2load --h1 -c${opt.conns}`}); upstream: ${upstreamKind}`)
 const names = [...new Set(results.flatMap((r) => [...r.groups.keys()]))]
 const share = (r, g) => {
   const total = [...r.groups.values()].reduce((a, b) => a + b, 0)

@@ -217,6 +217,24 @@ describe("request buffering (limits.request-buffer-size)", () => {
     })
   )
 
+  it.scopedLive("a body that arrives with its head in one piece is forwarded byte-exact, and again on the same connection", () =>
+    Effect.gen(function* () {
+      const origin = yield* echoOrigin()
+      const proxy = yield* startProxy(config(origin.address))
+      const s = net.connect(proxy.port, "127.0.0.1")
+      yield* Effect.addFinalizer(() => Effect.sync(() => s.destroy()))
+      // two requests, each head and body in one write: each body is one chunk of its own
+      for (const body of [patternBytes(16 * 1024), patternBytes(16 * 1024 + 7).reverse()]) {
+        const reply = replyOf(s)
+        s.write(Buffer.concat([Buffer.from(head("/upload", body.length)), body]))
+        const text = yield* Effect.promise(() => reply)
+        s.removeAllListeners("data")
+        expect(text.startsWith("HTTP/1.1 200")).toBe(true)
+        expect(JSON.parse(text.slice(text.indexOf("\n") + 1))).toEqual({ bytes: body.length, sha256: sha256(body) })
+      }
+    })
+  )
+
   it.scopedLive("request-buffer-size 0 streams: the upstream sees the request before its body is complete", () =>
     Effect.gen(function* () {
       const origin = yield* echoOrigin()

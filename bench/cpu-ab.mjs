@@ -2,11 +2,12 @@
 // CPU per request of several builds (or configs) of Sentinel and of the Node ceiling, A/B style.
 //
 //   npm run build && node bench/cpu-ab.mjs [--rounds 8] [--requests 20000] [--path /small] \
-//     [--body-bytes N] [--no-access-log] [name=dist-dir ...]
+//     [--body-bytes N] [--port-base 18580] [--no-access-log] [name=dist-dir ...]
 //
 // --body-bytes N: POSTs with an N-byte body (h2load -d, Content-Length) instead of GETs, to
 // /post unless --path says otherwise (the upstream reads the body and answers 3 bytes); e.g.
-// `--body-bytes 16384` for the 16 KiB upload of issue 18.
+// `--body-bytes 16384` for the 16 KiB upload of issue 18. --port-base P: the upstream listens on
+// P and the variants on P+10, P+11, ... (default 18580; another value lets two runs coexist).
 // Without variants: `sentinel` (./dist) against `ceiling` (bench/ceiling.mjs). A variant is
 // `name=/path/to/dist` (e.g. a copy of dist/ built from another commit), or `name=ceiling`;
 // `name=dist@16` runs it with SENTINEL_YOUNG_GENERATION_MB=16 (MiB per semi-space; 0 = V8's
@@ -36,6 +37,7 @@ const { values: opt, positionals } = parseArgs({
     conns: { type: "string", default: "50" },
     path: { type: "string" },
     "body-bytes": { type: "string", default: "0" },
+    "port-base": { type: "string", default: "18580" },
     "no-access-log": { type: "boolean", default: false }
   }
 })
@@ -46,10 +48,10 @@ const work = workDir("sentinel-cpu-ab-")
 const bodyBytes = Number(opt["body-bytes"])
 opt.path ??= bodyBytes > 0 ? "/post" : "/small"
 const post = bodyArgs(work, bodyBytes)
-const UPSTREAM_PORT = 18580
+const UPSTREAM_PORT = Number(opt["port-base"])
 await startUpstream(work, UPSTREAM_PORT)
 
-let port = 18590
+let port = UPSTREAM_PORT + 10
 for (const v of variants) {
   v.port = port++
   v.child =

@@ -20,7 +20,9 @@
 // variants are started once and stay up (JIT warm), pinned to CPU 0; h2load (CPU 1) sends them a
 // fixed number of requests in turn, round after round, and the CPU time each process spent
 // (user + system, /proc) is divided by the request count. Interleaving makes drift hit every
-// variant alike; the minimum and the median over rounds are the figures to compare.
+// variant alike; the minimum and the median over rounds are the figures to compare, and the
+// ratio to the ceiling taken within each round (then its median), which cancels drift between
+// rounds. Each round starts with the next variant in turn.
 import { execFileSync } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { join, dirname } from "node:path"
@@ -79,10 +81,12 @@ const N = Number(opt.requests)
 for (const v of variants) load(v, 2 * N) // warm-up: JIT, pools
 const samples = Object.fromEntries(variants.map((v) => [v.name, []]))
 for (let r = 0; r < Number(opt.rounds); r++) {
-  for (const v of variants) {
+  // each round starts with the next variant: no variant always runs first (or after another)
+  for (let i = 0; i < variants.length; i++) {
+    const v = variants[(r + i) % variants.length]
     const c0 = cpuUs(v.child.pid)
     load(v, N)
-    samples[v.name].push((cpuUs(v.child.pid) - c0) / N)
+    samples[v.name][r] = (cpuUs(v.child.pid) - c0) / N
   }
 }
 
@@ -91,13 +95,16 @@ const base = variants.find((v) => v.dir === "ceiling")
 const baseMedian = base ? sorted(samples[base.name])[Math.floor(samples[base.name].length / 2)] : undefined
 const what = bodyBytes > 0 ? `POSTs of ${bodyBytes} bytes` : "requests"
 console.log(`CPU µs per request, ${opt.rounds} interleaved rounds of ${N} ${what} to ${opt.path} (h2load -c${opt.conns})`)
-console.log("| variant | min | median | ceiling / median | RSS MiB started / peak | rounds |")
-console.log("|---|---|---|---|---|---|")
+// "paired": the ratio to the ceiling within each round, then its median (drift between rounds cancels)
+console.log("| variant | min | median | ceiling / median | ceiling / variant, paired by round (median) | RSS MiB started / peak | rounds |")
+console.log("|---|---|---|---|---|---|---|")
 for (const v of variants) {
   const s = sorted(samples[v.name])
   const median = s[Math.floor(s.length / 2)]
   const ratio = baseMedian === undefined ? "" : (baseMedian / median).toFixed(2)
+  const pairs = base === undefined ? [] : sorted(samples[v.name].map((x, r) => samples[base.name][r] / x))
+  const paired = base === undefined ? "" : pairs[Math.floor(pairs.length / 2)].toFixed(2)
   const mib = (kib) => (kib / 1024).toFixed(0)
-  console.log(`| ${v.name} | ${s[0].toFixed(1)} | ${median.toFixed(1)} | ${ratio} | ${mib(v.idleRss)} / ${mib(statusKiB(v.child.pid, "VmHWM"))} | ${samples[v.name].map((x) => x.toFixed(0)).join(" ")} |`)
+  console.log(`| ${v.name} | ${s[0].toFixed(1)} | ${median.toFixed(1)} | ${ratio} | ${paired} | ${mib(v.idleRss)} / ${mib(statusKiB(v.child.pid, "VmHWM"))} | ${samples[v.name].map((x) => x.toFixed(0)).join(" ")} |`)
 }
 process.exit(0)

@@ -286,6 +286,26 @@ describe("request buffering (limits.request-buffer-size)", () => {
     })
   )
 
+  it.scopedLive("request-buffer-size 0 streams a chunked body: the upstream sees it first; a bad chunk after that is a 400 and the connection closes", () =>
+    Effect.gen(function* () {
+      const origin = yield* echoOrigin()
+      const proxy = yield* startProxy(config(origin.address, 0))
+      const s = net.connect(proxy.port, "127.0.0.1")
+      yield* Effect.addFinalizer(() => Effect.sync(() => s.destroy()))
+      let out = ""
+      s.on("error", () => undefined)
+      const closed = new Promise<void>((resolve) => {
+        s.on("data", (c: Buffer) => (out += c.toString("latin1")))
+        s.on("close", () => resolve())
+      })
+      s.write("POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+      yield* Effect.promise(() => origin.arrived("/upload"))
+      s.write("zz\r\n")
+      yield* Effect.promise(() => closed)
+      expect(out.startsWith("HTTP/1.1 400")).toBe(true)
+    })
+  )
+
   it.scopedLive("request-buffer-size 0 streams: the upstream sees the request before its body is complete", () =>
     Effect.gen(function* () {
       const origin = yield* echoOrigin()

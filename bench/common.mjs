@@ -92,7 +92,8 @@ export const waitReady = async (port, path = "/small") => {
 
 /**
  * The upstream on CPU 1: nginx (1 worker) when installed, else a node:http origin. Serves
- * `/small` (20 bytes) and `/static/64k.bin`. Returns what it is, for the report.
+ * `/small` (20 bytes), `/static/64k.bin`, and `/post` (reads the request body, answers the
+ * 3 bytes "ok\n"). Returns what it is, for the report.
  */
 export const startUpstream = async (work, port) => {
   mkdirSync(join(work, "www/static"), { recursive: true })
@@ -107,6 +108,7 @@ events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000; keepalive_timeout 120s;
   server { listen 127.0.0.1:${port}; root ${work}/www;
     location = /small { return 200 "12345678901234567890"; }
+    location = /post { return 200 "ok\\n"; }
     location /static/ { } } }`
     )
     start(pin(1, ["nginx", "-c", join(work, "nginx.conf"), "-p", work]), {}, { graceful: true })
@@ -115,7 +117,10 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 120s;
     writeFileSync(
       join(work, "origin.mjs"),
       `import http from "node:http"; const big = Buffer.alloc(65536, 7);
-http.createServer((q, s) => { if (q.url === "/small") s.end("12345678901234567890"); else s.end(big) }).listen(${port}, "127.0.0.1")`
+http.createServer((q, s) => {
+  if (q.url === "/post") { q.resume(); q.on("end", () => s.end("ok\\n")); return }
+  if (q.url === "/small") s.end("12345678901234567890"); else s.end(big)
+}).listen(${port}, "127.0.0.1")`
     )
     start(pin(1, [process.execPath, join(work, "origin.mjs")]))
   }
@@ -158,6 +163,17 @@ observability { logging { access-log { enabled #${accessLog ? "true" : "false"};
 `
   )
   return path
+}
+
+/**
+ * h2load's options for a request body of `bytes` (`-d FILE`: a POST with that Content-Length),
+ * the file written into `work`; none for 0 (a GET).
+ */
+export const bodyArgs = (work, bytes) => {
+  if (!(bytes > 0)) return []
+  const file = join(work, `body-${bytes}.bin`)
+  writeFileSync(file, Buffer.alloc(bytes, 97))
+  return ["-d", file]
 }
 
 /** A TCP port free on 127.0.0.1 right now. */

@@ -2,8 +2,10 @@
 // Where the CPU time of one request goes: Sentinel and the Node ceiling under the same load,
 // each with V8's sampling profiler, the samples attributed to the parts of the pipeline.
 //
-//   npm run build && node bench/profile.mjs [--requests 100000] [--path /small] [--conns 50] [--config FILE]
-//     [--top N] [--json FILE] [--h2] [--agent uds|grpc] [--dist DIR]
+//   npm run build && node bench/profile.mjs [--requests 100000] [--path /small] [--body-bytes N] [--port-base 18680] [--conns 50]
+//     [--config FILE] [--top N] [--json FILE] [--h2] [--agent uds|grpc] [--dist DIR]
+// --body-bytes N: POSTs with an N-byte body (h2load -d), to /post unless --path says otherwise.
+// --port-base P: the upstream on P, the proxies on P+10.. (default 18680; lets two runs coexist).
 // --top: also list the N functions with the most self time. --files: Sentinel's parts by file. --h2: HTTP/2 over TLS (h2load -c10
 // -m10) against a TLS listener, and bench/tls-ceiling.mjs as the ceiling. --agent: the route with
 // the `echo` agent over its Unix socket (uds) or gRPC, against the same route without agents
@@ -29,14 +31,16 @@ import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { PROXY_V8_FLAGS } from "../dist/RuntimeFlags.js"
-import { cpuUs, requireCommands, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
+import { bodyArgs, cpuUs, requireCommands, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt } = parseArgs({
   options: {
     requests: { type: "string", default: "100000" },
     conns: { type: "string", default: "50" },
-    path: { type: "string", default: "/small" },
+    path: { type: "string" },
+    "body-bytes": { type: "string", default: "0" },
+    "port-base": { type: "string", default: "18680" },
     config: { type: "string" },
     json: { type: "string" },
     top: { type: "string", default: "0" },
@@ -48,7 +52,10 @@ const { values: opt } = parseArgs({
 })
 requireCommands(["h2load", "taskset"])
 const work = workDir("sentinel-profile-")
-const UPSTREAM_PORT = 18680
+const bodyBytes = Number(opt["body-bytes"])
+opt.path ??= bodyBytes > 0 ? "/post" : "/small"
+const post = bodyArgs(work, bodyBytes)
+const UPSTREAM_PORT = Number(opt["port-base"])
 const upstreamKind = await startUpstream(work, UPSTREAM_PORT)
 
 const certFile = join(work, "cert.pem"), keyFile = join(work, "key.pem")
@@ -74,8 +81,8 @@ const ready = async (port) => {
 }
 const load = (port, n) => {
   const args = opt.h2
-    ? ["-n", String(n), "-c", "10", "-m", "10", `https://127.0.0.1:${port}${opt.path}`]
-    : ["--h1", "-n", String(n), "-c", opt.conns, `http://127.0.0.1:${port}${opt.path}`]
+    ? [...post, "-n", String(n), "-c", "10", "-m", "10", `https://127.0.0.1:${port}${opt.path}`]
+    : ["--h1", ...post, "-n", String(n), "-c", opt.conns, `http://127.0.0.1:${port}${opt.path}`]
   const out = execFileSync("taskset", ["-c", "1", "h2load", ...args], { encoding: "utf8" })
   const ok = Number(/status codes: (\d+) 2xx/.exec(out)?.[1] ?? 0)
   if (ok !== n) throw new Error(`${ok} of ${n} requests answered 2xx`)
@@ -168,15 +175,15 @@ const runOne = async (name, argv, env, port, agent) => {
 }
 
 const results = []
-const sentinelPort = 18690
+const sentinelPort = UPSTREAM_PORT + 10
 const tls = opt.h2 ? { tls: { certFile, keyFile, sessionResumption: true } } : {}
 const config = opt.config ?? sentinelConfig(work, "profile", { port: sentinelPort, upstreamPort: UPSTREAM_PORT, accessLog: true, ...tls })
 results.push(...(await runOne("sentinel", [...PROXY_V8_FLAGS, join(opt.dist, "main.js"), "run", "-c", config], { SENTINEL_NO_RESPAWN: "1" }, sentinelPort)))
 if (opt.agent !== undefined) {
   if (opt.agent !== "uds" && opt.agent !== "grpc") throw new Error("--agent is uds or grpc")
-  const port = 18692
+  const port = UPSTREAM_PORT + 12
   const sock = join(work, "echo.sock")
-  const grpcPort = 18693
+  const grpcPort = UPSTREAM_PORT + 13
   const agent = startProfiled("echo-agent", 1, [
     join(root, "dist/agents-bin/echo/main.js"), ...(opt.agent === "uds" ? ["--socket", sock] : ["--grpc", `127.0.0.1:${grpcPort}`])
   ], {})
@@ -186,7 +193,7 @@ if (opt.agent !== undefined) {
   })
   results.push(...(await runOne(`sentinel+echo-${opt.agent}`, [...PROXY_V8_FLAGS, join(opt.dist, "main.js"), "run", "-c", cfg], { SENTINEL_NO_RESPAWN: "1" }, port, agent)))
 } else {
-  const ceilingPort = 18691
+  const ceilingPort = UPSTREAM_PORT + 11
   results.push(...(await runOne(
     "ceiling",
     ["--max-semi-space-size=64", join(root, opt.h2 ? "bench/tls-ceiling.mjs" : "bench/ceiling.mjs")],
@@ -195,7 +202,7 @@ if (opt.agent !== undefined) {
   )))
 }
 
-console.log(`CPU µs per request by part, ${opt.requests} requests to ${opt.path} (${opt.h2 ? "HTTP/2 over TLS, h2load -c10 -m10" : `h2load --h1 -c${opt.conns}`}); upstream: ${upstreamKind}`)
+console.log(`CPU µs per request by part, ${opt.requests} ${bodyBytes > 0 ? `POSTs of ${bodyBytes} bytes` : "requests"} to ${opt.path} (${opt.h2 ? "HTTP/2 over TLS, h2load -c10 -m10" : `h2load --h1 -c${opt.conns}`}); upstream: ${upstreamKind}`)
 const names = [...new Set(results.flatMap((r) => [...r.groups.keys()]))]
 const share = (r, g) => {
   const total = [...r.groups.values()].reduce((a, b) => a + b, 0)

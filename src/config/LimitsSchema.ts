@@ -11,11 +11,12 @@ export const LimitsConfig = Schema.Struct({
   /** `max-body-size` (or `max-body-size-bytes`): request body bytes. Default 10 MiB. */
   maxBodySize: defaulted(Count, () => 10 * 1024 * 1024),
   /**
-   * `request-buffer-size`: a request body with a `Content-Length` up to this is read whole
-   * before it goes upstream (nginx's `proxy_request_buffering`), which also lets a failed
-   * attempt replay it on another target; larger and chunked bodies stream. 0 = stream every
-   * body; a route whose `retry-policy` allows more than one attempt buffers at least 64 KiB.
-   * Default 64 KiB.
+   * `request-buffer-size`: a request body up to this is read whole before it goes upstream
+   * (nginx's `proxy_request_buffering`), which also lets a failed attempt replay it on another
+   * target: a `Content-Length` body up to this size, and a chunked one that ends within it
+   * (sent upstream with a `Content-Length`); larger bodies stream (a chunked one after what was
+   * read). 0 = stream every body; a route whose `retry-policy` allows more than one attempt
+   * buffers at least 64 KiB. Default 64 KiB.
    */
   requestBufferSize: defaulted(Count, () => 64 * 1024),
   /**

@@ -71,7 +71,7 @@ export const RoutePolicies = Schema.Struct({
    * `buffer-requests`: every request body (declared, chunked or HTTP/2) is read whole, up to
    * the route's max-body-size, before it goes upstream (nginx's `proxy_request_buffering`, for
    * all bodies): the upstream gets it in one piece and a failed attempt can replay it.
-   * Default #false (only declared bodies up to `limits { request-buffer-size }`).
+   * Default #false (only bodies up to `limits { request-buffer-size }`).
    */
   bufferRequests: defaulted(Schema.Boolean, () => false),
   /**

@@ -21,6 +21,9 @@ export const readBodyUpTo = (req: IncomingMessage, limit: number, done: (read: B
   }
   const chunks: Array<Buffer> = []
   let n = 0
+  // A body that came in one chunk (the usual case for a few KiB: node's parser hands each
+  // socket read's body bytes over as a Buffer of their own) is that chunk, not a copy of it.
+  const whole = (): Buffer => (chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, n))
   const cleanup = () => {
     req.off("data", onData)
     req.off("end", onEnd)
@@ -33,12 +36,12 @@ export const readBodyUpTo = (req: IncomingMessage, limit: number, done: (read: B
     if (n > limit) {
       cleanup()
       req.pause()
-      done({ _tag: "Read", data: Buffer.concat(chunks, n), complete: false })
+      done({ _tag: "Read", data: whole(), complete: false })
     }
   }
   const onEnd = () => {
     cleanup()
-    done({ _tag: "Read", data: Buffer.concat(chunks, n), complete: true })
+    done({ _tag: "Read", data: whole(), complete: true })
   }
   const onFail = () => {
     cleanup()

@@ -12,8 +12,9 @@ import type { Dataplane, RoutePlan } from "./Dataplane.js"
 /**
  * Smallest buffering limit of a route whose retry-policy allows more than one attempt: a
  * declared body up to this (or up to `limits { request-buffer-size }`, if larger) is read
- * into memory before the first attempt so that a retry can replay it. Larger or chunked
- * bodies stream and are not replayed. Also the default of `request-buffer-size`.
+ * into memory before the first attempt so that a retry can replay it (a chunked one too, when
+ * it ends within it). Larger bodies stream and are not replayed. Also the default of
+ * `request-buffer-size`.
  */
 export const DEFAULT_RETRY_BUFFER_BYTES = 64 * 1024
 

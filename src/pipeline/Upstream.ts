@@ -265,7 +265,7 @@ class UpstreamCall {
     }
     const prepared = requestBody(this.ctx, this.plan, this.retry.bufferLimit)
     if (prepared !== "buffer") return this.attempt(1, prepared, undefined)
-    this.inProgress = bufferBody(this.ctx.req, this.retry.bufferLimit, (error, body) => {
+    this.inProgress = bufferBody(this.ctx, this.retry.bufferLimit, this.plan.maxBodySize, (error, body) => {
       this.inProgress = undefined
       if (this.finished) return
       if (error !== undefined) return this.finish(error)

@@ -98,6 +98,32 @@ describe("bodies", () => {
     })
   )
 
+  it.scopedLive("a chunked body over the limit: 413 body_too_large, then the connection closes (the rest of the body is unread)", () =>
+    Effect.gen(function* () {
+      const origin = yield* echoOrigin()
+      const proxy = yield* startProxy(
+        testConfig({
+          upstreams: [{ id: "a", targets: [{ address: origin.address }] }],
+          routes: [upstreamRoute("all", "/", "a")],
+          limits: { maxBodySize: 1000 }
+        })
+      )
+      const s = net.connect(proxy.port, "127.0.0.1")
+      yield* Effect.addFinalizer(() => Effect.sync(() => s.destroy()))
+      let out = ""
+      const closed = new Promise<void>((resolve) => {
+        s.on("data", (c: Buffer) => (out += c.toString("latin1")))
+        s.on("close", () => resolve())
+      })
+      // 600 bytes, then 600 more (over 1000), in one write: the head reaches the origin, the body is cut
+      const chunk = "258\r\n" + "x".repeat(600) + "\r\n"
+      s.write(`POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${chunk}${chunk}`)
+      yield* Effect.promise(() => closed)
+      expect(out.startsWith("HTTP/1.1 413")).toBe(true)
+      expect(out).toContain("body_too_large")
+    })
+  )
+
   it.scoped("answers 413 for a chunked body that grows over the limit", () =>
     Effect.gen(function* () {
       const origin = yield* echoOrigin()
@@ -214,6 +240,69 @@ describe("request buffering (limits.request-buffer-size)", () => {
       const text = yield* Effect.promise(() => reply)
       expect(text.startsWith("HTTP/1.1 200")).toBe(true)
       expect(JSON.parse(text.slice(text.indexOf("\n") + 1))).toEqual({ bytes: 10, sha256: sha256(Buffer.from("helloworld")) })
+    })
+  )
+
+  it.scopedLive("a body that arrives with its head in one piece is forwarded byte-exact, and again on the same connection", () =>
+    Effect.gen(function* () {
+      const origin = yield* echoOrigin()
+      const proxy = yield* startProxy(config(origin.address))
+      const s = net.connect(proxy.port, "127.0.0.1")
+      yield* Effect.addFinalizer(() => Effect.sync(() => s.destroy()))
+      // two requests, each head and body in one write: each body is one chunk of its own
+      for (const body of [patternBytes(16 * 1024), patternBytes(16 * 1024 + 7).reverse()]) {
+        const reply = replyOf(s)
+        s.write(Buffer.concat([Buffer.from(head("/upload", body.length)), body]))
+        const text = yield* Effect.promise(() => reply)
+        s.removeAllListeners("data")
+        expect(text.startsWith("HTTP/1.1 200")).toBe(true)
+        expect(JSON.parse(text.slice(text.indexOf("\n") + 1))).toEqual({ bytes: body.length, sha256: sha256(body) })
+      }
+    })
+  )
+
+  it.scoped("a chunked body that ends within the buffer size goes upstream whole with a Content-Length; a longer one streams on chunked after what was read", () =>
+    Effect.gen(function* () {
+      const origin = yield* echoOrigin()
+      const proxy = yield* startProxy(config(origin.address))
+      async function* chunked(body: Buffer) {
+        for (let i = 0; i < body.length; i += 10_000) yield body.subarray(i, i + 10_000)
+      }
+      const seenHeaders = (url: string) => {
+        const raw = origin.requests.find((r) => r.url === url)!.rawHeaders
+        const h: Record<string, string> = {}
+        for (let i = 0; i < raw.length; i += 2) h[raw[i]!.toLowerCase()] = raw[i + 1]!
+        return h
+      }
+      for (const [url, body] of [["/small/upload", patternBytes(30_007)], ["/large/upload", patternBytes(200_003)]] as const) {
+        const reply = yield* Effect.promise(() => request(proxy.port, { method: "POST", path: url, body: chunked(body) }))
+        expect(reply.status).toBe(200)
+        expect(JSON.parse(reply.body.toString())).toEqual({ bytes: body.length, sha256: sha256(body) })
+      }
+      expect(seenHeaders("/small/upload")["content-length"]).toBe("30007")
+      expect(seenHeaders("/small/upload")["transfer-encoding"]).toBeUndefined()
+      expect(seenHeaders("/large/upload")["transfer-encoding"]).toBe("chunked")
+      expect(seenHeaders("/large/upload")["content-length"]).toBeUndefined()
+    })
+  )
+
+  it.scopedLive("request-buffer-size 0 streams a chunked body: the upstream sees it first; a bad chunk after that is a 400 and the connection closes", () =>
+    Effect.gen(function* () {
+      const origin = yield* echoOrigin()
+      const proxy = yield* startProxy(config(origin.address, 0))
+      const s = net.connect(proxy.port, "127.0.0.1")
+      yield* Effect.addFinalizer(() => Effect.sync(() => s.destroy()))
+      let out = ""
+      s.on("error", () => undefined)
+      const closed = new Promise<void>((resolve) => {
+        s.on("data", (c: Buffer) => (out += c.toString("latin1")))
+        s.on("close", () => resolve())
+      })
+      s.write("POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+      yield* Effect.promise(() => origin.arrived("/upload"))
+      s.write("zz\r\n")
+      yield* Effect.promise(() => closed)
+      expect(out.startsWith("HTTP/1.1 400")).toBe(true)
     })
   )
 

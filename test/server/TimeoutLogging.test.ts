@@ -200,9 +200,9 @@ describe.each([
     s.on("error", () => undefined)
     let received = ""
     s.on("data", (c: Buffer) => (received += c.toString("latin1")))
-    s.write(`POST ${at}/bad-chunk HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n`)
-    await origin.arrived(`${at}/bad-chunk`)
-    s.write("zz\r\n")
+    // one write: the head starts the request (its body is being read, request-buffer-size)
+    // before the parser reaches the bad chunk size
+    s.write(`POST ${at}/bad-chunk HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n`)
     await closedWithin(s, 3000)
     expect(statusesOf(received)).toEqual([400])
     const line = await onlyLineFor(`${at}/bad-chunk`)

@@ -87,7 +87,12 @@ export const timestampMs = (text: string): number => {
 }
 
 /** The ProxyToAgent bytes of a RequestHeaders event, or undefined when protobufjs must encode it. */
-export const encodeRequestHeadersMessage = (e: RequestHeadersEvent): Buffer | undefined => {
+export const encodeRequestHeadersMessage = (e: RequestHeadersEvent): Buffer | undefined => encodeRequestHeaders(e, 0)
+
+/** The same message framed for gRPC (`[0][length u32 BE][message]`), encoded in place: no copy. */
+export const encodeRequestHeadersFrame = (e: RequestHeadersEvent): Buffer | undefined => encodeRequestHeaders(e, 5)
+
+const encodeRequestHeaders = (e: RequestHeadersEvent, prefix: 0 | 5): Buffer | undefined => {
   const m = e.metadata
   if (typeof m !== "object" || m === null) return undefined
   const { correlation_id, request_id, client_ip, client_port, server_name, protocol, tls_version, route_id, upstream_id, traceparent } = m
@@ -133,7 +138,13 @@ export const encodeRequestHeadersMessage = (e: RequestHeadersEvent): Buffer | un
   const bUri = utf8Length(e.uri)
   const eventSize = fieldSize(metaSize) + fieldSize(bMethod) + fieldSize(bUri) + fieldSize(bProto) + headersSize
 
-  const o = new Out(Buffer.allocUnsafe(fieldSize(eventSize)))
+  const size = fieldSize(eventSize)
+  const o = new Out(Buffer.allocUnsafe(prefix + size))
+  if (prefix === 5) {
+    o.byte(0) // not compressed
+    o.buf.writeUInt32BE(size, 1)
+    o.pos = 5
+  }
   o.byte(0x12) // ProxyToAgent.request_headers
   o.varint(eventSize)
   o.byte(0x0a) // metadata

@@ -45,6 +45,7 @@ import type { AgentClient, AgentClientStatus, ClientEvent } from "./Client.js"
 import { agentResponseOf, proxyToAgentOf } from "./GrpcMapping.js"
 import { type CallHandlers, frameOf, type GrpcTlsConfig, type H2Call, H2Channel, Status, statusName } from "./GrpcHttp2.js"
 import { encodeRequestHeadersFrame } from "./GrpcWire.js"
+import { decodeAllowAnswer } from "./GrpcWireIn.js"
 import {
   type AgentToProxy,
   decodeAgentToProxy,
@@ -245,7 +246,8 @@ class GrpcPool implements AgentClient {
       onMessage: (bytes) => {
         let m: AgentToProxy
         try {
-          m = decodeAgentToProxy(bytes)
+          // an allow answer (the one of nearly every request) by hand: GrpcWireIn.ts
+          m = decodeAllowAnswer(bytes) ?? decodeAgentToProxy(bytes)
         } catch (e) {
           this.drop(slot, s, `INTERNAL: Response message parsing error: ${e instanceof Error ? e.message : String(e)}`, undefined)
           return

@@ -118,12 +118,17 @@ const encodeRequestHeaders = (e: RequestHeadersEvent, prefix: 0 | 5): Buffer | u
     fieldSize(bCid) + fieldSize(bRid) + fieldSize(bIp) + 1 + varintSize(client_port) + opt(bServer) + fieldSize(bProto) +
     opt(bTls) + opt(bRoute) + opt(bUp) + 1 + varintSize(ts) + opt(bTp)
 
-  // headers: the sizes of each Header message, kept for the write pass
+  // headers: the sizes of each Header message, kept for the write pass; the names listed once (the
+  // map has a null prototype, so V8 keeps it as a dictionary: each for-in over it collects its keys anew)
+  const names = Object.keys(headers)
+  const lists: Array<ReadonlyArray<string>> = []
   const sizes: Array<number> = []
   let headersSize = 0
-  for (const name in headers) {
+  for (let n = 0; n < names.length; n++) {
+    const name = names[n]
     const values = headers[name]
     if (!Array.isArray(values)) return undefined
+    lists.push(values)
     const bName = utf8Length(name)
     for (let i = 0; i < values.length; i++) {
       const v = values[i]
@@ -166,8 +171,9 @@ const encodeRequestHeaders = (e: RequestHeadersEvent, prefix: 0 | 5): Buffer | u
   o.str(0x1a, e.uri, bUri)
   o.str(0x22, protocol, bProto) // http_version
   let k = 0
-  for (const name in headers) {
-    const values = headers[name]
+  for (let n = 0; n < names.length; n++) {
+    const name = names[n]
+    const values = lists[n]
     for (let i = 0; i < values.length; i++) {
       o.byte(0x2a) // headers
       o.varint(sizes[k + 2])

@@ -6,8 +6,8 @@
  *
  * Why not @grpc/grpc-js's client: every message there goes through its call layers (retrying
  * call, filter stack with the compression filter's promises, load-balancing and subchannel
- * calls, a stream decoder, an object-mode Duplex), ~7.5 µs of the proxy's CPU per agent call
- * of the ~19 µs the transport costs (bench/README.md, "profile.mjs --agent"). What the proxy
+ * calls, a stream decoder, an object-mode Duplex): the transport cost ~19 µs of CPU per call
+ * with it, ~12 µs without (bench/README.md, "profile.mjs --agent", issue 16). What the proxy
  * used of that channel is here: TLS / mTLS (the same options), HTTP/2 keepalive pings with a
  * timeout, message limits both ways, the status of a call (UNIMPLEMENTED for the package
  * fallback, others as the reason of the drop); reconnecting is the transport's own backoff per

@@ -56,9 +56,11 @@ export const connectOptions = (address: string, tls: GrpcTlsConfig | undefined):
   const host = u.hostname.startsWith("[") ? u.hostname.slice(1, -1) : u.hostname
   const port = u.port === "" ? (u.protocol === "https:" ? 443 : 80) : Number(u.port)
   const authority = `${https ? "https" : "http"}://${u.host}`
-  const settings = { enablePush: false }
+  // as grpc-js: node's 10 MB session memory limit off (its behaviour at the limit degrades
+  // badly; bodies go out in messages of up to 10 MiB, the proxy's own limits bound them)
+  const session = { settings: { enablePush: false }, maxSessionMemory: Number.MAX_SAFE_INTEGER, maxSendHeaderBlockLength: Number.MAX_SAFE_INTEGER }
   const tcp = () => net.connect({ host, port }).setNoDelay(true)
-  if (!https) return { authority, options: { settings, createConnection: tcp } }
+  if (!https) return { authority, options: { ...session, createConnection: tcp } }
   const read = (f: string | undefined) => (f === undefined ? undefined : fs.readFileSync(f))
   const insecure = tls?.insecure === true
   const ca = read(tls?.caCert)
@@ -77,7 +79,7 @@ export const connectOptions = (address: string, tls: GrpcTlsConfig | undefined):
     rejectUnauthorized: !insecure,
     ...(insecure ? { checkServerIdentity: () => undefined } : {})
   }
-  return { authority, options: { settings, createConnection: () => tlsModule.connect({ ...tlsOptions, socket: tcp() }) } }
+  return { authority, options: { ...session, createConnection: () => tlsModule.connect({ ...tlsOptions, socket: tcp() }) } }
 }
 
 export interface CallHandlers {
@@ -279,6 +281,7 @@ export class H2Channel {
     if (current !== undefined && !current.closed && !current.destroyed) return current
     const s = http2.connect(this.authority, this.options)
     this.session = s
+    s.unref() // as grpc-js: the connection alone keeps no process alive
     s.on("error", () => {
       // each call on it fails with the error and reports it
     })

@@ -3,10 +3,10 @@
  * Unix-socket pool (Client.ts), so the Manager and AgentRuntime (concurrency
  * cap, circuit breaker, failure modes, metrics) treat both alike.
  *
- * - One channel (one HTTP/2 connection, @grpc/grpc-js) per agent, with
+ * - One HTTP/2 connection per agent (node:http2, GrpcHttp2.ts), with
  *   keepalive pings (`ping-interval-ms`), message limits of 10 MiB each way,
- *   TLS / mTLS when configured, and the channel's own reconnect backoff set
- *   from `reconnect-base-ms` / `reconnect-max-ms`.
+ *   TLS / mTLS when configured; each stream reconnects with its own backoff
+ *   (`reconnect-base-ms` doubling up to `reconnect-max-ms`).
  * - On it, `pool-size` ProcessStream calls (Sentinel opens 4 connections of
  *   one stream each; an agent built on Sentinel's SDK handles one message at
  *   a time per stream, so the streams are its parallelism). Each stream
@@ -23,9 +23,6 @@
  * - The agent's `config { }` goes in the handshake's `config_json` and, once
  *   the handshake succeeded, as a ConfigureEvent (`is_initial`), not answered.
  */
-import * as fs from "node:fs"
-import type * as Grpc from "@grpc/grpc-js"
-import { lazyModule } from "../LazyModule.js"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
@@ -46,7 +43,9 @@ import {
 } from "./Channels.js"
 import type { AgentClient, AgentClientStatus, ClientEvent } from "./Client.js"
 import { agentResponseOf, proxyToAgentOf } from "./GrpcMapping.js"
-import { encodeRequestHeadersMessage } from "./GrpcWire.js"
+import { type CallHandlers, frameOf, type GrpcTlsConfig, type H2Call, H2Channel, Status, statusName } from "./GrpcHttp2.js"
+import { encodeRequestHeadersFrame } from "./GrpcWire.js"
+import { decodeAllowAnswer } from "./GrpcWireIn.js"
 import {
   type AgentToProxy,
   decodeAgentToProxy,
@@ -59,9 +58,6 @@ import {
   processStreamPath,
   type ProxyToAgent
 } from "./GrpcProto.js"
-
-/** @grpc/grpc-js, loaded with the first gRPC agent (LazyModule.ts). */
-const grpcJs = lazyModule<typeof Grpc>("@grpc/grpc-js")
 import {
   type AgentCapabilities,
   AgentProtocolError,
@@ -73,17 +69,6 @@ import {
   PROTOCOL_VERSION,
   type RequestHeadersEvent
 } from "./Protocol.js"
-
-/** TLS to the agent (`grpc address="https://..." { tls; ca-cert ...; client-cert ...; client-key ... }`). */
-export interface GrpcTlsConfig {
-  /** `tls-insecure`: TLS without verifying the agent's certificate. Default false. */
-  readonly insecure?: boolean
-  /** `ca-cert`: PEM file of the CA(s) the agent's certificate must chain to. Default: the system roots. */
-  readonly caCert?: string
-  /** `client-cert` / `client-key`: PEM files of the proxy's certificate for mTLS. Default none. */
-  readonly clientCert?: string
-  readonly clientKey?: string
-}
 
 export interface GrpcClientConfig {
   readonly id: string
@@ -112,8 +97,6 @@ export interface GrpcClientConfig {
 
 type Done = (result: Either.Either<AgentResponse, AgentCallError>) => void
 
-type Call = Grpc.ClientDuplexStream<Buffer, AgentToProxy>
-
 class Stream {
   state: "connecting" | "ready" | "closed" = "connecting"
   /** Calls waiting for an answer on this stream, by correlation id (Client.ts's table). */
@@ -121,14 +104,16 @@ class Stream {
   paused = false
   health: number = HealthState.Healthy
   handshakeTimer: ReturnType<typeof setTimeout> | undefined
-  constructor(readonly call: Call, readonly pkg: GrpcPackage) {}
+  call: H2Call | undefined
+  constructor(readonly pkg: GrpcPackage) {}
 
-  send(bytes: Buffer): void {
+  /** Sends one framed message. */
+  send(frame: Buffer): void {
     if (this.state === "closed") return
     try {
-      this.call.write(bytes)
+      this.call?.write(frame)
     } catch {
-      // the call ended under us: its 'error'/'end' handler drops the stream
+      // the call ended under us: its close drops the stream
     }
   }
 }
@@ -139,55 +124,10 @@ interface Slot {
   attempt: number
 }
 
-const identity = (b: Buffer): Buffer => b
-
 const otherPackage = (p: GrpcPackage): GrpcPackage => (p === GRPC_PACKAGES[0] ? GRPC_PACKAGES[1] : GRPC_PACKAGES[0])
 
-/** `host:port` for grpc-js from `http(s)://host:port`. */
-export const grpcTarget = (address: string): { readonly target: string; readonly https: boolean } => {
-  const u = new URL(address)
-  const https = u.protocol === "https:"
-  return { target: `${u.hostname}:${u.port === "" ? (https ? 443 : 80) : u.port}`, https }
-}
-
-/** Channel credentials for `tls` (files read now: throws when one cannot be read). */
-export const channelCredentials = (address: string, tls: GrpcTlsConfig | undefined): Grpc.ChannelCredentials => {
-  const { https } = grpcTarget(address)
-  if (tls === undefined && !https) return grpcJs().credentials.createInsecure()
-  const read = (f: string | undefined) => (f === undefined ? null : fs.readFileSync(f))
-  const insecure = tls?.insecure === true
-  return grpcJs().credentials.createSsl(read(tls?.caCert), read(tls?.clientKey), read(tls?.clientCert), {
-    rejectUnauthorized: !insecure,
-    ...(insecure ? { checkServerIdentity: () => undefined } : {})
-  })
-}
-
-/** Channel options: keepalive, 10 MiB limits, reconnect backoff. */
-export const channelOptions = (c: {
-  readonly keepaliveMs?: number
-  readonly maxMessageBytes?: number
-  readonly reconnectBaseMs?: number
-  readonly reconnectMaxMs?: number
-  readonly connectTimeoutMs?: number
-}): Grpc.ChannelOptions => {
-  const keepalive = c.keepaliveMs ?? 10_000
-  const max = c.maxMessageBytes ?? GRPC_MAX_MESSAGE_BYTES
-  return {
-    "grpc.max_receive_message_length": max,
-    "grpc.max_send_message_length": max,
-    ...(keepalive > 0
-      ? {
-          "grpc.keepalive_time_ms": keepalive,
-          "grpc.keepalive_timeout_ms": Math.min(20_000, Math.max(1000, c.connectTimeoutMs ?? 5000)),
-          "grpc.keepalive_permit_without_calls": 1
-        }
-      : {}),
-    "grpc.initial_reconnect_backoff_ms": Math.max(1, c.reconnectBaseMs ?? 100),
-    "grpc.max_reconnect_backoff_ms": Math.max(1, c.reconnectMaxMs ?? 5000),
-    // one connection per agent, not shared with another agent's channel to the same address
-    "grpc.use_local_subchannel_pool": 1
-  }
-}
+/** How long a keepalive ping may stay unanswered: the connect timeout, within 1-20 s. */
+const keepaliveTimeoutMs = (connectTimeoutMs: number): number => Math.min(20_000, Math.max(1000, connectTimeoutMs))
 
 /** The capabilities of a gRPC handshake in the UDS shape the rest of the proxy reads. */
 export const capabilitiesOf = (c: PbAgentCapabilities | undefined): AgentCapabilities | null => {
@@ -221,7 +161,7 @@ export const capabilitiesOf = (c: PbAgentCapabilities | undefined): AgentCapabil
 class GrpcPool implements AgentClient {
   readonly id: string
   private readonly slots: Array<Slot>
-  private readonly client: Grpc.Client | undefined
+  private readonly channel: H2Channel | undefined
   private readonly setupError: string | undefined
   private closed = false
   private rr = 0
@@ -242,37 +182,39 @@ class GrpcPool implements AgentClient {
     this.reconnectBaseMs = Math.max(1, config.reconnectBaseMs ?? 100)
     this.reconnectMaxMs = Math.max(this.reconnectBaseMs, config.reconnectMaxMs ?? 5000)
     this.maxMessageBytes = config.maxMessageBytes ?? GRPC_MAX_MESSAGE_BYTES
-    this.handshake = encodeProxyToAgent({
+    this.handshake = frameOf(encodeProxyToAgent({
       handshake: {
         supported_versions: [PROTOCOL_VERSION],
         proxy_id: config.proxyId ?? "sentinel-ts",
         proxy_version: config.proxyVersion ?? "0.1.0",
         config_json: JSON.stringify(config.handshakeConfig ?? {})
       }
-    })
+    }))
     this.slots = Array.from({ length: Math.max(1, config.streams ?? 4) }, () => ({
       stream: undefined,
       retryTimer: undefined,
       attempt: 0
     }))
-    let client: Grpc.Client | undefined
+    let channel: H2Channel | undefined
     let setupError: string | undefined
     try {
-      client = new (grpcJs().Client)(
-        grpcTarget(config.address).target,
-        channelCredentials(config.address, config.tls),
-        channelOptions(config)
-      )
+      channel = new H2Channel({
+        address: config.address,
+        ...(config.tls !== undefined ? { tls: config.tls } : {}),
+        keepaliveMs: config.keepaliveMs ?? 10_000,
+        keepaliveTimeoutMs: keepaliveTimeoutMs(this.connectTimeoutMs),
+        maxMessageBytes: this.maxMessageBytes
+      })
     } catch (e) {
       setupError = `cannot set up the gRPC channel to ${config.address}: ${e instanceof Error ? e.message : String(e)}`
     }
-    this.client = client
+    this.channel = channel
     this.setupError = setupError
     this.lastError = setupError
   }
 
   open(): this {
-    if (this.client === undefined) {
+    if (this.channel === undefined) {
       this.emit({ _tag: "ConnectFailed", agent: this.id, reason: this.setupError ?? "no channel", retryInMs: 0 })
       return this
     }
@@ -291,32 +233,43 @@ class GrpcPool implements AgentClient {
   // -- streams ----------------------------------------------------------------
 
   private connect(slot: Slot, pkg: GrpcPackage = this.pkg, fallback = this.config.package === undefined): void {
-    if (this.closed || this.client === undefined) return
+    if (this.closed || this.channel === undefined) return
     slot.retryTimer = undefined
-    const call = this.client.makeBidiStreamRequest<Buffer, AgentToProxy>(
-      processStreamPath(pkg),
-      identity,
-      decodeAgentToProxy,
-      new (grpcJs().Metadata)(),
-      {}
-    )
-    const s = new Stream(call, pkg)
+    const s = new Stream(pkg)
     slot.stream = s
     s.handshakeTimer = setTimeout(() => {
       s.handshakeTimer = undefined
+      this.channel?.abandonIfConnecting()
       this.drop(slot, s, `no handshake within ${this.connectTimeoutMs} ms`, undefined)
     }, this.connectTimeoutMs)
-    call.on("data", (m: AgentToProxy) => this.onMessage(slot, s, m))
-    call.on("error", (e: Grpc.ServiceError) => {
-      if (s.state === "connecting" && e.code === grpcJs().status.UNIMPLEMENTED && fallback && !this.closed) {
-        // the agent serves the other package: ask there (once), keep it if it answers
-        this.close1(s)
-        if (slot.stream === s) slot.stream = undefined
-        return this.connect(slot, otherPackage(pkg), false)
+    const handlers: CallHandlers = {
+      onMessage: (bytes) => {
+        let m: AgentToProxy
+        try {
+          // an allow answer (the one of nearly every request) by hand: GrpcWireIn.ts
+          m = decodeAllowAnswer(bytes) ?? decodeAgentToProxy(bytes)
+        } catch (e) {
+          this.drop(slot, s, `INTERNAL: Response message parsing error: ${e instanceof Error ? e.message : String(e)}`, undefined)
+          return
+        }
+        this.onMessage(slot, s, m)
+      },
+      onClose: (code, details) => {
+        if (code === Status.OK) return this.drop(slot, s, "stream closed by the agent", undefined)
+        if (s.state === "connecting" && code === Status.UNIMPLEMENTED && fallback && !this.closed) {
+          // the agent serves the other package: ask there (once), keep it if it answers
+          this.close1(s)
+          if (slot.stream === s) slot.stream = undefined
+          return this.connect(slot, otherPackage(pkg), false)
+        }
+        this.drop(slot, s, `${statusName(code)}: ${details}`, undefined)
       }
-      this.drop(slot, s, `${grpcJs().status[e.code] ?? e.code}: ${e.details || e.message}`, undefined)
-    })
-    call.on("end", () => this.drop(slot, s, "stream closed by the agent", undefined))
+    }
+    try {
+      s.call = this.channel.call(processStreamPath(pkg), handlers)
+    } catch (e) {
+      return this.drop(slot, s, `UNAVAILABLE: ${e instanceof Error ? e.message : String(e)}`, undefined)
+    }
     s.send(this.handshake)
   }
 
@@ -350,7 +303,7 @@ class GrpcPool implements AgentClient {
       this.caps = capabilitiesOf(hs.capabilities)
       const config = this.config.handshakeConfig
       if (config !== null && config !== undefined) {
-        s.send(encodeProxyToAgent({ configure: { config_json: JSON.stringify(config), is_initial: true, timestamp_ms: Date.now() } }))
+        s.send(frameOf(encodeProxyToAgent({ configure: { config_json: JSON.stringify(config), is_initial: true, timestamp_ms: Date.now() } })))
       }
       this.emit({ _tag: "Connected", agent: this.id, capabilities: this.caps })
       return
@@ -392,7 +345,7 @@ class GrpcPool implements AgentClient {
     if (s.handshakeTimer) clearTimeout(s.handshakeTimer)
     s.handshakeTimer = undefined
     try {
-      s.call.cancel()
+      s.call?.cancel()
     } catch {
       // already ended
     }
@@ -430,19 +383,19 @@ class GrpcPool implements AgentClient {
   }
 
   private sendCancel(s: Stream, correlationId: string, reason: CancelReason): void {
-    s.send(encodeProxyToAgent({ cancel: { correlation_id: correlationId, reason, timestamp_ms: Date.now() } }))
+    s.send(frameOf(encodeProxyToAgent({ cancel: { correlation_id: correlationId, reason, timestamp_ms: Date.now() } })))
   }
 
-  /** An event's ProxyToAgent bytes (RequestHeaders, the one of every request, encoded by hand: GrpcWire.ts). */
+  /** An event's ProxyToAgent message, framed (RequestHeaders, the one of every request, encoded by hand: GrpcWire.ts). */
   private encode(type: MessageType, event: { readonly correlation_id: string }): Buffer | AgentProtocolError {
     if (type === MessageType.RequestHeaders) {
-      const bytes = encodeRequestHeadersMessage(event as RequestHeadersEvent)
-      if (bytes !== undefined) return bytes
+      const frame = encodeRequestHeadersFrame(event as RequestHeadersEvent)
+      if (frame !== undefined) return frame
     }
     const message = proxyToAgentOf(type, event)
     if (message instanceof AgentProtocolError) return new AgentProtocolError({ reason: message.reason, message: message.message, agent: this.id })
     try {
-      return encodeProxyToAgent(message as ProxyToAgent)
+      return frameOf(encodeProxyToAgent(message as ProxyToAgent))
     } catch (e) {
       return new AgentProtocolError({ reason: "malformed", message: `cannot encode the event: ${String(e)}`, agent: this.id })
     }
@@ -460,18 +413,19 @@ class GrpcPool implements AgentClient {
       done(Either.left(picked))
       return noop
     }
-    const bytes = this.encode(type, event)
-    if (bytes instanceof AgentProtocolError) {
-      done(Either.left(bytes))
+    const frame = this.encode(type, event)
+    if (frame instanceof AgentProtocolError) {
+      done(Either.left(frame))
       return noop
     }
-    if (bytes.length > this.maxMessageBytes) {
-      // over the limit the channel would fail the whole stream: fail this call only
+    const bytes = frame.length - 5
+    if (bytes > this.maxMessageBytes) {
+      // over the limit the agent would fail the whole stream: fail this call only
       done(
         Either.left(
           new AgentProtocolError({
             reason: "oversize",
-            message: `event of ${bytes.length} bytes exceeds the gRPC message limit of ${this.maxMessageBytes}`,
+            message: `event of ${bytes} bytes exceeds the gRPC message limit of ${this.maxMessageBytes}`,
             agent: this.id
           })
         )
@@ -480,7 +434,7 @@ class GrpcPool implements AgentClient {
     }
     const s = picked
     const cancel = trackCall(this.id, s, correlationId, timeoutMs, done, (reason) => this.sendCancel(s, correlationId, reason))
-    s.send(bytes)
+    s.send(frame)
     return cancel
   }
 
@@ -520,7 +474,7 @@ class GrpcPool implements AgentClient {
       if (slot.stream) this.drop(slot, slot.stream, "agent pool closed", undefined)
       slot.stream = undefined
     }
-    this.client?.close()
+    this.channel?.close()
   }
 }
 

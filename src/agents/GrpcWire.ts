@@ -87,7 +87,12 @@ export const timestampMs = (text: string): number => {
 }
 
 /** The ProxyToAgent bytes of a RequestHeaders event, or undefined when protobufjs must encode it. */
-export const encodeRequestHeadersMessage = (e: RequestHeadersEvent): Buffer | undefined => {
+export const encodeRequestHeadersMessage = (e: RequestHeadersEvent): Buffer | undefined => encodeRequestHeaders(e, 0)
+
+/** The same message framed for gRPC (`[0][length u32 BE][message]`), encoded in place: no copy. */
+export const encodeRequestHeadersFrame = (e: RequestHeadersEvent): Buffer | undefined => encodeRequestHeaders(e, 5)
+
+const encodeRequestHeaders = (e: RequestHeadersEvent, prefix: 0 | 5): Buffer | undefined => {
   const m = e.metadata
   if (typeof m !== "object" || m === null) return undefined
   const { correlation_id, request_id, client_ip, client_port, server_name, protocol, tls_version, route_id, upstream_id, traceparent } = m
@@ -113,12 +118,17 @@ export const encodeRequestHeadersMessage = (e: RequestHeadersEvent): Buffer | un
     fieldSize(bCid) + fieldSize(bRid) + fieldSize(bIp) + 1 + varintSize(client_port) + opt(bServer) + fieldSize(bProto) +
     opt(bTls) + opt(bRoute) + opt(bUp) + 1 + varintSize(ts) + opt(bTp)
 
-  // headers: the sizes of each Header message, kept for the write pass
+  // headers: the sizes of each Header message, kept for the write pass; the names listed once (the
+  // map has a null prototype, so V8 keeps it as a dictionary: each for-in over it collects its keys anew)
+  const names = Object.keys(headers)
+  const lists: Array<ReadonlyArray<string>> = []
   const sizes: Array<number> = []
   let headersSize = 0
-  for (const name in headers) {
+  for (let n = 0; n < names.length; n++) {
+    const name = names[n]
     const values = headers[name]
     if (!Array.isArray(values)) return undefined
+    lists.push(values)
     const bName = utf8Length(name)
     for (let i = 0; i < values.length; i++) {
       const v = values[i]
@@ -133,7 +143,13 @@ export const encodeRequestHeadersMessage = (e: RequestHeadersEvent): Buffer | un
   const bUri = utf8Length(e.uri)
   const eventSize = fieldSize(metaSize) + fieldSize(bMethod) + fieldSize(bUri) + fieldSize(bProto) + headersSize
 
-  const o = new Out(Buffer.allocUnsafe(fieldSize(eventSize)))
+  const size = fieldSize(eventSize)
+  const o = new Out(Buffer.allocUnsafe(prefix + size))
+  if (prefix === 5) {
+    o.byte(0) // not compressed
+    o.buf.writeUInt32BE(size, 1)
+    o.pos = 5
+  }
   o.byte(0x12) // ProxyToAgent.request_headers
   o.varint(eventSize)
   o.byte(0x0a) // metadata
@@ -155,8 +171,9 @@ export const encodeRequestHeadersMessage = (e: RequestHeadersEvent): Buffer | un
   o.str(0x1a, e.uri, bUri)
   o.str(0x22, protocol, bProto) // http_version
   let k = 0
-  for (const name in headers) {
-    const values = headers[name]
+  for (let n = 0; n < names.length; n++) {
+    const name = names[n]
+    const values = lists[n]
     for (let i = 0; i < values.length; i++) {
       o.byte(0x2a) // headers
       o.varint(sizes[k + 2])

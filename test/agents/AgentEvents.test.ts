@@ -10,7 +10,8 @@ import {
   type PbAgentResponse,
   type ProxyToAgent
 } from "../../src/agents/GrpcProto.js"
-import { encodeAllowAnswer, encodeRequestHeadersMessage } from "../../src/agents/GrpcWire.js"
+import { frameOf } from "../../src/agents/GrpcHttp2.js"
+import { encodeAllowAnswer, encodeRequestHeadersFrame, encodeRequestHeadersMessage } from "../../src/agents/GrpcWire.js"
 import { allow, block } from "../../src/agents/sdk/Decision.js"
 import { MessageType, type RequestHeadersEvent } from "../../src/agents/Protocol.js"
 
@@ -86,12 +87,14 @@ describe("GrpcWire: the RequestHeaders message encoded by hand", () => {
     return { correlation_id, metadata: metadata as RequestHeadersEvent["metadata"], method, uri, headers }
   })
 
-  it("writes the bytes protobufjs writes for the same event", () => {
+  it("writes the bytes protobufjs writes for the same event, and the same framed for gRPC", () => {
     fc.assert(
       fc.property(event, (e) => {
         const mine = encodeRequestHeadersMessage(e)
+        const theirs = encodeProxyToAgent(proxyToAgentOf(MessageType.RequestHeaders, e) as ProxyToAgent)
         expect(mine).toBeDefined()
-        expect(mine!.equals(encodeProxyToAgent(proxyToAgentOf(MessageType.RequestHeaders, e) as ProxyToAgent))).toBe(true)
+        expect(mine!.equals(theirs)).toBe(true)
+        expect(encodeRequestHeadersFrame(e)!.equals(frameOf(theirs))).toBe(true)
       }),
       { numRuns: 1000 }
     )
@@ -104,6 +107,7 @@ describe("GrpcWire: the RequestHeaders message encoded by hand", () => {
     expect(encodeRequestHeadersMessage(odd({ timestamp: "1969-12-31T23:59:59.000Z" }))).toBeUndefined()
     expect(encodeRequestHeadersMessage(odd({ client_port: -1 }))).toBeUndefined()
     expect(encodeRequestHeadersMessage(odd({ route_id: 7 }))).toBeUndefined()
+    expect(encodeRequestHeadersFrame(odd({ route_id: 7 }))).toBeUndefined()
     expect(encodeRequestHeadersMessage({ ...e, headers: { a: "b" } } as unknown as RequestHeadersEvent)).toBeUndefined()
   })
 })

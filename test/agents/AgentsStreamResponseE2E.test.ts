@@ -231,6 +231,8 @@ describe.each(["uds", "grpc"] as const)("response-body-mode stream (SDK agent, %
     origin.plan = { parts: ["one-", "two"], between: () => seenChunks(agent, 1) }
     const r = await fetchParts(env)
     expect(r).toMatchObject({ status: 200, body: "one-two", complete: true })
+    // the agent's lines come over its stdout, which may trail the response the client got
+    await eventually(() => chunks(agent).at(-1)?.is_last === true, 10_000, "the last chunk's line from the agent")
     const seen = chunks(agent)
     expect(seen.at(-1)).toMatchObject({ is_last: true, size: 0, bytes: 7, total_size: null })
     expect(seen.slice(0, -1).every((c) => c.is_last === false)).toBe(true)

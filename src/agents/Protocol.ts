@@ -130,14 +130,24 @@ export const encodeFrameBytes = (type: MessageType, payload: Uint8Array): Buffer
  */
 export const encodeFrame = (type: MessageType, payload: unknown): Buffer => {
   const json = JSON.stringify(payload ?? null)
-  const bytes = Buffer.byteLength(json)
-  const length = bytes + 1
-  if (length > MAX_FRAME_LENGTH) throw new RangeError(`agent frame of ${length} bytes exceeds ${MAX_FRAME_LENGTH}`)
-  const out = Buffer.allocUnsafe(4 + length)
-  out.writeUInt32BE(length, 0)
-  out[4] = type
-  out.write(json, 5, "utf8")
+  const size = payloadBytes(json)
+  const out = Buffer.allocUnsafe(5 + size)
+  writeFrame(out, 0, type, json, size)
   return out
+}
+
+/** The UTF-8 size of a JSON payload; a RangeError when its frame would exceed `MAX_FRAME_LENGTH`. */
+const payloadBytes = (json: string): number => {
+  const size = Buffer.byteLength(json)
+  if (size + 1 > MAX_FRAME_LENGTH) throw new RangeError(`agent frame of ${size + 1} bytes exceeds ${MAX_FRAME_LENGTH}`)
+  return size
+}
+
+/** Writes one frame (length prefix, type byte, `size` bytes of JSON) into `out` at `at`. */
+const writeFrame = (out: Buffer, at: number, type: MessageType, json: string, size: number): void => {
+  out.writeUInt32BE(size + 1, at)
+  out[at + 4] = type
+  out.write(json, at + 5, size, "utf8")
 }
 
 /**
@@ -159,8 +169,7 @@ export class FrameBatch {
   /** Queues one frame; throws a RangeError past `MAX_FRAME_LENGTH` (then nothing is queued). */
   add(type: MessageType, payload: unknown): void {
     const json = JSON.stringify(payload ?? null)
-    const size = Buffer.byteLength(json)
-    if (size + 1 > MAX_FRAME_LENGTH) throw new RangeError(`agent frame of ${size + 1} bytes exceeds ${MAX_FRAME_LENGTH}`)
+    const size = payloadBytes(json)
     this.types.push(type)
     this.jsons.push(json)
     this.sizes.push(size)
@@ -173,9 +182,7 @@ export class FrameBatch {
     let at = 0
     for (let i = 0; i < this.types.length; i++) {
       const size = this.sizes[i]
-      out.writeUInt32BE(size + 1, at)
-      out[at + 4] = this.types[i]
-      out.write(this.jsons[i], at + 5, size, "utf8")
+      writeFrame(out, at, this.types[i], this.jsons[i], size)
       at += 5 + size
     }
     this.clear()

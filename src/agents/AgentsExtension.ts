@@ -36,7 +36,7 @@ import { streamBody } from "./AgentBodyStream.js"
 import { errorAnswer, errorBody } from "../pipeline/ErrorResponse.js"
 import { BodyTooLarge, RequestRejected, type ProxyError } from "../pipeline/Errors.js"
 import { withContentLength } from "../pipeline/Headers.js"
-import { Readable } from "node:stream"
+import { bodyAfter } from "../pipeline/UpstreamBody.js"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -139,24 +139,6 @@ const applyInPlace = (flat: Array<string>, ops: ReadonlyArray<HeaderOp>): void =
 const noop = (): void => {}
 
 const EMPTY = Buffer.alloc(0)
-
-/** The bytes already read followed by the rest of the request, bounded by `limit` in total. */
-const prefixedBody = (ctx: RequestContext, prefix: Buffer, limit: number): Readable =>
-  Readable.from(
-    (async function* () {
-      let n = prefix.length
-      yield prefix
-      for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
-        n += chunk.length
-        if (n > limit) {
-          ctx.bodyTooLarge = true
-          throw new Error("request body over limit")
-        }
-        yield chunk
-      }
-    })(),
-    { objectMode: false }
-  )
 
 /** A proxy-made answer of the body phase: JSON with the trace id, like every other error. */
 const errorAnswerFor = (ctx: RequestContext, error: ProxyError): Answer => {
@@ -346,7 +328,7 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
               ctx.upstreamBody = body
               ctx.upstreamHeaders = withContentLength(ctx.upstreamHeaders, body.length)
             } else {
-              ctx.upstreamBody = prefixedBody(ctx, read.data, maxBodySize)
+              ctx.upstreamBody = bodyAfter(ctx, read.data, maxBodySize)
             }
             done(undefined)
           })

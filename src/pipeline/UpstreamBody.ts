@@ -68,6 +68,12 @@ export interface BodySource {
   readonly replayable: boolean
 }
 
+/**
+ * The bytes already read of the client's body followed by the rest of it, bounded by `limit` in
+ * total: past it the upload fails and the 413 closes the connection (as for every streamed body).
+ */
+export const bodyAfter = (ctx: RequestContext, prefix: Buffer, limit: number): Readable => new LimitedBody(ctx.req, limit, ctx, prefix)
+
 const NO_BODY: BodySource = { body: null, replayable: true }
 
 /**

@@ -7,6 +7,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
+import * as net from "node:net"
 import * as path from "node:path"
 import { CancelReason } from "../../src/agents/Protocol.js"
 import * as Effect from "effect/Effect"
@@ -107,6 +108,36 @@ describe("body and response phases", () => {
     expect(metricValue(m, "sentinel_agent_calls_total", { agent: "a", event: "request_body", result: "body-too-large" })).toBe(2)
     expect(metricValue(m, "sentinel_agent_fail_open_total", { agent: "a" })).toBe(1)
     await env.auditLine((l) => l.route_id === "closed" && l.status === 413 && l.result === "body-too-large")
+  })
+
+  it("a body past the agent's cap streams on within the route's limit; past that limit 413, and the connection closes (its rest is unread)", async () => {
+    const dir = socketDir()
+    await spawnRawAgent(path.join(dir, "a.sock"), ["--mode", "replace-body"])
+    const env = await startAgentEnv(
+      () => ({
+        agents: [{ id: "a", socketPath: path.join(dir, "a.sock"), events: ["request_body"], maxRequestBodyBytes: 1000 }],
+        filters: [{ id: "open", type: "agent", agent: "a", failureMode: "open" }],
+        routes: [upstreamRoute("open", "/open", { filters: ["open"], policies: { maxBodySize: 5000 } })]
+      }),
+      dir
+    )
+    await env.agentsReady()
+    const s = net.connect(env.proxy.port, "127.0.0.1")
+    s.on("error", () => undefined)
+    let out = ""
+    const closed = new Promise<void>((resolve) => {
+      s.on("data", (c: Buffer) => (out += c.toString("latin1")))
+      s.on("close", () => resolve())
+    })
+    // 3 x 2000 bytes: the agent's 1000 are passed (fail-open), then the stream goes over 5000
+    const chunk = "7d0\r\n" + "x".repeat(2000) + "\r\n"
+    s.write(`POST /open/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${chunk}`)
+    await eventually(() => env.origin.requests.length === 1, 5000, "the upload at the origin")
+    s.write(chunk + chunk)
+    await closed
+    expect(out.startsWith("HTTP/1.1 413")).toBe(true)
+    expect(out).toContain("body_too_large")
+    s.destroy()
   })
 
   it("response_headers: mutations reach the client; a block replaces the upstream's answer", async () => {

@@ -44,6 +44,9 @@ const start = async (options: { failureMode?: "open" | "closed"; timeoutMs?: num
   const { proxy, close } = await openProxy(config)
   cleanups.push(close)
   await agent.waitFor((l) => l.event === "handshake")
+  // the agent logs the handshake when it gets it: the proxy has the answer a moment later
+  // (a frame before that fails as "not connected": 1011 on a loaded machine)
+  await until(() => proxy.agentStatus().every((a) => a.client.ready > 0), "agent connected")
   return { proxy, origin, agent, audit }
 }
 

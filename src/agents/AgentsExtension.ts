@@ -36,7 +36,7 @@ import { streamBody } from "./AgentBodyStream.js"
 import { errorAnswer, errorBody } from "../pipeline/ErrorResponse.js"
 import { BodyTooLarge, RequestRejected, type ProxyError } from "../pipeline/Errors.js"
 import { withContentLength } from "../pipeline/Headers.js"
-import { bodyAfter } from "../pipeline/UpstreamBody.js"
+import { bodyAfter, closeAfterAnswer } from "../pipeline/UpstreamBody.js"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -311,7 +311,7 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
           if (read._tag === "Failed") return done(errorAnswerFor(ctx, new RequestRejected({ status: 400, reason: "request_body_read_failed" })))
           if (read.data.length > maxBodySize) {
             ctx.bodyTooLarge = true
-            ctx.res.shouldKeepAlive = false
+            closeAfterAnswer(ctx)
             return done(errorAnswerFor(ctx, new BodyTooLarge()))
           }
           // Over the largest cap, every agent sees cap + 1 bytes: the Manager resolves each by failure mode.
@@ -319,7 +319,7 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
             const step = applyRequest(ctx, d)
             if (step !== undefined) {
               // the rest of the body stays unread: the connection cannot carry another request
-              if (!read.complete) ctx.res.shouldKeepAlive = false
+              if (!read.complete) closeAfterAnswer(ctx)
               return done(step)
             }
             if (read.complete) {
@@ -356,7 +356,7 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
               if (step === undefined) return next()
               stopRead()
               // the rest of the body stays unread: the connection cannot carry another request
-              if (!chunk.isLast) ctx.res.shouldKeepAlive = false
+              if (!chunk.isLast) closeAfterAnswer(ctx)
               done(step)
             })
           },

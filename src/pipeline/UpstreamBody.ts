@@ -82,6 +82,15 @@ const NO_BODY: BodySource = { body: null, replayable: true }
  */
 const unreadRest = (ctx: RequestContext): void => {
   ctx.bodyTooLarge = true
+  closeAfterAnswer(ctx)
+}
+
+/**
+ * The request body's rest stays unread (a rejection before it ended): this answer is the
+ * connection's last on HTTP/1.1, and nothing pipelined behind it is handed on. An HTTP/2
+ * stream ends alone.
+ */
+export const closeAfterAnswer = (ctx: RequestContext): void => {
   if (ctx.http2) return
   ctx.res.shouldKeepAlive = false
   markClosing(ctx.req.socket)

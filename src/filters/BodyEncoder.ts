@@ -177,12 +177,20 @@ const usable = (engine: unknown): engine is Engine => {
   return typeof e._handle?.writeSync === "function" && typeof e._handle.reset === "function" && e._writeState instanceof Uint32Array
 }
 
-// checked once, when the module loads: what a node without the handle lacks, said plainly
-{
-  const probe = createGzip()
-  const ok = usable(probe)
-  probe.close()
-  if (!ok) throw new Error(`the compress filter needs node:zlib's stream handle (_handle.writeSync, _writeState), which node ${process.version} lacks`)
+let supported: boolean | undefined
+
+/**
+ * Throws, saying plainly what is missing, on a node without the handle. Called when a
+ * `compress` filter is compiled (start or reload), so a proxy without one never makes the probe's
+ * gzip state, and one with it fails there rather than on a request.
+ */
+export const requireEncoderSupport = (): void => {
+  if (supported === undefined) {
+    const probe = createGzip()
+    supported = usable(probe)
+    probe.close()
+  }
+  if (!supported) throw new Error(`the compress filter needs node:zlib's stream handle (_handle.writeSync, _writeState), which node ${process.version} lacks`)
 }
 
 /**

@@ -54,6 +54,7 @@ import {
   TokenBuckets
 } from "./RateLimit.js"
 import { makeRedisRateLimiter, type RedisBackendHooks, type RedisRateLimiter, RedisStores, type RedisStoreOptions } from "./RedisRateLimit.js"
+import { requireEncoderSupport } from "./BodyEncoder.js"
 import { compressResponse } from "./Compress.js"
 import { redirect } from "./Redirect.js"
 import { applySecurityHeaders } from "./SecurityHeaders.js"
@@ -349,6 +350,7 @@ export const makeFilterChain = (options: FilterChainOptions = {}): FilterChain =
         return { request: (ctx) => applyOutcome(ctx, f, urlRewrite(f, ctx, prefix), notify) }
       }
       case "compress": {
+        requireEncoderSupport()
         const hooks = options.compression
         const end = (ctx: RequestContext, bytesIn: number, bytesOut: number, complete: boolean, coding: string) =>
           hooks?.compressed(ctx.routeId, coding, bytesIn, bytesOut, complete)

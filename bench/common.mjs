@@ -1,7 +1,7 @@
 // What the benchmark scripts share: a work directory, child processes that die with the
 // script, readiness checks, the upstream (nginx, else a Node origin) and Sentinel's config.
 import { execFileSync, spawn, spawnSync } from "node:child_process"
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync, mkdirSync } from "node:fs"
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import http from "node:http"
@@ -53,9 +53,16 @@ export const treeCpuUs = (pid) => {
 export const pin = (cpu, argv) => (has("taskset") ? ["taskset", "-c", String(cpu), ...argv] : argv)
 
 /** A fresh directory; nginx workers run unprivileged, so the tree they serve must be readable. */
+/**
+ * A fresh directory under the system's temp dir for a run's configs and logs, removed when the
+ * script exits (access logs of a run reach hundreds of MiB) unless BENCH_KEEP_WORK=1.
+ */
 export const workDir = (prefix) => {
   const work = mkdtempSync(join(tmpdir(), prefix))
   chmodSync(work, 0o755)
+  process.on("exit", () => {
+    if (process.env.BENCH_KEEP_WORK !== "1") rmSync(work, { recursive: true, force: true })
+  })
   return work
 }
 
@@ -211,14 +218,17 @@ export const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length
 /**
  * A variant of the A/B scripts (cpu-ab, idle-rss): `name=dist-dir` (a build of another
  * commit), `name=dist@16` (SENTINEL_YOUNG_GENERATION_MB=16 instead of the proxy's own flags),
- * `name=ceiling` (bench/ceiling.mjs, with the same V8 flags), and any of them followed by
+ * `name=ceiling` (bench/ceiling.mjs, with the same V8 flags), `name=ceiling-plus`
+ * (bench/ceiling-plus.mjs: the ceiling with trace ids, an access line and metrics), and any of them followed by
  * `,--v8-flag,...` for flags added to those (e.g. `sz=dist,--optimize-for-size`).
  */
+/** The hand-written proxies a variant may name instead of a build: bench/<name>.mjs. */
+export const CEILINGS = ["ceiling", "ceiling-plus"]
 export const parseVariant = (spec) => {
   const name = spec.slice(0, spec.indexOf("="))
   const [what, ...extra] = spec.slice(spec.indexOf("=") + 1).split(",")
   const [dir, ygen] = what.split("@")
   const flags = ygen === undefined ? PROXY_V8_FLAGS : proxyV8Flags({ SENTINEL_YOUNG_GENERATION_MB: ygen })
   if (flags instanceof Error) throw flags
-  return { name, dir: dir === "ceiling" ? "ceiling" : resolve(dir), flags: [...flags, ...extra] }
+  return { name, dir: CEILINGS.includes(dir) ? dir : resolve(dir), flags: [...flags, ...extra] }
 }

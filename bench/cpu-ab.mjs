@@ -29,7 +29,7 @@ import { readFileSync, writeFileSync } from "node:fs"
 import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import { bodyArgs, cpuUs, parseVariant, requireCommands, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
+import { CEILINGS, bodyArgs, cpuUs, parseVariant, requireCommands, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt, positionals } = parseArgs({
@@ -70,9 +70,10 @@ let port = UPSTREAM_PORT + 10
 for (const v of variants) {
   v.port = port++
   v.child =
-    v.dir === "ceiling"
-      ? start(["taskset", "-c", "0", process.execPath, ...v.flags, join(root, "bench/ceiling.mjs")], {
+    CEILINGS.includes(v.dir)
+      ? start(["taskset", "-c", "0", process.execPath, ...v.flags, join(root, `bench/${v.dir}.mjs`)], {
           PORT: String(v.port),
+          ACCESS_LOG: join(work, `access-${v.name}.log`),
           UPSTREAM_URL: `http://127.0.0.1:${UPSTREAM_PORT}`
         })
       : start(["taskset", "-c", "0", process.execPath, ...v.flags, join(v.dir, "main.js"), "run", "-c", sentinelConfig(work, v.name, { port: v.port, upstreamPort: UPSTREAM_PORT, accessLog: !opt["no-access-log"] })], {

@@ -18,7 +18,7 @@ import http from "node:http"
 import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import { median, parseVariant, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
+import { CEILINGS, median, parseVariant, sentinelConfig, start, startUpstream, waitReady, workDir } from "./common.mjs"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt, positionals } = parseArgs({
@@ -40,8 +40,8 @@ for (let s = 0; s < Number(opt.starts); s++) {
   for (const v of variants) {
     v.port = port++
     v.child =
-      v.dir === "ceiling"
-        ? start([process.execPath, ...v.flags, join(root, "bench/ceiling.mjs")], { PORT: String(v.port), UPSTREAM_URL: `http://127.0.0.1:${UPSTREAM_PORT}` })
+      CEILINGS.includes(v.dir)
+        ? start([process.execPath, ...v.flags, join(root, `bench/${v.dir}.mjs`)], { PORT: String(v.port), UPSTREAM_URL: `http://127.0.0.1:${UPSTREAM_PORT}` })
         : start([process.execPath, ...v.flags, join(v.dir, "main.js"), "run", "-c", sentinelConfig(work, `${v.name}-${s}`, { port: v.port, upstreamPort: UPSTREAM_PORT })], {
             SENTINEL_NO_RESPAWN: "1"
           })

@@ -381,6 +381,8 @@ writeFileSync(join(root, "bench/results/tls-latest.md"), report)
 console.log(report)
 
 stopAll()
-if (!opt.keep) rmSync(work, { recursive: true, force: true })
-else console.error(`work directory kept: ${work}`)
+if (opt.keep) {
+  process.env.BENCH_KEEP_WORK = "1" // (common.mjs workDir removes it at exit otherwise)
+  console.error(`work directory kept: ${work}`)
+}
 process.exit(0)

@@ -60,7 +60,7 @@ const factory = ({ statusCode, headers, opaque }) => {
 }
 http
   .createServer((req, res) => {
-    const ctx = { id: traceId(), res, status: 0, start: performance.now() }
+    const ctx = { id: traceId(), res, status: 0, start: performance.now(), ip: req.socket.remoteAddress }
     const hasBody = req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined
     res.on("finish", () => {
       const ms = performance.now() - ctx.start
@@ -69,7 +69,7 @@ http
         timestamp: new Date().toISOString(), trace_id: ctx.id, method: req.method, path: q === -1 ? req.url : req.url.slice(0, q),
         query: q === -1 ? null : req.url.slice(q + 1), protocol: `HTTP/${req.httpVersion}`, status: ctx.status,
         body_bytes: Number(req.headers["content-length"] ?? 0), duration_ms: Math.round(ms * 1000) / 1000,
-        client_ip: req.socket.remoteAddress, user_agent: req.headers["user-agent"] ?? null, referer: req.headers.referer ?? null,
+        client_ip: ctx.ip, user_agent: req.headers["user-agent"] ?? null, referer: req.headers.referer ?? null,
         host: req.headers.host ?? null, route_id: "all", upstream: "origin", upstream_attempts: 1, upstream_addr: process.env.UPSTREAM_URL,
         instance_id: "bench", body_bytes_sent: Number(res.getHeader("content-length") ?? 0)
       })}\n`

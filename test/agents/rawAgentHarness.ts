@@ -38,16 +38,18 @@ export interface SpawnOptions<T> {
   readonly ready: (line: AgentLine | undefined, text: string) => T | undefined
   readonly startTimeoutMs?: number
   readonly cwd?: string
+  /** The program to run `argv` with (default: this node). */
+  readonly command?: string
   /** `stopAll(registry)` stops what was registered there. */
   readonly registry: Set<AgentProcess>
 }
 
 /**
- * `node argv...` as an agent process: its JSON lines collected, `waitFor` on them, resolved
+ * `node argv...` (or `o.command argv...`) as an agent process: its JSON lines collected, `waitFor` on them, resolved
  * once `ready` gives a value (rejected when it exits first or `startTimeoutMs` passes).
  */
 export const spawnAgentProcess = async <T>(argv: ReadonlyArray<string>, o: SpawnOptions<T>): Promise<{ readonly agent: AgentProcess; readonly ready: T }> => {
-  const child = spawn(process.execPath, argv, { ...(o.cwd !== undefined ? { cwd: o.cwd } : {}), stdio: ["ignore", "pipe", "pipe"] })
+  const child = spawn(o.command ?? process.execPath, argv, { ...(o.cwd !== undefined ? { cwd: o.cwd } : {}), stdio: ["ignore", "pipe", "pipe"] })
   const lines: Array<AgentLine> = []
   let text = ""
   const waiters = new Set<{ pred: (l: AgentLine) => boolean; resolve: (l: AgentLine) => void }>()

@@ -6,17 +6,11 @@
 // its own. What this costs over the ceiling is the least those features cost on this platform.
 import http from "node:http"
 import { open, write } from "node:fs"
-import { Pool } from "undici"
+import { HOP, requestHeaders, upstreamPool } from "./ceiling-parts.mjs"
 import client from "prom-client"
 
 const PORT = Number(process.env.PORT)
-const pool = new Pool(process.env.UPSTREAM_URL, { connections: 128, pipelining: 1, keepAliveTimeout: 60_000 })
-const HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authenticate", "proxy-authorization", "http2-settings"])
-const requestHeaders = (raw) => {
-  const out = []
-  for (let i = 0; i < raw.length; i += 2) if (!HOP.has(raw[i].toLowerCase())) out.push(raw[i], raw[i + 1])
-  return out
-}
+const pool = upstreamPool()
 
 // trace id: milliseconds and a counter, base 36 (cheaper than Sentinel's TinyFlake)
 let seq = 0

@@ -1,16 +1,10 @@
 // The Node ceiling: node:http + one undici Pool, Pool.stream, hop-by-hop stripped, nothing else.
 // The same ceiling the side-by-side comparisons in bench/README.md use, with the project's own undici.
 import http from "node:http"
-import { Pool } from "undici"
+import { HOP, requestHeaders, upstreamPool } from "./ceiling-parts.mjs"
 
 const PORT = Number(process.env.PORT)
-const pool = new Pool(process.env.UPSTREAM_URL, { connections: 128, pipelining: 1, keepAliveTimeout: 60_000 })
-const HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authenticate", "proxy-authorization", "http2-settings"])
-const requestHeaders = (raw) => {
-  const out = []
-  for (let i = 0; i < raw.length; i += 2) if (!HOP.has(raw[i].toLowerCase())) out.push(raw[i], raw[i + 1])
-  return out
-}
+const pool = upstreamPool()
 const factory = ({ statusCode, headers, opaque: res }) => {
   for (const h of HOP) delete headers[h]
   res.writeHead(statusCode, headers)

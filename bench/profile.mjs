@@ -114,7 +114,7 @@ const groupOf = (frame) => {
     if (/internal\/perf|diagnostics_channel/.test(url)) return "node perf/diagnostics"
     return "node other"
   }
-  if (url.includes("bench/ceiling.mjs")) return "ceiling script"
+  if (url.includes("bench/ceiling.mjs") || url.includes("bench/ceiling-parts.mjs")) return "ceiling script"
   return "other JS"
 }
 

@@ -23,19 +23,15 @@ import {
   type AgentCapabilities,
   AgentProtocolError,
   type AgentResponse,
-  answerCorrelationId,
   CancelReason,
-  decodeAgentResponse,
-  decodeHandshakeResponse,
-  encodeFrame,
   FlowAction,
-  FrameBatch,
-  FrameDecoder,
   HealthState,
   MAX_FRAME_LENGTH,
   MessageType,
   PROTOCOL_VERSION
 } from "./Protocol.js"
+import { answerCorrelationId, decodeAgentResponse, decodeHandshakeResponse } from "./ProtocolDecoders.js"
+import { encodeFrame, FrameBatch, FrameDecoder } from "./ProtocolFrames.js"
 
 import {
   type AgentCallError,

@@ -18,7 +18,6 @@ import {
   type AgentResponse,
   AgentProtocolError,
   type AgentResponseWire,
-  decodeAgentResponse,
   type HeaderMap,
   type HeaderOp,
   MessageType,
@@ -26,6 +25,7 @@ import {
   type ProxyEvent,
   type RequestHeadersEvent
 } from "./Protocol.js"
+import { decodeAgentResponse } from "./ProtocolDecoders.js"
 import type {
   PbAgentResponse,
   PbBodyChunkEvent,

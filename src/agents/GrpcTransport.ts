@@ -28,10 +28,13 @@ import * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
 import {
   type AgentCallError,
+  type AgentClient,
+  type AgentClientStatus,
   AgentRejected,
   AgentUnavailable,
   callOf,
   type CancelCall,
+  type ClientEvent,
   failPending,
   PendingCalls,
   pickChannel,
@@ -41,7 +44,6 @@ import {
   settleCall,
   trackCall
 } from "./Channels.js"
-import type { AgentClient, AgentClientStatus, ClientEvent } from "./Client.js"
 import { agentResponseOf, proxyToAgentOf } from "./GrpcMapping.js"
 import { type CallHandlers, frameOf, type GrpcTlsConfig, type H2Call, H2Channel, Status, statusName } from "./GrpcHttp2.js"
 import { encodeRequestHeadersFrame } from "./GrpcWire.js"

@@ -55,8 +55,8 @@ import {
   toContinue
 } from "./AgentDecision.js"
 import { type AgentFailure, AgentRuntime, type AgentRuntimeStatus } from "./AgentRuntime.js"
-import { AgentUnavailable, type CancelCall } from "./Channels.js"
-import { type AgentClient, type AgentClientStatus, type ClientEvent, make as makeClient } from "./Client.js"
+import { type AgentClient, type AgentClientStatus, AgentUnavailable, type CancelCall, type ClientEvent } from "./Channels.js"
+import { make as makeClient } from "./Client.js"
 import { make as makeGrpcClient } from "./GrpcTransport.js"
 import {
   type AgentResponse,

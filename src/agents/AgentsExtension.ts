@@ -61,7 +61,8 @@ import { type AgentConfig, type AgentFilterRef, filterBodyCap, filterSubscribes 
 import type { AgentDecision, AgentMetric, AgentRespond, ChallengePolicy, PhaseContext, WebSocketVerdict } from "./AgentDecision.js"
 import { requestCompleteEvent, requestHeadersEvent, responseHeadersEvent } from "./AgentEvents.js"
 import { applyHeaderOps } from "./AgentHeaders.js"
-import { type AgentManagerService, type AgentStatus, BodyStream, make as makeManager } from "./Manager.js"
+import { type AgentManagerService, type AgentStatus, BodyStream } from "./AgentManager.js"
+import { make as makeManager } from "./Manager.js"
 import type { HeaderOp, RequestHeadersEvent, WebSocketFrameEvent } from "./Protocol.js"
 
 export interface AgentsOptions {

@@ -45,19 +45,8 @@ export interface ResponseRoute {
 
 /** The route's response hook; undefined when no agent of the route looks at the response. */
 export const responseHookOf = (route: ResponseRoute): ResponseHook | undefined => {
-  const {
-    refs,
-    manager,
-    wantsResponseHeaders,
-    wantsResponseBody,
-    streamsResponse,
-    responseStreamRefs,
-    responseCap,
-    bufferedResponseCap,
-    wantsBufferedResponseBody,
-    phaseContext,
-    respond
-  } = route
+  const { refs, manager, wantsResponseHeaders, wantsResponseBody, streamsResponse, responseStreamRefs } = route
+  const { responseCap, bufferedResponseCap, wantsBufferedResponseBody, phaseContext, respond } = route
   /** The response phases on callbacks: headers, then (if subscribed) the buffered body. */
   const startResponse: NonNullable<ResponseHook["start"]> = (ctx, status, headers, body, complete, done) => {
     const pc = phaseContext(ctx)

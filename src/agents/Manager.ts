@@ -62,7 +62,6 @@ import {
 const EMPTY = Buffer.alloc(0)
 
 class Manager extends AgentCalls implements AgentManagerService {
-
   readonly startBodyChunk = (
     filters: ReadonlyArray<AgentFilterRef>,
     phase: BodyPhase,

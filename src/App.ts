@@ -43,7 +43,7 @@ import type { ListenerBindFailed } from "./server/Listener.js"
 import { type BoundAddress, Listeners } from "./server/ListenerSet.js"
 import { Upstreams } from "./upstream/UpstreamSet.js"
 import { Agents } from "./agents/Agents.js"
-import type { AgentStatus } from "./agents/Manager.js"
+import type { AgentStatus } from "./agents/AgentManager.js"
 import type { ChallengePolicy } from "./agents/AgentDecision.js"
 import { VERSION } from "./Version.js"
 

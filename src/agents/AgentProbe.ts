@@ -6,7 +6,8 @@
  */
 import { agentEndpoint, type AgentConfig } from "./AgentConfig.js"
 import { type AgentCapabilities } from "./Protocol.js"
-import { type ClientEvent, unsafeMake as makeUds } from "./Client.js"
+import type { ClientEvent } from "./Channels.js"
+import { unsafeMake as makeUds } from "./Client.js"
 import { unsafeMake as makeGrpc } from "./GrpcTransport.js"
 
 export type ProbeResult =

@@ -7,8 +7,7 @@ import * as Data from "effect/Data"
 import * as Either from "effect/Either"
 import { CircuitBreaker, type CircuitState } from "../upstream/Circuit.js"
 import type { AgentConfig } from "./AgentConfig.js"
-import { type AgentCallError, AgentUnavailable, type CancelCall } from "./Channels.js"
-import type { AgentClient } from "./Client.js"
+import { type AgentCallError, type AgentClient, AgentUnavailable, type CancelCall } from "./Channels.js"
 import { type AgentResponse, CancelReason, type MessageType } from "./Protocol.js"
 
 /** No slot within `max-concurrent-calls` and the bounded wait is full or ran out of time. */

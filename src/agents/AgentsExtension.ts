@@ -25,18 +25,14 @@
  * path). Each phase is one `Effect.async` in the Manager, over the client's
  * callback `start` (DESIGN.md §2).
  *
+ * The body phase of the request: AgentRequestBody.ts; the response phases (the response
+ * hook): AgentResponsePhases.ts; both built once per route from what `compile` works out.
+ *
  * Reload: `reload(config)` builds a new manager (new connections) in a new
  * child scope when the `agents { }` block changed, before the dataplane is
  * recompiled; the old manager stays with the requests that captured it and
  * is closed after the grace period.
  */
-import { requestMayHaveBody } from "../http/Response.js"
-import { type BodyRead, readBodyUpTo } from "../pipeline/BodyRead.js"
-import { streamBody } from "./AgentBodyStream.js"
-import { errorAnswer, errorBody } from "../pipeline/ErrorResponse.js"
-import { BodyTooLarge, RequestRejected, type ProxyError } from "../pipeline/Errors.js"
-import { withContentLength } from "../pipeline/Headers.js"
-import { bodyAfter, closeAfterAnswer } from "../pipeline/UpstreamBody.js"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -50,8 +46,6 @@ import type {
   Answer,
   CompleteStage,
   RequestStage,
-  ResponseHook,
-  ResponseHookStep,
   ResponseStage,
   RouteContribution,
   RouteExtension,
@@ -59,10 +53,13 @@ import type {
 } from "../pipeline/Stage.js"
 import { type AgentConfig, type AgentFilterRef, filterBodyCap, filterSubscribes } from "./AgentConfig.js"
 import type { AgentDecision, AgentMetric, AgentRespond, ChallengePolicy, PhaseContext, WebSocketVerdict } from "./AgentDecision.js"
-import { requestCompleteEvent, requestHeadersEvent, responseHeadersEvent } from "./AgentEvents.js"
+import { requestCompleteEvent, requestHeadersEvent } from "./AgentEvents.js"
 import { applyHeaderOps } from "./AgentHeaders.js"
-import { type AgentManagerService, type AgentStatus, BodyStream, make as makeManager } from "./Manager.js"
-import type { HeaderOp, RequestHeadersEvent, WebSocketFrameEvent } from "./Protocol.js"
+import type { AgentManagerService, AgentStatus } from "./AgentManager.js"
+import { requestBodyPhase, type RequestState } from "./AgentRequestBody.js"
+import { applyInPlace, responseHookOf } from "./AgentResponsePhases.js"
+import { make as makeManager } from "./Manager.js"
+import type { RequestHeadersEvent, WebSocketFrameEvent } from "./Protocol.js"
 
 export interface AgentsOptions {
   readonly metrics: Metrics
@@ -125,31 +122,6 @@ export const answerOf = (d: AgentRespond): Answer => {
     else headers.push(name, value)
   }
   return { status: d.status, headers, body: d.body, contentType: contentType ?? "text/plain; charset=utf-8", reason: d.reason }
-}
-
-/** Edits a flat list in place. */
-const applyInPlace = (flat: Array<string>, ops: ReadonlyArray<HeaderOp>): void => {
-  if (ops.length === 0) return
-  const next = applyHeaderOps(flat, ops)
-  flat.length = 0
-  for (let i = 0; i < next.length; i++) flat.push(next[i])
-}
-
-
-const noop = (): void => {}
-
-const EMPTY = Buffer.alloc(0)
-
-/** A proxy-made answer of the body phase: JSON with the trace id, like every other error. */
-const errorAnswerFor = (ctx: RequestContext, error: ProxyError): Answer => {
-  const { status, reason, headers } = errorAnswer(error)
-  return { status, headers: headers.flat(), body: errorBody(status, reason, ctx.traceId), contentType: "application/json", reason }
-}
-
-/** Per-request state of agent routes (response-header mutations decided in the request phase, body size). */
-interface RequestState {
-  responseOps: Array<HeaderOp>
-  requestBodySize: number
 }
 
 export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Effect.Effect<Agents, never, Scope.Scope> =>
@@ -297,80 +269,18 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
         return undefined
       }
 
-      /**
-       * The request-body phase on callbacks: read up to the cap, then the subscribed agents in
-       * turn. `done` once, unless the returned cancel (client gone) runs first.
-       */
-      const startBodyPhase = (ctx: RequestContext, pc: PhaseContext, done: (step: StageStep) => void): (() => void) => {
-        if (!requestMayHaveBody(ctx.req)) {
-          done(undefined)
-          return noop
-        }
-        let cancel: () => void
-        const afterRead = (read: BodyRead) => {
-          if (read._tag === "Failed") return done(errorAnswerFor(ctx, new RequestRejected({ status: 400, reason: "request_body_read_failed" })))
-          if (read.data.length > maxBodySize) {
-            ctx.bodyTooLarge = true
-            closeAfterAnswer(ctx)
-            return done(errorAnswerFor(ctx, new BodyTooLarge()))
-          }
-          // Over the largest cap, every agent sees cap + 1 bytes: the Manager resolves each by failure mode.
-          cancel = manager.startRequestBody(refs, read.data, pc, (d) => {
-            const step = applyRequest(ctx, d)
-            if (step !== undefined) {
-              // the rest of the body stays unread: the connection cannot carry another request
-              if (!read.complete) closeAfterAnswer(ctx)
-              return done(step)
-            }
-            if (read.complete) {
-              const body = d._tag === "Continue" && d.body !== undefined ? d.body : read.data
-              stateOf(ctx).requestBodySize = read.data.length
-              ctx.upstreamBody = body
-              ctx.upstreamHeaders = withContentLength(ctx.upstreamHeaders, body.length)
-            } else {
-              ctx.upstreamBody = bodyAfter(ctx, read.data, maxBodySize)
-            }
-            done(undefined)
-          })
-        }
-        if (!streamsBody) {
-          cancel = readBodyUpTo(ctx.req, requestCap, afterRead)
-          return () => cancel()
-        }
-        // stream-mode agents get each chunk as it arrives and may decide before the end
-        const stream = new BodyStream()
-        const cl = Number(ctx.req.headers["content-length"])
-        let callCancel: (() => void) | undefined
-        const stopRead = streamBody(
-          ctx.req,
-          {
-            maxBytes: maxBodySize,
-            holdLimit: bufferedRequestCap,
-            wantsChunks: () => refs.some((r) => streamRefs.has(r) && !stream.settled.has(r)),
-            total: ctx.req.headers["content-length"] !== undefined && Number.isSafeInteger(cl) ? cl : undefined
-          },
-          (chunk, next) => {
-            callCancel = manager.startBodyChunk(refs, "request_body", chunk, pc, stream, (d) => {
-              callCancel = undefined
-              const step = applyRequest(ctx, d)
-              if (step === undefined) return next()
-              stopRead()
-              // the rest of the body stays unread: the connection cannot carry another request
-              if (!chunk.isLast) closeAfterAnswer(ctx)
-              done(step)
-            })
-          },
-          (read) => {
-            callCancel = undefined
-            afterRead(read)
-          }
-        )
-        cancel = () => {
-          stopRead()
-          callCancel?.()
-        }
-        return () => cancel()
-      }
+      /** The request-body phase (AgentRequestBody.ts), built once for the route. */
+      const startBodyPhase = requestBodyPhase({
+        refs,
+        manager,
+        maxBodySize,
+        requestCap,
+        streamsBody,
+        streamRefs,
+        bufferedRequestCap,
+        applyRequest,
+        stateOf
+      })
 
       /** The request phases on callbacks: headers, then (if subscribed) the body. */
       const startRequest = (ctx: RequestContext, event: RequestHeadersEvent | undefined, done: (step: StageStep) => void): (() => void) => {
@@ -418,66 +328,19 @@ export const makeAgents = (initial: SentinelConfig, options: AgentsOptions): Eff
         if (s !== undefined && s.responseOps.length > 0) applyInPlace(headers, s.responseOps)
       }
 
-      /** The response phases on callbacks: headers, then (if subscribed) the buffered body. */
-      const startResponse: NonNullable<ResponseHook["start"]> = (ctx, status, headers, body, complete, done) => {
-        const pc = phaseContext(ctx)
-        const startBody = () => startBufferedResponseBody(ctx, pc, headers, body ?? EMPTY, complete, done)
-        // stream routes: the head alone here (the body follows chunk by chunk)
-        const bodyHere = wantsResponseBody && !streamsResponse
-        if (!wantsResponseHeaders) return bodyHere ? startBody() : (done(undefined), noop)
-        let onBody: (() => void) | undefined
-        const onHeaders = manager.startResponseHeaders(refs, responseHeadersEvent(ctx.traceId, status, headers), pc, (d) => {
-          if (d._tag === "Respond") return done(respond(d))
-          applyInPlace(headers, d.responseHeaders)
-          if (bodyHere) onBody = startBody()
-          else done(undefined)
-        })
-        return () => (onBody ?? onHeaders)()
-      }
-
-      /** The buffered response body to the buffer-mode agents (after the stream ones, on stream routes). */
-      const startBufferedResponseBody = (
-        ctx: RequestContext,
-        pc: PhaseContext,
-        headers: Array<string>,
-        body: Buffer,
-        complete: boolean,
-        done: (step: ResponseHookStep) => void
-      ): (() => void) =>
-        manager.startResponseBody(refs, body, pc, (d) => {
-          if (d._tag === "Respond") return done(respond(d))
-          applyInPlace(headers, d.responseHeaders)
-          done(complete && d.body !== undefined ? { replaceBody: d.body } : undefined)
-        })
-
-      /** Per-response state of the stream-mode agents: which have decided. */
-      const responseStreams = new WeakMap<RequestContext, BodyStream>()
-      const responseStream: ResponseHook["stream"] = streamsResponse
-        ? {
-            chunk: (ctx, chunk, done) => {
-              let stream = responseStreams.get(ctx)
-              if (stream === undefined) responseStreams.set(ctx, (stream = new BodyStream()))
-              const s = stream
-              return manager.startBodyChunk(refs, "response_body", chunk, phaseContext(ctx), s, (d) => {
-                if (d._tag === "Respond") return done(respond(d))
-                // response-header edits of a chunk's answer are not applied: the head may be out
-                done(responseStreamRefs.every((r) => s.settled.has(r)) ? "done" : "more")
-              })
-            },
-            body: (ctx, _status, headers, body, complete, done) => startBufferedResponseBody(ctx, phaseContext(ctx), headers, body, complete, done)
-          }
-        : undefined
-
-      const responseHook: ResponseHook | undefined =
-        wantsResponseHeaders || wantsResponseBody
-          ? {
-              bufferBytes: !wantsResponseBody ? 0 : streamsResponse ? (wantsBufferedResponseBody ? Math.max(bufferedResponseCap, 1) : 0) : responseCap,
-              start: startResponse,
-              run: (ctx, status, headers, body, complete) =>
-                callbackAsEffect<ResponseHookStep>((done) => startResponse(ctx, status, headers, body, complete, done)),
-              ...(responseStream !== undefined ? { stream: responseStream } : {})
-            }
-          : undefined
+      const responseHook = responseHookOf({
+        refs,
+        manager,
+        wantsResponseHeaders,
+        wantsResponseBody,
+        streamsResponse,
+        responseStreamRefs,
+        responseCap,
+        bufferedResponseCap,
+        wantsBufferedResponseBody,
+        phaseContext,
+        respond
+      })
 
       const complete: CompleteStage | undefined = wantsComplete
         ? (ctx) => {

@@ -1,12 +1,20 @@
 /**
  * What both agent transports (the Unix-socket pool, Client.ts; gRPC, GrpcTransport.ts) share
  * about calls and channels: the call errors, picking a channel, the table of pending calls,
- * a call's deadline and cancel, and the call as one `Effect.async`.
+ * a call's deadline and cancel, the call as one `Effect.async`, and the interface both
+ * implement (`AgentClient`, with its status and connection events).
  */
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import { type AgentProtocolError, type AgentResponse, CancelReason, HealthState, type MessageType } from "./Protocol.js"
+import {
+  type AgentCapabilities,
+  type AgentProtocolError,
+  type AgentResponse,
+  CancelReason,
+  HealthState,
+  type MessageType
+} from "./Protocol.js"
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -135,6 +143,7 @@ export const pickMissError = (
 }
 
 
+/** A call in progress; `cancel` sends Cancel (0x40) and drops the call (no `done`). */
 export type CancelCall = (reason?: CancelReason) => void
 
 export type Done = (result: Either.Either<AgentResponse, AgentCallError>) => void
@@ -304,3 +313,47 @@ export class PendingCalls<P = PendingCall> {
 
 /** Calls kept as a list before they are indexed by id (see PendingCalls). */
 const LIST_LIMIT = 32
+
+// ---------------------------------------------------------------------------
+// The interface of both transports (the Manager and AgentRuntime see only this)
+
+export type ClientEvent =
+  | { readonly _tag: "Connected"; readonly agent: string; readonly capabilities: AgentCapabilities | null }
+  | { readonly _tag: "Disconnected"; readonly agent: string; readonly reason: string }
+  | { readonly _tag: "ConnectFailed"; readonly agent: string; readonly reason: string; readonly retryInMs: number }
+  | { readonly _tag: "ProtocolError"; readonly agent: string; readonly error: AgentProtocolError }
+  | { readonly _tag: "Unmatched"; readonly agent: string; readonly correlationId: string | undefined }
+
+export interface AgentClientStatus {
+  readonly ready: number
+  readonly connecting: number
+  readonly pending: number
+  /** Open sockets (any state). */
+  readonly sockets: number
+  /** Live timers owned by the client (calls, handshakes, pings, reconnects). */
+  readonly timers: number
+  readonly lastError: string | undefined
+}
+
+export interface AgentClient {
+  readonly id: string
+  /**
+   * Sends one event and waits for its answer (plain callback, hot path).
+   * `done` is called exactly once unless the returned cancel runs first.
+   */
+  readonly start: (
+    type: MessageType,
+    event: { readonly correlation_id: string },
+    timeoutMs: number,
+    done: (result: Either.Either<AgentResponse, AgentCallError>) => void
+  ) => CancelCall
+  /** `start` as one `Effect.async`; interruption sends Cancel (ClientDisconnect). */
+  readonly call: (
+    type: MessageType,
+    event: { readonly correlation_id: string },
+    timeoutMs: number
+  ) => Effect.Effect<AgentResponse, AgentCallError>
+  readonly status: () => AgentClientStatus
+  /** Capabilities declared by the agent at the last successful handshake. */
+  readonly capabilities: () => AgentCapabilities | null
+}

@@ -14,6 +14,8 @@
  *   and then stays silent for a whole ping interval is dropped and reopened.
  *
  * The hot path is `start` (plain callbacks); `call` wraps it in one `Effect.async`.
+ * One connection (state, batched writes): UdsConnection.ts; the `AgentClient` interface it
+ * implements, shared with the gRPC transport: Channels.ts.
  */
 import * as net from "node:net"
 import * as Effect from "effect/Effect"
@@ -22,30 +24,24 @@ import type * as Scope from "effect/Scope"
 import {
   type AgentCapabilities,
   AgentProtocolError,
-  type AgentResponse,
-  answerCorrelationId,
-  CancelReason,
-  decodeAgentResponse,
-  decodeHandshakeResponse,
-  encodeFrame,
   FlowAction,
-  FrameBatch,
-  FrameDecoder,
-  HealthState,
   MAX_FRAME_LENGTH,
   MessageType,
   PROTOCOL_VERSION
 } from "./Protocol.js"
-
+import { answerCorrelationId, decodeAgentResponse, decodeHandshakeResponse } from "./ProtocolDecoders.js"
+import { encodeFrame } from "./ProtocolFrames.js"
 import {
   type AgentCallError,
+  type AgentClient,
+  type AgentClientStatus,
   AgentRejected,
   AgentUnavailable,
   callOf,
   type CancelCall,
+  type ClientEvent,
   type Done,
   failPending,
-  PendingCalls,
   pickChannel,
   PickMiss,
   pickMissError,
@@ -53,6 +49,7 @@ import {
   settleCall,
   trackCall
 } from "./Channels.js"
+import { Connection } from "./UdsConnection.js"
 
 
 // ---------------------------------------------------------------------------
@@ -90,48 +87,6 @@ export interface AgentClientConfig {
   readonly onEvent?: (event: ClientEvent) => void
 }
 
-export type ClientEvent =
-  | { readonly _tag: "Connected"; readonly agent: string; readonly capabilities: AgentCapabilities | null }
-  | { readonly _tag: "Disconnected"; readonly agent: string; readonly reason: string }
-  | { readonly _tag: "ConnectFailed"; readonly agent: string; readonly reason: string; readonly retryInMs: number }
-  | { readonly _tag: "ProtocolError"; readonly agent: string; readonly error: AgentProtocolError }
-  | { readonly _tag: "Unmatched"; readonly agent: string; readonly correlationId: string | undefined }
-
-/** A call in progress; `cancel` sends Cancel (0x40) and drops the call (no `done`). */
-
-export interface AgentClientStatus {
-  readonly ready: number
-  readonly connecting: number
-  readonly pending: number
-  /** Open sockets (any state). */
-  readonly sockets: number
-  /** Live timers owned by the client (calls, handshakes, pings, reconnects). */
-  readonly timers: number
-  readonly lastError: string | undefined
-}
-
-export interface AgentClient {
-  readonly id: string
-  /**
-   * Sends one event and waits for its answer (plain callback, hot path).
-   * `done` is called exactly once unless the returned cancel runs first.
-   */
-  readonly start: (
-    type: MessageType,
-    event: { readonly correlation_id: string },
-    timeoutMs: number,
-    done: (result: Either.Either<AgentResponse, AgentCallError>) => void
-  ) => CancelCall
-  /** `start` as one `Effect.async`; interruption sends Cancel (ClientDisconnect). */
-  readonly call: (
-    type: MessageType,
-    event: { readonly correlation_id: string },
-    timeoutMs: number
-  ) => Effect.Effect<AgentResponse, AgentCallError>
-  readonly status: () => AgentClientStatus
-  /** Capabilities declared by the agent at the last successful handshake. */
-  readonly capabilities: () => AgentCapabilities | null
-}
 
 // ---------------------------------------------------------------------------
 // Implementation
@@ -142,64 +97,6 @@ interface Slot {
   attempt: number
 }
 
-
-class Connection {
-  state: "connecting" | "ready" | "closed" = "connecting"
-  readonly pending = new PendingCalls()
-  readonly decoder: FrameDecoder
-  paused = false
-  health: number = HealthState.Healthy
-  handshakeTimer: ReturnType<typeof setTimeout> | undefined
-  pingTimer: ReturnType<typeof setInterval> | undefined
-  pingSequence = 0
-  awaitingPong = false
-  answersPings = false
-  inboundSincePing = false
-
-  constructor(
-    readonly socket: net.Socket,
-    maxFrameLength: number
-  ) {
-    this.decoder = new FrameDecoder(maxFrameLength)
-  }
-
-  /** Frames waiting for the end of this turn of the event loop (`flush`). */
-  private readonly out = new FrameBatch()
-  private flushing: ReturnType<typeof setImmediate> | undefined
-
-  /**
-   * Queues a frame (throws a RangeError, queueing nothing, past the frame limit); false when
-   * the agent left more than `limit` bytes unread. The frames of one turn of the event loop
-   * (every request read in one poll) go out in one write at its end: one syscall and one pass
-   * through the stream machinery instead of one per call.
-   */
-  send(type: MessageType, payload: unknown, limit = Infinity): boolean {
-    if (this.state === "closed" || this.socket.destroyed) return true
-    this.out.add(type, payload)
-    this.flushing ??= setImmediate(flushConnection, this)
-    return this.socket.writableLength + this.out.bytes <= limit
-  }
-
-  flush(): void {
-    this.flushing = undefined
-    if (this.out.length === 0) return
-    if (this.state === "closed" || this.socket.destroyed) return this.out.clear()
-    this.socket.write(this.out.take())
-  }
-
-  /** Drops what is queued (the connection is closing). */
-  discard(): void {
-    if (this.flushing !== undefined) clearImmediate(this.flushing)
-    this.flushing = undefined
-    this.out.clear()
-  }
-
-  sendCancel(correlationId: string, reason: CancelReason): void {
-    this.send(MessageType.Cancel, { correlation_id: correlationId, reason, timestamp_ms: Date.now() })
-  }
-}
-
-const flushConnection = (conn: Connection): void => conn.flush()
 
 class Pool implements AgentClient {
   readonly id: string

@@ -15,10 +15,10 @@ import * as Either from "effect/Either"
 import { isoTimestamp } from "./AgentEvents.js"
 import { timestampMs } from "./GrpcWire.js"
 import {
+  type AgentCapabilities,
   type AgentResponse,
   AgentProtocolError,
   type AgentResponseWire,
-  decodeAgentResponse,
   type HeaderMap,
   type HeaderOp,
   MessageType,
@@ -26,7 +26,9 @@ import {
   type ProxyEvent,
   type RequestHeadersEvent
 } from "./Protocol.js"
+import { decodeAgentResponse } from "./ProtocolDecoders.js"
 import type {
+  PbAgentCapabilities,
   PbAgentResponse,
   PbBodyChunkEvent,
   PbHeader,
@@ -342,5 +344,34 @@ export const pbAgentResponseOf = (wire: AgentResponseWire, correlationId: string
       custom
     },
     needs_more: wire.needs_more === true
+  }
+}
+
+/** The capabilities of a gRPC handshake in the UDS shape the rest of the proxy reads. */
+export const capabilitiesOf = (c: PbAgentCapabilities | undefined): AgentCapabilities | null => {
+  if (c === undefined || c === null) return null
+  const f = c.features ?? {}
+  const l = c.limits ?? {}
+  return {
+    agent_id: c.agent_id ?? "",
+    name: c.name ?? "",
+    version: c.version ?? "",
+    supported_events: [...(c.supported_events ?? [])],
+    features: {
+      streaming_body: f.streaming_body === true,
+      websocket: f.websocket === true,
+      guardrails: f.guardrails === true,
+      config_push: f.config_push === true,
+      metrics_export: f.metrics_export === true,
+      concurrent_requests: f.concurrent_requests ?? 0,
+      cancellation: f.cancellation === true,
+      flow_control: f.flow_control === true,
+      health_reporting: f.health_reporting === true
+    },
+    limits: {
+      max_body_size: l.max_body_size ?? 0,
+      max_concurrency: l.max_concurrency ?? 0,
+      preferred_chunk_size: l.preferred_chunk_size ?? 0
+    }
   }
 }

@@ -16,52 +16,40 @@
  *   Location; challenge -> 403 (configurable) with the challenge in a header.
  *
  * Each phase runs on plain callbacks (`start*`: done once, or cancelled), no fiber
- * (DESIGN.md §2).
+ * (DESIGN.md §2). The service it implements: AgentManager.ts; one call and its outcome
+ * (audit, metrics, failure mode): AgentCalls.ts, its base class; this file fans the calls out.
  */
-import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
-import type { CircuitState } from "../upstream/Circuit.js"
 import type { BodyChunk } from "../pipeline/Stage.js"
-import {
-  type AgentConfig,
-  type AgentFilterRef,
-  type FailureMode,
-  filterBodyCap,
-  filterSubscribes,
-  resolveFailureMode
-} from "./AgentConfig.js"
+import { type AgentConfig, type AgentFilterRef, filterBodyCap } from "./AgentConfig.js"
+import { AgentCalls, noop } from "./AgentCalls.js"
 import {
   type Acc,
-  type AgentAuditEntry,
   type AgentDecision,
-  type AgentMetric,
-  type AgentPhase,
-  type AgentResult,
-  type ChallengePolicy,
   WEBSOCKET_ALLOW,
   type WebSocketVerdict,
-  websocketVerdictOf,
   CONTINUE,
-  failureRespond,
   merge,
   type Outcome,
   type PhaseContext,
-  resultOfDecision,
-  resultOfFailure,
-  respondFor,
   toContinue
 } from "./AgentDecision.js"
-import { type AgentFailure, AgentRuntime, type AgentRuntimeStatus } from "./AgentRuntime.js"
-import { AgentUnavailable, type CancelCall } from "./Channels.js"
-import { type AgentClient, type AgentClientStatus, type ClientEvent, make as makeClient } from "./Client.js"
+import {
+  AgentManager,
+  type AgentManagerOptions,
+  type AgentManagerService,
+  type AgentStatus,
+  type BodyPhase,
+  type BodyStream
+} from "./AgentManager.js"
+import { AgentRuntime } from "./AgentRuntime.js"
+import type { AgentClient, CancelCall } from "./Channels.js"
+import { make as makeClient } from "./Client.js"
 import { make as makeGrpcClient } from "./GrpcTransport.js"
 import {
-  type AgentResponse,
   CancelReason,
-  MessageType,
   type RequestCompleteEvent,
   type RequestHeadersEvent,
   type ResponseHeadersEvent,
@@ -69,303 +57,11 @@ import {
 } from "./Protocol.js"
 
 // ---------------------------------------------------------------------------
-// Service
-
-export interface AgentManagerOptions {
-  readonly challenge?: Partial<ChallengePolicy>
-  /** Called for every agent outcome. Must not throw. */
-  readonly onAudit?: (entry: AgentAuditEntry) => void
-  /** Called for every agent call. Must not throw. */
-  readonly onMetric?: (metric: AgentMetric) => void
-  /** Connection lifecycle of every agent's pool. */
-  readonly onClientEvent?: (event: ClientEvent) => void
-  readonly onCircuitTransition?: (agent: string, from: CircuitState, to: CircuitState) => void
-  /** Handshake `proxy_id` / `proxy_version`. */
-  readonly proxyId?: string
-  readonly proxyVersion?: string
-}
-
-export interface AgentStatus {
-  readonly id: string
-  readonly client: AgentClientStatus
-  readonly runtime: AgentRuntimeStatus
-}
-
-export interface AgentManagerService {
-  /**
-   * RequestHeaders to the route's agents, in parallel: `done` is called exactly once, unless
-   * the returned cancel (client gone) is called first. Code that runs as a fiber wraps a phase
-   * with `callbackAsEffect` (pipeline/Stage.ts).
-   */
-  readonly startRequestHeaders: (
-    filters: ReadonlyArray<AgentFilterRef>,
-    event: RequestHeadersEvent,
-    ctx: PhaseContext,
-    done: (decision: AgentDecision) => void
-  ) => () => void
-  /** The buffered request body, as one RequestBodyChunk, to each subscribed agent in turn (callbacks as `startRequestHeaders`). */
-  readonly startRequestBody: (
-    filters: ReadonlyArray<AgentFilterRef>,
-    body: Buffer,
-    ctx: PhaseContext,
-    done: (decision: AgentDecision) => void
-  ) => () => void
-  /** ResponseHeaders to each subscribed agent in turn. */
-  readonly startResponseHeaders: (
-    filters: ReadonlyArray<AgentFilterRef>,
-    event: ResponseHeadersEvent,
-    ctx: PhaseContext,
-    done: (decision: AgentDecision) => void
-  ) => () => void
-  /** The buffered response body, as one ResponseBodyChunk, to each subscribed agent in turn. */
-  readonly startResponseBody: (
-    filters: ReadonlyArray<AgentFilterRef>,
-    body: Buffer,
-    ctx: PhaseContext,
-    done: (decision: AgentDecision) => void
-  ) => () => void
-  /**
-   * One chunk of the request body (`request_body`) or of the response body (`response_body`)
-   * to the route's agents in stream mode for that body (`request-body-mode` /
-   * `response-body-mode "stream"`) that have not decided yet, one after the other in filter
-   * order (each with `chunk-timeout-ms`). An answer with `needs_more` leaves its agent deciding
-   * (a non-allow is then not final); without it the agent has decided: a non-allow stops the
-   * body, an allow settles it. The last chunk settles every agent. Past an agent's body cap, it
-   * is resolved by failure mode (closed: 413; open: skipped). `done` once, unless the returned
-   * cancel runs first.
-   */
-  readonly startBodyChunk: (
-    filters: ReadonlyArray<AgentFilterRef>,
-    phase: BodyPhase,
-    chunk: BodyChunk,
-    ctx: PhaseContext,
-    stream: BodyStream,
-    done: (decision: AgentDecision) => void
-  ) => () => void
-  /** Whether some of these agents get that body in stream mode. */
-  readonly streamsBody: (filters: ReadonlyArray<AgentFilterRef>, phase: BodyPhase) => boolean
-  /** Whether the agent of `ref` gets that body in stream mode (and subscribes to it). */
-  readonly streamsBodyOf: (ref: AgentFilterRef, phase: BodyPhase) => boolean
-  /** RequestComplete to subscribed agents, fire and forget (answers only audited). */
-  readonly notifyComplete: (filters: ReadonlyArray<AgentFilterRef>, event: RequestCompleteEvent, ctx: PhaseContext) => void
-  /**
-   * One WebSocket frame to the agents subscribed to `websocket_frame`, one after the other in
-   * filter order; the first that does not allow decides. A failure: failure mode closed closes
-   * the tunnel (1011), open lets the frame pass (audited, counted). `done` once, unless the
-   * returned cancel (tunnel gone) runs first.
-   */
-  readonly startWebSocketFrame: (
-    filters: ReadonlyArray<AgentFilterRef>,
-    event: WebSocketFrameEvent,
-    ctx: PhaseContext,
-    done: (verdict: WebSocketVerdict) => void
-  ) => () => void
-  /** Whether any of these agents subscribes to `phase` (lets the pipeline skip buffering). */
-  readonly wants: (filters: ReadonlyArray<AgentFilterRef>, phase: AgentPhase) => boolean
-  readonly status: () => ReadonlyArray<AgentStatus>
-}
-
-export type { BodyChunk }
-
-/** The two body phases. */
-export type BodyPhase = "request_body" | "response_body"
-
-/** Per-request state of a streamed body: the filters whose agent has decided (or was skipped). */
-export class BodyStream {
-  readonly settled = new Set<AgentFilterRef>()
-}
-
-export class AgentManager extends Context.Tag("sentinel/agents/Manager")<AgentManager, AgentManagerService>() {}
-
-// ---------------------------------------------------------------------------
 // Implementation
 
 const EMPTY = Buffer.alloc(0)
 
-const typeOf: Record<AgentPhase, MessageType> = {
-  request_headers: MessageType.RequestHeaders,
-  request_body: MessageType.RequestBodyChunk,
-  response_headers: MessageType.ResponseHeaders,
-  response_body: MessageType.ResponseBodyChunk,
-  request_complete: MessageType.RequestComplete,
-  websocket_frame: MessageType.WebSocketFrame
-}
-
-
-
-class Manager implements AgentManagerService {
-  private readonly challenge: ChallengePolicy
-
-  constructor(
-    private readonly runtimes: ReadonlyMap<string, AgentRuntime>,
-    private readonly options: AgentManagerOptions
-  ) {
-    this.challenge = { status: 403, header: "x-sentinel-challenge", ...options.challenge }
-  }
-
-  // -- outcome of one call --------------------------------------------------
-
-  private emit(entry: AgentAuditEntry, failOpen: boolean): void {
-    try {
-      this.options.onMetric?.({
-        agent: entry.agent,
-        phase: entry.phase,
-        result: entry.result,
-        durationMs: entry.durationMs,
-        failOpen
-      })
-      this.options.onAudit?.(entry)
-    } catch {
-      // observers must not break the request
-    }
-  }
-
-  private entry(
-    ref: AgentFilterRef,
-    phase: AgentPhase,
-    ctx: PhaseContext,
-    started: number,
-    result: AgentResult,
-    action: AgentAuditEntry["action"],
-    status: number | undefined,
-    response: AgentResponse | undefined,
-    reason: string | undefined
-  ): AgentAuditEntry {
-    return {
-      traceId: ctx.traceId,
-      routeId: ctx.routeId,
-      agent: ref.agent,
-      filterId: ref.filterId,
-      phase,
-      result,
-      action,
-      status,
-      ruleIds: response?.audit.rule_ids ?? [],
-      tags: response?.audit.tags ?? [],
-      reasonCodes: response?.audit.reason_codes ?? [],
-      confidence: response?.audit.confidence ?? undefined,
-      reason,
-      durationMs: performance.now() - started,
-      clientIp: ctx.clientIp,
-      method: ctx.method,
-      path: ctx.path
-    }
-  }
-
-  private failureMode(ref: AgentFilterRef, ctx: PhaseContext, rt: AgentRuntime | undefined): FailureMode {
-    return resolveFailureMode(ref.failureMode, ctx.routeFailureMode, rt?.config.failureMode ?? "closed")
-  }
-
-  /** A failed call (or a body over the cap) resolved by failure mode. */
-  private failed(
-    ref: AgentFilterRef,
-    phase: AgentPhase,
-    ctx: PhaseContext,
-    rt: AgentRuntime | undefined,
-    started: number,
-    result: AgentResult,
-    error: AgentFailure | undefined,
-    message: string
-  ): Outcome {
-    const mode = this.failureMode(ref, ctx, rt)
-    if (phase === "request_complete") {
-      this.emit(this.entry(ref, phase, ctx, started, result, "ignored", undefined, undefined, message), false)
-      return { response: undefined }
-    }
-    if (mode === "open") {
-      this.emit(this.entry(ref, phase, ctx, started, result, "fail-open", undefined, undefined, message), true)
-      return { response: undefined }
-    }
-    const respond = failureRespond(ref.agent, result, error, ctx.traceId)
-    this.emit(this.entry(ref, phase, ctx, started, result, "fail-closed", respond.status, undefined, message), false)
-    return { respond }
-  }
-
-  /** An answer turned into an outcome. */
-  private answered(
-    ref: AgentFilterRef,
-    phase: AgentPhase,
-    ctx: PhaseContext,
-    started: number,
-    response: AgentResponse,
-    streaming: boolean
-  ): Outcome {
-    const decision = response.decision
-    if (streaming && response.needs_more && decision !== "allow") {
-      // not final yet (stream mode): the agent wants more of the body before it decides
-      this.emit(this.entry(ref, phase, ctx, started, "allow", "continue", undefined, response, "needs more"), false)
-      return { response }
-    }
-    if (phase === "request_complete") {
-      this.emit(this.entry(ref, phase, ctx, started, resultOfDecision(decision), "ignored", undefined, response, undefined), false)
-      return { response: undefined }
-    }
-    if (decision === "allow") {
-      this.emit(this.entry(ref, phase, ctx, started, "allow", "continue", undefined, response, undefined), false)
-      return { response }
-    }
-    const respond = respondFor(decision, ref.agent, this.challenge)
-    const result = resultOfDecision(decision)
-    this.emit(this.entry(ref, phase, ctx, started, result, "respond", respond.status, response, undefined), false)
-    return { respond }
-  }
-
-  /**
-   * Starts one agent call of `phase` and reports its outcome; `undefined`
-   * from `event` means "skip" (outcome already reported by it).
-   */
-  private one(
-    ref: AgentFilterRef,
-    phase: AgentPhase,
-    ctx: PhaseContext,
-    event: object & { readonly correlation_id: string },
-    done: (outcome: Outcome) => void,
-    streaming: false | "chunk" | "last" = false
-  ): CancelCall {
-    const started = performance.now()
-    const rt = this.runtimes.get(ref.agent)
-    if (rt === undefined) {
-      const error = new AgentUnavailable({
-        agent: ref.agent,
-        reason: "not-connected",
-        message: `agent "${ref.agent}" is not configured`
-      })
-      done(this.failed(ref, phase, ctx, rt, started, "unavailable", error, error.message))
-      return noop
-    }
-    return rt.invoke(
-      typeOf[phase],
-      event,
-      (result) =>
-        done(
-          Either.isRight(result)
-            ? this.answered(ref, phase, ctx, started, result.right, streaming === "chunk")
-            : this.failed(ref, phase, ctx, rt, started, resultOfFailure(result.left), result.left, result.left.message)
-        ),
-      streaming !== false ? rt.config.chunkTimeoutMs : ref.timeoutMs
-    )
-  }
-
-  private subscribed(ref: AgentFilterRef, phase: AgentPhase): boolean {
-    const rt = this.runtimes.get(ref.agent)
-    // an unknown agent is "subscribed" so that its absence is resolved by failure mode, not ignored
-    return rt === undefined ? phase === "request_headers" : filterSubscribes(ref, rt.config.events, phase)
-  }
-
-  readonly wants = (filters: ReadonlyArray<AgentFilterRef>, phase: AgentPhase): boolean =>
-    filters.some((f) => this.subscribed(f, phase))
-
-  /** An agent in stream mode for this body. */
-  private streams(ref: AgentFilterRef, phase: BodyPhase): boolean {
-    const c = this.runtimes.get(ref.agent)?.config
-    return (phase === "request_body" ? c?.requestBodyMode : c?.responseBodyMode) === "stream"
-  }
-
-  readonly streamsBodyOf = (ref: AgentFilterRef, phase: BodyPhase): boolean => this.streams(ref, phase) && this.subscribed(ref, phase)
-
-  readonly streamsBody = (filters: ReadonlyArray<AgentFilterRef>, phase: BodyPhase): boolean =>
-    filters.some((f) => this.streamsBodyOf(f, phase))
-
+class Manager extends AgentCalls implements AgentManagerService {
   readonly startBodyChunk = (
     filters: ReadonlyArray<AgentFilterRef>,
     phase: BodyPhase,
@@ -591,37 +287,6 @@ class Manager implements AgentManagerService {
     }
   }
 
-  /** One agent's look at one frame, resolved by failure mode when the call fails. */
-  private oneFrame(
-    ref: AgentFilterRef,
-    ctx: PhaseContext,
-    event: WebSocketFrameEvent,
-    done: (verdict: WebSocketVerdict) => void
-  ): CancelCall {
-    const started = performance.now()
-    const rt = this.runtimes.get(ref.agent)
-    const failed = (result: AgentResult, message: string): void => {
-      if (this.failureMode(ref, ctx, rt) === "open") {
-        this.emit(this.entry(ref, "websocket_frame", ctx, started, result, "fail-open", undefined, undefined, message), true)
-        return done(WEBSOCKET_ALLOW)
-      }
-      this.emit(this.entry(ref, "websocket_frame", ctx, started, result, "fail-closed", undefined, undefined, message), false)
-      done({ _tag: "close", code: 1011, reason: "agent failure", why: "agent_failure" })
-    }
-    if (rt === undefined) {
-      failed("unavailable", `agent "${ref.agent}" is not configured`)
-      return noop
-    }
-    return rt.invoke(MessageType.WebSocketFrame, event, (result) => {
-      if (Either.isLeft(result)) return failed(resultOfFailure(result.left), result.left.message)
-      const v = websocketVerdictOf(result.right)
-      const label: AgentResult = v._tag === "allow" ? "allow" : v._tag
-      const reason = v._tag === "close" ? `close ${v.code}${v.reason !== "" ? `: ${v.reason}` : ""}` : undefined
-      this.emit(this.entry(ref, "websocket_frame", ctx, started, label, v._tag === "allow" ? "continue" : "respond", undefined, result.right, reason), false)
-      done(v)
-    })
-  }
-
   readonly notifyComplete = (
     filters: ReadonlyArray<AgentFilterRef>,
     event: RequestCompleteEvent,
@@ -638,8 +303,6 @@ class Manager implements AgentManagerService {
     [...this.runtimes.values()].map((rt) => ({ id: rt.config.id, client: rt.client.status(), runtime: rt.status() }))
 }
 
-
-const noop: CancelCall = () => {}
 
 /** A RequestBodyChunk (`bytes_received`) or ResponseBodyChunk (`bytes_sent`) event. */
 const bodyChunkEvent = (

@@ -1,17 +1,13 @@
 /**
- * Sentinel agent protocol v2 over Unix domain sockets: framing, message
- * types and the JSON shapes of every message, byte for byte as Sentinel's
- * (its protocol reference is the contract).
+ * Sentinel agent protocol v2 over Unix domain sockets: the message types and
+ * the JSON shapes of every message, byte for byte as Sentinel's (its protocol
+ * reference is the contract), and the error of a peer that breaks it.
  *
- * Frame: `[u32 BE L][u8 type][L-1 bytes of UTF-8 JSON]`, `L` counting the
- * type byte. Used by both sides: the proxy's Client and the agent SDK.
- *
- * Decoders never throw: they return `Either` with a typed
- * `AgentProtocolError`, so a malformed answer is a failure, never an allow.
+ * The frames that carry them: ProtocolFrames.ts; the decoders (`Either`, never
+ * throwing): ProtocolDecoders.ts. Used by both sides: the proxy's Client and
+ * the agent SDK.
  */
 import * as Data from "effect/Data"
-import * as Either from "effect/Either"
-import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 
 // ---------------------------------------------------------------------------
@@ -101,196 +97,13 @@ export class AgentProtocolError extends Data.TaggedError("AgentProtocolError")<{
 }> {}
 
 // ---------------------------------------------------------------------------
-// Framing
-
-/** One decoded frame. `payload` is the parsed JSON object. */
-export interface Frame {
-  readonly _tag: "Frame"
-  readonly type: MessageType
-  readonly payload: Record<string, unknown>
-}
-
-/**
- * Encodes one frame from already-serialised payload bytes.
- * Throws a RangeError past `MAX_FRAME_LENGTH` (callers bound bodies well below it).
- */
-export const encodeFrameBytes = (type: MessageType, payload: Uint8Array): Buffer => {
-  const length = payload.length + 1
-  if (length > MAX_FRAME_LENGTH) throw new RangeError(`agent frame of ${length} bytes exceeds ${MAX_FRAME_LENGTH}`)
-  const out = Buffer.allocUnsafe(4 + length)
-  out.writeUInt32BE(length, 0)
-  out[4] = type
-  out.set(payload, 5)
-  return out
-}
-
-/**
- * Encodes one frame: `payload` is serialised with `JSON.stringify`.
- * Throws a RangeError past `MAX_FRAME_LENGTH`.
- */
-export const encodeFrame = (type: MessageType, payload: unknown): Buffer => {
-  const json = JSON.stringify(payload ?? null)
-  const size = payloadBytes(json)
-  const out = Buffer.allocUnsafe(5 + size)
-  writeFrame(out, 0, type, json, size)
-  return out
-}
-
-/** The UTF-8 size of a JSON payload; a RangeError when its frame would exceed `MAX_FRAME_LENGTH`. */
-const payloadBytes = (json: string): number => {
-  const size = Buffer.byteLength(json)
-  if (size + 1 > MAX_FRAME_LENGTH) throw new RangeError(`agent frame of ${size + 1} bytes exceeds ${MAX_FRAME_LENGTH}`)
-  return size
-}
-
-/** Writes one frame (length prefix, type byte, `size` bytes of JSON) into `out` at `at`. */
-const writeFrame = (out: Buffer, at: number, type: MessageType, json: string, size: number): void => {
-  out.writeUInt32BE(size + 1, at)
-  out[at + 4] = type
-  out.write(json, at + 5, size, "utf8")
-}
-
-/**
- * Frames queued for one write: each payload serialised when it is queued (so an oversize
- * one is refused then), all of them written into one buffer by `take`. One allocation and
- * one copy per batch instead of a buffer per frame and a concatenation.
- */
-export class FrameBatch {
-  private types: Array<MessageType> = []
-  private jsons: Array<string> = []
-  private sizes: Array<number> = []
-  /** Bytes `take` will return (length prefixes and type bytes included). */
-  bytes = 0
-
-  get length(): number {
-    return this.types.length
-  }
-
-  /** Queues one frame; throws a RangeError past `MAX_FRAME_LENGTH` (then nothing is queued). */
-  add(type: MessageType, payload: unknown): void {
-    const json = JSON.stringify(payload ?? null)
-    const size = payloadBytes(json)
-    this.types.push(type)
-    this.jsons.push(json)
-    this.sizes.push(size)
-    this.bytes += 5 + size
-  }
-
-  /** The queued frames, in order, as one buffer; the batch is empty afterwards. */
-  take(): Buffer {
-    const out = Buffer.allocUnsafe(this.bytes)
-    let at = 0
-    for (let i = 0; i < this.types.length; i++) {
-      const size = this.sizes[i]
-      writeFrame(out, at, this.types[i], this.jsons[i], size)
-      at += 5 + size
-    }
-    this.clear()
-    return out
-  }
-
-  clear(): void {
-    this.types = []
-    this.jsons = []
-    this.sizes = []
-    this.bytes = 0
-  }
-}
-
-const utf8 = new TextDecoder("utf-8", { fatal: true })
-
-/**
- * Incremental frame decoder. Feed it socket chunks of any size with `push`;
- * it returns every complete frame, in order. On the first protocol error it
- * returns that error (after the frames before it) and stays failed: every
- * later `push` returns nothing. A frame is held in memory only once; chunks
- * are joined when the frame is complete, not on every push.
- */
-export class FrameDecoder {
-  private chunks: Array<Buffer> = []
-  private size = 0
-  private failure: AgentProtocolError | undefined
-
-  constructor(private readonly maxFrameLength: number = MAX_FRAME_LENGTH) {}
-
-  /** The error that stopped this decoder, if any. */
-  get error(): AgentProtocolError | undefined {
-    return this.failure
-  }
-
-  /** Bytes held waiting for the rest of a frame. */
-  get buffered(): number {
-    return this.size
-  }
-
-  push(chunk: Uint8Array): Array<Frame | AgentProtocolError> {
-    const out: Array<Frame | AgentProtocolError> = []
-    if (this.failure !== undefined || chunk.length === 0) return out
-    this.chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length))
-    this.size += chunk.length
-    for (;;) {
-      if (this.size < 4) return out
-      this.coalesce(Math.min(this.size, 5))
-      const head = this.chunks[0]
-      const length = head.readUInt32BE(0)
-      if (length === 0) return this.fail(out, "zero-length", "agent frame with L = 0")
-      if (length > this.maxFrameLength) {
-        return this.fail(out, "oversize", `agent frame of ${length} bytes exceeds ${this.maxFrameLength}`)
-      }
-      if (this.size < 5) return out
-      const type = head[4]
-      if (!isMessageType(type)) return this.fail(out, "unknown-type", `unknown agent message type ${messageTypeName(type)}`)
-      if (this.size < 4 + length) return out
-      this.coalesce(4 + length)
-      const first = this.chunks[0]
-      const payload = first.subarray(5, 4 + length)
-      if (first.length === 4 + length) this.chunks.shift()
-      else this.chunks[0] = first.subarray(4 + length)
-      this.size -= 4 + length
-      let value: unknown
-      try {
-        value = JSON.parse(utf8.decode(payload))
-      } catch (e) {
-        return this.fail(out, "bad-json", `agent ${messageTypeName(type)} payload is not UTF-8 JSON: ${String(e)}`)
-      }
-      if (typeof value !== "object" || value === null || Array.isArray(value)) {
-        return this.fail(out, "bad-json", `agent ${messageTypeName(type)} payload is not a JSON object`)
-      }
-      out.push({ _tag: "Frame", type, payload: value as Record<string, unknown> })
-    }
-  }
-
-  /** Makes `chunks[0]` hold at least `n` bytes (n <= size), joining only the chunks needed. */
-  private coalesce(n: number): void {
-    if (this.chunks[0].length >= n) return
-    let count = 0
-    let total = 0
-    while (total < n) total += this.chunks[count++].length
-    const joined = Buffer.concat(this.chunks.slice(0, count), total)
-    this.chunks.splice(0, count, joined)
-  }
-
-  private fail(
-    out: Array<Frame | AgentProtocolError>,
-    reason: AgentProtocolError["reason"],
-    message: string
-  ): Array<Frame | AgentProtocolError> {
-    this.failure = new AgentProtocolError({ reason, message })
-    this.chunks = []
-    this.size = 0
-    out.push(this.failure)
-    return out
-  }
-}
-
-// ---------------------------------------------------------------------------
 // Shared shapes
 
 const Int = Schema.Int
 const NonNegInt = Schema.Int.pipe(Schema.nonNegative())
 /** Header names are RFC 9110 tokens; anything else could not be applied safely. */
-const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
-const HEADER_VALUE = /^[^\r\n\0]*$/
+export const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+export const HEADER_VALUE = /^[^\r\n\0]*$/
 const HeaderName = Schema.String.pipe(Schema.pattern(HEADER_NAME))
 /** Header values must not smuggle line breaks or NUL into the forwarded message. */
 const HeaderValue = Schema.String.pipe(Schema.pattern(HEADER_VALUE))
@@ -473,6 +286,17 @@ export type HealthStatusMessage = typeof HealthStatusMessage.Type
 export const FlowControlMessage = Schema.Struct({ action: Int })
 export type FlowControlMessage = typeof FlowControlMessage.Type
 
+/** An event the proxy sends, tagged by its message type (what an agent dispatches on). */
+export type ProxyEvent =
+  | { readonly type: typeof MessageType.RequestHeaders; readonly event: RequestHeadersEvent }
+  | { readonly type: typeof MessageType.RequestBodyChunk; readonly event: RequestBodyChunkEvent }
+  | { readonly type: typeof MessageType.ResponseHeaders; readonly event: ResponseHeadersEvent }
+  | { readonly type: typeof MessageType.ResponseBodyChunk; readonly event: ResponseBodyChunkEvent }
+  | { readonly type: typeof MessageType.RequestComplete; readonly event: RequestCompleteEvent }
+  | { readonly type: typeof MessageType.WebSocketFrame; readonly event: WebSocketFrameEvent }
+  | { readonly type: typeof MessageType.GuardrailInspect; readonly event: GuardrailInspectEvent }
+  | { readonly type: typeof MessageType.Configure; readonly event: ConfigureEvent }
+
 // ---------------------------------------------------------------------------
 // AgentResponse (0x20)
 
@@ -562,291 +386,7 @@ export type AgentResponse = typeof AgentResponse.Type
 export type AgentResponseWire = typeof AgentResponse.Encoded
 
 // ---------------------------------------------------------------------------
-// Decoders: Either<T, AgentProtocolError>, never throw
-
-const decoder = <A, I>(schema: Schema.Schema<A, I>, what: string) => {
-  const decode = Schema.decodeUnknownEither(schema, { onExcessProperty: "ignore" })
-  return (input: unknown): Either.Either<A, AgentProtocolError> => {
-    const result = decode(input)
-    return Either.isRight(result)
-      ? Either.right(result.right)
-      : Either.left(
-          new AgentProtocolError({
-            reason: "malformed",
-            message: `malformed ${what}: ${ParseResult.TreeFormatter.formatErrorSync(result.left)}`
-          })
-        )
-  }
-}
-
-export const decodeHandshakeRequest = decoder(HandshakeRequest, "HandshakeRequest")
-export const decodeHandshakeResponse = decoder(HandshakeResponse, "HandshakeResponse")
-/** The schema decoder of AgentResponse (the reference for the fast path below). */
-export const decodeAgentResponseSchema = decoder(AgentResponse, "AgentResponse")
-
-const isStringArray = (u: unknown): u is Array<string> => {
-  if (!Array.isArray(u)) return false
-  for (const x of u) if (typeof x !== "string") return false
-  return true
-}
-const isPlainObject = (u: unknown): u is Record<string, unknown> =>
-  typeof u === "object" && u !== null && !Array.isArray(u)
-const isEmpty = (u: unknown): boolean => {
-  for (const _ in u as object) return false
-  return true
-}
-
-/**
- * Header mutations in their plain shape (`{ set|add: { name, value } }`, `{ remove: { name } }`,
- * nothing else in either object), validated as `HeaderOp` would. undefined for anything else,
- * which the schema then decides.
- */
-const fastHeaderOps = (v: unknown): Array<HeaderOp> | undefined => {
-  if (v === null) return []
-  if (!Array.isArray(v)) return undefined
-  const out: Array<HeaderOp> = []
-  for (const op of v) {
-    if (!isPlainObject(op)) return undefined
-    let kind: "set" | "add" | "remove" | undefined
-    for (const k in op) {
-      if (kind !== undefined || (k !== "set" && k !== "add" && k !== "remove")) return undefined
-      kind = k
-    }
-    if (kind === undefined) return undefined
-    const body = op[kind]
-    if (!isPlainObject(body)) return undefined
-    const name = body.name
-    if (typeof name !== "string" || !HEADER_NAME.test(name)) return undefined
-    if (kind === "remove") {
-      for (const k in body) if (k !== "name") return undefined
-      out.push({ remove: { name } })
-      continue
-    }
-    const value = body.value
-    if (typeof value !== "string" || !HEADER_VALUE.test(value)) return undefined
-    for (const k in body) if (k !== "name" && k !== "value") return undefined
-    out.push(kind === "set" ? { set: { name, value } } : { add: { name, value } })
-  }
-  return out
-}
-
-/**
- * The common answers, an allow with at most header mutations and audit metadata, decoded
- * without the schema (a few µs instead of 25+ µs per request). Returns undefined for anything
- * else, which then goes through the schema; the result is identical to the schema's (checked
- * by a property test).
- */
-const fastAllow = (o: Record<string, unknown>): AgentResponse | undefined => {
-  if (o.decision !== "allow" || typeof o.version !== "number" || !Number.isSafeInteger(o.version)) return undefined
-  let audit: AuditMetadata = { tags: [], rule_ids: [], reason_codes: [], custom: {} }
-  let needsMore = false
-  let requestHeaders: Array<HeaderOp> = []
-  let responseHeaders: Array<HeaderOp> = []
-  for (const key in o) {
-    const v = o[key]
-    switch (key) {
-      case "version":
-      case "decision":
-        break
-      case "request_headers": {
-        const ops = fastHeaderOps(v)
-        if (ops === undefined) return undefined
-        requestHeaders = ops
-        break
-      }
-      case "response_headers": {
-        const ops = fastHeaderOps(v)
-        if (ops === undefined) return undefined
-        responseHeaders = ops
-        break
-      }
-      case "routing_metadata":
-        if (v !== null && !(isPlainObject(v) && isEmpty(v))) return undefined
-        break
-      case "needs_more":
-        if (v === true) needsMore = true
-        else if (v !== false && v !== null) return undefined
-        break
-      case "request_body_mutation":
-      case "response_body_mutation":
-      case "websocket_decision":
-        if (v !== null) return undefined
-        break
-      case "audit": {
-        if (v === null) break
-        if (!isPlainObject(v)) return undefined
-        const a: { -readonly [K in keyof AuditMetadata]: AuditMetadata[K] } = {
-          tags: [],
-          rule_ids: [],
-          reason_codes: [],
-          custom: {}
-        }
-        for (const k in v) {
-          const x = v[k]
-          switch (k) {
-            case "tags":
-            case "rule_ids":
-            case "reason_codes":
-              if (x === null) break
-              if (!isStringArray(x)) return undefined
-              a[k] = x
-              break
-            case "confidence":
-              if (x !== null && typeof x !== "number") return undefined
-              a.confidence = x
-              break
-            case "custom":
-              if (x === null) break
-              if (!isPlainObject(x)) return undefined
-              a.custom = x
-              break
-            default:
-              break // excess properties are ignored, as by the schema
-          }
-        }
-        audit = a
-        break
-      }
-      default:
-        return undefined
-    }
-  }
-  return {
-    version: o.version,
-    decision: "allow",
-    request_headers: requestHeaders,
-    response_headers: responseHeaders,
-    routing_metadata: {},
-    audit,
-    needs_more: needsMore,
-    request_body_mutation: null,
-    response_body_mutation: null,
-    websocket_decision: null
-  }
-}
-
-/** Decodes an AgentResponse payload; a malformed answer is a failure, never an allow. */
-export const decodeAgentResponse = (input: unknown): Either.Either<AgentResponse, AgentProtocolError> => {
-  if (isPlainObject(input)) {
-    const fast = fastAllow(input)
-    if (fast !== undefined) return Either.right(fast)
-  }
-  return decodeAgentResponseSchema(input)
-}
-/** The schema decoder of RequestHeaders (the reference for the fast path below). */
-export const decodeRequestHeadersSchema = decoder(RequestHeadersEvent, "RequestHeaders")
-
-const METADATA_STRINGS = ["correlation_id", "request_id", "client_ip", "protocol", "timestamp"] as const
-const METADATA_OPTIONAL = ["server_name", "tls_version", "tls_cipher", "route_id", "upstream_id", "traceparent"] as const
-
-/**
- * A RequestHeaders event as proxies send it, decoded without the schema (the agent's cost per
- * request: the schema took about a sixth of the echo agent's CPU). Fields are checked as the
- * schema checks them and only its fields are kept; undefined for anything it does not take
- * plainly, which the schema then decides (a property test holds the two equal).
- */
-const fastRequestHeaders = (o: Record<string, unknown>): RequestHeadersEvent | undefined => {
-  const { correlation_id, metadata: m, method, uri, headers } = o
-  if (typeof correlation_id !== "string" || typeof method !== "string" || typeof uri !== "string") return undefined
-  if (!isPlainObject(m) || !isPlainObject(headers)) return undefined
-  const metadata: Record<string, unknown> = {}
-  for (const k of METADATA_STRINGS) {
-    const v = m[k]
-    if (typeof v !== "string") return undefined
-    metadata[k] = v
-  }
-  const port = m.client_port
-  if (typeof port !== "number" || !Number.isSafeInteger(port) || port < 0) return undefined
-  metadata.client_port = port
-  for (const k of METADATA_OPTIONAL) {
-    if (!(k in m)) continue
-    const v = m[k]
-    if (v !== null && typeof v !== "string") return undefined
-    metadata[k] = v
-  }
-  const map: Record<string, Array<string>> = {}
-  for (const name in headers) {
-    const values = headers[name]
-    if (name === "__proto__" || !isStringArray(values)) return undefined
-    map[name] = values
-  }
-  return { correlation_id, metadata: metadata as RequestMetadata, method, uri, headers: map }
-}
-
-export const decodeRequestHeaders = (input: unknown): Either.Either<RequestHeadersEvent, AgentProtocolError> => {
-  if (isPlainObject(input)) {
-    const fast = fastRequestHeaders(input)
-    if (fast !== undefined) return Either.right(fast)
-  }
-  return decodeRequestHeadersSchema(input)
-}
-export const decodeRequestBodyChunk = decoder(RequestBodyChunkEvent, "RequestBodyChunk")
-export const decodeResponseHeaders = decoder(ResponseHeadersEvent, "ResponseHeaders")
-export const decodeResponseBodyChunk = decoder(ResponseBodyChunkEvent, "ResponseBodyChunk")
-export const decodeRequestComplete = decoder(RequestCompleteEvent, "RequestComplete")
-export const decodeWebSocketFrame = decoder(WebSocketFrameEvent, "WebSocketFrame")
-export const decodeGuardrailInspect = decoder(GuardrailInspectEvent, "GuardrailInspect")
-export const decodeConfigure = decoder(ConfigureEvent, "Configure")
-export const decodeCancel = decoder(CancelMessage, "Cancel")
-export const decodePing = decoder(PingMessage, "Ping")
-export const decodeHealthStatus = decoder(HealthStatusMessage, "HealthStatus")
-export const decodeFlowControl = decoder(FlowControlMessage, "FlowControl")
-
-/** An event the proxy sends, tagged by its message type (what an agent dispatches on). */
-export type ProxyEvent =
-  | { readonly type: typeof MessageType.RequestHeaders; readonly event: RequestHeadersEvent }
-  | { readonly type: typeof MessageType.RequestBodyChunk; readonly event: RequestBodyChunkEvent }
-  | { readonly type: typeof MessageType.ResponseHeaders; readonly event: ResponseHeadersEvent }
-  | { readonly type: typeof MessageType.ResponseBodyChunk; readonly event: ResponseBodyChunkEvent }
-  | { readonly type: typeof MessageType.RequestComplete; readonly event: RequestCompleteEvent }
-  | { readonly type: typeof MessageType.WebSocketFrame; readonly event: WebSocketFrameEvent }
-  | { readonly type: typeof MessageType.GuardrailInspect; readonly event: GuardrailInspectEvent }
-  | { readonly type: typeof MessageType.Configure; readonly event: ConfigureEvent }
-
-/**
- * Decodes the payload of an event frame (types 0x10..0x17). Any other type
- * is `unexpected`: the caller handles control messages itself.
- */
-export const decodeEvent = (frame: Pick<Frame, "type" | "payload">): Either.Either<ProxyEvent, AgentProtocolError> => {
-  const tag = <T extends ProxyEvent["type"]>(type: T) => <E>(e: Either.Either<E, AgentProtocolError>) =>
-    Either.map(e, (event) => ({ type, event }) as ProxyEvent)
-  switch (frame.type) {
-    case MessageType.RequestHeaders:
-      return tag(frame.type)(decodeRequestHeaders(frame.payload))
-    case MessageType.RequestBodyChunk:
-      return tag(frame.type)(decodeRequestBodyChunk(frame.payload))
-    case MessageType.ResponseHeaders:
-      return tag(frame.type)(decodeResponseHeaders(frame.payload))
-    case MessageType.ResponseBodyChunk:
-      return tag(frame.type)(decodeResponseBodyChunk(frame.payload))
-    case MessageType.RequestComplete:
-      return tag(frame.type)(decodeRequestComplete(frame.payload))
-    case MessageType.WebSocketFrame:
-      return tag(frame.type)(decodeWebSocketFrame(frame.payload))
-    case MessageType.GuardrailInspect:
-      return tag(frame.type)(decodeGuardrailInspect(frame.payload))
-    case MessageType.Configure:
-      return tag(frame.type)(decodeConfigure(frame.payload))
-    default:
-      return Either.left(
-        new AgentProtocolError({ reason: "unexpected", message: `${messageTypeName(frame.type)} is not an event` })
-      )
-  }
-}
-
-/**
- * The correlation id an answer carries in `audit.custom.correlation_id`
- * (the only place the proxy matches answers on), read without decoding the
- * whole answer.
- */
-export const answerCorrelationId = (payload: Record<string, unknown>): string | undefined => {
-  const audit = payload.audit
-  if (typeof audit !== "object" || audit === null) return undefined
-  const custom = (audit as Record<string, unknown>).custom
-  if (typeof custom !== "object" || custom === null) return undefined
-  const id = (custom as Record<string, unknown>).correlation_id
-  return typeof id === "string" ? id : undefined
-}
+// Builders
 
 /** Builds the wire form of an allow answer (handy for agents and tests). */
 export const allowResponse = (correlationId: string): AgentResponseWire => ({

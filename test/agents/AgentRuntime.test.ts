@@ -3,8 +3,7 @@ import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { agentConfig } from "../../src/agents/AgentConfig.js"
 import { AgentRuntime } from "../../src/agents/AgentRuntime.js"
-import { AgentTimeout, AgentUnavailable } from "../../src/agents/Channels.js"
-import type { AgentClient } from "../../src/agents/Client.js"
+import { type AgentClient, AgentTimeout, AgentUnavailable } from "../../src/agents/Channels.js"
 import { type AgentResponse, CancelReason, MessageType } from "../../src/agents/Protocol.js"
 
 const allow: AgentResponse = {

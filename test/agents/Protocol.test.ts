@@ -5,20 +5,24 @@ import { requestHeadersEvent as requestHeadersEventFor } from "./rawAgentHarness
 import {
   AgentProtocolError,
   allowResponse,
+  MAX_FRAME_LENGTH,
+  MessageType
+} from "../../src/agents/Protocol.js"
+import {
   answerCorrelationId,
   decodeAgentResponse,
   decodeAgentResponseSchema,
   decodeRequestHeaders,
   decodeRequestHeadersSchema,
   decodeEvent,
-  decodeHandshakeResponse,
+  decodeHandshakeResponse
+} from "../../src/agents/ProtocolDecoders.js"
+import {
   encodeFrame,
   type Frame,
   FrameBatch,
-  FrameDecoder,
-  MAX_FRAME_LENGTH,
-  MessageType
-} from "../../src/agents/Protocol.js"
+  FrameDecoder
+} from "../../src/agents/ProtocolFrames.js"
 
 const types = Object.values(MessageType)
 const token = fc.stringMatching(/^[a-z][a-z0-9-]{0,15}$/)

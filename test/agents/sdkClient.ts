@@ -3,8 +3,9 @@
  * codec, no SDK code, so tests see exactly the bytes an agent writes.
  */
 import * as Net from "node:net"
-import { AgentProtocolError, encodeFrame, FrameDecoder, MessageType } from "../../src/agents/Protocol.js"
-import type { Frame } from "../../src/agents/Protocol.js"
+import { AgentProtocolError, MessageType } from "../../src/agents/Protocol.js"
+import { encodeFrame, FrameDecoder } from "../../src/agents/ProtocolFrames.js"
+import type { Frame } from "../../src/agents/ProtocolFrames.js"
 
 export class RawAgentClient {
   private readonly frames: Array<Frame> = []

@@ -1,7 +1,7 @@
 import * as fc from "fast-check"
 import * as Either from "effect/Either"
 import { describe, expect, it } from "vitest"
-import { decodeAgentResponse } from "../../src/agents/Protocol.js"
+import { decodeAgentResponse } from "../../src/agents/ProtocolDecoders.js"
 import { parseAgentArgs } from "../../src/agents/sdk/AgentMain.js"
 import { allow, block, challenge, redirect } from "../../src/agents/sdk/Decision.js"
 

@@ -11,17 +11,14 @@ import * as Either from "effect/Either"
 import type * as Fiber from "effect/Fiber"
 import {
   AgentProtocolError,
-  decodeCancel,
-  decodeEvent,
-  decodeHandshakeRequest,
-  encodeFrame,
-  FrameDecoder,
   HealthState,
   MAX_FRAME_LENGTH,
   MessageType,
   PROTOCOL_VERSION
 } from "../Protocol.js"
-import type { Frame } from "../Protocol.js"
+import { decodeCancel, decodeEvent, decodeHandshakeRequest } from "../ProtocolDecoders.js"
+import { encodeFrame, FrameDecoder } from "../ProtocolFrames.js"
+import type { Frame } from "../ProtocolFrames.js"
 import type { ServeAgentOptions } from "./AgentServer.js"
 import {
   applyHandshakeConfig,

@@ -1,7 +1,8 @@
 /**
  * Agent SDK server: write an agent as Effect handlers, serve it on a Unix
- * socket speaking Sentinel's agent protocol v2 (framing and schemas from
- * `../Protocol.ts`, shared with the proxy's client).
+ * socket speaking Sentinel's agent protocol v2 (schemas, framing and decoders
+ * from `../Protocol.ts`, `../ProtocolFrames.ts`, `../ProtocolDecoders.ts`,
+ * shared with the proxy's client).
  *
  * Per connection: handshake first, then events run concurrently (one fiber
  * per event, forked on the runtime captured when the server started), each

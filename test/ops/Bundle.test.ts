@@ -30,6 +30,10 @@ const bundleOnlyPackage = (withBundle = true): string => {
   return dir
 }
 
+const childrenOf = (pid: number): Array<number> =>
+  readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number)
+const cmdline = (pid: number): Array<string> => readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")
+
 const cleanups: Array<() => Promise<void> | void> = []
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c()
@@ -77,13 +81,19 @@ routes { route "all" { matches { path-prefix "/" }; upstream "origin"; filters "
 observability { logging { access-log { enabled #false } } }
 `
     )
-    // no SENTINEL_NO_RESPAWN: main.js re-executes itself (the bundle) with the V8 flags
-    const env = { ...process.env }
-    delete env["SENTINEL_NO_RESPAWN"]
-    const proc = startCommand(process.execPath, [join(dir, "dist", "main.js"), "run", "-c", config], env)
+    // no SENTINEL_NO_RESPAWN: main.js re-executes itself with the V8 flags, that child is the
+    // cluster's primary, and its workers run the same file
+    const main = join(dir, "dist", "main.js")
+    const proc = startCommand(process.execPath, [main, "run", "-c", config])
     cleanups.push(() => proc.stop())
     await proc.waitForCount(/"cluster worker-ready"/, 2)
     const port = await listenerPort(proc)
+    const [primary, ...others] = childrenOf(proc.pid)
+    expect(others).toEqual([])
+    expect(cmdline(primary!)).toEqual(expect.arrayContaining(["--max-semi-space-size=64", main, "run"]))
+    const workers = childrenOf(primary!)
+    expect(workers).toHaveLength(2)
+    for (const w of workers) expect(cmdline(w)).toContain(main)
     for (let i = 0; i < 4; i++) {
       const reply = await request(port, { path: `/through/${i}` })
       expect(reply.status).toBe(200)

@@ -26,6 +26,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY config ./config
+# the .proto the gRPC agent transport loads (found beside package.json)
+COPY proto ./proto
 # the default configuration for a container: listens on all interfaces, metrics on :9090
 COPY deploy/docker/sentinel.kdl /etc/sentinel/sentinel.kdl
 # the image's own user (uid 1000 in the node images): never root

@@ -8,7 +8,10 @@
 // (/proc/PID/status) and the lowest VmRSS sampled (every second) are read and the processes
 // are stopped. Medians per variant.
 //
-//   npm run build && node bench/idle-rss.mjs [--starts 3] [--settle 45] [name=dist-dir[@MB] ...]
+//   npm run build && node bench/idle-rss.mjs [--starts 3] [--settle 45] [--port-base 18880] [name=dist-dir[@MB] ...]
+//
+// --port-base P: the upstream listens on P, the variants on P+10 and up (two runs at once need
+// different bases).
 //
 // Variants as in cpu-ab.mjs (common.mjs parseVariant): `name=dist-dir` (a build of another
 // commit), `name=dist@16` (SENTINEL_YOUNG_GENERATION_MB=16), `name=ceiling`, each optionally
@@ -23,18 +26,18 @@ import { CEILINGS, median, parseVariant, sentinelConfig, start, startUpstream, w
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const { values: opt, positionals } = parseArgs({
   allowPositionals: true,
-  options: { starts: { type: "string", default: "3" }, settle: { type: "string", default: "45" } }
+  options: { starts: { type: "string", default: "3" }, settle: { type: "string", default: "45" }, "port-base": { type: "string", default: "18880" } }
 })
 const variants = (positionals.length > 0 ? positionals : ["sentinel=dist", "ceiling=ceiling"]).map((v) => ({ ...parseVariant(v), samples: [] }))
 
 const work = workDir("sentinel-idle-rss-")
-const UPSTREAM_PORT = 18880
+const UPSTREAM_PORT = Number(opt["port-base"])
 await startUpstream(work, UPSTREAM_PORT)
 const kib = (pid, field) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? NaN)
 const get = (port) =>
   new Promise((res, rej) => http.get({ host: "127.0.0.1", port, path: "/small" }, (r) => r.resume().on("end", res)).on("error", rej))
 
-let port = 18890
+let port = UPSTREAM_PORT + 10
 for (let s = 0; s < Number(opt.starts); s++) {
   // all variants at once (idle processes hardly disturb each other), a fresh process each start
   for (const v of variants) {

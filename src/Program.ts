@@ -1,5 +1,5 @@
 /**
- * The program behind `main.ts`: parse the command line, load the configuration, start the
+ * The program behind `Launch.ts` (the bundle's entry; `main.ts` runs it): parse the command line, load the configuration, start the
  * proxy (one process, or a `node:cluster` primary with workers when
  * `system { worker-threads }` is not 1), and turn signals into operations:
  * SIGTERM/SIGINT drain, SIGHUP reloads the configuration, SIGUSR1 reopens the
@@ -246,7 +246,7 @@ const logClusterEvent = (e: ClusterEvent): void => {
 /** Cluster primary: supervises workers, serves the aggregated metrics, forwards signals. */
 const runPrimary = (config: SentinelConfig): void => {
   const m = config.observability.metrics
-  // the workers run with the primary's V8 flags (main.ts has already refused an invalid value)
+  // the workers run with the primary's V8 flags (Launch.ts has already refused an invalid value)
   const flags = proxyV8Flags(process.env)
   if (flags instanceof Error) {
     stderrLine("error", flags.message, {})
@@ -342,7 +342,7 @@ const runCommand = (command: Extract<Command, { _tag: "Run" }>): void => {
   })
 }
 
-/** The command line (`main.ts` calls it; importing this module does nothing). */
+/** The command line (`Launch.ts` calls it; importing this module does nothing). */
 export const main = (): void => {
   const command = parseCommand(process.argv.slice(2), process.env)
   switch (command._tag) {

@@ -1,5 +1,5 @@
 /** The version reported by `--version`, the status page and `sentinel_build_info`. */
-import { createRequire } from "node:module"
+import { readFileSync } from "node:fs"
+import { packagePath } from "./PackageRoot.js"
 
-const require = createRequire(import.meta.url)
-export const VERSION: string = (require("../package.json") as { version: string }).version
+export const VERSION: string = (JSON.parse(readFileSync(packagePath("package.json"), "utf8")) as { version: string }).version

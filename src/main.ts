@@ -1,39 +1,16 @@
 #!/usr/bin/env node
 /**
- * Entry point. `sentinel run` re-executes itself once with the V8 flags of
- * `RuntimeFlags.ts` (DESIGN.md §2: the program sets them, not the user)
- * before anything heavy is loaded, so the supervising parent stays
- * small; everything else is `Program.ts`.
- *
- * The child holds an IPC lifeline to the parent: if the parent dies (even by
- * SIGKILL) the child drains and exits instead of living on as an orphan.
- * `SENTINEL_NO_RESPAWN=1` skips the re-exec.
+ * `sentinel`: package.json's `bin`, `npm start`, the Dockerfile. It runs the bundled service,
+ * dist/bundle/main.js, which `npm run build` writes (scripts/bundle.mjs) from `Launch.ts`: our
+ * code and effect in a few minified chunks, about 10 MiB less resident memory than the same
+ * code as ~500 separate modules (bench/README.md, "Memory"). The re-exec with the proxy's V8
+ * flags and the cluster's workers run this same file (`process.argv[1]`), so the bundle too.
  */
-import { spawn } from "node:child_process"
-import { parseCommand } from "./Cli.js"
-import { proxyV8Flags } from "./RuntimeFlags.js"
+import { existsSync } from "node:fs"
 
-const needsRespawn = (): boolean =>
-  process.env["SENTINEL_NO_RESPAWN"] !== "1" &&
-  !process.execArgv.some((a) => a.startsWith("--max-semi-space-size") || a === "--no-allocation-site-pretenuring") &&
-  !(process.env["NODE_OPTIONS"] ?? "").includes("--max-semi-space-size")
-
-/** Run this same command in a child with the proxy's V8 flags; forward signals; mirror its exit. */
-const respawn = (): void => {
-  const flags = proxyV8Flags(process.env)
-  if (flags instanceof Error) {
-    process.stderr.write(`${JSON.stringify({ timestamp: new Date().toISOString(), level: "error", message: flags.message })}\n`)
-    process.exit(2)
-  }
-  const child = spawn(process.execPath, [...flags, ...process.execArgv, ...process.argv.slice(1)], {
-    stdio: ["inherit", "inherit", "inherit", "ipc"],
-    env: { ...process.env, SENTINEL_NO_RESPAWN: "1", SENTINEL_LIFELINE: "1" }
-  })
-  for (const sig of ["SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1"] as const) {
-    process.on(sig, () => child.kill(sig))
-  }
-  child.on("exit", (code, signal) => process.exit(code ?? (signal === null ? 1 : 128)))
+const bundle = new URL("./bundle/main.js", import.meta.url)
+if (!existsSync(bundle)) {
+  process.stderr.write(`sentinel: ${bundle.pathname} is missing: run \`npm run build\` (or run dist/Launch.js, the same from the modules)\n`)
+  process.exit(2)
 }
-
-if (parseCommand(process.argv.slice(2), process.env)._tag === "Run" && needsRespawn()) respawn()
-else (await import("./Program.js")).main()
+await import(bundle.href)

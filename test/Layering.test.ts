@@ -9,7 +9,7 @@ import * as path from "node:path"
 import { describe, expect, it } from "vitest"
 
 const root = path.resolve(__dirname, "../src")
-const ENTRY = new Set(["App.ts", "Program.ts", "main.ts", "Cli.ts", "index.ts"])
+const ENTRY = new Set(["App.ts", "Program.ts", "main.ts", "Launch.ts", "Cli.ts", "index.ts"])
 
 const files = (dir: string): Array<string> =>
   fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {

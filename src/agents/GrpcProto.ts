@@ -15,9 +15,9 @@
  * `optional` presence survives), and `oneofs` naming the set member.
  */
 import * as path from "node:path"
-import { fileURLToPath } from "node:url"
 import type * as protoLoader from "@grpc/proto-loader"
 import { lazyModule } from "../LazyModule.js"
+import { packagePath } from "../PackageRoot.js"
 
 const protoLoaderJs = lazyModule<typeof protoLoader>("@grpc/proto-loader")
 
@@ -28,8 +28,8 @@ export const DEFAULT_GRPC_PACKAGE: GrpcPackage = "zentinel.agent.v2"
 
 export { GRPC_ENVELOPE_BYTES, GRPC_MAX_BODY_BYTES, GRPC_MAX_MESSAGE_BYTES } from "./AgentConfig.js"
 
-/** proto/ of the package: ../../proto from src/agents/ (tests) and from dist/agents/ (the build). */
-export const protoDir = (): string => path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../proto")
+/** proto/ of the package, from src/ (tests), dist/ (the modules) and dist/bundle/ (the service) alike. */
+export const protoDir = (): string => packagePath("proto")
 
 /** The one .proto file shipped: package `zentinel.agent.v2`; `sentinel.agent.v2` is derived from it (`derivePackage`). */
 export const protoFile = (): string => path.join(protoDir(), "zentinel_agent_v2.proto")

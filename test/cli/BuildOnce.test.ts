@@ -1,7 +1,9 @@
 /**
  * The quick start builds once: `npm ci` builds (`prepare`), and `npm start`'s pre-step
  * (`scripts/build-if-stale.mjs`) builds again only when a source changed since the last
- * successful build. Exercised in a scratch package whose `build` only counts its runs.
+ * successful build, or when an output is missing (the bundled service, dist/bundle/main.js, which
+ * dist/main.js runs). Exercised in a scratch package whose `build` counts its runs and writes
+ * empty outputs.
  */
 import { describe, expect, it } from "vitest"
 import { spawnSync } from "node:child_process"
@@ -10,19 +12,28 @@ import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 
 const SCRIPT = resolve("scripts/build-if-stale.mjs")
+const OUTPUTS = ["dist/main.js", "dist/Launch.js", "dist/bundle/main.js"]
 
 const scratch = () => {
   const dir = mkdtempSync(join(tmpdir(), "sentinel-build-once-"))
-  const build = `node -e "require('fs').appendFileSync('builds.txt', 'x')" && node ${JSON.stringify(SCRIPT)} --stamp`
+  const build = `node build.cjs && node ${JSON.stringify(SCRIPT)} --stamp`
+  writeFileSync(
+    join(dir, "build.cjs"),
+    `const fs = require("fs"); fs.appendFileSync("builds.txt", "x")
+for (const f of ${JSON.stringify(OUTPUTS)}) { fs.mkdirSync(require("path").dirname(f), { recursive: true }); fs.writeFileSync(f, "") }
+`
+  )
   writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "scratch", private: true, scripts: { build } }))
   writeFileSync(join(dir, "tsconfig.json"), "{}")
+  mkdirSync(join(dir, "scripts"))
+  writeFileSync(join(dir, "scripts", "bundle.mjs"), "")
   mkdirSync(join(dir, "src"))
   mkdirSync(join(dir, "agents"))
   writeFileSync(join(dir, "src", "a.ts"), "export {}\n")
   writeFileSync(join(dir, "agents", "b.ts"), "export {}\n")
   // every input a minute in the past: the stamp written now is clearly newer
   const past = new Date(Date.now() - 60_000)
-  for (const p of ["package.json", "tsconfig.json", "src/a.ts", "agents/b.ts", "src", "agents"]) utimesSync(join(dir, p), past, past)
+  for (const p of ["package.json", "tsconfig.json", "scripts/bundle.mjs", "src/a.ts", "agents/b.ts", "src", "agents"]) utimesSync(join(dir, p), past, past)
   return dir
 }
 
@@ -36,7 +47,7 @@ describe("npm start builds only when the build is not current", () => {
   it("package.json: `build` records its success, `prestart` builds only if stale, `pretest` always builds", () => {
     const pkg = JSON.parse(readFileSync("package.json", "utf8"))
     expect(pkg.scripts.prepare).toBe("npm run build")
-    expect(pkg.scripts.build).toMatch(/&& node scripts\/build-if-stale\.mjs --stamp$/)
+    expect(pkg.scripts.build).toMatch(/&& node scripts\/bundle\.mjs && node scripts\/build-if-stale\.mjs --stamp$/)
     expect(pkg.scripts.prestart).toBe("node scripts/build-if-stale.mjs")
     expect(pkg.scripts.pretest).toBe("npm run build")
   })
@@ -62,6 +73,16 @@ describe("npm start builds only when the build is not current", () => {
       touch("dist/.build-stamp", 1)
       touch("package.json", 0)
       expect(prestart(dir)).toBe(4) // package settings changed
+      touch("dist/.build-stamp", 0)
+      touch("package.json", 60)
+      expect(prestart(dir)).toBe(4)
+      touch("scripts/bundle.mjs", 0)
+      touch("dist/.build-stamp", 10)
+      expect(prestart(dir)).toBe(5) // the bundle's settings changed
+      rmSync(join(dir, "dist", "bundle"), { recursive: true })
+      expect(prestart(dir)).toBe(6) // the bundled service is gone (e.g. only tsc was run)
+      expect(existsSync(join(dir, "dist", "bundle", "main.js"))).toBe(true)
+      expect(prestart(dir)).toBe(6)
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }

@@ -93,6 +93,8 @@ describe("Dockerfile", { timeout: 60_000 }, () => {
     expect(ins.some((i) => i.stage < last && i.op === "RUN" && /\bnpm ci\b/.test(i.args) && !/--omit=dev/.test(i.args))).toBe(true)
     expect(final.some((i) => i.op === "RUN" && /\bnpm ci\b.*--omit=dev/.test(i.args))).toBe(true)
     expect(final.some((i) => i.op === "COPY" && i.args.includes(`--from=${buildStage}`) && /\bdist\b/.test(i.args))).toBe(true)
+    // the runtime files found beside package.json (PackageRoot.ts): gRPC agents need proto/
+    expect(final.some((i) => i.op === "COPY" && /^proto\s/.test(i.args))).toBe(true)
     // nothing the build needs is kept out of the context, and every source copied exists
     const patterns = read(".dockerignore").split("\n").map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#"))
     for (const c of ins.filter((i) => i.op === "COPY" && !i.args.startsWith("--from"))) {

@@ -4,13 +4,15 @@
  * CommonJS modules on SIGUSR2. The parts of a library an idle proxy does not use stay
  * unloaded: undici's index (fetch, WebSocket, mocks, cache stores: about 8 MiB resident),
  * ioredis and the gRPC stack, mime-types and http-cache-semantics (LazyModule.ts), effect's Stream machinery (config/Current.ts,
- * about 2 MiB of heap). The undici entry points the proxy requires one by one are the very
+ * about 2 MiB of heap). Our code and effect run from the bundle (scripts/bundle.mjs), whose
+ * dist/bundle/inputs.json says which sources each loaded chunk holds. The undici entry points the proxy requires one by one are the very
  * objects undici's index exports.
  */
 import { createRequire } from "node:module"
 import * as http from "node:http"
 import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
+import { fileURLToPath, pathToFileURL } from "node:url"
 import { afterEach, describe, expect, it } from "vitest"
 import * as Undici from "../../src/upstream/Undici.js"
 import { startEchoOrigin, type EchoOrigin } from "../support/origins.js"
@@ -18,6 +20,7 @@ import { request } from "../support/proxy.js"
 import { listenerPort, startSentinel, tempDir, type SentinelProcess } from "./sentinelProcess.js"
 
 const require = createRequire(import.meta.url)
+const DIST = join(__dirname, "../../dist")
 
 const HOOKS = `import { appendFileSync } from "node:fs"
 export async function resolve(specifier, context, next) {
@@ -105,8 +108,18 @@ routes { route "all" { matches { path-prefix "/" }; upstream "origin" } }
     expect(loaded(/node_modules\/undici\/index\.js$/)).toEqual([])
     expect(loaded(/node_modules\/undici\/lib\/web\//)).toEqual([])
     expect(loaded(/node_modules\/(ioredis|@grpc|mime-types|mime-db|http-cache-semantics)\//)).toEqual([])
-    const esm = readFileSync(join(dir, "esm.txt"), "utf8").split("\n")
-    expect(esm.filter((u) => u.endsWith("/effect/dist/esm/Effect.js"))).not.toEqual([])
-    expect(esm.filter((u) => /\/effect\/dist\/esm\/(Stream|SubscriptionRef|PubSub)\.js$/.test(u))).toEqual([])
+    // the service runs from the bundle (scripts/bundle.mjs): no tsc module of ours but the stub
+    // dist/main.js, no effect module file; the bundle's chunks loaded hold effect, not its Stream
+    const esm = readFileSync(join(dir, "esm.txt"), "utf8").split("\n").filter((u) => u !== "")
+    const ours = esm.filter((u) => u.startsWith(pathToFileURL(DIST).href))
+    expect(ours.filter((u) => !u.startsWith(pathToFileURL(join(DIST, "bundle")).href))).toEqual([pathToFileURL(join(DIST, "main.js")).href])
+    expect(esm.filter((u) => u.includes("/node_modules/effect/"))).toEqual([])
+    const chunks = JSON.parse(readFileSync(join(DIST, "bundle", "inputs.json"), "utf8")) as Record<string, Array<string>>
+    const bundled = ours
+      .filter((u) => u.startsWith(pathToFileURL(join(DIST, "bundle")).href))
+      .flatMap((u) => chunks[fileURLToPath(u).slice(join(DIST, "bundle").length + 1)] ?? [`unknown chunk ${u}`])
+    expect(bundled).toContain("src/Program.ts")
+    expect(bundled).toContain("node_modules/effect/dist/esm/Effect.js")
+    expect(bundled.filter((i) => /\/effect\/dist\/esm\/(Stream|SubscriptionRef|PubSub)\.js$/.test(i))).toEqual([])
   })
 })

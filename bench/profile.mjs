@@ -26,7 +26,7 @@
 // group's share of the busy samples in that window.
 import { execFileSync } from "node:child_process"
 import https from "node:https"
-import { readFileSync, readdirSync, mkdirSync, writeFileSync } from "node:fs"
+import { existsSync, readFileSync, readdirSync, mkdirSync, writeFileSync } from "node:fs"
 import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
@@ -178,7 +178,11 @@ const results = []
 const sentinelPort = UPSTREAM_PORT + 10
 const tls = opt.h2 ? { tls: { certFile, keyFile, sessionResumption: true } } : {}
 const config = opt.config ?? sentinelConfig(work, "profile", { port: sentinelPort, upstreamPort: UPSTREAM_PORT, accessLog: true, ...tls })
-results.push(...(await runOne("sentinel", [...PROXY_V8_FLAGS, join(opt.dist, "main.js"), "run", "-c", config], { SENTINEL_NO_RESPAWN: "1" }, sentinelPort)))
+// The service from the tsc modules (dist/Launch.js), not the bundle dist/main.js runs: the same
+// code, and its samples keep their source folders (pipeline/, observability/, ...) for the parts.
+// A build from before the bundle has only main.js.
+const sentinelEntry = existsSync(join(opt.dist, "Launch.js")) ? join(opt.dist, "Launch.js") : join(opt.dist, "main.js")
+results.push(...(await runOne("sentinel", [...PROXY_V8_FLAGS, sentinelEntry, "run", "-c", config], { SENTINEL_NO_RESPAWN: "1" }, sentinelPort)))
 if (opt.agent !== undefined) {
   if (opt.agent !== "uds" && opt.agent !== "grpc") throw new Error("--agent is uds or grpc")
   const port = UPSTREAM_PORT + 12
@@ -191,7 +195,7 @@ if (opt.agent !== undefined) {
     port, upstreamPort: UPSTREAM_PORT, accessLog: true, agentFailureMode: "closed", ...tls,
     ...(opt.agent === "uds" ? { agentSocket: sock } : { agentGrpc: `http://127.0.0.1:${grpcPort}` })
   })
-  results.push(...(await runOne(`sentinel+echo-${opt.agent}`, [...PROXY_V8_FLAGS, join(opt.dist, "main.js"), "run", "-c", cfg], { SENTINEL_NO_RESPAWN: "1" }, port, agent)))
+  results.push(...(await runOne(`sentinel+echo-${opt.agent}`, [...PROXY_V8_FLAGS, sentinelEntry, "run", "-c", cfg], { SENTINEL_NO_RESPAWN: "1" }, port, agent)))
 } else {
   const ceilingPort = UPSTREAM_PORT + 11
   results.push(...(await runOne(

@@ -219,16 +219,20 @@ export const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length
  * A variant of the A/B scripts (cpu-ab, idle-rss): `name=dist-dir` (a build of another
  * commit), `name=dist@16` (SENTINEL_YOUNG_GENERATION_MB=16 instead of the proxy's own flags),
  * `name=ceiling` (bench/ceiling.mjs, with the same V8 flags), `name=ceiling-plus`
- * (bench/ceiling-plus.mjs: the ceiling with trace ids, an access line and metrics), and any of them followed by
+ * (bench/ceiling-plus.mjs: the ceiling with trace ids, an access line and metrics), `name=dist+nolog`
+ * (that build without its access log), and any of them followed by
  * `,--v8-flag,...` for flags added to those (e.g. `sz=dist,--optimize-for-size`).
  */
 /** The hand-written proxies a variant may name instead of a build: bench/<name>.mjs. */
 export const CEILINGS = ["ceiling", "ceiling-plus"]
 export const parseVariant = (spec) => {
   const name = spec.slice(0, spec.indexOf("="))
-  const [what, ...extra] = spec.slice(spec.indexOf("=") + 1).split(",")
+  const [whole, ...extra] = spec.slice(spec.indexOf("=") + 1).split(",")
+  // `+nolog`: this variant without its access log (cpu-ab)
+  const noLog = whole.endsWith("+nolog")
+  const what = noLog ? whole.slice(0, -"+nolog".length) : whole
   const [dir, ygen] = what.split("@")
   const flags = ygen === undefined ? PROXY_V8_FLAGS : proxyV8Flags({ SENTINEL_YOUNG_GENERATION_MB: ygen })
   if (flags instanceof Error) throw flags
-  return { name, dir: CEILINGS.includes(dir) ? dir : resolve(dir), flags: [...flags, ...extra] }
+  return { name, dir: CEILINGS.includes(dir) ? dir : resolve(dir), flags: [...flags, ...extra], ...(noLog ? { accessLog: false } : {}) }
 }

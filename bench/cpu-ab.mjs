@@ -76,7 +76,7 @@ for (const v of variants) {
           ACCESS_LOG: join(work, `access-${v.name}.log`),
           UPSTREAM_URL: `http://127.0.0.1:${UPSTREAM_PORT}`
         })
-      : start(["taskset", "-c", "0", process.execPath, ...v.flags, join(v.dir, "main.js"), "run", "-c", sentinelConfig(work, v.name, { port: v.port, upstreamPort: UPSTREAM_PORT, accessLog: !opt["no-access-log"] })], {
+      : start(["taskset", "-c", "0", process.execPath, ...v.flags, join(v.dir, "main.js"), "run", "-c", sentinelConfig(work, v.name, { port: v.port, upstreamPort: UPSTREAM_PORT, accessLog: v.accessLog ?? !opt["no-access-log"] })], {
           SENTINEL_NO_RESPAWN: "1"
         })
 }

@@ -9,34 +9,13 @@
 import { afterEach, describe, expect, it } from "vitest"
 import * as Effect from "effect/Effect"
 import { makeConfig, type SentinelConfigInput } from "../../src/config/Schema.js"
-
-type AgentConfigInput = SentinelConfigInput["agents"] extends ReadonlyArray<infer A> | undefined ? A : never
-import { closeAllEnvs, metricValue, startAgentEnv, upstreamRoute } from "./agentProxyHarness.js"
-import { type GrpcAgentProcess, spawnGrpcRawAgent, spawnSdkGrpcAgent, stopAllGrpcAgents } from "./grpcAgentHarness.js"
+import { closeAllEnvs, metricValue, upstreamRoute } from "./agentProxyHarness.js"
+import { type GrpcAgentFilter as Filter, type GrpcAgentProcess, spawnGrpcRawAgent, spawnSdkGrpcAgent, stopAllGrpcAgents, withGrpcAgent } from "./grpcAgentHarness.js"
 
 afterEach(async () => {
   await closeAllEnvs()
   await stopAllGrpcAgents()
 })
-
-type Filter = {
-  id: string; type: "agent"; agent: string; failureMode?: "open" | "closed"; timeoutMs?: number; inspectBody?: boolean; maxBodyBytes?: number
-}
-
-/** Agent "g" over gRPC on every path, fail-closed (a missing agent cannot pass for an allow). */
-const withGrpcAgent = async (
-  agent: GrpcAgentProcess,
-  extra: Partial<AgentConfigInput> = {},
-  filter: Partial<Filter> = {}
-) => {
-  const env = await startAgentEnv(() => ({
-    agents: [{ id: "g", grpc: { address: agent.address }, failureMode: "closed", ...extra } as AgentConfigInput],
-    filters: [{ id: "fg", type: "agent", agent: "g", ...filter }],
-    routes: [upstreamRoute("r", "/", { filters: ["fg"] })]
-  }))
-  await env.agentsReady()
-  return env
-}
 
 describe("a gRPC agent written against the .proto (not the SDK)", () => {
   it("allow with header mutations: request ops reach the origin, response ops the client; the event carries the request", async () => {

@@ -7,27 +7,17 @@
  */
 import { createHash } from "node:crypto"
 import { afterEach, describe, expect, it } from "vitest"
-import type { SentinelConfigInput } from "../../src/config/Schema.js"
 import { request } from "../support/proxy.js"
-import { closeAllEnvs, metricValue, startAgentEnv, upstreamRoute } from "./agentProxyHarness.js"
-import { type GrpcAgentProcess, spawnGrpcCoreAgent, stopAllGrpcAgents } from "./grpcAgentHarness.js"
+import { closeAllEnvs, metricValue } from "./agentProxyHarness.js"
+import { type GrpcAgentProcess, spawnGrpcCoreAgent, stopAllGrpcAgents, withGrpcAgent } from "./grpcAgentHarness.js"
+
+/** The C-core agent as agent "g", its deadline long enough for a loaded machine (timeouts are not under test here). */
+const withCoreAgent = (agent: GrpcAgentProcess, extra: Parameters<typeof withGrpcAgent>[1] = {}) => withGrpcAgent(agent, { timeoutMs: 5000, ...extra })
 
 afterEach(async () => {
   await closeAllEnvs()
   await stopAllGrpcAgents()
 })
-
-type AgentInput = NonNullable<SentinelConfigInput["agents"]>[number]
-
-const withCoreAgent = async (agent: GrpcAgentProcess, extra: Partial<AgentInput> = {}) => {
-  const env = await startAgentEnv(() => ({
-    agents: [{ id: "core", grpc: { address: agent.address }, failureMode: "closed", timeoutMs: 5000, ...extra } as AgentInput],
-    filters: [{ id: "fc", type: "agent", agent: "core" }],
-    routes: [upstreamRoute("r", "/", { filters: ["fc"] })]
-  }))
-  await env.agentsReady()
-  return env
-}
 
 describe("gRPC interop: an agent on gRPC's C-core", () => {
   it("handshake, then allow with a request header set for the origin and a response header added", async () => {
@@ -41,7 +31,7 @@ describe("gRPC interop: an agent on gRPC's C-core", () => {
     expect(reply.headers["x-core-agent-response"]).toBe("1")
     const ev = await agent.waitFor((l) => l.event === "request_headers")
     expect(ev).toMatchObject({ uri: "/hello?q=1", method: "GET", correlation_id: reply.headers["x-request-id"] })
-    expect(metricValue(await env.metrics(), "sentinel_agent_calls_total", { agent: "core", event: "request_headers", result: "allow" })).toBe(1)
+    expect(metricValue(await env.metrics(), "sentinel_agent_calls_total", { agent: "g", event: "request_headers", result: "allow" })).toBe(1)
   })
 
   it("block: the agent's status and body, nothing upstream; a 100 KiB block body arrives whole (many DATA frames)", async () => {
@@ -58,7 +48,7 @@ describe("gRPC interop: an agent on gRPC's C-core", () => {
 
   it("a 200 KiB request body goes to the agent in one message larger than a frame, then upstream", async () => {
     const agent = await spawnGrpcCoreAgent()
-    const env = await withCoreAgent(agent, { events: ["request_headers", "request_body"], maxRequestBodyBytes: 1_000_000 } as Partial<AgentInput>)
+    const env = await withCoreAgent(agent, { events: ["request_headers", "request_body"], maxRequestBodyBytes: 1_000_000 })
     const body = Buffer.alloc(200 * 1024, 7)
     const reply = await request(env.proxy.port, { method: "POST", path: "/upload", headers: { "content-type": "application/octet-stream" }, body })
     expect(reply.status).toBe(200)

@@ -9,6 +9,9 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import { protoFile } from "../../src/agents/GrpcProto.js"
+import type { SentinelConfigInput } from "../../src/config/Schema.js"
+import { startAgentEnv, upstreamRoute } from "./agentProxyHarness.js"
 import { type AgentLine, type AgentProcess, spawnAgentProcess, stopAll } from "./rawAgentHarness.js"
 
 const rawScript = fileURLToPath(new URL("../support/grpcRawAgent.mjs", import.meta.url))
@@ -69,7 +72,7 @@ const grpcCoreStubs = (): { readonly python: string; readonly dir: string } => {
   if (coreStubs !== undefined) return coreStubs
   const python = grpcPython()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "grpc-core-stubs-"))
-  const proto = fs.readFileSync(path.join(root, "proto/zentinel_agent_v2.proto"), "utf8").replace(/^(\s*)optional /gm, "$1")
+  const proto = fs.readFileSync(protoFile(), "utf8").replace(/^(\s*)optional /gm, "$1")
   fs.writeFileSync(path.join(dir, "zentinel_agent_v2.proto"), proto)
   const r = spawnSync(python, ["-m", "grpc_tools.protoc", `-I${dir}`, `--python_out=${dir}`, `--grpc_python_out=${dir}`, "zentinel_agent_v2.proto"], { cwd: dir, encoding: "utf8" })
   if (r.status !== 0) throw new Error(`protoc (grpc_tools) failed on the agent proto:\n${r.stderr}`)
@@ -84,3 +87,24 @@ export const spawnGrpcCoreAgent = (port = 0): Promise<GrpcAgentProcess> => {
 }
 
 export const stopAllGrpcAgents = (): Promise<void> => stopAll(running)
+
+type AgentConfigInput = NonNullable<SentinelConfigInput["agents"]>[number]
+
+export type GrpcAgentFilter = {
+  id: string; type: "agent"; agent: string; failureMode?: "open" | "closed"; timeoutMs?: number; inspectBody?: boolean; maxBodyBytes?: number
+}
+
+/** A proxy with agent "g" over gRPC on every path, fail-closed (a missing agent cannot pass for an allow), connected. */
+export const withGrpcAgent = async (
+  agent: GrpcAgentProcess,
+  extra: Partial<AgentConfigInput> = {},
+  filter: Partial<GrpcAgentFilter> = {}
+) => {
+  const env = await startAgentEnv(() => ({
+    agents: [{ id: "g", grpc: { address: agent.address }, failureMode: "closed", ...extra } as AgentConfigInput],
+    filters: [{ id: "fg", type: "agent", agent: "g", ...filter }],
+    routes: [upstreamRoute("r", "/", { filters: ["fg"] })]
+  }))
+  await env.agentsReady()
+  return env
+}

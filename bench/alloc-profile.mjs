@@ -47,7 +47,7 @@ const measure = async (name, argv, env, port) => {
   child.kill("SIGUSR2")
   await new Promise((r) => setTimeout(r, 200)) // (the signal's handler runs on the child's loop)
   const done = h2load(port, Number(opt.requests))
-  if (!new RegExp(`succeeded, 0 failed`).test(done)) throw new Error(`${name}: failed requests\n${done}`)
+  if (!/succeeded, 0 failed/.test(done)) throw new Error(`${name}: failed requests\n${done}`)
   child.kill("SIGTERM")
   await new Promise((r) => child.once("exit", r))
   const sites = new Map()

@@ -14,6 +14,8 @@ process.on("SIGUSR2", () => {
     includeObjectsCollectedByMajorGC: true,
     includeObjectsCollectedByMinorGC: true
   })
+  // (the profiler runs from here: alloc-profile.mjs waits for this file before it sends load)
+  writeFileSync(`${process.env.ALLOC_PROFILE_OUT}.started`, "")
 })
 process.on("exit", () => {
   // an in-process session answers synchronously

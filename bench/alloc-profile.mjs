@@ -7,7 +7,7 @@
 //   npm run build && node bench/alloc-profile.mjs [--requests 40000] [--warmup 10000]
 //     [--body-bytes N] [--path P] [--top 25] [--port-base 18960]
 import { execFileSync } from "node:child_process"
-import { readFileSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
 import { join, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
@@ -45,7 +45,10 @@ const measure = async (name, argv, env, port) => {
   await waitReady(port, opt.path)
   h2load(port, Number(opt.warmup))
   child.kill("SIGUSR2")
-  await new Promise((r) => setTimeout(r, 200)) // (the signal's handler runs on the child's loop)
+  for (let i = 0; !existsSync(`${out}.started`); i++) {
+    if (i === 500) throw new Error(`${name}: the allocation probe did not start`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
   const done = h2load(port, Number(opt.requests))
   if (!/succeeded, 0 failed/.test(done)) throw new Error(`${name}: failed requests\n${done}`)
   child.kill("SIGTERM")
